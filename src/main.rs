@@ -1,1 +1,144 @@
-fn main() {}
+//! The `switchboard` command: `serve`, `config`, and the terminal clients `publish` and `subscribe`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use switchboard::config::Config;
+
+mod cli;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "One self-hosted server for every real-time technique the web has."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run the server (defaults: 127.0.0.1:8080, in-memory broker, demo app at /).
+    Serve(ConfigArgs),
+    /// Print the effective configuration, defaults included, as TOML.
+    Config(ConfigArgs),
+    /// Publish JSON on a channel through the server API.
+    Publish(cli::PublishArgs),
+    /// Subscribe to channels and print each event as a JSON line.
+    Subscribe(cli::SubscribeArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Do not serve the demo app or run its ticker.
+    #[arg(long)]
+    no_demo: bool,
+    /// Serve /ws-echo for the Autobahn WebSocket test suite.
+    #[arg(long, hide = true)]
+    ws_echo_endpoint: bool,
+    /// Log filter, e.g. `debug`.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config, String> {
+        let mut flags = toml::Table::new();
+        if let Some(listen) = &self.listen {
+            flags.insert("listen".into(), listen.clone().into());
+        }
+        if self.no_demo {
+            flags.insert("demo".into(), false.into());
+        }
+        if self.ws_echo_endpoint {
+            flags.insert("ws_echo_endpoint".into(), true.into());
+        }
+        if let Some(log) = &self.log {
+            flags.insert("log".into(), log.clone().into());
+        }
+        let env = std::env::vars().filter(|(k, _)| k != "SWITCHBOARD_CONFIG");
+        Config::load(self.config.as_deref(), env, flags).map_err(|e| e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("switchboard: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Commands::Serve(args) => serve(args.load()?).await,
+            Commands::Config(args) => {
+                print!("{}", args.load()?.with_demo_namespaces().to_toml());
+                Ok(())
+            }
+            Commands::Publish(args) => cli::publish(args).await,
+            Commands::Subscribe(args) => cli::subscribe(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .map_err(|e| format!("log filter: {e}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let config = config.with_demo_namespaces();
+    let demo = config.demo;
+    let server = switchboard::Server::bind(config)
+        .await
+        .map_err(|e| format!("cannot listen: {e}"))?;
+    let addr = server.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "switchboard listening on http://{addr}{}",
+        if demo { " (demo app at /)" } else { "" }
+    );
+    server
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

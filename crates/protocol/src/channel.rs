@@ -101,10 +101,19 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(ChannelName::new(""), Err(InvalidChannel::Empty));
-        assert_eq!(ChannelName::new(&"a".repeat(256)), Err(InvalidChannel::TooLong));
+        assert_eq!(
+            ChannelName::new(&"a".repeat(256)),
+            Err(InvalidChannel::TooLong)
+        );
         assert!(ChannelName::new(&"a".repeat(255)).is_ok());
-        assert_eq!(ChannelName::new("a b"), Err(InvalidChannel::BadCharacter(' ')));
-        assert_eq!(ChannelName::new("é"), Err(InvalidChannel::BadCharacter('é')));
+        assert_eq!(
+            ChannelName::new("a b"),
+            Err(InvalidChannel::BadCharacter(' '))
+        );
+        assert_eq!(
+            ChannelName::new("é"),
+            Err(InvalidChannel::BadCharacter('é'))
+        );
         assert!(ChannelName::new("a\n").is_err());
     }
 }

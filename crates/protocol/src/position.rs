@@ -99,6 +99,25 @@ impl Cursor {
         self.positions.insert(channel.to_owned(), position);
     }
 
+    /// Moves `channel` to `(epoch, offset)`, updating in place when it is already held.
+    pub fn advance(&mut self, channel: &str, epoch: &str, offset: u64) {
+        match self.positions.get_mut(channel) {
+            Some(p) => {
+                if p.epoch != epoch {
+                    epoch.clone_into(&mut p.epoch);
+                }
+                p.offset = offset;
+            }
+            None => self.set(
+                channel,
+                Position {
+                    epoch: epoch.to_owned(),
+                    offset,
+                },
+            ),
+        }
+    }
+
     /// Removes `channel`.
     pub fn remove(&mut self, channel: &str) {
         self.positions.remove(channel);
@@ -122,12 +141,30 @@ mod tests {
     #[test]
     fn round_trips_and_is_url_safe() {
         let mut c = Cursor::new();
-        c.set("chat:lobby", Position { epoch: "k3Jd".into(), offset: 7 });
-        c.set("news", Position { epoch: "Pq81".into(), offset: u64::MAX });
+        c.set(
+            "chat:lobby",
+            Position {
+                epoch: "k3Jd".into(),
+                offset: 7,
+            },
+        );
+        c.set(
+            "news",
+            Position {
+                epoch: "Pq81".into(),
+                offset: u64::MAX,
+            },
+        );
         let text = c.encode();
-        assert!(text.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'));
+        assert!(
+            text.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        );
         assert_eq!(Cursor::decode(&text).unwrap(), c);
-        assert_eq!(Cursor::decode(&text).unwrap().get("news").unwrap().offset, u64::MAX);
+        assert_eq!(
+            Cursor::decode(&text).unwrap().get("news").unwrap().offset,
+            u64::MAX
+        );
     }
 
     #[test]
@@ -143,7 +180,10 @@ mod tests {
         assert_eq!(Cursor::decode(&not_json), Err(CursorError::BadShape));
         let wrong = URL_SAFE_NO_PAD.encode(br#"{"a":["e",-1]}"#);
         assert_eq!(Cursor::decode(&wrong), Err(CursorError::BadShape));
-        assert_eq!(Cursor::decode(&"A".repeat(MAX_CURSOR_LEN + 1)), Err(CursorError::TooLong));
+        assert_eq!(
+            Cursor::decode(&"A".repeat(MAX_CURSOR_LEN + 1)),
+            Err(CursorError::TooLong)
+        );
         assert!(Cursor::decode("").is_err());
     }
 
@@ -151,7 +191,10 @@ mod tests {
     fn parses_compact_positions() {
         assert_eq!(
             Position::parse_compact("ab:c:12"),
-            Some(Position { epoch: "ab:c".into(), offset: 12 })
+            Some(Position {
+                epoch: "ab:c".into(),
+                offset: 12
+            })
         );
         assert_eq!(Position::parse_compact("abc"), None);
         assert_eq!(Position::parse_compact("a:x"), None);

@@ -1,0 +1,290 @@
+//! The server API (`/api/...`), health and metrics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use switchboard_protocol::frame::{ClientInfo, PresenceReply, PublishReply};
+use switchboard_protocol::{ChannelName, ErrorCode, Position};
+
+use crate::broker::{Health, HistoryQuery, PublishRequest};
+use crate::model::Payload;
+use crate::policy::Identity;
+use crate::server::AppState;
+use crate::session::Now;
+use crate::transport::{HttpError, bearer};
+
+/// `POST /api/publish` body.
+#[derive(Deserialize)]
+pub struct PublishBody {
+    channel: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    b64: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// Who called the API.
+enum Caller {
+    /// The API key (or an open server): may do anything.
+    Server,
+    /// A client token.
+    Client(Identity),
+}
+
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("apikey ")
+        });
+    if state.policy.api_key_ok(key) {
+        return Ok(Caller::Server);
+    }
+    if let Some(token) = bearer(headers) {
+        return state
+            .policy
+            .authenticate(Some(token), Now::current().unix)
+            .map(Caller::Client)
+            .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason));
+    }
+    Err(HttpError::new(
+        ErrorCode::Unauthorized,
+        "an API key or a Bearer token is required",
+    ))
+}
+
+fn channel(name: &str) -> Result<ChannelName, HttpError> {
+    ChannelName::new(name).map_err(|e| HttpError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+fn may_read(state: &AppState, who: &Caller, c: &ChannelName) -> Result<(), HttpError> {
+    match who {
+        Caller::Client(id) if !state.policy.can_subscribe(id, c) => Err(HttpError::new(
+            ErrorCode::PermissionDenied,
+            "permission denied",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `POST /api/publish`.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<PublishReply>, HttpError> {
+    state.metrics.messages_in.add(1);
+    state.metrics.bytes_in.add(body.len() as u64);
+    let who = caller(&state, &headers)?;
+    let req: PublishBody = serde_json::from_slice(&body).map_err(|e| {
+        HttpError::new(
+            ErrorCode::BadRequest,
+            format!("body is not a publish request: {e}"),
+        )
+    })?;
+    let channel = channel(&req.channel)?;
+    let info = match &who {
+        Caller::Client(id) if !state.policy.can_publish(id, &channel) => {
+            return Err(HttpError::new(
+                ErrorCode::PermissionDenied,
+                "permission denied",
+            ));
+        }
+        Caller::Client(id) => Some(Arc::new(ClientInfo {
+            client: String::new(),
+            user: id.user.clone(),
+            name: id.name.clone(),
+        })),
+        Caller::Server => None,
+    };
+    let payload = match (req.data, req.b64) {
+        (Some(data), None) => Payload::Json(Bytes::copy_from_slice(data.get().as_bytes())),
+        (None, Some(b64)) => Payload::Binary(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|_| HttpError::new(ErrorCode::BadRequest, "b64 is not base64"))?
+                .into(),
+        ),
+        _ => {
+            return Err(HttpError::new(
+                ErrorCode::BadRequest,
+                "give exactly one of data and b64",
+            ));
+        }
+    };
+    if payload.len() > state.config.max_publication_bytes {
+        let m = format!(
+            "payload is larger than {} bytes",
+            state.config.max_publication_bytes
+        );
+        return Err(HttpError::new(ErrorCode::LimitExceeded, m));
+    }
+    if req
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 128)
+    {
+        return Err(HttpError::new(
+            ErrorCode::BadRequest,
+            "idempotency_key must be 1 to 128 bytes",
+        ));
+    }
+    let request = PublishRequest {
+        options: state.config.channel_options(&channel).clone(),
+        channel,
+        payload,
+        info,
+        idempotency_key: req.idempotency_key,
+    };
+    let r = state
+        .broker
+        .publish(request)
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    if !r.duplicate {
+        state.metrics.publications.add(1);
+    }
+    Ok(Json(PublishReply {
+        epoch: r.epoch.to_string(),
+        offset: r.offset,
+    }))
+}
+
+/// `GET /api/history` query.
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    channel: String,
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    reverse: bool,
+}
+
+/// `GET /api/history`.
+pub async fn history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<HistoryParams>,
+) -> Result<Response, HttpError> {
+    let who = caller(&state, &headers)?;
+    let channel = channel(&q.channel)?;
+    may_read(&state, &who, &channel)?;
+    let size = state.config.channel_options(&channel).history_size;
+    if size == 0 {
+        return Err(HttpError::new(
+            ErrorCode::NotAvailable,
+            "history is off for this namespace",
+        ));
+    }
+    let since = match q.since.as_deref() {
+        Some(s) => Some(
+            Position::parse_compact(s)
+                .ok_or_else(|| HttpError::new(ErrorCode::BadRequest, "since is EPOCH:OFFSET"))?,
+        ),
+        None => None,
+    };
+    let query = HistoryQuery {
+        since,
+        limit: q.limit.unwrap_or(size).min(size),
+        reverse: q.reverse,
+    };
+    let h = state
+        .broker
+        .history(&channel, query)
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    let mut buf = BytesMut::new();
+    crate::transport::ws::put_history_body(&mut buf, &h.top, &h.publications);
+    Ok(([(header::CONTENT_TYPE, "application/json")], buf.freeze()).into_response())
+}
+
+/// `?channel=` query.
+#[derive(Deserialize)]
+pub struct ChannelParam {
+    channel: String,
+}
+
+/// `GET /api/presence`.
+pub async fn presence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelParam>,
+) -> Result<Json<PresenceReply>, HttpError> {
+    let who = caller(&state, &headers)?;
+    let channel = channel(&q.channel)?;
+    may_read(&state, &who, &channel)?;
+    if !state.config.channel_options(&channel).presence {
+        return Err(HttpError::new(
+            ErrorCode::NotAvailable,
+            "presence is off for this namespace",
+        ));
+    }
+    let clients = state
+        .broker
+        .presence(&channel)
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    Ok(Json(PresenceReply {
+        clients: clients
+            .iter()
+            .map(|c| (c.client.clone(), c.as_ref().clone()))
+            .collect(),
+    }))
+}
+
+/// `GET /api/channels`: this node's channels with local subscribers.
+pub async fn channels(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    if !matches!(caller(&state, &headers)?, Caller::Server) {
+        return Err(HttpError::new(
+            ErrorCode::PermissionDenied,
+            "the API key is required",
+        ));
+    }
+    let list: Vec<_> = state
+        .hub
+        .channels()
+        .into_iter()
+        .map(|(c, n)| serde_json::json!({"channel": c, "subscribers": n}))
+        .collect();
+    Ok(Json(serde_json::json!({ "channels": list })))
+}
+
+/// `GET /healthz`.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.broker.health() {
+        Health::Ok => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Health::Unavailable(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "reason": why})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}

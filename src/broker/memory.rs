@@ -1,0 +1,254 @@
+//! The in-memory broker: one node, no setup. History and presence live in this process and are
+//! lost with it; a restart gives every stream a new epoch, so clients learn it (`recovered: false`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use switchboard_protocol::ChannelName;
+use switchboard_protocol::frame::ClientInfo;
+use tokio::time::Instant;
+
+use super::{
+    Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, IDEMPOTENCY_WINDOW,
+    PublishRequest, PublishResult, StreamTop, new_epoch,
+};
+use crate::model::{Delivery, Epoch, PresenceEvent, PresenceKind, Publication};
+
+/// Most idempotency keys remembered per channel; the oldest go first.
+const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
+
+/// See the module docs.
+pub struct MemoryBroker {
+    streams: RwLock<HashMap<ChannelName, Arc<Mutex<Stream>>>>,
+    presence: Mutex<HashMap<ChannelName, HashMap<String, Arc<ClientInfo>>>>,
+    sink: Arc<dyn DeliverySink>,
+}
+
+struct Stream {
+    epoch: Epoch,
+    top: u64,
+    /// Publications with the instant they leave the history.
+    history: VecDeque<(Arc<Publication>, Instant)>,
+    idempotency: HashMap<String, (u64, Instant)>,
+    idempotency_order: VecDeque<String>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Self {
+            epoch: new_epoch(),
+            top: 0,
+            history: VecDeque::new(),
+            idempotency: HashMap::new(),
+            idempotency_order: VecDeque::new(),
+        }
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self
+            .history
+            .front()
+            .is_some_and(|(_, expires)| *expires <= now)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    fn remembered(&mut self, key: &str, now: Instant) -> Option<u64> {
+        while let Some(oldest) = self.idempotency_order.front() {
+            let expired = self
+                .idempotency
+                .get(oldest)
+                .is_none_or(|(_, at)| *at + IDEMPOTENCY_WINDOW <= now);
+            if !expired && self.idempotency_order.len() <= MAX_IDEMPOTENCY_KEYS {
+                break;
+            }
+            if let Some(k) = self.idempotency_order.pop_front() {
+                self.idempotency.remove(&k);
+            }
+        }
+        self.idempotency.get(key).map(|(offset, _)| *offset)
+    }
+}
+
+impl MemoryBroker {
+    /// A broker delivering into `sink`.
+    pub fn new(sink: Arc<dyn DeliverySink>) -> Self {
+        Self {
+            streams: RwLock::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            sink,
+        }
+    }
+
+    fn stream(&self, channel: &ChannelName) -> Arc<Mutex<Stream>> {
+        if let Some(s) = self.streams.read().get(channel) {
+            return s.clone();
+        }
+        self.streams
+            .write()
+            .entry(channel.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Stream::new())))
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+        let stream = self.stream(&request.channel);
+        let mut s = stream.lock();
+        let now = Instant::now();
+        if let Some(key) = &request.idempotency_key
+            && let Some(offset) = s.remembered(key, now)
+        {
+            return Ok(PublishResult {
+                epoch: s.epoch.clone(),
+                offset,
+                duplicate: true,
+            });
+        }
+        s.top += 1;
+        let publication = Arc::new(Publication::new(
+            request.channel,
+            s.top,
+            s.epoch.clone(),
+            request.payload,
+            request.info,
+        ));
+        let size = request.options.history_size;
+        if size > 0 {
+            let ttl = std::time::Duration::from_secs(request.options.history_ttl);
+            s.history.push_back((publication.clone(), now + ttl));
+            while s.history.len() > size {
+                s.history.pop_front();
+            }
+        }
+        s.trim(now);
+        if let Some(key) = request.idempotency_key {
+            let top = s.top;
+            s.idempotency.insert(key.clone(), (top, now));
+            s.idempotency_order.push_back(key);
+        }
+        // Delivered inside the stream's lock: every subscriber sees offsets in order.
+        let result = PublishResult {
+            epoch: s.epoch.clone(),
+            offset: s.top,
+            duplicate: false,
+        };
+        self.sink.deliver(Delivery::Publication(publication));
+        Ok(result)
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+    ) -> Result<HistoryResult, BrokerError> {
+        let stream = self.stream(channel);
+        let mut s = stream.lock();
+        s.trim(Instant::now());
+        let top = StreamTop {
+            epoch: s.epoch.clone(),
+            offset: s.top,
+        };
+        let after = match &query.since {
+            Some(p) if *p.epoch == *s.epoch => p.offset,
+            _ => 0,
+        };
+        let matching = s
+            .history
+            .iter()
+            .filter(|(p, _)| p.offset > after)
+            .map(|(p, _)| p.clone());
+        let publications = if query.reverse {
+            let mut v: Vec<_> = matching.rev().take(query.limit).collect();
+            v.shrink_to_fit();
+            v
+        } else {
+            matching.take(query.limit).collect()
+        };
+        Ok(HistoryResult { top, publications })
+    }
+
+    async fn presence_add(
+        &self,
+        channel: &ChannelName,
+        info: Arc<ClientInfo>,
+        announce: bool,
+    ) -> Result<(), BrokerError> {
+        let added = self
+            .presence
+            .lock()
+            .entry(channel.clone())
+            .or_default()
+            .insert(info.client.clone(), info.clone())
+            .is_none();
+        if added && announce {
+            let event = PresenceEvent::new(channel.clone(), PresenceKind::Join, info);
+            self.sink.deliver(Delivery::Presence(Arc::new(event)));
+        }
+        Ok(())
+    }
+
+    async fn presence_remove(
+        &self,
+        channel: &ChannelName,
+        info: Arc<ClientInfo>,
+        announce: bool,
+    ) -> Result<(), BrokerError> {
+        let removed = {
+            let mut all = self.presence.lock();
+            let removed = all
+                .get_mut(channel)
+                .and_then(|m| m.remove(&info.client))
+                .is_some();
+            if all.get(channel).is_some_and(|m| m.is_empty()) {
+                all.remove(channel);
+            }
+            removed
+        };
+        if removed && announce {
+            let event = PresenceEvent::new(channel.clone(), PresenceKind::Leave, info);
+            self.sink.deliver(Delivery::Presence(Arc::new(event)));
+        }
+        Ok(())
+    }
+
+    async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
+        Ok(self
+            .presence
+            .lock()
+            .get(channel)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn node_subscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn node_unsubscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    fn health(&self) -> Health {
+        Health::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_the_broker_conformance_suite() {
+        super::super::conformance::run_all(
+            |sink| async move { Arc::new(MemoryBroker::new(sink)) as Arc<dyn Broker> },
+            super::super::conformance::TimeControl::Paused,
+        )
+        .await;
+    }
+}

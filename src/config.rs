@@ -1,0 +1,344 @@
+//! Configuration: defaults, then a TOML file, then `SWITCHBOARD_*` environment variables, then
+//! command-line flags, each overriding the one before. Every option has a documented default
+//! (`docs/configuration.md`); unknown keys are errors, so a typo never passes silently.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::ChannelName;
+
+/// Options of the channels of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelOptions {
+    /// Publications kept per channel for resume and history; 0 keeps none.
+    pub history_size: usize,
+    /// Seconds a publication stays in history.
+    pub history_ttl: u64,
+    /// Track who is subscribed.
+    pub presence: bool,
+    /// Push join and leave events to subscribers (needs `presence`).
+    pub join_leave: bool,
+    /// Let connected clients publish (the server API always may).
+    pub client_publish: bool,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            history_size: 1000,
+            history_ttl: 600,
+            presence: true,
+            join_leave: false,
+            client_publish: true,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// TCP address of the one HTTP listener (WebSocket, SSE, streaming, polling, API).
+    pub listen: SocketAddr,
+    /// HS256 secret for client JWTs. Empty: clients need no token (allowed on loopback only).
+    pub token_secret: String,
+    /// Key for the server API. Empty: the API is open when `token_secret` is empty too.
+    pub api_key: String,
+    /// Allow a non-loopback listener without authentication. Never do this in production.
+    pub insecure_allow_open: bool,
+    /// Serve the demo app at `/` and run its ticker publisher.
+    pub demo: bool,
+    /// Most connections held at once (WebSocket, SSE and streaming).
+    pub max_connections: usize,
+    /// Largest WebSocket message or HTTP request body accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest publication payload, in bytes.
+    pub max_publication_bytes: usize,
+    /// Most subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Deliveries queued for one connection before it is dropped as a slow consumer.
+    pub outbound_queue: usize,
+    /// Seconds between WebSocket pings.
+    pub ping_interval: u64,
+    /// Seconds a WebSocket client has to answer a ping.
+    pub pong_timeout: u64,
+    /// Seconds between SSE and streaming heartbeats.
+    pub heartbeat_interval: u64,
+    /// The longest `wait` a long poll may ask for, in seconds.
+    pub poll_max_wait: u64,
+    /// Most publications one poll answers.
+    pub poll_max_publications: usize,
+    /// Most publications replayed on resume; a client further behind gets `recovered: false`.
+    pub max_recovery: usize,
+    /// SSE `retry:` in milliseconds.
+    pub sse_retry_ms: u64,
+    /// Log filter (`info`, `debug`, `switchboard=trace`...).
+    pub log: String,
+    /// Serve `/ws-echo`, a plain WebSocket echo on the same stack as `/ws`, for the Autobahn suite.
+    pub ws_echo_endpoint: bool,
+    /// Options of channels whose namespace has no entry in `namespaces`.
+    pub defaults: ChannelOptions,
+    /// Options per namespace (the part of a channel name before `:`).
+    pub namespaces: BTreeMap<String, ChannelOptions>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token_secret: String::new(),
+            api_key: String::new(),
+            insecure_allow_open: false,
+            demo: true,
+            max_connections: 100_000,
+            max_frame_bytes: 128 * 1024,
+            max_publication_bytes: 64 * 1024,
+            max_subscriptions: 128,
+            outbound_queue: 1024,
+            ping_interval: 25,
+            pong_timeout: 10,
+            heartbeat_interval: 15,
+            poll_max_wait: 60,
+            poll_max_publications: 1000,
+            max_recovery: 10_000,
+            sse_retry_ms: 2000,
+            log: "info".into(),
+            ws_echo_endpoint: false,
+            defaults: ChannelOptions::default(),
+            namespaces: BTreeMap::new(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file, a variable or a flag does not fit the schema.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// A non-loopback listener without authentication.
+    #[error(
+        "refusing to listen on {0} without authentication: set token_secret (SWITCHBOARD_TOKEN_SECRET) \
+         so clients must present a JWT, or listen on 127.0.0.1 (or set insecure_allow_open = true \
+         if you really want an open server)"
+    )]
+    OpenOnPublicAddress(SocketAddr),
+}
+
+impl Config {
+    /// Loads the configuration: defaults < `file` < `SWITCHBOARD_*` variables in `env` < `flags`
+    /// (flags as `key = value` TOML pairs).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("SWITCHBOARD_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            let Some(default) = defaults.get(&key) else {
+                return Err(ConfigError::Invalid(format!(
+                    "unknown environment variable {name}"
+                )));
+            };
+            table.insert(key, env_value(&name, &value, default)?);
+        }
+        table.extend(flags);
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the schema cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !self.listen.ip().is_loopback()
+            && self.token_secret.is_empty()
+            && !self.insecure_allow_open
+        {
+            return Err(ConfigError::OpenOnPublicAddress(self.listen));
+        }
+        if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
+            return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
+        }
+        if self.max_publication_bytes > self.max_frame_bytes {
+            return invalid("max_publication_bytes must not exceed max_frame_bytes");
+        }
+        if self.ping_interval == 0 || self.pong_timeout == 0 || self.heartbeat_interval == 0 {
+            return invalid("ping_interval, pong_timeout and heartbeat_interval must be > 0");
+        }
+        for ns in self.namespaces.keys() {
+            if ns.is_empty() || ChannelName::new(ns).is_err() || ns.contains(':') {
+                return invalid(&format!(
+                    "namespace name {ns:?} is not a valid channel prefix"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The options of `channel`'s namespace.
+    pub fn channel_options(&self, channel: &ChannelName) -> &ChannelOptions {
+        self.namespaces
+            .get(channel.namespace())
+            .unwrap_or(&self.defaults)
+    }
+
+    /// The configuration as TOML, defaults included (`switchboard config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Whether clients must present a token.
+    pub fn requires_token(&self) -> bool {
+        !self.token_secret.is_empty()
+    }
+
+    /// Adds the demo app's namespaces unless the configuration sets them.
+    pub fn with_demo_namespaces(mut self) -> Self {
+        if self.demo {
+            self.namespaces
+                .entry("chat".into())
+                .or_insert(ChannelOptions {
+                    history_size: 200,
+                    join_leave: true,
+                    ..ChannelOptions::default()
+                });
+            self.namespaces
+                .entry("demo".into())
+                .or_insert(ChannelOptions {
+                    client_publish: false,
+                    presence: false,
+                    ..ChannelOptions::default()
+                });
+        }
+        self
+    }
+}
+
+fn env_value(name: &str, value: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let bad = |what: &str| ConfigError::Invalid(format!("{name}={value:?} is not {what}"));
+    Ok(match default {
+        toml::Value::Boolean(_) => match value {
+            "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
+            "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
+            _ => return Err(bad("a boolean")),
+        },
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(value.parse().map_err(|_| bad("an integer"))?)
+        }
+        toml::Value::String(_) => toml::Value::String(value.to_owned()),
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "{name}: set this option in the file"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with(text)
+    }
+
+    mod tempfile_path {
+        pub struct TempPath(pub std::path::PathBuf);
+        impl TempPath {
+            pub fn with(text: &str) -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "switchboard-config-{}-{}.toml",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::write(&p, text).unwrap();
+                Self(p)
+            }
+        }
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_and_round_trip_through_toml() {
+        let c = Config::load(None, [], toml::Table::new()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        let again: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let f = write(
+            "ping_interval = 5\nmax_subscriptions = 7\n[namespaces.chat]\njoin_leave = true\n",
+        );
+        let env = [
+            ("SWITCHBOARD_MAX_SUBSCRIPTIONS".to_owned(), "9".to_owned()),
+            ("SWITCHBOARD_DEMO".to_owned(), "false".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let mut flags = toml::Table::new();
+        flags.insert("ping_interval".into(), toml::Value::Integer(6));
+        let c = Config::load(Some(&f.0), env, flags).unwrap();
+        assert_eq!(c.ping_interval, 6);
+        assert_eq!(c.max_subscriptions, 9);
+        assert!(!c.demo);
+        let chat = c.channel_options(&ChannelName::new("chat:x").unwrap());
+        assert!(chat.join_leave);
+        assert_eq!(
+            chat.history_size, 1000,
+            "unset namespace options take their defaults"
+        );
+    }
+
+    #[test]
+    fn refuses_typos_bad_values_and_open_public_listeners() {
+        let f = write("pingg_interval = 5\n");
+        assert!(Config::load(Some(&f.0), [], toml::Table::new()).is_err());
+        let env = [("SWITCHBOARD_PING_INTERVAL".to_owned(), "soon".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).is_err());
+        let env = [("SWITCHBOARD_NOPE".to_owned(), "1".to_owned())];
+        assert!(Config::load(None, env, toml::Table::new()).is_err());
+        let mut flags = toml::Table::new();
+        flags.insert("listen".into(), "0.0.0.0:8080".into());
+        let err = Config::load(None, [], flags.clone()).unwrap_err();
+        assert!(matches!(err, ConfigError::OpenOnPublicAddress(_)), "{err}");
+        flags.insert("token_secret".into(), "s3cret".into());
+        assert!(Config::load(None, [], flags).is_ok());
+    }
+}

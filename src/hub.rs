@@ -1,0 +1,246 @@
+//! The hub: this node's subscriptions, and the fan-out of each delivery to them.
+//!
+//! Each connection owns an [`Outbox`], a bounded queue the hub pushes into without ever blocking.
+//! The connection's task takes the whole queue at once and writes it in one go, so a burst costs
+//! one wake-up and one socket write per connection, not one per message. A connection whose queue
+//! is full is flagged as a slow consumer; it disconnects with code 3002 and recovers from history
+//! when it returns, so nothing is lost silently and no other subscriber waits for it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use switchboard_protocol::ChannelName;
+use tokio::sync::Notify;
+
+use crate::broker::DeliverySink;
+use crate::metrics::Metrics;
+use crate::model::Delivery;
+
+/// A connection's id, unique in this process.
+pub type ConnId = u64;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A new connection id.
+pub fn next_conn_id() -> ConnId {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A connection's bounded outbound queue.
+#[derive(Debug)]
+pub struct Outbox {
+    inner: Mutex<OutboxInner>,
+    notify: Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutboxInner {
+    queue: Vec<Delivery>,
+    overflowed: bool,
+}
+
+/// What [`Outbox::take`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Deliveries (possibly none) were moved out.
+    Ok,
+    /// The queue overflowed: the connection must end as a slow consumer.
+    Overflowed,
+}
+
+impl Outbox {
+    /// A queue holding at most `capacity` deliveries.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(OutboxInner::default()),
+            notify: Notify::new(),
+            capacity,
+        }
+    }
+
+    /// Queues a delivery; `false` when the queue is full (the connection is then flagged).
+    pub fn push(&self, delivery: Delivery) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.overflowed {
+            return false;
+        }
+        if inner.queue.len() >= self.capacity {
+            inner.overflowed = true;
+            drop(inner);
+            self.notify.notify_one();
+            return false;
+        }
+        let was_empty = inner.queue.is_empty();
+        inner.queue.push(delivery);
+        drop(inner);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Moves every queued delivery into `into` (which should be empty; its capacity is reused).
+    pub fn take(&self, into: &mut Vec<Delivery>) -> Taken {
+        let mut inner = self.inner.lock();
+        if inner.overflowed {
+            return Taken::Overflowed;
+        }
+        std::mem::swap(&mut inner.queue, into);
+        Taken::Ok
+    }
+
+    /// Waits until something was pushed (or the queue overflowed) since the last wake-up.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// See the module docs.
+pub struct Hub {
+    shards: Box<[RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>]>,
+    metrics: Arc<Metrics>,
+}
+
+const SHARDS: usize = 64;
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            metrics,
+        }
+    }
+
+    fn shard(&self, channel: &str) -> &RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>> {
+        // FNV-1a: cheap and good enough to spread channel names.
+        let h = channel.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+        &self.shards[(h % SHARDS as u64) as usize]
+    }
+
+    /// Adds a subscriber; `true` when it is the node's first for the channel.
+    pub fn subscribe(&self, channel: &ChannelName, conn: ConnId, outbox: Arc<Outbox>) -> bool {
+        let mut shard = self.shard(channel.as_str()).write();
+        let subs = shard.entry(channel.clone()).or_default();
+        subs.push((conn, outbox));
+        subs.len() == 1
+    }
+
+    /// Removes a subscriber; `true` when it was the node's last for the channel.
+    pub fn unsubscribe(&self, channel: &ChannelName, conn: ConnId) -> bool {
+        let mut shard = self.shard(channel.as_str()).write();
+        let Some(subs) = shard.get_mut(channel) else {
+            return false;
+        };
+        if let Some(i) = subs.iter().position(|(c, _)| *c == conn) {
+            subs.swap_remove(i);
+        }
+        if subs.is_empty() {
+            shard.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Every channel with local subscribers, and how many.
+    pub fn channels(&self) -> Vec<(ChannelName, usize)> {
+        let mut out: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .iter()
+                    .map(|(c, v)| (c.clone(), v.len()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many local subscribers `channel` has.
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.shard(channel.as_str())
+            .read()
+            .get(channel)
+            .map_or(0, Vec::len)
+    }
+}
+
+impl DeliverySink for Hub {
+    fn deliver(&self, delivery: Delivery) {
+        let shard = self.shard(delivery.channel().as_str()).read();
+        let Some(subs) = shard.get(delivery.channel()) else {
+            return;
+        };
+        let mut dropped = 0u64;
+        for (_, outbox) in subs {
+            if !outbox.push(delivery.clone()) {
+                dropped += 1;
+            }
+        }
+        self.metrics.deliveries.add(subs.len() as u64 - dropped);
+        self.metrics.deliveries_dropped.add(dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Payload, Publication};
+
+    fn publication(channel: &ChannelName, offset: u64) -> Delivery {
+        Delivery::Publication(Arc::new(Publication::new(
+            channel.clone(),
+            offset,
+            "e".into(),
+            Payload::Json(bytes::Bytes::from_static(b"1")),
+            None,
+        )))
+    }
+
+    #[tokio::test]
+    async fn fans_out_the_same_allocation_to_every_subscriber() {
+        let hub = Hub::new(Arc::new(Metrics::default()));
+        let ch = ChannelName::new("a").unwrap();
+        let (a, b) = (Arc::new(Outbox::new(8)), Arc::new(Outbox::new(8)));
+        assert!(hub.subscribe(&ch, 1, a.clone()));
+        assert!(!hub.subscribe(&ch, 2, b.clone()));
+        hub.deliver(publication(&ch, 1));
+        hub.deliver(publication(&ChannelName::new("other").unwrap(), 1));
+        let (mut qa, mut qb) = (Vec::new(), Vec::new());
+        a.ready().await;
+        assert_eq!(a.take(&mut qa), Taken::Ok);
+        assert_eq!(b.take(&mut qb), Taken::Ok);
+        assert_eq!((qa.len(), qb.len()), (1, 1));
+        let (Delivery::Publication(pa), Delivery::Publication(pb)) = (&qa[0], &qb[0]) else {
+            panic!()
+        };
+        assert!(Arc::ptr_eq(pa, pb));
+        assert!(!hub.unsubscribe(&ch, 1));
+        assert!(hub.unsubscribe(&ch, 2));
+        assert!(hub.channels().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_flags_only_its_own_connection() {
+        let hub = Hub::new(Arc::new(Metrics::default()));
+        let ch = ChannelName::new("a").unwrap();
+        let (slow, fast) = (Arc::new(Outbox::new(2)), Arc::new(Outbox::new(100)));
+        hub.subscribe(&ch, 1, slow.clone());
+        hub.subscribe(&ch, 2, fast.clone());
+        for n in 1..=5 {
+            hub.deliver(publication(&ch, n));
+        }
+        let mut q = Vec::new();
+        assert_eq!(slow.take(&mut q), Taken::Overflowed);
+        let mut q = Vec::new();
+        assert_eq!(fast.take(&mut q), Taken::Ok);
+        assert_eq!(q.len(), 5);
+    }
+}

@@ -1,0 +1,279 @@
+//! Prometheus metrics: a fixed set of atomic counters, rendered as text at `GET /metrics`.
+//! Hot paths add in batches (one `add` per fan-out or per socket write), not per message.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonically increasing counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds `n` (may be negative).
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+const LATENCY_BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+];
+
+/// A histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The transports, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `/ws`.
+    WebSocket,
+    /// `/sse`.
+    Sse,
+    /// `/stream`.
+    Stream,
+    /// `/poll` with `wait`.
+    LongPoll,
+    /// `/poll`.
+    Poll,
+}
+
+impl Transport {
+    const ALL: [Transport; 5] = [
+        Transport::WebSocket,
+        Transport::Sse,
+        Transport::Stream,
+        Transport::LongPoll,
+        Transport::Poll,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::WebSocket => "websocket",
+            Transport::Sse => "sse",
+            Transport::Stream => "stream",
+            Transport::LongPoll => "long_poll",
+            Transport::Poll => "poll",
+        }
+    }
+}
+
+/// Every metric of the server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: [Gauge; 5],
+    connections_total: [Counter; 5],
+    /// Publications accepted.
+    pub publications: Counter,
+    /// Client commands and API requests received.
+    pub messages_in: Counter,
+    /// Bytes received in commands and publish bodies.
+    pub bytes_in: Counter,
+    /// Deliveries queued to connections.
+    pub deliveries: Counter,
+    /// Deliveries dropped because a connection's queue was full.
+    pub deliveries_dropped: Counter,
+    /// Frames and events written to clients.
+    pub messages_out: Counter,
+    /// Bytes written to clients.
+    pub bytes_out: Counter,
+    /// Connections ended as slow consumers.
+    pub slow_consumers: Counter,
+    /// From publish to the socket write that carried it.
+    pub fanout_latency: Histogram,
+}
+
+impl Metrics {
+    /// A connection of `transport` opened; the guard counts it down when dropped.
+    pub fn connection(self: &std::sync::Arc<Self>, transport: Transport) -> ConnectionGuard {
+        let i = transport as usize;
+        self.connections[i].add(1);
+        self.connections_total[i].add(1);
+        ConnectionGuard {
+            metrics: self.clone(),
+            index: i,
+        }
+    }
+
+    /// A poll request was served.
+    pub fn request(&self, transport: Transport) {
+        self.connections_total[transport as usize].add(1);
+    }
+
+    /// Open connections of `transport`.
+    pub fn open_connections(&self, transport: Transport) -> i64 {
+        self.connections[transport as usize].get()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        s.push_str("# HELP switchboard_connections Open connections by transport.\n# TYPE switchboard_connections gauge\n");
+        for t in Transport::ALL {
+            let _ = writeln!(
+                s,
+                "switchboard_connections{{transport=\"{}\"}} {}",
+                t.label(),
+                self.connections[t as usize].get()
+            );
+        }
+        s.push_str("# HELP switchboard_connections_total Connections (and poll requests) accepted by transport.\n# TYPE switchboard_connections_total counter\n");
+        for t in Transport::ALL {
+            let _ = writeln!(
+                s,
+                "switchboard_connections_total{{transport=\"{}\"}} {}",
+                t.label(),
+                self.connections_total[t as usize].get()
+            );
+        }
+        let counters = [
+            (
+                "publications_total",
+                "Publications accepted.",
+                &self.publications,
+            ),
+            (
+                "messages_in_total",
+                "Commands and API requests received.",
+                &self.messages_in,
+            ),
+            (
+                "bytes_in_total",
+                "Bytes received in commands and publish bodies.",
+                &self.bytes_in,
+            ),
+            (
+                "deliveries_total",
+                "Deliveries queued to connections.",
+                &self.deliveries,
+            ),
+            (
+                "deliveries_dropped_total",
+                "Deliveries dropped at a full connection queue.",
+                &self.deliveries_dropped,
+            ),
+            (
+                "messages_out_total",
+                "Frames and events written to clients.",
+                &self.messages_out,
+            ),
+            (
+                "bytes_out_total",
+                "Bytes written to clients.",
+                &self.bytes_out,
+            ),
+            (
+                "slow_consumers_total",
+                "Connections ended as slow consumers.",
+                &self.slow_consumers,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = write!(
+                s,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {}\n",
+                c.get()
+            );
+        }
+        let h = &self.fanout_latency;
+        s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += h.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "switchboard_fanout_latency_seconds_bucket{{le=\"{}\"}} {cumulative}",
+                b / 1000.0
+            );
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "switchboard_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "switchboard_fanout_latency_seconds_sum {}",
+            h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(s, "switchboard_fanout_latency_seconds_count {count}");
+        s
+    }
+}
+
+/// Counts a connection down when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    metrics: std::sync::Arc<Metrics>,
+    index: usize,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.connections[self.index].add(-1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn renders_counters_gauges_and_histogram() {
+        let m = Arc::new(Metrics::default());
+        let g = m.connection(Transport::Sse);
+        m.fanout_latency.observe(Duration::from_millis(3));
+        m.publications.add(2);
+        let text = m.render();
+        assert!(text.contains("switchboard_connections{transport=\"sse\"} 1"));
+        assert!(text.contains("switchboard_publications_total 2"));
+        assert!(text.contains("switchboard_fanout_latency_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("switchboard_fanout_latency_seconds_bucket{le=\"0.002\"} 0"));
+        drop(g);
+        assert!(
+            m.render()
+                .contains("switchboard_connections{transport=\"sse\"} 0")
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Who may do what: token verification and the per-channel permission checks. Pure functions of
+//! the configuration, the token and the time passed in, so sessions stay sans-IO.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use switchboard_protocol::{ChannelName, Disconnect};
+
+use crate::config::{ChannelOptions, Config};
+
+/// Who a connection is, from its token (or anonymous when the server needs none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`; empty for anonymous clients.
+    pub user: String,
+    /// The token's `name`.
+    pub name: Option<String>,
+    /// Channel patterns the client may subscribe to; `None` means as the namespace allows.
+    pub subs: Option<Vec<String>>,
+    /// Channel patterns the client may publish on; `None` means as the namespace allows.
+    pub pubs: Option<Vec<String>>,
+    /// Unix seconds at which the token expires.
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    subs: Option<Vec<String>>,
+    #[serde(default)]
+    pubs: Option<Vec<String>>,
+}
+
+/// The server's rules, built once from the configuration.
+pub struct Policy {
+    config: std::sync::Arc<Config>,
+    key: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("requires_token", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl Policy {
+    /// Rules for `config`.
+    pub fn new(config: std::sync::Arc<Config>) -> Self {
+        let key = config
+            .requires_token()
+            .then(|| DecodingKey::from_secret(config.token_secret.as_bytes()));
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is checked against the time the caller passes in, not the system clock.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Self {
+            config,
+            key,
+            validation,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The options of `channel`'s namespace.
+    pub fn options(&self, channel: &ChannelName) -> &ChannelOptions {
+        self.config.channel_options(channel)
+    }
+
+    /// Verifies a connection's token at `unix_now`. Without a token secret every connection is
+    /// anonymous and a token is ignored.
+    pub fn authenticate(&self, token: Option<&str>, unix_now: u64) -> Result<Identity, Disconnect> {
+        let Some(key) = &self.key else {
+            return Ok(Identity::default());
+        };
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or(Disconnect::UNAUTHORIZED)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|_| Disconnect::UNAUTHORIZED)?
+            .claims;
+        if claims.sub.is_empty() {
+            return Err(Disconnect::UNAUTHORIZED);
+        }
+        if claims.exp.is_some_and(|exp| exp <= unix_now) {
+            return Err(Disconnect::TOKEN_EXPIRED);
+        }
+        Ok(Identity {
+            user: claims.sub,
+            name: claims.name,
+            subs: claims.subs,
+            pubs: claims.pubs,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Whether `who` may subscribe to `channel`.
+    pub fn can_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
+        who.subs
+            .as_deref()
+            .is_none_or(|p| matches_any(p, channel.as_str()))
+    }
+
+    /// Whether `who`, a connected client, may publish on `channel`.
+    pub fn can_publish(&self, who: &Identity, channel: &ChannelName) -> bool {
+        match who.pubs.as_deref() {
+            Some(patterns) => matches_any(patterns, channel.as_str()),
+            None => self.options(channel).client_publish,
+        }
+    }
+
+    /// Whether `key` is the configured API key; with none configured, whether the API is open
+    /// (no secrets at all, which `Config::validate` allows on loopback only).
+    pub fn api_key_ok(&self, key: Option<&str>) -> bool {
+        if self.config.api_key.is_empty() {
+            return !self.config.requires_token();
+        }
+        key.is_some_and(|k| constant_time_eq(k.as_bytes(), self.config.api_key.as_bytes()))
+    }
+}
+
+fn matches_any(patterns: &[String], channel: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => p == channel,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    pub(crate) fn token(secret: &str, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn policy(secret: &str) -> Policy {
+        Policy::new(Arc::new(Config {
+            token_secret: secret.into(),
+            ..Config::default()
+        }))
+    }
+
+    #[test]
+    fn open_server_takes_everyone() {
+        let p = policy("");
+        let who = p.authenticate(None, 0).unwrap();
+        assert_eq!(who, Identity::default());
+        assert!(p.can_subscribe(&who, &ChannelName::new("a").unwrap()));
+        assert!(p.api_key_ok(None));
+    }
+
+    #[test]
+    fn verifies_tokens_and_expiry_against_the_given_time() {
+        let p = policy("s");
+        assert_eq!(p.authenticate(None, 0), Err(Disconnect::UNAUTHORIZED));
+        assert_eq!(
+            p.authenticate(Some("garbage"), 0),
+            Err(Disconnect::UNAUTHORIZED)
+        );
+        let foreign = token("other", serde_json::json!({"sub": "u"}));
+        assert_eq!(
+            p.authenticate(Some(&foreign), 0),
+            Err(Disconnect::UNAUTHORIZED)
+        );
+        let t = token(
+            "s",
+            serde_json::json!({"sub": "alice", "exp": 100, "subs": ["chat:*"], "pubs": ["chat:lobby"]}),
+        );
+        let who = p.authenticate(Some(&t), 99).unwrap();
+        assert_eq!(who.user, "alice");
+        assert_eq!(
+            p.authenticate(Some(&t), 100),
+            Err(Disconnect::TOKEN_EXPIRED)
+        );
+        let ch = |n| ChannelName::new(n).unwrap();
+        assert!(p.can_subscribe(&who, &ch("chat:x")));
+        assert!(!p.can_subscribe(&who, &ch("news")));
+        assert!(p.can_publish(&who, &ch("chat:lobby")));
+        assert!(!p.can_publish(&who, &ch("chat:other")));
+        assert!(
+            !p.api_key_ok(None),
+            "with a token secret and no API key, the API is closed"
+        );
+    }
+
+    #[test]
+    fn api_key_compares_exactly() {
+        let p = Policy::new(Arc::new(Config {
+            api_key: "k1".into(),
+            ..Config::default()
+        }));
+        assert!(p.api_key_ok(Some("k1")));
+        assert!(!p.api_key_ok(Some("k2")));
+        assert!(!p.api_key_ok(Some("k1 ")));
+        assert!(!p.api_key_ok(None));
+    }
+}

@@ -1,0 +1,364 @@
+//! Session unit tests: driven by hand, with simulated time.
+
+use super::*;
+use crate::broker::StreamTop;
+use crate::config::{ChannelOptions, Config};
+use switchboard_protocol::frame::parse_client_frame;
+
+fn policy(config: Config) -> Arc<Policy> {
+    Arc::new(Policy::new(Arc::new(config)))
+}
+
+fn config() -> Config {
+    let mut c = Config {
+        max_subscriptions: 2,
+        max_publication_bytes: 16,
+        ..Config::default()
+    };
+    c.namespaces.insert(
+        "chat".into(),
+        ChannelOptions {
+            join_leave: true,
+            ..ChannelOptions::default()
+        },
+    );
+    c.namespaces.insert(
+        "feed".into(),
+        ChannelOptions {
+            client_publish: false,
+            history_size: 0,
+            presence: false,
+            ..ChannelOptions::default()
+        },
+    );
+    c
+}
+
+struct Harness {
+    s: Session,
+    now: Now,
+}
+
+impl Harness {
+    fn new(config: Config) -> Self {
+        let now = Now {
+            instant: Instant::now(),
+            unix: 1_000,
+        };
+        let sc = SessionConfig::from_config(&config, true);
+        Self {
+            s: Session::new(policy(config), sc, "c1".into(), now),
+            now,
+        }
+    }
+
+    fn send(&mut self, text: &str) -> Vec<Output> {
+        match parse_client_frame(text) {
+            Ok(f) => self.s.handle_frame(self.now, f),
+            Err(e) => self.s.handle_frame_error(e),
+        }
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.s.poll_output()).collect()
+    }
+
+    fn advance(&mut self, secs: u64) -> Vec<Output> {
+        self.now.instant += Duration::from_secs(secs);
+        self.now.unix += secs;
+        self.s.handle_timeout(self.now);
+        self.drain()
+    }
+}
+
+fn publication(channel: &str, epoch: &str, offset: u64) -> Arc<Publication> {
+    Arc::new(Publication::new(
+        ChannelName::new(channel).unwrap(),
+        offset,
+        epoch.into(),
+        Payload::Json(format!("{offset}").into()),
+        None,
+    ))
+}
+
+fn history(
+    channel: &str,
+    epoch: &str,
+    top: u64,
+    offsets: std::ops::RangeInclusive<u64>,
+) -> OpResult {
+    OpResult::History(Ok(HistoryResult {
+        top: StreamTop {
+            epoch: epoch.into(),
+            offset: top,
+        },
+        publications: offsets.map(|o| publication(channel, epoch, o)).collect(),
+    }))
+}
+
+fn delivered(outputs: &[Output]) -> Vec<u64> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Deliver(Delivery::Publication(p)) => Some(p.offset),
+            _ => None,
+        })
+        .collect()
+}
+
+fn subscribe_op(outputs: &[Output]) -> (OpId, HistoryQuery) {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Op(id, Op::Subscribe { query, .. }) => Some((*id, query.clone())),
+            _ => None,
+        })
+        .expect("a subscribe op")
+}
+
+fn error_code(outputs: &[Output]) -> Option<u32> {
+    outputs.iter().find_map(|o| match o {
+        Output::Reply(Reply {
+            body: ReplyBody::Error(e),
+            ..
+        }) => Some(e.code),
+        _ => None,
+    })
+}
+
+fn subscribe_reply(outputs: &[Output]) -> SubscribeReply {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Reply(Reply {
+                body: ReplyBody::Subscribe(r),
+                ..
+            }) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a subscribe reply")
+}
+
+fn disconnect(outputs: &[Output]) -> Option<Disconnect> {
+    outputs.iter().find_map(|o| match o {
+        Output::Disconnect(d) => Some(*d),
+        _ => None,
+    })
+}
+
+#[test]
+fn subscribes_from_the_top_and_delivers_live_publications_in_order_once() {
+    let mut h = Harness::new(config());
+    let out = h.send(r#"{"id":1,"subscribe":{"channel":"news"}}"#);
+    let (op, query) = subscribe_op(&out);
+    assert_eq!(query.limit, 0, "no position: only the top is needed");
+    h.s.handle_result(op, history("news", "E", 7, 1..=0));
+    let out = h.drain();
+    let r = subscribe_reply(&out);
+    assert_eq!((r.offset, r.recovered, r.replayed), (7, true, 0));
+    for o in [8, 8, 9] {
+        h.s.handle_delivery(Delivery::Publication(publication("news", "E", o)));
+    }
+    assert_eq!(
+        delivered(&h.drain()),
+        vec![8, 9],
+        "the repeated 8 is dropped"
+    );
+    h.s.handle_delivery(Delivery::Publication(publication("news", "E", 11)));
+    assert_eq!(
+        disconnect(&h.drain()),
+        Some(Disconnect::INSUFFICIENT_STATE),
+        "a gap is never silent"
+    );
+}
+
+#[test]
+fn resume_holds_live_publications_until_the_replay_is_queued() {
+    let mut h = Harness::new(config());
+    let out = h.send(r#"{"id":1,"subscribe":{"channel":"news","since":{"epoch":"E","offset":2}}}"#);
+    let (op, query) = subscribe_op(&out);
+    assert_eq!(query.since.unwrap().offset, 2);
+    // Live publications race the history read...
+    h.s.handle_delivery(Delivery::Publication(publication("news", "E", 5)));
+    h.s.handle_delivery(Delivery::Publication(publication("news", "E", 6)));
+    assert!(delivered(&h.drain()).is_empty(), "held while recovering");
+    // ...and the history read saw up to 5.
+    h.s.handle_result(op, history("news", "E", 5, 3..=5));
+    let out = h.drain();
+    let r = subscribe_reply(&out);
+    assert_eq!((r.offset, r.recovered, r.replayed), (2, true, 3));
+    assert_eq!(delivered(&out), vec![3, 4, 5, 6]);
+    assert!(
+        matches!(out[0], Output::Reply(_)),
+        "the reply comes before the replay"
+    );
+}
+
+#[test]
+fn a_position_older_than_the_history_is_reported_not_recovered() {
+    let mut h = Harness::new(config());
+    let out = h.send(r#"{"id":1,"subscribe":{"channel":"news","since":{"epoch":"E","offset":2}}}"#);
+    let (op, _) = subscribe_op(&out);
+    h.s.handle_result(op, history("news", "E", 50, 40..=50));
+    let out = h.drain();
+    let r = subscribe_reply(&out);
+    assert_eq!((r.recovered, r.offset, r.replayed), (false, 50, 0));
+    assert!(delivered(&out).is_empty());
+    h.s.handle_delivery(Delivery::Publication(publication("news", "E", 51)));
+    assert_eq!(delivered(&h.drain()), vec![51]);
+}
+
+#[test]
+fn joins_presence_and_leaves_it_on_close() {
+    let mut h = Harness::new(config());
+    let (op, _) = subscribe_op(&h.send(r#"{"id":1,"subscribe":{"channel":"chat:a"}}"#));
+    h.s.handle_result(op, history("chat:a", "E", 0, 1..=0));
+    let out = h.drain();
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Op(_, Op::PresenceAdd { announce: true, .. })))
+    );
+    let ops = h.s.close();
+    assert!(matches!(ops[0], Op::PresenceRemove { announce: true, .. }));
+    assert!(matches!(ops[1], Op::Unsubscribe { .. }));
+}
+
+#[test]
+fn refuses_bad_subscriptions_with_stable_codes() {
+    let mut h = Harness::new(config());
+    assert_eq!(
+        error_code(&h.send(r#"{"id":1,"subscribe":{"channel":"bad name"}}"#)),
+        Some(107)
+    );
+    let (op, _) = subscribe_op(&h.send(r#"{"id":2,"subscribe":{"channel":"a"}}"#));
+    assert_eq!(
+        error_code(&h.send(r#"{"id":3,"subscribe":{"channel":"a"}}"#)),
+        Some(105)
+    );
+    h.send(r#"{"id":4,"subscribe":{"channel":"b"}}"#);
+    assert_eq!(
+        error_code(&h.send(r#"{"id":5,"subscribe":{"channel":"c"}}"#)),
+        Some(106)
+    );
+    assert_eq!(
+        error_code(&h.send(r#"{"id":6,"unsubscribe":{"channel":"zz"}}"#)),
+        Some(110)
+    );
+    assert_eq!(error_code(&h.send(r#"{"id":7,"what":{}}"#)), Some(104));
+    // Unsubscribing while the replay is read: the late result is ignored.
+    h.send(r#"{"id":8,"unsubscribe":{"channel":"a"}}"#);
+    h.s.handle_result(op, history("a", "E", 3, 1..=0));
+    assert!(h.drain().is_empty());
+    assert!(!h.s.is_closed());
+}
+
+#[test]
+fn refuses_bad_publishes_and_reads() {
+    let mut h = Harness::new(config());
+    assert_eq!(
+        error_code(&h.send(r#"{"id":1,"publish":{"channel":"feed:x","data":1}}"#)),
+        Some(103)
+    );
+    assert_eq!(
+        error_code(&h.send(r#"{"id":2,"publish":{"channel":"a","data":"01234567890123456789"}}"#)),
+        Some(106)
+    );
+    assert_eq!(
+        error_code(&h.send(r#"{"id":3,"publish":{"channel":"a"}}"#)),
+        Some(107)
+    );
+    assert_eq!(
+        error_code(&h.send(r#"{"id":4,"history":{"channel":"feed:x"}}"#)),
+        Some(108)
+    );
+    assert_eq!(
+        error_code(&h.send(r#"{"id":5,"presence":{"channel":"feed:x"}}"#)),
+        Some(108)
+    );
+    let out = h.send(r#"{"id":6,"publish":{"channel":"a","data":{"k":1},"idempotency_key":"x"}}"#);
+    let Some(Output::Op(op, Op::Publish(req))) = out.into_iter().next() else {
+        panic!()
+    };
+    assert_eq!(req.payload, Payload::Json(r#"{"k":1}"#.into()));
+    assert_eq!(req.info.as_ref().unwrap().client, "c1");
+    h.s.handle_result(
+        op,
+        OpResult::Published(Err(BrokerError::Unavailable("down".into()))),
+    );
+    assert_eq!(
+        error_code(&h.drain()),
+        Some(109),
+        "a refused publish is an error, never a silent drop"
+    );
+}
+
+#[test]
+fn malformed_frames_without_an_id_end_the_connection() {
+    let mut h = Harness::new(config());
+    assert_eq!(
+        disconnect(&h.send("not json")),
+        Some(Disconnect::BAD_REQUEST)
+    );
+    assert!(
+        h.send(r#"{"id":1,"ping":{}}"#).is_empty(),
+        "closed sessions ignore input"
+    );
+}
+
+#[test]
+fn pings_and_drops_a_client_that_does_not_answer() {
+    let mut h = Harness::new(config());
+    assert_eq!(
+        h.s.poll_timeout(),
+        Some(h.now.instant + Duration::from_secs(25))
+    );
+    assert!(h.advance(24).is_empty());
+    assert!(matches!(h.advance(1)[..], [Output::Ping]));
+    h.send(r#"{"pong":{}}"#);
+    assert!(matches!(h.advance(25)[..], [Output::Ping]));
+    assert!(h.advance(9).is_empty());
+    assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::NO_PONG));
+}
+
+#[test]
+fn tokens_are_required_when_configured_and_expire_on_time() {
+    let secret = "s3";
+    let mut h = Harness::new(Config {
+        token_secret: secret.into(),
+        ..config()
+    });
+    assert_eq!(
+        disconnect(&h.send(r#"{"id":1,"subscribe":{"channel":"a"}}"#)),
+        Some(Disconnect::UNAUTHORIZED)
+    );
+
+    let mut h = Harness::new(Config {
+        token_secret: secret.into(),
+        ..config()
+    });
+    let token = crate::policy::tests::token(
+        secret,
+        serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}),
+    );
+    let out = h.send(&format!(
+        r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#
+    ));
+    assert!(
+        matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1")
+    );
+    assert_eq!(h.s.client_info().unwrap().user, "al");
+    assert_eq!(
+        error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)),
+        Some(103)
+    );
+    assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping)));
+    assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::TOKEN_EXPIRED));
+}
+
+#[test]
+fn a_slow_consumer_is_disconnected_with_its_code() {
+    let mut h = Harness::new(config());
+    h.s.handle_overflow();
+    assert_eq!(disconnect(&h.drain()), Some(Disconnect::SLOW_CONSUMER));
+}

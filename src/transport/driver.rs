@@ -1,0 +1,242 @@
+//! The connection driver: the thin async layer between a [`Session`] and the rest of the node.
+//! It runs the operations the session asks for (hub and broker calls), feeds their results,
+//! the connection's outbox and the session's timers back in, and hands the transport the outputs
+//! it must write. Transports only add their framing on top.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use switchboard_protocol::Disconnect;
+use switchboard_protocol::frame::{ClientFrame, FrameError};
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use crate::hub::{ConnId, Outbox, Taken, next_conn_id};
+use crate::model::Delivery;
+use crate::server::AppState;
+use crate::session::{Now, Op, OpId, OpResult, Output, Session, SessionConfig};
+
+type OpFuture = Pin<Box<dyn Future<Output = Option<(OpId, OpResult)>> + Send>>;
+
+/// Why the driver woke up.
+#[derive(Debug)]
+pub enum Wake {
+    /// Deliveries are queued (or the queue overflowed).
+    Outbox,
+    /// An operation finished.
+    Op(Option<(OpId, OpResult)>),
+    /// A session timer is due.
+    Timer,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// See the module docs.
+pub struct Driver {
+    state: Arc<AppState>,
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    session: Session,
+    ops: FuturesUnordered<OpFuture>,
+    batch: Vec<Delivery>,
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Driver {
+    /// A driver for a new connection; `bidirectional` sessions expect pongs.
+    pub fn new(state: Arc<AppState>, bidirectional: bool) -> Self {
+        let conn = next_conn_id();
+        let config = SessionConfig::from_config(&state.config, bidirectional);
+        let client_id = format!("{:016x}", rand::random::<u64>());
+        let session = Session::new(state.policy.clone(), config, client_id, Now::current());
+        let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
+        let shutdown = state.shutdown.subscribe();
+        Self {
+            state,
+            conn,
+            outbox,
+            session,
+            ops: FuturesUnordered::new(),
+            batch: Vec::new(),
+            timer: Box::pin(tokio::time::sleep_until(Instant::now())),
+            timer_at: None,
+            shutdown,
+        }
+    }
+
+    /// The session's client id.
+    pub fn client_id(&self) -> &str {
+        self.session.client_info().map_or("", |i| i.client.as_str())
+    }
+
+    /// The shared node state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Feeds a client frame (or the error parsing it).
+    pub fn on_frame(&mut self, frame: Result<ClientFrame, FrameError>) {
+        self.state.metrics.messages_in.add(1);
+        match frame {
+            Ok(f) => self.session.handle_frame(Now::current(), f),
+            Err(e) => self.session.handle_frame_error(e),
+        }
+    }
+
+    /// Waits for the next thing to feed the session. Cancel-safe.
+    pub async fn wait(&mut self) -> Wake {
+        let deadline = self.session.poll_timeout();
+        if deadline != self.timer_at {
+            self.timer_at = deadline;
+            if let Some(at) = deadline {
+                self.timer.as_mut().reset(at);
+            }
+        }
+        let has_timer = self.timer_at.is_some();
+        tokio::select! {
+            _ = self.outbox.ready() => Wake::Outbox,
+            Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
+            _ = self.timer.as_mut(), if has_timer => Wake::Timer,
+            _ = self.shutdown.changed() => Wake::Shutdown,
+        }
+    }
+
+    /// Feeds what [`Driver::wait`] returned into the session.
+    pub fn on_wake(&mut self, wake: Wake) {
+        match wake {
+            Wake::Outbox => match self.outbox.take(&mut self.batch) {
+                Taken::Overflowed => {
+                    self.state.metrics.slow_consumers.add(1);
+                    self.session.handle_overflow();
+                }
+                Taken::Ok => {
+                    for d in self.batch.drain(..) {
+                        self.session.handle_delivery(d);
+                    }
+                }
+            },
+            Wake::Op(Some((id, result))) => self.session.handle_result(id, result),
+            Wake::Op(None) => {}
+            Wake::Timer => {
+                self.timer_at = None;
+                self.session.handle_timeout(Now::current());
+            }
+            Wake::Shutdown => self.end(Disconnect::SHUTDOWN),
+        }
+    }
+
+    /// Ends the connection from the outside (transport error, shutdown).
+    pub fn end(&mut self, d: Disconnect) {
+        self.session.handle_disconnect(d);
+    }
+
+    /// The next output for the transport to write; operations are started here, not returned.
+    pub fn next_output(&mut self) -> Option<Output> {
+        loop {
+            match self.session.poll_output()? {
+                Output::Op(id, op) => {
+                    if let Some(f) = self.prepare(id, op) {
+                        self.ops.push(f);
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    /// Starts the synchronous part of `op` (hub changes) and returns the rest, if any.
+    fn prepare(&mut self, id: OpId, op: Op) -> Option<OpFuture> {
+        let state = self.state.clone();
+        Some(match op {
+            Op::Subscribe { channel, query } => {
+                let first = state
+                    .hub
+                    .subscribe(&channel, self.conn, self.outbox.clone());
+                Box::pin(async move {
+                    if first && let Err(e) = state.broker.node_subscribe(&channel).await {
+                        return Some((id, OpResult::History(Err(e))));
+                    }
+                    Some((
+                        id,
+                        OpResult::History(state.broker.history(&channel, query).await),
+                    ))
+                })
+            }
+            Op::Unsubscribe { channel } => {
+                if state.hub.unsubscribe(&channel, self.conn) {
+                    Box::pin(async move {
+                        let _ = state.broker.node_unsubscribe(&channel).await;
+                        None
+                    })
+                } else {
+                    return None;
+                }
+            }
+            Op::Publish(req) => Box::pin(async move {
+                let r = state.broker.publish(req).await;
+                if r.is_ok() {
+                    state.metrics.publications.add(1);
+                }
+                Some((id, OpResult::Published(r)))
+            }),
+            Op::History { channel, query } => Box::pin(async move {
+                Some((
+                    id,
+                    OpResult::History(state.broker.history(&channel, query).await),
+                ))
+            }),
+            Op::Presence { channel } => Box::pin(async move {
+                Some((
+                    id,
+                    OpResult::Presence(state.broker.presence(&channel).await),
+                ))
+            }),
+            Op::PresenceAdd {
+                channel,
+                info,
+                announce,
+            } => Box::pin(async move {
+                if let Err(e) = state.broker.presence_add(&channel, info, announce).await {
+                    tracing::warn!(%channel, error = %e, "presence add failed");
+                }
+                None
+            }),
+            Op::PresenceRemove {
+                channel,
+                info,
+                announce,
+            } => Box::pin(async move {
+                if let Err(e) = state.broker.presence_remove(&channel, info, announce).await {
+                    tracing::warn!(%channel, error = %e, "presence remove failed");
+                }
+                None
+            }),
+        })
+    }
+
+    /// The connection is gone: release its subscriptions and presence, after any operation
+    /// still running (so a presence add never lands after its remove).
+    pub fn finish(mut self) {
+        let close: Vec<OpFuture> = self
+            .session
+            .close()
+            .into_iter()
+            .filter_map(|op| self.prepare(0, op))
+            .collect();
+        let mut running = std::mem::take(&mut self.ops);
+        if running.is_empty() && close.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            while running.next().await.is_some() {}
+            for f in close {
+                f.await;
+            }
+        });
+    }
+}

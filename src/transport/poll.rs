@@ -1,0 +1,212 @@
+//! `/poll`: short polling, and long polling with `wait`. No session and no state on the server:
+//! the cursor in the request is the whole state. A long poll registers in the hub only as a
+//! wake-up; what it answers is always read from the history, so it cannot race the live stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
+use switchboard_protocol::{ChannelName, Cursor, ErrorCode};
+use tokio::time::Instant;
+
+use super::{HttpError, OneWayParams};
+use crate::broker::HistoryQuery;
+use crate::hub::{Outbox, next_conn_id};
+use crate::metrics::Transport;
+use crate::model::Publication;
+use crate::server::AppState;
+use crate::session::Now;
+use crate::session::recovery::recover;
+
+/// The header that carries the cursor on every poll response.
+pub const CURSOR_HEADER: &str = "switchboard-cursor";
+
+/// `GET /poll`.
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    match poll(state, query, headers).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+struct Found {
+    publications: Vec<Arc<Publication>>,
+    unrecovered: Vec<ChannelName>,
+    more: bool,
+}
+
+async fn poll(
+    state: Arc<AppState>,
+    query: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let config = &state.config;
+    let mut p = OneWayParams::parse(query.as_deref(), &headers, config.max_subscriptions)?;
+    let identity = state
+        .policy
+        .authenticate(p.token.as_deref(), Now::current().unix)
+        .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
+    for c in &p.channels {
+        if !state.policy.can_subscribe(&identity, c) {
+            return Err(HttpError::new(
+                ErrorCode::PermissionDenied,
+                format!("channel {c}: permission denied"),
+            ));
+        }
+    }
+    let wait = Duration::from_secs(p.wait.unwrap_or(0).min(config.poll_max_wait));
+    let limit = p
+        .limit
+        .unwrap_or(config.poll_max_publications)
+        .clamp(1, config.poll_max_publications);
+    state.metrics.request(if wait.is_zero() {
+        Transport::Poll
+    } else {
+        Transport::LongPoll
+    });
+    let deadline = Instant::now() + wait;
+    let mut wake: Option<(u64, Arc<Outbox>)> = None;
+    let found = loop {
+        let found = read(&state, &p.channels, &mut p.cursor, limit).await;
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                release(&state, &p.channels, wake.take());
+                return Err(e);
+            }
+        };
+        let nothing = found.publications.is_empty() && found.unrecovered.is_empty();
+        if !nothing || Instant::now() >= deadline {
+            break found;
+        }
+        match &wake {
+            // Register first, then read again: a publication between the two reads is seen.
+            None => {
+                let outbox = Arc::new(Outbox::new(1));
+                let conn = next_conn_id();
+                for c in &p.channels {
+                    state.subscribe_local(c, conn, outbox.clone()).await;
+                }
+                wake = Some((conn, outbox));
+            }
+            Some((_, outbox)) => {
+                let mut shutdown = state.shutdown.subscribe();
+                tokio::select! {
+                    _ = outbox.ready() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    release(&state, &p.channels, wake.take());
+                    return Ok(no_content(&p.cursor));
+                }
+                // Drain the wake-up queue so the next wait blocks again.
+                let _ = outbox.take(&mut Vec::new());
+            }
+        }
+    };
+    release(&state, &p.channels, wake.take());
+    if found.publications.is_empty() && found.unrecovered.is_empty() {
+        return Ok(no_content(&p.cursor));
+    }
+    Ok(answer(&p.cursor, &found))
+}
+
+/// Reads every channel's publications after its cursor position, advancing the cursor.
+async fn read(
+    state: &AppState,
+    channels: &[ChannelName],
+    cursor: &mut Cursor,
+    limit: usize,
+) -> Result<Found, HttpError> {
+    let mut found = Found {
+        publications: Vec::new(),
+        unrecovered: Vec::new(),
+        more: false,
+    };
+    for channel in channels {
+        let remaining = limit.saturating_sub(found.publications.len());
+        let since = cursor.get(channel.as_str()).cloned();
+        let query = HistoryQuery {
+            since: since.clone(),
+            limit: if since.is_some() { remaining + 1 } else { 0 },
+            reverse: false,
+        };
+        let history = state
+            .broker
+            .history(channel, query)
+            .await
+            .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+        let rec = recover(since.as_ref(), history, remaining);
+        if !rec.recovered {
+            found.unrecovered.push(channel.clone());
+        }
+        let last = rec.publications.last().map_or(rec.offset, |p| p.offset);
+        cursor.advance(channel.as_str(), &rec.epoch, last);
+        found.more |= rec.truncated;
+        found.publications.extend(rec.publications);
+    }
+    Ok(found)
+}
+
+fn release(state: &AppState, channels: &[ChannelName], wake: Option<(u64, Arc<Outbox>)>) {
+    if let Some((conn, _)) = wake {
+        for c in channels {
+            state.unsubscribe_local(c, conn);
+        }
+    }
+}
+
+fn cursor_header(cursor: &Cursor) -> (header::HeaderName, HeaderValue) {
+    let value = HeaderValue::from_str(&cursor.encode()).unwrap_or(HeaderValue::from_static(""));
+    (header::HeaderName::from_static(CURSOR_HEADER), value)
+}
+
+fn no_content(cursor: &Cursor) -> Response {
+    (StatusCode::NO_CONTENT, [cursor_header(cursor)]).into_response()
+}
+
+fn answer(cursor: &Cursor, found: &Found) -> Response {
+    let size: usize = found
+        .publications
+        .iter()
+        .map(|p| p.object().len() + 1)
+        .sum();
+    let mut buf = BytesMut::with_capacity(size + 256);
+    buf.put_slice(b"{\"publications\":[");
+    for (i, p) in found.publications.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(p.object());
+    }
+    let encoded = cursor.encode();
+    buf.put_slice(format!("],\"cursor\":\"{encoded}\"").as_bytes());
+    if found.more {
+        buf.put_slice(b",\"more\":true");
+    }
+    if !found.unrecovered.is_empty() {
+        let names = serde_json::to_string(&found.unrecovered).unwrap_or_default();
+        buf.put_slice(format!(",\"recovered\":false,\"unrecovered\":{names}").as_bytes());
+    }
+    buf.put_u8(b'}');
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            cursor_header(cursor),
+        ],
+        buf.freeze(),
+    )
+        .into_response()
+}

@@ -1,0 +1,179 @@
+//! `/ws`: the JSON protocol over WebSocket. Frames in become session input; session output
+//! becomes frames, fed to the socket in a batch and flushed once, so a burst of publications for
+//! one connection costs one write.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
+use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
+
+use super::HttpError;
+use super::driver::Driver;
+use crate::broker::StreamTop;
+use crate::metrics::Transport;
+use crate::model::{Delivery, Publication};
+use crate::server::AppState;
+use crate::session::Output;
+
+/// Read buffer per connection: small, because most connections are idle subscribers.
+const READ_BUFFER: usize = 4 * 1024;
+
+fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
+    let max = state.config.max_frame_bytes;
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+/// `GET /ws`.
+pub async fn handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let Ok(permit) = state.admission.clone().try_acquire_owned() else {
+        return HttpError::new(
+            ErrorCode::LimitExceeded,
+            Disconnect::CONNECTION_LIMIT.reason,
+        )
+        .into_response();
+    };
+    configure(ws, &state)
+        .protocols([WS_SUBPROTOCOL])
+        .on_upgrade(move |socket| async move {
+            let _guard = state.metrics.connection(Transport::WebSocket);
+            run(socket, Driver::new(state.clone(), true)).await;
+            drop(permit);
+        })
+}
+
+async fn run(mut socket: WebSocket, mut driver: Driver) {
+    let metrics = driver.state().metrics.clone();
+    loop {
+        let mut written = 0u64;
+        let mut bytes = 0u64;
+        let mut oldest = None;
+        while let Some(output) = driver.next_output() {
+            let message = match output {
+                Output::Reply(reply) => Message::Text(reply.to_json().into()),
+                Output::History {
+                    id,
+                    top,
+                    publications,
+                } => Message::Text(history_reply(id, &top, &publications)),
+                Output::Deliver(Delivery::Publication(p)) => {
+                    oldest.get_or_insert(p.published_at);
+                    p.ws_message().clone()
+                }
+                Output::Deliver(Delivery::Presence(e)) => e.ws_message(),
+                Output::Ping => Message::Text(Utf8Bytes::from_static("{\"ping\":{}}")),
+                Output::Disconnect(d) => {
+                    let _ = socket.flush().await;
+                    let frame = CloseFrame {
+                        code: d.code,
+                        reason: Utf8Bytes::from_static(d.reason),
+                    };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    return driver.finish();
+                }
+                Output::Op(..) => continue,
+            };
+            written += 1;
+            bytes += message_len(&message) as u64;
+            if socket.feed(message).await.is_err() {
+                return driver.finish();
+            }
+        }
+        if written > 0 {
+            if socket.flush().await.is_err() {
+                return driver.finish();
+            }
+            metrics.messages_out.add(written);
+            metrics.bytes_out.add(bytes);
+            if let Some(at) = oldest {
+                metrics.fanout_latency.observe(at.elapsed());
+            }
+        }
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    metrics.bytes_in.add(text.len() as u64);
+                    driver.on_frame(parse_client_frame(text.as_str()));
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    metrics.bytes_in.add(data.len() as u64);
+                    driver.on_frame(parse_binary_frame(&data));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => return driver.finish(),
+                Some(Err(e)) => {
+                    // Oversize messages end with the standard 1009; anything else just ends.
+                    if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
+                        let frame = CloseFrame { code: 1009, reason: Utf8Bytes::from_static("message too big") };
+                        let _ = socket.send(Message::Close(Some(frame))).await;
+                    }
+                    return driver.finish();
+                }
+            },
+            wake = driver.wait() => driver.on_wake(wake),
+        }
+    }
+}
+
+fn message_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// `{"id":N,"history":{"epoch":E,"offset":O,"publications":[...]}}`, reusing each publication's
+/// shared encoding.
+fn history_reply(id: u64, top: &StreamTop, publications: &[Arc<Publication>]) -> Utf8Bytes {
+    let mut buf = BytesMut::with_capacity(
+        64 + publications
+            .iter()
+            .map(|p| p.object().len() + 1)
+            .sum::<usize>(),
+    );
+    buf.put_slice(format!("{{\"id\":{id},\"history\":").as_bytes());
+    put_history_body(&mut buf, top, publications);
+    buf.put_slice(b"}");
+    Utf8Bytes::from(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `{"epoch":E,"offset":O,"publications":[...]}`, the body shared with `GET /api/history`.
+pub fn put_history_body(buf: &mut BytesMut, top: &StreamTop, publications: &[Arc<Publication>]) {
+    let head = serde_json::json!({"epoch": &*top.epoch, "offset": top.offset}).to_string();
+    buf.put_slice(&head.as_bytes()[..head.len() - 1]);
+    buf.put_slice(b",\"publications\":[");
+    for (i, p) in publications.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(p.object());
+    }
+    buf.put_slice(b"]}");
+}
+
+/// `GET /ws-echo`: a plain echo server on the same WebSocket stack as `/ws`, for the Autobahn
+/// conformance suite. Only routed when `ws_echo_endpoint` is set.
+pub async fn echo_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let max = state.config.max_frame_bytes.max(16 * 1024 * 1024);
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(|mut socket| async move {
+            while let Some(Ok(message)) = socket.recv().await {
+                let reply = match message {
+                    Message::Text(_) | Message::Binary(_) => message,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                if socket.send(reply).await.is_err() {
+                    break;
+                }
+            }
+        })
+}
