@@ -44,13 +44,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)?
-                .to_str()
-                .ok()?
-                .strip_prefix("apikey ")
-        });
+        .or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("apikey "));
     if state.policy.api_key_ok(key) {
         return Ok(Caller::Server);
     }
@@ -61,10 +55,7 @@ fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
             .map(Caller::Client)
             .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason));
     }
-    Err(HttpError::new(
-        ErrorCode::Unauthorized,
-        "an API key or a Bearer token is required",
-    ))
+    Err(HttpError::new(ErrorCode::Unauthorized, "an API key or a Bearer token is required"))
 }
 
 fn channel(name: &str) -> Result<ChannelName, HttpError> {
@@ -73,10 +64,9 @@ fn channel(name: &str) -> Result<ChannelName, HttpError> {
 
 fn may_read(state: &AppState, who: &Caller, c: &ChannelName) -> Result<(), HttpError> {
     match who {
-        Caller::Client(id) if !state.policy.can_subscribe(id, c) => Err(HttpError::new(
-            ErrorCode::PermissionDenied,
-            "permission denied",
-        )),
+        Caller::Client(id) if !state.policy.can_subscribe(id, c) => {
+            Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"))
+        }
         _ => Ok(()),
     }
 }
@@ -90,25 +80,16 @@ pub async fn publish(
     state.metrics.messages_in.add(1);
     state.metrics.bytes_in.add(body.len() as u64);
     let who = caller(&state, &headers)?;
-    let req: PublishBody = serde_json::from_slice(&body).map_err(|e| {
-        HttpError::new(
-            ErrorCode::BadRequest,
-            format!("body is not a publish request: {e}"),
-        )
-    })?;
+    let req: PublishBody = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("body is not a publish request: {e}")))?;
     let channel = channel(&req.channel)?;
     let info = match &who {
         Caller::Client(id) if !state.policy.can_publish(id, &channel) => {
-            return Err(HttpError::new(
-                ErrorCode::PermissionDenied,
-                "permission denied",
-            ));
+            return Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"));
         }
-        Caller::Client(id) => Some(Arc::new(ClientInfo {
-            client: String::new(),
-            user: id.user.clone(),
-            name: id.name.clone(),
-        })),
+        Caller::Client(id) => {
+            Some(Arc::new(ClientInfo { client: String::new(), user: id.user.clone(), name: id.name.clone() }))
+        }
         Caller::Server => None,
     };
     let payload = match (req.data, req.b64) {
@@ -120,28 +101,15 @@ pub async fn publish(
                 .into(),
         ),
         _ => {
-            return Err(HttpError::new(
-                ErrorCode::BadRequest,
-                "give exactly one of data and b64",
-            ));
+            return Err(HttpError::new(ErrorCode::BadRequest, "give exactly one of data and b64"));
         }
     };
     if payload.len() > state.config.max_publication_bytes {
-        let m = format!(
-            "payload is larger than {} bytes",
-            state.config.max_publication_bytes
-        );
+        let m = format!("payload is larger than {} bytes", state.config.max_publication_bytes);
         return Err(HttpError::new(ErrorCode::LimitExceeded, m));
     }
-    if req
-        .idempotency_key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 128)
-    {
-        return Err(HttpError::new(
-            ErrorCode::BadRequest,
-            "idempotency_key must be 1 to 128 bytes",
-        ));
+    if req.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
+        return Err(HttpError::new(ErrorCode::BadRequest, "idempotency_key must be 1 to 128 bytes"));
     }
     let request = PublishRequest {
         options: state.config.channel_options(&channel).clone(),
@@ -158,10 +126,7 @@ pub async fn publish(
     if !r.duplicate {
         state.metrics.publications.add(1);
     }
-    Ok(Json(PublishReply {
-        epoch: r.epoch.to_string(),
-        offset: r.offset,
-    }))
+    Ok(Json(PublishReply { epoch: r.epoch.to_string(), offset: r.offset }))
 }
 
 /// `GET /api/history` query.
@@ -187,10 +152,7 @@ pub async fn history(
     may_read(&state, &who, &channel)?;
     let size = state.config.channel_options(&channel).history_size;
     if size == 0 {
-        return Err(HttpError::new(
-            ErrorCode::NotAvailable,
-            "history is off for this namespace",
-        ));
+        return Err(HttpError::new(ErrorCode::NotAvailable, "history is off for this namespace"));
     }
     let since = match q.since.as_deref() {
         Some(s) => Some(
@@ -199,11 +161,7 @@ pub async fn history(
         ),
         None => None,
     };
-    let query = HistoryQuery {
-        since,
-        limit: q.limit.unwrap_or(size).min(size),
-        reverse: q.reverse,
-    };
+    let query = HistoryQuery { since, limit: q.limit.unwrap_or(size).min(size), reverse: q.reverse };
     let h = state
         .broker
         .history(&channel, query)
@@ -230,10 +188,7 @@ pub async fn presence(
     let channel = channel(&q.channel)?;
     may_read(&state, &who, &channel)?;
     if !state.config.channel_options(&channel).presence {
-        return Err(HttpError::new(
-            ErrorCode::NotAvailable,
-            "presence is off for this namespace",
-        ));
+        return Err(HttpError::new(ErrorCode::NotAvailable, "presence is off for this namespace"));
     }
     let clients = state
         .broker
@@ -241,10 +196,7 @@ pub async fn presence(
         .await
         .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
     Ok(Json(PresenceReply {
-        clients: clients
-            .iter()
-            .map(|c| (c.client.clone(), c.as_ref().clone()))
-            .collect(),
+        clients: clients.iter().map(|c| (c.client.clone(), c.as_ref().clone())).collect(),
     }))
 }
 
@@ -254,10 +206,7 @@ pub async fn channels(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     if !matches!(caller(&state, &headers)?, Caller::Server) {
-        return Err(HttpError::new(
-            ErrorCode::PermissionDenied,
-            "the API key is required",
-        ));
+        return Err(HttpError::new(ErrorCode::PermissionDenied, "the API key is required"));
     }
     let list: Vec<_> = state
         .hub
@@ -282,9 +231,5 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

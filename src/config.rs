@@ -27,13 +27,7 @@ pub struct ChannelOptions {
 
 impl Default for ChannelOptions {
     fn default() -> Self {
-        Self {
-            history_size: 1000,
-            history_ttl: 600,
-            presence: true,
-            join_leave: false,
-            client_publish: true,
-        }
+        Self { history_size: 1000, history_ttl: 600, presence: true, join_leave: false, client_publish: true }
     }
 }
 
@@ -77,6 +71,9 @@ pub struct Config {
     pub sse_retry_ms: u64,
     /// Log filter (`info`, `debug`, `switchboard=trace`...).
     pub log: String,
+    /// Origins allowed to call the HTTP endpoints from a browser page on another origin
+    /// (CORS), e.g. `["https://app.example.com"]`; `["*"]` allows any. Empty: same origin only.
+    pub allowed_origins: Vec<String>,
     /// Serve `/ws-echo`, a plain WebSocket echo on the same stack as `/ws`, for the Autobahn suite.
     pub ws_echo_endpoint: bool,
     /// Options of channels whose namespace has no entry in `namespaces`.
@@ -107,6 +104,7 @@ impl Default for Config {
             sse_retry_ms: 2000,
             log: "info".into(),
             ws_echo_endpoint: false,
+            allowed_origins: Vec::new(),
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -147,26 +145,22 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
                 text.parse::<toml::Table>()
                     .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
             }
             None => toml::Table::new(),
         };
-        let defaults = toml::Table::try_from(Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let defaults =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (name, value) in env {
             let Some(key) = name.strip_prefix("SWITCHBOARD_") else {
                 continue;
             };
             let key = key.to_ascii_lowercase();
             let Some(default) = defaults.get(&key) else {
-                return Err(ConfigError::Invalid(format!(
-                    "unknown environment variable {name}"
-                )));
+                return Err(ConfigError::Invalid(format!("unknown environment variable {name}")));
             };
             table.insert(key, env_value(&name, &value, default)?);
         }
@@ -181,10 +175,7 @@ impl Config {
     /// Checks what the schema cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if !self.listen.ip().is_loopback()
-            && self.token_secret.is_empty()
-            && !self.insecure_allow_open
-        {
+        if !self.listen.ip().is_loopback() && self.token_secret.is_empty() && !self.insecure_allow_open {
             return Err(ConfigError::OpenOnPublicAddress(self.listen));
         }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
@@ -198,9 +189,7 @@ impl Config {
         }
         for ns in self.namespaces.keys() {
             if ns.is_empty() || ChannelName::new(ns).is_err() || ns.contains(':') {
-                return invalid(&format!(
-                    "namespace name {ns:?} is not a valid channel prefix"
-                ));
+                return invalid(&format!("namespace name {ns:?} is not a valid channel prefix"));
             }
         }
         Ok(())
@@ -208,9 +197,7 @@ impl Config {
 
     /// The options of `channel`'s namespace.
     pub fn channel_options(&self, channel: &ChannelName) -> &ChannelOptions {
-        self.namespaces
-            .get(channel.namespace())
-            .unwrap_or(&self.defaults)
+        self.namespaces.get(channel.namespace()).unwrap_or(&self.defaults)
     }
 
     /// The configuration as TOML, defaults included (`switchboard config`).
@@ -226,20 +213,16 @@ impl Config {
     /// Adds the demo app's namespaces unless the configuration sets them.
     pub fn with_demo_namespaces(mut self) -> Self {
         if self.demo {
-            self.namespaces
-                .entry("chat".into())
-                .or_insert(ChannelOptions {
-                    history_size: 200,
-                    join_leave: true,
-                    ..ChannelOptions::default()
-                });
-            self.namespaces
-                .entry("demo".into())
-                .or_insert(ChannelOptions {
-                    client_publish: false,
-                    presence: false,
-                    ..ChannelOptions::default()
-                });
+            self.namespaces.entry("chat".into()).or_insert(ChannelOptions {
+                history_size: 200,
+                join_leave: true,
+                ..ChannelOptions::default()
+            });
+            self.namespaces.entry("demo".into()).or_insert(ChannelOptions {
+                client_publish: false,
+                presence: false,
+                ..ChannelOptions::default()
+            });
         }
         self
     }
@@ -253,14 +236,10 @@ fn env_value(name: &str, value: &str, default: &toml::Value) -> Result<toml::Val
             "0" | "false" | "no" | "off" => toml::Value::Boolean(false),
             _ => return Err(bad("a boolean")),
         },
-        toml::Value::Integer(_) => {
-            toml::Value::Integer(value.parse().map_err(|_| bad("an integer"))?)
-        }
+        toml::Value::Integer(_) => toml::Value::Integer(value.parse().map_err(|_| bad("an integer"))?),
         toml::Value::String(_) => toml::Value::String(value.to_owned()),
         _ => {
-            return Err(ConfigError::Invalid(format!(
-                "{name}: set this option in the file"
-            )));
+            return Err(ConfigError::Invalid(format!("{name}: set this option in the file")));
         }
     })
 }
@@ -304,9 +283,7 @@ mod tests {
 
     #[test]
     fn file_then_env_then_flags() {
-        let f = write(
-            "ping_interval = 5\nmax_subscriptions = 7\n[namespaces.chat]\njoin_leave = true\n",
-        );
+        let f = write("ping_interval = 5\nmax_subscriptions = 7\n[namespaces.chat]\njoin_leave = true\n");
         let env = [
             ("SWITCHBOARD_MAX_SUBSCRIPTIONS".to_owned(), "9".to_owned()),
             ("SWITCHBOARD_DEMO".to_owned(), "false".to_owned()),
@@ -320,10 +297,7 @@ mod tests {
         assert!(!c.demo);
         let chat = c.channel_options(&ChannelName::new("chat:x").unwrap());
         assert!(chat.join_leave);
-        assert_eq!(
-            chat.history_size, 1000,
-            "unset namespace options take their defaults"
-        );
+        assert_eq!(chat.history_size, 1000, "unset namespace options take their defaults");
     }
 
     #[test]

@@ -17,25 +17,13 @@ use crate::server::AppState;
 pub const TICKER_CHANNEL: &str = "demo:ticker";
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
 }
 
 /// `/sdk/switchboard.js` and its types: always served.
 pub fn sdk_routes() -> Router<Arc<AppState>> {
-    let js = asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../sdk/switchboard.js"),
-    );
-    let dts = asset(
-        "application/typescript; charset=utf-8",
-        include_str!("../sdk/switchboard.d.ts"),
-    );
+    let js = asset("text/javascript; charset=utf-8", include_str!("../sdk/switchboard.js"));
+    let dts = asset("application/typescript; charset=utf-8", include_str!("../sdk/switchboard.d.ts"));
     Router::new()
         .route("/sdk/switchboard.js", get(move || async move { js }))
         .route("/sdk/switchboard.d.ts", get(move || async move { dts }))
@@ -43,14 +31,8 @@ pub fn sdk_routes() -> Router<Arc<AppState>> {
 
 /// The demo app.
 pub fn routes() -> Router<Arc<AppState>> {
-    let html = asset(
-        "text/html; charset=utf-8",
-        include_str!("../demo/index.html"),
-    );
-    let js = asset(
-        "text/javascript; charset=utf-8",
-        include_str!("../demo/demo.js"),
-    );
+    let html = asset("text/html; charset=utf-8", include_str!("../demo/index.html"));
+    let js = asset("text/javascript; charset=utf-8", include_str!("../demo/demo.js"));
     let css = asset("text/css; charset=utf-8", include_str!("../demo/demo.css"));
     Router::new()
         .route("/", get(move || async move { html }))

@@ -54,11 +54,7 @@ pub enum Taken {
 impl Outbox {
     /// A queue holding at most `capacity` deliveries.
     pub fn new(capacity: usize) -> Self {
-        Self {
-            inner: Mutex::new(OutboxInner::default()),
-            notify: Notify::new(),
-            capacity,
-        }
+        Self { inner: Mutex::new(OutboxInner::default()), notify: Notify::new(), capacity }
     }
 
     /// Queues a delivery; `false` when the queue is full (the connection is then flagged).
@@ -109,17 +105,13 @@ const SHARDS: usize = 64;
 impl Hub {
     /// An empty hub.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            metrics,
-        }
+        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), metrics }
     }
 
     fn shard(&self, channel: &str) -> &RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>> {
         // FNV-1a: cheap and good enough to spread channel names.
-        let h = channel.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ b as u64).wrapping_mul(0x100000001b3)
-        });
+        let h =
+            channel.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
@@ -152,12 +144,7 @@ impl Hub {
         let mut out: Vec<_> = self
             .shards
             .iter()
-            .flat_map(|s| {
-                s.read()
-                    .iter()
-                    .map(|(c, v)| (c.clone(), v.len()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|s| s.read().iter().map(|(c, v)| (c.clone(), v.len())).collect::<Vec<_>>())
             .collect();
         out.sort();
         out
@@ -165,10 +152,7 @@ impl Hub {
 
     /// How many local subscribers `channel` has.
     pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
-        self.shard(channel.as_str())
-            .read()
-            .get(channel)
-            .map_or(0, Vec::len)
+        self.shard(channel.as_str()).read().get(channel).map_or(0, Vec::len)
     }
 }
 
@@ -218,9 +202,7 @@ mod tests {
         assert_eq!(a.take(&mut qa), Taken::Ok);
         assert_eq!(b.take(&mut qb), Taken::Ok);
         assert_eq!((qa.len(), qb.len()), (1, 1));
-        let (Delivery::Publication(pa), Delivery::Publication(pb)) = (&qa[0], &qb[0]) else {
-            panic!()
-        };
+        let (Delivery::Publication(pa), Delivery::Publication(pb)) = (&qa[0], &qb[0]) else { panic!() };
         assert!(Arc::ptr_eq(pa, pb));
         assert!(!hub.unsubscribe(&ch, 1));
         assert!(hub.unsubscribe(&ch, 2));

@@ -72,10 +72,7 @@ impl ConfigArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");
@@ -103,37 +100,25 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .map_err(|e| format!("log filter: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let config = config.with_demo_namespaces();
     let demo = config.demo;
-    let server = switchboard::Server::bind(config)
-        .await
-        .map_err(|e| format!("cannot listen: {e}"))?;
+    let server = switchboard::Server::bind(config).await.map_err(|e| format!("cannot listen: {e}"))?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    println!(
-        "switchboard listening on http://{addr}{}",
-        if demo { " (demo app at /)" } else { "" }
-    );
-    server
-        .run(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
+    server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -37,9 +37,8 @@ impl Gauge {
     }
 }
 
-const LATENCY_BUCKETS_MS: [f64; 12] = [
-    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
-];
+const LATENCY_BUCKETS_MS: [f64; 12] =
+    [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
 
 /// A histogram with fixed buckets.
 #[derive(Debug, Default)]
@@ -57,8 +56,7 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 }
 
@@ -78,13 +76,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    const ALL: [Transport; 5] = [
-        Transport::WebSocket,
-        Transport::Sse,
-        Transport::Stream,
-        Transport::LongPoll,
-        Transport::Poll,
-    ];
+    const ALL: [Transport; 5] =
+        [Transport::WebSocket, Transport::Sse, Transport::Stream, Transport::LongPoll, Transport::Poll];
 
     /// The label value.
     pub fn label(self) -> &'static str {
@@ -129,10 +122,7 @@ impl Metrics {
         let i = transport as usize;
         self.connections[i].add(1);
         self.connections_total[i].add(1);
-        ConnectionGuard {
-            metrics: self.clone(),
-            index: i,
-        }
+        ConnectionGuard { metrics: self.clone(), index: i }
     }
 
     /// A poll request was served.
@@ -167,46 +157,18 @@ impl Metrics {
             );
         }
         let counters = [
-            (
-                "publications_total",
-                "Publications accepted.",
-                &self.publications,
-            ),
-            (
-                "messages_in_total",
-                "Commands and API requests received.",
-                &self.messages_in,
-            ),
-            (
-                "bytes_in_total",
-                "Bytes received in commands and publish bodies.",
-                &self.bytes_in,
-            ),
-            (
-                "deliveries_total",
-                "Deliveries queued to connections.",
-                &self.deliveries,
-            ),
+            ("publications_total", "Publications accepted.", &self.publications),
+            ("messages_in_total", "Commands and API requests received.", &self.messages_in),
+            ("bytes_in_total", "Bytes received in commands and publish bodies.", &self.bytes_in),
+            ("deliveries_total", "Deliveries queued to connections.", &self.deliveries),
             (
                 "deliveries_dropped_total",
                 "Deliveries dropped at a full connection queue.",
                 &self.deliveries_dropped,
             ),
-            (
-                "messages_out_total",
-                "Frames and events written to clients.",
-                &self.messages_out,
-            ),
-            (
-                "bytes_out_total",
-                "Bytes written to clients.",
-                &self.bytes_out,
-            ),
-            (
-                "slow_consumers_total",
-                "Connections ended as slow consumers.",
-                &self.slow_consumers,
-            ),
+            ("messages_out_total", "Frames and events written to clients.", &self.messages_out),
+            ("bytes_out_total", "Bytes written to clients.", &self.bytes_out),
+            ("slow_consumers_total", "Connections ended as slow consumers.", &self.slow_consumers),
         ];
         for (name, help, c) in counters {
             let _ = write!(
@@ -227,10 +189,7 @@ impl Metrics {
             );
         }
         let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            s,
-            "switchboard_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
+        let _ = writeln!(s, "switchboard_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(
             s,
             "switchboard_fanout_latency_seconds_sum {}",
@@ -271,9 +230,6 @@ mod tests {
         assert!(text.contains("switchboard_fanout_latency_seconds_bucket{le=\"0.005\"} 1"));
         assert!(text.contains("switchboard_fanout_latency_seconds_bucket{le=\"0.002\"} 0"));
         drop(g);
-        assert!(
-            m.render()
-                .contains("switchboard_connections{transport=\"sse\"} 0")
-        );
+        assert!(m.render().contains("switchboard_connections{transport=\"sse\"} 0"));
     }
 }

@@ -87,10 +87,7 @@ impl Publication {
 
     /// Its position in the stream.
     pub fn position(&self) -> Position {
-        Position {
-            epoch: self.epoch.to_string(),
-            offset: self.offset,
-        }
+        Position { epoch: self.epoch.to_string(), offset: self.offset }
     }
 
     /// The publication object (`docs/protocol.md`), with `b64` for binary payloads.
@@ -100,16 +97,12 @@ impl Publication {
 
     /// `{"pub": OBJECT}\n`: one line of HTTP streaming.
     pub fn ndjson_line(&self) -> &Bytes {
-        self.encoded
-            .ndjson
-            .get_or_init(|| wrap(b"{\"pub\":", self.object(), b"}\n"))
+        self.encoded.ndjson.get_or_init(|| wrap(b"{\"pub\":", self.object(), b"}\n"))
     }
 
     /// `data: OBJECT\n`: an SSE event without its `id:` line and terminator, which are per stream.
     pub fn sse_data(&self) -> &Bytes {
-        self.encoded
-            .sse
-            .get_or_init(|| wrap(b"data: ", self.object(), b"\n"))
+        self.encoded.sse.get_or_init(|| wrap(b"data: ", self.object(), b"\n"))
     }
 
     /// The WebSocket frame: `{"pub": OBJECT}` as text, or `{"pub": HEADER}\n PAYLOAD` as binary.
@@ -147,11 +140,7 @@ impl Publication {
             }
             Payload::Binary(data) if with_binary => {
                 out.extend_from_slice(b",\"b64\":\"");
-                out.extend_from_slice(
-                    base64::engine::general_purpose::STANDARD
-                        .encode(data)
-                        .as_bytes(),
-                );
+                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
                 out.push(b'"');
             }
             Payload::Binary(_) => {}
@@ -189,12 +178,7 @@ pub struct PresenceEvent {
 impl PresenceEvent {
     /// A new event.
     pub fn new(channel: ChannelName, kind: PresenceKind, info: Arc<ClientInfo>) -> Self {
-        Self {
-            channel,
-            kind,
-            info,
-            encoded: OnceLock::new(),
-        }
+        Self { channel, kind, info, encoded: OnceLock::new() }
     }
 
     /// `join` or `leave`.
@@ -213,16 +197,8 @@ impl PresenceEvent {
             object.push(b',');
             let info = serde_json::to_vec(self.info.as_ref()).unwrap_or_else(|_| b"{}".to_vec());
             object.extend_from_slice(&info[1..]);
-            let line = wrap(
-                format!("{{\"{}\":", self.name()).as_bytes(),
-                &object,
-                b"}\n",
-            );
-            let sse = wrap(
-                format!("event: {}\ndata: ", self.name()).as_bytes(),
-                &object,
-                b"\n",
-            );
+            let line = wrap(format!("{{\"{}\":", self.name()).as_bytes(), &object, b"}\n");
+            let sse = wrap(format!("event: {}\ndata: ", self.name()).as_bytes(), &object, b"\n");
             (line, sse)
         })
     }
@@ -240,9 +216,7 @@ impl PresenceEvent {
     /// The WebSocket text frame.
     pub fn ws_message(&self) -> Message {
         let line = self.ndjson_line();
-        Message::Text(Utf8Bytes::from(
-            String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
-        ))
+        Message::Text(Utf8Bytes::from(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()))
     }
 }
 
@@ -287,18 +261,8 @@ mod tests {
     use super::*;
 
     fn publication(payload: Payload) -> Publication {
-        let info = Arc::new(ClientInfo {
-            client: "c1".into(),
-            user: "u\"1".into(),
-            name: None,
-        });
-        Publication::new(
-            ChannelName::new("chat:a").unwrap(),
-            7,
-            "ep".into(),
-            payload,
-            Some(info),
-        )
+        let info = Arc::new(ClientInfo { client: "c1".into(), user: "u\"1".into(), name: None });
+        Publication::new(ChannelName::new("chat:a").unwrap(), 7, "ep".into(), payload, Some(info))
     }
 
     #[tokio::test]
@@ -308,15 +272,9 @@ mod tests {
         assert_eq!(p.object(), obj.as_bytes());
         assert_eq!(p.ndjson_line(), format!("{{\"pub\":{obj}}}\n").as_bytes());
         assert_eq!(p.sse_data(), format!("data: {obj}\n").as_bytes());
-        let Message::Text(t) = p.ws_message() else {
-            panic!()
-        };
+        let Message::Text(t) = p.ws_message() else { panic!() };
         assert_eq!(t.as_str(), format!("{{\"pub\":{obj}}}"));
-        assert_eq!(
-            p.object().as_ptr(),
-            p.object().as_ptr(),
-            "cached, not re-encoded"
-        );
+        assert_eq!(p.object().as_ptr(), p.object().as_ptr(), "cached, not re-encoded");
         let v: serde_json::Value = serde_json::from_slice(p.object()).unwrap();
         assert_eq!(v["info"]["user"], "u\"1");
     }
@@ -326,9 +284,7 @@ mod tests {
         let p = publication(Payload::Binary(Bytes::from_static(b"\x00\xff")));
         let v: serde_json::Value = serde_json::from_slice(p.object()).unwrap();
         assert_eq!(v["b64"], "AP8=");
-        let Message::Binary(b) = p.ws_message() else {
-            panic!()
-        };
+        let Message::Binary(b) = p.ws_message() else { panic!() };
         let (header, payload) = switchboard_protocol::frame::split_binary_frame(b).unwrap();
         assert!(header.starts_with("{\"pub\":{\"channel\":\"chat:a\",\"offset\":7"));
         assert!(!header.contains("b64"));
@@ -337,23 +293,12 @@ mod tests {
 
     #[test]
     fn presence_events_encode_flat() {
-        let info = Arc::new(ClientInfo {
-            client: "c1".into(),
-            user: "u".into(),
-            name: Some("Al".into()),
-        });
-        let e = PresenceEvent::new(
-            ChannelName::new("chat:a").unwrap(),
-            PresenceKind::Join,
-            info,
-        );
+        let info = Arc::new(ClientInfo { client: "c1".into(), user: "u".into(), name: Some("Al".into()) });
+        let e = PresenceEvent::new(ChannelName::new("chat:a").unwrap(), PresenceKind::Join, info);
         assert_eq!(
             e.ndjson_line(),
             &b"{\"join\":{\"channel\":\"chat:a\",\"client\":\"c1\",\"user\":\"u\",\"name\":\"Al\"}}\n"[..]
         );
-        assert!(
-            e.sse_event()
-                .starts_with(b"event: join\ndata: {\"channel\"")
-        );
+        assert!(e.sse_event().starts_with(b"event: join\ndata: {\"channel\""));
     }
 }

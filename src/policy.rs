@@ -44,28 +44,20 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy")
-            .field("requires_token", &self.key.is_some())
-            .finish()
+        f.debug_struct("Policy").field("requires_token", &self.key.is_some()).finish()
     }
 }
 
 impl Policy {
     /// Rules for `config`.
     pub fn new(config: std::sync::Arc<Config>) -> Self {
-        let key = config
-            .requires_token()
-            .then(|| DecodingKey::from_secret(config.token_secret.as_bytes()));
+        let key = config.requires_token().then(|| DecodingKey::from_secret(config.token_secret.as_bytes()));
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked against the time the caller passes in, not the system clock.
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        Self {
-            config,
-            key,
-            validation,
-        }
+        Self { config, key, validation }
     }
 
     /// The configuration.
@@ -84,9 +76,7 @@ impl Policy {
         let Some(key) = &self.key else {
             return Ok(Identity::default());
         };
-        let token = token
-            .filter(|t| !t.is_empty())
-            .ok_or(Disconnect::UNAUTHORIZED)?;
+        let token = token.filter(|t| !t.is_empty()).ok_or(Disconnect::UNAUTHORIZED)?;
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|_| Disconnect::UNAUTHORIZED)?
             .claims;
@@ -107,9 +97,7 @@ impl Policy {
 
     /// Whether `who` may subscribe to `channel`.
     pub fn can_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
-        who.subs
-            .as_deref()
-            .is_none_or(|p| matches_any(p, channel.as_str()))
+        who.subs.as_deref().is_none_or(|p| matches_any(p, channel.as_str()))
     }
 
     /// Whether `who`, a connected client, may publish on `channel`.
@@ -156,10 +144,7 @@ pub(crate) mod tests {
     }
 
     fn policy(secret: &str) -> Policy {
-        Policy::new(Arc::new(Config {
-            token_secret: secret.into(),
-            ..Config::default()
-        }))
+        Policy::new(Arc::new(Config { token_secret: secret.into(), ..Config::default() }))
     }
 
     #[test]
@@ -175,42 +160,27 @@ pub(crate) mod tests {
     fn verifies_tokens_and_expiry_against_the_given_time() {
         let p = policy("s");
         assert_eq!(p.authenticate(None, 0), Err(Disconnect::UNAUTHORIZED));
-        assert_eq!(
-            p.authenticate(Some("garbage"), 0),
-            Err(Disconnect::UNAUTHORIZED)
-        );
+        assert_eq!(p.authenticate(Some("garbage"), 0), Err(Disconnect::UNAUTHORIZED));
         let foreign = token("other", serde_json::json!({"sub": "u"}));
-        assert_eq!(
-            p.authenticate(Some(&foreign), 0),
-            Err(Disconnect::UNAUTHORIZED)
-        );
+        assert_eq!(p.authenticate(Some(&foreign), 0), Err(Disconnect::UNAUTHORIZED));
         let t = token(
             "s",
             serde_json::json!({"sub": "alice", "exp": 100, "subs": ["chat:*"], "pubs": ["chat:lobby"]}),
         );
         let who = p.authenticate(Some(&t), 99).unwrap();
         assert_eq!(who.user, "alice");
-        assert_eq!(
-            p.authenticate(Some(&t), 100),
-            Err(Disconnect::TOKEN_EXPIRED)
-        );
+        assert_eq!(p.authenticate(Some(&t), 100), Err(Disconnect::TOKEN_EXPIRED));
         let ch = |n| ChannelName::new(n).unwrap();
         assert!(p.can_subscribe(&who, &ch("chat:x")));
         assert!(!p.can_subscribe(&who, &ch("news")));
         assert!(p.can_publish(&who, &ch("chat:lobby")));
         assert!(!p.can_publish(&who, &ch("chat:other")));
-        assert!(
-            !p.api_key_ok(None),
-            "with a token secret and no API key, the API is closed"
-        );
+        assert!(!p.api_key_ok(None), "with a token secret and no API key, the API is closed");
     }
 
     #[test]
     fn api_key_compares_exactly() {
-        let p = Policy::new(Arc::new(Config {
-            api_key: "k1".into(),
-            ..Config::default()
-        }));
+        let p = Policy::new(Arc::new(Config { api_key: "k1".into(), ..Config::default() }));
         assert!(p.api_key_ok(Some("k1")));
         assert!(!p.api_key_ok(Some("k2")));
         assert!(!p.api_key_ok(Some("k1 ")));

@@ -93,11 +93,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
     }
-    router
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.config.max_frame_bytes,
-        ))
-        .with_state(state)
+    router.layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes)).with_state(state)
 }
 
 /// A bound, not yet running server.
@@ -110,10 +106,7 @@ impl Server {
     /// Binds the listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> std::io::Result<Self> {
         let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self {
-            state: AppState::new(config),
-            listener,
-        })
+        Ok(Self { state: AppState::new(config), listener })
     }
 
     /// The address actually bound.
@@ -128,10 +121,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then tells every connection to go (code 3000) and
     /// waits up to five seconds for them to drain.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         use axum::serve::ListenerExt;
         let state = self.state.clone();
         if state.config.demo {
@@ -145,12 +135,9 @@ impl Server {
             shutdown.await;
             let _ = stop.send(true);
         };
-        axum::serve(listener, app(state.clone()))
-            .with_graceful_shutdown(signal)
-            .await?;
+        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
         let all = u32::try_from(state.config.max_connections).unwrap_or(u32::MAX);
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), state.admission.acquire_many(all)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), state.admission.acquire_many(all)).await;
         Ok(())
     }
 }

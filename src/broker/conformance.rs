@@ -73,11 +73,7 @@ fn request(channel: &ChannelName, n: u64, options: &ChannelOptions) -> PublishRe
 }
 
 fn all(limit: usize) -> HistoryQuery {
-    HistoryQuery {
-        since: None,
-        limit,
-        reverse: false,
-    }
+    HistoryQuery { since: None, limit, reverse: false }
 }
 
 /// Runs every check against brokers made by `make`, one fresh broker per check.
@@ -128,16 +124,9 @@ where
         let r = broker.publish(request(&ch, n, &opts)).await.unwrap();
         assert_eq!(r.offset, n);
         assert!(!r.duplicate);
-        assert_eq!(
-            *epoch.get_or_insert(r.epoch.clone()),
-            r.epoch,
-            "epoch stays while history is intact"
-        );
+        assert_eq!(*epoch.get_or_insert(r.epoch.clone()), r.epoch, "epoch stays while history is intact");
     }
-    assert_eq!(
-        broker.history(&ch, all(10)).await.unwrap().top.epoch,
-        epoch.unwrap()
-    );
+    assert_eq!(broker.history(&ch, all(10)).await.unwrap().top.epoch, epoch.unwrap());
     wait_for(&sink, 5).await;
     assert_eq!(sink.offsets(&ch), vec![1, 2, 3, 4, 5]);
 }
@@ -155,73 +144,24 @@ where
     }
     let h = broker.history(&ch, all(100)).await.unwrap();
     assert_eq!(h.top.offset, 10);
-    let offsets =
-        |h: &super::HistoryResult| h.publications.iter().map(|p| p.offset).collect::<Vec<_>>();
+    let offsets = |h: &super::HistoryResult| h.publications.iter().map(|p| p.offset).collect::<Vec<_>>();
     assert_eq!(offsets(&h), (1..=10).collect::<Vec<_>>());
-    assert_eq!(
-        &h.publications[0].payload,
-        &Payload::Json(Bytes::from_static(b"{\"n\":1}"))
-    );
-    let since = Position {
-        epoch: h.top.epoch.to_string(),
-        offset: 7,
-    };
+    assert_eq!(&h.publications[0].payload, &Payload::Json(Bytes::from_static(b"{\"n\":1}")));
+    let since = Position { epoch: h.top.epoch.to_string(), offset: 7 };
     let h2 = broker
-        .history(
-            &ch,
-            HistoryQuery {
-                since: Some(since.clone()),
-                limit: 100,
-                reverse: false,
-            },
-        )
+        .history(&ch, HistoryQuery { since: Some(since.clone()), limit: 100, reverse: false })
         .await
         .unwrap();
     assert_eq!(offsets(&h2), vec![8, 9, 10]);
-    let h3 = broker
-        .history(
-            &ch,
-            HistoryQuery {
-                since: Some(since),
-                limit: 2,
-                reverse: false,
-            },
-        )
-        .await
-        .unwrap();
+    let h3 =
+        broker.history(&ch, HistoryQuery { since: Some(since), limit: 2, reverse: false }).await.unwrap();
     assert_eq!(offsets(&h3), vec![8, 9]);
-    let h4 = broker
-        .history(
-            &ch,
-            HistoryQuery {
-                since: None,
-                limit: 3,
-                reverse: true,
-            },
-        )
-        .await
-        .unwrap();
+    let h4 = broker.history(&ch, HistoryQuery { since: None, limit: 3, reverse: true }).await.unwrap();
     assert_eq!(offsets(&h4), vec![10, 9, 8]);
-    let foreign = Position {
-        epoch: "not-this-one".into(),
-        offset: 9,
-    };
-    let h5 = broker
-        .history(
-            &ch,
-            HistoryQuery {
-                since: Some(foreign),
-                limit: 100,
-                reverse: false,
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        h5.publications.len(),
-        10,
-        "a foreign epoch's offset means nothing here"
-    );
+    let foreign = Position { epoch: "not-this-one".into(), offset: 9 };
+    let h5 =
+        broker.history(&ch, HistoryQuery { since: Some(foreign), limit: 100, reverse: false }).await.unwrap();
+    assert_eq!(h5.publications.len(), 10, "a foreign epoch's offset means nothing here");
 }
 
 async fn history_keeps_size_and_ttl<F, Fut>(make: &F, time: TimeControl)
@@ -231,50 +171,24 @@ where
 {
     let (broker, _) = new(make).await;
     let ch = channel("size");
-    let opts = ChannelOptions {
-        history_size: 3,
-        ..ChannelOptions::default()
-    };
+    let opts = ChannelOptions { history_size: 3, ..ChannelOptions::default() };
     for n in 1..=5 {
         broker.publish(request(&ch, n, &opts)).await.unwrap();
     }
     let h = broker.history(&ch, all(100)).await.unwrap();
-    assert_eq!(
-        h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-        vec![3, 4, 5]
-    );
+    assert_eq!(h.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
 
     let ch = channel("ttl");
-    let opts = ChannelOptions {
-        history_ttl: 1,
-        ..ChannelOptions::default()
-    };
+    let opts = ChannelOptions { history_ttl: 1, ..ChannelOptions::default() };
     broker.publish(request(&ch, 1, &opts)).await.unwrap();
-    assert_eq!(
-        broker
-            .history(&ch, all(10))
-            .await
-            .unwrap()
-            .publications
-            .len(),
-        1
-    );
+    assert_eq!(broker.history(&ch, all(10)).await.unwrap().publications.len(), 1);
     time.pass(Duration::from_millis(2100)).await;
     let h = broker.history(&ch, all(10)).await.unwrap();
-    assert!(
-        h.publications.is_empty(),
-        "publications leave the history after their TTL"
-    );
-    assert_eq!(
-        h.top.offset, 1,
-        "the stream keeps its top after its history expired"
-    );
+    assert!(h.publications.is_empty(), "publications leave the history after their TTL");
+    assert_eq!(h.top.offset, 1, "the stream keeps its top after its history expired");
 
     let ch = channel("none");
-    let opts = ChannelOptions {
-        history_size: 0,
-        ..ChannelOptions::default()
-    };
+    let opts = ChannelOptions { history_size: 0, ..ChannelOptions::default() };
     broker.publish(request(&ch, 1, &opts)).await.unwrap();
     let h = broker.history(&ch, all(10)).await.unwrap();
     assert!(h.publications.is_empty());
@@ -297,26 +211,11 @@ where
     assert!(again.duplicate && !first.duplicate);
     let mut other = request(&ch, 2, &opts);
     other.idempotency_key = Some("k2".into());
-    assert_eq!(
-        broker.publish(other).await.unwrap().offset,
-        first.offset + 1
-    );
-    assert_eq!(
-        broker
-            .history(&ch, all(10))
-            .await
-            .unwrap()
-            .publications
-            .len(),
-        2
-    );
+    assert_eq!(broker.publish(other).await.unwrap().offset, first.offset + 1);
+    assert_eq!(broker.history(&ch, all(10)).await.unwrap().publications.len(), 2);
     wait_for(&sink, 2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        sink.offsets(&ch),
-        vec![1, 2],
-        "a duplicate is not delivered"
-    );
+    assert_eq!(sink.offsets(&ch), vec![1, 2], "a duplicate is not delivered");
 }
 
 async fn presence_tracks_clients_and_announces<F, Fut>(make: &F)
@@ -326,23 +225,11 @@ where
 {
     let (broker, sink) = new(make).await;
     let ch = channel("presence");
-    let info = |id: &str| {
-        Arc::new(ClientInfo {
-            client: id.into(),
-            user: format!("u-{id}"),
-            name: None,
-        })
-    };
+    let info = |id: &str| Arc::new(ClientInfo { client: id.into(), user: format!("u-{id}"), name: None });
     broker.presence_add(&ch, info("a"), true).await.unwrap();
     broker.presence_add(&ch, info("a"), true).await.unwrap();
     broker.presence_add(&ch, info("b"), false).await.unwrap();
-    let mut present: Vec<_> = broker
-        .presence(&ch)
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.client.clone())
-        .collect();
+    let mut present: Vec<_> = broker.presence(&ch).await.unwrap().iter().map(|i| i.client.clone()).collect();
     present.sort();
     assert_eq!(present, vec!["a", "b"]);
     broker.presence_remove(&ch, info("a"), true).await.unwrap();
@@ -359,13 +246,7 @@ where
             _ => None,
         })
         .collect();
-    assert_eq!(
-        events,
-        vec![
-            (PresenceKind::Join, "a".into()),
-            (PresenceKind::Leave, "a".into())
-        ]
-    );
+    assert_eq!(events, vec![(PresenceKind::Join, "a".into()), (PresenceKind::Leave, "a".into())]);
 }
 
 async fn concurrent_publishers_get_unique_ordered_offsets<F, Fut>(make: &F)
@@ -382,13 +263,7 @@ where
             tokio::spawn(async move {
                 let mut offsets = Vec::new();
                 for n in 0..50 {
-                    offsets.push(
-                        broker
-                            .publish(request(&ch, t * 100 + n, &opts))
-                            .await
-                            .unwrap()
-                            .offset,
-                    );
+                    offsets.push(broker.publish(request(&ch, t * 100 + n, &opts)).await.unwrap().offset);
                 }
                 offsets
             })
@@ -399,15 +274,7 @@ where
         all_offsets.extend(t.await.unwrap());
     }
     all_offsets.sort();
-    assert_eq!(
-        all_offsets,
-        (1..=200).collect::<Vec<_>>(),
-        "every publish got its own offset"
-    );
+    assert_eq!(all_offsets, (1..=200).collect::<Vec<_>>(), "every publish got its own offset");
     wait_for(&sink, 200).await;
-    assert_eq!(
-        sink.offsets(&ch),
-        (1..=200).collect::<Vec<_>>(),
-        "delivered in offset order"
-    );
+    assert_eq!(sink.offsets(&ch), (1..=200).collect::<Vec<_>>(), "delivered in offset order");
 }

@@ -47,21 +47,14 @@ impl Stream {
     }
 
     fn trim(&mut self, now: Instant) {
-        while self
-            .history
-            .front()
-            .is_some_and(|(_, expires)| *expires <= now)
-        {
+        while self.history.front().is_some_and(|(_, expires)| *expires <= now) {
             self.history.pop_front();
         }
     }
 
     fn remembered(&mut self, key: &str, now: Instant) -> Option<u64> {
         while let Some(oldest) = self.idempotency_order.front() {
-            let expired = self
-                .idempotency
-                .get(oldest)
-                .is_none_or(|(_, at)| *at + IDEMPOTENCY_WINDOW <= now);
+            let expired = self.idempotency.get(oldest).is_none_or(|(_, at)| *at + IDEMPOTENCY_WINDOW <= now);
             if !expired && self.idempotency_order.len() <= MAX_IDEMPOTENCY_KEYS {
                 break;
             }
@@ -76,11 +69,7 @@ impl Stream {
 impl MemoryBroker {
     /// A broker delivering into `sink`.
     pub fn new(sink: Arc<dyn DeliverySink>) -> Self {
-        Self {
-            streams: RwLock::new(HashMap::new()),
-            presence: Mutex::new(HashMap::new()),
-            sink,
-        }
+        Self { streams: RwLock::new(HashMap::new()), presence: Mutex::new(HashMap::new()), sink }
     }
 
     fn stream(&self, channel: &ChannelName) -> Arc<Mutex<Stream>> {
@@ -104,11 +93,7 @@ impl Broker for MemoryBroker {
         if let Some(key) = &request.idempotency_key
             && let Some(offset) = s.remembered(key, now)
         {
-            return Ok(PublishResult {
-                epoch: s.epoch.clone(),
-                offset,
-                duplicate: true,
-            });
+            return Ok(PublishResult { epoch: s.epoch.clone(), offset, duplicate: true });
         }
         s.top += 1;
         let publication = Arc::new(Publication::new(
@@ -133,11 +118,7 @@ impl Broker for MemoryBroker {
             s.idempotency_order.push_back(key);
         }
         // Delivered inside the stream's lock: every subscriber sees offsets in order.
-        let result = PublishResult {
-            epoch: s.epoch.clone(),
-            offset: s.top,
-            duplicate: false,
-        };
+        let result = PublishResult { epoch: s.epoch.clone(), offset: s.top, duplicate: false };
         self.sink.deliver(Delivery::Publication(publication));
         Ok(result)
     }
@@ -150,19 +131,12 @@ impl Broker for MemoryBroker {
         let stream = self.stream(channel);
         let mut s = stream.lock();
         s.trim(Instant::now());
-        let top = StreamTop {
-            epoch: s.epoch.clone(),
-            offset: s.top,
-        };
+        let top = StreamTop { epoch: s.epoch.clone(), offset: s.top };
         let after = match &query.since {
             Some(p) if *p.epoch == *s.epoch => p.offset,
             _ => 0,
         };
-        let matching = s
-            .history
-            .iter()
-            .filter(|(p, _)| p.offset > after)
-            .map(|(p, _)| p.clone());
+        let matching = s.history.iter().filter(|(p, _)| p.offset > after).map(|(p, _)| p.clone());
         let publications = if query.reverse {
             let mut v: Vec<_> = matching.rev().take(query.limit).collect();
             v.shrink_to_fit();
@@ -201,10 +175,7 @@ impl Broker for MemoryBroker {
     ) -> Result<(), BrokerError> {
         let removed = {
             let mut all = self.presence.lock();
-            let removed = all
-                .get_mut(channel)
-                .and_then(|m| m.remove(&info.client))
-                .is_some();
+            let removed = all.get_mut(channel).and_then(|m| m.remove(&info.client)).is_some();
             if all.get(channel).is_some_and(|m| m.is_empty()) {
                 all.remove(channel);
             }
@@ -218,12 +189,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
-        Ok(self
-            .presence
-            .lock()
-            .get(channel)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default())
+        Ok(self.presence.lock().get(channel).map(|m| m.values().cloned().collect()).unwrap_or_default())
     }
 
     async fn node_subscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {

@@ -81,10 +81,7 @@ pub struct StreamTop {
 impl StreamTop {
     /// As a position.
     pub fn position(&self) -> Position {
-        Position {
-            epoch: self.epoch.to_string(),
-            offset: self.offset,
-        }
+        Position { epoch: self.epoch.to_string(), offset: self.offset }
     }
 }
 
@@ -136,11 +133,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError>;
 
     /// Reads a channel's history and current top.
-    async fn history(
-        &self,
-        channel: &ChannelName,
-        query: HistoryQuery,
-    ) -> Result<HistoryResult, BrokerError>;
+    async fn history(&self, channel: &ChannelName, query: HistoryQuery)
+    -> Result<HistoryResult, BrokerError>;
 
     /// Adds a client to a channel's presence.
     async fn presence_add(
@@ -176,10 +170,6 @@ pub trait Broker: Send + Sync + 'static {
 pub fn new_epoch() -> Epoch {
     use rand::Rng;
     use rand::distr::Alphanumeric;
-    let s: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(8)
-        .map(char::from)
-        .collect();
+    let s: String = rand::rng().sample_iter(&Alphanumeric).take(8).map(char::from).collect();
     Arc::from(s)
 }

@@ -17,16 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientFrame, ClientInfo, Command, ConnectReply, ConnectRequest, Empty,
-    FrameError, HistoryRequest, PresenceReply, PublishReply, PublishRequest as PublishCommand,
-    Reply, ReplyBody, SubscribeReply, SubscribeRequest,
+    ChannelRequest, ClientFrame, ClientInfo, Command, ConnectReply, ConnectRequest, Empty, FrameError,
+    HistoryRequest, PresenceReply, PublishReply, PublishRequest as PublishCommand, Reply, ReplyBody,
+    SubscribeReply, SubscribeRequest,
 };
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode, Position};
 use tokio::time::Instant;
 
-use crate::broker::{
-    BrokerError, HistoryQuery, HistoryResult, PublishRequest, PublishResult, StreamTop,
-};
+use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest, PublishResult, StreamTop};
 use crate::model::{Delivery, Epoch, Payload, Publication};
 use crate::policy::{Identity, Policy};
 
@@ -47,13 +45,9 @@ pub struct Now {
 impl Now {
     /// The current time (for drivers; sessions never call this).
     pub fn current() -> Self {
-        let unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Self {
-            instant: Instant::now(),
-            unix,
-        }
+        let unix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Self { instant: Instant::now(), unix }
     }
 }
 
@@ -181,17 +175,8 @@ pub enum Output {
 }
 
 enum Subscription {
-    Recovering {
-        op: OpId,
-        reply_id: u64,
-        since: Option<Position>,
-        held: Vec<Arc<Publication>>,
-    },
-    Live {
-        epoch: Epoch,
-        offset: u64,
-        present: bool,
-    },
+    Recovering { op: OpId, reply_id: u64, since: Option<Position>, held: Vec<Arc<Publication>> },
+    Live { epoch: Epoch, offset: u64, present: bool },
 }
 
 enum Pending {
@@ -248,10 +233,7 @@ impl Session {
         if self.closed {
             return None;
         }
-        [Some(self.next_ping), self.pong_deadline, self.expires_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [Some(self.next_ping), self.pong_deadline, self.expires_at].into_iter().flatten().min()
     }
 
     /// Whether the session ended.
@@ -305,10 +287,7 @@ impl Session {
             Command::Publish(req) => self.publish(id, req),
             Command::Presence(req) => self.presence(id, req),
             Command::History(req) => self.history(id, req),
-            Command::Ping => self.reply(Reply {
-                id,
-                body: ReplyBody::Ping(Empty {}),
-            }),
+            Command::Ping => self.reply(Reply { id, body: ReplyBody::Ping(Empty {}) }),
         }
     }
 
@@ -319,12 +298,8 @@ impl Session {
         }
         let publication = match delivery {
             Delivery::Presence(event) => {
-                if matches!(
-                    self.subs.get(&event.channel),
-                    Some(Subscription::Live { .. })
-                ) {
-                    self.out
-                        .push_back(Output::Deliver(Delivery::Presence(event)));
+                if matches!(self.subs.get(&event.channel), Some(Subscription::Live { .. })) {
+                    self.out.push_back(Output::Deliver(Delivery::Presence(event)));
                 }
                 return;
             }
@@ -339,15 +314,11 @@ impl Session {
                 }
                 held.push(publication);
             }
-            Some(Subscription::Live { epoch, offset, .. }) => {
-                match advance(epoch, offset, &publication) {
-                    Ok(true) => self
-                        .out
-                        .push_back(Output::Deliver(Delivery::Publication(publication))),
-                    Ok(false) => {}
-                    Err(d) => self.disconnect(d),
-                }
-            }
+            Some(Subscription::Live { epoch, offset, .. }) => match advance(epoch, offset, &publication) {
+                Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(publication))),
+                Ok(false) => {}
+                Err(d) => self.disconnect(d),
+            },
         }
     }
 
@@ -370,35 +341,23 @@ impl Session {
             return;
         };
         match (pending, result) {
-            (Pending::Subscribe(channel), OpResult::History(result)) => {
-                self.subscribed(op, channel, result)
-            }
+            (Pending::Subscribe(channel), OpResult::History(result)) => self.subscribed(op, channel, result),
             (Pending::Publish(id), OpResult::Published(result)) => match result {
                 Ok(r) => self.reply(Reply {
                     id,
-                    body: ReplyBody::Publish(PublishReply {
-                        epoch: r.epoch.to_string(),
-                        offset: r.offset,
-                    }),
+                    body: ReplyBody::Publish(PublishReply { epoch: r.epoch.to_string(), offset: r.offset }),
                 }),
                 Err(e) => self.reply(broker_error(id, &e)),
             },
             (Pending::History(id), OpResult::History(result)) => match result {
-                Ok(h) => self.out.push_back(Output::History {
-                    id,
-                    top: h.top,
-                    publications: h.publications,
-                }),
+                Ok(h) => self.out.push_back(Output::History { id, top: h.top, publications: h.publications }),
                 Err(e) => self.reply(broker_error(id, &e)),
             },
             (Pending::Presence(id), OpResult::Presence(result)) => match result {
                 Ok(clients) => self.reply(Reply {
                     id,
                     body: ReplyBody::Presence(PresenceReply {
-                        clients: clients
-                            .iter()
-                            .map(|c| (c.client.clone(), c.as_ref().clone()))
-                            .collect(),
+                        clients: clients.iter().map(|c| (c.client.clone(), c.as_ref().clone())).collect(),
                     }),
                 }),
                 Err(e) => self.reply(broker_error(id, &e)),
@@ -436,11 +395,7 @@ impl Session {
         for (channel, sub) in self.subs.drain() {
             if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, &info) {
                 let announce = self.policy.options(&channel).join_leave;
-                ops.push(Op::PresenceRemove {
-                    channel: channel.clone(),
-                    info: info.clone(),
-                    announce,
-                });
+                ops.push(Op::PresenceRemove { channel: channel.clone(), info: info.clone(), announce });
             }
             ops.push(Op::Unsubscribe { channel });
         }
@@ -477,10 +432,7 @@ impl Session {
                     version: env!("CARGO_PKG_VERSION").into(),
                     ping: self.config.ping_interval.as_secs(),
                 };
-                self.reply(Reply {
-                    id,
-                    body: ReplyBody::Connect(reply),
-                });
+                self.reply(Reply { id, body: ReplyBody::Connect(reply) });
             }
             Err(d) => self.disconnect(d),
         }
@@ -491,14 +443,10 @@ impl Session {
             .or_else(|| identity.name.clone())
             .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
             .filter(|n| !n.is_empty());
-        self.expires_at = identity
-            .expires_at
-            .map(|exp| now.instant + Duration::from_secs(exp.saturating_sub(now.unix)));
-        self.info = Some(Arc::new(ClientInfo {
-            client: self.client_id.clone(),
-            user: identity.user.clone(),
-            name,
-        }));
+        self.expires_at =
+            identity.expires_at.map(|exp| now.instant + Duration::from_secs(exp.saturating_sub(now.unix)));
+        self.info =
+            Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
         self.identity = identity;
     }
 
@@ -517,72 +465,31 @@ impl Session {
             return;
         };
         if self.subs.contains_key(&channel) {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::AlreadySubscribed,
-                "already subscribed",
-            ));
+            return self.reply(Reply::error(id, ErrorCode::AlreadySubscribed, "already subscribed"));
         }
         if self.subs.len() >= self.config.max_subscriptions {
-            let m = format!(
-                "at most {} subscriptions per connection",
-                self.config.max_subscriptions
-            );
+            let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
         if !self.policy.can_subscribe(&self.identity, &channel) {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::PermissionDenied,
-                "permission denied",
-            ));
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
-        let limit = if req.since.is_some() {
-            self.config.max_recovery + 1
-        } else {
-            0
-        };
-        let query = HistoryQuery {
-            since: req.since.clone(),
-            limit,
-            reverse: false,
-        };
-        let op = self.op(Op::Subscribe {
-            channel: channel.clone(),
-            query,
-        });
+        let limit = if req.since.is_some() { self.config.max_recovery + 1 } else { 0 };
+        let query = HistoryQuery { since: req.since.clone(), limit, reverse: false };
+        let op = self.op(Op::Subscribe { channel: channel.clone(), query });
         self.pending.insert(op, Pending::Subscribe(channel.clone()));
         let held = Vec::new();
-        self.subs.insert(
-            channel,
-            Subscription::Recovering {
-                op,
-                reply_id: id,
-                since: req.since,
-                held,
-            },
-        );
+        self.subs.insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held });
     }
 
-    fn subscribed(
-        &mut self,
-        op: OpId,
-        channel: ChannelName,
-        result: Result<HistoryResult, BrokerError>,
-    ) {
+    fn subscribed(&mut self, op: OpId, channel: ChannelName, result: Result<HistoryResult, BrokerError>) {
         let Some(Subscription::Recovering { op: current, .. }) = self.subs.get(&channel) else {
             return;
         };
         if *current != op {
             return;
         }
-        let Some(Subscription::Recovering {
-            reply_id,
-            since,
-            held,
-            ..
-        }) = self.subs.remove(&channel)
-        else {
+        let Some(Subscription::Recovering { reply_id, since, held, .. }) = self.subs.remove(&channel) else {
             return;
         };
         let history = match result {
@@ -616,14 +523,11 @@ impl Session {
         let (epoch, mut offset) = (rec.epoch, rec.offset);
         for p in rec.publications {
             offset = p.offset;
-            self.out
-                .push_back(Output::Deliver(Delivery::Publication(p)));
+            self.out.push_back(Output::Deliver(Delivery::Publication(p)));
         }
         for p in held {
             match advance(&epoch, &mut offset, &p) {
-                Ok(true) => self
-                    .out
-                    .push_back(Output::Deliver(Delivery::Publication(p))),
+                Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(p))),
                 Ok(false) => {}
                 Err(d) => return self.disconnect(d),
             }
@@ -631,20 +535,9 @@ impl Session {
         let options = self.policy.options(&channel);
         let (present, announce) = (options.presence, options.join_leave);
         if let (true, Some(info)) = (present, self.info.clone()) {
-            self.op(Op::PresenceAdd {
-                channel: channel.clone(),
-                info,
-                announce,
-            });
+            self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
         }
-        self.subs.insert(
-            channel,
-            Subscription::Live {
-                epoch,
-                offset,
-                present,
-            },
-        );
+        self.subs.insert(channel, Subscription::Live { epoch, offset, present });
     }
 
     fn unsubscribe(&mut self, id: u64, req: ChannelRequest) {
@@ -656,17 +549,10 @@ impl Session {
         };
         if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
             let announce = self.policy.options(&channel).join_leave;
-            self.op(Op::PresenceRemove {
-                channel: channel.clone(),
-                info,
-                announce,
-            });
+            self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
         }
         self.op(Op::Unsubscribe { channel });
-        self.reply(Reply {
-            id,
-            body: ReplyBody::Unsubscribe(Empty {}),
-        });
+        self.reply(Reply { id, body: ReplyBody::Unsubscribe(Empty {}) });
     }
 
     fn publish(&mut self, id: u64, req: PublishCommand) {
@@ -674,37 +560,20 @@ impl Session {
             return;
         };
         if !self.policy.can_publish(&self.identity, &channel) {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::PermissionDenied,
-                "permission denied",
-            ));
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
         let payload = match (req.data, req.binary) {
-            (Some(data), None) => {
-                Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes()))
-            }
+            (Some(data), None) => Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes())),
             (None, Some(binary)) => Payload::Binary(binary),
             _ => {
-                return self.reply(Reply::error(
-                    id,
-                    ErrorCode::BadRequest,
-                    "publish needs data",
-                ));
+                return self.reply(Reply::error(id, ErrorCode::BadRequest, "publish needs data"));
             }
         };
         if payload.len() > self.config.max_publication_bytes {
-            let m = format!(
-                "payload is larger than {} bytes",
-                self.config.max_publication_bytes
-            );
+            let m = format!("payload is larger than {} bytes", self.config.max_publication_bytes);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
-        if req
-            .idempotency_key
-            .as_ref()
-            .is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY || k.is_empty())
-        {
+        if req.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY || k.is_empty()) {
             let m = format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes");
             return self.reply(Reply::error(id, ErrorCode::BadRequest, m));
         }
@@ -731,11 +600,7 @@ impl Session {
             ));
         }
         if !self.policy.can_subscribe(&self.identity, &channel) {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::PermissionDenied,
-                "permission denied",
-            ));
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
         let op = self.op(Op::Presence { channel });
         self.pending.insert(op, Pending::Presence(id));
@@ -754,18 +619,10 @@ impl Session {
             ));
         }
         if !self.policy.can_subscribe(&self.identity, &channel) {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::PermissionDenied,
-                "permission denied",
-            ));
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
         let limit = req.limit.unwrap_or(size).min(size);
-        let query = HistoryQuery {
-            since: req.since,
-            limit,
-            reverse: req.reverse,
-        };
+        let query = HistoryQuery { since: req.since, limit, reverse: req.reverse };
         let op = self.op(Op::History { channel, query });
         self.pending.insert(op, Pending::History(id));
     }

@@ -43,9 +43,7 @@ pub fn recover(since: Option<&Position>, history: HistoryResult, limit: usize) -
         return reset(true);
     }
     let mut publications = history.publications;
-    let contiguous = publications
-        .first()
-        .is_some_and(|p| p.offset == since.offset + 1);
+    let contiguous = publications.first().is_some_and(|p| p.offset == since.offset + 1);
     if !contiguous {
         return reset(false);
     }
@@ -54,13 +52,7 @@ pub fn recover(since: Option<&Position>, history: HistoryResult, limit: usize) -
     if !truncated && publications.last().map(|p| p.offset) != Some(top.offset) {
         return reset(false);
     }
-    Recovery {
-        recovered: true,
-        epoch: top.epoch,
-        offset: since.offset,
-        publications,
-        truncated,
-    }
+    Recovery { recovered: true, epoch: top.epoch, offset: since.offset, publications, truncated }
 }
 
 #[cfg(test)]
@@ -73,29 +65,17 @@ mod tests {
     fn history(epoch: &str, top: u64, offsets: std::ops::RangeInclusive<u64>) -> HistoryResult {
         let ch = ChannelName::new("a").unwrap();
         HistoryResult {
-            top: StreamTop {
-                epoch: epoch.into(),
-                offset: top,
-            },
+            top: StreamTop { epoch: epoch.into(), offset: top },
             publications: offsets
                 .map(|o| {
-                    Arc::new(Publication::new(
-                        ch.clone(),
-                        o,
-                        epoch.into(),
-                        Payload::Json("1".into()),
-                        None,
-                    ))
+                    Arc::new(Publication::new(ch.clone(), o, epoch.into(), Payload::Json("1".into()), None))
                 })
                 .collect(),
         }
     }
 
     fn pos(epoch: &str, offset: u64) -> Position {
-        Position {
-            epoch: epoch.into(),
-            offset,
-        }
+        Position { epoch: epoch.into(), offset }
     }
 
     #[tokio::test]
@@ -103,10 +83,7 @@ mod tests {
         let r = recover(Some(&pos("e", 3)), history("e", 6, 4..=6), 100);
         assert!(r.recovered && !r.truncated);
         assert_eq!(r.offset, 3);
-        assert_eq!(
-            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            vec![4, 5, 6]
-        );
+        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![4, 5, 6]);
     }
 
     #[tokio::test]

@@ -10,18 +10,8 @@ fn policy(config: Config) -> Arc<Policy> {
 }
 
 fn config() -> Config {
-    let mut c = Config {
-        max_subscriptions: 2,
-        max_publication_bytes: 16,
-        ..Config::default()
-    };
-    c.namespaces.insert(
-        "chat".into(),
-        ChannelOptions {
-            join_leave: true,
-            ..ChannelOptions::default()
-        },
-    );
+    let mut c = Config { max_subscriptions: 2, max_publication_bytes: 16, ..Config::default() };
+    c.namespaces.insert("chat".into(), ChannelOptions { join_leave: true, ..ChannelOptions::default() });
     c.namespaces.insert(
         "feed".into(),
         ChannelOptions {
@@ -41,15 +31,9 @@ struct Harness {
 
 impl Harness {
     fn new(config: Config) -> Self {
-        let now = Now {
-            instant: Instant::now(),
-            unix: 1_000,
-        };
+        let now = Now { instant: Instant::now(), unix: 1_000 };
         let sc = SessionConfig::from_config(&config, true);
-        Self {
-            s: Session::new(policy(config), sc, "c1".into(), now),
-            now,
-        }
+        Self { s: Session::new(policy(config), sc, "c1".into(), now), now }
     }
 
     fn send(&mut self, text: &str) -> Vec<Output> {
@@ -82,17 +66,9 @@ fn publication(channel: &str, epoch: &str, offset: u64) -> Arc<Publication> {
     ))
 }
 
-fn history(
-    channel: &str,
-    epoch: &str,
-    top: u64,
-    offsets: std::ops::RangeInclusive<u64>,
-) -> OpResult {
+fn history(channel: &str, epoch: &str, top: u64, offsets: std::ops::RangeInclusive<u64>) -> OpResult {
     OpResult::History(Ok(HistoryResult {
-        top: StreamTop {
-            epoch: epoch.into(),
-            offset: top,
-        },
+        top: StreamTop { epoch: epoch.into(), offset: top },
         publications: offsets.map(|o| publication(channel, epoch, o)).collect(),
     }))
 }
@@ -119,10 +95,7 @@ fn subscribe_op(outputs: &[Output]) -> (OpId, HistoryQuery) {
 
 fn error_code(outputs: &[Output]) -> Option<u32> {
     outputs.iter().find_map(|o| match o {
-        Output::Reply(Reply {
-            body: ReplyBody::Error(e),
-            ..
-        }) => Some(e.code),
+        Output::Reply(Reply { body: ReplyBody::Error(e), .. }) => Some(e.code),
         _ => None,
     })
 }
@@ -131,10 +104,7 @@ fn subscribe_reply(outputs: &[Output]) -> SubscribeReply {
     outputs
         .iter()
         .find_map(|o| match o {
-            Output::Reply(Reply {
-                body: ReplyBody::Subscribe(r),
-                ..
-            }) => Some(r.clone()),
+            Output::Reply(Reply { body: ReplyBody::Subscribe(r), .. }) => Some(r.clone()),
             _ => None,
         })
         .expect("a subscribe reply")
@@ -160,17 +130,9 @@ fn subscribes_from_the_top_and_delivers_live_publications_in_order_once() {
     for o in [8, 8, 9] {
         h.s.handle_delivery(Delivery::Publication(publication("news", "E", o)));
     }
-    assert_eq!(
-        delivered(&h.drain()),
-        vec![8, 9],
-        "the repeated 8 is dropped"
-    );
+    assert_eq!(delivered(&h.drain()), vec![8, 9], "the repeated 8 is dropped");
     h.s.handle_delivery(Delivery::Publication(publication("news", "E", 11)));
-    assert_eq!(
-        disconnect(&h.drain()),
-        Some(Disconnect::INSUFFICIENT_STATE),
-        "a gap is never silent"
-    );
+    assert_eq!(disconnect(&h.drain()), Some(Disconnect::INSUFFICIENT_STATE), "a gap is never silent");
 }
 
 #[test]
@@ -189,10 +151,7 @@ fn resume_holds_live_publications_until_the_replay_is_queued() {
     let r = subscribe_reply(&out);
     assert_eq!((r.offset, r.recovered, r.replayed), (2, true, 3));
     assert_eq!(delivered(&out), vec![3, 4, 5, 6]);
-    assert!(
-        matches!(out[0], Output::Reply(_)),
-        "the reply comes before the replay"
-    );
+    assert!(matches!(out[0], Output::Reply(_)), "the reply comes before the replay");
 }
 
 #[test]
@@ -215,10 +174,7 @@ fn joins_presence_and_leaves_it_on_close() {
     let (op, _) = subscribe_op(&h.send(r#"{"id":1,"subscribe":{"channel":"chat:a"}}"#));
     h.s.handle_result(op, history("chat:a", "E", 0, 1..=0));
     let out = h.drain();
-    assert!(
-        out.iter()
-            .any(|o| matches!(o, Output::Op(_, Op::PresenceAdd { announce: true, .. })))
-    );
+    assert!(out.iter().any(|o| matches!(o, Output::Op(_, Op::PresenceAdd { announce: true, .. }))));
     let ops = h.s.close();
     assert!(matches!(ops[0], Op::PresenceRemove { announce: true, .. }));
     assert!(matches!(ops[1], Op::Unsubscribe { .. }));
@@ -227,24 +183,12 @@ fn joins_presence_and_leaves_it_on_close() {
 #[test]
 fn refuses_bad_subscriptions_with_stable_codes() {
     let mut h = Harness::new(config());
-    assert_eq!(
-        error_code(&h.send(r#"{"id":1,"subscribe":{"channel":"bad name"}}"#)),
-        Some(107)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":1,"subscribe":{"channel":"bad name"}}"#)), Some(107));
     let (op, _) = subscribe_op(&h.send(r#"{"id":2,"subscribe":{"channel":"a"}}"#));
-    assert_eq!(
-        error_code(&h.send(r#"{"id":3,"subscribe":{"channel":"a"}}"#)),
-        Some(105)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":3,"subscribe":{"channel":"a"}}"#)), Some(105));
     h.send(r#"{"id":4,"subscribe":{"channel":"b"}}"#);
-    assert_eq!(
-        error_code(&h.send(r#"{"id":5,"subscribe":{"channel":"c"}}"#)),
-        Some(106)
-    );
-    assert_eq!(
-        error_code(&h.send(r#"{"id":6,"unsubscribe":{"channel":"zz"}}"#)),
-        Some(110)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":5,"subscribe":{"channel":"c"}}"#)), Some(106));
+    assert_eq!(error_code(&h.send(r#"{"id":6,"unsubscribe":{"channel":"zz"}}"#)), Some(110));
     assert_eq!(error_code(&h.send(r#"{"id":7,"what":{}}"#)), Some(104));
     // Unsubscribing while the replay is read: the late result is ignored.
     h.send(r#"{"id":8,"unsubscribe":{"channel":"a"}}"#);
@@ -256,63 +200,33 @@ fn refuses_bad_subscriptions_with_stable_codes() {
 #[test]
 fn refuses_bad_publishes_and_reads() {
     let mut h = Harness::new(config());
-    assert_eq!(
-        error_code(&h.send(r#"{"id":1,"publish":{"channel":"feed:x","data":1}}"#)),
-        Some(103)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":1,"publish":{"channel":"feed:x","data":1}}"#)), Some(103));
     assert_eq!(
         error_code(&h.send(r#"{"id":2,"publish":{"channel":"a","data":"01234567890123456789"}}"#)),
         Some(106)
     );
-    assert_eq!(
-        error_code(&h.send(r#"{"id":3,"publish":{"channel":"a"}}"#)),
-        Some(107)
-    );
-    assert_eq!(
-        error_code(&h.send(r#"{"id":4,"history":{"channel":"feed:x"}}"#)),
-        Some(108)
-    );
-    assert_eq!(
-        error_code(&h.send(r#"{"id":5,"presence":{"channel":"feed:x"}}"#)),
-        Some(108)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":3,"publish":{"channel":"a"}}"#)), Some(107));
+    assert_eq!(error_code(&h.send(r#"{"id":4,"history":{"channel":"feed:x"}}"#)), Some(108));
+    assert_eq!(error_code(&h.send(r#"{"id":5,"presence":{"channel":"feed:x"}}"#)), Some(108));
     let out = h.send(r#"{"id":6,"publish":{"channel":"a","data":{"k":1},"idempotency_key":"x"}}"#);
-    let Some(Output::Op(op, Op::Publish(req))) = out.into_iter().next() else {
-        panic!()
-    };
+    let Some(Output::Op(op, Op::Publish(req))) = out.into_iter().next() else { panic!() };
     assert_eq!(req.payload, Payload::Json(r#"{"k":1}"#.into()));
     assert_eq!(req.info.as_ref().unwrap().client, "c1");
-    h.s.handle_result(
-        op,
-        OpResult::Published(Err(BrokerError::Unavailable("down".into()))),
-    );
-    assert_eq!(
-        error_code(&h.drain()),
-        Some(109),
-        "a refused publish is an error, never a silent drop"
-    );
+    h.s.handle_result(op, OpResult::Published(Err(BrokerError::Unavailable("down".into()))));
+    assert_eq!(error_code(&h.drain()), Some(109), "a refused publish is an error, never a silent drop");
 }
 
 #[test]
 fn malformed_frames_without_an_id_end_the_connection() {
     let mut h = Harness::new(config());
-    assert_eq!(
-        disconnect(&h.send("not json")),
-        Some(Disconnect::BAD_REQUEST)
-    );
-    assert!(
-        h.send(r#"{"id":1,"ping":{}}"#).is_empty(),
-        "closed sessions ignore input"
-    );
+    assert_eq!(disconnect(&h.send("not json")), Some(Disconnect::BAD_REQUEST));
+    assert!(h.send(r#"{"id":1,"ping":{}}"#).is_empty(), "closed sessions ignore input");
 }
 
 #[test]
 fn pings_and_drops_a_client_that_does_not_answer() {
     let mut h = Harness::new(config());
-    assert_eq!(
-        h.s.poll_timeout(),
-        Some(h.now.instant + Duration::from_secs(25))
-    );
+    assert_eq!(h.s.poll_timeout(), Some(h.now.instant + Duration::from_secs(25)));
     assert!(h.advance(24).is_empty());
     assert!(matches!(h.advance(1)[..], [Output::Ping]));
     h.send(r#"{"pong":{}}"#);
@@ -324,34 +238,19 @@ fn pings_and_drops_a_client_that_does_not_answer() {
 #[test]
 fn tokens_are_required_when_configured_and_expire_on_time() {
     let secret = "s3";
-    let mut h = Harness::new(Config {
-        token_secret: secret.into(),
-        ..config()
-    });
+    let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
     assert_eq!(
         disconnect(&h.send(r#"{"id":1,"subscribe":{"channel":"a"}}"#)),
         Some(Disconnect::UNAUTHORIZED)
     );
 
-    let mut h = Harness::new(Config {
-        token_secret: secret.into(),
-        ..config()
-    });
-    let token = crate::policy::tests::token(
-        secret,
-        serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}),
-    );
-    let out = h.send(&format!(
-        r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#
-    ));
-    assert!(
-        matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1")
-    );
+    let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
+    let token =
+        crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}));
+    let out = h.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#));
+    assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1"));
     assert_eq!(h.s.client_info().unwrap().user, "al");
-    assert_eq!(
-        error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)),
-        Some(103)
-    );
+    assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
     assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping)));
     assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::TOKEN_EXPIRED));
 }

@@ -154,17 +154,12 @@ impl Driver {
         let state = self.state.clone();
         Some(match op {
             Op::Subscribe { channel, query } => {
-                let first = state
-                    .hub
-                    .subscribe(&channel, self.conn, self.outbox.clone());
+                let first = state.hub.subscribe(&channel, self.conn, self.outbox.clone());
                 Box::pin(async move {
                     if first && let Err(e) = state.broker.node_subscribe(&channel).await {
                         return Some((id, OpResult::History(Err(e))));
                     }
-                    Some((
-                        id,
-                        OpResult::History(state.broker.history(&channel, query).await),
-                    ))
+                    Some((id, OpResult::History(state.broker.history(&channel, query).await)))
                 })
             }
             Op::Unsubscribe { channel } => {
@@ -184,33 +179,21 @@ impl Driver {
                 }
                 Some((id, OpResult::Published(r)))
             }),
-            Op::History { channel, query } => Box::pin(async move {
-                Some((
-                    id,
-                    OpResult::History(state.broker.history(&channel, query).await),
-                ))
-            }),
-            Op::Presence { channel } => Box::pin(async move {
-                Some((
-                    id,
-                    OpResult::Presence(state.broker.presence(&channel).await),
-                ))
-            }),
-            Op::PresenceAdd {
-                channel,
-                info,
-                announce,
-            } => Box::pin(async move {
+            Op::History { channel, query } => {
+                Box::pin(
+                    async move { Some((id, OpResult::History(state.broker.history(&channel, query).await))) },
+                )
+            }
+            Op::Presence { channel } => {
+                Box::pin(async move { Some((id, OpResult::Presence(state.broker.presence(&channel).await))) })
+            }
+            Op::PresenceAdd { channel, info, announce } => Box::pin(async move {
                 if let Err(e) = state.broker.presence_add(&channel, info, announce).await {
                     tracing::warn!(%channel, error = %e, "presence add failed");
                 }
                 None
             }),
-            Op::PresenceRemove {
-                channel,
-                info,
-                announce,
-            } => Box::pin(async move {
+            Op::PresenceRemove { channel, info, announce } => Box::pin(async move {
                 if let Err(e) = state.broker.presence_remove(&channel, info, announce).await {
                     tracing::warn!(%channel, error = %e, "presence remove failed");
                 }
@@ -222,12 +205,8 @@ impl Driver {
     /// The connection is gone: release its subscriptions and presence, after any operation
     /// still running (so a presence add never lands after its remove).
     pub fn finish(mut self) {
-        let close: Vec<OpFuture> = self
-            .session
-            .close()
-            .into_iter()
-            .filter_map(|op| self.prepare(0, op))
-            .collect();
+        let close: Vec<OpFuture> =
+            self.session.close().into_iter().filter_map(|op| self.prepare(0, op)).collect();
         let mut running = std::mem::take(&mut self.ops);
         if running.is_empty() && close.is_empty() {
             return;

@@ -22,30 +22,32 @@ pub struct HttpError {
     pub code: ErrorCode,
     /// What went wrong.
     pub message: String,
+    /// The HTTP status, when not the code's usual one.
+    pub status: Option<StatusCode>,
 }
 
 impl HttpError {
     /// A new error.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), status: None }
+    }
+
+    /// The server holds `max_connections` already: `503`, code 106.
+    pub fn connection_limit() -> Self {
         Self {
-            code,
-            message: message.into(),
+            status: Some(StatusCode::SERVICE_UNAVAILABLE),
+            ..Self::new(ErrorCode::LimitExceeded, switchboard_protocol::Disconnect::CONNECTION_LIMIT.reason)
         }
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        let body =
-            serde_json::json!({"error": {"code": self.code.code(), "message": self.message}});
-        (
-            status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+        let status = self
+            .status
+            .unwrap_or_else(|| StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST));
+        let body = serde_json::json!({"error": {"code": self.code.code(), "message": self.message}});
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
     }
 }
 
@@ -68,19 +70,14 @@ pub struct OneWayParams {
 
 impl OneWayParams {
     /// Parses the query string and headers; the `Last-Event-ID` header wins over `since`.
-    pub fn parse(
-        query: Option<&str>,
-        headers: &HeaderMap,
-        max_channels: usize,
-    ) -> Result<Self, HttpError> {
+    pub fn parse(query: Option<&str>, headers: &HeaderMap, max_channels: usize) -> Result<Self, HttpError> {
         let bad = |m: String| HttpError::new(ErrorCode::BadRequest, m);
         let mut p = OneWayParams::default();
         let mut since = None;
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "channel" => {
-                    let c = ChannelName::new(&value)
-                        .map_err(|e| bad(format!("channel {value:?}: {e}")))?;
+                    let c = ChannelName::new(&value).map_err(|e| bad(format!("channel {value:?}: {e}")))?;
                     if !p.channels.contains(&c) {
                         p.channels.push(c);
                     }
@@ -88,20 +85,8 @@ impl OneWayParams {
                 "since" => since = Some(value.into_owned()),
                 "token" => p.token = Some(value.into_owned()),
                 "name" => p.name = Some(value.into_owned()),
-                "wait" => {
-                    p.wait = Some(
-                        value
-                            .parse()
-                            .map_err(|_| bad("wait must be whole seconds".into()))?,
-                    )
-                }
-                "limit" => {
-                    p.limit = Some(
-                        value
-                            .parse()
-                            .map_err(|_| bad("limit must be a number".into()))?,
-                    )
-                }
+                "wait" => p.wait = Some(value.parse().map_err(|_| bad("wait must be whole seconds".into()))?),
+                "limit" => p.limit = Some(value.parse().map_err(|_| bad("limit must be a number".into()))?),
                 _ => {}
             }
         }
@@ -109,15 +94,9 @@ impl OneWayParams {
             return Err(bad("name at least one channel=".into()));
         }
         if p.channels.len() > max_channels {
-            return Err(HttpError::new(
-                ErrorCode::LimitExceeded,
-                format!("at most {max_channels} channels"),
-            ));
+            return Err(HttpError::new(ErrorCode::LimitExceeded, format!("at most {max_channels} channels")));
         }
-        if let Some(id) = headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
+        if let Some(id) = headers.get("last-event-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
         {
             since = Some(id.to_owned());
         }
@@ -133,12 +112,7 @@ impl OneWayParams {
 
 /// The `Authorization: Bearer` token, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
 #[cfg(test)]
@@ -148,27 +122,13 @@ mod tests {
     #[test]
     fn parses_repeated_channels_and_prefers_last_event_id() {
         let mut c = Cursor::new();
-        c.set(
-            "a",
-            switchboard_protocol::Position {
-                epoch: "e".into(),
-                offset: 4,
-            },
-        );
+        c.set("a", switchboard_protocol::Position { epoch: "e".into(), offset: 4 });
         let mut headers = HeaderMap::new();
         headers.insert("last-event-id", c.encode().parse().unwrap());
-        let p = OneWayParams::parse(
-            Some("channel=a&channel=b&channel=a&since=garbage&wait=5"),
-            &headers,
-            8,
-        )
-        .unwrap();
+        let p = OneWayParams::parse(Some("channel=a&channel=b&channel=a&since=garbage&wait=5"), &headers, 8)
+            .unwrap();
         assert_eq!(p.channels.len(), 2);
-        assert_eq!(
-            p.cursor.get("a").unwrap().offset,
-            4,
-            "the header wins over since"
-        );
+        assert_eq!(p.cursor.get("a").unwrap().offset, 4, "the header wins over since");
         assert_eq!(p.wait, Some(5));
     }
 
@@ -179,10 +139,7 @@ mod tests {
         assert_eq!(code(""), ErrorCode::BadRequest);
         assert_eq!(code("channel=a%20b"), ErrorCode::BadRequest);
         assert_eq!(code("channel=a&since=%%%"), ErrorCode::BadRequest);
-        assert_eq!(
-            code("channel=a&channel=b&channel=c"),
-            ErrorCode::LimitExceeded
-        );
+        assert_eq!(code("channel=a&channel=b&channel=c"), ErrorCode::LimitExceeded);
         assert_eq!(code("channel=a&wait=soon"), ErrorCode::BadRequest);
     }
 }

@@ -10,9 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use switchboard_protocol::frame::{
-    ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest,
-};
+use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest};
 use switchboard_protocol::{Cursor, Disconnect, ErrorCode};
 use tokio::sync::mpsc;
 
@@ -48,43 +46,21 @@ pub async fn stream(
     open(state, query, headers, Format::Ndjson).await
 }
 
-async fn open(
-    state: Arc<AppState>,
-    query: Option<String>,
-    headers: HeaderMap,
-    format: Format,
-) -> Response {
-    let params =
-        match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
-            Ok(p) => p,
-            Err(e) => return e.into_response(),
-        };
+async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, format: Format) -> Response {
+    let params = match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {
-        return HttpError::new(
-            ErrorCode::LimitExceeded,
-            Disconnect::CONNECTION_LIMIT.reason,
-        )
-        .into_response();
+        return HttpError::connection_limit().into_response();
     };
     let mut driver = Driver::new(state.clone(), false);
-    let connect = ConnectRequest {
-        token: params.token,
-        name: params.name,
-    };
-    driver.on_frame(Ok(ClientFrame::Command {
-        id: 1,
-        command: Command::Connect(connect),
-    }));
+    let connect = ConnectRequest { token: params.token, name: params.name };
+    driver.on_frame(Ok(ClientFrame::Command { id: 1, command: Command::Connect(connect) }));
     for (i, channel) in params.channels.iter().enumerate() {
         let since = params.cursor.get(channel.as_str()).cloned();
-        let request = SubscribeRequest {
-            channel: channel.to_string(),
-            since,
-        };
-        driver.on_frame(Ok(ClientFrame::Command {
-            id: i as u64 + 2,
-            command: Command::Subscribe(request),
-        }));
+        let request = SubscribeRequest { channel: channel.to_string(), since };
+        driver.on_frame(Ok(ClientFrame::Command { id: i as u64 + 2, command: Command::Subscribe(request) }));
     }
     // Refusals (token, permissions) are synchronous: answer them as HTTP errors.
     let mut first = Vec::new();
@@ -98,19 +74,10 @@ async fn open(
                 },
                 d.reason,
             )),
-            Output::Reply(Reply {
-                id,
-                body: ReplyBody::Error(e),
-            }) => {
-                let channel = params
-                    .channels
-                    .get(*id as usize - 2)
-                    .map_or("", |c| c.as_str());
+            Output::Reply(Reply { id, body: ReplyBody::Error(e) }) => {
+                let channel = params.channels.get(*id as usize - 2).map_or("", |c| c.as_str());
                 let code = ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal);
-                Some(HttpError::new(
-                    code,
-                    format!("channel {channel}: {}", e.message),
-                ))
+                Some(HttpError::new(code, format!("channel {channel}: {}", e.message)))
             }
             _ => None,
         };
@@ -121,11 +88,7 @@ async fn open(
         first.push(output);
     }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let transport = if format == Format::Sse {
-        Transport::Sse
-    } else {
-        Transport::Stream
-    };
+    let transport = if format == Format::Sse { Transport::Sse } else { Transport::Stream };
     let guard = state.metrics.connection(transport);
     let mut writer = Writer {
         format,
@@ -134,9 +97,7 @@ async fn open(
         heartbeat: state.config.heartbeat_interval,
     };
     if format == Format::Sse {
-        writer
-            .buf
-            .put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
+        writer.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
     tokio::spawn(async move {
         run(driver, writer, first, tx).await;
@@ -147,9 +108,7 @@ async fn open(
         Format::Ndjson => "application/x-ndjson",
     };
     let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
     }));
     (
         [
@@ -168,10 +127,7 @@ async fn run(mut driver: Driver, mut writer: Writer, first: Vec<Output>, tx: mps
     loop {
         let mut ended = false;
         let mut events = 0u64;
-        for output in pending
-            .drain(..)
-            .chain(std::iter::from_fn(|| driver.next_output()))
-        {
+        for output in pending.drain(..).chain(std::iter::from_fn(|| driver.next_output())) {
             events += 1;
             if !writer.write(output) {
                 ended = true;
@@ -208,17 +164,11 @@ impl Writer {
     /// Frames one output; `false` when the stream must end.
     fn write(&mut self, output: Output) -> bool {
         match output {
-            Output::Reply(Reply {
-                body: ReplyBody::Connect(c),
-                ..
-            }) => {
+            Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {
                 let body = serde_json::json!({"client": c.client, "heartbeat": self.heartbeat});
                 self.event("connected", None, &body.to_string());
             }
-            Output::Reply(Reply {
-                body: ReplyBody::Subscribe(s),
-                ..
-            }) => {
+            Output::Reply(Reply { body: ReplyBody::Subscribe(s), .. }) => {
                 self.cursor.advance(&s.channel, &s.epoch, s.offset);
                 let json = serde_json::to_string(&s).unwrap_or_default();
                 let id = self.cursor.encode();
@@ -268,12 +218,9 @@ impl Writer {
                 if let Some(id) = id {
                     self.buf.put_slice(format!("id: {id}\n").as_bytes());
                 }
-                self.buf
-                    .put_slice(format!("event: {name}\ndata: {json}\n\n").as_bytes());
+                self.buf.put_slice(format!("event: {name}\ndata: {json}\n\n").as_bytes());
             }
-            Format::Ndjson => self
-                .buf
-                .put_slice(format!("{{\"{name}\":{json}}}\n").as_bytes()),
+            Format::Ndjson => self.buf.put_slice(format!("{{\"{name}\":{json}}}\n").as_bytes()),
         }
     }
 }

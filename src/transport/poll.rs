@@ -62,15 +62,8 @@ async fn poll(
         }
     }
     let wait = Duration::from_secs(p.wait.unwrap_or(0).min(config.poll_max_wait));
-    let limit = p
-        .limit
-        .unwrap_or(config.poll_max_publications)
-        .clamp(1, config.poll_max_publications);
-    state.metrics.request(if wait.is_zero() {
-        Transport::Poll
-    } else {
-        Transport::LongPoll
-    });
+    let limit = p.limit.unwrap_or(config.poll_max_publications).clamp(1, config.poll_max_publications);
+    state.metrics.request(if wait.is_zero() { Transport::Poll } else { Transport::LongPoll });
     let deadline = Instant::now() + wait;
     let mut wake: Option<(u64, Arc<Outbox>)> = None;
     let found = loop {
@@ -126,11 +119,7 @@ async fn read(
     cursor: &mut Cursor,
     limit: usize,
 ) -> Result<Found, HttpError> {
-    let mut found = Found {
-        publications: Vec::new(),
-        unrecovered: Vec::new(),
-        more: false,
-    };
+    let mut found = Found { publications: Vec::new(), unrecovered: Vec::new(), more: false };
     for channel in channels {
         let remaining = limit.saturating_sub(found.publications.len());
         let since = cursor.get(channel.as_str()).cloned();
@@ -174,11 +163,7 @@ fn no_content(cursor: &Cursor) -> Response {
 }
 
 fn answer(cursor: &Cursor, found: &Found) -> Response {
-    let size: usize = found
-        .publications
-        .iter()
-        .map(|p| p.object().len() + 1)
-        .sum();
+    let size: usize = found.publications.iter().map(|p| p.object().len() + 1).sum();
     let mut buf = BytesMut::with_capacity(size + 256);
     buf.put_slice(b"{\"publications\":[");
     for (i, p) in found.publications.iter().enumerate() {
@@ -199,13 +184,7 @@ fn answer(cursor: &Cursor, found: &Found) -> Response {
     buf.put_u8(b'}');
     (
         StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            cursor_header(cursor),
-        ],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), cursor_header(cursor)],
         buf.freeze(),
     )
         .into_response()

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
-use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
+use switchboard_protocol::WS_SUBPROTOCOL;
 
 use super::HttpError;
 use super::driver::Driver;
@@ -25,27 +25,19 @@ const READ_BUFFER: usize = 4 * 1024;
 
 fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
+    ws.read_buffer_size(READ_BUFFER).max_message_size(max).max_frame_size(max)
 }
 
 /// `GET /ws`.
 pub async fn handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {
-        return HttpError::new(
-            ErrorCode::LimitExceeded,
-            Disconnect::CONNECTION_LIMIT.reason,
-        )
-        .into_response();
+        return HttpError::connection_limit().into_response();
     };
-    configure(ws, &state)
-        .protocols([WS_SUBPROTOCOL])
-        .on_upgrade(move |socket| async move {
-            let _guard = state.metrics.connection(Transport::WebSocket);
-            run(socket, Driver::new(state.clone(), true)).await;
-            drop(permit);
-        })
+    configure(ws, &state).protocols([WS_SUBPROTOCOL]).on_upgrade(move |socket| async move {
+        let _guard = state.metrics.connection(Transport::WebSocket);
+        run(socket, Driver::new(state.clone(), true)).await;
+        drop(permit);
+    })
 }
 
 async fn run(mut socket: WebSocket, mut driver: Driver) {
@@ -57,11 +49,9 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
         while let Some(output) = driver.next_output() {
             let message = match output {
                 Output::Reply(reply) => Message::Text(reply.to_json().into()),
-                Output::History {
-                    id,
-                    top,
-                    publications,
-                } => Message::Text(history_reply(id, &top, &publications)),
+                Output::History { id, top, publications } => {
+                    Message::Text(history_reply(id, &top, &publications))
+                }
                 Output::Deliver(Delivery::Publication(p)) => {
                     oldest.get_or_insert(p.published_at);
                     p.ws_message().clone()
@@ -70,10 +60,7 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
                 Output::Ping => Message::Text(Utf8Bytes::from_static("{\"ping\":{}}")),
                 Output::Disconnect(d) => {
                     let _ = socket.flush().await;
-                    let frame = CloseFrame {
-                        code: d.code,
-                        reason: Utf8Bytes::from_static(d.reason),
-                    };
+                    let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return driver.finish();
                 }
@@ -132,12 +119,8 @@ fn message_len(m: &Message) -> usize {
 /// `{"id":N,"history":{"epoch":E,"offset":O,"publications":[...]}}`, reusing each publication's
 /// shared encoding.
 fn history_reply(id: u64, top: &StreamTop, publications: &[Arc<Publication>]) -> Utf8Bytes {
-    let mut buf = BytesMut::with_capacity(
-        64 + publications
-            .iter()
-            .map(|p| p.object().len() + 1)
-            .sum::<usize>(),
-    );
+    let mut buf =
+        BytesMut::with_capacity(64 + publications.iter().map(|p| p.object().len() + 1).sum::<usize>());
     buf.put_slice(format!("{{\"id\":{id},\"history\":").as_bytes());
     put_history_body(&mut buf, top, publications);
     buf.put_slice(b"}");
@@ -162,18 +145,16 @@ pub fn put_history_body(buf: &mut BytesMut, top: &StreamTop, publications: &[Arc
 /// conformance suite. Only routed when `ws_echo_endpoint` is set.
 pub async fn echo_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
     let max = state.config.max_frame_bytes.max(16 * 1024 * 1024);
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(|mut socket| async move {
-            while let Some(Ok(message)) = socket.recv().await {
-                let reply = match message {
-                    Message::Text(_) | Message::Binary(_) => message,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                if socket.send(reply).await.is_err() {
-                    break;
-                }
+    ws.max_message_size(max).max_frame_size(max).on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            let reply = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
             }
-        })
+        }
+    })
 }

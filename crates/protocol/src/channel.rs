@@ -35,10 +35,7 @@ impl ChannelName {
         if name.len() > MAX_CHANNEL_LEN {
             return Err(InvalidChannel::TooLong);
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || "_-:.@/=".contains(*c)))
-        {
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-:.@/=".contains(*c))) {
             return Err(InvalidChannel::BadCharacter(c));
         }
         Ok(Self(Arc::from(name)))
@@ -101,19 +98,10 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         assert_eq!(ChannelName::new(""), Err(InvalidChannel::Empty));
-        assert_eq!(
-            ChannelName::new(&"a".repeat(256)),
-            Err(InvalidChannel::TooLong)
-        );
+        assert_eq!(ChannelName::new(&"a".repeat(256)), Err(InvalidChannel::TooLong));
         assert!(ChannelName::new(&"a".repeat(255)).is_ok());
-        assert_eq!(
-            ChannelName::new("a b"),
-            Err(InvalidChannel::BadCharacter(' '))
-        );
-        assert_eq!(
-            ChannelName::new("é"),
-            Err(InvalidChannel::BadCharacter('é'))
-        );
+        assert_eq!(ChannelName::new("a b"), Err(InvalidChannel::BadCharacter(' ')));
+        assert_eq!(ChannelName::new("é"), Err(InvalidChannel::BadCharacter('é')));
         assert!(ChannelName::new("a\n").is_err());
     }
 }

@@ -170,19 +170,12 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             });
         }
     };
-    let err = |code, message: String| FrameError {
-        id: Some(id),
-        code,
-        message,
-    };
+    let err = |code, message: String| FrameError { id: Some(id), code, message };
     if present == 0 {
         return Err(err(ErrorCode::MethodNotFound, "unknown command".into()));
     }
     if present > 1 {
-        return Err(err(
-            ErrorCode::BadRequest,
-            "a frame holds exactly one command".into(),
-        ));
+        return Err(err(ErrorCode::BadRequest, "a frame holds exactly one command".into()));
     }
     fn body<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &str) -> Result<T, String> {
         serde_json::from_str(raw.get()).map_err(|e| format!("bad {name} body: {e}"))
@@ -215,32 +208,20 @@ pub fn split_binary_frame(frame: &[u8]) -> Option<(&str, &[u8])> {
 
 /// Parses a binary frame: only `publish` may travel in one; its payload becomes the binary data.
 pub fn parse_binary_frame(frame: &bytes::Bytes) -> Result<ClientFrame, FrameError> {
-    let bad = |id, message: &str| FrameError {
-        id,
-        code: ErrorCode::BadRequest,
-        message: message.into(),
-    };
-    let (header, payload) = split_binary_frame(frame)
-        .ok_or_else(|| bad(None, "binary frame has no JSON header line"))?;
+    let bad = |id, message: &str| FrameError { id, code: ErrorCode::BadRequest, message: message.into() };
+    let (header, payload) =
+        split_binary_frame(frame).ok_or_else(|| bad(None, "binary frame has no JSON header line"))?;
     let payload_start = header.len() + 1;
     match parse_client_frame(header)? {
-        ClientFrame::Command {
-            id,
-            command: Command::Publish(mut req),
-        } => {
+        ClientFrame::Command { id, command: Command::Publish(mut req) } => {
             if req.data.is_some() {
                 return Err(bad(Some(id), "binary publish carries no data field"));
             }
             req.binary = Some(frame.slice(payload_start..));
             let _ = payload;
-            Ok(ClientFrame::Command {
-                id,
-                command: Command::Publish(req),
-            })
+            Ok(ClientFrame::Command { id, command: Command::Publish(req) })
         }
-        ClientFrame::Command { id, .. } => {
-            Err(bad(Some(id), "only publish may travel in a binary frame"))
-        }
+        ClientFrame::Command { id, .. } => Err(bad(Some(id), "only publish may travel in a binary frame")),
         ClientFrame::Pong => Err(bad(None, "only publish may travel in a binary frame")),
     }
 }
@@ -355,13 +336,7 @@ pub struct Reply {
 impl Reply {
     /// An error reply.
     pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            id,
-            body: ReplyBody::Error(ErrorBody {
-                code: code.code(),
-                message: message.into(),
-            }),
-        }
+        Self { id, body: ReplyBody::Error(ErrorBody { code: code.code(), message: message.into() }) }
     }
 
     /// The reply as one JSON text.
@@ -392,7 +367,7 @@ pub struct PublicationObject {
 }
 
 /// A join or leave event as the server shows it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PresenceEventObject {
     /// The channel.
     pub channel: String,
@@ -480,39 +455,16 @@ mod tests {
 
     #[test]
     fn parses_every_command() {
-        assert!(matches!(
-            command(r#"{"id":1,"connect":{}}"#),
-            (1, Command::Connect(_))
-        ));
-        let (_, c) =
-            command(r#"{"id":2,"subscribe":{"channel":"a","since":{"epoch":"e","offset":3}}}"#);
+        assert!(matches!(command(r#"{"id":1,"connect":{}}"#), (1, Command::Connect(_))));
+        let (_, c) = command(r#"{"id":2,"subscribe":{"channel":"a","since":{"epoch":"e","offset":3}}}"#);
         let Command::Subscribe(s) = c else { panic!() };
-        assert_eq!(
-            s.since,
-            Some(Position {
-                epoch: "e".into(),
-                offset: 3
-            })
-        );
+        assert_eq!(s.since, Some(Position { epoch: "e".into(), offset: 3 }));
         let (_, c) = command(r#"{"id":3,"publish":{"channel":"a","data":{"x":[1, 2]}}}"#);
         let Command::Publish(p) = c else { panic!() };
-        assert_eq!(
-            p.data.unwrap().get(),
-            r#"{"x":[1, 2]}"#,
-            "data keeps the client's text"
-        );
-        assert!(matches!(
-            command(r#"{"id":4,"ping":{}}"#),
-            (4, Command::Ping)
-        ));
-        assert!(matches!(
-            command(r#"{"id":5,"history":{"channel":"a"}}"#),
-            (5, Command::History(_))
-        ));
-        assert!(matches!(
-            parse_client_frame(r#"{"pong":{}}"#),
-            Ok(ClientFrame::Pong)
-        ));
+        assert_eq!(p.data.unwrap().get(), r#"{"x":[1, 2]}"#, "data keeps the client's text");
+        assert!(matches!(command(r#"{"id":4,"ping":{}}"#), (4, Command::Ping)));
+        assert!(matches!(command(r#"{"id":5,"history":{"channel":"a"}}"#), (5, Command::History(_))));
+        assert!(matches!(parse_client_frame(r#"{"pong":{}}"#), Ok(ClientFrame::Pong)));
     }
 
     #[test]
@@ -539,40 +491,23 @@ mod tests {
 
     #[test]
     fn binary_frames_carry_a_publish_header_and_raw_payload() {
-        let frame = bytes::Bytes::from_static(
-            b"{\"id\":9,\"publish\":{\"channel\":\"c\"}}\n\x00\x01\n\xff",
-        );
-        let ClientFrame::Command {
-            id: 9,
-            command: Command::Publish(p),
-        } = parse_binary_frame(&frame).unwrap()
+        let frame = bytes::Bytes::from_static(b"{\"id\":9,\"publish\":{\"channel\":\"c\"}}\n\x00\x01\n\xff");
+        let ClientFrame::Command { id: 9, command: Command::Publish(p) } =
+            parse_binary_frame(&frame).unwrap()
         else {
             panic!()
         };
         assert_eq!(&p.binary.unwrap()[..], b"\x00\x01\n\xff");
         assert!(parse_binary_frame(&bytes::Bytes::from_static(b"no header")).is_err());
-        let e = parse_binary_frame(&bytes::Bytes::from_static(b"{\"id\":2,\"ping\":{}}\nxx"))
-            .unwrap_err();
+        let e = parse_binary_frame(&bytes::Bytes::from_static(b"{\"id\":2,\"ping\":{}}\nxx")).unwrap_err();
         assert_eq!(e.id, Some(2));
     }
 
     #[test]
     fn replies_encode_with_their_id_and_key() {
-        let r = Reply {
-            id: 3,
-            body: ReplyBody::Publish(PublishReply {
-                epoch: "e".into(),
-                offset: 9,
-            }),
-        };
-        assert_eq!(
-            r.to_json(),
-            r#"{"id":3,"publish":{"epoch":"e","offset":9}}"#
-        );
+        let r = Reply { id: 3, body: ReplyBody::Publish(PublishReply { epoch: "e".into(), offset: 9 }) };
+        assert_eq!(r.to_json(), r#"{"id":3,"publish":{"epoch":"e","offset":9}}"#);
         let e = Reply::error(4, ErrorCode::PermissionDenied, "no");
-        assert_eq!(
-            e.to_json(),
-            r#"{"id":4,"error":{"code":103,"message":"no"}}"#
-        );
+        assert_eq!(e.to_json(), r#"{"id":4,"error":{"code":103,"message":"no"}}"#);
     }
 }

@@ -22,10 +22,7 @@ impl Position {
     /// Parses the `EPOCH:OFFSET` form used in query strings.
     pub fn parse_compact(s: &str) -> Option<Self> {
         let (epoch, offset) = s.rsplit_once(':')?;
-        Some(Self {
-            epoch: epoch.to_owned(),
-            offset: offset.parse().ok()?,
-        })
+        Some(Self { epoch: epoch.to_owned(), offset: offset.parse().ok()? })
     }
 }
 
@@ -64,9 +61,7 @@ impl Cursor {
         if text.len() > MAX_CURSOR_LEN {
             return Err(CursorError::TooLong);
         }
-        let json = URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .map_err(|_| CursorError::NotBase64)?;
+        let json = URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).map_err(|_| CursorError::NotBase64)?;
         let raw: BTreeMap<String, (String, u64)> =
             serde_json::from_slice(&json).map_err(|_| CursorError::BadShape)?;
         Ok(Self {
@@ -79,11 +74,8 @@ impl Cursor {
 
     /// Encodes the text form.
     pub fn encode(&self) -> String {
-        let raw: BTreeMap<&str, (&str, u64)> = self
-            .positions
-            .iter()
-            .map(|(c, p)| (c.as_str(), (p.epoch.as_str(), p.offset)))
-            .collect();
+        let raw: BTreeMap<&str, (&str, u64)> =
+            self.positions.iter().map(|(c, p)| (c.as_str(), (p.epoch.as_str(), p.offset))).collect();
         // Serializing a map of strings and integers cannot fail.
         let json = serde_json::to_vec(&raw).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(json)
@@ -108,13 +100,7 @@ impl Cursor {
                 }
                 p.offset = offset;
             }
-            None => self.set(
-                channel,
-                Position {
-                    epoch: epoch.to_owned(),
-                    offset,
-                },
-            ),
+            None => self.set(channel, Position { epoch: epoch.to_owned(), offset }),
         }
     }
 
@@ -141,30 +127,12 @@ mod tests {
     #[test]
     fn round_trips_and_is_url_safe() {
         let mut c = Cursor::new();
-        c.set(
-            "chat:lobby",
-            Position {
-                epoch: "k3Jd".into(),
-                offset: 7,
-            },
-        );
-        c.set(
-            "news",
-            Position {
-                epoch: "Pq81".into(),
-                offset: u64::MAX,
-            },
-        );
+        c.set("chat:lobby", Position { epoch: "k3Jd".into(), offset: 7 });
+        c.set("news", Position { epoch: "Pq81".into(), offset: u64::MAX });
         let text = c.encode();
-        assert!(
-            text.chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-        );
+        assert!(text.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_'));
         assert_eq!(Cursor::decode(&text).unwrap(), c);
-        assert_eq!(
-            Cursor::decode(&text).unwrap().get("news").unwrap().offset,
-            u64::MAX
-        );
+        assert_eq!(Cursor::decode(&text).unwrap().get("news").unwrap().offset, u64::MAX);
     }
 
     #[test]
@@ -180,22 +148,13 @@ mod tests {
         assert_eq!(Cursor::decode(&not_json), Err(CursorError::BadShape));
         let wrong = URL_SAFE_NO_PAD.encode(br#"{"a":["e",-1]}"#);
         assert_eq!(Cursor::decode(&wrong), Err(CursorError::BadShape));
-        assert_eq!(
-            Cursor::decode(&"A".repeat(MAX_CURSOR_LEN + 1)),
-            Err(CursorError::TooLong)
-        );
+        assert_eq!(Cursor::decode(&"A".repeat(MAX_CURSOR_LEN + 1)), Err(CursorError::TooLong));
         assert!(Cursor::decode("").is_err());
     }
 
     #[test]
     fn parses_compact_positions() {
-        assert_eq!(
-            Position::parse_compact("ab:c:12"),
-            Some(Position {
-                epoch: "ab:c".into(),
-                offset: 12
-            })
-        );
+        assert_eq!(Position::parse_compact("ab:c:12"), Some(Position { epoch: "ab:c".into(), offset: 12 }));
         assert_eq!(Position::parse_compact("abc"), None);
         assert_eq!(Position::parse_compact("a:x"), None);
     }
