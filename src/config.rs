@@ -37,6 +37,11 @@ impl Default for ChannelOptions {
 pub struct Config {
     /// TCP address of the one HTTP listener (WebSocket, SSE, streaming, polling, API).
     pub listen: SocketAddr,
+    /// Where channels live: `memory` (one node), `redis://HOST:PORT` or `nats://HOST:PORT`.
+    pub broker: String,
+    /// Seconds a presence entry lives in a shared broker unless its connection refreshes it
+    /// (every third of this), so a dead node's clients disappear.
+    pub presence_ttl: u64,
     /// HS256 secret for client JWTs. Empty: clients need no token (allowed on loopback only).
     pub token_secret: String,
     /// Key for the server API. Empty: the API is open when `token_secret` is empty too.
@@ -86,6 +91,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            broker: "memory".into(),
+            presence_ttl: 60,
             token_secret: String::new(),
             api_key: String::new(),
             insecure_allow_open: false,
@@ -186,6 +193,9 @@ impl Config {
         }
         if self.ping_interval == 0 || self.pong_timeout == 0 || self.heartbeat_interval == 0 {
             return invalid("ping_interval, pong_timeout and heartbeat_interval must be > 0");
+        }
+        if self.presence_ttl < 3 {
+            return invalid("presence_ttl must be at least 3 seconds");
         }
         for ns in self.namespaces.keys() {
             if ns.is_empty() || ChannelName::new(ns).is_err() || ns.contains(':') {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
-use switchboard_protocol::ChannelName;
+use switchboard_protocol::{ChannelName, Disconnect};
 use tokio::sync::Notify;
 
 use crate::broker::DeliverySink;
@@ -40,6 +40,7 @@ pub struct Outbox {
 struct OutboxInner {
     queue: Vec<Delivery>,
     overflowed: bool,
+    closed: Option<Disconnect>,
 }
 
 /// What [`Outbox::take`] found.
@@ -49,6 +50,8 @@ pub enum Taken {
     Ok,
     /// The queue overflowed: the connection must end as a slow consumer.
     Overflowed,
+    /// The node ended the connection (its broker may have lost deliveries).
+    Closed(Disconnect),
 }
 
 impl Outbox {
@@ -78,9 +81,18 @@ impl Outbox {
         true
     }
 
+    /// Ends the connection with `reason` at its next wake-up.
+    pub fn close(&self, reason: Disconnect) {
+        self.inner.lock().closed.get_or_insert(reason);
+        self.notify.notify_one();
+    }
+
     /// Moves every queued delivery into `into` (which should be empty; its capacity is reused).
     pub fn take(&self, into: &mut Vec<Delivery>) -> Taken {
         let mut inner = self.inner.lock();
+        if let Some(reason) = inner.closed {
+            return Taken::Closed(reason);
+        }
         if inner.overflowed {
             return Taken::Overflowed;
         }
@@ -171,6 +183,16 @@ impl DeliverySink for Hub {
         self.metrics.deliveries.add(subs.len() as u64 - dropped);
         self.metrics.deliveries_dropped.add(dropped);
     }
+
+    fn lost(&self, channel: Option<&ChannelName>, reason: Disconnect) {
+        for shard in self.shards.iter() {
+            for (c, subs) in shard.read().iter() {
+                if channel.is_none_or(|lost| lost == c) {
+                    subs.iter().for_each(|(_, outbox)| outbox.close(reason));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +246,20 @@ mod tests {
         let mut q = Vec::new();
         assert_eq!(fast.take(&mut q), Taken::Ok);
         assert_eq!(q.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn lost_deliveries_close_the_channels_subscribers() {
+        let hub = Hub::new(Arc::new(Metrics::default()));
+        let (a, b) = (ChannelName::new("a").unwrap(), ChannelName::new("b").unwrap());
+        let (on_a, on_b) = (Arc::new(Outbox::new(8)), Arc::new(Outbox::new(8)));
+        hub.subscribe(&a, 1, on_a.clone());
+        hub.subscribe(&b, 2, on_b.clone());
+        hub.lost(Some(&a), Disconnect::BROKER_UNAVAILABLE);
+        on_a.ready().await;
+        assert_eq!(on_a.take(&mut Vec::new()), Taken::Closed(Disconnect::BROKER_UNAVAILABLE));
+        assert_eq!(on_b.take(&mut Vec::new()), Taken::Ok);
+        hub.lost(None, Disconnect::INSUFFICIENT_STATE);
+        assert_eq!(on_b.take(&mut Vec::new()), Taken::Closed(Disconnect::INSUFFICIENT_STATE));
     }
 }

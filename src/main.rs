@@ -105,7 +105,7 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let config = config.with_demo_namespaces();
     let demo = config.demo;
-    let server = switchboard::Server::bind(config).await.map_err(|e| format!("cannot listen: {e}"))?;
+    let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, DeliverySink};
+use crate::broker::{Broker, BrokerError, DeliverySink};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
@@ -38,11 +38,28 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A node with the broker the configuration names.
+    pub async fn connect(config: Config) -> Result<Arc<Self>, BrokerError> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let broker = crate::broker::connect(&config, hub.clone() as Arc<dyn DeliverySink>).await?;
+        Ok(Self::with_parts(config, metrics, hub, broker))
+    }
+
     /// A node with the in-memory broker.
     pub fn new(config: Config) -> Arc<Self> {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(metrics.clone()));
         let broker = Arc::new(MemoryBroker::new(hub.clone() as Arc<dyn DeliverySink>));
+        Self::with_parts(config, metrics, hub, broker)
+    }
+
+    fn with_parts(
+        config: Config,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Self> {
         let config = Arc::new(config);
         Arc::new(Self {
             policy: Arc::new(Policy::new(config.clone())),
@@ -55,21 +72,22 @@ impl AppState {
         })
     }
 
-    /// Registers a local subscriber, telling the broker when the node gains its first.
-    pub async fn subscribe_local(&self, channel: &ChannelName, conn: ConnId, outbox: Arc<Outbox>) {
-        if self.hub.subscribe(channel, conn, outbox)
-            && let Err(e) = self.broker.node_subscribe(channel).await
-        {
-            tracing::warn!(%channel, error = %e, "broker subscribe failed");
-        }
+    /// Registers a local subscriber and the node's interest in the channel.
+    pub async fn subscribe_local(
+        &self,
+        channel: &ChannelName,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+    ) -> Result<(), BrokerError> {
+        self.hub.subscribe(channel, conn, outbox);
+        self.broker.node_subscribe(channel).await
     }
 
-    /// Removes a local subscriber, telling the broker when the node loses its last.
+    /// Removes a local subscriber and the node's interest it held.
     pub fn unsubscribe_local(&self, channel: &ChannelName, conn: ConnId) {
-        if self.hub.unsubscribe(channel, conn) {
-            let (broker, channel) = (self.broker.clone(), channel.clone());
-            tokio::spawn(async move { broker.node_unsubscribe(&channel).await });
-        }
+        self.hub.unsubscribe(channel, conn);
+        let (broker, channel) = (self.broker.clone(), channel.clone());
+        tokio::spawn(async move { broker.node_unsubscribe(&channel).await });
     }
 }
 
@@ -96,6 +114,18 @@ pub fn app(state: Arc<AppState>) -> Router {
     router.layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes)).with_state(state)
 }
 
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+    /// The broker could not be reached.
+    #[error("cannot reach the broker: {0}")]
+    Broker(BrokerError),
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     state: Arc<AppState>,
@@ -103,10 +133,11 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener (port 0 picks a free port).
-    pub async fn bind(config: Config) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        Ok(Self { state: AppState::new(config), listener })
+    /// Connects the broker and binds the listener (port 0 picks a free port).
+    pub async fn bind(config: Config) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(config.listen).await.map_err(StartError::Listen)?;
+        let state = AppState::connect(config).await.map_err(StartError::Broker)?;
+        Ok(Self { state, listener })
     }
 
     /// The address actually bound.

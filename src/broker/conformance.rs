@@ -43,6 +43,8 @@ impl DeliverySink for CollectingSink {
     fn deliver(&self, delivery: Delivery) {
         self.deliveries.lock().push(delivery);
     }
+
+    fn lost(&self, _channel: Option<&ChannelName>, _reason: switchboard_protocol::Disconnect) {}
 }
 
 impl CollectingSink {

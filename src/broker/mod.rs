@@ -17,6 +17,15 @@
 //!   [`IDEMPOTENCY_WINDOW`] returns the first result and stores and delivers nothing.
 //! - **Presence** maps client id → info per channel; with `announce`, adding a client that was not
 //!   there delivers a join event to every node, removing one that was there a leave event.
+//! - **Node interest**: `node_subscribe` and `node_unsubscribe` come in pairs, one pair per local
+//!   subscription; a broker that routes per channel counts them and starts receiving a channel on
+//!   0 → 1 and stops on 1 → 0, serialized per channel. `node_subscribe` returns only once deliveries
+//!   flow, so a history read after it cannot miss a publication. A `node_subscribe` that fails
+//!   still counts (it is paired all the same): the broker keeps trying to receive the channels it
+//!   counts, for instance after reconnecting to its backend.
+//! - **Loss is never silent**: when a broker may have missed deliveries (its connection to the
+//!   backend dropped), it calls [`DeliverySink::lost`], and the hub ends the affected connections
+//!   so their clients resume from history.
 //! - Errors are [`BrokerError`]s, never panics; a broker that cannot reach its backend refuses
 //!   publications rather than dropping them.
 
@@ -41,6 +50,10 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(300);
 pub trait DeliverySink: Send + Sync + 'static {
     /// Hands one delivery over. Must not block: it is called inside the per-channel publish step.
     fn deliver(&self, delivery: Delivery);
+
+    /// Deliveries for `channel` (every channel when `None`) may have been lost: end the local
+    /// subscribers' connections with `reason` so that they resume from history.
+    fn lost(&self, channel: Option<&ChannelName>, reason: switchboard_protocol::Disconnect);
 }
 
 /// A publish request.
@@ -164,6 +177,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the backend is reachable.
     fn health(&self) -> Health;
+}
+
+/// The broker for `url`: `memory` (the default), or a backend URL.
+pub async fn connect(
+    config: &crate::config::Config,
+    sink: Arc<dyn DeliverySink>,
+) -> Result<Arc<dyn Broker>, BrokerError> {
+    match config.broker.as_str() {
+        "" | "memory" => Ok(Arc::new(memory::MemoryBroker::new(sink))),
+        other => Err(BrokerError::Unavailable(format!("unknown broker {other:?}: use memory"))),
+    }
 }
 
 /// A new random epoch.

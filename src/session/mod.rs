@@ -66,6 +66,8 @@ pub struct SessionConfig {
     pub max_recovery: usize,
     /// Most live publications held while a subscription's replay is read.
     pub max_held: usize,
+    /// How often presence entries are refreshed, so shared brokers can expire dead nodes' clients.
+    pub presence_refresh: Duration,
 }
 
 impl SessionConfig {
@@ -82,6 +84,7 @@ impl SessionConfig {
             max_publication_bytes: config.max_publication_bytes,
             max_recovery: config.max_recovery,
             max_held: config.outbound_queue,
+            presence_refresh: Duration::from_secs(config.presence_ttl / 3),
         }
     }
 }
@@ -198,6 +201,7 @@ pub struct Session {
     next_op: OpId,
     out: VecDeque<Output>,
     next_ping: Instant,
+    next_presence_refresh: Instant,
     pong_deadline: Option<Instant>,
     expires_at: Option<Instant>,
     closed: bool,
@@ -209,6 +213,7 @@ impl Session {
         Self {
             policy,
             next_ping: now.instant + config.ping_interval,
+            next_presence_refresh: now.instant + config.presence_refresh,
             config,
             client_id,
             info: None,
@@ -233,7 +238,10 @@ impl Session {
         if self.closed {
             return None;
         }
-        [Some(self.next_ping), self.pong_deadline, self.expires_at].into_iter().flatten().min()
+        [Some(self.next_ping), Some(self.next_presence_refresh), self.pong_deadline, self.expires_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether the session ended.
@@ -378,6 +386,10 @@ impl Session {
         if self.expires_at.is_some_and(|d| d <= t) {
             return self.disconnect(Disconnect::TOKEN_EXPIRED);
         }
+        if self.next_presence_refresh <= t {
+            self.next_presence_refresh = t + self.config.presence_refresh;
+            self.refresh_presence();
+        }
         if self.next_ping <= t {
             self.out.push_back(Output::Ping);
             self.next_ping = t + self.config.ping_interval;
@@ -400,6 +412,19 @@ impl Session {
             ops.push(Op::Unsubscribe { channel });
         }
         ops
+    }
+
+    fn refresh_presence(&mut self) {
+        let Some(info) = self.info.clone() else { return };
+        let present: Vec<ChannelName> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| matches!(s, Subscription::Live { present: true, .. }))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for channel in present {
+            self.op(Op::PresenceAdd { channel, info: info.clone(), announce: false });
+        }
     }
 
     fn reply(&mut self, reply: Reply) {

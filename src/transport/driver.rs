@@ -114,6 +114,7 @@ impl Driver {
                     self.state.metrics.slow_consumers.add(1);
                     self.session.handle_overflow();
                 }
+                Taken::Closed(reason) => self.session.handle_disconnect(reason),
                 Taken::Ok => {
                     for d in self.batch.drain(..) {
                         self.session.handle_delivery(d);
@@ -154,23 +155,20 @@ impl Driver {
         let state = self.state.clone();
         Some(match op {
             Op::Subscribe { channel, query } => {
-                let first = state.hub.subscribe(&channel, self.conn, self.outbox.clone());
+                state.hub.subscribe(&channel, self.conn, self.outbox.clone());
                 Box::pin(async move {
-                    if first && let Err(e) = state.broker.node_subscribe(&channel).await {
+                    if let Err(e) = state.broker.node_subscribe(&channel).await {
                         return Some((id, OpResult::History(Err(e))));
                     }
                     Some((id, OpResult::History(state.broker.history(&channel, query).await)))
                 })
             }
             Op::Unsubscribe { channel } => {
-                if state.hub.unsubscribe(&channel, self.conn) {
-                    Box::pin(async move {
-                        let _ = state.broker.node_unsubscribe(&channel).await;
-                        None
-                    })
-                } else {
-                    return None;
-                }
+                state.hub.unsubscribe(&channel, self.conn);
+                Box::pin(async move {
+                    let _ = state.broker.node_unsubscribe(&channel).await;
+                    None
+                })
             }
             Op::Publish(req) => Box::pin(async move {
                 let r = state.broker.publish(req).await;

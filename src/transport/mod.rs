@@ -43,9 +43,9 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = self
-            .status
-            .unwrap_or_else(|| StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST));
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+        });
         let body = serde_json::json!({"error": {"code": self.code.code(), "message": self.message}});
         (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
     }

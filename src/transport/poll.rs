@@ -84,10 +84,17 @@ async fn poll(
             None => {
                 let outbox = Arc::new(Outbox::new(1));
                 let conn = next_conn_id();
+                let mut failed = None;
                 for c in &p.channels {
-                    state.subscribe_local(c, conn, outbox.clone()).await;
+                    if let Err(e) = state.subscribe_local(c, conn, outbox.clone()).await {
+                        failed = Some(e);
+                    }
                 }
                 wake = Some((conn, outbox));
+                if let Some(e) = failed {
+                    release(&state, &p.channels, wake.take());
+                    return Err(HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()));
+                }
             }
             Some((_, outbox)) => {
                 let mut shutdown = state.shutdown.subscribe();

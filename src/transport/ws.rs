@@ -9,8 +9,8 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
-use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::WS_SUBPROTOCOL;
+use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 
 use super::HttpError;
 use super::driver::Driver;
