@@ -231,5 +231,9 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(ice) = state.ice.get() {
+        text.push_str(&ice.metrics.render_prometheus());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

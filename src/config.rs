@@ -23,11 +23,21 @@ pub struct ChannelOptions {
     pub join_leave: bool,
     /// Let connected clients publish (the server API always may).
     pub client_publish: bool,
+    /// Let WebTransport subscribers ask for datagram delivery: unreliable, unordered,
+    /// latest-wins (game state, cursors). See `docs/webtransport.md`.
+    pub datagrams: bool,
 }
 
 impl Default for ChannelOptions {
     fn default() -> Self {
-        Self { history_size: 1000, history_ttl: 600, presence: true, join_leave: false, client_publish: true }
+        Self {
+            history_size: 1000,
+            history_ttl: 600,
+            presence: true,
+            join_leave: false,
+            client_publish: true,
+            datagrams: false,
+        }
     }
 }
 
@@ -79,8 +89,43 @@ pub struct Config {
     /// Origins allowed to call the HTTP endpoints from a browser page on another origin
     /// (CORS), e.g. `["https://app.example.com"]`; `["*"]` allows any. Empty: same origin only.
     pub allowed_origins: Vec<String>,
+    /// Run the built-in STUN/TURN server.
+    pub turn: bool,
+    /// Its UDP and TCP address. Empty: the HTTP listener's IP, port 3478 (port 0 when the HTTP
+    /// listener's port is 0, so test servers never collide).
+    pub turn_listen: String,
+    /// The address advertised in relayed candidates and `/api/ice-servers` (servers behind NAT).
+    pub turn_external_ip: String,
+    /// Shared secret for time-limited TURN credentials (coturn's `use-auth-secret`). Empty: a
+    /// random one is made at start-up, which `/api/ice-servers` hands out credentials for.
+    pub turn_secret: String,
+    /// Static TURN users: name → password.
+    pub turn_users: BTreeMap<String, String>,
+    /// Relay port range, `LOW-HIGH`.
+    pub turn_relay_ports: String,
+    /// Let relays reach loopback peers (local testing only).
+    pub turn_allow_loopback_peers: bool,
+    /// CIDR rules of peers always allowed (checked before the deny list).
+    pub turn_allowed_peers: Vec<String>,
+    /// CIDR rules of peers denied on top of the default deny list.
+    pub turn_denied_peers: Vec<String>,
+    /// Allocations one user may hold.
+    pub turn_max_allocations_per_user: usize,
+    /// Relayed bytes per second per allocation (0: unlimited).
+    pub turn_bandwidth_bytes_per_sec: u64,
+    /// Seconds the credentials from `/api/ice-servers` stay valid.
+    pub turn_credential_ttl: u64,
     /// Serve `/ws-echo`, a plain WebSocket echo on the same stack as `/ws`, for the Autobahn suite.
     pub ws_echo_endpoint: bool,
+    /// Serve WebTransport over HTTP/3 at `/wt`, on UDP at the port number of `listen`.
+    pub webtransport: bool,
+    /// PEM certificate chain for HTTP/3. Empty (with `tls_key` empty): a self-signed development
+    /// certificate, renewed before it expires, whose hash `GET /wt/cert-hash` serves.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Most streams a WebTransport client may hold open at once; the protocol needs one.
+    pub webtransport_max_streams: u32,
     /// Options of channels whose namespace has no entry in `namespaces`.
     pub defaults: ChannelOptions,
     /// Options per namespace (the part of a channel name before `:`).
@@ -111,6 +156,22 @@ impl Default for Config {
             sse_retry_ms: 2000,
             log: "info".into(),
             ws_echo_endpoint: false,
+            turn: true,
+            turn_listen: String::new(),
+            turn_external_ip: String::new(),
+            turn_secret: String::new(),
+            turn_users: BTreeMap::new(),
+            turn_relay_ports: "49152-65535".into(),
+            turn_allow_loopback_peers: false,
+            turn_allowed_peers: Vec::new(),
+            turn_denied_peers: Vec::new(),
+            turn_max_allocations_per_user: 16,
+            turn_bandwidth_bytes_per_sec: 5_000_000,
+            turn_credential_ttl: 86_400,
+            webtransport: true,
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            webtransport_max_streams: 4,
             allowed_origins: Vec::new(),
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
@@ -194,8 +255,17 @@ impl Config {
         if self.ping_interval == 0 || self.pong_timeout == 0 || self.heartbeat_interval == 0 {
             return invalid("ping_interval, pong_timeout and heartbeat_interval must be > 0");
         }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return invalid("set both tls_cert and tls_key, or neither");
+        }
+        if self.webtransport_max_streams == 0 {
+            return invalid("webtransport_max_streams must be > 0");
+        }
         if self.presence_ttl < 3 {
             return invalid("presence_ttl must be at least 3 seconds");
+        }
+        if self.turn {
+            crate::turn::turn_config(self).map_err(|e| ConfigError::Invalid(format!("turn: {e}")))?;
         }
         for ns in self.namespaces.keys() {
             if ns.is_empty() || ChannelName::new(ns).is_err() || ns.contains(':') {
@@ -231,6 +301,12 @@ impl Config {
             self.namespaces.entry("demo".into()).or_insert(ChannelOptions {
                 client_publish: false,
                 presence: false,
+                ..ChannelOptions::default()
+            });
+            self.namespaces.entry("cursors".into()).or_insert(ChannelOptions {
+                history_size: 0,
+                join_leave: true,
+                datagrams: true,
                 ..ChannelOptions::default()
             });
         }

@@ -16,6 +16,8 @@
 //! - [`server`]: shared state, the router, the listener, admission and graceful shutdown.
 //! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
 //! - [`metrics`]: Prometheus counters.
+//! - [`turn`]: the built-in STUN/TURN server's wiring and `/api/ice-servers` (the server itself is
+//!   the crate `switchboard-turn`).
 
 pub mod api;
 pub mod broker;
@@ -28,6 +30,7 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod transport;
+pub mod turn;
 
 pub use config::Config;
 pub use server::{AppState, Server, app};

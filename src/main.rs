@@ -42,6 +42,18 @@ struct ConfigArgs {
     /// Do not serve the demo app or run its ticker.
     #[arg(long)]
     no_demo: bool,
+    /// STUN/TURN address (UDP and TCP).
+    #[arg(long)]
+    turn_listen: Option<String>,
+    /// The address advertised in relayed candidates (behind NAT).
+    #[arg(long)]
+    turn_external_ip: Option<String>,
+    /// Let TURN relay to loopback peers (local testing only).
+    #[arg(long)]
+    turn_allow_loopback_peers: bool,
+    /// Do not run the STUN/TURN server.
+    #[arg(long)]
+    no_turn: bool,
     /// Serve /ws-echo for the Autobahn WebSocket test suite.
     #[arg(long, hide = true)]
     ws_echo_endpoint: bool,
@@ -59,6 +71,18 @@ impl ConfigArgs {
         if self.no_demo {
             flags.insert("demo".into(), false.into());
         }
+        if let Some(v) = &self.turn_listen {
+            flags.insert("turn_listen".into(), v.clone().into());
+        }
+        if let Some(v) = &self.turn_external_ip {
+            flags.insert("turn_external_ip".into(), v.clone().into());
+        }
+        if self.turn_allow_loopback_peers {
+            flags.insert("turn_allow_loopback_peers".into(), true.into());
+        }
+        if self.no_turn {
+            flags.insert("turn".into(), false.into());
+        }
         if self.ws_echo_endpoint {
             flags.insert("ws_echo_endpoint".into(), true.into());
         }
@@ -71,6 +95,8 @@ impl ConfigArgs {
 }
 
 fn main() -> ExitCode {
+    // One crypto backend (aws-lc-rs) for every TLS user: HTTP/3, and any client the CLI opens.
+    let _ = wtransport::tls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -108,6 +134,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
+    if let Some(turn) = server.turn_addr() {
+        println!("STUN/TURN on {turn} (UDP and TCP)");
+    }
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 

@@ -73,11 +73,19 @@ pub enum Transport {
     LongPoll,
     /// `/poll`.
     Poll,
+    /// `/wt` (WebTransport over HTTP/3).
+    WebTransport,
 }
 
 impl Transport {
-    const ALL: [Transport; 5] =
-        [Transport::WebSocket, Transport::Sse, Transport::Stream, Transport::LongPoll, Transport::Poll];
+    const ALL: [Transport; 6] = [
+        Transport::WebSocket,
+        Transport::Sse,
+        Transport::Stream,
+        Transport::LongPoll,
+        Transport::Poll,
+        Transport::WebTransport,
+    ];
 
     /// The label value.
     pub fn label(self) -> &'static str {
@@ -87,6 +95,7 @@ impl Transport {
             Transport::Stream => "stream",
             Transport::LongPoll => "long_poll",
             Transport::Poll => "poll",
+            Transport::WebTransport => "webtransport",
         }
     }
 }
@@ -94,8 +103,8 @@ impl Transport {
 /// Every metric of the server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [Gauge; 5],
-    connections_total: [Counter; 5],
+    connections: [Gauge; 6],
+    connections_total: [Counter; 6],
     /// Publications accepted.
     pub publications: Counter,
     /// Client commands and API requests received.

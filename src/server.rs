@@ -35,6 +35,10 @@ pub struct AppState {
     pub admission: Arc<Semaphore>,
     /// Flips to `true` when the server stops.
     pub shutdown: watch::Sender<bool>,
+    /// The HTTP/3 (WebTransport) endpoint's port and certificate hash, once it is bound.
+    pub webtransport: std::sync::OnceLock<Arc<transport::wt::Advert>>,
+    /// The running STUN/TURN server, once started.
+    pub ice: std::sync::OnceLock<crate::turn::IceInfo>,
 }
 
 impl AppState {
@@ -69,6 +73,8 @@ impl AppState {
             hub,
             metrics,
             shutdown: watch::Sender::new(false),
+            webtransport: std::sync::OnceLock::new(),
+            ice: std::sync::OnceLock::new(),
         })
     }
 
@@ -102,8 +108,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/history", get(api::history))
         .route("/api/presence", get(api::presence))
         .route("/api/channels", get(api::channels))
+        .route("/api/ice-servers", get(crate::turn::ice_servers))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
+        .route("/wt/cert-hash", get(wt_cert_hash))
         .merge(demo::sdk_routes());
     if state.config.demo {
         router = router.merge(demo::routes());
@@ -111,7 +119,56 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
     }
-    router.layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes)).with_state(state)
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
+        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc))
+        .with_state(state)
+}
+
+/// `Alt-Svc: h3=":PORT"` on every response while the HTTP/3 endpoint runs.
+async fn alt_svc(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    if let Some(advert) = state.webtransport.get()
+        && let Ok(value) = axum::http::HeaderValue::from_str(&advert.alt_svc())
+    {
+        response.headers_mut().insert(axum::http::header::ALT_SVC, value);
+    }
+    response
+}
+
+/// `GET /wt/cert-hash`: the SHA-256 of the self-signed HTTP/3 certificate, for a browser's
+/// `serverCertificateHashes`; `404` (code 108) when WebTransport is off or uses a configured
+/// certificate.
+async fn wt_cert_hash(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some((advert, (hash, not_after))) =
+        state.webtransport.get().and_then(|a| a.dev_cert().map(|c| (a.clone(), c)))
+    else {
+        let e = transport::HttpError {
+            status: Some(axum::http::StatusCode::NOT_FOUND),
+            ..transport::HttpError::new(
+                switchboard_protocol::ErrorCode::NotAvailable,
+                "no self-signed WebTransport certificate",
+            )
+        };
+        return e.into_response();
+    };
+    let body = serde_json::json!({
+        "algorithm": "sha-256",
+        "hash": hash,
+        "not_after": not_after,
+        "port": advert.port,
+        "path": transport::wt::endpoint::PATH,
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::header::CACHE_CONTROL, "no-store")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Why a server could not start.
@@ -124,20 +181,69 @@ pub enum StartError {
     /// The broker could not be reached.
     #[error("cannot reach the broker: {0}")]
     Broker(BrokerError),
+    /// The STUN/TURN server could not start.
+    #[error("cannot start the TURN server: {0} (set turn_listen, or turn = false)")]
+    Turn(String),
+    /// The HTTP/3 (WebTransport) endpoint could not start (`webtransport = false` turns it off).
+    #[error("cannot serve WebTransport: {0}")]
+    WebTransport(transport::wt::WtError),
+}
+
+async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
+    let mut config = crate::turn::turn_config(&state.config).map_err(StartError::Turn)?;
+    let secret = config.auth_secret.get_or_insert_with(crate::turn::random_secret).clone();
+    let mut stop = state.shutdown.subscribe();
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let handle =
+        switchboard_turn::serve(config.clone(), shutdown).await.map_err(|e| StartError::Turn(e.to_string()))?;
+    let info = crate::turn::IceInfo {
+        addr: handle.udp_addr(),
+        tcp: handle.tcp_addr().is_some(),
+        external_ip: config.external_ip,
+        secret,
+        ttl: Duration::from_secs(state.config.turn_credential_ttl),
+        metrics: handle.metrics(),
+    };
+    let _ = state.ice.set(info);
+    tokio::spawn(handle.wait());
+    Ok(())
 }
 
 /// A bound, not yet running server.
 pub struct Server {
     state: Arc<AppState>,
     listener: TcpListener,
+    webtransport: Option<transport::wt::WtEndpoint>,
 }
 
 impl Server {
     /// Connects the broker and binds the listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
         let listener = TcpListener::bind(config.listen).await.map_err(StartError::Listen)?;
+        // HTTP/3 on UDP at the port number TCP got (port 0 picks it once, for both).
+        let webtransport = match config.webtransport {
+            true => {
+                let addr = listener.local_addr().map_err(StartError::Listen)?;
+                let wt = transport::wt::WtEndpoint::bind(&config, addr).await;
+                Some(wt.map_err(StartError::WebTransport)?)
+            }
+            false => None,
+        };
         let state = AppState::connect(config).await.map_err(StartError::Broker)?;
-        Ok(Self { state, listener })
+        if let Some(wt) = &webtransport {
+            let _ = state.webtransport.set(wt.advert().clone());
+        }
+        if state.config.turn {
+            start_turn(&state).await?;
+        }
+        Ok(Self { state, listener, webtransport })
+    }
+
+    /// The TURN server's address, when it runs.
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.state.ice.get().map(|i| i.addr)
     }
 
     /// The address actually bound.
@@ -158,6 +264,7 @@ impl Server {
         if state.config.demo {
             tokio::spawn(demo::ticker(state.clone()));
         }
+        let webtransport = self.webtransport.map(|wt| tokio::spawn(wt.serve(state.clone())));
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -167,6 +274,9 @@ impl Server {
             let _ = stop.send(true);
         };
         axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        if let Some(wt) = webtransport {
+            let _ = wt.await;
+        }
         let all = u32::try_from(state.config.max_connections).unwrap_or(u32::MAX);
         let _ = tokio::time::timeout(Duration::from_secs(5), state.admission.acquire_many(all)).await;
         Ok(())

@@ -31,7 +31,13 @@
 
 #[cfg(test)]
 pub mod conformance;
+pub mod envelope;
+mod interest;
 pub mod memory;
+pub mod nats;
+pub mod redis;
+#[cfg(test)]
+pub mod testutil;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +192,15 @@ pub async fn connect(
 ) -> Result<Arc<dyn Broker>, BrokerError> {
     match config.broker.as_str() {
         "" | "memory" => Ok(Arc::new(memory::MemoryBroker::new(sink))),
-        other => Err(BrokerError::Unavailable(format!("unknown broker {other:?}: use memory"))),
+        url if url.starts_with("redis://") => {
+            Ok(Arc::new(redis::RedisBroker::connect(url, config.presence_ttl, sink).await?))
+        }
+        url if url.starts_with("nats://") => {
+            nats::NatsBroker::connect(url, config, sink).await
+        }
+        other => Err(BrokerError::Unavailable(format!(
+            "unknown broker {other:?}: use memory, redis://HOST:PORT or nats://HOST:PORT"
+        ))),
     }
 }
 

@@ -68,6 +68,9 @@ pub struct SessionConfig {
     pub max_held: usize,
     /// How often presence entries are refreshed, so shared brokers can expire dead nodes' clients.
     pub presence_refresh: Duration,
+    /// Whether the transport can deliver datagrams (WebTransport): subscriptions may then ask
+    /// for `datagram` delivery where their namespace enables it.
+    pub datagrams: bool,
 }
 
 impl SessionConfig {
@@ -85,6 +88,7 @@ impl SessionConfig {
             max_recovery: config.max_recovery,
             max_held: config.outbound_queue,
             presence_refresh: Duration::from_secs(config.presence_ttl / 3),
+            datagrams: false,
         }
     }
 }
@@ -178,8 +182,8 @@ pub enum Output {
 }
 
 enum Subscription {
-    Recovering { op: OpId, reply_id: u64, since: Option<Position>, held: Vec<Arc<Publication>> },
-    Live { epoch: Epoch, offset: u64, present: bool },
+    Recovering { op: OpId, reply_id: u64, since: Option<Position>, held: Vec<Arc<Publication>>, datagram: bool },
+    Live { epoch: Epoch, offset: u64, present: bool, datagram: bool },
 }
 
 enum Pending {
@@ -254,6 +258,15 @@ impl Session {
         self.info.as_ref()
     }
 
+    /// Whether `channel`'s publications go out as datagrams (latest-wins) rather than in order
+    /// on the connection's stream.
+    pub fn datagram(&self, channel: &ChannelName) -> bool {
+        matches!(
+            self.subs.get(channel),
+            Some(Subscription::Live { datagram: true, .. } | Subscription::Recovering { datagram: true, .. })
+        )
+    }
+
     /// The channels held.
     pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
         self.subs.keys()
@@ -321,6 +334,11 @@ impl Session {
                     return self.disconnect(Disconnect::SLOW_CONSUMER);
                 }
                 held.push(publication);
+            }
+            Some(Subscription::Live { epoch, offset, datagram: true, .. }) => {
+                if latest_wins(epoch, offset, &publication) {
+                    self.out.push_back(Output::Deliver(Delivery::Publication(publication)));
+                }
             }
             Some(Subscription::Live { epoch, offset, .. }) => match advance(epoch, offset, &publication) {
                 Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(publication))),
@@ -499,12 +517,22 @@ impl Session {
         if !self.policy.can_subscribe(&self.identity, &channel) {
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
-        let limit = if req.since.is_some() { self.config.max_recovery + 1 } else { 0 };
-        let query = HistoryQuery { since: req.since.clone(), limit, reverse: false };
+        if req.datagram && !self.config.datagrams {
+            let m = "datagram delivery needs the WebTransport transport";
+            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
+        }
+        if req.datagram && !self.policy.options(&channel).datagrams {
+            let m = "datagrams are off for this namespace";
+            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
+        }
+        // A datagram subscription is latest-wins: it never replays, it starts at the stream's end.
+        let since = if req.datagram { None } else { req.since.clone() };
+        let limit = if since.is_some() { self.config.max_recovery + 1 } else { 0 };
+        let query = HistoryQuery { since, limit, reverse: false };
         let op = self.op(Op::Subscribe { channel: channel.clone(), query });
         self.pending.insert(op, Pending::Subscribe(channel.clone()));
-        let held = Vec::new();
-        self.subs.insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held });
+        let (held, datagram) = (Vec::new(), req.datagram);
+        self.subs.insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
     }
 
     fn subscribed(&mut self, op: OpId, channel: ChannelName, result: Result<HistoryResult, BrokerError>) {
@@ -514,7 +542,8 @@ impl Session {
         if *current != op {
             return;
         }
-        let Some(Subscription::Recovering { reply_id, since, held, .. }) = self.subs.remove(&channel) else {
+        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) = self.subs.remove(&channel)
+        else {
             return;
         };
         let history = match result {
@@ -525,7 +554,13 @@ impl Session {
             }
         };
         let top = (history.top.epoch.clone(), history.top.offset);
+        let asked = since.is_some();
+        let since = if datagram { None } else { since };
         let mut rec = recovery::recover(since.as_ref(), history, self.config.max_recovery);
+        if datagram && asked {
+            // Latest-wins subscriptions do not resume: say so instead of pretending.
+            rec.recovered = false;
+        }
         if rec.truncated {
             rec = recovery::Recovery {
                 recovered: false,
@@ -550,7 +585,14 @@ impl Session {
             offset = p.offset;
             self.out.push_back(Output::Deliver(Delivery::Publication(p)));
         }
+        let mut epoch = epoch;
         for p in held {
+            if datagram {
+                if latest_wins(&mut epoch, &mut offset, &p) {
+                    self.out.push_back(Output::Deliver(Delivery::Publication(p)));
+                }
+                continue;
+            }
             match advance(&epoch, &mut offset, &p) {
                 Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(p))),
                 Ok(false) => {}
@@ -562,7 +604,7 @@ impl Session {
         if let (true, Some(info)) = (present, self.info.clone()) {
             self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
         }
-        self.subs.insert(channel, Subscription::Live { epoch, offset, present });
+        self.subs.insert(channel, Subscription::Live { epoch, offset, present, datagram });
     }
 
     fn unsubscribe(&mut self, id: u64, req: ChannelRequest) {
@@ -665,6 +707,22 @@ fn advance(epoch: &Epoch, offset: &mut u64, p: &Publication) -> Result<bool, Dis
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Latest-wins continuation for datagram subscriptions: `true` (and the position moves) when `p`
+/// is newer than what was sent, or from a new epoch; older and repeated offsets are dropped. Gaps
+/// are expected here: datagram delivery never promised every publication.
+fn latest_wins(epoch: &mut Epoch, offset: &mut u64, p: &Publication) -> bool {
+    if *p.epoch != **epoch {
+        *epoch = p.epoch.clone();
+        *offset = p.offset;
+        return true;
+    }
+    if p.offset > *offset {
+        *offset = p.offset;
+        return true;
+    }
+    false
 }
 
 fn broker_error(id: u64, e: &BrokerError) -> Reply {

@@ -33,8 +33,9 @@ pub fn recover(since: Option<&Position>, history: HistoryResult, limit: usize) -
         publications: Vec::new(),
         truncated: false,
     };
+    // No position: nothing to recover, so the client must load its state (`recovered: false`).
     let Some(since) = since else {
-        return reset(true);
+        return reset(false);
     };
     if *since.epoch != *top.epoch || since.offset > top.offset {
         return reset(false);
@@ -89,7 +90,7 @@ mod tests {
     #[tokio::test]
     async fn no_position_or_an_up_to_date_one_starts_live() {
         let r = recover(None, history("e", 6, 1..=6), 100);
-        assert!(r.recovered && r.publications.is_empty());
+        assert!(!r.recovered && r.publications.is_empty(), "a fresh subscription has no continuity");
         assert_eq!(r.offset, 6);
         let r = recover(Some(&pos("e", 6)), history("e", 6, 7..=6), 100);
         assert!(r.recovered && r.publications.is_empty());

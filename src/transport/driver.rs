@@ -50,8 +50,13 @@ pub struct Driver {
 impl Driver {
     /// A driver for a new connection; `bidirectional` sessions expect pongs.
     pub fn new(state: Arc<AppState>, bidirectional: bool) -> Self {
-        let conn = next_conn_id();
         let config = SessionConfig::from_config(&state.config, bidirectional);
+        Self::with_config(state, config)
+    }
+
+    /// A driver whose session has `config` (WebTransport turns datagram delivery on).
+    pub fn with_config(state: Arc<AppState>, config: SessionConfig) -> Self {
+        let conn = next_conn_id();
         let client_id = format!("{:016x}", rand::random::<u64>());
         let session = Session::new(state.policy.clone(), config, client_id, Now::current());
         let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
@@ -72,6 +77,11 @@ impl Driver {
     /// The session's client id.
     pub fn client_id(&self) -> &str {
         self.session.client_info().map_or("", |i| i.client.as_str())
+    }
+
+    /// Whether `channel`'s publications go out as datagrams ([`Session::datagram`]).
+    pub fn datagram(&self, channel: &switchboard_protocol::ChannelName) -> bool {
+        self.session.datagram(channel)
     }
 
     /// The shared node state.

@@ -5,11 +5,13 @@
 //! - [`ws`]: `/ws`, the JSON protocol over WebSocket (and the Autobahn echo endpoint).
 //! - [`oneway`]: `/sse` (Server-Sent Events) and `/stream` (NDJSON HTTP streaming).
 //! - [`poll`]: `/poll`, short and long polling, with no server-side session at all.
+//! - [`wt`]: `/wt`, the JSON protocol over WebTransport (HTTP/3 streams and datagrams).
 
 pub mod driver;
 pub mod oneway;
 pub mod poll;
 pub mod ws;
+pub mod wt;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};

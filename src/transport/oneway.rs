@@ -59,7 +59,7 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
     driver.on_frame(Ok(ClientFrame::Command { id: 1, command: Command::Connect(connect) }));
     for (i, channel) in params.channels.iter().enumerate() {
         let since = params.cursor.get(channel.as_str()).cloned();
-        let request = SubscribeRequest { channel: channel.to_string(), since };
+        let request = SubscribeRequest { channel: channel.to_string(), since, datagram: false };
         driver.on_frame(Ok(ClientFrame::Command { id: i as u64 + 2, command: Command::Subscribe(request) }));
     }
     // Refusals (token, permissions) are synchronous: answer them as HTTP errors.

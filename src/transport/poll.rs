@@ -141,7 +141,8 @@ async fn read(
             .await
             .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
         let rec = recover(since.as_ref(), history, remaining);
-        if !rec.recovered {
+        // A channel the cursor did not hold simply starts here; only a lost position is reported.
+        if !rec.recovered && since.is_some() {
             found.unrecovered.push(channel.clone());
         }
         let last = rec.publications.last().map_or(rec.offset, |p| p.offset);

@@ -59,10 +59,8 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
                 Output::Deliver(Delivery::Presence(e)) => e.ws_message(),
                 Output::Ping => Message::Text(Utf8Bytes::from_static("{\"ping\":{}}")),
                 Output::Disconnect(d) => {
-                    let _ = socket.flush().await;
-                    let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
-                    let _ = socket.send(Message::Close(Some(frame))).await;
-                    return driver.finish();
+                    driver.finish();
+                    return close(socket, d.code, d.reason).await;
                 }
                 Output::Op(..) => continue,
             };
@@ -93,19 +91,41 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
                     driver.on_frame(parse_binary_frame(&data));
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => return driver.finish(),
-                Some(Err(e)) => {
-                    // Oversize messages end with the standard 1009; anything else just ends.
-                    if e.to_string().contains("too long") || e.to_string().contains("Space limit") {
-                        let frame = CloseFrame { code: 1009, reason: Utf8Bytes::from_static("message too big") };
-                        let _ = socket.send(Message::Close(Some(frame))).await;
-                    }
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the answering close frame; send it before going.
+                    let _ = socket.flush().await;
                     return driver.finish();
+                }
+                None => return driver.finish(),
+                Some(Err(e)) => {
+                    driver.finish();
+                    // Oversize messages end with the standard 1009; a broken socket just ends.
+                    if is_too_big(e) {
+                        close(socket, 1009, "message too big").await;
+                    }
+                    return;
                 }
             },
             wake = driver.wait() => driver.on_wake(wake),
         }
     }
+}
+
+/// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks.
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
+}
+
+fn is_too_big(e: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    matches!(e.into_inner().downcast::<Error>().as_deref(), Ok(Error::Capacity(_)))
 }
 
 fn message_len(m: &Message) -> usize {
@@ -149,7 +169,10 @@ pub async fn echo_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgra
         while let Some(Ok(message)) = socket.recv().await {
             let reply = match message {
                 Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => break,
+                Message::Close(_) => {
+                    let _ = socket.flush().await;
+                    break;
+                }
                 _ => continue,
             };
             if socket.send(reply).await.is_err() {

@@ -61,6 +61,10 @@ pub struct SubscribeRequest {
     /// Resume after this position.
     #[serde(default)]
     pub since: Option<Position>,
+    /// Deliver this channel's publications as WebTransport datagrams: unreliable, latest-wins.
+    /// Only on WebTransport, and only where the namespace enables `datagrams`.
+    #[serde(default)]
+    pub datagram: bool,
 }
 
 /// A body with only a channel (`unsubscribe`, `presence`).
@@ -139,6 +143,14 @@ struct Envelope<'a> {
 
 /// Parses one text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    // serde would also read a JSON array positionally into the envelope; a frame is an object.
+    if !text.trim_start().starts_with('{') {
+        return Err(FrameError {
+            id: None,
+            code: ErrorCode::BadRequest,
+            message: "a frame is one JSON object".into(),
+        });
+    }
     let env: Envelope<'_> = serde_json::from_str(text).map_err(|e| FrameError {
         id: None,
         code: ErrorCode::BadRequest,
@@ -476,6 +488,8 @@ mod tests {
         let e = parse_client_frame(r#"{"id":7,"ping":{},"connect":{}}"#).unwrap_err();
         assert_eq!(e.id, Some(7));
         for bad in [
+            r#"[7,{"name":"positional"}]"#,
+            "[1,2,3]",
             "",
             "nope",
             "[]",

@@ -1,0 +1,548 @@
+#!/usr/bin/env python3
+"""Fan-out benchmark: Switchboard vs a minimal Node `ws` broadcast server, same run, interleaved.
+
+See bench/README.md. Everything runs on loopback, is bounded in time and stops by itself.
+Results: a summary table on stdout, JSON and logs in bench/results/<timestamp>/.
+"""
+
+import argparse
+import json
+import math
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target", "release", "switchboard")
+LOADGEN_DIR = os.path.join(BENCH, "loadgen")
+LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
+PEER_DIR = os.path.join(BENCH, "peers", "node-ws")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PER_PROCESS = 5000  # connections per load generator process (the limit is 20,000 files)
+
+# Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
+# per source address, and closed connections linger in TIME_WAIT for a minute).
+_next_source = [10]
+
+
+def next_source():
+    x = _next_source[0]
+    _next_source[0] = 10 if x >= 250 else x + 1
+    return f"127.0.0.{x}"
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+
+
+class Server:
+    """A server under test, started on a free port; output goes to a log file."""
+
+    def __init__(self, kind, outdir, tag, env_extra=None):
+        self.kind = kind
+        self.logpath = os.path.join(outdir, f"{tag}-{kind}.log")
+        self.logf = open(self.logpath, "w")
+        env = dict(os.environ)
+        if kind == "ours":
+            env.update({"RUST_LOG": "warn"})
+            env.update(env_extra or {})
+            cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
+            pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")
+        else:
+            env["PORT"] = "0"
+            cmd = ["node", os.path.join(PEER_DIR, "server.js")]
+            pattern = re.compile(r"node-ws listening on http://127\.0\.0\.1:(\d+)")
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.proc.pid
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            with open(self.logpath) as f:
+                m = pattern.search(f.read())
+            if m:
+                self.port = int(m.group(1))
+                self.url = f"ws://127.0.0.1:{self.port}/ws"
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{kind} server did not start, see {self.logpath}")
+
+    def cpu_seconds(self):
+        return sum(proc_cpu(self.pid))
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+class Subs:
+    """One load generator `sub` process."""
+
+    def __init__(self, url, conns):
+        self.conns = conns
+        self.source = next_source()
+        self.proc = subprocess.Popen(
+            [LOADGEN, "sub", "--url", url, "--conns", str(conns), "--source", self.source],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1, start_new_session=True)
+        self.ready = None
+
+    def readline(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            return None
+        return self.proc.stdout.readline().strip()
+
+    def wait_ready(self, timeout):
+        deadline = time.time() + timeout
+        while self.ready is None and time.time() < deadline:
+            line = self.readline(max(0.0, deadline - time.time()))
+            if line and line.startswith("ready"):
+                self.ready = kv(line)
+        return self.ready
+
+    def ask(self, cmd, timeout=10):
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.readline(max(0.0, deadline - time.time()))
+            if line is None:
+                break
+            if line.startswith("ready"):
+                self.ready = kv(line)
+                continue
+            return line
+        raise RuntimeError(f"load generator did not answer {cmd!r}")
+
+    def stats(self):
+        return kv(self.ask("stats"))
+
+    def hist(self):
+        line = self.ask("hist", timeout=30)
+        out = []
+        for item in line.split()[1:]:
+            v, c = item.split(":")
+            out.append((int(v), int(c)))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(3)
+            except (BrokenPipeError, subprocess.TimeoutExpired, OSError):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def proc_cpu(pid):
+    """(utime, stime) of a process, all threads, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return (0.0, 0.0)
+    return (int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+
+
+def kv(line):
+    out = {}
+    for item in line.split()[1:]:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            try:
+                out[k] = int(v)
+            except ValueError:
+                try:
+                    out[k] = float(v)
+                except ValueError:
+                    out[k] = v
+    return out
+
+
+def open_subs(url, conns, first=False):
+    """Starts load generator processes for `conns` more subscribers; waits until all answered."""
+    procs = []
+    parts = max(2 if first else 1, math.ceil(conns / PER_PROCESS))
+    for i in range(parts):
+        n = conns // parts + (1 if i < conns % parts else 0)
+        procs.append(Subs(url, n))
+    for p in procs:
+        r = p.wait_ready(120)
+        if r is None:
+            raise RuntimeError(f"subscribers not ready after 120 s: {p.stats()}")
+        if r.get("failed"):
+            raise RuntimeError(f"{r['failed']} subscriptions failed: {p.stats()}")
+    return procs
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def percentile(hist, q):
+    total = sum(c for _, c in hist)
+    if total == 0:
+        return float("nan")
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for v, c in hist:
+        seen += c
+        if seen >= rank:
+            return v
+    return hist[-1][0]
+
+
+def merge(hists):
+    acc = {}
+    for h in hists:
+        for v, c in h:
+            acc[v] = acc.get(v, 0) + c
+    return sorted(acc.items())
+
+
+def slope(points):
+    """Least-squares slope and intercept of [(x, y)]."""
+    n = len(points)
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    sxy = sum((x - mx) * (y - my) for x, y in points)
+    b = sxy / sxx
+    return b, my - b * mx
+
+
+def publish_phase(server, subs, rate, duration, size):
+    """Publishes at `rate` for `duration` s and waits for the deliveries to drain."""
+    n = sum(s.ready["subscribed"] for s in subs)
+    for s in subs:
+        if s.ask("reset") != "reset":
+            raise RuntimeError("reset failed")
+    cpu0 = proc_cpu(server.pid)
+    lg0 = sum(sum(proc_cpu(s.proc.pid)) for s in subs)
+    t0 = time.time()
+    pub = subprocess.run(
+        [LOADGEN, "pub", "--url", server.url, "--rate", str(rate), "--duration", str(duration),
+         "--size", str(size), "--source", next_source()],
+        capture_output=True, text=True, timeout=duration + 60)
+    pline = [l for l in pub.stdout.splitlines() if l.startswith("published")]
+    if not pline:
+        raise RuntimeError(f"publisher failed: {pub.stdout} {pub.stderr}")
+    p = kv(pline[0])
+    expected = p["sent"] * n
+    # Drain: until everything arrived, or nothing arrived for 2 s (bounded at 60 s).
+    last_total, last_change, deadline = -1, time.time(), time.time() + 60
+    while time.time() < deadline:
+        st = [s.stats() for s in subs]
+        total = sum(x["deliveries"] for x in st)
+        if total >= expected:
+            break
+        if total != last_total:
+            last_total, last_change = total, time.time()
+        elif time.time() - last_change > 2:
+            break
+        time.sleep(0.2)
+    cpu1 = proc_cpu(server.pid)
+    lg1 = sum(sum(proc_cpu(s.proc.pid)) for s in subs)
+    st = [s.stats() for s in subs]
+    total = sum(x["deliveries"] for x in st)
+    closed = sum(x["closed"] for x in st)
+    codes = ",".join(str(x["codes"]) for x in st if "codes" in x)
+    last = max(x["last_delivery_us"] for x in st) / 1e6
+    wall = max(last - t0, 1e-6)
+    h = merge(s.hist() for s in subs)
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = user + system
+    return {
+        "subscribers": n, "rate": rate, "duration": duration, "sent": p["sent"],
+        "pub_rate": p["rate"], "pub_errors": p["errors"], "expected": expected,
+        "deliveries": total, "complete": total / expected if expected else 0.0,
+        "wall_s": wall, "deliveries_per_s": total / wall, "server_cpu_s": cpu,
+        "deliveries_per_cpu_s": total / cpu if cpu > 0 else float("inf"),
+        "server_user_s": user, "server_sys_s": system, "loadgen_cpu_s": lg1 - lg0,
+        "p50_ms": percentile(h, 0.50) / 1000, "p99_ms": percentile(h, 0.99) / 1000,
+        "p999_ms": percentile(h, 0.999) / 1000, "max_ms": (h[-1][0] / 1000) if h else float("nan"),
+        "closed": closed, "close_codes": codes,
+    }
+
+
+def stop_all(subs, server):
+    for s in subs:
+        s.stop()
+    if server:
+        server.stop()
+
+
+def run_one(kind, n, rates, args, outdir, tag, memory_steps=None):
+    """One server, `n` subscribers (opened in steps, RSS after each), one publishing window per
+    rate; a list of results, the memory figures on the first."""
+    server = Server(kind, outdir, tag)
+    subs = []
+    try:
+        time.sleep(0.5)
+        base_rss = server.rss_kib()
+        mem = []
+        steps = memory_steps or [n]
+        have = 0
+        for target in steps:
+            subs += open_subs(server.url, target - have, first=not subs)
+            have = target
+            time.sleep(args.settle)
+            mem.append((target, server.rss_kib()))
+        out = []
+        for rate in rates:
+            r = publish_phase(server, subs, rate, args.duration, args.size)
+            r.update({"server": kind, "tag": tag})
+            if not out:
+                r.update({"rss_base_kib": base_rss, "rss_kib": mem})
+                if len(mem) >= 2:
+                    r["kib_per_conn"], r["rss_intercept_kib"] = slope(mem)
+            out.append(r)
+            time.sleep(1)
+        return out
+    finally:
+        stop_all(subs, server)
+
+
+def find_max_rate(args, outdir):
+    """Raises the publish rate at 10,000 subscribers until deliveries fall behind, then measures p99
+    at half the highest rate that kept up."""
+    n = args.big
+    phases = []
+    server, subs = None, []
+
+    def setup():
+        nonlocal server, subs
+        stop_all(subs, server)
+        server = Server("ours", outdir, f"maxrate-{len(phases)}")
+        subs = open_subs(server.url, n, first=True)
+        time.sleep(args.settle)
+
+    def ok(r):
+        return (r["complete"] >= 0.99 and r["closed"] == 0 and r["p99_ms"] <= 1000
+                and r["pub_rate"] >= 0.95 * r["rate"])
+
+    try:
+        setup()
+        rate, best, worst = args.search_start, None, None
+        while rate <= args.search_max:
+            r = publish_phase(server, subs, rate, args.search_duration, args.size)
+            r["ok"] = ok(r)
+            phases.append(r)
+            log(f"  max-rate search: {rate:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
+                f"complete {r['complete']:.3f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}"
+                f" {'ok' if r['ok'] else 'BEHIND'}")
+            if r["closed"] or not server.alive():
+                setup()
+            if not r["ok"]:
+                worst = rate
+                break
+            best = rate
+            rate = int(rate * args.search_step)
+        # Two bisection steps between the last rate that kept up and the first that did not.
+        for _ in range(2 if best and worst else 0):
+            mid = int((best + worst) / 2)
+            if mid in (best, worst):
+                break
+            r = publish_phase(server, subs, mid, args.search_duration, args.size)
+            r["ok"] = ok(r)
+            phases.append(r)
+            log(f"  max-rate search: {mid:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
+                f"complete {r['complete']:.3f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}"
+                f" {'ok' if r['ok'] else 'BEHIND'}")
+            if r["closed"] or not server.alive():
+                setup()
+            if r["ok"]:
+                best = mid
+            else:
+                worst = mid
+        half = None
+        if best:
+            half = publish_phase(server, subs, max(1, best // 2), args.duration, args.size)
+            log(f"  at half of max ({best // 2} msg/s): p50 {half['p50_ms']:.2f} ms, "
+                f"p99 {half['p99_ms']:.2f} ms, max {half['max_ms']:.1f} ms")
+        return {"max_rate": best, "first_failing_rate": worst, "phases": phases, "half": half}
+    finally:
+        stop_all(subs, server)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def build(args):
+    if args.skip_build:
+        return
+    log("building: cargo build --release (server), loadgen, npm ci (peer)")
+    if not os.environ.get("FANOUT_SERVER_BIN"):
+        subprocess.run(["nice", "cargo", "build", "--release", "--bin", "switchboard"], cwd=ROOT,
+                       check=True)
+    subprocess.run(["nice", "cargo", "build", "--release"], cwd=LOADGEN_DIR, check=True)
+    if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
+
+
+def fmt_row(r):
+    return (f"{r['server']:<5} {r['subscribers']:>6} {r['rate']:>6} {r['deliveries_per_s']:>12,.0f} "
+            f"{r['complete']:>6.3f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} "
+            f"{r['server_cpu_s']:>7.2f} {r['server_sys_s'] / max(r['server_cpu_s'], 1e-9):>4.0%} "
+            f"{r['deliveries_per_cpu_s']:>12,.0f} {r['loadgen_cpu_s']:>7.2f} {r['closed']:>6}")
+
+
+def median(xs):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    m = len(xs) // 2
+    return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", 2)),
+                    help="A B rounds per subscriber count (default 2)")
+    ap.add_argument("--small", type=int, default=1000)
+    ap.add_argument("--big", type=int, default=10000)
+    ap.add_argument("--rates-small", default="50,200",
+                    help="publication rates (msg/s) with --small subscribers (default 50,200: "
+                         "50k and 200k deliveries/s)")
+    ap.add_argument("--rates-big", default="5,20",
+                    help="publication rates (msg/s) with --big subscribers (default 5,20: "
+                         "50k and 200k deliveries/s)")
+    ap.add_argument("--duration", type=float, default=6, help="publishing window, s")
+    ap.add_argument("--size", type=int, default=64, help="publish payload size, bytes")
+    ap.add_argument("--settle", type=float, default=1.5, help="pause before reading RSS, s")
+    ap.add_argument("--search-start", type=int, default=5)
+    ap.add_argument("--search-step", type=float, default=1.4)
+    ap.add_argument("--search-max", type=int, default=2000)
+    ap.add_argument("--search-duration", type=float, default=6)
+    ap.add_argument("--no-search", action="store_true", help="skip the max-rate search")
+    ap.add_argument("--only", choices=["ours", "node"], help="run one server only")
+    ap.add_argument("--skip-build", action="store_true")
+    args = ap.parse_args()
+
+    build(args)
+    for path in (SERVER_BIN, LOADGEN):
+        if not os.path.exists(path):
+            sys.exit(f"missing {path}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    outdir = os.path.join(BENCH, "results", stamp)
+    os.makedirs(outdir, exist_ok=True)
+    started = time.time()
+    kinds = [args.only] if args.only else ["ours", "node"]
+    rates_small = [int(x) for x in args.rates_small.split(",")]
+    rates_big = [int(x) for x in args.rates_big.split(",")]
+    big_steps = sorted({min(args.big, s) for s in (1000, 4000, 7000, args.big)})
+    runs = []
+    log(f"fan-out benchmark, results in {outdir}")
+    for rnd in range(1, args.rounds + 1):
+        for n, rates in ((args.small, rates_small), (args.big, rates_big)):
+            for kind in kinds:
+                tag = f"r{rnd}-{n}"
+                for r in run_one(kind, n, rates, args, outdir, tag,
+                                 memory_steps=big_steps if n == args.big else None):
+                    r["round"] = rnd
+                    runs.append(r)
+                    extra = (f", RSS slope {r['kib_per_conn']:.2f} KiB/conn" if "kib_per_conn" in r else "")
+                    log(f"  round {rnd} {kind:<4} N={n:>6} rate={r['rate']}: "
+                        f"{r['deliveries_per_s']:,.0f} deliveries/s, {r['deliveries_per_cpu_s']:,.0f} per CPU-s "
+                        f"(user {r['server_user_s']:.2f} s, sys {r['server_sys_s']:.2f} s, loadgen {r['loadgen_cpu_s']:.2f} s), "
+                        f"p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} / max {r['max_ms']:.1f} ms, "
+                        f"complete {r['complete']:.3f}, closed {r['closed']}{extra}")
+    search = None
+    if not args.no_search and "ours" in kinds:
+        log(f"max sustainable rate, ours, N={args.big}")
+        search = find_max_rate(args, outdir)
+
+    # Summary.
+    lines = []
+    lines.append("")
+    lines.append(f"Fan-out benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+                 f"payload {args.size} B, {args.duration:g} s windows, {args.rounds} rounds)")
+    lines.append("")
+    lines.append("server  subs   rate  deliveries/s  compl  p50(ms)  p99(ms)  max(ms)  cpu(s)  sys  deliv/cpu-s  lg-cpu  closed")
+    for r in runs:
+        lines.append(fmt_row(r))
+    lines.append("")
+    summary = {}
+    for n, rates in ((args.small, rates_small), (args.big, rates_big)):
+        for rate in rates:
+            per = {k: [r for r in runs if r["server"] == k and r["subscribers"] == n
+                       and r["rate"] == rate] for k in kinds}
+            for k in kinds:
+                if not per[k]:
+                    continue
+                s = summary[f"{k}_{n}_{rate}"] = {
+                    "deliveries_per_cpu_s": median([r["deliveries_per_cpu_s"] for r in per[k]]),
+                    "deliveries_per_s": median([r["deliveries_per_s"] for r in per[k]]),
+                    "p50_ms": median([r["p50_ms"] for r in per[k]]),
+                    "p99_ms": median([r["p99_ms"] for r in per[k]]),
+                    "max_ms": max(r["max_ms"] for r in per[k]),
+                    "complete": min(r["complete"] for r in per[k]),
+                }
+                lines.append(f"median {k:<4} N={n:>6} rate={rate:>4}: {s['deliveries_per_s']:>10,.0f} deliveries/s, "
+                             f"{s['deliveries_per_cpu_s']:>10,.0f} deliveries/CPU-s, p50 {s['p50_ms']:.2f} ms, "
+                             f"p99 {s['p99_ms']:.2f} ms, max {s['max_ms']:.1f} ms")
+            if len(kinds) == 2 and per["ours"] and per["node"]:
+                ratios = [a["deliveries_per_cpu_s"] / b["deliveries_per_cpu_s"]
+                          for a, b in zip(per["ours"], per["node"])]
+                summary[f"ratio_{n}_{rate}"] = median(ratios)
+                lines.append(f"  deliveries per CPU-s ours/node at N={n}, {rate} msg/s: median {median(ratios):.2f} "
+                             f"(per round: {', '.join(f'{x:.2f}' for x in ratios)})"
+                             + ("   target >= 3" if n == args.big else ""))
+    for k in kinds:
+        slopes = [r["kib_per_conn"] for r in runs if r["server"] == k and "kib_per_conn" in r]
+        if slopes:
+            summary[f"{k}_kib_per_conn"] = median(slopes)
+            pts = [r["rss_kib"] for r in runs if r["server"] == k and "kib_per_conn" in r][0]
+            lines.append(f"RSS per idle subscribed connection, {k}: median slope {median(slopes):.2f} KiB/conn "
+                         f"(per round: {', '.join(f'{x:.2f}' for x in slopes)}; first round "
+                         f"{', '.join(f'{n}:{v / 1024:.0f}MiB' for n, v in pts)})"
+                         + ("   target <= 8" if k == "ours" else ""))
+    if search:
+        lines.append(f"max sustainable rate, ours, N={args.big}: {search['max_rate']} msg/s "
+                     f"(first failing: {search['first_failing_rate']})")
+        if search["half"]:
+            h = search["half"]
+            lines.append(f"  at half ({h['rate']} msg/s, {h['deliveries_per_s']:,.0f} deliveries/s): "
+                         f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.1f} ms"
+                         "   target p99 <= 50")
+    lines.append(f"total time {time.time() - started:.0f} s")
+    text = "\n".join(lines)
+    log(text)
+    with open(os.path.join(outdir, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump({"args": vars(args), "runs": runs, "search": search, "summary": summary}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+//! The built-in STUN/TURN server (crate `switchboard-turn`): its configuration from ours, and
+//! `GET /api/ice-servers`, which hands out fresh time-limited credentials.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use switchboard_protocol::ErrorCode;
+use switchboard_turn::{TurnConfig, make_credential};
+
+use crate::config::Config;
+use crate::server::AppState;
+use crate::session::Now;
+use crate::transport::{HttpError, bearer};
+
+/// The TURN server's configuration; the shared secret is `secret` (ours or the generated one).
+pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
+    let listen: SocketAddr = if config.turn_listen.is_empty() {
+        let port = if config.listen.port() == 0 { 0 } else { 3478 };
+        SocketAddr::new(config.listen.ip(), port)
+    } else {
+        config.turn_listen.parse().map_err(|_| format!("turn_listen {:?} is not ADDR:PORT", config.turn_listen))?
+    };
+    let external_ip = match config.turn_external_ip.as_str() {
+        "" => None,
+        ip => Some(ip.parse::<IpAddr>().map_err(|_| format!("turn_external_ip {ip:?} is not an IP"))?),
+    };
+    let (low, high) = config
+        .turn_relay_ports
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
+        .filter(|(l, h)| l <= h)
+        .ok_or_else(|| format!("turn_relay_ports {:?} is not LOW-HIGH", config.turn_relay_ports))?;
+    let turn = TurnConfig {
+        listen,
+        external_ip,
+        relay_port_range: low..=high,
+        static_users: config.turn_users.clone().into_iter().collect(),
+        auth_secret: Some(config.turn_secret.clone()).filter(|s| !s.is_empty()),
+        allow_loopback_peers: config.turn_allow_loopback_peers,
+        allowed_peers: config.turn_allowed_peers.clone(),
+        denied_peers: config.turn_denied_peers.clone(),
+        quotas: switchboard_turn::Quotas {
+            max_allocations_per_user: config.turn_max_allocations_per_user,
+            bandwidth_bytes_per_sec: config.turn_bandwidth_bytes_per_sec,
+            ..Default::default()
+        },
+        ..TurnConfig::default()
+    };
+    turn.validate().map_err(|e| e.to_string())?;
+    Ok(turn)
+}
+
+/// A random secret for time-limited credentials, when none is configured.
+pub fn random_secret() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// What `/api/ice-servers` needs to know about the running TURN server.
+#[derive(Debug, Clone)]
+pub struct IceInfo {
+    /// The TURN server's address (UDP; TCP on the same port when `tcp`).
+    pub addr: SocketAddr,
+    /// TCP is served too.
+    pub tcp: bool,
+    /// The address to advertise instead of `addr`'s IP.
+    pub external_ip: Option<IpAddr>,
+    /// The shared secret.
+    pub secret: String,
+    /// How long credentials stay valid.
+    pub ttl: Duration,
+    /// Its metrics.
+    pub metrics: Arc<switchboard_turn::Metrics>,
+}
+
+/// `GET /api/ice-servers`: `{"iceServers": [...], "ttl": secs}`, ready for `RTCPeerConnection`.
+pub async fn ice_servers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let Some(ice) = state.ice.get() else {
+        return Err(HttpError::new(ErrorCode::NotAvailable, "the TURN server is off"));
+    };
+    let user = if state.config.requires_token() {
+        let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        if state.policy.api_key_ok(key) {
+            "server".to_owned()
+        } else {
+            let token = bearer(&headers);
+            state
+                .policy
+                .authenticate(token, Now::current().unix)
+                .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?
+                .user
+        }
+    } else {
+        "anonymous".to_owned()
+    };
+    let host = match (ice.external_ip, ice.addr.ip()) {
+        (Some(ip), _) => ip.to_string(),
+        (None, ip) if ip.is_unspecified() => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        (None, ip) => ip.to_string(),
+    };
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host };
+    let port = ice.addr.port();
+    let (username, credential) = make_credential(&ice.secret, &user, ice.ttl, Now::current().unix);
+    let mut turn_urls = vec![format!("turn:{host}:{port}?transport=udp")];
+    if ice.tcp {
+        turn_urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    Ok(Json(serde_json::json!({
+        "iceServers": [
+            {"urls": [format!("stun:{host}:{port}")]},
+            {"urls": turn_urls, "username": username, "credential": credential},
+        ],
+        "ttl": ice.ttl.as_secs(),
+    })))
+}

@@ -1,0 +1,205 @@
+//! Bad input gets a stable code, never a panic, and costs other clients nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, publications, subscribed};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use switchboard::config::Config;
+use switchboard_client::{Error, RawFrame, Transport};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The status of a plain HTTP/1.1 GET, read off the socket.
+async fn raw_get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+fn http_code(e: &Error) -> (u16, Option<u32>) {
+    match e {
+        Error::Http { status, code, .. } => (*status, *code),
+        other => panic!("expected an HTTP error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_get_codes_and_other_clients_keep_their_stream() {
+    let server = TestServer::start(Config { max_subscriptions: 2, ..Config::default() }).await;
+    let client = server.client();
+    let mut bystander = client.subscribe(Transport::WebSocket, &["calm"], None).await.unwrap();
+    subscribed(&mut bystander).await;
+
+    let mut ws = client.websocket().await.unwrap();
+    let cases = [
+        (r#"{"id":1,"subscribe":{"channel":"bad name"}}"#, 107),
+        (r#"{"id":2,"frobnicate":{}}"#, 104),
+        (r#"{"id":3,"subscribe":{"chan":"x"}}"#, 107),
+        (r#"{"id":4,"publish":{"channel":"x"}}"#, 107),
+        (r#"{"id":5,"unsubscribe":{"channel":"never"}}"#, 110),
+    ];
+    for (frame, code) in cases {
+        ws.send_raw(frame).await.unwrap();
+        let reply = ws.recv_raw().await.unwrap().unwrap();
+        let RawFrame::Text(text) = reply else { panic!("{reply:?}") };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], code, "{frame} → {text}");
+    }
+    ws.subscribe("a", None).await.unwrap();
+    ws.subscribe("b", None).await.unwrap();
+    match ws.subscribe("c", None).await {
+        Err(Error::Command { code, .. }) => assert_eq!(code, 106),
+        other => panic!("{other:?}"),
+    }
+    match ws.subscribe("a", None).await {
+        Err(Error::Command { code, .. }) => assert_eq!(code, 105),
+        other => panic!("{other:?}"),
+    }
+    // Not JSON at all: the connection ends with 3500.
+    ws.send_raw("}{").await.unwrap();
+    loop {
+        match ws.recv_raw().await {
+            Some(Ok(RawFrame::Close(code, _))) => {
+                assert_eq!(code, Some(3500));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    client.publish("calm", &json!({"n": 1})).await.unwrap();
+    assert_eq!(publications(&mut bystander, 1).await.len(), 1, "others are unaffected");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversize_frames_close_with_1009_and_oversize_payloads_get_106() {
+    let server = TestServer::start(Config {
+        max_frame_bytes: 4096,
+        max_publication_bytes: 1024,
+        ..Config::default()
+    })
+    .await;
+    let client = server.client();
+    let mut ws = client.websocket().await.unwrap();
+    let big = "x".repeat(2000);
+    match ws.publish("c", &json!(big)).await {
+        Err(Error::Command { code, .. }) => assert_eq!(code, 106),
+        other => panic!("{other:?}"),
+    }
+    match client.publish("c", &json!(big)).await {
+        Err(e) => assert_eq!(http_code(&e), (413, Some(106))),
+        Ok(r) => panic!("{r:?}"),
+    }
+    ws.send_raw(&format!(r#"{{"id":9,"publish":{{"channel":"c","data":"{}"}}}}"#, "y".repeat(8000)))
+        .await
+        .unwrap();
+    loop {
+        match ws.recv_raw().await {
+            Some(Ok(RawFrame::Close(code, _))) => {
+                assert_eq!(code, Some(1009));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_transports_refuse_bad_queries_with_codes() {
+    let server = TestServer::start(Config::default()).await;
+    let client = server.client();
+    for transport in [Transport::Sse, Transport::Stream, Transport::Poll] {
+        let e = client.subscribe(transport, &["bad name"], None).await;
+        let e = match transport {
+            Transport::Poll => {
+                let mut sub = e.unwrap();
+                sub.next().await.unwrap().unwrap_err()
+            }
+            _ => e.unwrap_err(),
+        };
+        assert_eq!(http_code(&e), (400, Some(107)), "{transport:?}");
+    }
+    for path in ["/sse?channel=a&since=not-a-cursor", "/poll", "/stream?channel=a&wait=x", "/poll?channel=a&since=%FF"] {
+        assert_eq!(raw_get_status(server.addr, path).await, 400, "{path}");
+    }
+    assert_eq!(raw_get_status(server.addr, "/api/history?channel=a&since=nope").await, 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tokens_are_enforced_on_every_transport() {
+    let server = TestServer::start(Config { token_secret: "s3cret".into(), ..Config::default() }).await;
+    let client = server.client();
+    for transport in [Transport::Sse, Transport::Stream] {
+        let e = client.subscribe(transport, &["a"], None).await.unwrap_err();
+        assert_eq!(http_code(&e), (401, Some(101)), "{transport:?}");
+    }
+    let e = client.publish("a", &json!(1)).await.unwrap_err();
+    assert_eq!(http_code(&e).0, 401);
+    // A WebSocket whose first frame is not connect is closed with 3501.
+    let url = format!("ws://{}/ws", server.addr);
+    let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    raw.send(Message::text(r#"{"id":1,"subscribe":{"channel":"a"}}"#)).await.unwrap();
+    let close = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = raw.next().await {
+            if let Ok(Message::Close(Some(frame))) = m {
+                return Some(u16::from(frame.code));
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(close, Some(3501));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_cut_off_with_3002_and_others_keep_up() {
+    let server = TestServer::start(Config { outbound_queue: 8, ..Config::default() }).await;
+    let client = server.client();
+    let mut fast = client.subscribe(Transport::WebSocket, &["firehose"], None).await.unwrap();
+    subscribed(&mut fast).await;
+    // A raw subscriber that never reads.
+    let url = format!("ws://{}/ws", server.addr);
+    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    slow.send(Message::text(r#"{"id":1,"subscribe":{"channel":"firehose"}}"#)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let payload = "z".repeat(60_000);
+    let publisher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for n in 0..300u64 {
+                client.publish("firehose", &json!({"n": n, "pad": payload})).await.unwrap();
+            }
+        })
+    };
+    let got = publications(&mut fast, 300).await;
+    assert_eq!(got.last().unwrap().offset, 300, "the fast subscriber got everything");
+    publisher.await.unwrap();
+    assert_eq!(server.state.metrics.slow_consumers.get(), 1);
+    // The slow one finds a close 3002 after the frames it had been sent.
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(m) = slow.next().await {
+            match m {
+                Ok(Message::Close(Some(frame))) => return Some(u16::from(frame.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3002));
+    server.stop().await;
+}

@@ -1,0 +1,102 @@
+//! Shared helpers: a server in-process on port 0.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard::config::{ChannelOptions, Config};
+use switchboard::{AppState, Server};
+use switchboard_client::{Client, Event, Publication, Subscription};
+use tokio::sync::oneshot;
+
+/// A running in-process server; dropping it shuts the server down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let server = Server::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), demo: false, ..config })
+            .await
+            .expect("server binds");
+        let addr = server.local_addr().unwrap();
+        let state = server.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server.run(async move { let _ = stopped.await; }).await.unwrap();
+        });
+        Self { addr, state, stop: Some(stop), task: Some(task) }
+    }
+
+    /// A server whose namespace `small` keeps only two publications.
+    pub async fn with_small_history() -> Self {
+        let mut config = Config::default();
+        config.namespaces.insert("small".into(), ChannelOptions { history_size: 2, ..ChannelOptions::default() });
+        config.namespaces.insert("room".into(), ChannelOptions { join_leave: true, ..ChannelOptions::default() });
+        Self::start(config).await
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url()).unwrap().with_poll_interval(Duration::from_millis(50))
+    }
+
+    /// Stops the server and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The next event, or a panic after five seconds.
+pub async fn next(sub: &mut Subscription) -> Event {
+    tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream goes on")
+        .expect("no error")
+}
+
+/// Skips to the next `Subscribed` event for any channel.
+pub async fn subscribed(sub: &mut Subscription) -> switchboard_client::SubscribeReply {
+    loop {
+        if let Event::Subscribed(s) = next(sub).await {
+            return s;
+        }
+    }
+}
+
+/// The next `n` publications, skipping other events.
+pub async fn publications(sub: &mut Subscription, n: usize) -> Vec<Publication> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        if let Event::Publication(p) = next(sub).await {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn n_of(p: &Publication) -> u64 {
+    p.data.as_ref().and_then(|d| d["n"].as_u64()).expect("data.n")
+}
