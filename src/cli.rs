@@ -64,7 +64,8 @@ pub async fn publish(args: PublishArgs) -> Result<(), String> {
 
 /// Subscribes and prints one JSON line per event, each with the cursor to resume from.
 pub async fn subscribe(args: SubscribeArgs) -> Result<(), String> {
-    let transport: Transport = args.transport.parse().map_err(|e: switchboard_client::Error| e.to_string())?;
+    let transport: Transport =
+        args.transport.parse().map_err(|e: switchboard_client::Error| e.to_string())?;
     let mut client = Client::new(&args.url).map_err(|e| e.to_string())?;
     if let Some(token) = args.token {
         client = client.with_token(token);
@@ -89,7 +90,10 @@ pub async fn subscribe(args: SubscribeArgs) -> Result<(), String> {
             Event::Connected { client } => serde_json::json!({"connected": {"client": client}}),
             Event::Disconnected { code, reason } => {
                 println!("{}", serde_json::json!({"disconnect": {"code": code, "reason": reason}}));
-                return Err(format!("disconnected: {code} {reason}; resume with --since {}", sub.cursor().encode()));
+                return Err(format!(
+                    "disconnected: {code} {reason}; resume with --since {}",
+                    sub.cursor().encode()
+                ));
             }
             other => serde_json::json!({ "event": format!("{other:?}") }),
         };

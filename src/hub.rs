@@ -100,6 +100,12 @@ impl Outbox {
         Taken::Ok
     }
 
+    /// Whether the connection must end (overflowed or closed by the node).
+    pub fn is_cut_off(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.overflowed || inner.closed.is_some()
+    }
+
     /// Waits until something was pushed (or the queue overflowed) since the last wake-up.
     pub async fn ready(&self) {
         self.notify.notified().await;

@@ -165,7 +165,10 @@ async fn wt_cert_hash(
         "path": transport::wt::endpoint::PATH,
     });
     (
-        [(axum::http::header::CONTENT_TYPE, "application/json"), (axum::http::header::CACHE_CONTROL, "no-store")],
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
         body.to_string(),
     )
         .into_response()
@@ -196,8 +199,9 @@ async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let handle =
-        switchboard_turn::serve(config.clone(), shutdown).await.map_err(|e| StartError::Turn(e.to_string()))?;
+    let handle = switchboard_turn::serve(config.clone(), shutdown)
+        .await
+        .map_err(|e| StartError::Turn(e.to_string()))?;
     let info = crate::turn::IceInfo {
         addr: handle.udp_addr(),
         tcp: handle.tcp_addr().is_some(),

@@ -22,7 +22,10 @@ pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
         let port = if config.listen.port() == 0 { 0 } else { 3478 };
         SocketAddr::new(config.listen.ip(), port)
     } else {
-        config.turn_listen.parse().map_err(|_| format!("turn_listen {:?} is not ADDR:PORT", config.turn_listen))?
+        config
+            .turn_listen
+            .parse()
+            .map_err(|_| format!("turn_listen {:?} is not ADDR:PORT", config.turn_listen))?
     };
     let external_ip = match config.turn_external_ip.as_str() {
         "" => None,

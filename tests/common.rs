@@ -28,7 +28,12 @@ impl TestServer {
         let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            server.run(async move { let _ = stopped.await; }).await.unwrap();
+            server
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
         });
         Self { addr, state, stop: Some(stop), task: Some(task) }
     }
@@ -36,8 +41,12 @@ impl TestServer {
     /// A server whose namespace `small` keeps only two publications.
     pub async fn with_small_history() -> Self {
         let mut config = Config::default();
-        config.namespaces.insert("small".into(), ChannelOptions { history_size: 2, ..ChannelOptions::default() });
-        config.namespaces.insert("room".into(), ChannelOptions { join_leave: true, ..ChannelOptions::default() });
+        config
+            .namespaces
+            .insert("small".into(), ChannelOptions { history_size: 2, ..ChannelOptions::default() });
+        config
+            .namespaces
+            .insert("room".into(), ChannelOptions { join_leave: true, ..ChannelOptions::default() });
         Self::start(config).await
     }
 
@@ -65,6 +74,24 @@ impl Drop for TestServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// A cursor at the current end of `channel`, from the server API: polling clients start from it
+/// so that their first request already knows its position.
+pub async fn cursor_at_end(client: &Client, channel: &str) -> switchboard_client::Cursor {
+    let h = client.history(channel, Some(0)).await.expect("history");
+    let mut cursor = switchboard_client::Cursor::new();
+    cursor.set(channel, switchboard_client::Position { epoch: h.epoch, offset: h.offset });
+    cursor
+}
+
+/// Waits for the subscription to stand: the `Subscribed` event on the streaming transports; the
+/// polling transports report nothing until there is something, so they start from a cursor.
+pub async fn ready(sub: &mut Subscription, transport: switchboard_client::Transport) {
+    use switchboard_client::Transport;
+    if !matches!(transport, Transport::Poll | Transport::LongPoll) {
+        subscribed(sub).await;
     }
 }
 

@@ -70,8 +70,8 @@ pub fn decode_body(body: Bytes) -> Result<(Payload, Option<Arc<ClientInfo>>), En
     let info = if len == 0 {
         None
     } else {
-        let info: ClientInfo = serde_json::from_slice(&rest[..len])
-            .map_err(|_| EnvelopeError::Malformed("publisher info"))?;
+        let info: ClientInfo =
+            serde_json::from_slice(&rest[..len]).map_err(|_| EnvelopeError::Malformed("publisher info"))?;
         Some(Arc::new(info))
     };
     let data = body.slice(start + len..);

@@ -38,7 +38,9 @@ impl<H: Send + 'static> Interests<H> {
                 .map
                 .lock()
                 .entry(channel.clone())
-                .or_insert_with(|| Arc::new(AsyncMutex::new(Entry { count: 0, handle: None, removed: false })))
+                .or_insert_with(|| {
+                    Arc::new(AsyncMutex::new(Entry { count: 0, handle: None, removed: false }))
+                })
                 .clone();
             let guard = entry.lock_owned().await;
             if !guard.removed {
@@ -104,6 +106,7 @@ impl<H: Send + 'static> Interests<H> {
     }
 
     /// How many channels are counted.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.lock().len()
     }
@@ -130,7 +133,11 @@ mod tests {
                 .unwrap();
         }
         for _ in 0..3 {
-            interests.unsubscribe(&ch, |_| async { stops.fetch_add(1, Ordering::SeqCst); }).await;
+            interests
+                .unsubscribe(&ch, |_| async {
+                    stops.fetch_add(1, Ordering::SeqCst);
+                })
+                .await;
         }
         assert_eq!((starts.load(Ordering::SeqCst), stops.load(Ordering::SeqCst)), (1, 1));
         assert_eq!(interests.len(), 0);
@@ -155,9 +162,10 @@ mod tests {
         assert_eq!(started.load(Ordering::SeqCst), 0, "restart made it active");
         interests.restart(|h| *h == 7, |_| async { Ok(9) }).await.unwrap();
         let seen = Mutex::new(None);
-        interests.unsubscribe(&ch, |h| async { *seen.lock() = Some(h) }).await;
+        let seen_ref = &seen;
+        interests.unsubscribe(&ch, |h| async move { *seen_ref.lock() = Some(h) }).await;
         assert_eq!(*seen.lock(), None, "two subscriptions counted: still active");
-        interests.unsubscribe(&ch, |h| async { *seen.lock() = Some(h) }).await;
+        interests.unsubscribe(&ch, |h| async move { *seen_ref.lock() = Some(h) }).await;
         assert_eq!(*seen.lock(), Some(9), "the stale handle was replaced");
     }
 }

@@ -195,9 +195,7 @@ pub async fn connect(
         url if url.starts_with("redis://") => {
             Ok(Arc::new(redis::RedisBroker::connect(url, config.presence_ttl, sink).await?))
         }
-        url if url.starts_with("nats://") => {
-            nats::NatsBroker::connect(url, config, sink).await
-        }
+        url if url.starts_with("nats://") => nats::NatsBroker::connect(url, config, sink).await,
         other => Err(BrokerError::Unavailable(format!(
             "unknown broker {other:?}: use memory, redis://HOST:PORT or nats://HOST:PORT"
         ))),

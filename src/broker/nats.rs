@@ -32,8 +32,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -173,7 +173,9 @@ impl NatsBroker {
             .request_timeout(Some(TIMEOUT))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempt| {
-                Duration::from_millis(100).saturating_mul(1 << attempt.min(6) as u32).min(Duration::from_secs(5))
+                Duration::from_millis(100)
+                    .saturating_mul(1 << attempt.min(6) as u32)
+                    .min(Duration::from_secs(5))
             })
             .event_callback(move |event| {
                 let events = events.clone();
@@ -201,22 +203,32 @@ impl NatsBroker {
             allow_direct: true,
             ..Default::default()
         };
-        js.create_or_update_stream(stream_config).await.map_err(|e| BrokerError::Backend(format!("nats stream: {e}")))?;
-        let stream = js.get_stream(STREAM).await.map_err(|e| BrokerError::Backend(format!("nats stream: {e}")))?;
-        let bucket = kv::Config {
-            bucket: BUCKET.into(),
-            history: 1,
+        js.create_or_update_stream(stream_config)
+            .await
+            .map_err(|e| BrokerError::Backend(format!("nats stream: {e}")))?;
+        let stream =
+            js.get_stream(STREAM).await.map_err(|e| BrokerError::Backend(format!("nats stream: {e}")))?;
+        // The bucket's stream is made by hand with the key-value conventions: async-nats'
+        // `create_key_value` first reads the account info in a shape NATS 2.9 does not answer.
+        let bucket = stream::Config {
+            name: format!("KV_{BUCKET}"),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
             max_age: Duration::from_secs(config.presence_ttl),
             storage: stream::StorageType::Memory,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
             ..Default::default()
         };
-        let presence = match js.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => js
-                .create_key_value(bucket)
-                .await
-                .map_err(|e| BrokerError::Backend(format!("nats presence bucket: {e}")))?,
-        };
+        js.create_or_update_stream(bucket)
+            .await
+            .map_err(|e| BrokerError::Backend(format!("nats presence bucket: {e}")))?;
+        let presence = js
+            .get_key_value(BUCKET)
+            .await
+            .map_err(|e| BrokerError::Backend(format!("nats presence bucket: {e}")))?;
         let shared = Arc::new(Shared {
             client,
             js,
@@ -331,7 +343,9 @@ impl Shared {
             .expected_last_subject_sequence(last.map_or(0, |l| l.sequence));
         if let Some((o, key)) = options {
             let expires = now_ms() + o.history_ttl * 1000;
-            publish = publish.header(H_EXPIRES, expires.to_string().as_str()).header(H_KEEP, o.history_size.to_string().as_str());
+            publish = publish
+                .header(H_EXPIRES, expires.to_string().as_str())
+                .header(H_KEEP, o.history_size.to_string().as_str());
             if let Some(key) = key {
                 publish = publish.message_id(format!("{}:{key}", hex(channel.as_str())));
             }
@@ -363,7 +377,12 @@ impl Shared {
     }
 
     /// Every stored message of the channel up to stream sequence `until`, oldest first.
-    async fn read_all(&self, channel: &ChannelName, until: u64, max: usize) -> Result<Vec<Stored>, BrokerError> {
+    async fn read_all(
+        &self,
+        channel: &ChannelName,
+        until: u64,
+        max: usize,
+    ) -> Result<Vec<Stored>, BrokerError> {
         let config = consumer::pull::Config {
             filter_subject: subject(channel),
             deliver_policy: consumer::DeliverPolicy::All,
@@ -372,7 +391,8 @@ impl Shared {
             memory_storage: true,
             ..Default::default()
         };
-        let consumer: consumer::PullConsumer = self.stream.create_consumer(config).await.map_err(unavailable)?;
+        let consumer: consumer::PullConsumer =
+            self.stream.create_consumer(config).await.map_err(unavailable)?;
         let mut out = Vec::new();
         let result = async {
             loop {
@@ -517,7 +537,11 @@ impl Broker for NatsBroker {
         Err(BrokerError::Unavailable("nats: too much contention on the channel".into()))
     }
 
-    async fn history(&self, channel: &ChannelName, query: HistoryQuery) -> Result<HistoryResult, BrokerError> {
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+    ) -> Result<HistoryResult, BrokerError> {
         let s = &self.shared;
         s.check()?;
         let last = s.top(channel).await?;
@@ -532,9 +556,9 @@ impl Broker for NatsBroker {
         let stored = s.read_all(channel, last.sequence, (top.offset - after) as usize).await?;
         let keep = stored.last().map_or(0, |l| l.keep);
         let now = now_ms();
-        let matching = stored
-            .into_iter()
-            .filter(|m| m.epoch == top.epoch && m.offset > after && m.offset + keep > top.offset && m.expires > now);
+        let matching = stored.into_iter().filter(|m| {
+            m.epoch == top.epoch && m.offset > after && m.offset + keep > top.offset && m.expires > now
+        });
         let chosen: Vec<Stored> = if query.reverse {
             let mut all: Vec<_> = matching.collect();
             all.reverse();
@@ -547,7 +571,12 @@ impl Broker for NatsBroker {
         Ok(HistoryResult { top, publications })
     }
 
-    async fn presence_add(&self, channel: &ChannelName, info: Arc<ClientInfo>, announce: bool) -> Result<(), BrokerError> {
+    async fn presence_add(
+        &self,
+        channel: &ChannelName,
+        info: Arc<ClientInfo>,
+        announce: bool,
+    ) -> Result<(), BrokerError> {
         let s = &self.shared;
         s.check()?;
         let key = format!("{}.{}", hex(channel.as_str()), hex(&info.client));
@@ -576,7 +605,12 @@ impl Broker for NatsBroker {
         let s = &self.shared;
         s.check()?;
         let key = format!("{}.{}", hex(channel.as_str()), hex(&info.client));
-        let present = s.presence.entry(&key).await.map_err(unavailable)?.is_some_and(|e| e.operation == kv::Operation::Put);
+        let present = s
+            .presence
+            .entry(&key)
+            .await
+            .map_err(unavailable)?
+            .is_some_and(|e| e.operation == kv::Operation::Put);
         if !present {
             return Ok(());
         }

@@ -182,8 +182,19 @@ pub enum Output {
 }
 
 enum Subscription {
-    Recovering { op: OpId, reply_id: u64, since: Option<Position>, held: Vec<Arc<Publication>>, datagram: bool },
-    Live { epoch: Epoch, offset: u64, present: bool, datagram: bool },
+    Recovering {
+        op: OpId,
+        reply_id: u64,
+        since: Option<Position>,
+        held: Vec<Arc<Publication>>,
+        datagram: bool,
+    },
+    Live {
+        epoch: Epoch,
+        offset: u64,
+        present: bool,
+        datagram: bool,
+    },
 }
 
 enum Pending {
@@ -532,7 +543,8 @@ impl Session {
         let op = self.op(Op::Subscribe { channel: channel.clone(), query });
         self.pending.insert(op, Pending::Subscribe(channel.clone()));
         let (held, datagram) = (Vec::new(), req.datagram);
-        self.subs.insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
+        self.subs
+            .insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
     }
 
     fn subscribed(&mut self, op: OpId, channel: ChannelName, result: Result<HistoryResult, BrokerError>) {
@@ -542,7 +554,8 @@ impl Session {
         if *current != op {
             return;
         }
-        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) = self.subs.remove(&channel)
+        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) =
+            self.subs.remove(&channel)
         else {
             return;
         };

@@ -45,6 +45,8 @@ pub struct Driver {
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
     shutdown: watch::Receiver<bool>,
+    /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
+    recheck: bool,
 }
 
 impl Driver {
@@ -71,6 +73,7 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             shutdown,
+            recheck: false,
         }
     }
 
@@ -100,6 +103,9 @@ impl Driver {
 
     /// Waits for the next thing to feed the session. Cancel-safe.
     pub async fn wait(&mut self) -> Wake {
+        if std::mem::take(&mut self.recheck) {
+            return Wake::Outbox;
+        }
         let deadline = self.session.poll_timeout();
         if deadline != self.timer_at {
             self.timer_at = deadline;
@@ -113,6 +119,18 @@ impl Driver {
             Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
             _ = self.timer.as_mut(), if has_timer => Wake::Timer,
             _ = self.shutdown.changed() => Wake::Shutdown,
+        }
+    }
+
+    /// Resolves when the outbox overflows (or the node closes it) while the transport is busy
+    /// writing to a client that does not read. Cancel-safe; deliveries stay queued for `wait`.
+    pub async fn cut_off(&mut self) {
+        loop {
+            self.outbox.ready().await;
+            self.recheck = true;
+            if self.outbox.is_cut_off() {
+                return;
+            }
         }
     }
 

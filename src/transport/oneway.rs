@@ -138,8 +138,15 @@ async fn run(mut driver: Driver, mut writer: Writer, first: Vec<Output>, tx: mps
             let chunk = writer.buf.split().freeze();
             metrics.messages_out.add(events);
             metrics.bytes_out.add(chunk.len() as u64);
-            if tx.send(chunk).await.is_err() {
-                break;
+            tokio::select! {
+                sent = tx.send(chunk) => if sent.is_err() {
+                    break;
+                },
+                // The client stopped reading and its outbox overflowed meanwhile.
+                _ = driver.cut_off() => {
+                    metrics.slow_consumers.add(1);
+                    break;
+                }
             }
         }
         if ended {

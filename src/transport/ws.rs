@@ -42,10 +42,11 @@ pub async fn handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
 
 async fn run(mut socket: WebSocket, mut driver: Driver) {
     let metrics = driver.state().metrics.clone();
+    let mut batch: Vec<Message> = Vec::new();
     loop {
-        let mut written = 0u64;
         let mut bytes = 0u64;
         let mut oldest = None;
+        let mut disconnect = None;
         while let Some(output) = driver.next_output() {
             let message = match output {
                 Output::Reply(reply) => Message::Text(reply.to_json().into()),
@@ -59,26 +60,36 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
                 Output::Deliver(Delivery::Presence(e)) => e.ws_message(),
                 Output::Ping => Message::Text(Utf8Bytes::from_static("{\"ping\":{}}")),
                 Output::Disconnect(d) => {
-                    driver.finish();
-                    return close(socket, d.code, d.reason).await;
+                    disconnect = Some(d);
+                    break;
                 }
                 Output::Op(..) => continue,
             };
-            written += 1;
             bytes += message_len(&message) as u64;
-            if socket.feed(message).await.is_err() {
-                return driver.finish();
-            }
+            batch.push(message);
         }
-        if written > 0 {
-            if socket.flush().await.is_err() {
-                return driver.finish();
+        if !batch.is_empty() {
+            let written = batch.len() as u64;
+            // A consumer whose socket stays blocked while its outbox overflows is cut off here:
+            // it cannot even be sent a close frame. Its client resumes from history.
+            tokio::select! {
+                result = write_all(&mut socket, &mut batch) => if result.is_err() {
+                    return driver.finish();
+                },
+                _ = driver.cut_off() => {
+                    metrics.slow_consumers.add(1);
+                    return driver.finish();
+                }
             }
             metrics.messages_out.add(written);
             metrics.bytes_out.add(bytes);
             if let Some(at) = oldest {
                 metrics.fanout_latency.observe(at.elapsed());
             }
+        }
+        if let Some(d) = disconnect {
+            driver.finish();
+            return close(socket, d.code, d.reason).await;
         }
         tokio::select! {
             message = socket.recv() => match message {
@@ -109,6 +120,14 @@ async fn run(mut socket: WebSocket, mut driver: Driver) {
             wake = driver.wait() => driver.on_wake(wake),
         }
     }
+}
+
+/// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
+async fn write_all(socket: &mut WebSocket, batch: &mut Vec<Message>) -> Result<(), axum::Error> {
+    for message in batch.drain(..) {
+        socket.feed(message).await?;
+    }
+    socket.flush().await
 }
 
 /// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks.

@@ -194,7 +194,9 @@ impl Shared {
         let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
         match envelope::decode_message(channel, payload) {
             Ok(delivery) => self.sink.deliver(delivery),
-            Err(e) => tracing::warn!(topic = msg.get_channel_name(), error = %e, "ignoring a malformed message"),
+            Err(e) => {
+                tracing::warn!(topic = msg.get_channel_name(), error = %e, "ignoring a malformed message")
+            }
         }
     }
 
@@ -436,11 +438,15 @@ mod tests {
     use crate::broker::testutil::servers::{Kind, TestServer};
     use crate::broker::testutil::{self, Touching};
 
-    fn maker(url: String, presence_ttl: u64) -> impl Fn(Arc<dyn DeliverySink>) -> futures_util::future::BoxFuture<'static, Arc<dyn Broker>> {
+    fn maker(
+        url: String,
+        presence_ttl: u64,
+    ) -> impl Fn(Arc<dyn DeliverySink>) -> futures_util::future::BoxFuture<'static, Arc<dyn Broker>> {
         move |sink| {
             let url = url.clone();
             Box::pin(async move {
-                Arc::new(RedisBroker::connect(&url, presence_ttl, sink).await.expect("connects")) as Arc<dyn Broker>
+                Arc::new(RedisBroker::connect(&url, presence_ttl, sink).await.expect("connects"))
+                    as Arc<dyn Broker>
             })
         }
     }
@@ -449,7 +455,14 @@ mod tests {
     async fn passes_the_broker_conformance_suite_against_a_real_redis() {
         let Some(server) = TestServer::start(Kind::Redis) else { return };
         let make = maker(server.url(), 60);
-        conformance::run_all(|sink| { let f = make(sink); async move { Touching::wrap(f.await) } }, TimeControl::Real).await;
+        conformance::run_all(
+            |sink| {
+                let f = make(sink);
+                async move { Touching::wrap(f.await) }
+            },
+            TimeControl::Real,
+        )
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

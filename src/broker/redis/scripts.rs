@@ -289,7 +289,9 @@ pub(super) fn parse_flag(v: &Value) -> bool {
 }
 
 /// The presence infos.
-pub(super) fn parse_infos(v: Value) -> Result<Vec<Arc<switchboard_protocol::frame::ClientInfo>>, BrokerError> {
+pub(super) fn parse_infos(
+    v: Value,
+) -> Result<Vec<Arc<switchboard_protocol::frame::ClientInfo>>, BrokerError> {
     let items = match v {
         Value::Array(items) | Value::Set(items) => items,
         Value::Nil => Vec::new(),

@@ -50,7 +50,11 @@ impl Broker for Touching {
         self.touch(&request.channel).await?;
         self.inner.publish(request).await
     }
-    async fn history(&self, channel: &ChannelName, query: HistoryQuery) -> Result<HistoryResult, BrokerError> {
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        query: HistoryQuery,
+    ) -> Result<HistoryResult, BrokerError> {
         self.touch(channel).await?;
         self.inner.history(channel, query).await
     }
@@ -179,8 +183,10 @@ where
         t.await.unwrap();
     }
     let want: Vec<u64> = (1..=80).collect();
-    eventually("both nodes receive 80", || sink_a.offsets(&ch).len() >= 80 && sink_b.offsets(&ch).len() >= 80)
-        .await;
+    eventually("both nodes receive 80", || {
+        sink_a.offsets(&ch).len() >= 80 && sink_b.offsets(&ch).len() >= 80
+    })
+    .await;
     assert_eq!(sink_a.offsets(&ch), want);
     assert_eq!(sink_b.offsets(&ch), want);
     let ha = a.history(&ch, HistoryQuery { since: None, limit: 100, reverse: false }).await.unwrap();
@@ -192,7 +198,8 @@ where
     a.presence_add(&ch, info.clone(), true).await.unwrap();
     let seen: Vec<_> = b.presence(&ch).await.unwrap().iter().map(|i| i.client.clone()).collect();
     assert_eq!(seen, vec!["c-a"]);
-    eventually("both nodes see the join", || sink_a.joins(&ch).len() == 1 && sink_b.joins(&ch).len() == 1).await;
+    eventually("both nodes see the join", || sink_a.joins(&ch).len() == 1 && sink_b.joins(&ch).len() == 1)
+        .await;
     b.presence_remove(&ch, info, true).await.unwrap();
     assert!(a.presence(&ch).await.unwrap().is_empty());
 

@@ -87,8 +87,14 @@ impl TestServer {
         let mut cmd = match self.kind {
             Kind::Redis | Kind::RedisPersistent => {
                 let mut c = Command::new(find("redis-server").expect("redis-server"));
-                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--dir", &dir])
-                    .args(["--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning"]);
+                c.args(["--port", &port, "--bind", "127.0.0.1", "--save", "", "--dir", &dir]).args([
+                    "--daemonize",
+                    "no",
+                    "--protected-mode",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ]);
                 if self.kind == Kind::RedisPersistent {
                     c.args(["--appendonly", "yes", "--appendfsync", "always"]);
                 } else {

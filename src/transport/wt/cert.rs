@@ -80,7 +80,8 @@ impl Cert {
     }
 
     fn with_identity(identity: Identity, not_after: Option<u64>) -> Self {
-        let hash = identity.certificate_chain().as_slice().first().map(|c| *c.hash().as_ref()).unwrap_or_default();
+        let hash =
+            identity.certificate_chain().as_slice().first().map(|c| *c.hash().as_ref()).unwrap_or_default();
         Self { identity, hash, not_after }
     }
 

@@ -115,7 +115,8 @@ impl WtEndpoint {
         let socket = UdpSocket::bind(addr).map_err(|source| WtError::Bind { addr, source })?;
         let port = socket.local_addr().map_err(|source| WtError::Bind { addr, source })?.port();
         let max_streams = config.webtransport_max_streams;
-        let server = server_config(ServerConfigBind::Socket(socket), cert.identity.clone_identity(), max_streams);
+        let server =
+            server_config(ServerConfigBind::Socket(socket), cert.identity.clone_identity(), max_streams);
         let endpoint = Endpoint::server(server).map_err(|source| WtError::Bind { addr, source })?;
         let dev_cert = self_signed.then(|| (cert.hash_hex(), cert.not_after.unwrap_or(0)));
         let advert = Arc::new(Advert { port, dev_cert: RwLock::new(dev_cert) });
@@ -159,7 +160,8 @@ impl WtEndpoint {
             Err(e) => return tracing::warn!(error = %e, "cannot renew the WebTransport certificate"),
         };
         let Ok(addr) = self.endpoint.local_addr() else { return };
-        let config = server_config(ServerConfigBind::Unused(addr), cert.identity.clone_identity(), self.max_streams);
+        let config =
+            server_config(ServerConfigBind::Unused(addr), cert.identity.clone_identity(), self.max_streams);
         match self.endpoint.reload_config(config, false) {
             Ok(()) => {
                 *self.advert.dev_cert.write() = Some((cert.hash_hex(), cert.not_after.unwrap_or(0)));

@@ -74,14 +74,17 @@ impl Session {
             let mut oldest = None;
             while let Some(output) = driver.next_output() {
                 match output {
-                    Output::Reply(reply) => codec::put_frame(&mut out, codec::TEXT, reply.to_json().as_bytes()),
+                    Output::Reply(reply) => {
+                        codec::put_frame(&mut out, codec::TEXT, reply.to_json().as_bytes())
+                    }
                     Output::History { id, top, publications } => {
                         put_history(&mut out, id, &top, &publications);
                     }
                     Output::Deliver(Delivery::Publication(p)) => {
                         oldest.get_or_insert(p.published_at);
                         let (kind, body) = publication_frame(&p);
-                        let sent = driver.datagram(&p.channel) && self.send_datagram(&mut datagram, kind, body);
+                        let sent =
+                            driver.datagram(&p.channel) && self.send_datagram(&mut datagram, kind, body);
                         if !sent {
                             codec::put_frame(&mut out, kind, body);
                         }
