@@ -9,7 +9,7 @@
 #   SWITCHBOARD_BIN        the server binary (default: $CARGO_TARGET_DIR/debug/switchboard, else
 #                          target/debug/switchboard of this repository)
 #   AUTOBAHN_OUT           report directory
-#   AUTOBAHN_STRICT_CLOSE  1: also fail on closing-handshake verdicts (behaviorClose) other than
+#   AUTOBAHN_STRICT_CLOSE  1 (default): also fail on closing-handshake verdicts (behaviorClose) other than
 #                          OK/INFORMATIONAL
 #   AUTOBAHN_PARALLELISM   cases run at once (default 1)
 #
@@ -79,5 +79,5 @@ if [[ ! -f "$out/index.json" ]]; then echo "autobahn: no index.json" >&2; tail -
 if ! kill -0 "$server" 2>/dev/null; then echo "autobahn: the server died during the run" >&2; cat "$log" >&2; exit 1; fi
 
 strict=()
-[[ "${AUTOBAHN_STRICT_CLOSE:-0}" == 1 ]] && strict=(--strict-close)
+[[ "${AUTOBAHN_STRICT_CLOSE:-1}" == 1 ]] && strict=(--strict-close)
 python3 "$here/autobahn_check.py" "$out/index.json" --min-cases 250 "${strict[@]}"

@@ -225,6 +225,24 @@ impl Follower {
     }
 }
 
+/// The status code of a `GET` (0 when there is no answer).
+fn http_status(url: &str) -> u16 {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut tcp) = std::net::TcpStream::connect(host) else { return 0 };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if tcp.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    if tcp.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
 async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     for _ in 0..secs * 20 {
         if check() {
@@ -405,10 +423,12 @@ async fn broker_restart_during_a_publish_stream(kind: Kind, keeps_data: bool) {
     };
     tokio::time::sleep(Duration::from_millis(1200)).await;
     server.kill();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let healthz = format!("{}/healthz", urls[1]);
+    eventually("/healthz turns unhealthy", 10, || http_status(&healthz) == 503).await;
     let down = Client::new(&urls[0]).unwrap().publish(&channel, &serde_json::json!({"n": 9999})).await;
     assert!(down.is_err(), "a publish while the broker is down is refused, not dropped");
     server.restart();
+    eventually("/healthz turns healthy again", 20, || http_status(&healthz) == 200).await;
     let acked = publisher.await.unwrap();
     let last = acked.last().unwrap().clone();
     eventually("every follower reaches the last publication", 45, || {

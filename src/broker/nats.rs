@@ -726,9 +726,15 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nodes_share_channels_and_presence_expires() {
+    async fn nodes_share_channels() {
         let Some(server) = TestServer::start(Kind::Nats) else { return };
         testutil::two_nodes_share_channels(&maker(server.url(), 60), false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn presence_entries_expire() {
+        let Some(server) = TestServer::start(Kind::Nats) else { return };
+        testutil::presence_expires(&maker(server.url(), 3), Duration::from_secs(3)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
