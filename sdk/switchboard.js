@@ -7,8 +7,14 @@
 //   Subscription    one channel: position, duplicate suppression, events
 //   Switchboard     state machine: transport rounds with fallback, backoff, token, HTTP API
 //   *Conn classes   one per transport; framing only, they feed the client's _push/_opened/_lost
+//                   (WtConn is WsConn's protocol in WebTransport frames, plus datagrams)
 
-const ALL_TRANSPORTS = ['websocket', 'sse', 'stream', 'long-poll', 'poll'];
+const ALL_TRANSPORTS = ['webtransport', 'websocket', 'sse', 'stream', 'long-poll', 'poll'];
+/** The default order where the platform has no WebTransport. */
+const FALLBACK_TRANSPORTS = ALL_TRANSPORTS.slice(1);
+/** WebTransport frame kinds (docs/webtransport.md): a JSON text frame, a binary `HEADER\nPAYLOAD` frame. */
+const WT_TEXT = 0;
+const WT_BINARY = 1;
 const SUBPROTOCOL = 'switchboard.v1.json';
 /** Extra seconds, on top of the server's ping interval, before a silent WebSocket counts as dead. */
 const PONG_GRACE_SECS = 10;
@@ -201,10 +207,12 @@ class Emitter {
 // subscription
 
 export class Subscription extends Emitter {
-  constructor(client, channel, since) {
+  constructor(client, channel, since, datagram) {
     super();
     this._client = client;
     this.channel = channel;
+    /** Asked for latest-wins datagram delivery (honoured on WebTransport only). */
+    this.datagram = !!datagram;
     /** `{epoch, offset}` of the last publication delivered (or where the subscription stands). */
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
     /** 'pending' | 'subscribed' | 'unsubscribed' | 'failed' */
@@ -257,7 +265,6 @@ export class Switchboard extends Emitter {
     url = String(url).replace(/\/+$/, '');
     this._httpBase = url.replace(/^ws(s?):/i, 'http$1:');
     this._wsBase = this._httpBase.replace(/^http(s?):/i, 'ws$1:');
-    this._transports = normalizeTransports(opts.transports);
     this._token = opts.token ?? null;
     this._getToken = opts.getToken ?? null;
     this._tokenStale = !this._token && !!this._getToken;
@@ -271,6 +278,8 @@ export class Switchboard extends Emitter {
     // An injected `null` means "this platform has none".
     const pick = (key) => (opts[key] !== undefined ? opts[key] : g[key]);
     this._WebSocket = pick('WebSocket');
+    this._WebTransport = pick('WebTransport');
+    this._transports = this._normalizeTransports(opts.transports);
     this._EventSource = pick('EventSource');
     const f = pick('fetch');
     this._fetch = f ? (u, init) => f.call(g, u, init) : null;
@@ -319,7 +328,7 @@ export class Switchboard extends Emitter {
 
   /** Uses other transports from now on; reconnects (resuming every subscription) when active. */
   setTransports(transports) {
-    this._transports = normalizeTransports(transports);
+    this._transports = this._normalizeTransports(transports);
     this._sticky = null;
     if (this.state === 'connecting' || this.state === 'connected') {
       this._stop();
@@ -331,12 +340,12 @@ export class Switchboard extends Emitter {
 
   get transports() { return this._transports.slice(); }
 
-  subscribe(channel, { since } = {}) {
+  subscribe(channel, { since, datagram } = {}) {
     if (typeof channel !== 'string' || channel.length === 0 || channel.length > 255) {
       throw new TypeError('Switchboard: channel must be a name of 1-255 characters');
     }
     if (this._subs.has(channel)) throw new Error(`Switchboard: already subscribed to ${channel}`);
-    const sub = new Subscription(this, channel, since);
+    const sub = new Subscription(this, channel, since, datagram);
     this._subs.set(channel, sub);
     this._sync();
     return sub;
@@ -345,11 +354,15 @@ export class Switchboard extends Emitter {
   /** The current subscription to `channel`, if any. */
   getSubscription(channel) { return this._subs.get(channel) ?? null; }
 
-  async publish(channel, data, { idempotencyKey } = {}) {
+  async publish(channel, data, { idempotencyKey, datagram } = {}) {
     const conn = this._wsConn();
     const binary = isBinary(data);
     const body = { channel };
     if (idempotencyKey != null) body.idempotency_key = idempotencyKey;
+    // Fire-and-forget over a WebTransport datagram: no reply, may be lost (cursors, game input).
+    if (datagram && conn && conn.sendDatagram && !binary && conn.sendDatagram('publish', { ...body, data })) {
+      return null;
+    }
     if (conn) {
       if (binary) return conn.call('publish', body, toBytes(data));
       body.data = data;
@@ -525,10 +538,15 @@ export class Switchboard extends Emitter {
     this._sync();
   }
 
-  /** The open WebSocket connection, if the client is on one. */
+  /** The open WebSocket or WebTransport connection (commands with replies), if the client is on one. */
   _wsConn() {
     const c = this._conn;
-    return c && c.name === 'websocket' && c.opened && !c.closed ? c : null;
+    return c && (c.name === 'websocket' || c.name === 'webtransport') && c.opened && !c.closed ? c : null;
+  }
+
+  /** The configured transports, or the default order (WebTransport first where the platform has it). */
+  _normalizeTransports(t) {
+    return normalizeTransports(t ?? (this._WebTransport ? ALL_TRANSPORTS : FALLBACK_TRANSPORTS));
   }
 
   // --- what the transports feed in -----------------------------------------------------------
@@ -655,7 +673,7 @@ export class Switchboard extends Emitter {
 }
 
 function normalizeTransports(t) {
-  const list = t == null ? ALL_TRANSPORTS.slice() : Array.isArray(t) ? t.slice() : [t];
+  const list = t == null ? FALLBACK_TRANSPORTS.slice() : Array.isArray(t) ? t.slice() : [t];
   if (list.length === 0) throw new TypeError('Switchboard: no transports');
   for (const name of list) {
     if (!ALL_TRANSPORTS.includes(name)) throw new TypeError(`Switchboard: unknown transport ${name}`);
@@ -758,13 +776,17 @@ class WsConn {
     this.client._push(this, msg, payload);
   }
 
+  _writable() {
+    return !!this.ws && this.ws.readyState === 1;
+  }
+
   _raw(frame) {
     try { this.ws.send(frame); } catch { /* the close event will follow */ }
   }
 
   /** Sends one command; `done(err, reply)` runs synchronously when the reply frame is handled. */
   _send(cmd, body, payload, done) {
-    if (this.closed || !this.ws || this.ws.readyState !== 1) {
+    if (this.closed || !this._writable()) {
       done(new SwitchboardError(0, 'not connected'));
       return;
     }
@@ -810,6 +832,7 @@ class WsConn {
     this.sent.set(sub.channel, sub);
     const body = { channel: sub.channel };
     if (sub.position) body.since = { epoch: sub.position.epoch, offset: sub.position.offset };
+    if (sub.datagram && this.datagrams) body.datagram = true;
     this._send('subscribe', body, null, (err, reply) => {
       if (this.closed || client._subs.get(sub.channel) !== sub) return;
       if (!err) {
@@ -852,6 +875,151 @@ class WsConn {
       p.done(new SwitchboardError(0, 'connection closed'));
     }
   }
+}
+
+/**
+ * WebTransport (`/wt`, HTTP/3): WsConn's protocol on one bidirectional stream, in frames of
+ * `KIND(u8) LENGTH(u32 BE) PAYLOAD`, plus datagrams (`KIND PAYLOAD`) for latest-wins channels.
+ * On a page served from localhost it pins the server's development certificate by the hash
+ * from `GET /wt/cert-hash` (`serverCertificateHashes`); elsewhere the certificate must be trusted.
+ */
+class WtConn extends WsConn {
+  constructor(client, name, token) {
+    super(client, name, token);
+    this.datagrams = true;
+    this.writer = null;
+    this.dgWriter = null;
+  }
+
+  open() {
+    const c = this.client;
+    const WT = c._WebTransport;
+    if (!WT) throw new Error('WebTransport is not available');
+    this._start(WT).catch((err) => {
+      if (!this.closed) c._lost(this, { code: 0, reason: `webtransport: ${(err && err.message) || err}` });
+    });
+  }
+
+  async _start(WT) {
+    const c = this.client;
+    const base = c._httpBase.replace(/^http:/i, 'https:');
+    const options = {};
+    const host = new URL(base).hostname;
+    if ((host === 'localhost' || host === '127.0.0.1' || host === '[::1]') && c._fetch) {
+      const hash = await this._certHash();
+      if (hash) options.serverCertificateHashes = [{ algorithm: 'sha-256', value: hash }];
+    }
+    if (this.closed) return;
+    const wt = new WT(`${base}/wt`, options);
+    this.wt = wt;
+    wt.closed.then(
+      (info) => c._lost(this, { code: (info && info.closeCode) || 0, reason: (info && info.reason) || 'webtransport closed' }),
+      (err) => c._lost(this, { code: 0, reason: (err && err.message) || 'webtransport closed' }),
+    );
+    await wt.ready;
+    if (this.closed) return;
+    const stream = await wt.createBidirectionalStream();
+    if (this.closed) return;
+    this.writer = stream.writable.getWriter();
+    this._readStream(stream.readable.getReader());
+    if (wt.datagrams) {
+      this.dgWriter = wt.datagrams.writable.getWriter();
+      this._readDatagrams(wt.datagrams.readable.getReader());
+    }
+    this._onOpen();
+  }
+
+  /** The development certificate's SHA-256, or null (none, or a configured certificate). */
+  async _certHash() {
+    try {
+      const res = await this.client._fetch(this.client._url('/wt/cert-hash'), { headers: { Accept: 'application/json' } });
+      if (!res.ok) return null;
+      const body = await res.json();
+      const hex = String(body.hash || '');
+      if (!/^[0-9a-f]{64}$/i.test(hex)) return null;
+      return new Uint8Array(hex.match(/../g).map((h) => parseInt(h, 16)));
+    } catch {
+      return null;
+    }
+  }
+
+  async _readStream(reader) {
+    let buf = new Uint8Array(0);
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.closed) break;
+        buf = concatBytes(buf, value);
+        let at = 0;
+        while (buf.length - at >= 5) {
+          const len = new DataView(buf.buffer, buf.byteOffset + at + 1, 4).getUint32(0);
+          if (buf.length - at < 5 + len) break;
+          const kind = buf[at];
+          const payload = buf.subarray(at + 5, at + 5 + len);
+          at += 5 + len;
+          this._onMessage(kind === WT_TEXT ? utf8Decoder.decode(payload) : payload.slice());
+          if (this.closed) return;
+        }
+        buf = at > 0 ? buf.slice(at) : buf;
+      }
+    } catch { /* the stream failed: the session's close follows */ }
+    if (!this.closed) this.client._lost(this, { code: 0, reason: 'webtransport stream ended' });
+  }
+
+  async _readDatagrams(reader) {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.closed) return;
+        if (!value || value.length < 1) continue;
+        const payload = value.subarray(1);
+        this._onMessage(value[0] === WT_TEXT ? utf8Decoder.decode(payload) : payload.slice());
+      }
+    } catch { /* closed */ }
+  }
+
+  _writable() {
+    return !!this.writer;
+  }
+
+  _raw(frame) {
+    const text = typeof frame === 'string';
+    const payload = text ? utf8Encoder.encode(frame) : toBytes(frame);
+    const out = new Uint8Array(5 + payload.length);
+    out[0] = text ? WT_TEXT : WT_BINARY;
+    new DataView(out.buffer).setUint32(1, payload.length);
+    out.set(payload, 5);
+    this.writer.write(out).catch(noop); // a failed write ends the session; its close follows
+  }
+
+  /** Sends a command as one datagram, without a reply; false when it cannot (then use the stream). */
+  sendDatagram(cmd, body) {
+    if (!this.dgWriter || this.closed) return false;
+    const payload = utf8Encoder.encode(JSON.stringify({ id: this.nextId++, [cmd]: body }));
+    const max = this.wt.datagrams.maxDatagramSize || 0;
+    if (payload.length + 1 > max) return false;
+    const out = new Uint8Array(payload.length + 1);
+    out[0] = WT_TEXT;
+    out.set(payload, 1);
+    this.dgWriter.write(out).catch(noop);
+    return true;
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    if (this.wt) {
+      try { this.wt.close({ closeCode: 0, reason: 'client closed' }); } catch { /* already gone */ }
+    }
+  }
+}
+
+function concatBytes(a, b) {
+  if (a.length === 0) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 /** Shared by the one-way transports: the channels they were opened with, idle when there are none. */
@@ -1065,6 +1233,7 @@ class PollConn extends OneWayConn {
 }
 
 const CONNS = {
+  webtransport: WtConn,
   websocket: WsConn,
   sse: SseConn,
   stream: StreamConn,

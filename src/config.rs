@@ -399,6 +399,9 @@ mod tests {
         let err = Config::load(None, [], flags.clone()).unwrap_err();
         assert!(matches!(err, ConfigError::OpenOnPublicAddress(_)), "{err}");
         flags.insert("token_secret".into(), "s3cret".into());
+        let err = Config::load(None, [], flags.clone()).unwrap_err();
+        assert!(err.to_string().contains("turn_external_ip"), "TURN needs an address to advertise: {err}");
+        flags.insert("turn_external_ip".into(), "192.0.2.7".into());
         assert!(Config::load(None, [], flags).is_ok());
     }
 }

@@ -115,6 +115,9 @@ impl Outbox {
 /// See the module docs.
 pub struct Hub {
     shards: Box<[RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>]>,
+    /// Every open connection's outbox, so the node can end them all (shutdown) without each
+    /// connection also waiting on a shared signal at every wake-up.
+    connections: Box<[Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>]>,
     metrics: Arc<Metrics>,
 }
 
@@ -123,7 +126,30 @@ const SHARDS: usize = 64;
 impl Hub {
     /// An empty hub.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { shards: (0..SHARDS).map(|_| RwLock::default()).collect(), metrics }
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            metrics,
+        }
+    }
+
+    /// Registers an open connection's outbox.
+    pub fn register(&self, conn: ConnId, outbox: &Arc<Outbox>) {
+        self.connections[conn as usize % SHARDS].lock().insert(conn, Arc::downgrade(outbox));
+    }
+
+    /// Forgets a closed connection.
+    pub fn deregister(&self, conn: ConnId) {
+        self.connections[conn as usize % SHARDS].lock().remove(&conn);
+    }
+
+    /// Ends every open connection with `reason`.
+    pub fn close_all(&self, reason: Disconnect) {
+        for shard in self.connections.iter() {
+            for outbox in shard.lock().values().filter_map(std::sync::Weak::upgrade) {
+                outbox.close(reason);
+            }
+        }
     }
 
     fn shard(&self, channel: &str) -> &RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>> {

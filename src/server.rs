@@ -272,10 +272,11 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let stop = state.shutdown.clone();
+        let (stop, hub) = (state.shutdown.clone(), state.hub.clone());
         let signal = async move {
             shutdown.await;
             let _ = stop.send(true);
+            hub.close_all(switchboard_protocol::Disconnect::SHUTDOWN);
         };
         axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
         if let Some(wt) = webtransport {

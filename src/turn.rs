@@ -31,6 +31,13 @@ pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
         "" => None,
         ip => Some(ip.parse::<IpAddr>().map_err(|_| format!("turn_external_ip {ip:?} is not an IP"))?),
     };
+    if listen.ip().is_unspecified() && external_ip.is_none() {
+        return Err(format!(
+            "listening on {} needs turn_external_ip (the address peers reach the relay at; \
+             --turn-external-ip), or turn = false (--no-turn)",
+            listen.ip()
+        ));
+    }
     let (low, high) = config
         .turn_relay_ports
         .split_once('-')

@@ -347,9 +347,10 @@ impl Session {
                 held.push(publication);
             }
             Some(Subscription::Live { epoch, offset, datagram: true, .. }) => {
-                if latest_wins(epoch, offset, &publication) {
-                    self.out.push_back(Output::Deliver(Delivery::Publication(publication)));
+                if !latest_wins(epoch, offset, &publication) {
+                    return;
                 }
+                self.out.push_back(Output::Deliver(Delivery::Publication(publication)));
             }
             Some(Subscription::Live { epoch, offset, .. }) => match advance(epoch, offset, &publication) {
                 Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(publication))),

@@ -266,3 +266,50 @@ fn a_slow_consumer_is_disconnected_with_its_code() {
     h.s.handle_overflow();
     assert_eq!(disconnect(&h.drain()), Some(Disconnect::SLOW_CONSUMER));
 }
+
+fn datagram_harness() -> Harness {
+    let mut config = config();
+    config.namespaces.insert("game".into(), ChannelOptions { datagrams: true, ..ChannelOptions::default() });
+    let mut h = Harness::new(config);
+    h.s.config.datagrams = true;
+    h
+}
+
+#[test]
+fn datagram_subscriptions_need_the_transport_and_the_namespace() {
+    let mut h = Harness::new(config());
+    let out = h.send(r#"{"id":1,"subscribe":{"channel":"chat:a","datagram":true}}"#);
+    assert_eq!(error_code(&out), Some(ErrorCode::NotAvailable.code()), "not on this transport");
+    let mut h = datagram_harness();
+    let out = h.send(r#"{"id":1,"subscribe":{"channel":"chat:a","datagram":true}}"#);
+    assert_eq!(error_code(&out), Some(ErrorCode::NotAvailable.code()), "not in this namespace");
+    let out = h.send(r#"{"id":2,"subscribe":{"channel":"game:a","datagram":true}}"#);
+    assert_eq!(error_code(&out), None);
+    assert!(h.s.datagram(&ChannelName::new("game:a").unwrap()));
+    assert!(!h.s.datagram(&ChannelName::new("chat:a").unwrap()));
+}
+
+#[test]
+fn datagram_subscriptions_are_latest_wins_and_never_replay() {
+    let mut h = datagram_harness();
+    let out = h.send(
+        r#"{"id":1,"subscribe":{"channel":"game:a","datagram":true,"since":{"epoch":"e","offset":2}}}"#,
+    );
+    let (op, query) = subscribe_op(&out);
+    assert!(query.since.is_none() && query.limit == 0, "no replay is read");
+    // Live publications that raced the subscribe: older ones are dropped, gaps are fine.
+    h.s.handle_delivery(Delivery::Publication(publication("game:a", "e", 6)));
+    h.s.handle_delivery(Delivery::Publication(publication("game:a", "e", 5)));
+    let top = StreamTop { epoch: "e".into(), offset: 4 };
+    h.s.handle_result(op, OpResult::History(Ok(HistoryResult { top, publications: Vec::new() })));
+    let out = h.drain();
+    let reply = subscribe_reply(&out);
+    assert!(!reply.recovered, "a resume was asked for and not honoured: said so");
+    assert_eq!(delivered(&out), vec![6]);
+    for (epoch, offset) in [("e", 9), ("e", 7), ("e", 9), ("e", 12), ("f", 1)] {
+        h.s.handle_delivery(Delivery::Publication(publication("game:a", epoch, offset)));
+    }
+    let out = h.drain();
+    assert_eq!(delivered(&out), vec![9, 12, 1], "gaps and a new epoch pass, older offsets do not");
+    assert_eq!(disconnect(&out), None, "no continuity disconnect for latest-wins");
+}

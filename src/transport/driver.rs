@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::frame::{ClientFrame, FrameError};
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::hub::{ConnId, Outbox, Taken, next_conn_id};
@@ -30,8 +29,6 @@ pub enum Wake {
     Op(Option<(OpId, OpResult)>),
     /// A session timer is due.
     Timer,
-    /// The server is shutting down.
-    Shutdown,
 }
 
 /// See the module docs.
@@ -44,7 +41,6 @@ pub struct Driver {
     batch: Vec<Delivery>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    shutdown: watch::Receiver<bool>,
     /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
     recheck: bool,
 }
@@ -62,7 +58,7 @@ impl Driver {
         let client_id = format!("{:016x}", rand::random::<u64>());
         let session = Session::new(state.policy.clone(), config, client_id, Now::current());
         let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
-        let shutdown = state.shutdown.subscribe();
+        state.hub.register(conn, &outbox);
         Self {
             state,
             conn,
@@ -72,7 +68,6 @@ impl Driver {
             batch: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
-            shutdown,
             recheck: false,
         }
     }
@@ -118,7 +113,6 @@ impl Driver {
             _ = self.outbox.ready() => Wake::Outbox,
             Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
             _ = self.timer.as_mut(), if has_timer => Wake::Timer,
-            _ = self.shutdown.changed() => Wake::Shutdown,
         }
     }
 
@@ -155,7 +149,6 @@ impl Driver {
                 self.timer_at = None;
                 self.session.handle_timeout(Now::current());
             }
-            Wake::Shutdown => self.end(Disconnect::SHUTDOWN),
         }
     }
 
@@ -231,6 +224,7 @@ impl Driver {
     /// The connection is gone: release its subscriptions and presence, after any operation
     /// still running (so a presence add never lands after its remove).
     pub fn finish(mut self) {
+        self.state.hub.deregister(self.conn);
         let close: Vec<OpFuture> =
             self.session.close().into_iter().filter_map(|op| self.prepare(0, op)).collect();
         let mut running = std::mem::take(&mut self.ops);

@@ -82,7 +82,7 @@ async fn poll(
         match &wake {
             // Register first, then read again: a publication between the two reads is seen.
             None => {
-                let outbox = Arc::new(Outbox::new(1));
+                let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
                 let conn = next_conn_id();
                 let mut failed = None;
                 for c in &p.channels {

@@ -235,7 +235,11 @@ async fn supervise(shared: Arc<Shared>, mut stream: PubSubStream) {
             match shared.open().await {
                 Ok((conn, sink, stream)) => match shared.install(conn, sink).await {
                     Ok(()) => break stream,
-                    Err(e) => tracing::debug!(error = %e, "redis resubscribe failed"),
+                    Err(e) => {
+                        // A subscription may have started on the half-installed connection.
+                        shared.sink.lost(None, Disconnect::BROKER_UNAVAILABLE);
+                        tracing::debug!(error = %e, "redis resubscribe failed");
+                    }
                 },
                 Err(e) => {
                     tracing::debug!(error = %e, "redis reconnect failed");

@@ -30,24 +30,27 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
+use switchboard_protocol::ChannelName;
 use switchboard_protocol::frame::ClientInfo;
-use switchboard_protocol::{ChannelName, Disconnect};
 use tokio::sync::mpsc;
 
+mod supervisor;
+mod wire;
+
+use self::wire::{Stored, channel_of, event_subject, hex, now_ms, subject, unavailable};
 use super::{
     Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, IDEMPOTENCY_WINDOW,
     PublishRequest, PublishResult, StreamTop, envelope, new_epoch,
 };
 use crate::config::Config;
-use crate::model::{Delivery, Epoch, PresenceKind, Publication};
+use crate::model::{Delivery, Epoch, PresenceKind};
 
 /// The stream's name.
 const STREAM: &str = "SWITCHBOARD";
@@ -91,71 +94,6 @@ struct Last {
     sequence: u64,
     offset: u64,
     epoch: Epoch,
-}
-
-fn subject(channel: &ChannelName) -> String {
-    format!("sb.p.{}", hex(channel.as_str()))
-}
-
-fn event_subject(channel: &ChannelName) -> String {
-    format!("sb.e.{}", hex(channel.as_str()))
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
-    String::from_utf8(bytes?).ok()
-}
-
-fn channel_of(subject: &str, prefix: &str) -> Option<ChannelName> {
-    ChannelName::new(&unhex(subject.strip_prefix(prefix)?)?).ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn header<T: std::str::FromStr>(headers: Option<&HeaderMap>, name: &str) -> Option<T> {
-    headers?.get(name)?.as_str().parse().ok()
-}
-
-fn unavailable(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("nats: {e}"))
-}
-
-/// A stored message of a channel's subject, decoded.
-struct Stored {
-    offset: u64,
-    epoch: Epoch,
-    expires: u64,
-    keep: u64,
-    body: Bytes,
-}
-
-impl Stored {
-    fn decode(headers: Option<&HeaderMap>, payload: Bytes) -> Result<Self, BrokerError> {
-        let bad = || BrokerError::Backend("nats: a stream message without switchboard headers".into());
-        Ok(Self {
-            offset: header(headers, H_OFFSET).ok_or_else(bad)?,
-            epoch: Arc::from(header::<String>(headers, H_EPOCH).ok_or_else(bad)?),
-            expires: header(headers, H_EXPIRES).unwrap_or(0),
-            keep: header(headers, H_KEEP).unwrap_or(0),
-            body: payload,
-        })
-    }
-
-    fn publication(&self, channel: &ChannelName) -> Result<Arc<Publication>, BrokerError> {
-        let (payload, info) =
-            envelope::decode_body(self.body.clone()).map_err(|e| BrokerError::Backend(e.to_string()))?;
-        Ok(Arc::new(Publication::new(channel.clone(), self.offset, self.epoch.clone(), payload, info)))
-    }
 }
 
 impl NatsBroker {
@@ -246,7 +184,8 @@ impl NatsBroker {
             .map_err(|e| BrokerError::Unavailable(format!("nats subscribe: {e}")))?;
         shared.client.flush().await.map_err(unavailable)?;
         *shared.health.write() = Health::Ok;
-        let supervisor = tokio::spawn(supervise(shared.clone(), fanout, presence_events, events_rx));
+        let supervisor =
+            tokio::spawn(supervisor::supervise(shared.clone(), fanout, presence_events, events_rx));
         Ok(Arc::new(Self { shared, supervisor }))
     }
 }
@@ -425,80 +364,6 @@ impl Shared {
         let name = consumer.cached_info().name.clone();
         let _ = self.stream.delete_consumer(&name).await;
         result.map(|()| out)
-    }
-}
-
-/// Delivers the fan-out and presence events; on a disconnect reports it and, once reconnected,
-/// starts a new fan-out consumer.
-async fn supervise(
-    shared: Arc<Shared>,
-    fanout: Fanout,
-    mut presence_events: async_nats::Subscriber,
-    mut events: mpsc::UnboundedReceiver<async_nats::Event>,
-) {
-    let mut fanout = Some(fanout);
-    loop {
-        tokio::select! {
-            m = async { fanout.as_mut()?.next().await }, if fanout.is_some() => match m {
-                Some(Ok(m)) => shared.deliver_stored(&m),
-                other => {
-                    let why = match other {
-                        Some(Err(e)) => format!("fan-out consumer failed: {e}"),
-                        _ => "fan-out consumer ended".into(),
-                    };
-                    lose(&shared, why);
-                    fanout = restart(&shared).await;
-                }
-            },
-            m = presence_events.next() => match m {
-                Some(m) => shared.deliver_event(&m),
-                None => return,
-            },
-            e = events.recv() => match e {
-                Some(async_nats::Event::Disconnected) => {
-                    lose(&shared, "disconnected".into());
-                    fanout = None;
-                }
-                Some(async_nats::Event::Connected) if fanout.is_none() => {
-                    fanout = restart(&shared).await;
-                }
-                Some(async_nats::Event::Closed) | None => {
-                    lose(&shared, "connection closed".into());
-                    return;
-                }
-                Some(_) => {}
-            },
-            _ = tokio::time::sleep(Duration::from_secs(1)), if fanout.is_none() => {
-                fanout = restart(&shared).await;
-            }
-        }
-    }
-}
-
-fn lose(shared: &Shared, why: String) {
-    let was_ok = matches!(*shared.health.read(), Health::Ok);
-    *shared.health.write() = Health::Unavailable(why.clone());
-    if was_ok {
-        tracing::warn!(reason = %why, "lost nats; reconnecting");
-        shared.sink.lost(None, Disconnect::BROKER_UNAVAILABLE);
-    }
-    shared.last.lock().clear();
-}
-
-async fn restart(shared: &Shared) -> Option<Fanout> {
-    if shared.client.connection_state() != async_nats::connection::State::Connected {
-        return None;
-    }
-    match shared.fanout().await {
-        Ok(f) => {
-            *shared.health.write() = Health::Ok;
-            tracing::info!("reconnected to nats");
-            Some(f)
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "nats fan-out not ready yet");
-            None
-        }
     }
 }
 
@@ -686,17 +551,6 @@ mod tests {
     use crate::broker::conformance::{self, TimeControl};
     use crate::broker::testutil::servers::{Kind, TestServer};
     use crate::broker::testutil::{self, Touching};
-
-    #[test]
-    fn channel_names_round_trip_through_hex_subjects() {
-        let ch = ChannelName::new("chat:a.b/c=d@e").unwrap();
-        let s = subject(&ch);
-        assert!(s.starts_with("sb.p.") && !s[5..].contains('.'));
-        assert_eq!(channel_of(&s, "sb.p."), Some(ch.clone()));
-        assert_eq!(channel_of(&event_subject(&ch), "sb.e."), Some(ch));
-        assert_eq!(channel_of("sb.p.zz", "sb.p."), None);
-        assert_eq!(channel_of("sb.p.abc", "sb.p."), None);
-    }
 
     fn maker(
         url: String,
