@@ -232,6 +232,15 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
+    let up = u8::from(state.broker.health() == Health::Ok);
+    let kind = state.config.broker.split("://").next().unwrap_or("memory");
+    text.push_str(&format!(
+        "# HELP switchboard_broker_up Whether the broker is reachable.\n# TYPE switchboard_broker_up gauge\n\
+         switchboard_broker_up{{broker=\"{kind}\"}} {up}\n\
+         # HELP switchboard_broker_reconnects_total Connections to the broker lost and made again.\n\
+         # TYPE switchboard_broker_reconnects_total counter\nswitchboard_broker_reconnects_total {}\n",
+        state.broker.reconnects()
+    ));
     if let Some(ice) = state.ice.get() {
         text.push_str(&ice.metrics.render_prometheus());
     }

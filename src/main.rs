@@ -39,6 +39,9 @@ struct ConfigArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long)]
     listen: Option<String>,
+    /// Where channels live: memory, redis://HOST:PORT or nats://HOST:PORT.
+    #[arg(long)]
+    broker: Option<String>,
     /// Do not serve the demo app or run its ticker.
     #[arg(long)]
     no_demo: bool,
@@ -67,6 +70,9 @@ impl ConfigArgs {
         let mut flags = toml::Table::new();
         if let Some(listen) = &self.listen {
             flags.insert("listen".into(), listen.clone().into());
+        }
+        if let Some(broker) = &self.broker {
+            flags.insert("broker".into(), broker.clone().into());
         }
         if self.no_demo {
             flags.insert("demo".into(), false.into());

@@ -183,6 +183,11 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the backend is reachable.
     fn health(&self) -> Health;
+
+    /// How many times the connection to the backend was lost and made again (for `/metrics`).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// The broker for `url`: `memory` (the default), or a backend URL.

@@ -103,11 +103,6 @@ impl RedisBroker {
         let supervisor = tokio::spawn(supervise(shared.clone(), first.2));
         Ok(Self { shared, supervisor })
     }
-
-    /// How many times the connection to Redis was lost and made again.
-    pub fn reconnects(&self) -> u64 {
-        self.shared.reconnects.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for RedisBroker {
@@ -430,6 +425,10 @@ impl Broker for RedisBroker {
 
     fn health(&self) -> Health {
         self.shared.health.read().clone()
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 }
 
