@@ -1,7 +1,7 @@
 // Types for the Switchboard browser SDK (`/sdk/switchboard.js`). Wire contract: docs/protocol.md.
 
 /** The transports, in the default order of preference. */
-export type TransportName = 'websocket' | 'sse' | 'stream' | 'long-poll' | 'poll';
+export type TransportName = 'webtransport' | 'websocket' | 'sse' | 'stream' | 'long-poll' | 'poll';
 
 /**
  * - `connecting`: opening a transport, or waiting (backoff) to reconnect after a drop.
@@ -92,7 +92,10 @@ export declare class SwitchboardError extends Error {
 export interface SwitchboardOptions {
   /** Server base URL (`http(s)://` or `ws(s)://`); default `location.origin`. */
   url?: string;
-  /** Transports to try, in order. Default `['websocket', 'sse', 'stream', 'long-poll', 'poll']`. */
+  /**
+   * Transports to try, in order. Default `['webtransport', 'websocket', 'sse', 'stream', 'long-poll', 'poll']`,
+   * with `webtransport` only where the platform has `WebTransport`.
+   */
   transports?: TransportName | TransportName[];
   /** JWT sent with `connect` (WebSocket), as `token=` (SSE) or `Authorization: Bearer` (HTTP). */
   token?: string;
@@ -184,7 +187,17 @@ export declare class Switchboard {
    * Subscribes to `channel` (at most one subscription per channel; throws if one exists). With
    * `since`, resumes after that position. Works before `connect()` too.
    */
-  subscribe(channel: string, options?: { since?: Position }): Subscription;
+  subscribe(
+    channel: string,
+    options?: {
+      since?: Position;
+      /**
+       * On WebTransport, in namespaces with `datagrams` on: deliver publications as unreliable,
+       * latest-wins datagrams (game state, cursors). Such a subscription never replays.
+       */
+      datagram?: boolean;
+    },
+  ): Subscription;
   /** The current subscription to `channel`, or null. */
   getSubscription(channel: string): Subscription | null;
 
@@ -193,7 +206,15 @@ export declare class Switchboard {
    * publication). Over the WebSocket when on one, else `POST /api/publish` with the token. A
    * repeated `idempotencyKey` answers the first result and stores nothing.
    */
-  publish(channel: string, data: unknown, options?: { idempotencyKey?: string }): Promise<Position>;
+  publish(
+    channel: string,
+    data: unknown,
+    options?: {
+      idempotencyKey?: string;
+      /** On WebTransport: send as an unacknowledged datagram (fire-and-forget; resolves at once). */
+      datagram?: boolean;
+    },
+  ): Promise<Position>;
   /** Who is subscribed to `channel` (WebSocket `presence`, else `GET /api/presence`). */
   presence(channel: string): Promise<PresenceResult>;
   /** Publications kept in the channel's history (WebSocket `history`, else `GET /api/history`). */

@@ -112,12 +112,17 @@ impl Outbox {
     }
 }
 
+/// One shard of the channel → local subscribers map.
+type ChannelShard = RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>;
+/// One shard of the open connections.
+type ConnectionShard = Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>;
+
 /// See the module docs.
 pub struct Hub {
-    shards: Box<[RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>]>,
+    shards: Box<[ChannelShard]>,
     /// Every open connection's outbox, so the node can end them all (shutdown) without each
     /// connection also waiting on a shared signal at every wake-up.
-    connections: Box<[Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>]>,
+    connections: Box<[ConnectionShard]>,
     metrics: Arc<Metrics>,
 }
 
@@ -152,7 +157,7 @@ impl Hub {
         }
     }
 
-    fn shard(&self, channel: &str) -> &RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>> {
+    fn shard(&self, channel: &str) -> &ChannelShard {
         // FNV-1a: cheap and good enough to spread channel names.
         let h =
             channel.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));

@@ -104,7 +104,15 @@ impl Session {
             }
             if !out.is_empty() {
                 metrics.bytes_out.add(out.len() as u64);
-                if self.send.write_all(&out).await.is_err() {
+                // A client that stops reading while its outbox overflows is cut off, not waited on.
+                let ok = tokio::select! {
+                    r = self.send.write_all(&out) => r.is_ok(),
+                    _ = driver.cut_off() => {
+                        close(&self.conn, None, BytesMut::new(), Disconnect::SLOW_CONSUMER).await;
+                        return driver.finish();
+                    }
+                };
+                if !ok {
                     return driver.finish();
                 }
                 out.clear();
