@@ -179,6 +179,10 @@ impl Default for Config {
     }
 }
 
+/// `SWITCHBOARD_*` variables that are not server options: the config file's path, the terminal
+/// clients' settings and the test harness's binary path.
+const NOT_OPTIONS: [&str; 4] = ["CONFIG", "URL", "TOKEN", "BIN"];
+
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -226,6 +230,9 @@ impl Config {
             let Some(key) = name.strip_prefix("SWITCHBOARD_") else {
                 continue;
             };
+            if NOT_OPTIONS.contains(&key) {
+                continue;
+            }
             let key = key.to_ascii_lowercase();
             let Some(default) = defaults.get(&key) else {
                 return Err(ConfigError::Invalid(format!("unknown environment variable {name}")));
@@ -394,6 +401,15 @@ mod tests {
         assert!(Config::load(None, env, toml::Table::new()).is_err());
         let env = [("SWITCHBOARD_NOPE".to_owned(), "1".to_owned())];
         assert!(Config::load(None, env, toml::Table::new()).is_err());
+        let env = [
+            ("SWITCHBOARD_URL".to_owned(), "http://x".to_owned()),
+            ("SWITCHBOARD_BIN".to_owned(), "/x".to_owned()),
+            ("SWITCHBOARD_CONFIG".to_owned(), "/x.toml".to_owned()),
+        ];
+        assert!(
+            Config::load(None, env, toml::Table::new()).is_ok(),
+            "the clients' variables are not options"
+        );
         let mut flags = toml::Table::new();
         flags.insert("listen".into(), "0.0.0.0:8080".into());
         let err = Config::load(None, [], flags.clone()).unwrap_err();

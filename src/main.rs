@@ -95,7 +95,7 @@ impl ConfigArgs {
         if let Some(log) = &self.log {
             flags.insert("log".into(), log.clone().into());
         }
-        let env = std::env::vars().filter(|(k, _)| k != "SWITCHBOARD_CONFIG");
+        let env = std::env::vars();
         Config::load(self.config.as_deref(), env, flags).map_err(|e| e.to_string())
     }
 }
