@@ -14,6 +14,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { launchBrowser, startServer } from './helpers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const SECRET = 'e2e-turn-secret';
@@ -50,6 +51,63 @@ function credential(user, ttlSeconds) {
   return { username, password };
 }
 
+// In the page: two RTCPeerConnections that may only use relayed candidates exchange 10 messages
+// and their echoes; answers what arrived and the selected candidate pair.
+async function relayInPage(iceServers) {
+  const config = { iceServers, iceTransportPolicy: 'relay' };
+    const a = new RTCPeerConnection(config);
+    const b = new RTCPeerConnection(config);
+    const candidates = { a: [], b: [] };
+    a.onicecandidate = (e) => { if (e.candidate) { candidates.a.push(e.candidate.type); b.addIceCandidate(e.candidate); } };
+    b.onicecandidate = (e) => { if (e.candidate) { candidates.b.push(e.candidate.type); a.addIceCandidate(e.candidate); } };
+    const received = [];
+    const echoed = [];
+    b.ondatachannel = (e) => {
+      e.channel.onmessage = (m) => { received.push(m.data); e.channel.send(`echo:${m.data}`); };
+    };
+    const dc = a.createDataChannel('e2e');
+    const done = new Promise((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`timeout: received=${received.length} echoed=${echoed.length} ` +
+        `ice=${a.iceConnectionState}/${b.iceConnectionState} candidates=${JSON.stringify(candidates)}`)), 30_000);
+      dc.onmessage = (m) => {
+        echoed.push(m.data);
+        if (echoed.length === 10) { clearTimeout(timer); res(); }
+      };
+    });
+    dc.onopen = () => { for (let i = 0; i < 10; i++) dc.send(`message ${i}`); };
+    await a.setLocalDescription(await a.createOffer());
+    await b.setRemoteDescription(a.localDescription);
+    await b.setLocalDescription(await b.createAnswer());
+    await a.setRemoteDescription(b.localDescription);
+    await done;
+
+    const stats = await a.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+    const local = pair && stats.get(pair.localCandidateId);
+    const remote = pair && stats.get(pair.remoteCandidateId);
+    a.close();
+    b.close();
+    return {
+      received, echoed, candidates,
+      localType: local?.candidateType, remoteType: remote?.candidateType,
+      relayProtocol: local?.relayProtocol, bytesSent: pair?.bytesSent,
+    };
+}
+
+function assertRelayed(result) {
+  assert.deepEqual(result.received, Array.from({ length: 10 }, (_, i) => `message ${i}`));
+  assert.deepEqual(result.echoed, Array.from({ length: 10 }, (_, i) => `echo:message ${i}`));
+  assert.ok(result.candidates.a.length > 0 && result.candidates.a.every((c) => c === 'relay'), JSON.stringify(result.candidates));
+  assert.equal(result.localType, 'relay');
+  assert.equal(result.remoteType, 'relay');
+  assert.equal(result.relayProtocol, 'udp');
+  assert.ok(result.bytesSent > 0);
+}
+
 test('Chromium relays a data channel through the TURN server', { timeout: 60_000 }, async (t) => {
   const bin = examplePath();
   if (!existsSync(bin) || !existsSync('/usr/bin/chromium')) {
@@ -67,60 +125,28 @@ test('Chromium relays a data channel through the TURN server', { timeout: 60_000
   try {
     const page = await browser.newPage();
     const { username, password } = credential('e2e-user', 600);
-    const result = await page.evaluate(async ({ url, username, password }) => {
-      const config = { iceServers: [{ urls: url, username, credential: password }], iceTransportPolicy: 'relay' };
-      const a = new RTCPeerConnection(config);
-      const b = new RTCPeerConnection(config);
-      const candidates = { a: [], b: [] };
-      a.onicecandidate = (e) => { if (e.candidate) { candidates.a.push(e.candidate.type); b.addIceCandidate(e.candidate); } };
-      b.onicecandidate = (e) => { if (e.candidate) { candidates.b.push(e.candidate.type); a.addIceCandidate(e.candidate); } };
-      const received = [];
-      const echoed = [];
-      b.ondatachannel = (e) => {
-        e.channel.onmessage = (m) => { received.push(m.data); e.channel.send(`echo:${m.data}`); };
-      };
-      const dc = a.createDataChannel('e2e');
-      const done = new Promise((res, rej) => {
-        const timer = setTimeout(() => rej(new Error(`timeout: received=${received.length} echoed=${echoed.length} ` +
-          `ice=${a.iceConnectionState}/${b.iceConnectionState} candidates=${JSON.stringify(candidates)}`)), 30_000);
-        dc.onmessage = (m) => {
-          echoed.push(m.data);
-          if (echoed.length === 10) { clearTimeout(timer); res(); }
-        };
-      });
-      dc.onopen = () => { for (let i = 0; i < 10; i++) dc.send(`message ${i}`); };
-      await a.setLocalDescription(await a.createOffer());
-      await b.setRemoteDescription(a.localDescription);
-      await b.setLocalDescription(await b.createAnswer());
-      await a.setRemoteDescription(b.localDescription);
-      await done;
+    const iceServers = [{ urls: `turn:${turn.host}:${turn.port}?transport=udp`, username, credential: password }];
+    const result = await page.evaluate(relayInPage, iceServers);
 
-      const stats = await a.getStats();
-      let pair = null;
-      stats.forEach((s) => {
-        if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-      });
-      if (!pair) stats.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
-      const local = pair && stats.get(pair.localCandidateId);
-      const remote = pair && stats.get(pair.remoteCandidateId);
-      a.close();
-      b.close();
-      return {
-        received, echoed, candidates,
-        localType: local?.candidateType, remoteType: remote?.candidateType,
-        relayProtocol: local?.relayProtocol, bytesSent: pair?.bytesSent,
-      };
-    }, { url: `turn:${turn.host}:${turn.port}?transport=udp`, username, password });
-
-    assert.deepEqual(result.received, Array.from({ length: 10 }, (_, i) => `message ${i}`));
-    assert.deepEqual(result.echoed, Array.from({ length: 10 }, (_, i) => `echo:message ${i}`));
-    assert.ok(result.candidates.a.length > 0 && result.candidates.a.every((c) => c === 'relay'), JSON.stringify(result.candidates));
-    assert.equal(result.localType, 'relay');
-    assert.equal(result.remoteType, 'relay');
-    assert.equal(result.relayProtocol, 'udp');
-    assert.ok(result.bytesSent > 0);
+    assertRelayed(result);
   } finally {
     await browser.close();
     turn.child.kill('SIGTERM');
   }
+});
+
+test('switchboard serve: /api/ice-servers credentials relay a data channel through the built-in TURN', { timeout: 60_000 }, async (t) => {
+  const srv = await startServer({ args: ['--no-demo', '--turn-allow-loopback-peers'] });
+  t.after(() => srv.stop());
+  const browser = await launchBrowser();
+  t.after(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${srv.url}/healthz`);
+  const ice = await page.evaluate(async () => (await fetch('/api/ice-servers')).json());
+  assert.ok(ice.ttl > 0);
+  const turnUrls = ice.iceServers.flatMap((s) => s.urls).filter((u) => u.startsWith('turn:'));
+  assert.ok(turnUrls.some((u) => u.endsWith('?transport=udp')) && turnUrls.some((u) => u.endsWith('?transport=tcp')), JSON.stringify(ice));
+  assertRelayed(await page.evaluate(relayInPage, ice.iceServers));
+  const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+  assert.match(metrics, /^switchboard_turn_\w+/m, 'TURN metrics are on /metrics');
 });
