@@ -140,6 +140,9 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
+    if let Some(wt) = server.state().webtransport.get() {
+        println!("WebTransport (HTTP/3) on udp {}:{}/wt", addr.ip(), wt.port);
+    }
     if let Some(turn) = server.turn_addr() {
         println!("STUN/TURN on {turn} (UDP and TCP)");
     }
