@@ -96,6 +96,9 @@ pub struct Config {
     pub turn_listen: String,
     /// The address advertised in relayed candidates and `/api/ice-servers` (servers behind NAT).
     pub turn_external_ip: String,
+    /// TURN over TLS, served when `tls_cert`/`tls_key` are set. Empty: the TURN listener's IP,
+    /// port 5349 (port 0 when the HTTP listener's port is 0).
+    pub turn_tls_listen: String,
     /// Shared secret for time-limited TURN credentials (coturn's `use-auth-secret`). Empty: a
     /// random one is made at start-up, which `/api/ice-servers` hands out credentials for.
     pub turn_secret: String,
@@ -159,6 +162,7 @@ impl Default for Config {
             turn: true,
             turn_listen: String::new(),
             turn_external_ip: String::new(),
+            turn_tls_listen: String::new(),
             turn_secret: String::new(),
             turn_users: BTreeMap::new(),
             turn_relay_ports: "49152-65535".into(),

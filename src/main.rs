@@ -146,6 +146,9 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Some(turn) = server.turn_addr() {
         println!("STUN/TURN on {turn} (UDP and TCP)");
     }
+    if let Some(tls) = server.state().ice.get().and_then(|i| i.tls_addr) {
+        println!("TURN over TLS on {tls}");
+    }
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 

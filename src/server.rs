@@ -204,6 +204,7 @@ async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
         .map_err(|e| StartError::Turn(e.to_string()))?;
     let info = crate::turn::IceInfo {
         addr: handle.udp_addr(),
+        tls_addr: handle.tls_addr(),
         tcp: handle.tcp_addr().is_some(),
         external_ip: config.external_ip,
         secret,

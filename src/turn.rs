@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use switchboard_protocol::ErrorCode;
-use switchboard_turn::{TurnConfig, make_credential};
+use switchboard_turn::{TlsListener, TurnConfig, make_credential};
 
 use crate::config::Config;
 use crate::server::AppState;
@@ -44,8 +44,24 @@ pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
         .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
         .filter(|(l, h)| l <= h)
         .ok_or_else(|| format!("turn_relay_ports {:?} is not LOW-HIGH", config.turn_relay_ports))?;
+    let tls = if config.tls_cert.is_empty() {
+        None
+    } else {
+        let tls_listen: SocketAddr = if config.turn_tls_listen.is_empty() {
+            SocketAddr::new(listen.ip(), if config.listen.port() == 0 { 0 } else { 5349 })
+        } else {
+            config
+                .turn_tls_listen
+                .parse()
+                .map_err(|_| format!("turn_tls_listen {:?} is not ADDR:PORT", config.turn_tls_listen))?
+        };
+        let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
+        let (cert, key) = (read(&config.tls_cert)?, read(&config.tls_key)?);
+        Some(TlsListener::from_pem(tls_listen, &cert, &key).map_err(|e| e.to_string())?)
+    };
     let turn = TurnConfig {
         listen,
+        tls,
         external_ip,
         relay_port_range: low..=high,
         static_users: config.turn_users.clone().into_iter().collect(),
@@ -74,6 +90,8 @@ pub fn random_secret() -> String {
 pub struct IceInfo {
     /// The TURN server's address (UDP; TCP on the same port when `tcp`).
     pub addr: SocketAddr,
+    /// The TURN-over-TLS address, when a certificate is configured.
+    pub tls_addr: Option<SocketAddr>,
     /// TCP is served too.
     pub tcp: bool,
     /// The address to advertise instead of `addr`'s IP.
@@ -124,6 +142,15 @@ pub async fn ice_servers(
     let mut turn_urls = vec![format!("turn:{host}:{port}?transport=udp")];
     if ice.tcp {
         turn_urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    if let Some(tls) = ice.tls_addr {
+        // `turns:` needs the certificate's name; the Host the client used is the best guess.
+        let name = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(host, _)| host).to_owned())
+            .unwrap_or_else(|| host.clone());
+        turn_urls.push(format!("turns:{name}:{}?transport=tcp", tls.port()));
     }
     Ok(Json(serde_json::json!({
         "iceServers": [

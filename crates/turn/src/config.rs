@@ -41,6 +41,39 @@ impl Default for Quotas {
     }
 }
 
+/// TURN over TLS (RFC 8656 §3.1, usually port 5349): the same framing as TCP inside TLS.
+#[derive(Clone)]
+pub struct TlsListener {
+    /// Address of the TLS listener. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The server's TLS configuration (certificate and key).
+    pub config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+}
+
+impl TlsListener {
+    /// A TLS listener on `listen` serving the PEM certificate chain and private key given.
+    pub fn from_pem(listen: SocketAddr, cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, ConfigError> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let tls = |e: &dyn std::fmt::Display| ConfigError::Tls(e.to_string());
+        let certs =
+            CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| tls(&e))?;
+        if certs.is_empty() {
+            return Err(ConfigError::Tls("no certificate in the PEM data".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| tls(&e))?;
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(&e))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| tls(&e))?;
+        Ok(Self { listen, config: std::sync::Arc::new(config) })
+    }
+}
+
 /// Configuration of the STUN/TURN server. Start from [`TurnConfig::default`].
 #[derive(Clone)]
 pub struct TurnConfig {
@@ -49,6 +82,8 @@ pub struct TurnConfig {
     pub listen: SocketAddr,
     /// Also listen on TCP (RFC 8656 §3.1 framing). Default true.
     pub tcp: bool,
+    /// Also listen for TURN over TLS. Default none.
+    pub tls: Option<TlsListener>,
     /// REALM of the long-term credentials. Default `"switchboard"`.
     pub realm: String,
     /// Address advertised in XOR-RELAYED-ADDRESS instead of the relay socket's own address
@@ -81,6 +116,7 @@ impl Default for TurnConfig {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 3478),
             tcp: true,
+            tls: None,
             realm: "switchboard".to_owned(),
             external_ip: None,
             relay_ip: None,
@@ -104,6 +140,7 @@ impl fmt::Debug for TurnConfig {
         f.debug_struct("TurnConfig")
             .field("listen", &self.listen)
             .field("tcp", &self.tcp)
+            .field("tls", &self.tls.as_ref().map(|t| t.listen))
             .field("realm", &self.realm)
             .field("external_ip", &self.external_ip)
             .field("relay_ip", &self.relay_ip)

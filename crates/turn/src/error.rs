@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// A quota or duration is zero where it must not be.
     #[error("turn.{0} must be greater than zero")]
     Zero(&'static str),
+    /// The TLS certificate or key cannot be used.
+    #[error("turn TLS: {0}")]
+    Tls(String),
 }
 
 /// Error starting or running the TURN drivers.

@@ -46,7 +46,7 @@ pub mod metrics;
 pub mod peer_filter;
 
 pub use auth::make_credential;
-pub use config::{Quotas, TurnConfig};
+pub use config::{Quotas, TlsListener, TurnConfig};
 pub use core::{Input, Output, RelayId, Transport, TurnServer};
 pub use driver::{ServerHandle, serve};
 pub use error::{ConfigError, TurnError};

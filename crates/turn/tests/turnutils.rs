@@ -305,3 +305,71 @@ async fn loopback_peer_is_denied_by_default() {
     let _ = tx.send(());
     server.wait().await;
 }
+
+/// A self-signed certificate made by the `openssl` command, in a temporary directory.
+fn self_signed_pem() -> Option<(Vec<u8>, Vec<u8>)> {
+    let dir = std::env::temp_dir().join(format!("sb-turn-tls-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-subj", "/CN=localhost", "-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    let pems = status.success().then(|| (std::fs::read(&cert).ok(), std::fs::read(&key).ok()));
+    let _ = std::fs::remove_dir_all(&dir);
+    match pems {
+        Some((Some(c), Some(k))) => Some((c, k)),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uclient_tls_relays_and_refuses_a_wrong_password() {
+    if !tools_available() {
+        return;
+    }
+    let Some((cert, key)) = self_signed_pem() else {
+        assert!(std::env::var_os("CI").is_none(), "the openssl command is needed to make a test certificate");
+        eprintln!("SKIPPED: no openssl command to make a test certificate");
+        return;
+    };
+    let tls = switchboard_turn::TlsListener::from_pem("127.0.0.1:0".parse().unwrap(), &cert, &key).unwrap();
+    let mut config = TurnConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        allow_loopback_peers: true,
+        auth_secret: Some(SECRET.into()),
+        tls: Some(tls),
+        ..TurnConfig::default()
+    };
+    config.static_users.insert(USER.into(), PASS.into());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = switchboard_turn::serve(config, async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("server starts");
+    let tls_addr = server.tls_addr().expect("a TLS listener");
+    let (_peer, peer_port) = start_peer();
+    // -S: TLS over TCP (-t).
+    let (ok, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-u", USER, "-w", PASS], 40).await;
+    assert_relayed("tls/static", ok, &out, t, 40);
+    let (ok, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-W", SECRET, "-u", "carol"], 20).await;
+    assert_relayed("tls/-W secret", ok, &out, t, 20);
+    let (_, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-u", USER, "-w", "wrong"], 5).await;
+    assert!(t.is_none_or(|t| t.received == 0), "a wrong password relays nothing over TLS:\n{out}");
+    assert!(server.metrics().render_prometheus().contains("switchboard_turn_"), "metrics render");
+    let _ = tx.send(());
+    server.wait().await;
+}
+
+#[test]
+fn tls_listener_refuses_bad_pem() {
+    let addr = "127.0.0.1:0".parse().unwrap();
+    assert!(switchboard_turn::TlsListener::from_pem(addr, b"not pem", b"not pem").is_err());
+}

@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 pub struct ServerHandle {
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -41,6 +42,11 @@ impl ServerHandle {
     /// The bound TCP listening address (same port as UDP), if TCP is enabled.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The bound TURN-over-TLS address, if TLS is configured.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// The server's counters (see [`Metrics::render_prometheus`]).
@@ -72,6 +78,17 @@ where
     let udp_addr = udp.local_addr().map_err(|e| TurnError::io("UDP local address", e))?;
     set_buffers(&udp, LISTENER_BUFFER);
     let tcp_addr = tcp.as_ref().and_then(|t| t.local_addr().ok());
+    let tls = match &config.tls {
+        Some(tls) => {
+            let listener = tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .map_err(|e| TurnError::io("binding the TLS listener", e))?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         udp,
@@ -83,14 +100,19 @@ where
         wake: Notify::new(),
         metrics: Arc::clone(&metrics),
     });
-    tracing::info!(%udp_addr, ?tcp_addr, realm = %config.realm, "TURN server listening");
+    tracing::info!(%udp_addr, ?tcp_addr, ?tls_addr, realm = %config.realm, "TURN server listening");
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(udp::run(Arc::clone(&shared))).abort_handle());
     tasks.push(tokio::spawn(timer(Arc::clone(&shared))).abort_handle());
+    let limit = config.quotas.max_tcp_connections;
     if let Some(listener) = tcp {
-        let limit = config.quotas.max_tcp_connections;
-        tasks.push(tokio::spawn(tcp::run(Arc::clone(&shared), listener, limit)).abort_handle());
+        tasks.push(tokio::spawn(tcp::run(Arc::clone(&shared), listener, limit, None)).abort_handle());
+    }
+    if let Some((listener, acceptor)) = tls {
+        tasks.push(
+            tokio::spawn(tcp::run(Arc::clone(&shared), listener, limit, Some(acceptor))).abort_handle(),
+        );
     }
     let done = tokio::spawn(async move {
         shutdown.await;
@@ -103,7 +125,7 @@ where
         }
         tracing::info!("TURN server stopped");
     });
-    Ok(ServerHandle { udp_addr, tcp_addr, metrics, done })
+    Ok(ServerHandle { udp_addr, tcp_addr, tls_addr, metrics, done })
 }
 
 /// Binds UDP, then TCP on the same port; with port 0, retries until both get one port.

@@ -1,16 +1,20 @@
 //! The TCP listener (RFC 8656 §3.1 framing): a connection carries STUN messages and
 //! ChannelData padded to four bytes, back to back. Frames are cut with
 //! [`codec::frame_len`](crate::codec::frame_len); a byte stream that is neither closes the
-//! connection. Closing a connection ends its allocation.
+//! connection. Closing a connection ends its allocation. TURN over TLS is the same framing
+//! inside a TLS session: the listener then completes a handshake first.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::{Shared, lock};
 use crate::codec::{MAX_FRAME, frame_len};
@@ -20,7 +24,10 @@ use crate::peer_filter::canonical;
 /// Frames queued for one client before further ones are dropped.
 const OUTBOUND_QUEUE: usize = 512;
 
-pub(super) async fn run(shared: Arc<Shared>, listener: TcpListener, limit: usize) {
+/// How long a TLS client may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn run(shared: Arc<Shared>, listener: TcpListener, limit: usize, tls: Option<TlsAcceptor>) {
     let permits = Arc::new(Semaphore::new(limit));
     // Dropping the set (on shutdown) aborts every connection task.
     let mut conns = JoinSet::new();
@@ -39,8 +46,16 @@ pub(super) async fn run(shared: Arc<Shared>, listener: TcpListener, limit: usize
                     continue;
                 };
                 let shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 conns.spawn(async move {
-                    connection(shared, stream, canonical(from)).await;
+                    let _ = stream.set_nodelay(true);
+                    match tls {
+                        None => connection(shared, stream, canonical(from)).await,
+                        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(shared, stream, canonical(from)).await,
+                            _ => tracing::debug!(%from, "TLS handshake failed"),
+                        },
+                    }
                     drop(permit);
                 });
             }
@@ -49,9 +64,11 @@ pub(super) async fn run(shared: Arc<Shared>, listener: TcpListener, limit: usize
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+async fn connection<S>(shared: Arc<Shared>, stream: S, from: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(OUTBOUND_QUEUE);
     lock(&shared.tcp_conns).insert(from, tx);
     shared.metrics.tcp_connections.fetch_add(1, Relaxed);
@@ -67,7 +84,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, from: SocketAddr) {
                     Err(_) => break,
                 }
             }
-            if wr.write_all(&batch).await.is_err() {
+            if wr.write_all(&batch).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }
