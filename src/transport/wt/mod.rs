@@ -217,14 +217,17 @@ fn put_history(out: &mut BytesMut, id: u64, top: &StreamTop, publications: &[Arc
 }
 
 /// Says why on the stream (`{"disconnect": {"code", "reason"}}`, for browsers, which do not see
-/// a QUIC close's code), waits briefly for it to arrive, then closes the session with the code.
+/// a QUIC close's code), then closes the session with the code. Closing at once would race the
+/// page reading that frame (a browser drops unread stream data when the connection goes), so it
+/// waits, up to `CLOSE_GRACE`, for the client to close first.
 async fn close(conn: &Connection, send: Option<&mut SendStream>, mut out: BytesMut, d: Disconnect) {
     if let Some(send) = send {
         let body = serde_json::json!({"disconnect": {"code": d.code, "reason": d.reason}}).to_string();
         codec::put_frame(&mut out, codec::TEXT, body.as_bytes());
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            send.write_all(&out).await?;
-            send.finish().await
+            if send.write_all(&out).await.is_ok() && send.finish().await.is_ok() {
+                conn.closed().await;
+            }
         })
         .await;
     }
