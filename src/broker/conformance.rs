@@ -47,16 +47,20 @@ impl DeliverySink for CollectingSink {
     fn lost(&self, _channel: Option<&ChannelName>, _reason: switchboard_protocol::Disconnect) {}
 }
 
+/// The offsets of `channel`'s publications among `deliveries`, in delivery order.
+pub fn publication_offsets(deliveries: &[Delivery], channel: &ChannelName) -> Vec<u64> {
+    deliveries
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Publication(p) if &p.channel == channel => Some(p.offset),
+            _ => None,
+        })
+        .collect()
+}
+
 impl CollectingSink {
     fn offsets(&self, channel: &ChannelName) -> Vec<u64> {
-        self.deliveries
-            .lock()
-            .iter()
-            .filter_map(|d| match d {
-                Delivery::Publication(p) if &p.channel == channel => Some(p.offset),
-                _ => None,
-            })
-            .collect()
+        publication_offsets(&self.deliveries.lock(), channel)
     }
 }
 

@@ -138,9 +138,7 @@ impl Broker for MemoryBroker {
         };
         let matching = s.history.iter().filter(|(p, _)| p.offset > after).map(|(p, _)| p.clone());
         let publications = if query.reverse {
-            let mut v: Vec<_> = matching.rev().take(query.limit).collect();
-            v.shrink_to_fit();
-            v
+            matching.rev().take(query.limit).collect()
         } else {
             matching.take(query.limit).collect()
         };

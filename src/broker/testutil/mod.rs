@@ -98,14 +98,7 @@ impl DeliverySink for Node {
 
 impl Node {
     fn offsets(&self, channel: &ChannelName) -> Vec<u64> {
-        self.deliveries
-            .lock()
-            .iter()
-            .filter_map(|d| match d {
-                Delivery::Publication(p) if &p.channel == channel => Some(p.offset),
-                _ => None,
-            })
-            .collect()
+        super::conformance::publication_offsets(&self.deliveries.lock(), channel)
     }
 
     fn joins(&self, channel: &ChannelName) -> Vec<String> {
