@@ -7,11 +7,17 @@
 //   Subscription    one channel: position, duplicate suppression, events
 //   Switchboard     state machine: transport rounds with fallback, backoff, token, HTTP API
 //   *Conn classes   one per transport; framing only, they feed the client's _push/_opened/_lost
-//                   (WtConn is WsConn's protocol in WebTransport frames, plus datagrams)
+//                   (WtConn is WsConn's protocol in WebTransport frames, plus datagrams;
+//                   DcConn is WsConn's protocol on WebRTC data channels)
+//   Room            WebRTC calls (docs/webrtc.md): mesh signalled through inboxes, or one SFU peer
 
 const ALL_TRANSPORTS = ['webtransport', 'websocket', 'sse', 'stream', 'long-poll', 'poll'];
 /** The default order where the platform has no WebTransport. */
 const FALLBACK_TRANSPORTS = ALL_TRANSPORTS.slice(1);
+/** Accepted when asked for, never in a default order: the data channel transport is opt-in. */
+const KNOWN_TRANSPORTS = [...ALL_TRANSPORTS, 'webrtc'];
+/** The most a client waits for ICE gathering before it sends an offer anyway (ms). */
+const ICE_GATHER_MS = 2000;
 /** WebTransport frame kinds (docs/webtransport.md): a JSON text frame, a binary `HEADER\nPAYLOAD` frame. */
 const WT_TEXT = 0;
 const WT_BINARY = 1;
@@ -279,6 +285,7 @@ export class Switchboard extends Emitter {
     const pick = (key) => (opts[key] !== undefined ? opts[key] : g[key]);
     this._WebSocket = pick('WebSocket');
     this._WebTransport = pick('WebTransport');
+    this._RTCPeerConnection = pick('RTCPeerConnection');
     this._transports = this._normalizeTransports(opts.transports);
     this._EventSource = pick('EventSource');
     const f = pick('fetch');
@@ -371,6 +378,14 @@ export class Switchboard extends Emitter {
     if (binary) body.b64 = bytesToBase64(toBytes(data));
     else body.data = data;
     return this._api('POST', '/api/publish', { body });
+  }
+
+  /**
+   * A WebRTC room (docs/webrtc.md) on channel `name` (`room:NAME`): call `join()` on it.
+   * Needs a two-way transport (webtransport, websocket or webrtc).
+   */
+  room(name, opts = {}) {
+    return new Room(this, name, opts);
   }
 
   async presence(channel) {
@@ -538,10 +553,10 @@ export class Switchboard extends Emitter {
     this._sync();
   }
 
-  /** The open WebSocket or WebTransport connection (commands with replies), if the client is on one. */
+  /** The open two-way connection (WebSocket, WebTransport, WebRTC: commands with replies), if any. */
   _wsConn() {
     const c = this._conn;
-    return c && (c.name === 'websocket' || c.name === 'webtransport') && c.opened && !c.closed ? c : null;
+    return c instanceof WsConn && c.opened && !c.closed ? c : null;
   }
 
   /** The configured transports, or the default order (WebTransport first where the platform has it). */
@@ -637,7 +652,23 @@ export class Switchboard extends Emitter {
       if (res.status === 401 && this._getToken) this._tokenStale = true;
       throw err;
     }
-    return res.status === 204 ? {} : res.json();
+    const text = await res.text();
+    return text ? JSON.parse(text) : {}; // 204 and empty answers (DELETE) are `{}`
+  }
+
+  /** `GET /api/ice-servers` as RTCIceServer[]; none when the server has no TURN or says no. */
+  async _fetchIceServers(token) {
+    if (!this._fetch) return [];
+    try {
+      const res = await this._fetch(this._url('/api/ice-servers'), {
+        headers: { Accept: 'application/json', ...this._authHeaders(token) },
+      });
+      if (res.status !== 200) return [];
+      const body = await res.json();
+      return Array.isArray(body && body.iceServers) ? body.iceServers : [];
+    } catch {
+      return [];
+    }
   }
 
   /** Query for a one-way transport: its channels and the cursor of their positions. */
@@ -676,7 +707,7 @@ function normalizeTransports(t) {
   const list = t == null ? FALLBACK_TRANSPORTS.slice() : Array.isArray(t) ? t.slice() : [t];
   if (list.length === 0) throw new TypeError('Switchboard: no transports');
   for (const name of list) {
-    if (!ALL_TRANSPORTS.includes(name)) throw new TypeError(`Switchboard: unknown transport ${name}`);
+    if (!KNOWN_TRANSPORTS.includes(name)) throw new TypeError(`Switchboard: unknown transport ${name}`);
   }
   return list;
 }
@@ -1014,6 +1045,105 @@ class WtConn extends WsConn {
   }
 }
 
+/**
+ * WebRTC data channels (`POST /rtc/dc`, docs/webrtc.md): WsConn's protocol on the reliable,
+ * ordered channel `switchboard`; `datagram` subscriptions arrive on `switchboard-unreliable`.
+ * Messages of both channels feed the same handler. The server ends a session with a
+ * `{"disconnect"}` message (handled by the client as a close code), then closes the connection.
+ */
+class DcConn extends WsConn {
+  constructor(client, name, token) {
+    super(client, name, token);
+    this.datagrams = true;
+    this.pc = null;
+    this.dc = null;
+    this.udc = null;
+  }
+
+  open() {
+    const c = this.client;
+    if (!c._RTCPeerConnection) throw new Error('RTCPeerConnection is not available');
+    if (!c._fetch) throw new Error('fetch is not available');
+    this._start().catch((err) => {
+      if (!this.closed) c._lost(this, { code: 0, reason: `webrtc: ${(err && err.message) || err}` });
+    });
+  }
+
+  async _start() {
+    const c = this.client;
+    const iceServers = await c._fetchIceServers(this.token);
+    if (this.closed) return;
+    const pc = new c._RTCPeerConnection({ iceServers });
+    this.pc = pc;
+    const lost = (reason) => c._lost(this, { code: 0, reason });
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') lost(`peer connection ${pc.connectionState}`);
+    };
+    this.dc = pc.createDataChannel('switchboard');
+    this.udc = pc.createDataChannel('switchboard-unreliable', { ordered: false, maxRetransmits: 0 });
+    for (const ch of [this.dc, this.udc]) {
+      ch.binaryType = 'arraybuffer';
+      ch.onmessage = (ev) => this._onMessage(ev.data);
+    }
+    this.dc.onopen = () => this._onOpen();
+    this.dc.onclose = () => lost('data channel closed');
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, c);
+    if (this.closed) return;
+    const res = await c._fetch(c._url('/rtc/dc'), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp', Accept: 'application/sdp', ...c._authHeaders(this.token) },
+      body: pc.localDescription.sdp,
+    });
+    if (this.closed) return;
+    if (!res.ok) {
+      c._lost(this, c._httpFailure(await errorFromResponse(res)));
+      return;
+    }
+    const sdp = await res.text();
+    if (this.closed) return;
+    await pc.setRemoteDescription({ type: 'answer', sdp });
+  }
+
+  _writable() {
+    return !!this.dc && this.dc.readyState === 'open';
+  }
+
+  _raw(frame) {
+    try { this.dc.send(frame); } catch { /* the channel's close follows */ }
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    for (const ch of [this.dc, this.udc]) {
+      if (!ch) continue;
+      ch.onopen = ch.onmessage = ch.onclose = null;
+      try { ch.close(); } catch { /* already gone */ }
+    }
+    if (this.pc) {
+      this.pc.onconnectionstatechange = null;
+      try { this.pc.close(); } catch { /* already gone */ }
+    }
+  }
+}
+
+/** Resolves once `pc` has gathered its ICE candidates, or after ICE_GATHER_MS (on the client's clock). */
+function iceGathered(pc, client) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    let timer = null;
+    const check = () => { if (pc.iceGatheringState === 'complete') done(); };
+    const done = () => {
+      client._clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    };
+    pc.addEventListener('icegatheringstatechange', check);
+    timer = client._setTimeout(done, ICE_GATHER_MS);
+  });
+}
+
 function concatBytes(a, b) {
   if (a.length === 0) return b;
   const out = new Uint8Array(a.length + b.length);
@@ -1239,4 +1369,5 @@ const CONNS = {
   stream: StreamConn,
   'long-poll': PollConn,
   poll: PollConn,
+  webrtc: DcConn,
 };

@@ -33,14 +33,14 @@ pub struct PublishBody {
 }
 
 /// Who called the API.
-enum Caller {
+pub(crate) enum Caller {
     /// The API key (or an open server): may do anything.
     Server,
     /// A client token.
     Client(Identity),
 }
 
-fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())

@@ -26,6 +26,9 @@ pub struct ChannelOptions {
     /// Let WebTransport subscribers ask for datagram delivery: unreliable, unordered,
     /// latest-wins (game state, cursors). See `docs/webtransport.md`.
     pub datagrams: bool,
+    /// Channels are WebRTC rooms: `ns:NAME` is the room (presence = participants) and
+    /// `ns:NAME@CLIENT` a participant's signaling inbox. See `docs/webrtc.md`.
+    pub rooms: bool,
 }
 
 impl Default for ChannelOptions {
@@ -37,6 +40,7 @@ impl Default for ChannelOptions {
             join_leave: false,
             client_publish: true,
             datagrams: false,
+            rooms: false,
         }
     }
 }
@@ -129,6 +133,16 @@ pub struct Config {
     pub tls_key: String,
     /// Most streams a WebTransport client may hold open at once; the protocol needs one.
     pub webtransport_max_streams: u32,
+    /// Serve WebRTC: the SFU, the data channel transport, WHIP and WHEP (`docs/webrtc.md`).
+    pub rtc: bool,
+    /// UDP address for all WebRTC media. Empty: the HTTP listener's IP, any free port.
+    pub rtc_listen: String,
+    /// The IP put in the server's ICE candidate (servers behind NAT). Empty: `rtc_listen`'s.
+    pub rtc_external_ip: String,
+    /// Most WebRTC peer connections the server holds at once.
+    pub rtc_max_peers: usize,
+    /// Most tracks one peer connection may publish, and most it may receive.
+    pub rtc_max_tracks: usize,
     /// Options of channels whose namespace has no entry in `namespaces`.
     pub defaults: ChannelOptions,
     /// Options per namespace (the part of a channel name before `:`).
@@ -177,6 +191,11 @@ impl Default for Config {
             tls_key: String::new(),
             webtransport_max_streams: 4,
             allowed_origins: Vec::new(),
+            rtc: true,
+            rtc_listen: String::new(),
+            rtc_external_ip: String::new(),
+            rtc_max_peers: 1000,
+            rtc_max_tracks: 16,
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -272,6 +291,15 @@ impl Config {
         if self.webtransport_max_streams == 0 {
             return invalid("webtransport_max_streams must be > 0");
         }
+        if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 {
+            return invalid("rtc_max_peers and rtc_max_tracks must be > 0");
+        }
+        if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
+            return invalid("rtc_listen must be IP:PORT");
+        }
+        if !self.rtc_external_ip.is_empty() && self.rtc_external_ip.parse::<std::net::IpAddr>().is_err() {
+            return invalid("rtc_external_ip must be an IP address");
+        }
         if self.presence_ttl < 3 {
             return invalid("presence_ttl must be at least 3 seconds");
         }
@@ -312,6 +340,13 @@ impl Config {
             self.namespaces.entry("demo".into()).or_insert(ChannelOptions {
                 client_publish: false,
                 presence: false,
+                ..ChannelOptions::default()
+            });
+            self.namespaces.entry("room".into()).or_insert(ChannelOptions {
+                history_size: 100,
+                history_ttl: 60,
+                join_leave: true,
+                rooms: true,
                 ..ChannelOptions::default()
             });
             self.namespaces.entry("cursors".into()).or_insert(ChannelOptions {

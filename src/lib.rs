@@ -11,6 +11,8 @@
 //! - [`session`]: the sans-IO protocol state machine every bidirectional and streaming transport
 //!   drives; [`session::recovery`] decides resumes.
 //! - [`policy`]: tokens, API keys and permissions.
+//! - [`rooms`]: room and signaling-inbox channel names (WebRTC signaling).
+//! - [`rtc`]: WebRTC on str0m: the SFU, the data channel transport, WHIP and WHEP.
 //! - [`transport`]: one adapter per technique (`/ws`, `/sse`, `/stream`, `/poll`), framing only.
 //! - [`api`]: the server API (`/api/...`), health and metrics endpoints.
 //! - [`server`]: shared state, the router, the listener, admission and graceful shutdown.
@@ -27,6 +29,8 @@ pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod rooms;
+pub mod rtc;
 pub mod server;
 pub mod session;
 pub mod transport;

@@ -75,16 +75,19 @@ pub enum Transport {
     Poll,
     /// `/wt` (WebTransport over HTTP/3).
     WebTransport,
+    /// `/rtc/dc` (a WebRTC data channel).
+    WebRtc,
 }
 
 impl Transport {
-    const ALL: [Transport; 6] = [
+    const ALL: [Transport; 7] = [
         Transport::WebSocket,
         Transport::Sse,
         Transport::Stream,
         Transport::LongPoll,
         Transport::Poll,
         Transport::WebTransport,
+        Transport::WebRtc,
     ];
 
     /// The label value.
@@ -96,6 +99,7 @@ impl Transport {
             Transport::LongPoll => "long_poll",
             Transport::Poll => "poll",
             Transport::WebTransport => "webtransport",
+            Transport::WebRtc => "webrtc",
         }
     }
 }

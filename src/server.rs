@@ -1,7 +1,7 @@
 //! The node: shared state, the router, the listener, admission and graceful shutdown.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct AppState {
     pub webtransport: std::sync::OnceLock<Arc<transport::wt::Advert>>,
     /// The running STUN/TURN server, once started.
     pub ice: std::sync::OnceLock<crate::turn::IceInfo>,
+    /// The WebRTC engine (SFU, data channels, WHIP/WHEP), once started.
+    pub rtc: std::sync::OnceLock<crate::rtc::RtcService>,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             shutdown: watch::Sender::new(false),
             webtransport: std::sync::OnceLock::new(),
             ice: std::sync::OnceLock::new(),
+            rtc: std::sync::OnceLock::new(),
         })
     }
 
@@ -112,6 +115,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/wt/cert-hash", get(wt_cert_hash))
+        .merge(crate::rtc::http::routes())
         .merge(demo::sdk_routes());
     if state.config.demo {
         router = router.merge(demo::routes());
@@ -190,6 +194,9 @@ pub enum StartError {
     /// The HTTP/3 (WebTransport) endpoint could not start (`webtransport = false` turns it off).
     #[error("cannot serve WebTransport: {0}")]
     WebTransport(transport::wt::WtError),
+    /// The WebRTC engine could not start (`rtc = false` turns it off).
+    #[error("cannot start WebRTC: {0}")]
+    Rtc(String),
 }
 
 async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
@@ -213,6 +220,29 @@ async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
     };
     let _ = state.ice.set(info);
     tokio::spawn(handle.wait());
+    Ok(())
+}
+
+/// Starts the WebRTC engine on `rtc_listen` (default: the HTTP listener's IP, any free port).
+async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<(), StartError> {
+    let config = &state.config;
+    let addr = match config.rtc_listen.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => SocketAddr::new(http_ip, 0),
+    };
+    let advertise = match config.rtc_external_ip.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) if addr.ip().is_unspecified() => {
+            return Err(StartError::Rtc(format!(
+                "rtc listens on {addr}: set rtc_external_ip (--rtc-external-ip) to the address browsers reach"
+            )));
+        }
+        Err(_) => addr.ip(),
+    };
+    let service = crate::rtc::start(addr, advertise, config.clone(), state.broker.clone())
+        .await
+        .map_err(|e| StartError::Rtc(format!("cannot bind {addr}: {e}")))?;
+    let _ = state.rtc.set(service);
     Ok(())
 }
 
@@ -243,7 +273,16 @@ impl Server {
         if state.config.turn {
             start_turn(&state).await?;
         }
+        if state.config.rtc {
+            let ip = listener.local_addr().map_err(StartError::Listen)?.ip();
+            start_rtc(&state, ip).await?;
+        }
         Ok(Self { state, listener, webtransport })
+    }
+
+    /// The WebRTC media address, when WebRTC runs.
+    pub fn rtc_addr(&self) -> Option<SocketAddr> {
+        self.state.rtc.get().map(|r| r.local_addr())
     }
 
     /// The TURN server's address, when it runs.

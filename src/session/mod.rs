@@ -114,6 +114,16 @@ pub enum Op {
     },
     /// Publish; answer [`OpResult::Published`].
     Publish(PublishRequest),
+    /// Publish to `target`'s signaling inbox if `target` is in `room`'s presence; answer
+    /// [`OpResult::Published`] or [`OpResult::NotInRoom`].
+    Signal {
+        /// The room channel.
+        room: ChannelName,
+        /// The participant (client id) addressed.
+        target: String,
+        /// The publication to its inbox.
+        request: PublishRequest,
+    },
     /// Read history; answer [`OpResult::History`].
     History {
         /// The channel.
@@ -155,6 +165,8 @@ pub enum OpResult {
     Published(Result<PublishResult, BrokerError>),
     /// Of `Presence`.
     Presence(Result<Vec<Arc<ClientInfo>>, BrokerError>),
+    /// Of `Signal`: the target is not in the room; nothing was published.
+    NotInRoom,
 }
 
 /// What the session wants done.
@@ -387,6 +399,9 @@ impl Session {
                 }),
                 Err(e) => self.reply(broker_error(id, &e)),
             },
+            (Pending::Publish(id), OpResult::NotInRoom) => {
+                self.reply(Reply::error(id, ErrorCode::UnknownChannel, "that participant is not in the room"))
+            }
             (Pending::History(id), OpResult::History(result)) => match result {
                 Ok(h) => self.out.push_back(Output::History { id, top: h.top, publications: h.publications }),
                 Err(e) => self.reply(broker_error(id, &e)),
@@ -529,6 +544,12 @@ impl Session {
         if !self.policy.can_subscribe(&self.identity, &channel) {
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
+        if let Some(inbox) = self.inbox(&channel)
+            && inbox.client != self.client_id
+        {
+            let m = "a signaling inbox is its participant's alone";
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
+        }
         if req.datagram && !self.config.datagrams {
             let m = "datagram delivery needs the WebTransport transport";
             return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
@@ -614,7 +635,7 @@ impl Session {
             }
         }
         let options = self.policy.options(&channel);
-        let (present, announce) = (options.presence, options.join_leave);
+        let (present, announce) = (options.presence && self.inbox(&channel).is_none(), options.join_leave);
         if let (true, Some(info)) = (present, self.info.clone()) {
             self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
         }
@@ -665,8 +686,22 @@ impl Session {
             info: self.info.clone(),
             idempotency_key: req.idempotency_key,
         };
-        let op = self.op(Op::Publish(request));
+        let op = match self.inbox(&request.channel) {
+            Some(inbox) => {
+                if !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. })) {
+                    let m = "join the room first";
+                    return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
+                }
+                self.op(Op::Signal { room: inbox.room, target: inbox.client, request })
+            }
+            None => self.op(Op::Publish(request)),
+        };
         self.pending.insert(op, Pending::Publish(id));
+    }
+
+    /// `channel` as a signaling inbox, when its namespace holds rooms.
+    fn inbox(&self, channel: &ChannelName) -> Option<crate::rooms::Inbox> {
+        self.policy.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten()
     }
 
     fn presence(&mut self, id: u64, req: ChannelRequest) {

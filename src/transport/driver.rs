@@ -198,6 +198,18 @@ impl Driver {
                 }
                 Some((id, OpResult::Published(r)))
             }),
+            Op::Signal { room, target, request } => Box::pin(async move {
+                match state.broker.presence(&room).await {
+                    Ok(present) if present.iter().any(|c| c.client == target) => {}
+                    Ok(_) => return Some((id, OpResult::NotInRoom)),
+                    Err(e) => return Some((id, OpResult::Published(Err(e)))),
+                }
+                let r = state.broker.publish(request).await;
+                if r.is_ok() {
+                    state.metrics.publications.add(1);
+                }
+                Some((id, OpResult::Published(r)))
+            }),
             Op::History { channel, query } => {
                 Box::pin(
                     async move { Some((id, OpResult::History(state.broker.history(&channel, query).await))) },

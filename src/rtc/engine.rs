@@ -1,0 +1,731 @@
+//! The WebRTC engine: one task owns every peer connection ([`str0m::Rtc`], sans-IO) and the one
+//! UDP socket they share. Each turn of its loop reads a batch of datagrams (handed to the peer
+//! whose ICE credentials accept them), a command, or a timer; then polls the peers that changed
+//! until they are idle, forwarding media between them. Peers are few compared to packets, so
+//! lookups are linear scans; a source-address map finds the peer of a packet at once.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
+use str0m::media::{Direction, KeyframeRequestKind, MediaData, MediaKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use switchboard_protocol::{ChannelName, ErrorCode};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::sfu::{Forward, Layers};
+use super::{Command, DcEvent, Negotiation, Opened, Role, TrackInfo, rtc_error};
+use crate::broker::{Broker, PublishRequest};
+use crate::config::Config;
+use crate::model::Payload;
+use crate::transport::HttpError;
+
+/// A peer that has not connected by then is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer whose ICE stays disconnected this long is dropped.
+const DISCONNECTED_GRACE: Duration = Duration::from_secs(8);
+/// At most one keyframe request per track this often.
+const KEYFRAME_INTERVAL: Duration = Duration::from_millis(300);
+/// Datagrams read per wake-up before the peers are polled.
+const READ_BATCH: usize = 64;
+/// The data channel labels of the transport.
+pub const DC_RELIABLE: &str = "switchboard";
+/// The unreliable, unordered channel (datagram subscriptions).
+pub const DC_UNRELIABLE: &str = "switchboard-unreliable";
+
+struct Peer {
+    id: String,
+    rtc: Rtc,
+    role: Role,
+    deadline: Instant,
+    /// Has input or queued media since it was last polled.
+    dirty: bool,
+    created: Instant,
+    connected: bool,
+    disconnected_at: Option<Instant>,
+    /// Publisher labels by mid, applied when the m-line's track appears.
+    labels: HashMap<Mid, String>,
+    /// Tracks this peer publishes, by its mid.
+    published: HashMap<Mid, String>,
+    /// What each sending m-line (from the server's side) carries.
+    receivers: HashMap<Mid, Receiver>,
+    reliable: Option<ChannelId>,
+    unreliable: Option<ChannelId>,
+}
+
+#[derive(Debug)]
+struct Receiver {
+    kind: MediaKind,
+    /// The track, or `None` when idle.
+    track: Option<String>,
+    /// WHEP: follow the room's newest track of this kind.
+    auto: bool,
+    forward: Forward,
+}
+
+struct Track {
+    info: TrackInfo,
+    room: ChannelName,
+    owner: String,
+    mid: Mid,
+    kind: MediaKind,
+    layers: Layers,
+    created: u64,
+    last_keyframe_request: Option<Instant>,
+}
+
+/// See the module docs.
+pub struct Engine {
+    socket: UdpSocket,
+    /// Our candidate address: the destination of what peers send.
+    candidate: SocketAddr,
+    config: Arc<Config>,
+    peers: Vec<Peer>,
+    by_addr: HashMap<SocketAddr, String>,
+    tracks: HashMap<String, Track>,
+    track_seq: u64,
+    dirty_rooms: HashSet<ChannelName>,
+    events: VecDeque<(usize, Event)>,
+    announcements: mpsc::UnboundedSender<(ChannelName, Bytes, crate::config::ChannelOptions)>,
+}
+
+impl Engine {
+    /// An engine on `socket`, advertising `candidate`; track lists are published through `broker`.
+    pub fn new(socket: UdpSocket, candidate: SocketAddr, config: Arc<Config>, broker: Arc<dyn Broker>) -> Self {
+        str0m::crypto::from_feature_flags().install_process_default();
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(4 << 20);
+        let _ = sock.set_send_buffer_size(4 << 20);
+        let (announcements, mut rx) = mpsc::unbounded_channel::<(ChannelName, Bytes, _)>();
+        // One task publishes track lists in order, so a newer list never lands before an older one.
+        tokio::spawn(async move {
+            while let Some((channel, body, options)) = rx.recv().await {
+                let request =
+                    PublishRequest { channel, payload: Payload::Json(body), info: None, idempotency_key: None, options };
+                if let Err(e) = broker.publish(request).await {
+                    tracing::warn!(error = %e, "publishing a room's tracks failed");
+                }
+            }
+        });
+        Self {
+            socket,
+            candidate,
+            config,
+            peers: Vec::new(),
+            by_addr: HashMap::new(),
+            tracks: HashMap::new(),
+            track_seq: 0,
+            dirty_rooms: HashSet::new(),
+            events: VecDeque::new(),
+            announcements,
+        }
+    }
+
+    /// Runs until every [`super::RtcService`] handle is gone.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            self.drive();
+            self.reap(Instant::now());
+            self.announce();
+            let next = self.peers.iter().map(|p| p.deadline).min();
+            let sleep_until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, source)) = r {
+                        self.receive(&buf[..n], source);
+                        for _ in 1..READ_BATCH {
+                            match self.socket.try_recv_from(&mut buf) {
+                                Ok((n, source)) => self.receive(&buf[..n], source),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(sleep_until.into()) => {}
+            }
+            let now = Instant::now();
+            for p in &mut self.peers {
+                if p.deadline <= now && p.rtc.is_alive() {
+                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                        p.rtc.disconnect();
+                    }
+                    p.dirty = true;
+                }
+            }
+        }
+    }
+
+    fn receive(&mut self, data: &[u8], source: SocketAddr) {
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive { proto: Protocol::Udp, source, destination: self.candidate, contents },
+        );
+        let known = self.by_addr.get(&source).and_then(|id| self.index(id)).filter(|&i| self.peers[i].rtc.accepts(&input));
+        let Some(i) = known.or_else(|| self.peers.iter().position(|p| p.rtc.accepts(&input))) else {
+            return;
+        };
+        let peer = &mut self.peers[i];
+        self.by_addr.insert(source, peer.id.clone());
+        if peer.rtc.handle_input(input).is_err() {
+            peer.rtc.disconnect();
+        }
+        peer.dirty = true;
+    }
+
+    fn index(&self, id: &str) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    /// Polls changed peers until all are idle, handling their events (which may queue media on
+    /// other peers, making them changed in turn).
+    fn drive(&mut self) {
+        loop {
+            let mut polled = false;
+            for i in 0..self.peers.len() {
+                if std::mem::take(&mut self.peers[i].dirty) {
+                    polled = true;
+                    self.poll(i);
+                }
+            }
+            while let Some((i, event)) = self.events.pop_front() {
+                self.on_event(i, event);
+            }
+            if !polled {
+                return;
+            }
+        }
+    }
+
+    fn poll(&mut self, i: usize) {
+        let peer = &mut self.peers[i];
+        while peer.rtc.is_alive() {
+            match peer.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => {
+                    // UDP: a full socket buffer drops the packet, as the network would.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Timeout(t)) => {
+                    peer.deadline = t;
+                    return;
+                }
+                Ok(Output::Event(e)) => self.events.push_back((i, e)),
+                Err(e) => {
+                    tracing::debug!(peer = %peer.id, error = %e, "peer failed");
+                    peer.rtc.disconnect();
+                }
+            }
+        }
+        peer.deadline = Instant::now();
+    }
+
+    fn on_event(&mut self, i: usize, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Connected => self.peers[i].connected = true,
+            Event::IceConnectionStateChange(state) => {
+                let peer = &mut self.peers[i];
+                match state {
+                    IceConnectionState::Disconnected => {
+                        peer.disconnected_at.get_or_insert(now);
+                    }
+                    IceConnectionState::Connected | IceConnectionState::Completed => peer.disconnected_at = None,
+                    _ => {}
+                }
+            }
+            Event::MediaAdded(m) => self.media_added(i, m.mid, m.kind, m.direction, m.simulcast),
+            Event::MediaData(data) => self.forward(i, data, now),
+            Event::KeyframeRequest(req) => {
+                let Some(r) = self.peers[i].receivers.get(&req.mid) else {
+                    return;
+                };
+                if let Some(t) = r.track.clone() {
+                    let want = r.forward.want;
+                    let target = self.tracks.get(&t).and_then(|t| t.layers.target(want, now));
+                    self.request_keyframe(&t, target, now);
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                let peer = &mut self.peers[i];
+                let Role::Data { events } = &peer.role else {
+                    return;
+                };
+                match label.as_str() {
+                    DC_RELIABLE => {
+                        peer.reliable = Some(id);
+                        let _ = events.try_send(DcEvent::Open);
+                    }
+                    DC_UNRELIABLE => peer.unreliable = Some(id),
+                    _ => {}
+                }
+            }
+            Event::ChannelData(d) => {
+                let peer = &mut self.peers[i];
+                if let Role::Data { events } = &peer.role
+                    && events.try_send(DcEvent::Message { binary: d.binary, data: d.data }).is_err()
+                {
+                    // The session cannot keep up with what its client sends.
+                    tracing::debug!(peer = %peer.id, "data channel input overflow");
+                    peer.rtc.disconnect();
+                }
+            }
+            Event::ChannelClose(id) => {
+                let peer = &mut self.peers[i];
+                if peer.reliable == Some(id) {
+                    peer.rtc.disconnect();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn media_added(
+        &mut self,
+        i: usize,
+        mid: Mid,
+        kind: MediaKind,
+        direction: Direction,
+        simulcast: Option<str0m::media::Simulcast>,
+    ) {
+        let max_tracks = self.config.rtc_max_tracks;
+        let peer = &mut self.peers[i];
+        let receives = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
+        let sends = matches!(direction, Direction::SendOnly | Direction::SendRecv);
+        if sends && peer.receivers.len() < max_tracks {
+            let auto = matches!(peer.role, Role::Whep { .. });
+            peer.receivers.insert(mid, Receiver { kind, track: None, auto, forward: Forward::default() });
+        }
+        let (room, participant, name) = match &peer.role {
+            Role::Participant { room, client, name } => (room.clone(), client.clone(), name.clone()),
+            Role::Whip { room } => (room.clone(), "whip".to_owned(), Some("WHIP".to_owned())),
+            _ => (ChannelName::new("-").expect("valid"), String::new(), None),
+        };
+        if !receives || participant.is_empty() || peer.published.len() >= max_tracks {
+            if sends {
+                self.dirty_rooms.insert(room);
+            }
+            return;
+        }
+        let rids: Vec<Rid> = simulcast
+            .map(|s| if s.recv.is_empty() { s.send } else { s.recv })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l.rid)
+            .collect();
+        self.track_seq += 1;
+        let id = format!("{}-{}", &peer.id[..12], &*mid);
+        let label = peer.labels.get(&mid).cloned().unwrap_or_else(|| kind_name(kind).to_owned());
+        let info = TrackInfo {
+            id: id.clone(),
+            participant,
+            name,
+            kind: kind_name(kind),
+            label,
+            layers: rids.iter().map(|r| r.to_string()).collect(),
+        };
+        peer.published.insert(mid, id.clone());
+        let track = Track {
+            info,
+            room: room.clone(),
+            owner: peer.id.clone(),
+            mid,
+            kind,
+            layers: Layers::new(rids),
+            created: self.track_seq,
+            last_keyframe_request: None,
+        };
+        self.tracks.insert(id, track);
+        self.dirty_rooms.insert(room);
+    }
+
+    /// Sends a publisher's frame to every receiver of its track.
+    fn forward(&mut self, i: usize, data: MediaData, now: Instant) {
+        let Some(id) = self.peers[i].published.get(&data.mid).cloned() else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        track.layers.saw(data.rid, now);
+        let video = track.kind == MediaKind::Video;
+        if video && !data.contiguous {
+            // Lost packets the NACKs did not recover: the decoder needs a fresh start.
+            self.request_keyframe(&id, data.rid, now);
+        }
+        let Some(track) = self.tracks.get(&id) else {
+            return;
+        };
+        let keyframe = video && data.is_keyframe();
+        let mut wanted = Vec::new();
+        for (j, peer) in self.peers.iter_mut().enumerate() {
+            if j == i || !peer.connected {
+                continue;
+            }
+            for (mid, r) in peer.receivers.iter_mut() {
+                if r.track.as_deref() != Some(id.as_str()) {
+                    continue;
+                }
+                if video {
+                    let target = track.layers.target(r.forward.want, now);
+                    let verdict = r.forward.video(data.rid, keyframe, target);
+                    if verdict.keyframe {
+                        wanted.push(target);
+                    }
+                    if !verdict.send {
+                        continue;
+                    }
+                }
+                let Some(writer) = peer.rtc.writer(*mid) else {
+                    continue;
+                };
+                let Some(pt) = writer.match_params(data.params) else {
+                    continue;
+                };
+                if writer.write(pt, data.network_time, data.time, data.data.clone()).is_err() {
+                    peer.rtc.disconnect();
+                }
+                peer.dirty = true;
+            }
+        }
+        wanted.dedup();
+        for rid in wanted {
+            self.request_keyframe(&id, rid, now);
+        }
+    }
+
+    fn request_keyframe(&mut self, track: &str, rid: Option<Rid>, now: Instant) {
+        let Some(t) = self.tracks.get_mut(track) else {
+            return;
+        };
+        if t.kind != MediaKind::Video
+            || t.last_keyframe_request.is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        t.last_keyframe_request = Some(now);
+        let (owner, mid) = (t.owner.clone(), t.mid);
+        let Some(o) = self.index(&owner) else {
+            return;
+        };
+        let peer = &mut self.peers[o];
+        if let Some(mut writer) = peer.rtc.writer(mid) {
+            let _ = writer.request_keyframe(rid, KeyframeRequestKind::Pli);
+            peer.dirty = true;
+        }
+    }
+
+    /// Drops peers that closed, failed, never connected or stayed disconnected, and their tracks.
+    fn reap(&mut self, now: Instant) {
+        let dead = |p: &Peer| {
+            !p.rtc.is_alive()
+                || (!p.connected && now.saturating_duration_since(p.created) > CONNECT_TIMEOUT)
+                || p.disconnected_at.is_some_and(|at| now.saturating_duration_since(at) > DISCONNECTED_GRACE)
+        };
+        if !self.peers.iter().any(dead) {
+            return;
+        }
+        let (gone, kept): (Vec<Peer>, Vec<Peer>) = std::mem::take(&mut self.peers).into_iter().partition(dead);
+        self.peers = kept;
+        for peer in gone {
+            self.remove(peer);
+        }
+        self.by_addr.retain(|_, id| self.peers.iter().any(|p| p.id == *id));
+    }
+
+    fn remove(&mut self, mut peer: Peer) {
+        tracing::debug!(peer = %peer.id, "peer closed");
+        peer.rtc.disconnect();
+        if let Role::Data { events } = &peer.role {
+            let _ = events.try_send(DcEvent::Closed);
+        }
+        if let Some(room) = peer.role.room() {
+            self.dirty_rooms.insert(room.clone());
+        }
+        for id in peer.published.values() {
+            self.tracks.remove(id);
+        }
+        for p in &mut self.peers {
+            for r in p.receivers.values_mut() {
+                if r.track.as_ref().is_some_and(|t| !self.tracks.contains_key(t)) {
+                    r.track = None;
+                }
+            }
+        }
+    }
+
+    /// Publishes the track list of every room whose tracks changed, and points WHEP players at
+    /// their room's newest tracks.
+    fn announce(&mut self) {
+        for room in std::mem::take(&mut self.dirty_rooms) {
+            self.follow_newest(&room);
+            let tracks = self.room_tracks(&room);
+            let body = serde_json::json!({"sfu": {"tracks": tracks}}).to_string();
+            let options = self.config.channel_options(&room).clone();
+            let _ = self.announcements.send((room, Bytes::from(body), options));
+        }
+    }
+
+    fn follow_newest(&mut self, room: &ChannelName) {
+        for peer in &mut self.peers {
+            if peer.role.room() != Some(room) {
+                continue;
+            }
+            for r in peer.receivers.values_mut().filter(|r| r.auto) {
+                let newest = self
+                    .tracks
+                    .values()
+                    .filter(|t| &t.room == room && t.kind == r.kind && t.owner != peer.id)
+                    .max_by_key(|t| t.created)
+                    .map(|t| t.info.id.clone());
+                if newest != r.track {
+                    r.track = newest;
+                    r.forward.restart();
+                }
+            }
+        }
+    }
+
+    fn room_tracks(&self, room: &ChannelName) -> Vec<TrackInfo> {
+        let mut tracks: Vec<&Track> = self.tracks.values().filter(|t| &t.room == room).collect();
+        tracks.sort_by_key(|t| t.created);
+        tracks.into_iter().map(|t| t.info.clone()).collect()
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Open { role, nego, reply } => {
+                let _ = reply.send(self.open(role, nego));
+            }
+            Command::Update { peer, nego, reply } => {
+                let _ = reply.send(self.update(&peer, nego));
+            }
+            Command::Close { peer, reply } => {
+                let found = self.index(&peer).map(|i| self.peers[i].rtc.disconnect()).is_some();
+                self.reap(Instant::now());
+                let _ = reply.send(found);
+            }
+            Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
+        }
+    }
+
+    fn open(&mut self, role: Role, nego: Negotiation) -> Result<Opened, HttpError> {
+        if self.peers.len() >= self.config.rtc_max_peers {
+            let m = format!("at most {} WebRTC peers", self.config.rtc_max_peers);
+            return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
+        }
+        let text = nego.offer.as_deref().ok_or_else(|| bad("an SDP offer is needed"))?;
+        let offer = self.parse_offer(text)?;
+        let media = count_media(text);
+        let data_only = matches!(role, Role::Data { .. });
+        if data_only && media > 0 {
+            return Err(bad("the data channel transport takes no audio or video"));
+        }
+        if matches!(role, Role::Whip { .. } | Role::Whep { .. }) && media == 0 {
+            return Err(bad("the offer has no audio or video"));
+        }
+        let now = Instant::now();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(self.candidate, "udp").map_err(|e| bad(e.to_string()))?);
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
+        let answer = answer.to_sdp_string();
+        if let Some(m) = rejected_media(text, &answer) {
+            return Err(bad(format!("no usable codec in m-line {m} (audio: opus; video: VP8, H.264)")));
+        }
+        let id = format!("{:032x}", rand::random::<u128>());
+        let room = role.room().cloned();
+        self.peers.push(Peer {
+            id: id.clone(),
+            rtc,
+            role,
+            deadline: now,
+            dirty: true,
+            created: now,
+            connected: false,
+            disconnected_at: None,
+            labels: labels(&nego.publish),
+            published: HashMap::new(),
+            receivers: HashMap::new(),
+            reliable: None,
+            unreliable: None,
+        });
+        self.drive();
+        let i = self.peers.len() - 1;
+        if let Err(e) = self.point(i, &nego) {
+            let peer = self.peers.remove(i);
+            self.remove(peer);
+            return Err(e);
+        }
+        let tracks = room.map(|r| self.room_tracks(&r)).unwrap_or_default();
+        Ok(Opened { peer: id, sdp: answer, tracks })
+    }
+
+    fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, HttpError> {
+        let i = self.index(peer).ok_or_else(unknown_peer)?;
+        let mut answer = None;
+        if let Some(text) = nego.offer.as_deref() {
+            let offer = self.parse_offer(text)?;
+            let p = &mut self.peers[i];
+            p.labels.extend(labels(&nego.publish));
+            let a = p.rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
+            p.dirty = true;
+            answer = Some(a.to_sdp_string());
+            self.drive();
+        }
+        self.point(i, &nego)?;
+        Ok(answer)
+    }
+
+    fn parse_offer(&self, text: &str) -> Result<SdpOffer, HttpError> {
+        if count_media(text) > self.config.rtc_max_tracks {
+            let m = format!("at most {} audio and video m-lines per peer", self.config.rtc_max_tracks);
+            return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
+        }
+        SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("malformed SDP: {e}")))
+    }
+
+    /// Applies `subscribe` and `layers`: which track and layer each receive m-line carries.
+    fn point(&mut self, i: usize, nego: &Negotiation) -> Result<(), HttpError> {
+        let now = Instant::now();
+        for (mid, track) in &nego.subscribe {
+            let mid = to_mid(mid)?;
+            let peer = &self.peers[i];
+            let Some(r) = peer.receivers.get(&mid) else {
+                let m = format!("m-line {mid} does not receive media from the server");
+                return Err(rtc_error(StatusCode::CONFLICT, ErrorCode::BadRequest, m));
+            };
+            let Some(id) = track else {
+                self.peers[i].receivers.get_mut(&mid).expect("checked").track = None;
+                continue;
+            };
+            let t = self
+                .tracks
+                .get(id)
+                .filter(|t| Some(&t.room) == peer.role.room())
+                .ok_or_else(|| rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such track in this room"))?;
+            if t.kind != r.kind {
+                return Err(bad(format!("m-line {mid} is {} but the track is {}", kind_name(r.kind), t.info.kind)));
+            }
+            let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
+            r.track = Some(id.clone());
+            r.auto = false;
+            r.forward.restart();
+            let target = t.layers.target(r.forward.want, now);
+            self.request_keyframe(id, target, now);
+        }
+        for (mid, rid) in &nego.layers {
+            let mid = to_mid(mid)?;
+            let r = self.peers[i].receivers.get_mut(&mid).ok_or_else(|| bad(format!("no receive m-line {mid}")))?;
+            let layers = r.track.as_ref().and_then(|t| self.tracks.get(t)).map(|t| t.layers.rids()).unwrap_or(&[]);
+            let rid = layers
+                .iter()
+                .find(|l| ***l == *rid.as_str())
+                .ok_or_else(|| bad(format!("the track on m-line {mid} has no layer {rid:?}")))?;
+            r.forward.want = Some(*rid);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, peer: &str, reliable: bool, binary: bool, data: &[u8]) {
+        let Some(i) = self.index(peer) else {
+            return;
+        };
+        let p = &mut self.peers[i];
+        let id = if reliable { p.reliable } else { p.unreliable.or(p.reliable) };
+        let Some(mut channel) = id.and_then(|id| p.rtc.channel(id)) else {
+            return;
+        };
+        let accepted = channel.write(binary, data).unwrap_or(false);
+        p.dirty = true;
+        if !accepted
+            && (reliable || p.unreliable.is_none())
+            && let Role::Data { events } = &p.role
+        {
+            let _ = events.try_send(DcEvent::Blocked);
+        }
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    }
+}
+
+fn bad(message: impl Into<String>) -> HttpError {
+    rtc_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+}
+
+fn unknown_peer() -> HttpError {
+    rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such peer")
+}
+
+fn to_mid(s: &str) -> Result<Mid, HttpError> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(bad(format!("bad mid {s:?}")));
+    }
+    Ok(Mid::from(s))
+}
+
+fn labels(publish: &HashMap<String, String>) -> HashMap<Mid, String> {
+    publish
+        .iter()
+        .filter_map(|(mid, label)| Some((to_mid(mid).ok()?, label.chars().take(32).collect())))
+        .collect()
+}
+
+/// Audio and video m-lines in an SDP.
+pub fn count_media(sdp: &str) -> usize {
+    sdp.lines().filter(|l| l.starts_with("m=audio") || l.starts_with("m=video")).count()
+}
+
+/// The index of the first audio/video m-line the offer enabled and the answer refused (port 0).
+pub fn rejected_media(offer: &str, answer: &str) -> Option<usize> {
+    let ports = |sdp: &str| -> Vec<(bool, bool)> {
+        sdp.lines()
+            .filter(|l| l.starts_with("m="))
+            .map(|l| {
+                let mut f = l[2..].split_whitespace();
+                let media = matches!(f.next(), Some("audio" | "video"));
+                (media, f.next() != Some("0"))
+            })
+            .collect()
+    };
+    let (o, a) = (ports(offer), ports(answer));
+    o.iter().zip(a.iter()).position(|(&(media, on), &(_, answered))| media && on && !answered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_refused_media_lines() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+        let ok = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+        let refused = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n";
+        assert_eq!(rejected_media(offer, ok), None);
+        assert_eq!(rejected_media(offer, refused), Some(1));
+        assert_eq!(count_media(offer), 2);
+    }
+}

@@ -1,0 +1,199 @@
+//! WebRTC on [str0m](https://docs.rs/str0m): the SFU, the data channel transport, WHIP and WHEP.
+//! See `docs/webrtc.md` for the contract; mesh calls need none of this (they signal through room
+//! channels, [`crate::rooms`]).
+//!
+//! - [`engine`]: one task owning every peer connection and the one UDP socket they share; it
+//!   demultiplexes packets by ICE, drives str0m and forwards media between peers.
+//! - [`sfu`]: which track each receiving m-line carries and which simulcast layer, pure logic.
+//! - [`http`]: `/rtc/sfu/{room}`, `/rtc/peers/{peer}`, `/rtc/dc`, `/whip/{room}`, `/whep/{room}`.
+//! - [`datachannel`]: the channel protocol over a data channel, driven like `/ws`.
+//!
+//! The browser always offers and the server answers, so renegotiation is one HTTP exchange.
+
+pub mod datachannel;
+pub mod engine;
+pub mod http;
+pub mod sfu;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::Serialize;
+use switchboard_protocol::{ChannelName, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::transport::HttpError;
+
+/// What a peer connection is for.
+#[derive(Debug)]
+pub enum Role {
+    /// A room participant (SDK, SFU mode): publishes and receives tracks.
+    Participant {
+        /// The room channel.
+        room: ChannelName,
+        /// The participant's client id (its connection's, in the room's presence).
+        client: String,
+        /// Its display name.
+        name: Option<String>,
+    },
+    /// A WHIP ingest: publishes into the room.
+    Whip {
+        /// The room channel.
+        room: ChannelName,
+    },
+    /// A WHEP player: receives the room's newest tracks.
+    Whep {
+        /// The room channel.
+        room: ChannelName,
+    },
+    /// The data channel transport; events go to its session task.
+    Data {
+        /// Where the engine sends the data channel's events.
+        events: mpsc::Sender<DcEvent>,
+    },
+}
+
+impl Role {
+    /// The room, for media roles.
+    pub fn room(&self) -> Option<&ChannelName> {
+        match self {
+            Role::Participant { room, .. } | Role::Whip { room } | Role::Whep { room } => Some(room),
+            Role::Data { .. } => None,
+        }
+    }
+}
+
+/// What an offer asks besides the SDP: labels of sent m-lines, tracks for received ones, layers.
+#[derive(Debug, Default)]
+pub struct Negotiation {
+    /// The offer SDP, when there is one.
+    pub offer: Option<String>,
+    /// `mid` → label of a send m-line (`camera`, `screen`, `mic`).
+    pub publish: HashMap<String, String>,
+    /// `mid` → the track a receive m-line carries (`None` stops it).
+    pub subscribe: HashMap<String, Option<String>>,
+    /// `mid` → the simulcast layer wanted.
+    pub layers: HashMap<String, String>,
+}
+
+/// A new peer connection.
+#[derive(Debug, Serialize)]
+pub struct Opened {
+    /// Its id: the `/rtc/peers/{peer}` resource.
+    pub peer: String,
+    /// The SDP answer.
+    pub sdp: String,
+    /// The room's tracks.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// A track of a room, as published on the room channel.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// Stable while the track lives.
+    pub id: String,
+    /// The publishing participant's client id (`whip` for a WHIP ingest).
+    pub participant: String,
+    /// The participant's display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// The publisher's label.
+    pub label: String,
+    /// Simulcast layers (rids), low to high as offered; empty without simulcast.
+    pub layers: Vec<String>,
+}
+
+/// An event of a data channel transport peer.
+#[derive(Debug)]
+pub enum DcEvent {
+    /// The `switchboard` channel opened.
+    Open,
+    /// A message on either channel.
+    Message {
+        /// Binary (or text).
+        binary: bool,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// A write did not fit in the send buffer: the client does not keep up.
+    Blocked,
+    /// The peer connection is gone.
+    Closed,
+}
+
+/// A request to the engine.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, HttpError>> },
+    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, HttpError>> },
+    Close { peer: String, reply: oneshot::Sender<bool> },
+    Send { peer: String, reliable: bool, binary: bool, data: Bytes },
+}
+
+/// The handle the rest of the node uses; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RtcService {
+    tx: mpsc::Sender<Command>,
+    addr: SocketAddr,
+}
+
+impl RtcService {
+    /// The UDP address media flows on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens a peer connection from an offer.
+    pub async fn open(&self, role: Role, nego: Negotiation) -> Result<Opened, HttpError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Open { role, nego, reply }, rx).await?
+    }
+
+    /// Renegotiates or re-points a peer connection; the answer when there was an offer.
+    pub async fn update(&self, peer: String, nego: Negotiation) -> Result<Option<String>, HttpError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Update { peer, nego, reply }, rx).await?
+    }
+
+    /// Closes a peer connection; `false` when there is none by that id.
+    pub async fn close(&self, peer: String) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Close { peer, reply }, rx).await.unwrap_or(false)
+    }
+
+    /// Queues a data channel message; waits while the engine is busy (back-pressure).
+    pub async fn send(&self, peer: &str, reliable: bool, binary: bool, data: Bytes) -> bool {
+        self.tx.send(Command::Send { peer: peer.to_owned(), reliable, binary, data }).await.is_ok()
+    }
+
+    async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, HttpError> {
+        let gone = || rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC stopped");
+        self.tx.send(command).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+}
+
+/// An HTTP error with an explicit status.
+pub fn rtc_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
+    HttpError { status: Some(status), ..HttpError::new(code, message) }
+}
+
+/// Starts the engine on `addr` (port 0: any free port); `advertise` is the IP put in candidates.
+pub async fn start(
+    addr: SocketAddr,
+    advertise: std::net::IpAddr,
+    config: Arc<crate::Config>,
+    broker: Arc<dyn crate::broker::Broker>,
+) -> std::io::Result<RtcService> {
+    let socket = tokio::net::UdpSocket::bind(addr).await?;
+    let local = socket.local_addr()?;
+    let (tx, rx) = mpsc::channel(1024);
+    let candidate = SocketAddr::new(advertise, local.port());
+    tokio::spawn(engine::Engine::new(socket, candidate, config, broker).run(rx));
+    Ok(RtcService { tx, addr: local })
+}
