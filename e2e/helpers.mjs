@@ -124,9 +124,13 @@ function spawnOnce(bin, argv, env, timeoutMs) {
   });
 }
 
-/** Launches headless Chromium (system binary) with CI-friendly flags. */
-export function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+/** Chromium's fake camera and microphone, allowed without a prompt. */
+export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+
+/** Launches headless Chromium (system binary) with CI-friendly flags; `media` adds a fake camera. */
+export function launchBrowser({ media = false } = {}) {
+  const args = media ? [...CHROMIUM_ARGS, ...FAKE_MEDIA_ARGS] : CHROMIUM_ARGS;
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 
 export function sleep(ms) {

@@ -1,7 +1,11 @@
 // Types for the Switchboard browser SDK (`/sdk/switchboard.js`). Wire contract: docs/protocol.md.
 
-/** The transports, in the default order of preference. */
-export type TransportName = 'webtransport' | 'websocket' | 'sse' | 'stream' | 'long-poll' | 'poll';
+/**
+ * The transports. The default order is `webtransport` (where the platform has it), `websocket`,
+ * `sse`, `stream`, `long-poll`, `poll`. `webrtc` (data channels, docs/webrtc.md) is opt-in: it is
+ * used only when listed in `transports`.
+ */
+export type TransportName = 'webtransport' | 'websocket' | 'sse' | 'stream' | 'long-poll' | 'poll' | 'webrtc';
 
 /**
  * - `connecting`: opening a transport, or waiting (backoff) to reconnect after a drop.
@@ -115,6 +119,8 @@ export interface SwitchboardOptions {
   openTimeoutMs?: number;
   /** For tests: implementations to use instead of the globals. */
   WebSocket?: unknown;
+  WebTransport?: unknown;
+  RTCPeerConnection?: unknown;
   EventSource?: unknown;
   fetch?: typeof fetch;
   /** For tests: timer functions (fake clocks). */
@@ -192,8 +198,9 @@ export declare class Switchboard {
     options?: {
       since?: Position;
       /**
-       * On WebTransport, in namespaces with `datagrams` on: deliver publications as unreliable,
-       * latest-wins datagrams (game state, cursors). Such a subscription never replays.
+       * On WebTransport (datagrams) or WebRTC (the `switchboard-unreliable` channel), in
+       * namespaces with `datagrams` on: deliver publications unreliably, latest wins (game
+       * state, cursors). Such a subscription never replays.
        */
       datagram?: boolean;
     },
@@ -219,7 +226,137 @@ export declare class Switchboard {
   presence(channel: string): Promise<PresenceResult>;
   /** Publications kept in the channel's history (WebSocket `history`, else `GET /api/history`). */
   history(channel: string, options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
+
+  /**
+   * A WebRTC room on channel `name` (`room:NAME`, in a namespace with `rooms = true`; no `@`).
+   * Nothing happens until `join()`. Rooms need a two-way transport (webtransport, websocket or
+   * webrtc): signaling is publishing on inboxes.
+   */
+  room(name: string, options?: RoomOptions): Room;
 }
+
+// --- rooms (docs/webrtc.md) ------------------------------------------------------------------
+
+export interface RoomOptions {
+  /** `mesh` (default): a peer connection per other participant. `sfu`: one to the server. */
+  mode?: 'mesh' | 'sfu';
+  /** Camera and microphone to send (labels `camera` and `mic`); `setMedia` changes it later. */
+  media?: MediaStream | null;
+  /** ICE servers; default: `GET /api/ice-servers` (none when it does not answer 200). */
+  iceServers?: RTCIceServer[];
+  /** SFU: send video as three simulcast layers, rids `q`, `h`, `f` (1/4, 1/2, full size). */
+  simulcast?: boolean;
+  /** `relay` forces TURN. Default `all`. */
+  iceTransportPolicy?: RTCIceTransportPolicy;
+}
+
+export interface Participant {
+  /** Client id (of one connection: a reconnect brings a new one). */
+  client: string;
+  user: string | null;
+  name: string | null;
+}
+
+export interface RoomTrackEvent {
+  participant: Participant;
+  /**
+   * The received track. SFU: a receive m-line is reused for later tracks of the same kind, so
+   * the same MediaStreamTrack object may come back in a later `track` event with another trackId.
+   */
+  track: MediaStreamTrack;
+  stream: MediaStream | null;
+  kind: 'audio' | 'video';
+  /** The sender's label: `camera`, `mic`, `screen` or what `addTrack` was given. */
+  label: string;
+  /** SFU: the room's track id. Mesh: the received MediaStreamTrack's id. */
+  trackId: string;
+  mid: string | null;
+  /** SFU: the simulcast layers the publisher sends (empty without simulcast). */
+  layers?: string[];
+}
+
+export interface RoomTrackEndedEvent {
+  participant: Participant;
+  trackId: string;
+  kind: 'audio' | 'video';
+  label: string;
+}
+
+export interface RoomTrackStats {
+  trackId: string;
+  participant: Participant;
+  kind: 'audio' | 'video';
+  label: string;
+  mid: string | null;
+  /** Decoded frame size (video), or null. */
+  width: number | null;
+  height: number | null;
+  framesDecoded: number | null;
+  framesPerSecond: number | null;
+  /** Bits per second received since the previous `stats()` call (0 on the first). */
+  bitrate: number;
+  bytesReceived: number;
+  packetsLost: number;
+}
+
+export declare class Room {
+  readonly name: string;
+  readonly mode: 'mesh' | 'sfu';
+  readonly state: 'idle' | 'joining' | 'joined' | 'left';
+  /** This participant's client id while joined. */
+  readonly clientId: string | null;
+
+  /** Everyone in the room, this participant included. */
+  on(event: 'participants', fn: (list: Participant[]) => void): () => void;
+  /** Someone else joined or left (`join` also fires for those already there when you join). */
+  on(event: 'join' | 'leave', fn: (p: Participant) => void): () => void;
+  on(event: 'track', fn: (e: RoomTrackEvent) => void): () => void;
+  on(event: 'trackended', fn: (e: RoomTrackEndedEvent) => void): () => void;
+  /** Every failure after `join()` (signaling, negotiation, HTTP): nothing is thrown elsewhere. */
+  on(event: 'error', fn: (err: SwitchboardError | Error) => void): () => void;
+  off(event: string, fn: (e: any) => void): void;
+
+  /**
+   * Connects the client if needed, subscribes to the room (presence = participants) and to this
+   * participant's inbox `room:NAME@CLIENT`, then starts the media. Mesh: the newcomer offers to
+   * everyone already there. SFU: `POST /rtc/sfu/{room}`. A reconnect of the client is a rejoin
+   * (new client id, new inbox, new peer connections). Rejects when joining fails (and `error` fires).
+   */
+  join(): Promise<Room>;
+  /** Closes every peer connection (mesh: `bye`; SFU: `DELETE /rtc/peers/PEER`) and unsubscribes. Local tracks keep running. */
+  leave(): Promise<void>;
+  participants(): Participant[];
+  /** Replaces the camera/microphone (same kinds are swapped with `replaceTrack`, no renegotiation). */
+  setMedia(stream: MediaStream | null): void;
+  /** Sends one more track, e.g. `addTrack(screenTrack, 'screen')`. Default label: `camera` or `mic`. */
+  addTrack(track: MediaStreamTrack, label?: string): void;
+  /** Stops sending `track`. */
+  removeTrack(track: MediaStreamTrack): void;
+  /** `track.enabled = !muted` on every local track of `kind` except screen shares. */
+  setMuted(kind: 'audio' | 'video', muted: boolean): void;
+  /** SFU: receive simulcast layer `rid` of a track (the server switches at the next keyframe). */
+  setLayer(trackId: string, rid: 'q' | 'h' | 'f' | string): Promise<void>;
+  /** Inbound statistics of each remote track (`getStats`, `inbound-rtp`). */
+  stats(): Promise<RoomTrackStats[]>;
+}
+
+/** The signaling inbox of a participant: `${room}@${clientId}`. */
+export declare function inboxChannel(room: string, clientId: string): string;
+/** Perfect negotiation: the peer whose client id sorts lower is polite. */
+export declare function isPolite(me: string, them: string): boolean;
+/**
+ * SFU: how receive m-lines (`trackId` null = free) must change to carry the room's tracks that
+ * are not `self`'s: m-lines to release, free ones to point at a track, tracks needing a new m-line.
+ */
+export declare function planSubscriptions(
+  receivers: { mid: string; kind: string; trackId: string | null }[],
+  tracks: { id: string; participant: string; kind: string; [key: string]: unknown }[],
+  self: string | Iterable<string>,
+): {
+  release: { mid: string; trackId: string }[];
+  assign: { mid: string; track: { id: string; participant: string; kind: string } }[];
+  create: { id: string; participant: string; kind: string }[];
+};
 
 /** Cursor of positions: URL-safe base64 (no padding) of `{"channel": [epoch, offset]}`. */
 export declare function encodeCursor(positions: Record<string, Position | [string, number]>): string;

@@ -217,7 +217,7 @@ export class Subscription extends Emitter {
     super();
     this._client = client;
     this.channel = channel;
-    /** Asked for latest-wins datagram delivery (honoured on WebTransport only). */
+    /** Asked for latest-wins datagram delivery (honoured on WebTransport and WebRTC only). */
     this.datagram = !!datagram;
     /** `{epoch, offset}` of the last publication delivered (or where the subscription stands). */
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
@@ -1097,7 +1097,9 @@ class DcConn extends WsConn {
     });
     if (this.closed) return;
     if (!res.ok) {
-      c._lost(this, c._httpFailure(await errorFromResponse(res)));
+      // Refused here (WebRTC off, no usable SDP): the next transport may work, unlike a bad token.
+      const err = await errorFromResponse(res);
+      c._lost(this, err.status === 401 ? c._httpFailure(err) : { code: err.code, reason: `/rtc/dc: ${err.message}` });
       return;
     }
     const sdp = await res.text();
@@ -1371,3 +1373,853 @@ const CONNS = {
   poll: PollConn,
   webrtc: DcConn,
 };
+
+// ---------------------------------------------------------------------------------------------
+// rooms: WebRTC calls (docs/webrtc.md). Mesh: one peer connection per other participant,
+// signalled through inboxes. SFU: one peer connection to the server, negotiated over HTTP.
+
+/** Simulcast layers, low to high; the SFU's `layers` and `setLayer` name them by rid. */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4 },
+  { rid: 'h', scaleResolutionDownBy: 2 },
+  { rid: 'f', scaleResolutionDownBy: 1 },
+];
+const KINDS = ['audio', 'video'];
+
+/** The signaling inbox of participant `clientId` in room channel `room` (`room:NAME@CLIENT`). */
+export function inboxChannel(room, clientId) {
+  return `${room}@${clientId}`;
+}
+
+/**
+ * Perfect negotiation roles: the peer whose client id sorts lower is polite (on glare it drops
+ * its own offer and takes the other's). Both sides compute the same answer, so exactly one yields.
+ */
+export function isPolite(me, them) {
+  return String(me) < String(them);
+}
+
+/**
+ * What an SFU participant changes so that its receive m-lines carry exactly the room's tracks
+ * that are not its own. `receivers`: `[{mid, kind, trackId}]` (trackId null: free); `tracks`: the
+ * room's whole track list; `self`: own client id(s). Returns `{release: [{mid, trackId}],
+ * assign: [{mid, track}], create: [track]}`: m-lines to stop (a released one may be assigned again
+ * in the same plan), free m-lines to point at a track, and tracks that need a new m-line.
+ */
+export function planSubscriptions(receivers, tracks, self) {
+  const mine = new Set(typeof self === 'string' ? [self] : self || []);
+  const wanted = new Map();
+  for (const t of tracks || []) {
+    if (t && t.id != null && KINDS.includes(t.kind) && !mine.has(t.participant) && !wanted.has(t.id)) wanted.set(t.id, t);
+  }
+  const release = [];
+  const free = [];
+  const held = new Set();
+  for (const r of receivers) {
+    const t = r.trackId != null ? wanted.get(r.trackId) : null;
+    if (t && t.kind === r.kind && !held.has(t.id)) {
+      held.add(t.id);
+      continue;
+    }
+    if (r.trackId != null) release.push({ mid: r.mid, trackId: r.trackId });
+    free.push(r);
+  }
+  const assign = [];
+  const create = [];
+  for (const t of wanted.values()) {
+    if (held.has(t.id)) continue;
+    const i = free.findIndex((r) => r.kind === t.kind);
+    if (i >= 0) assign.push({ mid: free.splice(i, 1)[0].mid, track: t });
+    else create.push(t);
+  }
+  return { release, assign, create };
+}
+
+function defaultLabel(track) {
+  return track.kind === 'audio' ? 'mic' : 'camera';
+}
+
+function streamOf(track) {
+  return typeof MediaStream === 'function' ? new MediaStream([track]) : null;
+}
+
+/** Resolves once `sub` is subscribed; rejects when it is refused or the room is left meanwhile. */
+function whenSubscribed(sub, room) {
+  if (sub.state === 'subscribed') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const offs = [];
+    const end = (fn, v) => {
+      for (const off of offs) off();
+      fn(v);
+    };
+    offs.push(sub.on('subscribed', () => end(resolve)));
+    offs.push(sub.on('error', (err) => end(reject, err)));
+    offs.push(sub.on('unsubscribed', (e) => end(reject, new SwitchboardError(e.code || 0, e.reason || 'unsubscribed'))));
+    offs.push(room.on('_left', () => end(reject, new SwitchboardError(0, 'left the room'))));
+  });
+}
+
+export class Room extends Emitter {
+  constructor(client, name, opts = {}) {
+    super();
+    if (typeof name !== 'string' || !name || name.length > 255 || name.includes('@')) {
+      throw new TypeError('Switchboard: a room is a channel name without `@`, e.g. room:lobby');
+    }
+    const mode = opts.mode ?? 'mesh';
+    if (mode !== 'mesh' && mode !== 'sfu') throw new TypeError(`Switchboard: unknown room mode ${mode}`);
+    this._sb = client;
+    this.name = name;
+    this.mode = mode;
+    /** 'idle' | 'joining' | 'joined' | 'left' */
+    this.state = 'idle';
+    /** This participant's client id; a reconnect brings a new one (and a rejoin). */
+    this.clientId = null;
+    this._givenIce = opts.iceServers ?? null;
+    this._iceServers = [];
+    this._icePolicy = opts.iceTransportPolicy ?? 'all';
+    this._simulcast = !!opts.simulcast;
+    this._muted = { audio: false, video: false };
+    /** What this participant sends: {track, label, stream, media (from `media`/setMedia)}. */
+    this._local = opts.media
+      ? opts.media.getTracks().map((track) => ({ track, label: defaultLabel(track), stream: opts.media, media: true }))
+      : [];
+    this._people = new Map(); // client id → {client, user, name}
+    this._pastIds = new Set(); // own ids of earlier connections: presence may still list them
+    this._remote = new Map(); // trackId → track event, plus the pc it arrives on
+    this._peers = new Map(); // mesh: client id → MeshPeer
+    this._sfu = null; // {pc, peer, receivers: [{t, kind, trackId}], senders: Map(local entry → transceiver)}
+    this._sfuFailures = 0;
+    this._tracks = []; // the SFU's latest track list
+    this._syncQueued = false;
+    this._queue = Promise.resolve(); // SFU negotiations, one at a time
+    this._gen = 0;
+    this._sub = null;
+    this._inbox = null;
+    this._offState = null;
+    this._bitrates = new Map(); // trackId → {bytes, at, bitrate} at the previous stats()
+    this._reported = new WeakSet();
+  }
+
+  // --- public API ---------------------------------------------------------------------------
+
+  /** Everyone in the room (this participant too), from its presence. */
+  participants() {
+    return [...this._people.values()];
+  }
+
+  /** Joins: subscribes to the room and this participant's inbox, then starts the media. */
+  async join() {
+    if (this.state === 'joining' || this.state === 'joined') return this;
+    this.state = 'joining';
+    try {
+      await this._connected();
+      if (this.state !== 'joining') throw new SwitchboardError(0, 'left the room');
+      this._offState = this._sb.on('state', (e) => this._onClientState(e));
+      await this._start();
+      if (this.state === 'left') throw new SwitchboardError(0, 'left the room');
+      return this;
+    } catch (err) {
+      if (this.state !== 'left') {
+        this._error(err);
+        this.leave();
+      }
+      throw err;
+    }
+  }
+
+  /** Closes every peer connection (mesh peers get a `bye`, the SFU peer a DELETE) and leaves. */
+  async leave() {
+    if (this.state === 'left') return;
+    this.state = 'left';
+    this._gen++;
+    this._emit('_left');
+    if (this._offState) this._offState();
+    this._offState = null;
+    for (const id of [...this._peers.keys()]) this._closePeer(id, true);
+    const deleted = this._teardownSfu();
+    if (this._inbox) this._inbox.unsubscribe();
+    if (this._sub) this._sub.unsubscribe();
+    this._inbox = this._sub = null;
+    this.clientId = null;
+    this._people.clear();
+    this._tracks = [];
+    this._emit('participants', []);
+    await deleted;
+  }
+
+  /** Replaces the camera/microphone media (tracks of the same kind are swapped without renegotiating). */
+  setMedia(stream) {
+    const old = this._local.filter((e) => e.media);
+    for (const track of stream ? stream.getTracks() : []) {
+      const i = old.findIndex((e) => e.track.kind === track.kind);
+      if (i < 0) {
+        this._publish({ track, label: defaultLabel(track), stream, media: true });
+        continue;
+      }
+      const e = old.splice(i, 1)[0];
+      e.stream = stream;
+      this._replace(e, track);
+    }
+    for (const e of old) this._unpublish(e);
+  }
+
+  /** Sends one more track, e.g. a screen share: `addTrack(screenTrack, 'screen')`. */
+  addTrack(track, label = defaultLabel(track)) {
+    if (this._local.some((e) => e.track === track)) return;
+    this._publish({ track, label: String(label), stream: streamOf(track), media: false });
+  }
+
+  /** Stops sending `track` (the track itself keeps running: stop it yourself). */
+  removeTrack(track) {
+    const e = this._local.find((x) => x.track === track);
+    if (e) this._unpublish(e);
+  }
+
+  /** Mutes (track.enabled = false) every local track of `kind` except screen shares. */
+  setMuted(kind, muted) {
+    this._muted[kind] = !!muted;
+    for (const e of this._local) if (e.track.kind === kind && e.label !== 'screen') e.track.enabled = !muted;
+  }
+
+  /** SFU: asks for simulcast layer `rid` ('q' | 'h' | 'f') of a received track. */
+  setLayer(trackId, rid) {
+    return this._enqueue(async () => {
+      const sfu = this._sfu;
+      const r = sfu && sfu.peer && sfu.receivers.find((x) => x.trackId === trackId && x.t.mid != null);
+      if (!r) throw new SwitchboardError(0, `setLayer: track ${trackId} is not received from the SFU`);
+      await this._sb._api('PATCH', this._peerPath(sfu), { body: { layers: { [r.t.mid]: rid } } });
+    });
+  }
+
+  /** Inbound statistics of each remote track: size, frames decoded, bitrate since the last call. */
+  async stats() {
+    const out = [];
+    const pcs = new Set([...this._remote.values()].map((i) => i.pc));
+    for (const pc of pcs) {
+      let report;
+      try { report = await pc.getStats(); } catch { continue; }
+      report.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        const info = this._remoteFor(pc, s);
+        if (info) out.push(this._trackStats(info, s));
+      });
+    }
+    return out;
+  }
+
+  // --- joining and rejoining ----------------------------------------------------------------
+
+  async _connected() {
+    const sb = this._sb;
+    if (sb.state === 'disconnected' || sb.state === 'closed') sb.connect();
+    if (sb.state !== 'connected') {
+      await new Promise((resolve, reject) => {
+        const offs = [];
+        const end = (fn, v) => {
+          for (const off of offs) off();
+          fn(v);
+        };
+        offs.push(sb.on('state', (e) => {
+          if (e.state === 'connected') end(resolve);
+          else if (e.state === 'closed' || e.state === 'disconnected') {
+            end(reject, new SwitchboardError(e.code || 0, `cannot connect: ${e.reason || e.state}`));
+          }
+        }));
+        offs.push(this.on('_left', () => end(reject, new SwitchboardError(0, 'left the room'))));
+      });
+    }
+  }
+
+  /** A new connection is a new participant: its old inbox, peer connections and tracks are gone. */
+  _onClientState(e) {
+    const id = this._sb.clientId;
+    if (e.state !== 'connected' || !id || id === this.clientId) return;
+    if (this.state !== 'joined' && this.state !== 'joining') return;
+    this._teardownMedia();
+    this.state = 'joining';
+    this._start().catch((err) => this._error(err));
+  }
+
+  async _start() {
+    const gen = ++this._gen;
+    const sb = this._sb;
+    if (!sb.clientId || !sb._wsConn()) {
+      throw new SwitchboardError(0, 'rooms need a two-way transport: webtransport, websocket or webrtc');
+    }
+    if (this.clientId && this.clientId !== sb.clientId) {
+      this._pastIds.add(this.clientId);
+      this._people.delete(this.clientId);
+    }
+    this.clientId = sb.clientId;
+    // ICE servers first: an offer may arrive as soon as the inbox is subscribed.
+    this._iceServers = this._givenIce ?? (await sb._fetchIceServers(await sb._ensureToken()));
+    if (gen !== this._gen) return;
+    if (this._inbox) this._inbox.unsubscribe();
+    const inbox = sb.subscribe(inboxChannel(this.name, this.clientId));
+    this._inbox = inbox;
+    inbox.on('publication', (p) => this._onSignal(p));
+    inbox.on('error', (err) => this._error(err));
+    if (!this._sub || sb.getSubscription(this.name) !== this._sub) this._sub = this._subscribeRoom();
+    await Promise.all([whenSubscribed(inbox, this), whenSubscribed(this._sub, this)]);
+    if (gen !== this._gen) return;
+    await this._refreshPresence();
+    if (gen !== this._gen) return;
+    this.state = 'joined';
+    if (this.mode === 'mesh') {
+      // The newcomer offers to everyone already there; members wait for newcomers' offers.
+      for (const id of this._people.keys()) if (id !== this.clientId) this._meshPeer(id, true);
+    } else {
+      await this._enqueue(() => this._sfuStart(gen));
+    }
+  }
+
+  _subscribeRoom() {
+    const sub = this._sb.subscribe(this.name);
+    sub.on('publication', (p) => this._onRoomPub(p));
+    sub.on('join', (e) => this._addPerson(e));
+    sub.on('leave', (e) => this._removePerson(e.client));
+    // A resume may have missed joins and leaves: ask again.
+    sub.on('subscribed', () => {
+      if (this.state === 'joined') this._refreshPresence().catch((err) => this._error(err));
+    });
+    sub.on('error', (err) => this._error(err));
+    sub.on('unsubscribed', (e) => this._error(new SwitchboardError(e.code || 0, `removed from ${this.name}: ${e.reason}`)));
+    return sub;
+  }
+
+  _onRoomPub(p) {
+    const d = p.data;
+    if (this.mode !== 'sfu' || !d || typeof d !== 'object' || !d.sfu || !Array.isArray(d.sfu.tracks)) return;
+    this._tracks = d.sfu.tracks;
+    this._sfuSyncSoon();
+  }
+
+  _teardownMedia() {
+    for (const id of [...this._peers.keys()]) this._closePeer(id, false);
+    this._teardownSfu();
+  }
+
+  // --- participants -------------------------------------------------------------------------
+
+  async _refreshPresence() {
+    const res = await this._sb.presence(this.name);
+    const now = new Map();
+    for (const [id, info] of Object.entries((res && res.clients) || {})) {
+      now.set(id, { client: id, user: info && info.user, name: info && info.name });
+    }
+    let changed = false;
+    for (const id of [...this._people.keys()]) if (!now.has(id)) changed = this._removePerson(id, true) || changed;
+    for (const p of now.values()) changed = this._addPerson(p, true) || changed;
+    if (changed) this._emit('participants', this.participants());
+  }
+
+  _addPerson(e, quiet) {
+    const id = e.client;
+    if (!id || this._pastIds.has(id) || this.state === 'left') return false;
+    const known = this._people.has(id);
+    const p = { client: id, user: e.user ?? null, name: e.name ?? null };
+    this._people.set(id, p);
+    if (known) return false;
+    if (id !== this.clientId) this._emit('join', p);
+    if (!quiet) this._emit('participants', this.participants());
+    return true;
+  }
+
+  _removePerson(id, quiet) {
+    this._closePeer(id, false);
+    const p = this._people.get(id);
+    if (!p) return false;
+    this._people.delete(id);
+    if (id !== this.clientId) this._emit('leave', p);
+    if (!quiet) this._emit('participants', this.participants());
+    return true;
+  }
+
+  _participant(id, name) {
+    return this._people.get(id) || { client: id, user: null, name: name ?? null };
+  }
+
+  // --- local media --------------------------------------------------------------------------
+
+  _publish(e) {
+    if (e.label !== 'screen' && this._muted[e.track.kind]) e.track.enabled = false;
+    this._local.push(e);
+    for (const peer of this._peers.values()) peer.addLocal(e);
+    if (this._sfu) this._enqueue(() => this._sfuPublish(e));
+  }
+
+  _unpublish(e) {
+    this._local = this._local.filter((x) => x !== e);
+    for (const peer of this._peers.values()) peer.removeLocal(e);
+    if (this._sfu) this._enqueue(() => this._sfuUnpublish(e));
+  }
+
+  _replace(e, track) {
+    const old = e.track;
+    e.track = track;
+    if (e.label !== 'screen' && this._muted[track.kind]) track.enabled = false;
+    const senders = [];
+    for (const peer of this._peers.values()) senders.push(...peer.pc.getSenders().filter((s) => s.track === old));
+    const t = this._sfu && this._sfu.senders.get(e);
+    if (t) senders.push(t.sender);
+    for (const s of senders) s.replaceTrack(track).catch((err) => this._error(err));
+  }
+
+  _pcConfig() {
+    return { iceServers: this._iceServers, iceTransportPolicy: this._icePolicy, bundlePolicy: 'max-bundle' };
+  }
+
+  /** Offer with every candidate in it (the SFU takes no trickle): gathering done or 2 s. */
+  async _offer(pc) {
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGathered(pc, this._sb);
+    return pc.localDescription.sdp;
+  }
+
+  // --- mesh ---------------------------------------------------------------------------------
+
+  _onSignal(p) {
+    const from = p.info && p.info.client; // set by the server: the only sender we trust
+    const msg = p.data;
+    if (this.mode !== 'mesh' || this.state === 'left' || !from || from === this.clientId) return;
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.type === 'bye') {
+      this._closePeer(from, false);
+      return;
+    }
+    let peer = this._peers.get(from);
+    if (!peer) {
+      if (msg.type !== 'offer') return; // the rest of a connection already closed
+      this._addPerson({ client: from, user: p.info.user, name: p.info.name });
+      peer = this._meshPeer(from, false);
+      if (!peer) return;
+    }
+    peer.signal(msg);
+  }
+
+  _meshPeer(id, initiator) {
+    if (this._peers.has(id)) return this._peers.get(id);
+    try {
+      const peer = new MeshPeer(this, id, initiator);
+      this._peers.set(id, peer);
+      return peer;
+    } catch (err) {
+      this._error(err);
+      return null;
+    }
+  }
+
+  _closePeer(id, bye) {
+    const peer = this._peers.get(id);
+    if (!peer) return;
+    this._peers.delete(id);
+    if (bye) this._signal(id, { type: 'bye' });
+    peer.close();
+  }
+
+  _signal(to, data) {
+    this._sb.publish(inboxChannel(this.name, to), data).catch((err) => {
+      if (this.state === 'left') return;
+      if (err && err.code === 102) this._closePeer(to, false); // they are not in the room any more
+      else this._error(err);
+    });
+  }
+
+  // --- SFU ----------------------------------------------------------------------------------
+
+  /** Runs `fn` after every negotiation before it. The result rejects on failure; the error event fires too. */
+  _enqueue(fn) {
+    const task = this._queue.then(fn);
+    this._queue = task.catch((err) => this._error(err));
+    return task;
+  }
+
+  _peerPath(sfu) {
+    return `/rtc/peers/${encodeURIComponent(sfu.peer)}`;
+  }
+
+  async _sfuStart(gen) {
+    if (gen !== this._gen || this.state !== 'joined') return;
+    const pc = new this._sb._RTCPeerConnection(this._pcConfig());
+    const sfu = { pc, peer: null, receivers: [], senders: new Map() };
+    this._sfu = sfu;
+    pc.onconnectionstatechange = () => this._sfuState(sfu);
+    try {
+      for (const e of this._local) this._sfuSender(sfu, e);
+      // An offer needs an m-line: with nothing to send, start with free receive m-lines.
+      if (!this._local.length) for (const kind of KINDS) this._sfuReceiver(sfu, kind);
+      const sdp = await this._offer(pc);
+      if (sfu !== this._sfu) return;
+      const publish = {};
+      for (const [e, t] of sfu.senders) publish[t.mid] = e.label;
+      const body = { client: this.clientId, sdp, publish, subscribe: {} };
+      const res = await this._sb._api('POST', `/rtc/sfu/${encodeURIComponent(this.name)}`, { body });
+      if (sfu !== this._sfu) {
+        this._sfuDelete(res.peer);
+        return;
+      }
+      sfu.peer = res.peer;
+      await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
+      if (Array.isArray(res.tracks)) this._tracks = res.tracks;
+    } catch (err) {
+      if (sfu !== this._sfu) return;
+      this._teardownSfu();
+      throw err;
+    }
+    this._sfuSyncSoon();
+  }
+
+  _sfuSender(sfu, e) {
+    const init = { direction: 'sendonly' };
+    if (e.stream) init.streams = [e.stream];
+    if (this._simulcast && e.track.kind === 'video') init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+    const t = sfu.pc.addTransceiver(e.track, init);
+    sfu.senders.set(e, t);
+    return t;
+  }
+
+  _sfuReceiver(sfu, kind) {
+    const r = { t: sfu.pc.addTransceiver(kind, { direction: 'recvonly' }), kind, trackId: null };
+    sfu.receivers.push(r);
+    return r;
+  }
+
+  async _sfuPublish(e) {
+    const sfu = this._sfu;
+    if (!sfu || !sfu.peer || sfu.senders.has(e) || !this._local.includes(e)) return;
+    const t = this._sfuSender(sfu, e);
+    await this._sfuRenegotiate(sfu, () => ({ publish: { [t.mid]: e.label } }), () => {
+      sfu.senders.delete(e);
+      t.stop();
+    });
+  }
+
+  async _sfuUnpublish(e) {
+    const sfu = this._sfu;
+    const t = sfu && sfu.peer && sfu.senders.get(e);
+    if (!t) return;
+    sfu.senders.delete(e);
+    t.stop(); // rejected in the next offer: the server drops the track
+    await this._sfuRenegotiate(sfu, () => ({}), noop);
+  }
+
+  /** New offer, `PATCH {sdp, ...extra()}`, answer. `undo` runs after a rollback when it fails. */
+  async _sfuRenegotiate(sfu, extra, undo) {
+    try {
+      const sdp = await this._offer(sfu.pc);
+      const res = await this._sb._api('PATCH', this._peerPath(sfu), { body: { sdp, ...extra() } });
+      if (sfu === this._sfu) await sfu.pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
+    } catch (err) {
+      if (sfu !== this._sfu) return;
+      await this._rollback(sfu);
+      undo();
+      throw err;
+    }
+  }
+
+  async _rollback(sfu) {
+    if (sfu.pc.signalingState !== 'have-local-offer') return;
+    try { await sfu.pc.setLocalDescription({ type: 'rollback' }); } catch { /* the next offer starts over */ }
+  }
+
+  _sfuSyncSoon() {
+    if (this._syncQueued || this.mode !== 'sfu') return;
+    this._syncQueued = true;
+    this._enqueue(() => this._sfuSync());
+  }
+
+  /** Brings the receive m-lines in line with the latest track list, in one PATCH. */
+  async _sfuSync() {
+    this._syncQueued = false;
+    const sfu = this._sfu;
+    if (!sfu || !sfu.peer) return;
+    const live = sfu.receivers.filter((r) => r.t.mid != null);
+    const mine = [this.clientId, ...this._pastIds];
+    const plan = planSubscriptions(live.map((r) => ({ mid: r.t.mid, kind: r.kind, trackId: r.trackId })), this._tracks, mine);
+    if (!plan.release.length && !plan.assign.length && !plan.create.length) return;
+    const at = (mid) => live.find((r) => r.t.mid === mid);
+    const subscribe = {};
+    for (const { mid, trackId } of plan.release) {
+      at(mid).trackId = null;
+      subscribe[mid] = null;
+      this._trackEnded(trackId);
+    }
+    const created = plan.create.map((track) => [this._sfuReceiver(sfu, track.kind), track]);
+    const fresh = [...plan.assign.map(({ mid, track }) => [at(mid), track]), ...created];
+    for (const [r, track] of fresh) r.trackId = track.id;
+    try {
+      const body = { subscribe };
+      if (created.length) body.sdp = await this._offer(sfu.pc);
+      for (const [r, track] of fresh) subscribe[r.t.mid] = track.id;
+      const res = await this._sb._api('PATCH', this._peerPath(sfu), { body });
+      if (body.sdp && sfu === this._sfu) await sfu.pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
+    } catch (err) {
+      if (sfu !== this._sfu) return;
+      // Free what the server did not take; the next track list tries again.
+      for (const [r] of fresh) r.trackId = null;
+      await this._rollback(sfu);
+      for (const [r] of created) {
+        try { r.t.stop(); } catch { /* never negotiated */ }
+        sfu.receivers = sfu.receivers.filter((x) => x !== r);
+      }
+      throw err;
+    }
+    if (sfu !== this._sfu) return;
+    for (const [r, track] of fresh) {
+      const mst = r.t.receiver.track;
+      this._addRemote({
+        participant: this._participant(track.participant, track.name),
+        track: mst,
+        stream: streamOf(mst),
+        kind: track.kind,
+        label: track.label || defaultLabel(mst),
+        trackId: track.id,
+        mid: r.t.mid,
+        layers: Array.isArray(track.layers) ? track.layers : [],
+        pc: sfu.pc,
+      });
+    }
+  }
+
+  _sfuState(sfu) {
+    if (sfu !== this._sfu) return;
+    const s = sfu.pc.connectionState;
+    if (s === 'connected') this._sfuFailures = 0;
+    if (s !== 'failed') return;
+    // The server drops a failed peer's tracks: start a new peer connection after a backoff delay.
+    this._error(new SwitchboardError(0, 'SFU connection failed'));
+    this._teardownSfu();
+    const gen = this._gen;
+    const sb = this._sb;
+    sb._setTimeout(() => {
+      if (gen === this._gen && this.state === 'joined') this._enqueue(() => this._sfuStart(gen));
+    }, backoffDelay(this._sfuFailures++, sb._backoff, sb._random));
+  }
+
+  /** Closes the SFU peer connection; resolves once the server was told (DELETE). */
+  _teardownSfu() {
+    const sfu = this._sfu;
+    if (!sfu) return Promise.resolve();
+    this._sfu = null;
+    sfu.pc.onconnectionstatechange = null;
+    try { sfu.pc.close(); } catch { /* already closed */ }
+    this._endTracksOf(sfu.pc);
+    return this._sfuDelete(sfu.peer);
+  }
+
+  _sfuDelete(peer) {
+    if (!peer) return Promise.resolve();
+    return this._sb._api('DELETE', `/rtc/peers/${encodeURIComponent(peer)}`).then(noop, noop);
+  }
+
+  // --- remote tracks ------------------------------------------------------------------------
+
+  _addRemote(info) {
+    this._remote.set(info.trackId, info);
+    const { pc, ...event } = info;
+    this._emit('track', event);
+  }
+
+  _trackEnded(trackId) {
+    const info = this._remote.get(trackId);
+    if (!info) return;
+    this._remote.delete(trackId);
+    this._bitrates.delete(trackId);
+    this._emit('trackended', { participant: info.participant, trackId, kind: info.kind, label: info.label });
+  }
+
+  _endTracksOf(pc) {
+    for (const [trackId, info] of [...this._remote]) if (info.pc === pc) this._trackEnded(trackId);
+  }
+
+  _remoteFor(pc, s) {
+    for (const i of this._remote.values()) {
+      if (i.pc === pc && ((s.mid != null && i.mid === s.mid) || (s.trackIdentifier && s.trackIdentifier === i.track.id))) return i;
+    }
+    return null;
+  }
+
+  _trackStats(info, s) {
+    const prev = this._bitrates.get(info.trackId);
+    const bytes = s.bytesReceived || 0;
+    const at = s.timestamp || Date.now();
+    let bitrate = prev ? prev.bitrate : 0;
+    if (prev && at > prev.at && bytes >= prev.bytes) bitrate = Math.round(((bytes - prev.bytes) * 8000) / (at - prev.at));
+    this._bitrates.set(info.trackId, { bytes, at, bitrate });
+    return {
+      trackId: info.trackId,
+      participant: info.participant,
+      kind: info.kind,
+      label: info.label,
+      mid: info.mid,
+      width: s.frameWidth ?? null,
+      height: s.frameHeight ?? null,
+      framesDecoded: s.framesDecoded ?? null,
+      framesPerSecond: s.framesPerSecond ?? null,
+      bitrate,
+      bytesReceived: bytes,
+      packetsLost: s.packetsLost ?? 0,
+    };
+  }
+
+  /** Every failure ends here, once: the `error` event (or the console when nobody listens). */
+  _error(err) {
+    if (this.state === 'left') return;
+    const e = err instanceof Error ? err : new SwitchboardError(0, String((err && err.message) || err));
+    if (this._reported.has(e)) return;
+    this._reported.add(e);
+    const set = this._listeners.get('error');
+    if (set && set.size) this._emit('error', e);
+    else report(e);
+  }
+}
+
+/** Mesh: the peer connection to one other participant, with perfect negotiation over its inbox. */
+class MeshPeer {
+  constructor(room, id, initiator) {
+    this.room = room;
+    this.id = id;
+    this.polite = isPolite(room.clientId, id);
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.closed = false;
+    this.labels = {}; // their mid → label, from their offers and answers
+    this.mids = new Map(); // mid → trackId of the remote tracks surfaced
+    this.chain = Promise.resolve(); // signals are handled one at a time, in order
+    const pc = new room._sb._RTCPeerConnection(room._pcConfig());
+    this.pc = pc;
+    pc.onnegotiationneeded = () => this._offer();
+    pc.onicecandidate = (ev) => {
+      const c = ev.candidate;
+      if (c && c.candidate) {
+        this._send({ type: 'candidate', candidate: { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } });
+      }
+    };
+    pc.ontrack = (ev) => this._track(ev);
+    // Try an ICE restart; a peer that is really gone leaves the room's presence.
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed' && typeof pc.restartIce === 'function') pc.restartIce();
+    };
+    for (const e of room._local) this.addLocal(e);
+    // The initiator's offer has an m-line of each kind, so the other side's media has one to answer on.
+    if (initiator) {
+      for (const kind of KINDS) {
+        if (!room._local.some((e) => e.track.kind === kind)) pc.addTransceiver(kind, { direction: 'recvonly' });
+      }
+    }
+  }
+
+  addLocal(e) {
+    try {
+      if (e.stream) this.pc.addTrack(e.track, e.stream);
+      else this.pc.addTrack(e.track);
+    } catch (err) {
+      this.room._error(err);
+    }
+  }
+
+  removeLocal(e) {
+    const s = this.pc.getSenders().find((x) => x.track === e.track);
+    if (!s) return;
+    try { this.pc.removeTrack(s); } catch (err) { this.room._error(err); }
+  }
+
+  signal(msg) {
+    this.chain = this.chain.then(() => this._handle(msg)).catch((err) => {
+      if (!this.closed) this.room._error(err);
+    });
+  }
+
+  async _offer() {
+    if (this.closed) return;
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      const d = this.pc.localDescription;
+      this._send({ type: d.type, sdp: d.sdp, labels: this._labels() });
+    } catch (err) {
+      if (!this.closed) this.room._error(err);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  async _handle(msg) {
+    const pc = this.pc;
+    if (this.closed) return;
+    if ((msg.type === 'offer' || msg.type === 'answer') && typeof msg.sdp === 'string') {
+      if (msg.type === 'answer' && pc.signalingState !== 'have-local-offer') return; // stale
+      const collision = msg.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
+      this.ignoreOffer = !this.polite && collision;
+      if (this.ignoreOffer) return;
+      if (msg.labels && typeof msg.labels === 'object') Object.assign(this.labels, msg.labels);
+      await pc.setRemoteDescription({ type: msg.type, sdp: msg.sdp }); // polite: rolls back its own offer
+      if (msg.type === 'offer') {
+        await pc.setLocalDescription();
+        this._send({ type: 'answer', sdp: pc.localDescription.sdp, labels: this._labels() });
+      }
+      if (pc.signalingState === 'stable') this._checkEnded();
+    } else if (msg.type === 'candidate' && msg.candidate && typeof msg.candidate === 'object') {
+      try {
+        await pc.addIceCandidate(msg.candidate);
+      } catch (err) {
+        if (!this.ignoreOffer) throw err; // candidates of an offer we ignored fail: expected
+      }
+    }
+  }
+
+  /** Our mid → label for what we send, so the other side can tell a screen from a camera. */
+  _labels() {
+    const out = {};
+    for (const t of this.pc.getTransceivers()) {
+      const e = t.mid != null && t.sender.track && this.room._local.find((x) => x.track === t.sender.track);
+      if (e) out[t.mid] = e.label;
+    }
+    return out;
+  }
+
+  _track(ev) {
+    const track = ev.track;
+    const mid = ev.transceiver ? ev.transceiver.mid : null;
+    if (mid != null) {
+      const before = this.mids.get(mid);
+      if (before && before !== track.id) this.room._trackEnded(before);
+      this.mids.set(mid, track.id);
+    }
+    this.room._addRemote({
+      participant: this.room._participant(this.id),
+      track,
+      stream: (ev.streams && ev.streams[0]) || streamOf(track),
+      kind: track.kind,
+      label: (mid != null && this.labels[mid]) || defaultLabel(track),
+      trackId: track.id,
+      mid,
+      pc: this.pc,
+    });
+  }
+
+  /** After a negotiation: tracks whose m-line no longer receives have ended. */
+  _checkEnded() {
+    const all = this.pc.getTransceivers();
+    for (const [mid, trackId] of [...this.mids]) {
+      const t = all.find((x) => x.mid === mid);
+      const dir = t && !t.stopped ? t.currentDirection : null;
+      if (dir === 'recvonly' || dir === 'sendrecv') continue;
+      this.mids.delete(mid);
+      this.room._trackEnded(trackId);
+    }
+  }
+
+  _send(data) {
+    if (!this.closed) this.room._signal(this.id, data);
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    const pc = this.pc;
+    pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+    try { pc.close(); } catch { /* already closed */ }
+    this.room._endTracksOf(pc);
+  }
+}

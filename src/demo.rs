@@ -36,12 +36,16 @@ pub fn routes() -> Router<Arc<AppState>> {
     let css = asset("text/css; charset=utf-8", include_str!("../demo/demo.css"));
     let cursors_html = asset("text/html; charset=utf-8", include_str!("../demo/cursors.html"));
     let cursors_js = asset("text/javascript; charset=utf-8", include_str!("../demo/cursors.js"));
+    let video_html = asset("text/html; charset=utf-8", include_str!("../demo/video.html"));
+    let video_js = asset("text/javascript; charset=utf-8", include_str!("../demo/video.js"));
     Router::new()
         .route("/", get(move || async move { html }))
         .route("/demo/demo.js", get(move || async move { js }))
         .route("/demo/demo.css", get(move || async move { css }))
         .route("/cursors", get(move || async move { cursors_html }))
         .route("/demo/cursors.js", get(move || async move { cursors_js }))
+        .route("/video", get(move || async move { video_html }))
+        .route("/demo/video.js", get(move || async move { video_js }))
 }
 
 /// Publishes a made-up price every 500 ms on [`TICKER_CHANNEL`] until the server stops.

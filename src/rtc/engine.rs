@@ -236,7 +236,10 @@ impl Engine {
     fn on_event(&mut self, i: usize, event: Event) {
         let now = Instant::now();
         match event {
-            Event::Connected => self.peers[i].connected = true,
+            Event::Connected => {
+                tracing::debug!(peer = %self.peers[i].id, "connected");
+                self.peers[i].connected = true;
+            }
             Event::IceConnectionStateChange(state) => {
                 let peer = &mut self.peers[i];
                 match state {
@@ -309,13 +312,17 @@ impl Engine {
             let auto = matches!(peer.role, Role::Whep { .. });
             peer.receivers.insert(mid, Receiver { kind, track: None, auto, forward: Forward::default() });
         }
-        let (room, participant, name) = match &peer.role {
-            Role::Participant { room, client, name } => (room.clone(), client.clone(), name.clone()),
-            Role::Whip { room } => (room.clone(), "whip".to_owned(), Some("WHIP".to_owned())),
-            _ => (ChannelName::new("-").expect("valid"), String::new(), None),
+        let Some(room) = peer.role.room().cloned() else {
+            return;
+        };
+        let (participant, name) = match &peer.role {
+            Role::Participant { client, name, .. } => (client.clone(), name.clone()),
+            Role::Whip { .. } => ("whip".to_owned(), Some("WHIP".to_owned())),
+            _ => (String::new(), None),
         };
         if !receives || participant.is_empty() || peer.published.len() >= max_tracks {
             if sends {
+                // A new receiver: WHEP players follow the room's newest tracks.
                 self.dirty_rooms.insert(room);
             }
             return;
@@ -337,6 +344,7 @@ impl Engine {
             label,
             layers: rids.iter().map(|r| r.to_string()).collect(),
         };
+        tracing::debug!(peer = %peer.id, track = %id, "track published");
         peer.published.insert(mid, id.clone());
         let track = Track {
             info,
@@ -393,6 +401,7 @@ impl Engine {
                     continue;
                 };
                 let Some(pt) = writer.match_params(data.params) else {
+                    tracing::debug!(peer = %peer.id, %mid, "no matching payload type");
                     continue;
                 };
                 if writer.write(pt, data.network_time, data.time, data.data.clone()).is_err() {
@@ -492,6 +501,7 @@ impl Engine {
                     .max_by_key(|t| t.created)
                     .map(|t| t.info.id.clone());
                 if newest != r.track {
+                    tracing::debug!(peer = %peer.id, track = ?newest, "following the newest track");
                     r.track = newest;
                     r.forward.restart();
                 }
@@ -548,9 +558,6 @@ impl Engine {
         rtc.add_local_candidate(Candidate::host(self.candidate, "udp").map_err(|e| bad(e.to_string()))?);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
         let answer = answer.to_sdp_string();
-        if let Some(m) = rejected_media(text, &answer) {
-            return Err(bad(format!("no usable codec in m-line {m} (audio: opus; video: VP8, H.264)")));
-        }
         let id = format!("{:032x}", rand::random::<u128>());
         let room = role.room().cloned();
         self.peers.push(Peer {
@@ -599,6 +606,9 @@ impl Engine {
         if count_media(text) > self.config.rtc_max_tracks {
             let m = format!("at most {} audio and video m-lines per peer", self.config.rtc_max_tracks);
             return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
+        }
+        if let Some(m) = unusable_media(text) {
+            return Err(bad(format!("no usable codec in m-line {m} (audio: opus; video: VP8, H.264)")));
         }
         SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("malformed SDP: {e}")))
     }
@@ -699,20 +709,27 @@ pub fn count_media(sdp: &str) -> usize {
     sdp.lines().filter(|l| l.starts_with("m=audio") || l.starts_with("m=video")).count()
 }
 
-/// The index of the first audio/video m-line the offer enabled and the answer refused (port 0).
-pub fn rejected_media(offer: &str, answer: &str) -> Option<usize> {
-    let ports = |sdp: &str| -> Vec<(bool, bool)> {
-        sdp.lines()
-            .filter(|l| l.starts_with("m="))
-            .map(|l| {
-                let mut f = l[2..].split_whitespace();
-                let media = matches!(f.next(), Some("audio" | "video"));
-                (media, f.next() != Some("0"))
-            })
-            .collect()
-    };
-    let (o, a) = (ports(offer), ports(answer));
-    o.iter().zip(a.iter()).position(|(&(media, on), &(_, answered))| media && on && !answered)
+/// Codecs the SFU forwards; every publisher and receiver must share one.
+const CODECS: [&str; 3] = ["opus", "vp8", "h264"];
+
+/// The index of the first enabled audio/video m-line whose payload types name none of [`CODECS`].
+pub fn unusable_media(offer: &str) -> Option<usize> {
+    let mut sections: Vec<(bool, Vec<&str>, bool)> = Vec::new();
+    for line in offer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut f = m.split_whitespace();
+            let media = matches!(f.next(), Some("audio" | "video"));
+            let enabled = f.next() != Some("0");
+            sections.push((media && enabled, f.skip(1).collect(), false));
+        } else if let (Some(map), Some((_, pts, usable))) = (line.strip_prefix("a=rtpmap:"), sections.last_mut()) {
+            let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
+            let name = codec.split('/').next().unwrap_or("").to_ascii_lowercase();
+            if pts.contains(&pt) && CODECS.contains(&name.as_str()) {
+                *usable = true;
+            }
+        }
+    }
+    sections.iter().position(|(checked, _, usable)| *checked && !usable)
 }
 
 #[cfg(test)]
@@ -720,12 +737,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_refused_media_lines() {
-        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
-        let ok = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
-        let refused = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\n";
-        assert_eq!(rejected_media(offer, ok), None);
-        assert_eq!(rejected_media(offer, refused), Some(1));
-        assert_eq!(count_media(offer), 2);
+    fn finds_media_lines_without_a_usable_codec() {
+        let ok = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                  m=video 9 UDP/TLS/RTP/SAVPF 96 45\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:45 AV1/90000\r\n";
+        assert_eq!(unusable_media(ok), None);
+        assert_eq!(count_media(ok), 2);
+        let av1 = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:45 AV1/90000\r\n";
+        assert_eq!(unusable_media(av1), Some(1), "VP8 is mapped but not offered on the m-line");
+        let off = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\nm=application 9 x\r\n";
+        assert_eq!(unusable_media(off), None, "a disabled m-line needs nothing");
     }
 }
