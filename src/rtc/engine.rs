@@ -305,13 +305,12 @@ impl Engine {
         simulcast: Option<str0m::media::Simulcast>,
     ) {
         let max_tracks = self.config.rtc_max_tracks;
-        let peer = &mut self.peers[i];
         let receives = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
         let sends = matches!(direction, Direction::SendOnly | Direction::SendRecv);
-        if sends && peer.receivers.len() < max_tracks {
-            let auto = matches!(peer.role, Role::Whep { .. });
-            peer.receivers.insert(mid, Receiver { kind, track: None, auto, forward: Forward::default() });
+        if sends {
+            self.ensure_receiver(i, mid);
         }
+        let peer = &mut self.peers[i];
         let Some(room) = peer.role.room().cloned() else {
             return;
         };
@@ -618,6 +617,7 @@ impl Engine {
         let now = Instant::now();
         for (mid, track) in &nego.subscribe {
             let mid = to_mid(mid)?;
+            self.ensure_receiver(i, mid);
             let peer = &self.peers[i];
             let Some(r) = peer.receivers.get(&mid) else {
                 let m = format!("m-line {mid} does not receive media from the server");
@@ -653,6 +653,20 @@ impl Engine {
             r.forward.want = Some(*rid);
         }
         Ok(())
+    }
+
+    /// Makes sure a sending m-line has its receiver entry, even before its `MediaAdded` event.
+    fn ensure_receiver(&mut self, i: usize, mid: Mid) {
+        let peer = &mut self.peers[i];
+        if peer.receivers.contains_key(&mid) || peer.receivers.len() >= self.config.rtc_max_tracks {
+            return;
+        }
+        if let Some(m) = peer.rtc.media(mid)
+            && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
+        {
+            let auto = matches!(peer.role, Role::Whep { .. });
+            peer.receivers.insert(mid, Receiver { kind: m.kind(), track: None, auto, forward: Forward::default() });
+        }
     }
 
     fn send(&mut self, peer: &str, reliable: bool, binary: bool, data: &[u8]) {

@@ -1,0 +1,148 @@
+// End-to-end: calls in headless Chromium with fake cameras, through the SDK's rooms. Three
+// pages in an SFU room and in a mesh room each decode both others' video and hear their audio;
+// a leaver is seen by the others; a subscriber switched to the low simulcast layer gets a smaller
+// picture; a mesh call still connects with the TURN server as its only way through.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, startServer, waitUntil } from './helpers.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer({ args: ['--turn-allow-loopback-peers'] });
+  browser = await launchBrowser({ media: true });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A page joined to `room` as `name`; `window.room` is the SDK room, `window.events` its log. */
+async function join(room, name, opts = {}) {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  await page.goto(`${server.url}/healthz`);
+  await page.evaluate(async ({ room, name, opts }) => {
+    const { Switchboard } = await import('/sdk/switchboard.js');
+    const { width = 320, height = 240, ...roomOpts } = opts;
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width, height }, audio: true });
+    window.sb = new Switchboard({ name, transports: ['websocket'] });
+    window.events = [];
+    window.room = window.sb.room(room, { media, ...roomOpts });
+    for (const type of ['join', 'leave', 'trackended', 'error']) {
+      window.room.on(type, (e) => window.events.push({ type, detail: String(e?.name ?? e?.participant ?? e?.message ?? '') }));
+    }
+    window.room.on('track', (e) => window.events.push({ type: 'track', detail: e.kind, trackId: e.trackId, layers: e.layers }));
+    await window.room.join();
+  }, { room, name, opts });
+  return page;
+}
+
+/** Remote tracks of a page: per kind, how many are flowing (frames decoded / bytes rising). */
+async function flowing(page) {
+  const first = await page.evaluate(() => window.room.stats());
+  await new Promise((r) => setTimeout(r, 1500));
+  const second = await page.evaluate(() => window.room.stats());
+  const out = { video: 0, audio: 0, sizes: [] };
+  for (const s of second) {
+    const before = first.find((f) => f.trackId === s.trackId);
+    if (!before) continue;
+    if (s.kind === 'video' && s.framesDecoded > before.framesDecoded) {
+      out.video += 1;
+      out.sizes.push(`${s.width}x${s.height}`);
+    }
+    if (s.kind === 'audio' && s.bytesReceived > before.bytesReceived) out.audio += 1;
+  }
+  return out;
+}
+
+async function expectFlowing(pages, video, audio, message) {
+  for (const [i, page] of pages.entries()) {
+    await waitUntil(async () => {
+      const f = await flowing(page);
+      return f.video === video && f.audio === audio;
+    }, { timeoutMs: 30_000, intervalMs: 200, message: `${message}: page ${i} receives ${video} video and ${audio} audio` });
+  }
+}
+
+for (const mode of ['sfu', 'mesh']) {
+  test(`three pages in a ${mode} room each receive both others' video and audio; a leaver is seen`, async () => {
+    const room = `room:${mode}-three`;
+    const pages = [];
+    for (const name of ['ann', 'bob', 'cy']) pages.push(await join(room, name, { mode }));
+    await expectFlowing(pages, 2, 2, mode);
+
+    const names = await pages[0].evaluate(() => window.room.participants().map((p) => p.name).sort());
+    assert.deepEqual(names, ['ann', 'bob', 'cy']);
+
+    await pages[2].evaluate(() => window.room.leave());
+    await pages[2].close();
+    for (const page of pages.slice(0, 2)) {
+      await waitUntil(() => page.evaluate(() => window.events.some((e) => e.type === 'leave' && e.detail === 'cy')), {
+        timeoutMs: 15_000, message: 'the others see cy leave',
+      });
+    }
+    await expectFlowing(pages.slice(0, 2), 1, 1, `${mode} after a leave`);
+    for (const page of pages.slice(0, 2)) {
+      const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+      assert.deepEqual(errors, [], 'no errors in the room');
+      await page.evaluate(() => window.room.leave());
+      await page.close();
+    }
+  });
+}
+
+test('simulcast: a subscriber switched to the low layer receives a lower resolution', async () => {
+  const room = 'room:simulcast';
+  const pub = await join(room, 'pub', { mode: 'sfu', simulcast: true, width: 1280, height: 720 });
+  const sub = await join(room, 'sub', { mode: 'sfu' });
+  const size = async () => {
+    const stats = await sub.evaluate(() => window.room.stats());
+    const v = stats.find((s) => s.kind === 'video');
+    return v ? { w: v.width, h: v.height, trackId: v.trackId } : { w: 0, h: 0 };
+  };
+  let high;
+  await waitUntil(async () => {
+    high = await size();
+    return high.w >= 640;
+  }, { timeoutMs: 40_000, intervalMs: 500, message: 'the subscriber gets a high layer (>= 640 wide)' });
+  await sub.evaluate((trackId) => window.room.setLayer(trackId, 'q'), high.trackId);
+  await waitUntil(async () => {
+    const low = await size();
+    return low.w > 0 && low.w <= high.w / 2;
+  }, { timeoutMs: 20_000, intervalMs: 500, message: `the low layer is smaller than ${high.w}x${high.h}` });
+  for (const p of [pub, sub]) {
+    await p.evaluate(() => window.room.leave());
+    await p.close();
+  }
+});
+
+test('a mesh call connects with TURN as the only ICE server and relay-only policy', async () => {
+  const room = 'room:relay';
+  const res = await fetch(`${server.url}/api/ice-servers`);
+  const { iceServers } = await res.json();
+  const turnOnly = iceServers.filter((s) => [].concat(s.urls).some((u) => u.startsWith('turn:')));
+  assert.ok(turnOnly.length > 0, 'the server hands out TURN credentials');
+  const opts = { mode: 'mesh', iceServers: turnOnly, iceTransportPolicy: 'relay' };
+  const pages = [await join(room, 'r1', opts), await join(room, 'r2', opts)];
+  await expectFlowing(pages, 1, 1, 'relayed mesh');
+  const types = await pages[0].evaluate(async () => {
+    const out = [];
+    for (const pc of [...window.room._peers.values()].map((p) => p.pc)) {
+      const stats = await pc.getStats();
+      stats.forEach((s) => {
+        if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+          out.push(stats.get(s.localCandidateId).candidateType);
+        }
+      });
+    }
+    return out;
+  });
+  assert.ok(types.length > 0 && types.every((t) => t === 'relay'), `selected pairs are relayed: ${types}`);
+  for (const p of pages) {
+    await p.evaluate(() => window.room.leave());
+    await p.close();
+  }
+});
