@@ -1,7 +1,7 @@
 // Switchboard demo: a chat room (chat:lobby) and a live ticker feed (demo:ticker).
 //
 // Stable element ids (end-to-end tests drive the page through these):
-//   #transport        <select>: auto | websocket | sse | stream | long-poll | poll. Changing it
+//   #transport        <select>: auto | websocket | webrtc | sse | stream | long-poll | poll. Changing it
 //                     reconnects both clients with that transport. `/?transport=sse` preselects one.
 //   #status           last error or notice (text)
 //   Chat
@@ -35,7 +35,7 @@ import { Switchboard } from '/sdk/switchboard.js';
 
 const CHAT = 'chat:lobby';
 const TICKER = 'demo:ticker';
-const CHOICES = ['auto', 'websocket', 'sse', 'stream', 'long-poll', 'poll'];
+const CHOICES = ['auto', 'websocket', 'webrtc', 'sse', 'stream', 'long-poll', 'poll'];
 
 const $ = (id) => document.getElementById(id);
 const transportsFor = (choice) => (choice === 'auto' ? undefined : choice);

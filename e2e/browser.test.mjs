@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { launchBrowser, publish, startServer, waitUntil } from './helpers.mjs';
 
-const TRANSPORTS = ['websocket', 'sse', 'stream', 'long-poll', 'poll'];
+const TRANSPORTS = ['websocket', 'webrtc', 'sse', 'stream', 'long-poll', 'poll'];
 
 let browser;
 before(async () => { browser = await launchBrowser(); });

@@ -107,8 +107,8 @@ impl Transport {
 /// Every metric of the server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [Gauge; 6],
-    connections_total: [Counter; 6],
+    connections: [Gauge; Transport::ALL.len()],
+    connections_total: [Counter; Transport::ALL.len()],
     /// Publications accepted.
     pub publications: Counter,
     /// Client commands and API requests received.
