@@ -6,26 +6,10 @@ use std::net::SocketAddr;
 
 use common::TestServer;
 use switchboard::config::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A plain HTTP/1.1 GET; answers the status and the body.
 async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request =
-        format!("GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n", addr.port());
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tcp.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    // Chunked or not, the JSON object is the only `{...}` in the body.
-    let json = body.find('{').and_then(|s| body.rfind('}').map(|e| &body[s..=e])).unwrap_or("null");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    common::http_json(addr, "GET", path, headers, "").await
 }
 
 fn urls(answer: &serde_json::Value) -> Vec<String> {

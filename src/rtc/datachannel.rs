@@ -51,7 +51,9 @@ pub async fn run(rtc: RtcService, peer: String, mut events: mpsc::Receiver<DcEve
                     body.extend_from_slice(b"}");
                     (true, Message::Text(String::from_utf8_lossy(&body).into_owned().into()))
                 }
-                Output::Deliver(Delivery::Publication(p)) => (!driver.datagram(&p.channel), p.ws_message().clone()),
+                Output::Deliver(Delivery::Publication(p)) => {
+                    (!driver.datagram(&p.channel), p.ws_message().clone())
+                }
                 Output::Deliver(Delivery::Presence(e)) => (true, e.ws_message()),
                 Output::Ping => (true, Message::Text("{\"ping\":{}}".into())),
                 Output::Disconnect(d) => {

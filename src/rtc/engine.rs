@@ -98,7 +98,12 @@ pub struct Engine {
 
 impl Engine {
     /// An engine on `socket`, advertising `candidate`; track lists are published through `broker`.
-    pub fn new(socket: UdpSocket, candidate: SocketAddr, config: Arc<Config>, broker: Arc<dyn Broker>) -> Self {
+    pub fn new(
+        socket: UdpSocket,
+        candidate: SocketAddr,
+        config: Arc<Config>,
+        broker: Arc<dyn Broker>,
+    ) -> Self {
         str0m::crypto::from_feature_flags().install_process_default();
         let sock = socket2::SockRef::from(&socket);
         let _ = sock.set_recv_buffer_size(4 << 20);
@@ -107,8 +112,13 @@ impl Engine {
         // One task publishes track lists in order, so a newer list never lands before an older one.
         tokio::spawn(async move {
             while let Some((channel, body, options)) = rx.recv().await {
-                let request =
-                    PublishRequest { channel, payload: Payload::Json(body), info: None, idempotency_key: None, options };
+                let request = PublishRequest {
+                    channel,
+                    payload: Payload::Json(body),
+                    info: None,
+                    idempotency_key: None,
+                    options,
+                };
                 if let Err(e) = broker.publish(request).await {
                     tracing::warn!(error = %e, "publishing a room's tracks failed");
                 }
@@ -175,7 +185,11 @@ impl Engine {
             Instant::now(),
             Receive { proto: Protocol::Udp, source, destination: self.candidate, contents },
         );
-        let known = self.by_addr.get(&source).and_then(|id| self.index(id)).filter(|&i| self.peers[i].rtc.accepts(&input));
+        let known = self
+            .by_addr
+            .get(&source)
+            .and_then(|id| self.index(id))
+            .filter(|&i| self.peers[i].rtc.accepts(&input));
         let Some(i) = known.or_else(|| self.peers.iter().position(|p| p.rtc.accepts(&input))) else {
             return;
         };
@@ -246,11 +260,14 @@ impl Engine {
                     IceConnectionState::Disconnected => {
                         peer.disconnected_at.get_or_insert(now);
                     }
-                    IceConnectionState::Connected | IceConnectionState::Completed => peer.disconnected_at = None,
+                    IceConnectionState::Connected | IceConnectionState::Completed => {
+                        peer.disconnected_at = None
+                    }
                     _ => {}
                 }
             }
             Event::MediaAdded(m) => self.media_added(i, m.mid, m.kind, m.direction, m.simulcast),
+            Event::MediaChanged(m) => self.media_changed(i, m.mid, m.direction),
             Event::MediaData(data) => self.forward(i, data, now),
             Event::KeyframeRequest(req) => {
                 let Some(r) = self.peers[i].receivers.get(&req.mid) else {
@@ -359,6 +376,36 @@ impl Engine {
         self.dirty_rooms.insert(room);
     }
 
+    /// A renegotiation changed an m-line's direction: a publisher that stopped sending loses
+    /// the track; a line the server now sends on becomes a receiver.
+    fn media_changed(&mut self, i: usize, mid: Mid, direction: Direction) {
+        if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
+            self.ensure_receiver(i, mid);
+        } else {
+            self.peers[i].receivers.remove(&mid);
+        }
+        if matches!(direction, Direction::RecvOnly | Direction::SendRecv) {
+            return;
+        }
+        if let Some(id) = self.peers[i].published.remove(&mid)
+            && let Some(t) = self.tracks.remove(&id)
+        {
+            self.dirty_rooms.insert(t.room);
+            self.release(&id);
+        }
+    }
+
+    /// Receivers of a track that is gone go idle.
+    fn release(&mut self, track: &str) {
+        for p in &mut self.peers {
+            for r in p.receivers.values_mut() {
+                if r.track.as_deref() == Some(track) {
+                    r.track = None;
+                }
+            }
+        }
+    }
+
     /// Sends a publisher's frame to every receiver of its track.
     fn forward(&mut self, i: usize, data: MediaData, now: Instant) {
         let Some(id) = self.peers[i].published.get(&data.mid).cloned() else {
@@ -446,7 +493,8 @@ impl Engine {
         if !self.peers.iter().any(dead) {
             return;
         }
-        let (gone, kept): (Vec<Peer>, Vec<Peer>) = std::mem::take(&mut self.peers).into_iter().partition(dead);
+        let (gone, kept): (Vec<Peer>, Vec<Peer>) =
+            std::mem::take(&mut self.peers).into_iter().partition(dead);
         self.peers = kept;
         for peer in gone {
             self.remove(peer);
@@ -465,13 +513,7 @@ impl Engine {
         }
         for id in peer.published.values() {
             self.tracks.remove(id);
-        }
-        for p in &mut self.peers {
-            for r in p.receivers.values_mut() {
-                if r.track.as_ref().is_some_and(|t| !self.tracks.contains_key(t)) {
-                    r.track = None;
-                }
-            }
+            self.release(id);
         }
     }
 
@@ -627,13 +669,15 @@ impl Engine {
                 self.peers[i].receivers.get_mut(&mid).expect("checked").track = None;
                 continue;
             };
-            let t = self
-                .tracks
-                .get(id)
-                .filter(|t| Some(&t.room) == peer.role.room())
-                .ok_or_else(|| rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such track in this room"))?;
+            let t = self.tracks.get(id).filter(|t| Some(&t.room) == peer.role.room()).ok_or_else(|| {
+                rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such track in this room")
+            })?;
             if t.kind != r.kind {
-                return Err(bad(format!("m-line {mid} is {} but the track is {}", kind_name(r.kind), t.info.kind)));
+                return Err(bad(format!(
+                    "m-line {mid} is {} but the track is {}",
+                    kind_name(r.kind),
+                    t.info.kind
+                )));
             }
             let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
             r.track = Some(id.clone());
@@ -644,8 +688,12 @@ impl Engine {
         }
         for (mid, rid) in &nego.layers {
             let mid = to_mid(mid)?;
-            let r = self.peers[i].receivers.get_mut(&mid).ok_or_else(|| bad(format!("no receive m-line {mid}")))?;
-            let layers = r.track.as_ref().and_then(|t| self.tracks.get(t)).map(|t| t.layers.rids()).unwrap_or(&[]);
+            let r = self.peers[i]
+                .receivers
+                .get_mut(&mid)
+                .ok_or_else(|| bad(format!("no receive m-line {mid}")))?;
+            let layers =
+                r.track.as_ref().and_then(|t| self.tracks.get(t)).map(|t| t.layers.rids()).unwrap_or(&[]);
             let rid = layers
                 .iter()
                 .find(|l| ***l == *rid.as_str())
@@ -665,7 +713,8 @@ impl Engine {
             && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
         {
             let auto = matches!(peer.role, Role::Whep { .. });
-            peer.receivers.insert(mid, Receiver { kind: m.kind(), track: None, auto, forward: Forward::default() });
+            peer.receivers
+                .insert(mid, Receiver { kind: m.kind(), track: None, auto, forward: Forward::default() });
         }
     }
 
@@ -735,7 +784,9 @@ pub fn unusable_media(offer: &str) -> Option<usize> {
             let media = matches!(f.next(), Some("audio" | "video"));
             let enabled = f.next() != Some("0");
             sections.push((media && enabled, f.skip(1).collect(), false));
-        } else if let (Some(map), Some((_, pts, usable))) = (line.strip_prefix("a=rtpmap:"), sections.last_mut()) {
+        } else if let (Some(map), Some((_, pts, usable))) =
+            (line.strip_prefix("a=rtpmap:"), sections.last_mut())
+        {
             let (pt, codec) = map.split_once(' ').unwrap_or((map, ""));
             let name = codec.split('/').next().unwrap_or("").to_ascii_lowercase();
             if pts.contains(&pt) && CODECS.contains(&name.as_str()) {

@@ -98,7 +98,8 @@ fn sdp_body(headers: &HeaderMap, body: Bytes) -> Result<String, HttpError> {
         let m = "the body must be an SDP offer (Content-Type: application/sdp)";
         return Err(rtc_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::BadRequest, m));
     }
-    String::from_utf8(body.to_vec()).map_err(|_| HttpError::new(ErrorCode::BadRequest, "the SDP is not UTF-8"))
+    String::from_utf8(body.to_vec())
+        .map_err(|_| HttpError::new(ErrorCode::BadRequest, "the SDP is not UTF-8"))
 }
 
 fn created_sdp(peer: &str, sdp: String) -> Response {
@@ -134,14 +135,22 @@ async fn join_sfu(
         rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
     })?;
     let me = present.iter().find(|c| c.client == body.client).ok_or_else(|| {
-        rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "that client is not in the room; join it first")
+        rtc_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownChannel,
+            "that client is not in the room; join it first",
+        )
     })?;
     if user.as_ref().is_some_and(|u| *u != me.user) {
         return Err(forbidden());
     }
     let role = Role::Participant { room, client: body.client, name: me.name.clone() };
-    let nego =
-        Negotiation { offer: Some(body.sdp), publish: body.publish, subscribe: body.subscribe, ..Default::default() };
+    let nego = Negotiation {
+        offer: Some(body.sdp),
+        publish: body.publish,
+        subscribe: body.subscribe,
+        ..Default::default()
+    };
     let opened = rtc.open(role, nego).await?;
     let location = format!("/rtc/peers/{}", opened.peer);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(opened)).into_response())
@@ -161,7 +170,12 @@ async fn update(
     }
     let body: UpdateBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("bad request body: {e}")))?;
-    let nego = Negotiation { offer: body.sdp, publish: body.publish, subscribe: body.subscribe, layers: body.layers };
+    let nego = Negotiation {
+        offer: body.sdp,
+        publish: body.publish,
+        subscribe: body.subscribe,
+        layers: body.layers,
+    };
     let answer = rtc.update(peer, nego).await?;
     Ok(Json(serde_json::json!({ "sdp": answer })).into_response())
 }
@@ -187,7 +201,8 @@ async fn whip(
         return Err(forbidden());
     }
     let offer = sdp_body(&headers, body)?;
-    let opened = rtc.open(Role::Whip { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    let opened =
+        rtc.open(Role::Whip { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     Ok(created_sdp(&opened.peer, opened.sdp))
 }
 
@@ -205,7 +220,8 @@ async fn whep(
         return Err(forbidden());
     }
     let offer = sdp_body(&headers, body)?;
-    let opened = rtc.open(Role::Whep { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    let opened =
+        rtc.open(Role::Whep { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     Ok(created_sdp(&opened.peer, opened.sdp))
 }
 
@@ -218,7 +234,8 @@ async fn data_channel(
     let offer = sdp_body(&headers, body)?;
     let permit = state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())?;
     let (events, rx) = tokio::sync::mpsc::channel(256);
-    let opened = rtc.open(Role::Data { events }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    let opened =
+        rtc.open(Role::Data { events }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
     let driver = Driver::with_config(state.clone(), config);

@@ -47,7 +47,10 @@ impl Layers {
         }
         let top = self.rids.len() - 1;
         let w = want.and_then(|r| self.rids.iter().position(|x| *x == r)).unwrap_or(top);
-        let pick = (0..=w).rev().find(|&i| self.active(i, now)).or_else(|| (w + 1..=top).find(|&i| self.active(i, now)));
+        let pick = (0..=w)
+            .rev()
+            .find(|&i| self.active(i, now))
+            .or_else(|| (w + 1..=top).find(|&i| self.active(i, now)));
         Some(self.rids[pick.unwrap_or(w)])
     }
 }

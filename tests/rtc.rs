@@ -1,0 +1,179 @@
+//! WebRTC signaling rules and the SFU endpoints' answers to bad input. Media itself is tested
+//! with real peers in `e2e/` (Chromium) and `e2e/python` (aiortc).
+
+mod common;
+
+use common::{TestServer, http_json};
+use switchboard::config::{ChannelOptions, Config};
+use switchboard_client::{Error, Event};
+
+fn rooms_config() -> Config {
+    let mut config = Config::default();
+    let room = ChannelOptions { join_leave: true, rooms: true, ..ChannelOptions::default() };
+    config.namespaces.insert("room".into(), room);
+    config
+}
+
+fn command_code<T: std::fmt::Debug>(r: Result<T, Error>) -> u32 {
+    match r {
+        Err(Error::Command { code, .. }) => code,
+        other => panic!("expected a command error, got {other:?}"),
+    }
+}
+
+/// The next publication pushed to `ws` on a signaling inbox (room channels also carry the SFU's
+/// track lists).
+async fn next_publication(ws: &mut switchboard_client::WsConnection) -> switchboard_client::Publication {
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_event())
+            .await
+            .expect("a publication in time")
+            .expect("connection open")
+            .unwrap();
+        if let Event::Publication(p) = event
+            && p.channel.contains('@')
+        {
+            return p;
+        }
+    }
+}
+
+#[tokio::test]
+async fn signaling_inboxes_are_private_and_only_for_participants() {
+    let server = TestServer::start(rooms_config()).await;
+    let client = server.client();
+    let (mut ann, mut bob, mut eve) = (
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+    );
+    let a = ann.connect(None, Some("ann")).await.unwrap().client;
+    let b = bob.connect(None, Some("bob")).await.unwrap().client;
+    eve.connect(None, Some("eve")).await.unwrap();
+    for ws in [&mut ann, &mut bob] {
+        ws.subscribe("room:r", None).await.unwrap();
+    }
+    let (inbox_a, inbox_b) = (format!("room:r@{a}"), format!("room:r@{b}"));
+    ann.subscribe(&inbox_a, None).await.unwrap();
+    bob.subscribe(&inbox_b, None).await.unwrap();
+
+    // Someone else's inbox cannot be read, by a participant or anyone.
+    assert_eq!(command_code(ann.subscribe(&inbox_b, None).await), 103);
+    assert_eq!(command_code(eve.subscribe(&inbox_b, None).await), 103);
+    // Only participants may signal, and only to participants.
+    assert_eq!(command_code(eve.publish(&inbox_b, &serde_json::json!({"type": "offer"})).await), 103);
+    assert_eq!(command_code(ann.publish("room:r@nobody", &serde_json::json!({"type": "offer"})).await), 102);
+
+    // A signal reaches its addressee with the sender stamped by the server.
+    ann.publish(&inbox_b, &serde_json::json!({"type": "offer", "sdp": "v=0"})).await.unwrap();
+    let p = next_publication(&mut bob).await;
+    assert_eq!(p.channel, inbox_b);
+    assert_eq!(p.data.unwrap()["type"], "offer");
+    assert_eq!(p.info.expect("sender info").client, a);
+
+    // Inboxes are not in presence: the room lists its participants only.
+    let present = ann.presence("room:r").await.unwrap();
+    assert_eq!(present.clients.len(), 2);
+    // Leaving the room ends the right to signal into it.
+    bob.publish(&inbox_a, &serde_json::json!({"type": "answer"})).await.unwrap();
+    assert_eq!(next_publication(&mut ann).await.info.unwrap().client, b);
+    bob.unsubscribe("room:r").await.unwrap();
+    assert_eq!(command_code(bob.publish(&inbox_a, &serde_json::json!({"type": "bye"})).await), 103);
+    server.stop().await;
+}
+
+/// An SDP offer with `n` audio m-lines (Opus).
+fn audio_offer(n: usize) -> String {
+    let mut sdp = String::from(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 \
+         AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA:AA\r\n",
+    );
+    let mids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    sdp.push_str(&format!("a=group:BUNDLE {}\r\n", mids.join(" ")));
+    for i in 0..n {
+        sdp.push_str(&format!(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\na=sendonly\r\na=ice-ufrag:abcd\r\n\
+             a=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=setup:actpass\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+        ));
+    }
+    sdp
+}
+
+#[tokio::test]
+async fn sfu_endpoints_answer_bad_input_with_codes_and_others_carry_on() {
+    let server = TestServer::start(rooms_config()).await;
+    let client = server.client();
+    let (mut ann, mut bob) = (client.websocket().await.unwrap(), client.websocket().await.unwrap());
+    let a = ann.connect(None, Some("ann")).await.unwrap().client;
+    let b = bob.connect(None, Some("bob")).await.unwrap().client;
+    ann.subscribe("room:r", None).await.unwrap();
+    bob.subscribe("room:r", None).await.unwrap();
+    bob.subscribe(&format!("room:r@{b}"), None).await.unwrap();
+
+    let json = [("Content-Type", "application/json")];
+    let post = |path: &'static str, body: String| {
+        let addr = server.addr;
+        async move { http_json(addr, "POST", path, &json, &body).await }
+    };
+    let code =
+        |(status, body): (u16, serde_json::Value)| (status, body["error"]["code"].as_u64().unwrap_or(0));
+    let join = |client: &str, sdp: &str| serde_json::json!({"client": client, "sdp": sdp}).to_string();
+
+    assert_eq!(code(post("/rtc/sfu/room:r", "{not json".into()).await), (400, 107));
+    assert_eq!(
+        code(post("/rtc/sfu/room:r", join("stranger", &audio_offer(1))).await),
+        (404, 102),
+        "not in the room"
+    );
+    assert_eq!(
+        code(post("/rtc/sfu/chat:r", join(&a, &audio_offer(1))).await),
+        (404, 102),
+        "not a rooms namespace"
+    );
+    assert_eq!(code(post("/rtc/sfu/room:r@x", join(&a, &audio_offer(1))).await), (404, 102), "an inbox");
+    assert_eq!(
+        code(post("/rtc/sfu/room:r", join(&a, "v=0\r\nm=nonsense")).await),
+        (400, 107),
+        "malformed SDP"
+    );
+    let max = Config::default().rtc_max_tracks;
+    assert_eq!(
+        code(post("/rtc/sfu/room:r", join(&a, &audio_offer(max + 1))).await),
+        (413, 106),
+        "too many tracks"
+    );
+    let patch = http_json(server.addr, "PATCH", "/rtc/peers/0123", &json, "{}").await;
+    assert_eq!(code(patch), (404, 102), "unknown peer");
+    let (status, body) = post("/rtc/sfu/room:r", join(&a, &audio_offer(1))).await;
+    assert_eq!(status, 201, "a well-formed offer is answered: {body}");
+    assert!(body["sdp"].as_str().unwrap().contains("a=recvonly"), "{body}");
+    let peer = body["peer"].as_str().unwrap().to_owned();
+    let subscribe_own = serde_json::json!({"subscribe": {"0": "no-such-track"}}).to_string();
+    let path = format!("/rtc/peers/{peer}");
+    let (status, body) = http_json(server.addr, "PATCH", &path, &json, &subscribe_own).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_u64()),
+        (409, Some(107)),
+        "m-line 0 sends, it cannot receive"
+    );
+    assert_eq!(http_json(server.addr, "DELETE", &path, &[], "").await.0, 200);
+
+    // None of it disturbed the room's signaling.
+    ann.publish(&format!("room:r@{b}"), &serde_json::json!({"type": "offer"})).await.unwrap();
+    assert_eq!(next_publication(&mut bob).await.info.unwrap().client, a);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn webrtc_off_answers_503() {
+    let server = TestServer::start(Config { rtc: false, ..rooms_config() }).await;
+    let body = serde_json::json!({"client": "x", "sdp": "v=0"}).to_string();
+    let (status, v) =
+        http_json(server.addr, "POST", "/rtc/sfu/room:r", &[("Content-Type", "application/json")], &body)
+            .await;
+    assert_eq!((status, v["error"]["code"].as_u64()), (503, Some(108)));
+    let (status, _) =
+        http_json(server.addr, "POST", "/whip/room:r", &[("Content-Type", "application/sdp")], "v=0").await;
+    assert_eq!(status, 503);
+    server.stop().await;
+}
