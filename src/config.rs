@@ -195,7 +195,7 @@ impl Default for Config {
             rtc_listen: String::new(),
             rtc_external_ip: String::new(),
             rtc_max_peers: 1000,
-            rtc_max_tracks: 16,
+            rtc_max_tracks: 64,
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }

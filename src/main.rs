@@ -57,6 +57,15 @@ struct ConfigArgs {
     /// Do not run the STUN/TURN server.
     #[arg(long)]
     no_turn: bool,
+    /// UDP address for WebRTC media (SFU, data channels, WHIP/WHEP).
+    #[arg(long)]
+    rtc_listen: Option<String>,
+    /// The address put in the server's WebRTC candidate (behind NAT).
+    #[arg(long)]
+    rtc_external_ip: Option<String>,
+    /// Do not serve WebRTC (SFU, data channels, WHIP/WHEP).
+    #[arg(long)]
+    no_rtc: bool,
     /// Serve /ws-echo for the Autobahn WebSocket test suite.
     #[arg(long, hide = true)]
     ws_echo_endpoint: bool,
@@ -88,6 +97,15 @@ impl ConfigArgs {
         }
         if self.no_turn {
             flags.insert("turn".into(), false.into());
+        }
+        if let Some(v) = &self.rtc_listen {
+            flags.insert("rtc_listen".into(), v.clone().into());
+        }
+        if let Some(v) = &self.rtc_external_ip {
+            flags.insert("rtc_external_ip".into(), v.clone().into());
+        }
+        if self.no_rtc {
+            flags.insert("rtc".into(), false.into());
         }
         if self.ws_echo_endpoint {
             flags.insert("ws_echo_endpoint".into(), true.into());
@@ -145,6 +163,9 @@ async fn serve(config: Config) -> Result<(), String> {
     }
     if let Some(turn) = server.turn_addr() {
         println!("STUN/TURN on {turn} (UDP and TCP)");
+    }
+    if let Some(rtc) = server.rtc_addr() {
+        println!("WebRTC media on udp {rtc} (SFU, data channels, WHIP/WHEP)");
     }
     if let Some(tls) = server.state().ice.get().and_then(|i| i.tls_addr) {
         println!("TURN over TLS on {tls}");
