@@ -146,3 +146,26 @@ test('a mesh call connects with TURN as the only ICE server and relay-only polic
     await p.close();
   }
 });
+
+test('the /video demo: two tabs in an SFU room see each other with resolution and frame counts', async () => {
+  const tabs = [];
+  for (const name of ['vee', 'dub']) {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+    await page.goto(`${server.url}/video?name=${name}&room=demo-e2e&mode=sfu&simulcast=0&autojoin=1`);
+    tabs.push(page);
+  }
+  for (const [i, page] of tabs.entries()) {
+    const other = i === 0 ? 'dub' : 'vee';
+    await page.waitForFunction(() => document.querySelector('#state')?.dataset.state === 'joined', null, { timeout: 15_000 });
+    await page.waitForFunction(() => {
+      const o = document.querySelector('figure.tile:not([data-me]) .overlay[data-frames]');
+      return o && Number(o.dataset.frames) > 10 && Number(o.dataset.width) > 0;
+    }, null, { timeout: 30_000 });
+    const names = await page.$$eval('figure.tile:not([data-me]) .name', (els) => els.map((e) => e.textContent));
+    assert.ok(names.some((n) => n.includes(other)), `tab ${i} shows ${other}: ${names}`);
+  }
+  await tabs[1].click('#leave');
+  await tabs[0].waitForFunction(() => !document.querySelector('figure.tile:not([data-me]) .overlay[data-frames]'), null, { timeout: 15_000 });
+  for (const t of tabs) await t.close();
+});

@@ -78,7 +78,8 @@ struct Track {
     kind: MediaKind,
     layers: Layers,
     created: u64,
-    last_keyframe_request: Option<Instant>,
+    /// When a keyframe was last asked for, per layer (layers recover independently).
+    keyframe_requests: Vec<(Option<Rid>, Instant)>,
 }
 
 /// See the module docs.
@@ -370,7 +371,7 @@ impl Engine {
             kind,
             layers: Layers::new(rids),
             created: self.track_seq,
-            last_keyframe_request: None,
+            keyframe_requests: Vec::new(),
         };
         self.tracks.insert(id, track);
         self.dirty_rooms.insert(room);
@@ -466,12 +467,14 @@ impl Engine {
         let Some(t) = self.tracks.get_mut(track) else {
             return;
         };
-        if t.kind != MediaKind::Video
-            || t.last_keyframe_request.is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_INTERVAL)
-        {
+        if t.kind != MediaKind::Video {
             return;
         }
-        t.last_keyframe_request = Some(now);
+        match t.keyframe_requests.iter_mut().find(|(r, _)| *r == rid) {
+            Some((_, at)) if now.saturating_duration_since(*at) < KEYFRAME_INTERVAL => return,
+            Some((_, at)) => *at = now,
+            None => t.keyframe_requests.push((rid, now)),
+        }
         let (owner, mid) = (t.owner.clone(), t.mid);
         let Some(o) = self.index(&owner) else {
             return;
