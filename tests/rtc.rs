@@ -177,3 +177,43 @@ async fn webrtc_off_answers_503() {
     assert_eq!(status, 503);
     server.stop().await;
 }
+
+fn token(claims: serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(b"room-secret");
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_grant_rooms_and_with_them_the_inbox_and_the_sfu() {
+    let server = TestServer::start(Config { token_secret: "room-secret".into(), ..rooms_config() }).await;
+    let client = server.client();
+    let (mut ann, mut bob) = (client.websocket().await.unwrap(), client.websocket().await.unwrap());
+    let grant = token(serde_json::json!({"sub": "ann", "subs": ["room:granted"], "pubs": []}));
+    let a = ann.connect(Some(&grant), None).await.unwrap().client;
+    let b = bob.connect(Some(&token(serde_json::json!({"sub": "bob"}))), None).await.unwrap().client;
+    // The room grants its inbox: no pattern for `room:granted@...` is needed, and `pubs: []`
+    // does not stop signaling to a participant.
+    ann.subscribe("room:granted", None).await.unwrap();
+    ann.subscribe(&format!("room:granted@{a}"), None).await.unwrap();
+    assert_eq!(command_code(ann.subscribe("room:other", None).await), 103);
+    assert_eq!(command_code(ann.subscribe(&format!("room:other@{a}"), None).await), 103);
+    bob.subscribe("room:granted", None).await.unwrap();
+    ann.publish(&format!("room:granted@{b}"), &serde_json::json!({"type": "offer"})).await.unwrap();
+
+    // The SFU takes the participant's own token, not someone else's.
+    let body = serde_json::json!({"client": a, "sdp": audio_offer(1)}).to_string();
+    let json = ("Content-Type", "application/json");
+    let as_bob = format!("Bearer {}", token(serde_json::json!({"sub": "bob"})));
+    let (status, _) =
+        http_json(server.addr, "POST", "/rtc/sfu/room:granted", &[json, ("Authorization", &as_bob)], &body)
+            .await;
+    assert_eq!(status, 403, "bob cannot join the SFU as ann");
+    let (status, _) = http_json(server.addr, "POST", "/rtc/sfu/room:granted", &[json], &body).await;
+    assert_eq!(status, 401, "a token is needed");
+    let as_ann = format!("Bearer {grant}");
+    let (status, v) =
+        http_json(server.addr, "POST", "/rtc/sfu/room:granted", &[json, ("Authorization", &as_ann)], &body)
+            .await;
+    assert_eq!(status, 201, "{v}");
+    server.stop().await;
+}

@@ -193,17 +193,13 @@ async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let rtc = service(&state)?;
     let room = room(&state, &name)?;
     if let Caller::Client(id) = whip_caller(&state, &headers)?
         && !state.policy.can_publish(&id, &room)
     {
         return Err(forbidden());
     }
-    let offer = sdp_body(&headers, body)?;
-    let opened =
-        rtc.open(Role::Whip { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
-    Ok(created_sdp(&opened.peer, opened.sdp))
+    open_sdp(&state, Role::Whip { room }, &headers, body).await
 }
 
 async fn whep(
@@ -212,16 +208,25 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let rtc = service(&state)?;
     let room = room(&state, &name)?;
     if let Caller::Client(id) = whip_caller(&state, &headers)?
         && !state.policy.can_subscribe(&id, &room)
     {
         return Err(forbidden());
     }
-    let offer = sdp_body(&headers, body)?;
-    let opened =
-        rtc.open(Role::Whep { room }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    open_sdp(&state, Role::Whep { room }, &headers, body).await
+}
+
+/// Opens a WHIP or WHEP peer from an `application/sdp` offer: `201` with the answer.
+async fn open_sdp(
+    state: &AppState,
+    role: Role,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let rtc = service(state)?;
+    let offer = sdp_body(headers, body)?;
+    let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     Ok(created_sdp(&opened.peer, opened.sdp))
 }
 

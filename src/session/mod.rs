@@ -541,14 +541,17 @@ impl Session {
             let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
-        if !self.policy.can_subscribe(&self.identity, &channel) {
+        // A signaling inbox is readable by its participant alone, with the right to read its room.
+        let allowed = match self.inbox(&channel) {
+            Some(inbox) if inbox.client != self.client_id => {
+                let m = "a signaling inbox is its participant's alone";
+                return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
+            }
+            Some(inbox) => self.policy.can_subscribe(&self.identity, &inbox.room),
+            None => self.policy.can_subscribe(&self.identity, &channel),
+        };
+        if !allowed {
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
-        }
-        if let Some(inbox) = self.inbox(&channel)
-            && inbox.client != self.client_id
-        {
-            let m = "a signaling inbox is its participant's alone";
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
         }
         if req.datagram && !self.config.datagrams {
             let m = "datagram delivery needs the WebTransport transport";
@@ -661,7 +664,8 @@ impl Session {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
-        if !self.policy.can_publish(&self.identity, &channel) {
+        // Signaling into an inbox is allowed by having joined its room (checked below).
+        if self.inbox(&channel).is_none() && !self.policy.can_publish(&self.identity, &channel) {
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
         }
         let payload = match (req.data, req.binary) {

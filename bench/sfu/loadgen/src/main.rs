@@ -116,7 +116,12 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
         let mut j = Janus::attach(&a.url).await?;
         let room = json!({"request": "create", "room": JANUS_ROOM, "publishers": 1, "videocodec": "vp8",
             "bitrate": 100_000_000, "fir_freq": 0});
-        j.message(room, None).await?;
+        // A room left by an earlier run on the same Janus is fine.
+        if let Err(e) = j.message(room, None).await
+            && !e.to_string().contains("already exists")
+        {
+            return Err(e.into());
+        }
         let joined = j.message(json!({"request": "join", "ptype": "publisher", "room": JANUS_ROOM}), None).await?;
         feed = joined["plugindata"]["data"]["id"].as_u64().ok_or("janus: no publisher id")?;
         let jsep = json!({"type": "offer", "sdp": offer.to_sdp_string(), "trickle": false});
@@ -125,6 +130,8 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     } else {
         signal::post_sdp(&format!("{}/whip/room:bench", a.url), &offer.to_sdp_string()).await?
     };
+    debug_sdp("publisher offer", &offer.to_sdp_string());
+    debug_sdp("publisher answer", &answer);
     rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
     let (tx, connected) = oneshot::channel();
     let role = Role::Publisher { mid, fps: a.fps, frame_bytes: a.frame_bytes };
@@ -207,6 +214,13 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
         "server_rss_kib": rss_kib,
         "loadgen_cpu_s": l0.zip(l1).map(|(a0, a1)| (a1 - a0) as f64 / a.hz),
     }))
+}
+
+/// With SFU_LOADGEN_DEBUG set, SDPs go to stderr (for signaling trouble).
+fn debug_sdp(what: &str, sdp: &str) {
+    if std::env::var_os("SFU_LOADGEN_DEBUG").is_some() {
+        eprintln!("--- {what}\n{sdp}");
+    }
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
