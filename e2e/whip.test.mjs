@@ -90,6 +90,11 @@ test('a page publishes over WHIP and another plays it over WHEP', async () => {
     timeoutMs: 10_000, message: 'frames keep being decoded',
   });
 
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  const value = (name) => Number(metrics.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1]);
+  assert.equal(value('switchboard_rtc_peers'), 2, 'one WHIP and one WHEP peer');
+  assert.ok(value('switchboard_rtc_frames_forwarded_total') > 10, 'forwarded frames are counted');
+
   // The WHIP resource ends the stream; a second DELETE finds nothing.
   const del = await fetch(server.url + created.location, { method: 'DELETE' });
   assert.equal(del.status, 200);

@@ -127,6 +127,12 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// From publish to the socket write that carried it.
     pub fanout_latency: Histogram,
+    /// WebRTC peer connections held (SFU, WHIP, WHEP, data channels).
+    pub rtc_peers: Gauge,
+    /// Media frames the SFU forwarded to receivers.
+    pub rtc_frames_forwarded: Counter,
+    /// Bytes of media the SFU forwarded (payload, before RTP packetization).
+    pub rtc_bytes_forwarded: Counter,
 }
 
 impl Metrics {
@@ -182,6 +188,12 @@ impl Metrics {
             ("messages_out_total", "Frames and events written to clients.", &self.messages_out),
             ("bytes_out_total", "Bytes written to clients.", &self.bytes_out),
             ("slow_consumers_total", "Connections ended as slow consumers.", &self.slow_consumers),
+            ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
+            (
+                "rtc_bytes_forwarded_total",
+                "Media payload bytes the SFU forwarded.",
+                &self.rtc_bytes_forwarded,
+            ),
         ];
         for (name, help, c) in counters {
             let _ = write!(
@@ -190,6 +202,11 @@ impl Metrics {
                 c.get()
             );
         }
+        let _ = write!(
+            s,
+            "# HELP switchboard_rtc_peers WebRTC peer connections held.\n# TYPE switchboard_rtc_peers gauge\nswitchboard_rtc_peers {}\n",
+            self.rtc_peers.get()
+        );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");
         let mut cumulative = 0;

@@ -239,9 +239,10 @@ async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<(), StartEr
         }
         Err(_) => addr.ip(),
     };
-    let service = crate::rtc::start(addr, advertise, config.clone(), state.broker.clone())
-        .await
-        .map_err(|e| StartError::Rtc(format!("cannot bind {addr}: {e}")))?;
+    let service =
+        crate::rtc::start(addr, advertise, config.clone(), state.broker.clone(), state.metrics.clone())
+            .await
+            .map_err(|e| StartError::Rtc(format!("cannot bind {addr}: {e}")))?;
     let _ = state.rtc.set(service);
     Ok(())
 }

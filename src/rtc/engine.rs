@@ -88,6 +88,7 @@ pub struct Engine {
     /// Our candidate address: the destination of what peers send.
     candidate: SocketAddr,
     config: Arc<Config>,
+    metrics: Arc<crate::metrics::Metrics>,
     peers: Vec<Peer>,
     by_addr: HashMap<SocketAddr, String>,
     tracks: HashMap<String, Track>,
@@ -104,6 +105,7 @@ impl Engine {
         candidate: SocketAddr,
         config: Arc<Config>,
         broker: Arc<dyn Broker>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         str0m::crypto::from_feature_flags().install_process_default();
         let sock = socket2::SockRef::from(&socket);
@@ -129,6 +131,7 @@ impl Engine {
             socket,
             candidate,
             config,
+            metrics,
             peers: Vec::new(),
             by_addr: HashMap::new(),
             tracks: HashMap::new(),
@@ -426,6 +429,7 @@ impl Engine {
         };
         let keyframe = video && data.is_keyframe();
         let mut wanted = Vec::new();
+        let mut sent = 0u64;
         for (j, peer) in self.peers.iter_mut().enumerate() {
             if j == i || !peer.connected {
                 continue;
@@ -451,12 +455,15 @@ impl Engine {
                     tracing::debug!(peer = %peer.id, %mid, "no matching payload type");
                     continue;
                 };
-                if writer.write(pt, data.network_time, data.time, data.data.clone()).is_err() {
-                    peer.rtc.disconnect();
+                match writer.write(pt, data.network_time, data.time, data.data.clone()) {
+                    Ok(()) => sent += 1,
+                    Err(_) => peer.rtc.disconnect(),
                 }
                 peer.dirty = true;
             }
         }
+        self.metrics.rtc_frames_forwarded.add(sent);
+        self.metrics.rtc_bytes_forwarded.add(sent * data.data.len() as u64);
         wanted.dedup();
         for rid in wanted {
             self.request_keyframe(&id, rid, now);
@@ -507,6 +514,7 @@ impl Engine {
 
     fn remove(&mut self, mut peer: Peer) {
         tracing::debug!(peer = %peer.id, "peer closed");
+        self.metrics.rtc_peers.add(-1);
         peer.rtc.disconnect();
         if let Role::Data { events } = &peer.role {
             let _ = events.try_send(DcEvent::Closed);
@@ -604,6 +612,7 @@ impl Engine {
         let answer = answer.to_sdp_string();
         let id = format!("{:032x}", rand::random::<u128>());
         let room = role.room().cloned();
+        self.metrics.rtc_peers.add(1);
         self.peers.push(Peer {
             id: id.clone(),
             rtc,

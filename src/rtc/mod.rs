@@ -189,11 +189,12 @@ pub async fn start(
     advertise: std::net::IpAddr,
     config: Arc<crate::Config>,
     broker: Arc<dyn crate::broker::Broker>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<RtcService> {
     let socket = tokio::net::UdpSocket::bind(addr).await?;
     let local = socket.local_addr()?;
     let (tx, rx) = mpsc::channel(1024);
     let candidate = SocketAddr::new(advertise, local.port());
-    tokio::spawn(engine::Engine::new(socket, candidate, config, broker).run(rx));
+    tokio::spawn(engine::Engine::new(socket, candidate, config, broker, metrics).run(rx));
     Ok(RtcService { tx, addr: local })
 }
