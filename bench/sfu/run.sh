@@ -77,6 +77,9 @@ log = "warn"
 [namespaces.room]
 rooms = true
 CONF
+  # Fresh files: the shell truncates them only once the background job has started, so the
+  # previous run's lines could otherwise be read.
+  rm -f "$WORK/ours.out" "$WORK/ours.log"
   "$OURS_BIN" serve --config "$WORK/switchboard.toml" >"$WORK/ours.out" 2>"$WORK/ours.log" &
   SERVER_PID=$!
   wait_for "$WORK/ours.out" "switchboard listening on"
@@ -122,13 +125,16 @@ admin: {
 }
 CONF
   echo 'general: {}' >"$dir/janus.plugin.videoroom.jcfg"
-  janus -F "$dir" -C "$dir/janus.jcfg" -o >"$WORK/janus.log" 2>&1 &
+  rm -f "$WORK/janus.log"
+  # Line-buffered, or its start-up lines may sit in the stdio buffer.
+  stdbuf -oL janus -F "$dir" -C "$dir/janus.jcfg" -o >"$WORK/janus.log" 2>&1 &
   SERVER_PID=$!
   wait_for "$WORK/janus.log" "HTTP webserver started"
   URL="http://127.0.0.1:$port/janus"
   # libnice gathers no loopback candidates: Janus offers its first interface address, so the
   # load generator binds there (traffic between local addresses still goes through lo).
   BIND=$(sed -n 's/^Using \([0-9.]*\) as local IP.*/\1/p' "$WORK/janus.log" | head -1)
+  [ -n "$BIND" ] || { echo "janus printed no local IP (no non-loopback IPv4 interface?)" >&2; exit 1; }
 }
 
 stop_server() {
