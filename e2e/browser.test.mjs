@@ -283,9 +283,9 @@ describe('browser APIs with no SDK', () => {
     await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
     const cut = () => { for (const { client, upstream } of [...pairs]) { client.destroy(); upstream.destroy(); } };
     t.after(() => { cut(); return new Promise((r) => proxy.close(r)); });
-    // Open connections whose request starts with `prefix` (the page's own keep-alive
-    // connection for /healthz may or may not still be open).
-    const open = (prefix = '') => [...pairs].filter((p) => heads[p.index].startsWith(prefix)).length;
+    // Open connections that carried `request` (the browser may or may not have reused its
+    // keep-alive connection from loading /healthz, so other connections may be open too).
+    const open = (request = '') => [...pairs].filter((p) => heads[p.index].includes(request)).length;
     return { port: proxy.address().port, heads, cut, open };
   }
 
