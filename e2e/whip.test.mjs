@@ -20,45 +20,43 @@ after(async () => {
 
 async function page() {
   const p = await browser.newPage();
+  await p.addInitScript(installOfferHelper);
   await p.goto(`${server.url}/healthz`);
   return p;
 }
 
+// Installed in every page: offer `pc`'s description to `path` (WHIP and WHEP both POST an
+// `application/sdp` offer with every candidate gathered, at most 2 s) and apply the answer.
+function installOfferHelper() {
+  window.offerTo = async (pc, path) => {
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((r) => {
+      if (pc.iceGatheringState === 'complete') return r();
+      pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && r());
+      setTimeout(r, 2000);
+    });
+    const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`${path} ${res.status}: ${await res.text()}`);
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    return { location: res.headers.get('location'), type: res.headers.get('content-type') };
+  };
+}
+
 // In the page: publish the fake camera and microphone to `path` with WHIP. Resolves the
-// resource URL; the connection stays on `window.whip`.
+// resource URL and content type; the connection stays on `window.whip`.
 async function whipPublish(path) {
   const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
-  const pc = new RTCPeerConnection();
-  for (const track of media.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((r) => {
-    if (pc.iceGatheringState === 'complete') return r();
-    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && r());
-    setTimeout(r, 2000);
-  });
-  const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-  if (res.status !== 201) throw new Error(`WHIP ${res.status}: ${await res.text()}`);
-  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
-  window.whip = pc;
-  return { location: res.headers.get('location'), type: res.headers.get('content-type') };
+  window.whip = new RTCPeerConnection();
+  for (const track of media.getTracks()) window.whip.addTransceiver(track, { direction: 'sendonly' });
+  return window.offerTo(window.whip, path);
 }
 
 // In the page: play `path` with WHEP (receive-only audio and video).
 async function whepPlay(path) {
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  pc.addTransceiver('audio', { direction: 'recvonly' });
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((r) => {
-    if (pc.iceGatheringState === 'complete') return r();
-    pc.addEventListener('icegatheringstatechange', () => pc.iceGatheringState === 'complete' && r());
-    setTimeout(r, 2000);
-  });
-  const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-  if (res.status !== 201) throw new Error(`WHEP ${res.status}: ${await res.text()}`);
-  await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
-  window.whep = pc;
-  return res.headers.get('location');
+  window.whep = new RTCPeerConnection();
+  window.whep.addTransceiver('video', { direction: 'recvonly' });
+  window.whep.addTransceiver('audio', { direction: 'recvonly' });
+  return (await window.offerTo(window.whep, path)).location;
 }
 
 // In the page: inbound video and audio counters of `window[name]`.

@@ -45,11 +45,7 @@ pub async fn run(rtc: RtcService, peer: String, mut events: mpsc::Receiver<DcEve
             let (reliable, message) = match output {
                 Output::Reply(reply) => (true, Message::Text(reply.to_json().into())),
                 Output::History { id, top, publications } => {
-                    let mut body = bytes::BytesMut::new();
-                    body.extend_from_slice(format!("{{\"id\":{id},\"history\":").as_bytes());
-                    crate::transport::ws::put_history_body(&mut body, &top, &publications);
-                    body.extend_from_slice(b"}");
-                    (true, Message::Text(String::from_utf8_lossy(&body).into_owned().into()))
+                    (true, Message::Text(crate::transport::ws::history_reply(id, &top, &publications)))
                 }
                 Output::Deliver(Delivery::Publication(p)) => {
                     (!driver.datagram(&p.channel), p.ws_message().clone())

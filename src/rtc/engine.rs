@@ -198,7 +198,9 @@ impl Engine {
             return;
         };
         let peer = &mut self.peers[i];
-        self.by_addr.insert(source, peer.id.clone());
+        if known.is_none() {
+            self.by_addr.insert(source, peer.id.clone());
+        }
         if peer.rtc.handle_input(input).is_err() {
             peer.rtc.disconnect();
         }

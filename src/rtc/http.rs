@@ -193,13 +193,7 @@ async fn whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let room = room(&state, &name)?;
-    if let Caller::Client(id) = whip_caller(&state, &headers)?
-        && !state.policy.can_publish(&id, &room)
-    {
-        return Err(forbidden());
-    }
-    open_sdp(&state, Role::Whip { room }, &headers, body).await
+    open_sdp(&state, &name, &headers, body, true).await
 }
 
 async fn whep(
@@ -208,24 +202,32 @@ async fn whep(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let room = room(&state, &name)?;
-    if let Caller::Client(id) = whip_caller(&state, &headers)?
-        && !state.policy.can_subscribe(&id, &room)
-    {
-        return Err(forbidden());
-    }
-    open_sdp(&state, Role::Whep { room }, &headers, body).await
+    open_sdp(&state, &name, &headers, body, false).await
 }
 
-/// Opens a WHIP or WHEP peer from an `application/sdp` offer: `201` with the answer.
+/// Opens a WHIP (`ingest`) or WHEP peer in room `name` from an `application/sdp` offer: `201`
+/// with the answer. A client token must allow publishing (WHIP) or subscribing (WHEP) there.
 async fn open_sdp(
     state: &AppState,
-    role: Role,
+    name: &str,
     headers: &HeaderMap,
     body: Bytes,
+    ingest: bool,
 ) -> Result<Response, HttpError> {
+    let room = room(state, name)?;
+    if let Caller::Client(id) = whip_caller(state, headers)? {
+        let allowed = if ingest {
+            state.policy.can_publish(&id, &room)
+        } else {
+            state.policy.can_subscribe(&id, &room)
+        };
+        if !allowed {
+            return Err(forbidden());
+        }
+    }
     let rtc = service(state)?;
     let offer = sdp_body(headers, body)?;
+    let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
     let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     Ok(created_sdp(&opened.peer, opened.sdp))
 }

@@ -664,9 +664,17 @@ impl Session {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
-        // Signaling into an inbox is allowed by having joined its room (checked below).
-        if self.inbox(&channel).is_none() && !self.policy.can_publish(&self.identity, &channel) {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
+        // Signaling into an inbox is allowed by having joined its room, whatever the token's `pubs`.
+        let inbox = self.inbox(&channel);
+        let denied = match &inbox {
+            Some(inbox) if !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. })) => {
+                Some("join the room first")
+            }
+            Some(_) => None,
+            None => (!self.policy.can_publish(&self.identity, &channel)).then_some("permission denied"),
+        };
+        if let Some(m) = denied {
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
         }
         let payload = match (req.data, req.binary) {
             (Some(data), None) => Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes())),
@@ -690,14 +698,8 @@ impl Session {
             info: self.info.clone(),
             idempotency_key: req.idempotency_key,
         };
-        let op = match self.inbox(&request.channel) {
-            Some(inbox) => {
-                if !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. })) {
-                    let m = "join the room first";
-                    return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
-                }
-                self.op(Op::Signal { room: inbox.room, target: inbox.client, request })
-            }
+        let op = match inbox {
+            Some(inbox) => self.op(Op::Signal { room: inbox.room, target: inbox.client, request }),
             None => self.op(Op::Publish(request)),
         };
         self.pending.insert(op, Pending::Publish(id));

@@ -159,7 +159,7 @@ fn message_len(m: &Message) -> usize {
 
 /// `{"id":N,"history":{"epoch":E,"offset":O,"publications":[...]}}`, reusing each publication's
 /// shared encoding.
-fn history_reply(id: u64, top: &StreamTop, publications: &[Arc<Publication>]) -> Utf8Bytes {
+pub fn history_reply(id: u64, top: &StreamTop, publications: &[Arc<Publication>]) -> Utf8Bytes {
     let mut buf =
         BytesMut::with_capacity(64 + publications.iter().map(|p| p.object().len() + 1).sum::<usize>());
     buf.put_slice(format!("{{\"id\":{id},\"history\":").as_bytes());
