@@ -117,9 +117,28 @@ type ChannelShard = RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>;
 /// One shard of the open connections.
 type ConnectionShard = Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>;
 
+/// The connection holding a client id on this node.
+struct Claim {
+    conn: ConnId,
+    outbox: std::sync::Weak<Outbox>,
+    /// Closes when the connection has ended and released its presence.
+    released: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The holder a new claim displaced: end it, then wait for `released`.
+pub struct Displaced {
+    /// The displaced connection's outbox, if it is still open.
+    pub outbox: Option<Arc<Outbox>>,
+    /// Closes when its clean-up is done.
+    pub released: tokio::sync::oneshot::Receiver<()>,
+}
+
 /// See the module docs.
 pub struct Hub {
     shards: Box<[ChannelShard]>,
+    /// Client id → the local connection holding it (`connect.session` moves an id between
+    /// connections).
+    claims: Mutex<HashMap<String, Claim>>,
     /// Every open connection's outbox, so the node can end them all (shutdown) without each
     /// connection also waiting on a shared signal at every wake-up.
     connections: Box<[ConnectionShard]>,
@@ -134,6 +153,7 @@ impl Hub {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            claims: Mutex::default(),
             metrics,
         }
     }
@@ -146,6 +166,28 @@ impl Hub {
     /// Forgets a closed connection.
     pub fn deregister(&self, conn: ConnId) {
         self.connections[conn as usize % SHARDS].lock().remove(&conn);
+    }
+
+    /// Makes `conn` the holder of client id `client`; `released` must close once `conn` has ended
+    /// and released its presence. Returns the holder it displaced, if any.
+    pub fn claim(
+        &self,
+        client: &str,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        released: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<Displaced> {
+        let claim = Claim { conn, outbox: Arc::downgrade(outbox), released };
+        let old = self.claims.lock().insert(client.to_owned(), claim)?;
+        Some(Displaced { outbox: old.outbox.upgrade(), released: old.released })
+    }
+
+    /// `conn` ended and released its presence: forget its claim on `client` (if still its own).
+    pub fn release_claim(&self, client: &str, conn: ConnId) {
+        let mut claims = self.claims.lock();
+        if claims.get(client).is_some_and(|c| c.conn == conn) {
+            claims.remove(client);
+        }
     }
 
     /// Ends every open connection with `reason`.

@@ -1,6 +1,9 @@
 //! Who may do what: token verification and the per-channel permission checks. Pure functions of
 //! the configuration, the token and the time passed in, so sessions stay sans-IO.
 
+use std::fmt::Write as _;
+
+use aws_lc_rs::{digest, hmac};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use switchboard_protocol::{ChannelName, Disconnect};
@@ -40,7 +43,13 @@ pub struct Policy {
     config: std::sync::Arc<Config>,
     key: Option<DecodingKey>,
     validation: Validation,
+    /// Signs session tokens: from `token_secret` when set (so every node of a cluster accepts
+    /// the others'), else random per process.
+    session_key: hmac::Key,
 }
+
+/// Bytes of HMAC-SHA256 kept in a session token.
+const SESSION_TAG_BYTES: usize = 16;
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +66,44 @@ impl Policy {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        Self { config, key, validation }
+        let session_key = if config.token_secret.is_empty() {
+            hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>())
+        } else {
+            let seed = [b"switchboard session tokens\0".as_slice(), config.token_secret.as_bytes()].concat();
+            hmac::Key::new(hmac::HMAC_SHA256, digest::digest(&digest::SHA256, &seed).as_ref())
+        };
+        Self { config, key, validation, session_key }
+    }
+
+    /// The session token that lets `user` reclaim client id `client` on a later connection:
+    /// `CLIENT.TAG`, the tag binding both.
+    pub fn session_token(&self, client: &str, user: &str) -> String {
+        let tag = self.session_tag(client, user);
+        let mut out = String::with_capacity(client.len() + 1 + 2 * SESSION_TAG_BYTES);
+        out.push_str(client);
+        out.push('.');
+        for b in &tag.as_ref()[..SESSION_TAG_BYTES] {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    /// The client id a session token names, if it is one this server issued to `user`.
+    pub fn resume(&self, token: &str, user: &str) -> Option<String> {
+        let (client, _) = token.rsplit_once('.')?;
+        let valid = !client.is_empty()
+            && client.len() <= 64
+            && client.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        (valid && constant_time_eq(self.session_token(client, user).as_bytes(), token.as_bytes()))
+            .then(|| client.to_owned())
+    }
+
+    fn session_tag(&self, client: &str, user: &str) -> hmac::Tag {
+        let mut ctx = hmac::Context::with_key(&self.session_key);
+        for part in [client, "\0", user] {
+            ctx.update(part.as_bytes());
+        }
+        ctx.sign()
     }
 
     /// The configuration.
@@ -176,6 +222,25 @@ pub(crate) mod tests {
         assert!(p.can_publish(&who, &ch("chat:lobby")));
         assert!(!p.can_publish(&who, &ch("chat:other")));
         assert!(!p.api_key_ok(None), "with a token secret and no API key, the API is closed");
+    }
+
+    #[test]
+    fn session_tokens_name_their_client_for_their_user_only() {
+        let p = policy("s");
+        let t = p.session_token("0123abcd", "alice");
+        assert_eq!(p.resume(&t, "alice").as_deref(), Some("0123abcd"));
+        assert_eq!(p.resume(&t, "bob"), None, "bound to the user");
+        assert_eq!(policy("s").resume(&t, "alice").as_deref(), Some("0123abcd"), "same secret, same key");
+        assert_eq!(policy("other").resume(&t, "alice"), None);
+        let forged = format!("{}{}", &t[..t.len() - 1], if t.ends_with('0') { '1' } else { '0' });
+        assert_eq!(p.resume(&forged, "alice"), None);
+        for bad in ["", ".", "0123abcd", "0123abcd.", "a b.00", &t.replace("0123abcd", "0123abce")] {
+            assert_eq!(p.resume(bad, "alice"), None, "{bad:?}");
+        }
+        let open = policy("");
+        assert_eq!(open.resume(&t, "alice"), None, "without a secret each process has its own key");
+        let t = open.session_token("x", "");
+        assert_eq!(open.resume(&t, "").as_deref(), Some("x"));
     }
 
     #[test]

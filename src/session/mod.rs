@@ -32,6 +32,8 @@ use crate::policy::{Identity, Policy};
 const MAX_NAME_CHARS: usize = 64;
 /// Longest idempotency key accepted, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Most commands held while a `connect` waits for its client id to be claimed.
+const MAX_DEFERRED: usize = 64;
 
 /// The time, as a session needs it: monotonic for timers, Unix seconds for token expiry.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +147,12 @@ pub enum Op {
         /// Send a join event.
         announce: bool,
     },
+    /// Take client id `client` on this node, ending a connection that still holds it and
+    /// waiting for its clean-up (presence); answer [`OpResult::Claimed`].
+    Claim {
+        /// The client id.
+        client: String,
+    },
     /// Remove the client from presence. No result.
     PresenceRemove {
         /// The channel.
@@ -167,6 +175,8 @@ pub enum OpResult {
     Presence(Result<Vec<Arc<ClientInfo>>, BrokerError>),
     /// Of `Signal`: the target is not in the room; nothing was published.
     NotInRoom,
+    /// Of `Claim`: the client id is this connection's.
+    Claimed,
 }
 
 /// What the session wants done.
@@ -210,6 +220,7 @@ enum Subscription {
 }
 
 enum Pending {
+    Connect(u64, ConnectReply),
     Subscribe(ChannelName),
     Publish(u64),
     History(u64),
@@ -231,6 +242,8 @@ pub struct Session {
     next_presence_refresh: Instant,
     pong_deadline: Option<Instant>,
     expires_at: Option<Instant>,
+    /// Commands that came while `connect` claimed the client id, run once it has.
+    deferred: Option<VecDeque<(u64, Command)>>,
     closed: bool,
 }
 
@@ -251,6 +264,7 @@ impl Session {
             out: VecDeque::new(),
             pong_deadline: None,
             expires_at: None,
+            deferred: None,
             closed: false,
         }
     }
@@ -274,6 +288,11 @@ impl Session {
     /// Whether the session ended.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Whether `connect` is waiting for its client id to be claimed; commands wait meanwhile.
+    pub fn connecting(&self) -> bool {
+        self.deferred.is_some()
     }
 
     /// The connection's client info, once connected.
@@ -315,6 +334,13 @@ impl Session {
             }
             ClientFrame::Command { id, command } => (id, command),
         };
+        if let Some(deferred) = &mut self.deferred {
+            if deferred.len() >= MAX_DEFERRED {
+                return self.disconnect(Disconnect::BAD_REQUEST);
+            }
+            deferred.push_back((id, command));
+            return;
+        }
         if let Command::Connect(req) = command {
             return self.connect(now, id, req);
         }
@@ -324,6 +350,10 @@ impl Session {
             }
             self.connect_as(now, Identity::default(), None);
         }
+        self.dispatch(id, command);
+    }
+
+    fn dispatch(&mut self, id: u64, command: Command) {
         match command {
             Command::Connect(_) => {}
             Command::Subscribe(req) => self.subscribe(id, req),
@@ -391,6 +421,16 @@ impl Session {
             return;
         };
         match (pending, result) {
+            (Pending::Connect(id, reply), OpResult::Claimed) => {
+                self.reply(Reply { id, body: ReplyBody::Connect(reply) });
+                for (id, command) in self.deferred.take().unwrap_or_default() {
+                    if matches!(command, Command::Connect(_)) {
+                        self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
+                    } else {
+                        self.dispatch(id, command);
+                    }
+                }
+            }
             (Pending::Subscribe(channel), OpResult::History(result)) => self.subscribed(op, channel, result),
             (Pending::Publish(id), OpResult::Published(result)) => match result {
                 Ok(r) => self.reply(Reply {
@@ -496,13 +536,21 @@ impl Session {
         }
         match self.policy.authenticate(req.token.as_deref(), now.unix) {
             Ok(identity) => {
-                self.connect_as(now, identity, req.name);
+                // A valid session token keeps the earlier connection's client id (and with it
+                // presence, room inboxes and SFU peers); anything else gets the fresh one.
+                if let Some(client) = req.session.and_then(|s| self.policy.resume(&s, &identity.user)) {
+                    self.client_id = client;
+                }
                 let reply = ConnectReply {
                     client: self.client_id.clone(),
                     version: env!("CARGO_PKG_VERSION").into(),
                     ping: self.config.ping_interval.as_secs(),
+                    session: self.policy.session_token(&self.client_id, &identity.user),
                 };
-                self.reply(Reply { id, body: ReplyBody::Connect(reply) });
+                self.connect_as(now, identity, req.name);
+                self.deferred = Some(VecDeque::new());
+                let op = self.op(Op::Claim { client: self.client_id.clone() });
+                self.pending.insert(op, Pending::Connect(id, reply));
             }
             Err(d) => self.disconnect(d),
         }

@@ -44,6 +44,18 @@ impl Harness {
         self.drain()
     }
 
+    /// Sends a `connect` frame and completes the client id claim it asks for.
+    fn connect(&mut self, text: &str) -> Vec<Output> {
+        let mut out = self.send(text);
+        let Some(i) = out.iter().position(|o| matches!(o, Output::Op(_, Op::Claim { .. }))) else {
+            return out;
+        };
+        let Output::Op(op, _) = out.remove(i) else { unreachable!() };
+        self.s.handle_result(op, OpResult::Claimed);
+        out.extend(self.drain());
+        out
+    }
+
     fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.s.poll_output()).collect()
     }
@@ -252,7 +264,7 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
     let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
     let token =
         crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}));
-    let out = h.send(&format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#));
+    let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#));
     assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1"));
     assert_eq!(h.s.client_info().unwrap().user, "al");
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
@@ -312,4 +324,53 @@ fn datagram_subscriptions_are_latest_wins_and_never_replay() {
     let out = h.drain();
     assert_eq!(delivered(&out), vec![9, 12, 1], "gaps and a new epoch pass, older offsets do not");
     assert_eq!(disconnect(&out), None, "no continuity disconnect for latest-wins");
+}
+
+fn connect_reply(outputs: &[Output]) -> Option<&ConnectReply> {
+    outputs.iter().find_map(|o| match o {
+        Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) => Some(c),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_session_token_reclaims_the_client_id_and_commands_wait_for_the_claim() {
+    let secret = "s3";
+    let token = crate::policy::tests::token(secret, serde_json::json!({"sub": "al"}));
+    let mut first = Harness::new(Config { token_secret: secret.into(), ..config() });
+    let out = first.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    let session = connect_reply(&out).unwrap().session.clone();
+    assert!(session.starts_with("c1."), "{session}");
+
+    // A later connection (fresh id c2) presents it: it becomes c1 once the claim is done.
+    let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
+    h.s.client_id = "c2".into();
+    let connect = format!(r#"{{"id":1,"connect":{{"token":"{token}","session":"{session}"}}}}"#);
+    let out = h.send(&connect);
+    let claim = out.iter().find_map(|o| match o {
+        Output::Op(op, Op::Claim { client }) => Some((*op, client.clone())),
+        _ => None,
+    });
+    let (op, client) = claim.expect("connect claims the id");
+    assert_eq!(client, "c1");
+    assert!(connect_reply(&out).is_none(), "no reply before the claim");
+    assert!(h.s.connecting());
+    // Commands sent meanwhile wait, then run in order.
+    assert!(h.send(r#"{"id":2,"subscribe":{"channel":"chat:a"}}"#).is_empty());
+    assert!(h.send(r#"{"id":3,"connect":{}}"#).is_empty());
+    h.s.handle_result(op, OpResult::Claimed);
+    let out = h.drain();
+    assert_eq!(connect_reply(&out).unwrap().client, "c1");
+    assert!(matches!(&out[1], Output::Op(_, Op::Subscribe { channel, .. }) if channel.as_str() == "chat:a"));
+    assert_eq!(error_code(&out), Some(107), "a second connect is refused");
+    assert_eq!(h.s.client_info().unwrap().client, "c1");
+
+    // Another user's connection, or a forged token, keeps its own id.
+    for (sub, session) in [("bo", session.clone()), ("al", format!("{session}0"))] {
+        let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
+        h.s.client_id = "c3".into();
+        let token = crate::policy::tests::token(secret, serde_json::json!({ "sub": sub }));
+        let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}","session":"{session}"}}}}"#));
+        assert_eq!(connect_reply(&out).unwrap().client, "c3", "{sub}");
+    }
 }

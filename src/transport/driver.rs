@@ -20,6 +20,9 @@ use crate::session::{Now, Op, OpId, OpResult, Output, Session, SessionConfig};
 
 type OpFuture = Pin<Box<dyn Future<Output = Option<(OpId, OpResult)>> + Send>>;
 
+/// Longest a connection reclaiming a client id waits for the previous holder's clean-up.
+const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why the driver woke up.
 #[derive(Debug)]
 pub enum Wake {
@@ -43,6 +46,8 @@ pub struct Driver {
     timer_at: Option<Instant>,
     /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
     recheck: bool,
+    /// The client id this connection holds in the hub, and the signal that it let go of it.
+    claim: Option<(String, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl Driver {
@@ -69,7 +74,13 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             recheck: false,
+            claim: None,
         }
+    }
+
+    /// Whether `connect` is still claiming the client id (later commands wait for it).
+    pub fn connecting(&self) -> bool {
+        self.session.connecting()
     }
 
     /// The session's client id.
@@ -224,6 +235,22 @@ impl Driver {
                 }
                 None
             }),
+            Op::Claim { client } => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let displaced = state.hub.claim(&client, self.conn, &self.outbox, rx);
+                self.claim = Some((client, tx));
+                Box::pin(async move {
+                    if let Some(d) = displaced {
+                        if let Some(outbox) = d.outbox {
+                            outbox.close(Disconnect::REPLACED);
+                        }
+                        // Its presence removals must land before ours are added; a stuck broker
+                        // does not hold the new connection for long.
+                        let _ = tokio::time::timeout(CLAIM_WAIT, d.released).await;
+                    }
+                    Some((id, OpResult::Claimed))
+                })
+            }
             Op::PresenceRemove { channel, info, announce } => Box::pin(async move {
                 if let Err(e) = state.broker.presence_remove(&channel, info, announce).await {
                     tracing::warn!(%channel, error = %e, "presence remove failed");
@@ -240,14 +267,23 @@ impl Driver {
         let close: Vec<OpFuture> =
             self.session.close().into_iter().filter_map(|op| self.prepare(0, op)).collect();
         let mut running = std::mem::take(&mut self.ops);
+        let claim = self.claim.take();
+        let (state, conn) = (self.state.clone(), self.conn);
+        let release = move || {
+            if let Some((client, released)) = claim {
+                state.hub.release_claim(&client, conn);
+                drop(released);
+            }
+        };
         if running.is_empty() && close.is_empty() {
-            return;
+            return release();
         }
         tokio::spawn(async move {
             while running.next().await.is_some() {}
             for f in close {
                 f.await;
             }
+            release();
         });
     }
 }

@@ -64,6 +64,8 @@ pub struct OneWayParams {
     pub token: Option<String>,
     /// The display name.
     pub name: Option<String>,
+    /// A session token reclaiming an earlier connection's client id (`connect.session`).
+    pub session: Option<String>,
     /// Long-poll wait in seconds.
     pub wait: Option<u64>,
     /// Most publications per poll.
@@ -87,6 +89,7 @@ impl OneWayParams {
                 "since" => since = Some(value.into_owned()),
                 "token" => p.token = Some(value.into_owned()),
                 "name" => p.name = Some(value.into_owned()),
+                "session" => p.session = Some(value.into_owned()),
                 "wait" => p.wait = Some(value.parse().map_err(|_| bad("wait must be whole seconds".into()))?),
                 "limit" => p.limit = Some(value.parse().map_err(|_| bad("limit must be a number".into()))?),
                 _ => {}

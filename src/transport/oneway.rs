@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest};
-use switchboard_protocol::{Cursor, Disconnect, ErrorCode};
+use switchboard_protocol::{ChannelName, Cursor, Disconnect, ErrorCode};
 use tokio::sync::mpsc;
 
 use super::driver::Driver;
@@ -55,37 +55,29 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
         return HttpError::connection_limit().into_response();
     };
     let mut driver = Driver::new(state.clone(), false);
-    let connect = ConnectRequest { token: params.token, name: params.name };
+    let connect = ConnectRequest { token: params.token, name: params.name, session: params.session };
     driver.on_frame(Ok(ClientFrame::Command { id: 1, command: Command::Connect(connect) }));
     for (i, channel) in params.channels.iter().enumerate() {
         let since = params.cursor.get(channel.as_str()).cloned();
         let request = SubscribeRequest { channel: channel.to_string(), since, datagram: false };
         driver.on_frame(Ok(ClientFrame::Command { id: i as u64 + 2, command: Command::Subscribe(request) }));
     }
-    // Refusals (token, permissions) are synchronous: answer them as HTTP errors.
+    // Refusals (token, permissions) come before the first byte: answer them as HTTP errors. The
+    // subscriptions wait for `connect` to claim the client id (a session may reclaim one).
     let mut first = Vec::new();
-    while let Some(output) = driver.next_output() {
-        let refusal = match &output {
-            Output::Disconnect(d) => Some(HttpError::new(
-                if *d == Disconnect::UNAUTHORIZED || *d == Disconnect::TOKEN_EXPIRED {
-                    ErrorCode::Unauthorized
-                } else {
-                    ErrorCode::BadRequest
-                },
-                d.reason,
-            )),
-            Output::Reply(Reply { id, body: ReplyBody::Error(e) }) => {
-                let channel = params.channels.get(*id as usize - 2).map_or("", |c| c.as_str());
-                let code = ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal);
-                Some(HttpError::new(code, format!("channel {channel}: {}", e.message)))
+    loop {
+        while let Some(output) = driver.next_output() {
+            if let Some(refusal) = refusal(&output, &params.channels) {
+                driver.finish();
+                return refusal.into_response();
             }
-            _ => None,
-        };
-        if let Some(refusal) = refusal {
-            driver.finish();
-            return refusal.into_response();
+            first.push(output);
         }
-        first.push(output);
+        if !driver.connecting() {
+            break;
+        }
+        let wake = driver.wait().await;
+        driver.on_wake(wake);
     }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let transport = if format == Format::Sse { Transport::Sse } else { Transport::Stream };
@@ -119,6 +111,26 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
         body,
     )
         .into_response()
+}
+
+/// The HTTP error an output stands for, when it refuses the connection or a channel.
+fn refusal(output: &Output, channels: &[ChannelName]) -> Option<HttpError> {
+    match output {
+        Output::Disconnect(d) => Some(HttpError::new(
+            if *d == Disconnect::UNAUTHORIZED || *d == Disconnect::TOKEN_EXPIRED {
+                ErrorCode::Unauthorized
+            } else {
+                ErrorCode::BadRequest
+            },
+            d.reason,
+        )),
+        Output::Reply(Reply { id, body: ReplyBody::Error(e) }) => {
+            let channel = channels.get((*id as usize).saturating_sub(2)).map_or("", |c| c.as_str());
+            let code = ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal);
+            Some(HttpError::new(code, format!("channel {channel}: {}", e.message)))
+        }
+        _ => None,
+    }
 }
 
 async fn run(mut driver: Driver, mut writer: Writer, first: Vec<Output>, tx: mpsc::Sender<Bytes>) {

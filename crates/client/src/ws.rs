@@ -120,6 +120,8 @@ struct ConnectBody<'a> {
     token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -181,7 +183,18 @@ impl WsConnection {
     /// Afterwards a connection that hears nothing for twice the server's ping interval (at least
     /// ping + 10 s) counts as dead: reads fail with [`Error::Timeout`].
     pub async fn connect(&mut self, token: Option<&str>, name: Option<&str>) -> Result<ConnectReply, Error> {
-        let frame = self.call("connect", &ConnectBody { token, name }).await?;
+        self.resume(token, name, None).await
+    }
+
+    /// [`WsConnection::connect`] that reclaims the client id of an earlier connection, given
+    /// the `session` of its connect reply; the server hands out a fresh id when it is not valid.
+    pub async fn resume(
+        &mut self,
+        token: Option<&str>,
+        name: Option<&str>,
+        session: Option<&str>,
+    ) -> Result<ConnectReply, Error> {
+        let frame = self.call("connect", &ConnectBody { token, name, session }).await?;
         let reply = frame.connect.ok_or_else(|| missing("connect"))?;
         if reply.ping > 0 {
             self.idle_limit = Some(Duration::from_secs(reply.ping + reply.ping.max(10)));

@@ -122,6 +122,8 @@ impl Disconnect {
     pub const FORBIDDEN: Self = Self::new(3502, "forbidden");
     /// The server holds `max_connections` already.
     pub const CONNECTION_LIMIT: Self = Self::new(3503, "connection limit");
+    /// A newer connection of the same client took over its client id (`connect.session`).
+    pub const REPLACED: Self = Self::new(3504, "replaced");
 
     const fn new(code: u16, reason: &'static str) -> Self {
         Self { code, reason }

@@ -51,6 +51,9 @@ pub struct ConnectRequest {
     /// A display name shown in presence.
     #[serde(default)]
     pub name: Option<String>,
+    /// The `session` of an earlier `connect` reply: reclaims that connection's client id.
+    #[serde(default)]
+    pub session: Option<String>,
 }
 
 /// `subscribe` body.
@@ -260,6 +263,9 @@ pub struct ConnectReply {
     pub version: String,
     /// Seconds between server pings.
     pub ping: u64,
+    /// A secret that lets a later connection of this client keep `client` (`connect.session`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub session: String,
 }
 
 /// The body of a `subscribe` reply, and of the one-way transports' `subscribed` event.
