@@ -26,9 +26,9 @@ async function join(room, name, opts = {}) {
   await page.goto(`${server.url}/healthz`);
   await page.evaluate(async ({ room, name, opts }) => {
     const { Switchboard } = await import('/sdk/switchboard.js');
-    const { width = 320, height = 240, ...roomOpts } = opts;
+    const { width = 320, height = 240, transports = ['websocket'], ...roomOpts } = opts;
     const media = await navigator.mediaDevices.getUserMedia({ video: { width, height }, audio: true });
-    window.sb = new Switchboard({ name, transports: ['websocket'] });
+    window.sb = new Switchboard({ name, transports });
     window.events = [];
     window.room = window.sb.room(room, { media, ...roomOpts });
     for (const type of ['join', 'leave', 'trackended', 'error']) {
@@ -86,6 +86,51 @@ for (const mode of ['sfu', 'mesh']) {
     }
     await expectFlowing(pages.slice(0, 2), 1, 1, `${mode} after a leave`);
     for (const page of pages.slice(0, 2)) {
+      const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+      assert.deepEqual(errors, [], 'no errors in the room');
+      await page.evaluate(() => window.room.leave());
+      await page.close();
+    }
+  });
+}
+
+for (const mode of ['mesh', 'sfu']) {
+  test(`a ${mode} call signals over the SSE and HTTP-streaming fallbacks`, async () => {
+    const room = `room:${mode}-fallback`;
+    const pages = [
+      await join(room, 'sse', { mode, transports: ['sse'] }),
+      await join(room, 'ndjson', { mode, transports: ['stream'] }),
+    ];
+    await expectFlowing(pages, 1, 1, `${mode} over one-way transports`);
+    for (const page of pages) {
+      const t = await page.evaluate(() => window.sb.transport);
+      assert.ok(['sse', 'stream'].includes(t), `still on a one-way transport: ${t}`);
+      const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+      assert.deepEqual(errors, [], 'no errors in the room');
+      await page.evaluate(() => window.room.leave());
+      await page.close();
+    }
+  });
+
+  test(`a dropped connection keeps its client id and the ${mode} call goes on`, async () => {
+    const room = `room:${mode}-drop`;
+    const pages = [await join(room, 'stay', { mode }), await join(room, 'drop', { mode })];
+    await expectFlowing(pages, 1, 1, `${mode} before the drop`);
+    const before = await pages[1].evaluate(() => {
+      window.pcOf = () => (window.room.mode === 'sfu' ? window.room._sfu.pc : [...window.room._peers.values()][0].pc);
+      window.pcBefore = window.pcOf();
+      const id = window.sb.clientId;
+      window.sb.dropConnection();
+      return id;
+    });
+    await waitUntil(() => pages[1].evaluate(() => window.sb.state === 'connected'), { message: 'reconnected' });
+    const after = await pages[1].evaluate(() => ({ id: window.sb.clientId, same: window.pcOf() === window.pcBefore }));
+    assert.equal(after.id, before, 'the server gave the client id back');
+    assert.ok(after.same, 'the peer connection was kept');
+    await expectFlowing(pages, 1, 1, `${mode} after the drop`);
+    const names = await pages[0].evaluate(() => window.room.participants().map((p) => p.name).sort());
+    assert.deepEqual(names, ['drop', 'stay']);
+    for (const page of pages) {
       const errors = await page.evaluate(() => window.events.filter((e) => e.type === 'error'));
       assert.deepEqual(errors, [], 'no errors in the room');
       await page.evaluate(() => window.room.leave());

@@ -299,8 +299,12 @@ export class Switchboard extends Emitter {
     this.state = 'disconnected';
     /** The transport in use (the last one that opened), or null. */
     this.transport = null;
-    /** Client id the server gave this connection (not on polling). */
+    /**
+     * Client id the server gave this connection (not on polling). Reconnects keep it (the
+     * server's session token reclaims it) unless the server cannot, e.g. after its restart.
+     */
     this.clientId = null;
+    this._session = null; // the last connect reply's session token
 
     this._subs = new Map();
     this._conn = null;
@@ -325,6 +329,7 @@ export class Switchboard extends Emitter {
 
   disconnect() {
     this._stop();
+    this._session = null; // a deliberate disconnect ends this client's identity
     this._setState('disconnected');
   }
 
@@ -375,6 +380,8 @@ export class Switchboard extends Emitter {
       body.data = data;
       return conn.call('publish', body);
     }
+    // Over HTTP the session token says which connection publishes (room signaling needs it).
+    if (this._session && this.clientId) body.session = this._session;
     if (binary) body.b64 = bytesToBase64(toBytes(data));
     else body.data = data;
     return this._api('POST', '/api/publish', { body });
@@ -382,7 +389,7 @@ export class Switchboard extends Emitter {
 
   /**
    * A WebRTC room (docs/webrtc.md) on channel `name` (`room:NAME`): call `join()` on it.
-   * Needs a two-way transport (webtransport, websocket or webrtc).
+   * Needs a transport with a client id: any but the polling ones.
    */
   room(name, opts = {}) {
     return new Room(this, name, opts);
@@ -580,13 +587,22 @@ export class Switchboard extends Emitter {
       const sub = this._subs.get(msg.subscribed.channel);
       if (sub) sub._subscribed(msg.subscribed);
     } else if (msg.connected) {
-      this.clientId = msg.connected.client ?? null;
+      this._connected(msg.connected);
       this._opened(conn);
     } else if (msg.unsubscribed) {
       this._serverUnsubscribed(conn, msg.unsubscribed);
     } else if (msg.disconnect) {
       this._lost(conn, { code: msg.disconnect.code, reason: msg.disconnect.reason });
     }
+  }
+
+  /** A connect reply (or `connected` event): the client id, and the token to keep it. */
+  _connected(reply) {
+    const previous = this.clientId;
+    this.clientId = reply.client ?? null;
+    if (reply.session) this._session = reply.session;
+    // A one-way transport reopening for new channels stays 'connected': say when the id changed.
+    if (previous && this.clientId !== previous) this._emit('_clientid', { clientId: this.clientId, previous });
   }
 
   _serverUnsubscribed(conn, u) {
@@ -681,6 +697,7 @@ export class Switchboard extends Emitter {
     const query = { channel: channels };
     if (Object.keys(positions).length) query.since = encodeCursor(positions);
     if (name && this._name) query.name = this._name;
+    if (name && this._session) query.session = this._session;
     if (tokenInQuery && token) query.token = token;
     return query;
   }
@@ -745,6 +762,7 @@ class WsConn {
     const body = {};
     if (this.token) body.token = this.token;
     if (this.client._name) body.name = this.client._name;
+    if (this.client._session) body.session = this.client._session;
     this._send('connect', body, null, (err, reply) => {
       if (this.closed) return;
       if (err) {
@@ -754,7 +772,7 @@ class WsConn {
         client._lost(this, { code: err.code, reason: `connect: ${err.message}`, fatal });
         return;
       }
-      this.client.clientId = reply.client ?? null;
+      this.client._connected(reply);
       this.pingSecs = Number(reply.ping) || 0;
       this._armWatchdog();
       this.client._opened(this);
@@ -1472,8 +1490,9 @@ export class Room extends Emitter {
     this.mode = mode;
     /** 'idle' | 'joining' | 'joined' | 'left' */
     this.state = 'idle';
-    /** This participant's client id; a reconnect brings a new one (and a rejoin). */
+    /** This participant's client id; kept across reconnects unless the server cannot (then a rejoin). */
     this.clientId = null;
+    this._rejoinGraceMs = opts.rejoinGraceMs ?? 15000;
     this._givenIce = opts.iceServers ?? null;
     this._iceServers = [];
     this._icePolicy = opts.iceTransportPolicy ?? 'all';
@@ -1514,7 +1533,9 @@ export class Room extends Emitter {
     try {
       await this._connected();
       if (this.state !== 'joining') throw new SwitchboardError(0, 'left the room');
-      this._offState = this._sb.on('state', (e) => this._onClientState(e));
+      const offState = this._sb.on('state', (e) => this._onClientState(e));
+      const offId = this._sb.on('_clientid', () => this._onClientState({ state: this._sb.state }));
+      this._offState = () => { offState(); offId(); };
       await this._start();
       if (this.state === 'left') throw new SwitchboardError(0, 'left the room');
       return this;
@@ -1630,7 +1651,10 @@ export class Room extends Emitter {
     }
   }
 
-  /** A new connection is a new participant: its old inbox, peer connections and tracks are gone. */
+  /**
+   * A reconnect normally keeps the client id, and with it the inbox, peer connections and SFU
+   * tracks. A new id (the server could not reclaim the old one) is a new participant: rejoin.
+   */
   _onClientState(e) {
     const id = this._sb.clientId;
     if (e.state !== 'connected' || !id || id === this.clientId) return;
@@ -1643,8 +1667,12 @@ export class Room extends Emitter {
   async _start() {
     const gen = ++this._gen;
     const sb = this._sb;
-    if (!sb.clientId || !sb._wsConn()) {
-      throw new SwitchboardError(0, 'rooms need a two-way transport: webtransport, websocket or webrtc');
+    if (!this._sub || sb.getSubscription(this.name) !== this._sub) this._sub = this._subscribeRoom();
+    // A one-way transport holds no connection (and has no client id) until it has a channel.
+    if (!sb.clientId) await whenSubscribed(this._sub, this);
+    if (gen !== this._gen) return;
+    if (!sb.clientId) {
+      throw new SwitchboardError(0, 'rooms need a transport with a client id: not short or long polling');
     }
     if (this.clientId && this.clientId !== sb.clientId) {
       this._pastIds.add(this.clientId);
@@ -1659,7 +1687,6 @@ export class Room extends Emitter {
     this._inbox = inbox;
     inbox.on('publication', (p) => this._onSignal(p));
     inbox.on('error', (err) => this._error(err));
-    if (!this._sub || sb.getSubscription(this.name) !== this._sub) this._sub = this._subscribeRoom();
     await Promise.all([whenSubscribed(inbox, this), whenSubscribed(this._sub, this)]);
     if (gen !== this._gen) return;
     await this._refreshPresence();
@@ -1716,6 +1743,8 @@ export class Room extends Emitter {
   _addPerson(e, quiet) {
     const id = e.client;
     if (!id || this._pastIds.has(id) || this.state === 'left') return false;
+    const peer = this._peers.get(id);
+    if (peer) peer.keep(); // back within the grace: the call goes on
     const known = this._people.has(id);
     const p = { client: id, user: e.user ?? null, name: e.name ?? null };
     this._people.set(id, p);
@@ -1726,7 +1755,7 @@ export class Room extends Emitter {
   }
 
   _removePerson(id, quiet) {
-    this._closePeer(id, false);
+    this._orphanPeer(id);
     const p = this._people.get(id);
     if (!p) return false;
     this._people.delete(id);
@@ -1807,6 +1836,19 @@ export class Room extends Emitter {
       this._error(err);
       return null;
     }
+  }
+
+  /**
+   * `id` left the presence without a `bye`: its connection dropped. It comes back with the same
+   * id, so a peer connection that still carries media is kept for `rejoinGraceMs`.
+   */
+  _orphanPeer(id) {
+    const peer = this._peers.get(id);
+    if (!peer) return;
+    if (peer.pc.connectionState !== 'connected' || !(this._rejoinGraceMs > 0)) return this._closePeer(id, false);
+    peer.orphan(this._rejoinGraceMs, () => {
+      if (!this._people.has(id)) this._closePeer(id, false);
+    });
   }
 
   _closePeer(id, bye) {
@@ -2214,8 +2256,25 @@ class MeshPeer {
     if (!this.closed) this.room._signal(this.id, data);
   }
 
+  /** Its participant left without a `bye`: run `expire` after `ms` unless `keep()` comes first. */
+  orphan(ms, expire) {
+    if (this.orphanTimer != null || this.closed) return;
+    const timers = this.room._sb;
+    this.orphanTimer = timers._setTimeout(() => {
+      this.orphanTimer = null;
+      expire();
+    }, ms);
+  }
+
+  keep() {
+    if (this.orphanTimer == null) return;
+    this.room._sb._clearTimeout(this.orphanTimer);
+    this.orphanTimer = null;
+  }
+
   close() {
     if (this.closed) return;
+    this.keep();
     this.closed = true;
     const pc = this.pc;
     pc.onnegotiationneeded = pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;

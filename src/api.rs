@@ -30,6 +30,10 @@ pub struct PublishBody {
     b64: Option<String>,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// The `session` of a connection's connect reply: publish as that connection's client
+    /// (needed to signal into a room inbox over HTTP).
+    #[serde(default)]
+    session: Option<String>,
 }
 
 /// Who called the API.
@@ -83,15 +87,7 @@ pub async fn publish(
     let req: PublishBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("body is not a publish request: {e}")))?;
     let channel = channel(&req.channel)?;
-    let info = match &who {
-        Caller::Client(id) if !state.policy.can_publish(id, &channel) => {
-            return Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"));
-        }
-        Caller::Client(id) => {
-            Some(Arc::new(ClientInfo { client: String::new(), user: id.user.clone(), name: id.name.clone() }))
-        }
-        Caller::Server => None,
-    };
+    let info = publisher(&state, &who, &channel, req.session.as_deref()).await?;
     let payload = match (req.data, req.b64) {
         (Some(data), None) => Payload::Json(Bytes::copy_from_slice(data.get().as_bytes())),
         (None, Some(b64)) => Payload::Binary(
@@ -127,6 +123,61 @@ pub async fn publish(
         state.metrics.publications.add(1);
     }
     Ok(Json(PublishReply { epoch: r.epoch.to_string(), offset: r.offset }))
+}
+
+/// Who a publication is from, after checking `who` may publish it. A client with a session
+/// publishes as its connection; a room inbox takes only participants signaling participants
+/// (the rules of the WebSocket protocol, checked against the room's presence).
+async fn publisher(
+    state: &AppState,
+    who: &Caller,
+    channel: &ChannelName,
+    session: Option<&str>,
+) -> Result<Option<Arc<ClientInfo>>, HttpError> {
+    let identity = match who {
+        Caller::Client(id) => Some(id),
+        Caller::Server => None,
+    };
+    let user = identity.map_or("", |id| id.user.as_str());
+    let client = match session {
+        Some(s) => Some(state.policy.resume(s, user).ok_or_else(|| {
+            HttpError::new(ErrorCode::Unauthorized, "session is not one this server gave this user")
+        })?),
+        None => None,
+    };
+    let inbox = state.policy.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten();
+    if let Some(inbox) = inbox {
+        let Some(client) = client else {
+            if identity.is_none() {
+                return Ok(None); // the application's own server may write to any inbox
+            }
+            let m = "signaling over HTTP needs the session of a connection in the room";
+            return Err(HttpError::new(ErrorCode::PermissionDenied, m));
+        };
+        let present = state
+            .broker
+            .presence(&inbox.room)
+            .await
+            .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+        let Some(me) = present.iter().find(|c| c.client == client) else {
+            return Err(HttpError::new(ErrorCode::PermissionDenied, "join the room first"));
+        };
+        if !present.iter().any(|c| c.client == inbox.client) {
+            return Err(HttpError::new(ErrorCode::UnknownChannel, "that participant is not in the room"));
+        }
+        return Ok(Some(me.clone()));
+    }
+    match identity {
+        Some(id) if !state.policy.can_publish(id, channel) => {
+            Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"))
+        }
+        Some(id) => Ok(Some(Arc::new(ClientInfo {
+            client: client.unwrap_or_default(),
+            user: id.user.clone(),
+            name: id.name.clone(),
+        }))),
+        None => Ok(client.map(|client| Arc::new(ClientInfo { client, user: String::new(), name: None }))),
+    }
 }
 
 /// `GET /api/history` query.

@@ -217,3 +217,84 @@ async fn tokens_grant_rooms_and_with_them_the_inbox_and_the_sfu() {
     assert_eq!(status, 201, "{v}");
     server.stop().await;
 }
+
+/// Reads `ws` until it ends; the close code, if it sent one.
+async fn close_code(ws: &mut switchboard_client::WsConnection) -> Option<u16> {
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_event()).await;
+        match next.expect("the connection ends in time") {
+            Some(Ok(Event::Disconnected { code, .. })) => return Some(code),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_token_moves_the_client_id_and_its_presence_to_a_new_connection() {
+    let server = TestServer::start(rooms_config()).await;
+    let client = server.client();
+    let mut watcher = client.websocket().await.unwrap();
+    watcher.connect(None, Some("watcher")).await.unwrap();
+    watcher.subscribe("room:r", None).await.unwrap();
+
+    let mut old = client.websocket().await.unwrap();
+    let first = old.connect(None, Some("ann")).await.unwrap();
+    assert!(!first.session.is_empty());
+    old.subscribe("room:r", None).await.unwrap();
+
+    // The old connection is still open (half-open, as after a network change) when the client
+    // comes back with its session: the new connection gets the id, the old one is ended.
+    let mut new = client.websocket().await.unwrap();
+    let again = new.resume(None, Some("ann"), Some(&first.session)).await.unwrap();
+    assert_eq!(again.client, first.client);
+    assert_eq!(close_code(&mut old).await, Some(3504), "the displaced connection hears why");
+    new.subscribe("room:r", None).await.unwrap();
+    let present = watcher.presence("room:r").await.unwrap();
+    assert!(present.clients.contains_key(&first.client), "the old connection's leave did not undo the join");
+    assert_eq!(present.clients.len(), 2);
+    // Its inbox is its own again.
+    new.subscribe(&format!("room:r@{}", first.client), None).await.unwrap();
+
+    // A forged or foreign session gets a fresh id.
+    let mut other = client.websocket().await.unwrap();
+    let forged = format!("{}0", first.session);
+    assert_ne!(other.resume(None, None, Some(&forged)).await.unwrap().client, first.client);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn signaling_over_http_needs_the_session_of_a_participant() {
+    let server = TestServer::start(rooms_config()).await;
+    let client = server.client();
+    let addr = server.addr;
+    let (mut ann, mut bob, mut eve) = (
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+    );
+    let a = ann.connect(None, Some("ann")).await.unwrap();
+    let b = bob.connect(None, Some("bob")).await.unwrap().client;
+    let e = eve.connect(None, Some("eve")).await.unwrap();
+    for ws in [&mut ann, &mut bob] {
+        ws.subscribe("room:r", None).await.unwrap();
+    }
+    bob.subscribe(&format!("room:r@{b}"), None).await.unwrap();
+    let publish = |session: &str, to: &str| {
+        let body = serde_json::json!({"channel": format!("room:r@{to}"), "data": {"type": "offer"}, "session": session});
+        async move {
+            let headers = [("Content-Type", "application/json")];
+            http_json(addr, "POST", "/api/publish", &headers, &body.to_string()).await
+        }
+    };
+    let code = |r: (u16, serde_json::Value)| (r.0, r.1["error"]["code"].as_u64().unwrap_or(0));
+    assert_eq!(code(publish(&e.session, &b).await), (403, 103), "eve is not in the room");
+    assert_eq!(code(publish(&a.session, "nobody").await), (404, 102));
+    assert_eq!(code(publish(&format!("{}0", a.session), &b).await), (401, 101));
+    let (status, _) = publish(&a.session, &b).await;
+    assert_eq!(status, 200);
+    let p = next_publication(&mut bob).await;
+    let info = p.info.expect("sender info");
+    assert_eq!((info.client.as_str(), info.name.as_deref()), (a.client.as_str(), Some("ann")));
+    server.stop().await;
+}

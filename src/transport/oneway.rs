@@ -184,7 +184,7 @@ impl Writer {
     fn write(&mut self, output: Output) -> bool {
         match output {
             Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {
-                let body = serde_json::json!({"client": c.client, "heartbeat": self.heartbeat});
+                let body = serde_json::json!({"client": c.client, "session": c.session, "heartbeat": self.heartbeat});
                 self.event("connected", None, &body.to_string());
             }
             Output::Reply(Reply { body: ReplyBody::Subscribe(s), .. }) => {
