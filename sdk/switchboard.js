@@ -1462,6 +1462,9 @@ function streamOf(track) {
 }
 
 /** Resolves once `sub` is subscribed; rejects when it is refused or the room is left meanwhile. */
+/** How many times a signal lost with its connection is sent again. */
+const SIGNAL_RETRIES = 3;
+
 function whenSubscribed(sub, room) {
   if (sub.state === 'subscribed') return Promise.resolve();
   return new Promise((resolve, reject) => {
@@ -1493,6 +1496,8 @@ export class Room extends Emitter {
     /** This participant's client id; kept across reconnects unless the server cannot (then a rejoin). */
     this.clientId = null;
     this._rejoinGraceMs = opts.rejoinGraceMs ?? 15000;
+    this._sigTag = Math.floor(client._random() * 2 ** 32).toString(36); // idempotency keys of signals
+    this._sigSeq = 0;
     this._givenIce = opts.iceServers ?? null;
     this._iceServers = [];
     this._icePolicy = opts.iceTransportPolicy ?? 'all';
@@ -1859,11 +1864,21 @@ export class Room extends Emitter {
     peer.close();
   }
 
-  _signal(to, data) {
-    this._sb.publish(inboxChannel(this.name, to), data).catch((err) => {
+  /**
+   * Signals `to`. A message caught in a dropped connection goes again once the client is back
+   * under the same id; its idempotency key makes the server drop a copy that did arrive.
+   */
+  _signal(to, data, key = `${this.clientId}.${this._sigTag}.${++this._sigSeq}`, tries = 0) {
+    const id = this.clientId;
+    this._sb.publish(inboxChannel(this.name, to), data, { idempotencyKey: key }).catch(async (err) => {
       if (this.state === 'left') return;
-      if (err && err.code === 102) this._closePeer(to, false); // they are not in the room any more
-      else this._error(err);
+      if (err && err.code === 102) return this._closePeer(to, false); // they are not in the room any more
+      if (err && !err.code && tries < SIGNAL_RETRIES) {
+        try { await this._connected(); } catch { return; }
+        if (this.clientId === id && this._sb.clientId === id) this._signal(to, data, key, tries + 1);
+        return;
+      }
+      this._error(err);
     });
   }
 

@@ -563,6 +563,52 @@ test('mesh: on glare the impolite peer (higher id) keeps its offer, the polite o
   assert.equal(a.pcs[0].rolledBack, true);
 });
 
+test('mesh: a reconnect that keeps the client id keeps the call: same peer connections, no new offers', async () => {
+  const m = await meshRoom('b', ['a', 'b']);
+  const first = m.pcs[0];
+  const offers = await until(() => published(m.sock, 'room:x@a').length);
+  m.sock.serverClose(3000, 'shutdown');
+  await m.clock.advance(1000);
+  const sock = m.ws[1];
+  sock.handshake({ client: 'b' });
+  await replySubscribe(sock, 'room:x@b');
+  await replySubscribe(sock, 'room:x');
+  await settle();
+  assert.equal(first.closed, false);
+  assert.equal(m.pcs.length, 1);
+  // The offer that was in flight when the connection dropped goes again, under its idempotency key.
+  const sent = (s) => s.commands('publish').filter((c) => c.publish.channel === 'room:x@a').map((c) => c.publish);
+  const again = await until(() => sent(sock).length && sent(sock));
+  assert.equal(offers, 1);
+  assert.deepEqual(again, sent(m.ws[0]), 'the same offer, the same key');
+  assert.ok(again[0].idempotency_key);
+  assert.ok(!m.log.some((l) => l.startsWith('error')), m.log.join(' '));
+});
+
+test('mesh: a participant that drops out without a bye keeps a working peer connection for the grace', async () => {
+  const m = await meshRoom('b', ['a', 'b']);
+  const pc = m.pcs[0];
+  pc.setConnectionState('connected');
+  const leave = () => m.sock.receive({ leave: { channel: 'room:x', client: 'a', user: 'u-a' } });
+  const join = () => m.sock.receive({ join: { channel: 'room:x', client: 'a', user: 'u-a', name: 'a' } });
+  leave();
+  assert.deepEqual(m.log.slice(-1), ['leave:a'], 'the participant list is truthful');
+  await m.clock.advance(10_000);
+  assert.equal(pc.closed, false, 'within the grace');
+  join();
+  await m.clock.advance(30_000);
+  assert.equal(pc.closed, false, 'back in time: the call goes on');
+  leave();
+  await m.clock.advance(15_000);
+  assert.equal(pc.closed, true, 'gone for good');
+  // A peer connection that is not carrying media closes at once.
+  join();
+  deliver(m.sock, 'room:x@b', { type: 'offer', sdp: 'offer-from-a' }, 'a');
+  await until(() => m.pcs.length === 2);
+  leave();
+  assert.equal(m.pcs[1].closed, true);
+});
+
 test('mesh: a reconnect is a rejoin: new inbox, old peer connections closed, offers again', async () => {
   const m = await meshRoom('b', ['a', 'b']);
   const first = m.pcs[0];

@@ -32,6 +32,27 @@ test('websocket: subprotocol, connect command first with token and name, then su
   assert.deepEqual(sub.position, { epoch: 'E1', offset: 4 });
 });
 
+test('websocket: a reconnect presents the last session token; disconnect() forgets it', async () => {
+  const { sb, ws, clock } = makeClient(WS_ONLY);
+  sb.connect();
+  ws[0].handshake({ client: 'cid-1', session: 'cid-1.tag' });
+  assert.deepEqual(ws[0].commands('connect')[0].connect, {}, 'nothing to present the first time');
+  ws[0].serverClose(3000, 'shutdown');
+  await clock.advance(1000);
+  assert.equal(ws.length, 2);
+  ws[1].handshake({ client: 'cid-1', session: 'cid-1.tag2' });
+  assert.deepEqual(ws[1].commands('connect')[0].connect, { session: 'cid-1.tag' });
+  assert.equal(sb.clientId, 'cid-1');
+  ws[1].serverClose(3000, 'shutdown');
+  await clock.advance(1000);
+  ws[2].accept();
+  assert.deepEqual(ws[2].commands('connect')[0].connect, { session: 'cid-1.tag2' }, 'the newest token');
+  sb.disconnect();
+  sb.connect();
+  ws[3].accept();
+  assert.deepEqual(ws[3].commands('connect')[0].connect, {}, 'a deliberate disconnect ends the identity');
+});
+
 test('websocket: replies are matched to commands by id, in any order; errors reject with the code', async () => {
   const { sb, ws } = makeClient(WS_ONLY);
   sb.connect();

@@ -110,9 +110,9 @@ export function fakeWebSocket() {
     }
 
     /** Accepts the connection and answers `connect`. */
-    handshake({ client = 'c1', ping = 25 } = {}) {
+    handshake({ client = 'c1', ping = 25, session } = {}) {
       this.accept();
-      return this.reply('connect', { client, version: 'test', ping });
+      return this.reply('connect', { client, version: 'test', ping, ...(session ? { session } : {}) });
     }
   }
   return { FakeWebSocket, sockets };
