@@ -229,8 +229,8 @@ export declare class Switchboard {
 
   /**
    * A WebRTC room on channel `name` (`room:NAME`, in a namespace with `rooms = true`; no `@`).
-   * Nothing happens until `join()`. Rooms need a two-way transport (webtransport, websocket or
-   * webrtc): signaling is publishing on inboxes.
+   * Nothing happens until `join()`. Rooms need a transport with a client id (any but the polling
+   * ones): signaling is publishing on inboxes (over HTTP, with the session token, on SSE and streaming).
    */
   room(name: string, options?: RoomOptions): Room;
 }
@@ -248,10 +248,16 @@ export interface RoomOptions {
   simulcast?: boolean;
   /** `relay` forces TURN. Default `all`. */
   iceTransportPolicy?: RTCIceTransportPolicy;
+  /**
+   * Mesh: how long a peer connection that still carries media outlives its participant's
+   * departure without a `bye` (a dropped connection comes back under the same client id).
+   * Default 15000; 0 closes at once.
+   */
+  rejoinGraceMs?: number;
 }
 
 export interface Participant {
-  /** Client id (of one connection: a reconnect brings a new one). */
+  /** Client id; a reconnect keeps it unless the server cannot (restarted, or another node without a shared `token_secret`). */
   client: string;
   user: string | null;
   name: string | null;
