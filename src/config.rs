@@ -143,6 +143,9 @@ pub struct Config {
     pub rtc_max_peers: usize,
     /// Most tracks one peer connection may publish, and most it may receive.
     pub rtc_max_tracks: usize,
+    /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
+    /// bulk of the SFU's memory per subscriber.
+    pub rtc_video_send_buffer: usize,
     /// Options of channels whose namespace has no entry in `namespaces`.
     pub defaults: ChannelOptions,
     /// Options per namespace (the part of a channel name before `:`).
@@ -196,6 +199,7 @@ impl Default for Config {
             rtc_external_ip: String::new(),
             rtc_max_peers: 1000,
             rtc_max_tracks: 64,
+            rtc_video_send_buffer: 500,
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -291,8 +295,8 @@ impl Config {
         if self.webtransport_max_streams == 0 {
             return invalid("webtransport_max_streams must be > 0");
         }
-        if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 {
-            return invalid("rtc_max_peers and rtc_max_tracks must be > 0");
+        if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
+            return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

@@ -96,6 +96,8 @@ pub struct Engine {
     dirty_rooms: HashSet<ChannelName>,
     events: VecDeque<(usize, Event)>,
     announcements: mpsc::UnboundedSender<(ChannelName, Bytes, crate::config::ChannelOptions)>,
+    /// The peer being handled, to blame should the WebRTC stack panic ([`Engine::guarded`]).
+    current: Option<usize>,
 }
 
 impl Engine {
@@ -139,6 +141,7 @@ impl Engine {
             dirty_rooms: HashSet::new(),
             events: VecDeque::new(),
             announcements,
+            current: None,
         }
     }
 
@@ -146,37 +149,73 @@ impl Engine {
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
         loop {
-            self.drive();
-            self.reap(Instant::now());
-            self.announce();
+            self.guarded(|e| {
+                e.drive();
+                e.reap(Instant::now());
+                e.announce();
+            });
             let next = self.peers.iter().map(|p| p.deadline).min();
             let sleep_until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, source)) = r {
-                        self.receive(&buf[..n], source);
-                        for _ in 1..READ_BATCH {
-                            match self.socket.try_recv_from(&mut buf) {
-                                Ok((n, source)) => self.receive(&buf[..n], source),
-                                Err(_) => break,
-                            }
-                        }
+                        self.guarded(|e| e.receive_batch(&mut buf, n, source));
                     }
                 }
                 c = commands.recv() => match c {
-                    Some(c) => self.command(c),
+                    Some(c) => self.guarded(|e| e.command(c)),
                     None => return,
                 },
                 _ = tokio::time::sleep_until(sleep_until.into()) => {}
             }
-            let now = Instant::now();
-            for p in &mut self.peers {
-                if p.deadline <= now && p.rtc.is_alive() {
-                    if p.rtc.handle_input(Input::Timeout(now)).is_err() {
-                        p.rtc.disconnect();
-                    }
-                    p.dirty = true;
+            self.guarded(|e| e.timeouts(Instant::now()));
+        }
+    }
+
+    /// Runs `f`. Should the WebRTC stack panic on some peer's input, only that peer is lost
+    /// (dropped without touching its state again); the engine and every other call go on.
+    fn guarded(&mut self, f: impl FnOnce(&mut Self)) {
+        self.current = None;
+        let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) else {
+            return;
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        self.events.clear();
+        match self.current.take().filter(|&i| i < self.peers.len()) {
+            Some(i) => {
+                let peer = self.peers.remove(i);
+                tracing::error!(peer = %peer.id, panic = %what, "the WebRTC stack failed on a peer: dropped");
+                self.forget(peer);
+                self.by_addr.retain(|_, id| self.peers.iter().any(|p| p.id == *id));
+            }
+            None => tracing::error!(panic = %what, "the WebRTC engine failed outside any peer"),
+        }
+    }
+
+    /// The first datagram of a wake-up (`n` bytes in `buf`) and whatever else is waiting.
+    fn receive_batch(&mut self, buf: &mut [u8], n: usize, source: SocketAddr) {
+        self.receive(&buf[..n], source);
+        for _ in 1..READ_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, source)) => self.receive(&buf[..n], source),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn timeouts(&mut self, now: Instant) {
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            if p.deadline <= now && p.rtc.is_alive() {
+                self.current = Some(i);
+                if p.rtc.handle_input(Input::Timeout(now)).is_err() {
+                    p.rtc.disconnect();
                 }
+                p.dirty = true;
             }
         }
     }
@@ -197,6 +236,7 @@ impl Engine {
         let Some(i) = known.or_else(|| self.peers.iter().position(|p| p.rtc.accepts(&input))) else {
             return;
         };
+        self.current = Some(i);
         let peer = &mut self.peers[i];
         if known.is_none() {
             self.by_addr.insert(source, peer.id.clone());
@@ -232,6 +272,7 @@ impl Engine {
     }
 
     fn poll(&mut self, i: usize) {
+        self.current = Some(i);
         let peer = &mut self.peers[i];
         while peer.rtc.is_alive() {
             match peer.rtc.poll_output() {
@@ -254,6 +295,7 @@ impl Engine {
     }
 
     fn on_event(&mut self, i: usize, event: Event) {
+        self.current = Some(i);
         let now = Instant::now();
         match event {
             Event::Connected => {
@@ -516,8 +558,13 @@ impl Engine {
 
     fn remove(&mut self, mut peer: Peer) {
         tracing::debug!(peer = %peer.id, "peer closed");
-        self.metrics.rtc_peers.add(-1);
         peer.rtc.disconnect();
+        self.forget(peer);
+    }
+
+    /// Releases what `peer` held in the engine (its tracks, its room's list, its data session).
+    fn forget(&mut self, peer: Peer) {
+        self.metrics.rtc_peers.add(-1);
         if let Role::Data { events } = &peer.role {
             let _ = events.try_send(DcEvent::Closed);
         }
@@ -578,7 +625,8 @@ impl Engine {
                 let _ = reply.send(self.update(&peer, nego));
             }
             Command::Close { peer, reply } => {
-                let found = self.index(&peer).map(|i| self.peers[i].rtc.disconnect()).is_some();
+                let found = self.index(&peer).inspect(|&i| self.current = Some(i));
+                let found = found.map(|i| self.peers[i].rtc.disconnect()).is_some();
                 self.reap(Instant::now());
                 let _ = reply.send(found);
             }
@@ -608,6 +656,7 @@ impl Engine {
             .enable_opus(true, false)
             .enable_vp8(true)
             .enable_h264(true)
+            .set_send_buffer_video(self.config.rtc_video_send_buffer)
             .build(now);
         rtc.add_local_candidate(Candidate::host(self.candidate, "udp").map_err(|e| bad(e.to_string()))?);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
@@ -643,6 +692,7 @@ impl Engine {
 
     fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, HttpError> {
         let i = self.index(peer).ok_or_else(unknown_peer)?;
+        self.current = Some(i);
         let mut answer = None;
         if let Some(text) = nego.offer.as_deref() {
             let offer = self.parse_offer(text)?;
@@ -736,6 +786,7 @@ impl Engine {
         let Some(i) = self.index(peer) else {
             return;
         };
+        self.current = Some(i);
         let p = &mut self.peers[i];
         let id = if reliable { p.reliable } else { p.unreliable.or(p.reliable) };
         let Some(mut channel) = id.and_then(|id| p.rtc.channel(id)) else {
@@ -814,6 +865,48 @@ pub fn unusable_media(offer: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn engine() -> Engine {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let candidate = socket.local_addr().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let hub = Arc::new(crate::hub::Hub::new(metrics.clone()));
+        let broker = Arc::new(crate::broker::memory::MemoryBroker::new(hub));
+        Engine::new(socket, candidate, Arc::new(Config::default()), broker, metrics)
+    }
+
+    /// A data channel session opened from a str0m client's offer; its events.
+    fn open_data(engine: &mut Engine) -> (String, mpsc::Receiver<DcEvent>) {
+        let mut client = Rtc::builder().build(Instant::now());
+        let mut change = client.sdp_api();
+        change.add_channel(DC_RELIABLE.into());
+        let (offer, _pending) = change.apply().unwrap();
+        let (events, rx) = mpsc::channel(8);
+        let nego = Negotiation { offer: Some(offer.to_sdp_string()), ..Negotiation::default() };
+        (engine.open(Role::Data { events }, nego).unwrap().peer, rx)
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_webrtc_stack_costs_only_the_peer_it_happened_on() {
+        let mut engine = engine().await;
+        let (first, mut first_events) = open_data(&mut engine);
+        let (second, _) = open_data(&mut engine);
+        engine.guarded(|e| {
+            e.current = e.index(&first);
+            panic!("a bug in the stack, triggered by this peer's input");
+        });
+        assert!(engine.index(&first).is_none(), "the peer it happened on is gone");
+        assert!(engine.index(&second).is_some(), "the other peer is untouched");
+        assert!(matches!(first_events.try_recv(), Ok(DcEvent::Closed)), "its session hears so");
+        // The engine goes on: it polls, answers and opens peers as before.
+        engine.guarded(|e| e.drive());
+        let (third, _) = open_data(&mut engine);
+        assert_eq!(engine.peers.len(), 2, "{third}");
+        // A panic outside any peer drops nothing.
+        engine.guarded(|_| panic!("elsewhere"));
+        assert_eq!(engine.peers.len(), 2);
+        assert_eq!(engine.metrics.rtc_peers.get(), 2, "the gauge counts the dropped peer out");
+    }
 
     #[test]
     fn finds_media_lines_without_a_usable_codec() {

@@ -172,9 +172,10 @@ impl RtcService {
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, HttpError> {
-        let gone = || rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC stopped");
-        self.tx.send(command).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())
+        let gone = rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC stopped");
+        self.tx.send(command).await.map_err(|_| gone)?;
+        // No answer: the engine failed on this request (and dropped what it concerned).
+        rx.await.map_err(|_| HttpError::new(ErrorCode::Internal, "the WebRTC engine failed on this request"))
     }
 }
 
