@@ -9,6 +9,7 @@
 //     a <video>, .name, and for a remote video track data-track plus
 //     .overlay[data-width][data-height][data-frames][data-bitrate] and, in SFU mode with
 //     simulcast, select.layer (q | h | f). Remote audio plays in <audio data-track> inside the tile.
+//     Camera tiles of whoever is speaking have data-speaking.
 //   Query: ?name=&room=&mode=sfu&transport=webrtc&simulcast=0&autojoin=1 preset the form.
 //
 // window.video = { sb, room, stats: Map<trackId, stats>, join(), leave() }
@@ -85,6 +86,7 @@ async function join() {
   room.on('participants', renderParticipants);
   room.on('track', addTrack);
   room.on('trackended', endTrack);
+  room.on('speakers', markSpeakers);
   room.on('error', (err) => status(err.message));
   localTile('camera', media);
   try {
@@ -171,6 +173,16 @@ function stopScreen() {
 }
 
 // --- tiles -----------------------------------------------------------------------------------
+
+/** Rings the camera tiles of the participants speaking now. */
+function markSpeakers(list) {
+  const speaking = new Set(list.map((s) => s.participant.client));
+  for (const t of tiles.values()) {
+    const on = t.el.dataset.label === 'camera' && speaking.has(t.el.dataset.participant);
+    if (on) t.el.dataset.speaking = '';
+    else delete t.el.dataset.speaking;
+  }
+}
 
 function tileFor(key, { client, label, title, me = false }) {
   let tile = tiles.get(key);

@@ -125,7 +125,7 @@ function spawnOnce(bin, argv, env, timeoutMs) {
 }
 
 /** Chromium's fake camera and microphone, allowed without a prompt. */
-export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream'];
+export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'];
 
 /** Launches headless Chromium (system binary) with CI-friendly flags; `media` adds a fake camera. */
 export function launchBrowser({ media = false } = {}) {

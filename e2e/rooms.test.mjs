@@ -35,6 +35,15 @@ async function join(room, name, opts = {}) {
       window.room.on(type, (e) => window.events.push({ type, detail: String(e?.name ?? e?.participant ?? e?.message ?? '') }));
     }
     window.room.on('track', (e) => window.events.push({ type: 'track', detail: e.kind, trackId: e.trackId, layers: e.layers }));
+    // Play remote audio as an app would (playout is what the speaker levels measure).
+    window.room.on('track', (e) => {
+      if (e.kind !== 'audio') return;
+      const audio = new Audio();
+      audio.srcObject = e.stream;
+      audio.play().catch(() => {});
+    });
+    window.speakers = [];
+    window.room.on('speakers', (list) => { window.speakers = list.map((s) => s.participant.name); });
     await window.room.join();
   }, { room, name, opts });
   return page;
@@ -139,6 +148,31 @@ for (const mode of ['mesh', 'sfu']) {
   });
 }
 
+for (const mode of ['sfu', 'mesh']) {
+  test(`active speakers (${mode}): whoever is unmuted is heard by everyone, themselves included`, async () => {
+    const room = `room:${mode}-speakers`;
+    const pages = [await join(room, 'ada', { mode }), await join(room, 'ben', { mode })];
+    await expectFlowing(pages, 1, 1, `${mode} speakers`);
+    const speakers = (page) => page.evaluate(() => window.speakers);
+    const expectSpeakers = async (who) => {
+      for (const [i, page] of pages.entries()) {
+        await waitUntil(async () => JSON.stringify(await speakers(page)) === JSON.stringify(who), {
+          timeoutMs: 15_000, intervalMs: 250, message: `page ${i} hears exactly ${who}: ${JSON.stringify(await speakers(page))}`,
+        });
+      }
+    };
+    await pages[1].evaluate(() => window.room.setMuted('audio', true));
+    await expectSpeakers(['ada']);
+    await pages[0].evaluate(() => window.room.setMuted('audio', true));
+    await pages[1].evaluate(() => window.room.setMuted('audio', false));
+    await expectSpeakers(['ben']);
+    for (const page of pages) {
+      await page.evaluate(() => window.room.leave());
+      await page.close();
+    }
+  });
+}
+
 test('simulcast: a subscriber switched to the low layer receives a lower resolution', async () => {
   const room = 'room:simulcast';
   const pub = await join(room, 'pub', { mode: 'sfu', simulcast: true, width: 1280, height: 720 });
@@ -209,6 +243,10 @@ test('the /video demo: two tabs in an SFU room see each other with resolution an
     }, null, { timeout: 30_000 });
     const names = await page.$$eval('figure.tile:not([data-me]) .name', (els) => els.map((e) => e.textContent));
     assert.ok(names.some((n) => n.includes(other)), `tab ${i} shows ${other}: ${names}`);
+  }
+  // Both microphones are on: each tab rings the other's camera tile as speaking.
+  for (const page of tabs) {
+    await page.waitForFunction(() => document.querySelector('figure.tile[data-speaking]:not([data-me])'), null, { timeout: 15_000 });
   }
   await tabs[1].click('#leave');
   await tabs[0].waitForFunction(() => !document.querySelector('figure.tile:not([data-me]) .overlay[data-frames]'), null, { timeout: 15_000 });

@@ -254,6 +254,16 @@ export interface RoomOptions {
    * Default 15000; 0 closes at once.
    */
   rejoinGraceMs?: number;
+  /** How often `speakers` measures audio levels, in ms. Default 500. */
+  speakerIntervalMs?: number;
+  /** RMS level (0..1) from which a participant counts as speaking. Default 0.01 (-40 dBFS). */
+  speakerThreshold?: number;
+}
+
+export interface Speaker {
+  participant: Participant;
+  /** RMS level over the last round, 0..1. */
+  level: number;
 }
 
 export interface Participant {
@@ -318,6 +328,12 @@ export declare class Room {
   on(event: 'join' | 'leave', fn: (p: Participant) => void): () => void;
   on(event: 'track', fn: (e: RoomTrackEvent) => void): () => void;
   on(event: 'trackended', fn: (e: RoomTrackEndedEvent) => void): () => void;
+  /**
+   * Who is speaking, loudest first (this participant too, unless muted), whenever that list
+   * changes. Listening starts the measurement: getStats every `speakerIntervalMs`, the level of
+   * played-out audio (else the RTP audio-level of the last packet), mesh and SFU alike.
+   */
+  on(event: 'speakers', fn: (list: Speaker[]) => void): () => void;
   /** Every failure after `join()` (signaling, negotiation, HTTP): nothing is thrown elsewhere. */
   on(event: 'error', fn: (err: SwitchboardError | Error) => void): () => void;
   off(event: string, fn: (e: any) => void): void;
@@ -325,8 +341,9 @@ export declare class Room {
   /**
    * Connects the client if needed, subscribes to the room (presence = participants) and to this
    * participant's inbox `room:NAME@CLIENT`, then starts the media. Mesh: the newcomer offers to
-   * everyone already there. SFU: `POST /rtc/sfu/{room}`. A reconnect of the client is a rejoin
-   * (new client id, new inbox, new peer connections). Rejects when joining fails (and `error` fires).
+   * everyone already there. SFU: `POST /rtc/sfu/{room}`. A reconnect of the client keeps its
+   * client id and the call; only when the server hands out a new id is it a rejoin (new inbox,
+   * new peer connections). Rejects when joining fails (and `error` fires).
    */
   join(): Promise<Room>;
   /** Closes every peer connection (mesh: `bye`; SFU: `DELETE /rtc/peers/PEER`) and unsubscribes. Local tracks keep running. */

@@ -1496,6 +1496,11 @@ export class Room extends Emitter {
     /** This participant's client id; kept across reconnects unless the server cannot (then a rejoin). */
     this.clientId = null;
     this._rejoinGraceMs = opts.rejoinGraceMs ?? 15000;
+    this._speakerIntervalMs = opts.speakerIntervalMs ?? 500;
+    this._speakerThreshold = opts.speakerThreshold ?? 0.01;
+    this._speakerTimer = null;
+    this._speakersKey = '';
+    this._energy = new Map(); // audio source → {e, d}: totals at the previous measurement
     this._sigTag = Math.floor(client._random() * 2 ** 32).toString(36); // idempotency keys of signals
     this._sigSeq = 0;
     this._givenIce = opts.iceServers ?? null;
@@ -1541,6 +1546,7 @@ export class Room extends Emitter {
       const offState = this._sb.on('state', (e) => this._onClientState(e));
       const offId = this._sb.on('_clientid', () => this._onClientState({ state: this._sb.state }));
       this._offState = () => { offState(); offId(); };
+      if (this._listeners.get('speakers')?.size) this._speakerLoop();
       await this._start();
       if (this.state === 'left') throw new SwitchboardError(0, 'left the room');
       return this;
@@ -1558,6 +1564,9 @@ export class Room extends Emitter {
     if (this.state === 'left') return;
     this.state = 'left';
     this._gen++;
+    if (this._speakerTimer != null) this._sb._clearTimeout(this._speakerTimer);
+    this._speakerTimer = null;
+    this._speakersKey = '';
     this._emit('_left');
     if (this._offState) this._offState();
     this._offState = null;
@@ -1617,6 +1626,13 @@ export class Room extends Emitter {
     });
   }
 
+  /** Listening for `speakers` starts measuring audio levels (every `speakerIntervalMs`). */
+  on(type, fn) {
+    const off = super.on(type, fn);
+    if (type === 'speakers' && (this.state === 'joining' || this.state === 'joined')) this._speakerLoop();
+    return off;
+  }
+
   /** Inbound statistics of each remote track: size, frames decoded, bitrate since the last call. */
   async stats() {
     const out = [];
@@ -1631,6 +1647,81 @@ export class Room extends Emitter {
       });
     }
     return out;
+  }
+
+  // --- active speakers ----------------------------------------------------------------------
+
+  _speakerLoop() {
+    if (this._speakerTimer != null) return;
+    const tick = async () => {
+      const listening = this._listeners.get('speakers')?.size > 0;
+      if (this.state === 'left' || !listening) {
+        this._speakerTimer = null;
+        return;
+      }
+      try {
+        await this._measureSpeakers();
+      } catch {
+        // getStats fails on a peer connection closing under it: the next round measures again
+      }
+      this._speakerTimer = this._sb._setTimeout(tick, this._speakerIntervalMs);
+    };
+    this._speakerTimer = this._sb._setTimeout(tick, this._speakerIntervalMs);
+  }
+
+  /**
+   * Who spoke since the last round: the RMS level of each participant's audio over the round
+   * (from the energy totals in getStats, so short sounds between two rounds count), this
+   * participant's own microphone included. `speakers` fires when the loudest-first list changes.
+   */
+  async _measureSpeakers() {
+    const before = this._energy;
+    const now = new Map();
+    const levels = new Map(); // client id → level
+    const note = (key, client, s) => {
+      const e = s.totalAudioEnergy;
+      const d = s.totalSamplesDuration;
+      if (typeof e !== 'number' || typeof d !== 'number' || !client) return false;
+      now.set(key, { e, d });
+      const prev = before.get(key);
+      if (!prev || d <= prev.d) return false;
+      louder(client, Math.sqrt(Math.max(0, e - prev.e) / (d - prev.d)));
+      return true;
+    };
+    const louder = (client, level) => {
+      if (level > (levels.get(client) ?? 0)) levels.set(client, level);
+    };
+    const heard = []; // remote audio not played out (no energy totals): the last packet's level
+    const pcs = new Set([...this._remote.values()].map((i) => i.pc));
+    const mine = this._sfu ? this._sfu.pc : [...this._peers.values()].map((p) => p.pc)[0];
+    if (mine) pcs.add(mine);
+    for (const pc of pcs) {
+      const report = await pc.getStats();
+      report.forEach((s) => {
+        if (s.kind !== 'audio') return;
+        if (s.type === 'inbound-rtp') {
+          const info = this._remoteFor(pc, s);
+          if (info) note(`in:${info.trackId}`, info.participant.client, s) || heard.push(info);
+        } else if (s.type === 'media-source' && pc === mine && !this._muted.audio) {
+          note(`out:${s.trackIdentifier || s.id}`, this.clientId, s);
+        }
+      });
+    }
+    for (const info of heard) {
+      const receiver = info.pc.getReceivers().find((r) => r.track === info.track);
+      const src = receiver && receiver.getSynchronizationSources ? receiver.getSynchronizationSources()[0] : null;
+      if (src && typeof src.audioLevel === 'number') louder(info.participant.client, src.audioLevel);
+    }
+    this._energy = now;
+    if (this.state !== 'joined') return;
+    const speakers = [...levels]
+      .filter(([, level]) => level >= this._speakerThreshold)
+      .sort((a, b) => b[1] - a[1])
+      .map(([client, level]) => ({ participant: this._participant(client), level }));
+    const key = speakers.map((x) => x.participant.client).join(',');
+    if (key === this._speakersKey) return;
+    this._speakersKey = key;
+    this._emit('speakers', speakers);
   }
 
   // --- joining and rejoining ----------------------------------------------------------------

@@ -95,6 +95,7 @@ function fakePeerConnection() {
     }
     getTransceivers() { return this.transceivers; }
     getSenders() { return this.transceivers.map((t) => t.sender); }
+    getReceivers() { return this.transceivers.map((t) => t.receiver); }
     _needed() {
       if (this.queued) return;
       this.queued = true;
@@ -607,6 +608,37 @@ test('mesh: a participant that drops out without a bye keeps a working peer conn
   await until(() => m.pcs.length === 2);
   leave();
   assert.equal(m.pcs[1].closed, true);
+});
+
+test('speakers: RMS level of each round from the energy totals, own microphone unless muted, emitted on change', async () => {
+  const mic = new FakeTrack('audio');
+  const m = await meshRoom('b', ['a', 'b'], { media: fakeStream(mic) });
+  const pc = m.pcs[0];
+  pc.ontrack({ track: new FakeTrack('audio', 'a-mic'), streams: [], transceiver: { mid: '0' } });
+  const heard = [];
+  m.room.on('speakers', (list) => heard.push(list.map((x) => `${x.participant.client}:${x.level.toFixed(2)}`).join(' ')));
+  // Energy is the sum of squared samples times their duration: RMS = sqrt(ΔE / Δd).
+  const totals = (inE, outE, d) => {
+    pc.stats = [
+      ['in', { type: 'inbound-rtp', kind: 'audio', mid: '0', totalAudioEnergy: inE, totalSamplesDuration: d }],
+      ['src', { type: 'media-source', kind: 'audio', trackIdentifier: mic.id, totalAudioEnergy: outE, totalSamplesDuration: d }],
+    ];
+  };
+  totals(0, 0, 10);
+  await m.clock.advance(500); // the first round only takes the totals
+  totals(0.5 * 0.25, 0.5 * 0.0001, 10.5); // a at 0.5, us at 0.01 (the threshold)
+  await m.clock.advance(500);
+  totals(0.5 * 0.25 + 0.5 * 0.16, 0.5 * 0.0001, 11); // a at 0.4, us silent
+  await m.clock.advance(500);
+  totals(0.205, 0.5 * 0.0001 + 0.5 * 0.64, 11.5); // us at 0.8: we come first
+  await m.clock.advance(500);
+  m.room.setMuted('audio', true);
+  totals(0.205, 0.37, 12); // muted: our own level does not count
+  await m.clock.advance(500);
+  assert.deepEqual(heard, ['a:0.50 b:0.01', 'a:0.40', 'b:0.80', '']);
+  await m.room.leave();
+  await m.clock.advance(2000);
+  assert.equal(heard.length, 4, 'no rounds after leaving');
 });
 
 test('mesh: a reconnect is a rejoin: new inbox, old peer connections closed, offers again', async () => {

@@ -492,13 +492,21 @@ impl Engine {
                         continue;
                     }
                 }
-                let Some(writer) = peer.rtc.writer(*mid) else {
+                let Some(mut writer) = peer.rtc.writer(*mid) else {
                     continue;
                 };
                 let Some(pt) = writer.match_params(data.params) else {
                     tracing::debug!(peer = %peer.id, %mid, "no matching payload type");
                     continue;
                 };
+                // Header extensions the players use: speaker levels, and the camera's rotation.
+                let ext = &data.ext_vals;
+                if let Some(level) = ext.audio_level {
+                    writer = writer.audio_level(level, ext.voice_activity.unwrap_or(false));
+                }
+                if let Some(o) = ext.video_orientation {
+                    writer = writer.video_orientation(o);
+                }
                 match writer.write(pt, data.network_time, data.time, data.data.clone()) {
                     Ok(()) => sent += 1,
                     Err(_) => peer.rtc.disconnect(),
