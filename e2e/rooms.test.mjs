@@ -163,6 +163,19 @@ for (const mode of ['sfu', 'mesh']) {
     };
     await pages[1].evaluate(() => window.room.setMuted('audio', true));
     await expectSpeakers(['ada']);
+    if (mode === 'sfu') {
+      // The SFU passes the publisher's audio-level header extension on to subscribers.
+      const level = await pages[1].evaluate(async () => {
+        const receivers = window.room._sfu.pc.getReceivers().filter((r) => r.track.kind === 'audio');
+        let max = 0;
+        for (let i = 0; i < 40; i++) { // the level of the newest packet: sample it for 2 s
+          for (const r of receivers) for (const s of r.getSynchronizationSources()) max = Math.max(max, s.audioLevel ?? 0);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        return max;
+      });
+      assert.ok(level > 0.01, `ben's receiver reads ada's audio level from the RTP header: ${level}`);
+    }
     await pages[0].evaluate(() => window.room.setMuted('audio', true));
     await pages[1].evaluate(() => window.room.setMuted('audio', false));
     await expectSpeakers(['ben']);
