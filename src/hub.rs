@@ -123,6 +123,9 @@ struct Claim {
     outbox: std::sync::Weak<Outbox>,
     /// Closes when the connection has ended and released its presence.
     released: tokio::sync::oneshot::Receiver<()>,
+    /// Channels it joins as it takes over: the connection it displaced leaves their presence
+    /// to it rather than announcing a leave and a join of the same client.
+    joining: Vec<ChannelName>,
 }
 
 /// The holder a new claim displaced: end it, then wait for `released`.
@@ -176,10 +179,19 @@ impl Hub {
         conn: ConnId,
         outbox: &Arc<Outbox>,
         released: tokio::sync::oneshot::Receiver<()>,
+        joining: Vec<ChannelName>,
     ) -> Option<Displaced> {
-        let claim = Claim { conn, outbox: Arc::downgrade(outbox), released };
+        let claim = Claim { conn, outbox: Arc::downgrade(outbox), released, joining };
         let old = self.claims.lock().insert(client.to_owned(), claim)?;
         Some(Displaced { outbox: old.outbox.upgrade(), released: old.released })
+    }
+
+    /// The channels whose presence `conn`, displaced from `client`, leaves to its successor.
+    pub fn successor_joins(&self, client: &str, conn: ConnId) -> Vec<ChannelName> {
+        match self.claims.lock().get(client) {
+            Some(c) if c.conn != conn => c.joining.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// `conn` ended and released its presence: forget its claim on `client` (if still its own).

@@ -298,3 +298,62 @@ async fn signaling_over_http_needs_the_session_of_a_participant() {
     assert_eq!((info.client.as_str(), info.name.as_deref()), (a.client.as_str(), Some("ann")));
     server.stop().await;
 }
+
+/// `GET /stream?QUERY` on a raw connection: the connection and its `connected` object.
+async fn open_stream(
+    addr: std::net::SocketAddr,
+    query: &str,
+) -> (tokio::io::BufReader<tokio::net::TcpStream>, serde_json::Value) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request =
+        format!("GET /stream?{query} HTTP/1.1\r\nHost: localhost\r\nAccept: application/x-ndjson\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(tcp);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).await.unwrap() > 0, "the stream ended before `connected`");
+        if let Some(start) = line.find("{\"connected\"") {
+            let v: serde_json::Value = serde_json::from_str(line[start..].trim()).unwrap();
+            return (reader, v["connected"].clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_streaming_client_reopening_with_its_session_stays_present_without_a_leave() {
+    let server = TestServer::start(rooms_config()).await;
+    let client = server.client();
+    let mut watcher = client.websocket().await.unwrap();
+    watcher.connect(None, Some("watcher")).await.unwrap();
+    watcher.subscribe("room:r", None).await.unwrap();
+    let own = watcher.presence("room:r").await.unwrap().clients.into_keys().next().unwrap();
+
+    let (_first, connected) = open_stream(server.addr, "channel=room:r&name=ann").await;
+    let (id, session) = (connected["client"].as_str().unwrap(), connected["session"].as_str().unwrap());
+    // A reopen for one more channel (its inbox) while the first response is still open, as the
+    // SDK does when a subscription is added.
+    let query = format!("channel=room:r&channel=room:r@{id}&name=ann&session={session}");
+    let (_second, again) = open_stream(server.addr, &query).await;
+    assert_eq!(again["client"], connected["client"]);
+    watcher.publish("room:r", &serde_json::json!({"mark": 1})).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), watcher.next_event())
+            .await
+            .expect("the mark in time")
+            .unwrap()
+            .unwrap();
+        match event {
+            Event::Join(p) if p.info.client != own => seen.push(format!("join {}", p.info.client)),
+            Event::Leave(p) => seen.push(format!("leave {}", p.info.client)),
+            Event::Publication(p) if p.data.as_ref().is_some_and(|d| d["mark"] == 1) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, vec![format!("join {id}")], "one join, and no leave/join for the reopen");
+    let present = watcher.presence("room:r").await.unwrap();
+    assert!(present.clients.contains_key(id));
+    server.stop().await;
+}

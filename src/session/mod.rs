@@ -290,6 +290,17 @@ impl Session {
         self.closed
     }
 
+    /// The channels of subscriptions waiting for `connect` to claim the client id.
+    pub fn deferred_channels(&self) -> Vec<ChannelName> {
+        let deferred = self.deferred.iter().flatten();
+        deferred
+            .filter_map(|(_, c)| match c {
+                Command::Subscribe(req) => ChannelName::new(&req.channel).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether `connect` is waiting for its client id to be claimed; commands wait meanwhile.
     pub fn connecting(&self) -> bool {
         self.deferred.is_some()

@@ -237,7 +237,8 @@ impl Driver {
             }),
             Op::Claim { client } => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                let displaced = state.hub.claim(&client, self.conn, &self.outbox, rx);
+                let joining = self.session.deferred_channels();
+                let displaced = state.hub.claim(&client, self.conn, &self.outbox, rx, joining);
                 self.claim = Some((client, tx));
                 Box::pin(async move {
                     if let Some(d) = displaced {
@@ -264,8 +265,17 @@ impl Driver {
     /// still running (so a presence add never lands after its remove).
     pub fn finish(mut self) {
         self.state.hub.deregister(self.conn);
-        let close: Vec<OpFuture> =
-            self.session.close().into_iter().filter_map(|op| self.prepare(0, op)).collect();
+        // Displaced by a newer connection of the same client: what it joins stays present.
+        let kept = match &self.claim {
+            Some((client, _)) => self.state.hub.successor_joins(client, self.conn),
+            None => Vec::new(),
+        };
+        let ops = self
+            .session
+            .close()
+            .into_iter()
+            .filter(|op| !matches!(op, Op::PresenceRemove { channel, .. } if kept.contains(channel)));
+        let close: Vec<OpFuture> = ops.filter_map(|op| self.prepare(0, op)).collect();
         let mut running = std::mem::take(&mut self.ops);
         let claim = self.claim.take();
         let (state, conn) = (self.state.clone(), self.conn);
