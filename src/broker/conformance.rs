@@ -94,6 +94,39 @@ where
     idempotent_publish_stores_once(&make).await;
     presence_tracks_clients_and_announces(&make).await;
     concurrent_publishers_get_unique_ordered_offsets(&make).await;
+    rooms_are_served_by_the_node_that_claims_them_first(&make).await;
+}
+
+async fn rooms_are_served_by_the_node_that_claims_them_first<F, Fut>(make: &F)
+where
+    F: Fn(Arc<dyn DeliverySink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>>,
+{
+    let (broker, _) = new(make).await;
+    let (room, other) = (channel("room"), channel("room"));
+    let ttl = Duration::from_secs(60);
+    assert_eq!(broker.claim_room(&room, "http://a", ttl).await.unwrap(), "http://a");
+    assert_eq!(broker.claim_room(&room, "http://b", ttl).await.unwrap(), "http://a", "held by a");
+    assert_eq!(broker.claim_room(&room, "http://a", ttl).await.unwrap(), "http://a", "renewed by a");
+    assert_eq!(broker.claim_room(&other, "http://b", ttl).await.unwrap(), "http://b", "rooms are apart");
+}
+
+/// A claim nobody renews lapses after `ttl` (the broker's presence TTL for NATS) and another
+/// node may take the room.
+pub async fn room_claims_lapse<F, Fut>(make: F, time: TimeControl, ttl: Duration)
+where
+    F: Fn(Arc<dyn DeliverySink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>>,
+{
+    let (broker, _) = new(&make).await;
+    let room = channel("lapse");
+    assert_eq!(broker.claim_room(&room, "http://a", ttl).await.unwrap(), "http://a");
+    time.pass(ttl / 2).await;
+    assert_eq!(broker.claim_room(&room, "http://a", ttl).await.unwrap(), "http://a", "renewed");
+    time.pass(ttl * 3 / 4).await;
+    assert_eq!(broker.claim_room(&room, "http://b", ttl).await.unwrap(), "http://a", "the renewal counts");
+    time.pass(ttl + Duration::from_millis(1500)).await;
+    assert_eq!(broker.claim_room(&room, "http://b", ttl).await.unwrap(), "http://b", "lapsed");
 }
 
 async fn new<F, Fut>(make: &F) -> (Arc<dyn Broker>, Arc<CollectingSink>)

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
@@ -23,6 +24,8 @@ const MAX_IDEMPOTENCY_KEYS: usize = 10_000;
 pub struct MemoryBroker {
     streams: RwLock<HashMap<ChannelName, Arc<Mutex<Stream>>>>,
     presence: Mutex<HashMap<ChannelName, HashMap<String, Arc<ClientInfo>>>>,
+    /// Room → the node serving its media, and until when.
+    rooms: Mutex<HashMap<ChannelName, (String, Instant)>>,
     sink: Arc<dyn DeliverySink>,
 }
 
@@ -69,7 +72,12 @@ impl Stream {
 impl MemoryBroker {
     /// A broker delivering into `sink`.
     pub fn new(sink: Arc<dyn DeliverySink>) -> Self {
-        Self { streams: RwLock::new(HashMap::new()), presence: Mutex::new(HashMap::new()), sink }
+        Self {
+            streams: RwLock::new(HashMap::new()),
+            presence: Mutex::new(HashMap::new()),
+            rooms: Mutex::new(HashMap::new()),
+            sink,
+        }
     }
 
     fn stream(&self, channel: &ChannelName) -> Arc<Mutex<Stream>> {
@@ -190,6 +198,16 @@ impl Broker for MemoryBroker {
         Ok(self.presence.lock().get(channel).map(|m| m.values().cloned().collect()).unwrap_or_default())
     }
 
+    async fn claim_room(&self, room: &ChannelName, node: &str, ttl: Duration) -> Result<String, BrokerError> {
+        let now = Instant::now();
+        let mut rooms = self.rooms.lock();
+        let holder = rooms.entry(room.clone()).or_insert_with(|| (node.to_owned(), now));
+        if holder.0 == node || holder.1 <= now {
+            *holder = (node.to_owned(), now + ttl);
+        }
+        Ok(holder.0.clone())
+    }
+
     async fn node_subscribe(&self, _channel: &ChannelName) -> Result<(), BrokerError> {
         Ok(())
     }
@@ -206,6 +224,16 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn room_claims_lapse() {
+        super::super::conformance::room_claims_lapse(
+            |sink| async move { Arc::new(MemoryBroker::new(sink)) as Arc<dyn Broker> },
+            super::super::conformance::TimeControl::Paused,
+            Duration::from_secs(3),
+        )
+        .await;
+    }
 
     #[tokio::test(start_paused = true)]
     async fn passes_the_broker_conformance_suite() {

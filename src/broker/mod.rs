@@ -174,6 +174,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Who is present in a channel.
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError>;
 
+    /// The node serving `room`'s WebRTC media: `node` when no other node holds the room (it
+    /// then holds it for `ttl`, and a call from the holder renews that), else the holder.
+    /// (NATS keeps claims in its presence bucket, whose age is `presence_ttl`.)
+    async fn claim_room(&self, room: &ChannelName, node: &str, ttl: Duration) -> Result<String, BrokerError>;
+
     /// This node has its first local subscriber of `channel`: start receiving its deliveries.
     /// (Brokers that deliver everything to every node need do nothing.)
     async fn node_subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError>;

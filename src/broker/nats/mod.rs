@@ -461,6 +461,40 @@ impl Broker for NatsBroker {
         Ok(())
     }
 
+    async fn claim_room(
+        &self,
+        room: &ChannelName,
+        node: &str,
+        _ttl: Duration,
+    ) -> Result<String, BrokerError> {
+        let s = &self.shared;
+        s.check()?;
+        // In the presence bucket, whose age (presence_ttl) expires a claim nobody renews.
+        let key = format!("room.{}", hex(room.as_str()));
+        let mine = Bytes::copy_from_slice(node.as_bytes());
+        loop {
+            let entry = s.presence.entry(&key).await.map_err(unavailable)?;
+            let holder = entry.filter(|e| e.operation == kv::Operation::Put);
+            let written = match holder {
+                None => match s.presence.create(&key, mine.clone()).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(unavailable(e)),
+                },
+                Some(e) if e.value == mine => match s.presence.update(&key, mine.clone(), e.revision).await {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) => return Err(unavailable(e)),
+                },
+                Some(e) => return Ok(String::from_utf8_lossy(&e.value).into_owned()),
+            };
+            if written {
+                return Ok(node.to_owned());
+            }
+            // Another node wrote in between: read again.
+        }
+    }
+
     async fn presence_remove(
         &self,
         channel: &ChannelName,
@@ -563,6 +597,13 @@ mod tests {
                 NatsBroker::connect(&url, &config, sink).await.expect("connects")
             })
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn room_claims_lapse_against_a_real_nats() {
+        let Some(server) = TestServer::start(Kind::Nats) else { return };
+        let make = maker(server.url(), 3);
+        conformance::room_claims_lapse(make, TimeControl::Real, Duration::from_secs(3)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

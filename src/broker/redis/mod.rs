@@ -357,6 +357,19 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn claim_room(&self, room: &ChannelName, node: &str, ttl: Duration) -> Result<String, BrokerError> {
+        let s = &self.shared;
+        let mut conn = s.conn()?;
+        s.scripts
+            .claim_room
+            .key(Keys::new(room).room_node())
+            .arg(node)
+            .arg(ttl.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| s.failed(e))
+    }
+
     async fn presence_remove(
         &self,
         channel: &ChannelName,
@@ -452,6 +465,13 @@ mod tests {
                     as Arc<dyn Broker>
             })
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn room_claims_lapse_against_a_real_redis() {
+        let Some(server) = TestServer::start(Kind::Redis) else { return };
+        let make = maker(server.url(), 3);
+        conformance::room_claims_lapse(make, TimeControl::Real, Duration::from_secs(3)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@
 //! | `sb:{C}:ph` | hash | presence: client id → info JSON |
 //! | `sb:{C}:pz` | sorted set | presence: client id scored by its expiry (ms) |
 //! | `sb:{C}:t` | pub/sub channel | every node subscribed to `C` receives its messages |
+//! | `sb:{C}:n` | string | room `C`: the node serving its WebRTC media; expires unless renewed |
 //!
 //! Every script reads the time with `TIME` inside Redis, so nodes with skewed clocks agree.
 
@@ -56,6 +57,9 @@ impl Keys {
     }
     pub(super) fn topic(&self) -> String {
         topic(self.base.as_str())
+    }
+    pub(super) fn room_node(&self) -> String {
+        format!("{}:n", self.base)
     }
 }
 
@@ -202,6 +206,17 @@ prune(hash, zset, now_ms())
 return redis.call('HVALS', hash)
 "#;
 
+/// The node serving a room's media. KEYS: the room's node key. ARGV: this node, ttl (ms).
+/// Takes the room when nobody holds it, renews it when this node does; answers the holder.
+const CLAIM_ROOM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return holder
+"#;
+
 /// The scripts, loaded once per process (redis-rs sends EVALSHA and loads on NOSCRIPT, so a
 /// restarted Redis is served too).
 pub(super) struct Scripts {
@@ -210,6 +225,7 @@ pub(super) struct Scripts {
     pub(super) presence_add: redis::Script,
     pub(super) presence_remove: redis::Script,
     pub(super) presence: redis::Script,
+    pub(super) claim_room: redis::Script,
 }
 
 impl Scripts {
@@ -221,6 +237,7 @@ impl Scripts {
             presence_add: with(&[TRIM, PRUNE], PRESENCE_ADD),
             presence_remove: redis::Script::new(PRESENCE_REMOVE),
             presence: with(&[TRIM, PRUNE], PRESENCE),
+            claim_room: redis::Script::new(CLAIM_ROOM),
         }
     }
 }

@@ -69,6 +69,9 @@ impl Broker for Touching {
     async fn presence(&self, channel: &ChannelName) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
         self.inner.presence(channel).await
     }
+    async fn claim_room(&self, room: &ChannelName, node: &str, ttl: Duration) -> Result<String, BrokerError> {
+        self.inner.claim_room(room, node, ttl).await
+    }
     async fn node_subscribe(&self, channel: &ChannelName) -> Result<(), BrokerError> {
         self.inner.node_subscribe(channel).await
     }
