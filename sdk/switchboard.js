@@ -171,6 +171,7 @@ export class SwitchboardError extends Error {
 }
 
 async function errorFromResponse(res) {
+  let node = null;
   let code = 0;
   let message = `HTTP ${res.status}`;
   try {
@@ -179,8 +180,9 @@ async function errorFromResponse(res) {
       code = body.error.code ?? 0;
       message = body.error.message ?? message;
     }
+    if (body && typeof body.node === 'string') node = body.node; // 111: the node that serves it
   } catch { /* not JSON */ }
-  return new SwitchboardError(code, message, { status: res.status });
+  return new SwitchboardError(code, message, { status: res.status, ...(node ? { node } : {}) });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -646,7 +648,8 @@ export class Switchboard extends Emitter {
         if (one != null) parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(one)}`);
       }
     }
-    return this._httpBase + path + (parts.length ? `?${parts.join('&')}` : '');
+    const base = /^https?:\/\//i.test(path) ? '' : this._httpBase; // a resource on another node
+    return base + path + (parts.length ? `?${parts.join('&')}` : '');
   }
 
   _authHeaders(token) {
@@ -1982,8 +1985,9 @@ export class Room extends Emitter {
     return task;
   }
 
+  /** The SFU peer's resource: the absolute URL the server gave (another node's, in a cluster). */
   _peerPath(sfu) {
-    return `/rtc/peers/${encodeURIComponent(sfu.peer)}`;
+    return sfu.url || `/rtc/peers/${encodeURIComponent(sfu.peer)}`;
   }
 
   async _sfuStart(gen) {
@@ -2001,12 +2005,21 @@ export class Room extends Emitter {
       const publish = {};
       for (const [e, t] of sfu.senders) publish[t.mid] = e.label;
       const body = { client: this.clientId, sdp, publish, subscribe: {} };
-      const res = await this._sb._api('POST', `/rtc/sfu/${encodeURIComponent(this.name)}`, { body });
+      const path = `/rtc/sfu/${encodeURIComponent(this.name)}`;
+      let res;
+      try {
+        res = await this._sb._api('POST', path, { body });
+      } catch (err) {
+        // In a cluster the room's media lives on one node: go there (code 111 names it).
+        if (!(err && err.code === 111 && err.node)) throw err;
+        res = await this._sb._api('POST', `${err.node.replace(/\/+$/, '')}${path}`, { body });
+      }
       if (sfu !== this._sfu) {
-        this._sfuDelete(res.peer);
+        this._sfuDelete({ peer: res.peer, url: res.url });
         return;
       }
       sfu.peer = res.peer;
+      sfu.url = res.url || null;
       await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
       if (Array.isArray(res.tracks)) this._tracks = res.tracks;
     } catch (err) {
@@ -2152,12 +2165,12 @@ export class Room extends Emitter {
     sfu.pc.onconnectionstatechange = null;
     try { sfu.pc.close(); } catch { /* already closed */ }
     this._endTracksOf(sfu.pc);
-    return this._sfuDelete(sfu.peer);
+    return this._sfuDelete(sfu);
   }
 
-  _sfuDelete(peer) {
-    if (!peer) return Promise.resolve();
-    return this._sb._api('DELETE', `/rtc/peers/${encodeURIComponent(peer)}`).then(noop, noop);
+  _sfuDelete(sfu) {
+    if (!sfu.peer) return Promise.resolve();
+    return this._sb._api('DELETE', this._peerPath(sfu)).then(noop, noop);
   }
 
   // --- remote tracks ------------------------------------------------------------------------

@@ -143,6 +143,10 @@ pub struct Config {
     pub rtc_max_peers: usize,
     /// Most tracks one peer connection may publish, and most it may receive.
     pub rtc_max_tracks: usize,
+    /// This node's base URL as clients reach it (`https://n1.example.com`). Set on every node of
+    /// a cluster: each room's WebRTC media then lives on one node, and the others send its
+    /// clients there. Empty: every node serves the rooms it is asked for.
+    pub node_url: String,
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
@@ -200,6 +204,7 @@ impl Default for Config {
             rtc_max_peers: 1000,
             rtc_max_tracks: 64,
             rtc_video_send_buffer: 500,
+            node_url: String::new(),
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -294,6 +299,10 @@ impl Config {
         }
         if self.webtransport_max_streams == 0 {
             return invalid("webtransport_max_streams must be > 0");
+        }
+        if !self.node_url.is_empty() && !self.node_url.starts_with("http://") && !self.node_url.starts_with("https://")
+        {
+            return invalid("node_url must be an http:// or https:// URL");
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");

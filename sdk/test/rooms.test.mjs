@@ -485,6 +485,23 @@ test('sfu: publish with simulcast, subscribe to others\' tracks, reuse free m-li
   assert.ok(!log2.some((l) => l.startsWith('error')), log2.join(' '));
 });
 
+test('sfu: in a cluster the SDK posts to the node that serves the room (111) and keeps using its URLs', async () => {
+  const m = startRoom('me', ['me'], { mode: 'sfu', media: fakeStream(new FakeTrack('audio')) });
+  const first = await request(m.http, 'POST', /\/rtc\/sfu\//);
+  first.respond(421, { error: { code: 111, message: 'room:lobby is served by http://n2.test' }, node: 'http://n2.test/' });
+  const second = await request(m.http, 'POST', /^http:\/\/n2\.test\/rtc\/sfu\//);
+  assert.equal(second.url, 'http://n2.test/rtc/sfu/room%3Alobby');
+  assert.deepEqual(second.json(), first.json(), 'the same offer');
+  second.respond(201, { peer: 'P9', sdp: 'answer-1', tracks: [], url: 'http://n2.test/rtc/peers/P9' });
+  await m.joined;
+  const left = m.room.leave();
+  const del = await request(m.http, 'DELETE', /\/rtc\/peers\/P9$/);
+  assert.equal(del.url, 'http://n2.test/rtc/peers/P9');
+  del.respond(204, null);
+  await left;
+  assert.ok(!m.log.some((l) => l.startsWith('error')), m.log.join(' '));
+});
+
 // --- rooms: mesh ---------------------------------------------------------------------------------
 
 async function meshRoom(me, people, { media } = {}) {

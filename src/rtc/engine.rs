@@ -639,6 +639,12 @@ impl Engine {
                 let _ = reply.send(found);
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
+            Command::Rooms { reply } => {
+                let mut rooms: Vec<ChannelName> = self.peers.iter().filter_map(|p| p.role.room().cloned()).collect();
+                rooms.sort();
+                rooms.dedup();
+                let _ = reply.send(rooms);
+            }
         }
     }
 
@@ -695,7 +701,7 @@ impl Engine {
             return Err(e);
         }
         let tracks = room.map(|r| self.room_tracks(&r)).unwrap_or_default();
-        Ok(Opened { peer: id, sdp: answer, tracks })
+        Ok(Opened { peer: id, sdp: answer, tracks, url: String::new() })
     }
 
     fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, HttpError> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -102,8 +102,47 @@ fn sdp_body(headers: &HeaderMap, body: Bytes) -> Result<String, HttpError> {
         .map_err(|_| HttpError::new(ErrorCode::BadRequest, "the SDP is not UTF-8"))
 }
 
-fn created_sdp(peer: &str, sdp: String) -> Response {
-    let location = format!("/rtc/peers/{peer}");
+/// A peer's resource: absolute with `node_url` (the client may have come through another node).
+fn peer_url(state: &AppState, peer: &str) -> String {
+    format!("{}/rtc/peers/{peer}", state.config.node_url.trim_end_matches('/'))
+}
+
+/// In a cluster (`node_url` set) a room's media lives on the node holding its claim. `None`:
+/// this node serves `room` (and holds it a while longer); else the base URL of the one that does.
+async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
+    let node = state.config.node_url.trim_end_matches('/');
+    if node.is_empty() {
+        return Ok(None);
+    }
+    let ttl = std::time::Duration::from_secs(state.config.presence_ttl);
+    let holder = state.broker.claim_room(room, node, ttl).await.map_err(|e| {
+        rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
+    })?;
+    Ok((holder != node).then_some(holder))
+}
+
+/// Keeps the claims of the rooms this node serves while they have peers here, until the node
+/// stops.
+pub async fn renew_claims(state: std::sync::Weak<AppState>, node: String, ttl: std::time::Duration) {
+    let mut tick = tokio::time::interval(ttl / 3);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else { return };
+        let Some(rtc) = state.rtc.get().cloned() else { continue };
+        for room in rtc.rooms().await {
+            match state.broker.claim_room(&room, &node, ttl).await {
+                Ok(holder) if holder != node => {
+                    tracing::warn!(%room, %holder, "another node took this room over while it has peers here")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%room, error = %e, "renewing a room's claim failed"),
+            }
+        }
+    }
+}
+
+fn created_sdp(state: &AppState, peer: &str, sdp: String) -> Response {
+    let location = peer_url(state, peer);
     (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp".to_owned()), (header::LOCATION, location)],
@@ -144,6 +183,12 @@ async fn join_sfu(
     if user.as_ref().is_some_and(|u| *u != me.user) {
         return Err(forbidden());
     }
+    if let Some(holder) = elsewhere(&state, &room).await? {
+        // JSON for the SDK, which posts there itself: a redirect would cost its CORS origin.
+        let m = format!("{room} is served by {holder}");
+        let body = serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
+        return Ok((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response());
+    }
     let role = Role::Participant { room, client: body.client, name: me.name.clone() };
     let nego = Negotiation {
         offer: Some(body.sdp),
@@ -151,9 +196,9 @@ async fn join_sfu(
         subscribe: body.subscribe,
         ..Default::default()
     };
-    let opened = rtc.open(role, nego).await?;
-    let location = format!("/rtc/peers/{}", opened.peer);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(opened)).into_response())
+    let mut opened = rtc.open(role, nego).await?;
+    opened.url = peer_url(&state, &opened.peer);
+    Ok((StatusCode::CREATED, [(header::LOCATION, opened.url.clone())], Json(opened)).into_response())
 }
 
 async fn update(
@@ -190,19 +235,21 @@ async fn close(State(state): State<Arc<AppState>>, Path(peer): Path<String>) -> 
 async fn whip(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    open_sdp(&state, &name, &headers, body, true).await
+    open_sdp(&state, &name, &uri, &headers, body, true).await
 }
 
 async fn whep(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    open_sdp(&state, &name, &headers, body, false).await
+    open_sdp(&state, &name, &uri, &headers, body, false).await
 }
 
 /// Opens a WHIP (`ingest`) or WHEP peer in room `name` from an `application/sdp` offer: `201`
@@ -210,6 +257,7 @@ async fn whep(
 async fn open_sdp(
     state: &AppState,
     name: &str,
+    uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: Bytes,
     ingest: bool,
@@ -227,9 +275,14 @@ async fn open_sdp(
     }
     let rtc = service(state)?;
     let offer = sdp_body(headers, body)?;
+    if let Some(holder) = elsewhere(state, &room).await? {
+        // WHIP and WHEP clients follow redirects (RFC 9725 §4.5).
+        let to = format!("{holder}{}", uri.path_and_query().map_or("", |p| p.as_str()));
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response());
+    }
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
     let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
-    Ok(created_sdp(&opened.peer, opened.sdp))
+    Ok(created_sdp(state, &opened.peer, opened.sdp))
 }
 
 async fn data_channel(
@@ -247,10 +300,11 @@ async fn data_channel(
     config.datagrams = true;
     let driver = Driver::with_config(state.clone(), config);
     let peer = opened.peer.clone();
+    let created = created_sdp(&state, &opened.peer, opened.sdp);
     tokio::spawn(async move {
         let _guard = state.metrics.connection(Transport::WebRtc);
         super::datachannel::run(rtc, peer, rx, driver).await;
         drop(permit);
     });
-    Ok(created_sdp(&opened.peer, opened.sdp))
+    Ok(created)
 }

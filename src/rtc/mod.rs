@@ -88,6 +88,8 @@ pub struct Opened {
     pub sdp: String,
     /// The room's tracks.
     pub tracks: Vec<TrackInfo>,
+    /// The peer's resource, absolute when `node_url` is set (PATCH and DELETE go there).
+    pub url: String,
 }
 
 /// A track of a room, as published on the room channel.
@@ -132,6 +134,7 @@ pub(crate) enum Command {
     Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, HttpError>> },
     Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, HttpError>> },
     Close { peer: String, reply: oneshot::Sender<bool> },
+    Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
     Send { peer: String, reliable: bool, binary: bool, data: Bytes },
 }
 
@@ -164,6 +167,12 @@ impl RtcService {
     pub async fn close(&self, peer: String) -> bool {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Close { peer, reply }, rx).await.unwrap_or(false)
+    }
+
+    /// The rooms that have peers here.
+    pub async fn rooms(&self) -> Vec<ChannelName> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Rooms { reply }, rx).await.unwrap_or_default()
     }
 
     /// Queues a data channel message; waits while the engine is busy (back-pressure).

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// Unsubscribe of a channel the connection does not hold.
     NotSubscribed,
+    /// Another node serves this (a room's WebRTC media): the answer names it.
+    Elsewhere,
 }
 
 impl ErrorCode {
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::NotAvailable => 108,
             ErrorCode::BrokerUnavailable => 109,
             ErrorCode::NotSubscribed => 110,
+            ErrorCode::Elsewhere => 111,
         }
     }
 
@@ -70,11 +73,12 @@ impl ErrorCode {
             ErrorCode::NotAvailable => 404,
             ErrorCode::BrokerUnavailable => 503,
             ErrorCode::NotSubscribed => 409,
+            ErrorCode::Elsewhere => 421,
         }
     }
 }
 
-const ALL_ERROR_CODES: [ErrorCode; 11] = [
+const ALL_ERROR_CODES: [ErrorCode; 12] = [
     ErrorCode::Internal,
     ErrorCode::Unauthorized,
     ErrorCode::UnknownChannel,
@@ -86,6 +90,7 @@ const ALL_ERROR_CODES: [ErrorCode; 11] = [
     ErrorCode::NotAvailable,
     ErrorCode::BrokerUnavailable,
     ErrorCode::NotSubscribed,
+    ErrorCode::Elsewhere,
 ];
 
 /// Why the server ends a connection: a close code and a short reason.
