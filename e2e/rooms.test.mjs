@@ -4,6 +4,11 @@
 // picture; a mesh call still connects with the TURN server as its only way through.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join as join_ } from 'node:path';
 import { launchBrowser, startServer, waitUntil } from './helpers.mjs';
 
 let server;
@@ -19,11 +24,23 @@ after(async () => {
   await server?.stop();
 });
 
+/** A free TCP port on loopback. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    }).on('error', reject);
+  });
+}
+
 /** A page joined to `room` as `name`; `window.room` is the SDK room, `window.events` its log. */
 async function join(room, name, opts = {}) {
+  const { node = server, ...rest } = opts;
+  opts = rest;
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  await page.goto(`${server.url}/healthz`);
+  await page.goto(`${node.url}/healthz`);
   await page.evaluate(async ({ room, name, opts }) => {
     const { Switchboard } = await import('/sdk/switchboard.js');
     const { width = 320, height = 240, transports = ['websocket'], ...roomOpts } = opts;
@@ -185,6 +202,42 @@ for (const mode of ['sfu', 'mesh']) {
     }
   });
 }
+
+test('a cluster: pages on two nodes share an SFU room, whose media lives on the node that claimed it', async () => {
+  const redisPort = await freePort();
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const dir = mkdtempSync(join_(tmpdir(), 'sb-cluster-'));
+  const config = join_(dir, 'switchboard.toml');
+  // The page of node B posts its offer to node A: A must take B's origin (CORS).
+  writeFileSync(config, 'allowed_origins = ["*"]\n');
+  const nodes = [];
+  try {
+    await waitUntil(() => new Promise((resolve) => {
+      const s = connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); }).on('error', () => resolve(false));
+    }), { message: 'redis-server is up' });
+    for (let i = 0; i < 2; i++) {
+      const port = await freePort();
+      nodes.push(await startServer({
+        port,
+        args: ['--config', config],
+        env: { SWITCHBOARD_BROKER: `redis://127.0.0.1:${redisPort}`, SWITCHBOARD_NODE_URL: `http://127.0.0.1:${port}`, SWITCHBOARD_TURN: 'false' },
+      }));
+    }
+    const room = 'room:cluster';
+    const pages = [await join(room, 'on-a', { mode: 'sfu', node: nodes[0] }), await join(room, 'on-b', { mode: 'sfu', node: nodes[1] })];
+    await expectFlowing(pages, 1, 1, 'cluster');
+    const url = await pages[1].evaluate(() => window.room._sfu.url);
+    assert.ok(url.startsWith(`${nodes[0].url}/rtc/peers/`), `node B's page holds its peer on node A: ${url}`);
+    for (const page of pages) {
+      await page.evaluate(() => window.room.leave());
+      await page.close();
+    }
+  } finally {
+    for (const n of nodes) await n.stop();
+    redis.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('simulcast: a subscriber switched to the low layer receives a lower resolution', async () => {
   const room = 'room:simulcast';

@@ -300,7 +300,9 @@ impl Config {
         if self.webtransport_max_streams == 0 {
             return invalid("webtransport_max_streams must be > 0");
         }
-        if !self.node_url.is_empty() && !self.node_url.starts_with("http://") && !self.node_url.starts_with("https://")
+        if !self.node_url.is_empty()
+            && !self.node_url.starts_with("http://")
+            && !self.node_url.starts_with("https://")
         {
             return invalid("node_url must be an http:// or https:// URL");
         }

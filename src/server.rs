@@ -123,10 +123,42 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
     }
-    router
+    router = router
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
-        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc))
-        .with_state(state)
+        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc));
+    if let Some(cors) = cors(&state.config.allowed_origins) {
+        router = router.layer(cors);
+    }
+    router.with_state(state)
+}
+
+/// CORS for pages of `allowed_origins` (`*`: any) calling the HTTP endpoints from elsewhere,
+/// e.g. an app's own origin, or a cluster node sending a page to the node serving its room.
+fn cors(allowed: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if allowed.is_empty() {
+        return None;
+    }
+    let origins = if allowed.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(allowed.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::LOCATION, HeaderName::from_static(transport::poll::CURSOR_HEADER)])
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 /// `Alt-Svc: h3=":PORT"` on every response while the HTTP/3 endpoint runs.

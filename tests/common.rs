@@ -21,9 +21,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> Self {
-        let server = Server::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), demo: false, ..config })
-            .await
-            .expect("server binds");
+        Self::start_on(Config { listen: "127.0.0.1:0".parse().unwrap(), ..config }).await
+    }
+
+    /// A server on `config.listen` as given (a node whose URL its configuration names).
+    pub async fn start_on(config: Config) -> Self {
+        let server = Server::bind(Config { demo: false, ..config }).await.expect("server binds");
         let addr = server.local_addr().unwrap();
         let state = server.state().clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -136,6 +139,18 @@ pub async fn http_json(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, serde_json::Value) {
+    let (status, _, json) = http_request(addr, method, path, headers, body).await;
+    (status, json)
+}
+
+/// [`http_json`] with the response's header block too.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, serde_json::Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!(
@@ -153,8 +168,8 @@ pub async fn http_json(
     tcp.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw);
     let status = text[9..12].parse().unwrap();
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     // Chunked or not, the JSON object is the only `{...}` in the body.
     let json = body.find('{').and_then(|s| body.rfind('}').map(|e| &body[s..=e])).unwrap_or("null");
-    (status, serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
+    (status, head.to_owned(), serde_json::from_str(json).unwrap_or(serde_json::Value::Null))
 }

@@ -2,8 +2,10 @@
 //! with real peers in `e2e/` (Chromium) and `e2e/python` (aiortc).
 
 mod common;
+#[path = "../src/broker/testutil/servers.rs"]
+mod servers;
 
-use common::{TestServer, http_json};
+use common::{TestServer, http_json, http_request};
 use switchboard::config::{ChannelOptions, Config};
 use switchboard_client::{Error, Event};
 
@@ -356,4 +358,63 @@ async fn a_streaming_client_reopening_with_its_session_stays_present_without_a_l
     let present = watcher.presence("room:r").await.unwrap();
     assert!(present.clients.contains_key(id));
     server.stop().await;
+}
+
+/// Two nodes on a real `kind` backend, each knowing its own URL (`node_url`).
+async fn cluster(kind: servers::Kind) -> Option<(servers::TestServer, TestServer, TestServer)> {
+    let backend = servers::TestServer::start(kind)?;
+    let node = |port: u16| Config {
+        broker: backend.url(),
+        listen: format!("127.0.0.1:{port}").parse().unwrap(),
+        node_url: format!("http://127.0.0.1:{port}"),
+        turn: false,
+        ..rooms_config()
+    };
+    let a = TestServer::start_on(node(servers::free_port())).await;
+    let b = TestServer::start_on(node(servers::free_port())).await;
+    Some((backend, a, b))
+}
+
+async fn a_room_lives_on_the_node_that_claimed_it(kind: servers::Kind) {
+    let Some((_backend, a, b)) = cluster(kind).await else { return };
+    // Ann is connected to B; the room's media starts on A, where she first posts.
+    let mut ann = b.client().websocket().await.unwrap();
+    let me = ann.connect(None, Some("ann")).await.unwrap().client;
+    ann.subscribe("room:x", None).await.unwrap();
+    let json = [("Content-Type", "application/json")];
+    let body = serde_json::json!({"client": me, "sdp": audio_offer(1)}).to_string();
+    let (status, head, opened) = http_request(a.addr, "POST", "/rtc/sfu/room%3Ax", &json, &body).await;
+    assert_eq!(status, 201, "{opened}");
+    let url = format!("{}/rtc/peers/{}", a.url(), opened["peer"].as_str().unwrap());
+    assert_eq!(opened["url"], url.as_str(), "the resource names its node");
+    assert!(head.to_ascii_lowercase().contains(&format!("location: {}", url.to_ascii_lowercase())), "{head}");
+
+    // B sends SFU participants to A (JSON, for the SDK) and WHIP/WHEP clients (a redirect).
+    let (status, refused) = http_json(b.addr, "POST", "/rtc/sfu/room%3Ax", &json, &body).await;
+    assert_eq!((status, refused["error"]["code"].as_u64()), (421, Some(111)), "{refused}");
+    assert_eq!(refused["node"], a.url().as_str());
+    let sdp = [("Content-Type", "application/sdp")];
+    let (status, head, _) = http_request(b.addr, "POST", "/whep/room%3Ax?x=1", &sdp, &audio_offer(1)).await;
+    assert_eq!(status, 307);
+    let to = format!("location: {}/whep/room%3Ax?x=1", a.url()).to_ascii_lowercase();
+    assert!(head.to_ascii_lowercase().contains(&to), "{head}");
+    let (status, _, _) = http_request(a.addr, "POST", "/whip/room%3Ax", &sdp, &audio_offer(1)).await;
+    assert_eq!(status, 201, "A serves its room");
+    // Rooms spread: the next one is B's, because it was asked first.
+    let (status, _, _) = http_request(b.addr, "POST", "/whip/room%3Ay", &sdp, &audio_offer(1)).await;
+    assert_eq!(status, 201);
+    let (status, _, _) = http_request(a.addr, "POST", "/whip/room%3Ay", &sdp, &audio_offer(1)).await;
+    assert_eq!(status, 307);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_lives_on_the_node_that_claimed_it_with_redis() {
+    a_room_lives_on_the_node_that_claimed_it(servers::Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_lives_on_the_node_that_claimed_it_with_nats() {
+    a_room_lives_on_the_node_that_claimed_it(servers::Kind::Nats).await;
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::{TestServer, cursor_at_end, n_of, next, publications, ready, subscribed};
 use serde_json::json;
+use switchboard::config::Config;
 use switchboard_client::{Event, Transport};
 
 const ALL: [Transport; 5] =
@@ -193,4 +194,31 @@ async fn shutdown_tells_websocket_and_sse_clients_to_reconnect() {
         }
     }
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn cors_lets_pages_of_allowed_origins_call_the_http_endpoints() {
+    let config = Config { allowed_origins: vec!["https://app.example".into()], ..Config::default() };
+    let server = TestServer::start(config).await;
+    let preflight = |origin: &'static str| {
+        let headers = [
+            ("Origin", origin),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type,authorization"),
+        ];
+        async move { common::http_request(server.addr, "OPTIONS", "/api/publish", &headers, "").await }
+    };
+    let (status, head, _) = preflight("https://app.example").await;
+    let head = head.to_ascii_lowercase();
+    assert_eq!(status, 200);
+    assert!(head.contains("access-control-allow-origin: https://app.example"), "{head}");
+    assert!(head.contains("access-control-allow-headers: content-type,authorization"), "{head}");
+    let (_, head, _) = preflight("https://evil.example").await;
+    assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
+    // A simple request gets the header too (and Location is readable by the page).
+    let headers = [("Origin", "https://app.example")];
+    let (status, head, _) = common::http_request(server.addr, "GET", "/healthz", &headers, "").await;
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("access-control-expose-headers: location"), "{head}");
+    server.stop().await;
 }

@@ -640,7 +640,8 @@ impl Engine {
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
             Command::Rooms { reply } => {
-                let mut rooms: Vec<ChannelName> = self.peers.iter().filter_map(|p| p.role.room().cloned()).collect();
+                let mut rooms: Vec<ChannelName> =
+                    self.peers.iter().filter_map(|p| p.role.room().cloned()).collect();
                 rooms.sort();
                 rooms.dedup();
                 let _ = reply.send(rooms);

@@ -186,7 +186,8 @@ async fn join_sfu(
     if let Some(holder) = elsewhere(&state, &room).await? {
         // JSON for the SDK, which posts there itself: a redirect would cost its CORS origin.
         let m = format!("{room} is served by {holder}");
-        let body = serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
+        let body =
+            serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
         return Ok((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response());
     }
     let role = Role::Participant { room, client: body.client, name: me.name.clone() };
