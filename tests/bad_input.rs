@@ -206,3 +206,40 @@ async fn a_slow_consumer_is_cut_off_with_3002_and_others_keep_up() {
     assert!(matches!(ended, None | Some(3002)), "{ended:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn websockets_from_pages_of_other_origins_are_refused() {
+    let config = Config { allowed_origins: vec!["https://app.example".into()], ..Config::default() };
+    let server = TestServer::start(config).await;
+    let host = format!("localhost:{}", server.addr.port());
+    let handshake = |origin: Option<String>| {
+        let mut headers = vec![
+            ("Host".to_owned(), host.clone()),
+            ("Upgrade".to_owned(), "websocket".to_owned()),
+            ("Connection".to_owned(), "Upgrade".to_owned()),
+            ("Sec-WebSocket-Key".to_owned(), "dGhlIHNhbXBsZSBub25jZQ==".to_owned()),
+            ("Sec-WebSocket-Version".to_owned(), "13".to_owned()),
+            ("Sec-WebSocket-Protocol".to_owned(), switchboard_protocol::WS_SUBPROTOCOL.to_owned()),
+        ];
+        headers.extend(origin.map(|o| ("Origin".to_owned(), o)));
+        let addr = server.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut request = "GET /ws HTTP/1.1\r\n".to_owned();
+            for (k, v) in headers {
+                request.push_str(&format!("{k}: {v}\r\n"));
+            }
+            request.push_str("\r\n");
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut head = [0u8; 12];
+            tcp.read_exact(&mut head).await.unwrap();
+            String::from_utf8_lossy(&head[9..12]).parse::<u16>().unwrap()
+        }
+    };
+    assert_eq!(handshake(None).await, 101, "not a browser");
+    assert_eq!(handshake(Some(format!("http://{host}"))).await, 101, "the page's own origin");
+    assert_eq!(handshake(Some("https://app.example".into())).await, 101, "allowed");
+    assert_eq!(handshake(Some("https://evil.example".into())).await, 403);
+    server.stop().await;
+}

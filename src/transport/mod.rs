@@ -53,6 +53,22 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// Whether a WebSocket or WebTransport handshake from a page of `origin` to `host` may go on.
+/// Browsers send `Origin`, and no CORS guards these handshakes: without this check any site
+/// could open connections in its visitors' names (their cookies, their network). Accepted: no
+/// `Origin` (not a browser), the page's own host, and `allowed_origins` (`*`: any).
+pub fn origin_allowed(config: &crate::config::Config, origin: Option<&str>, host: &str) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    authority.eq_ignore_ascii_case(host)
+        || config
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
 /// The query of `/sse`, `/stream` and `/poll`.
 #[derive(Debug, Default)]
 pub struct OneWayParams {
@@ -135,6 +151,21 @@ mod tests {
         assert_eq!(p.channels.len(), 2);
         assert_eq!(p.cursor.get("a").unwrap().offset, 4, "the header wins over since");
         assert_eq!(p.wait, Some(5));
+    }
+
+    #[test]
+    fn websocket_origins_are_the_page_s_own_or_allowed() {
+        let mut config = crate::config::Config::default();
+        let ok = |c: &crate::config::Config, origin, host| origin_allowed(c, origin, host);
+        assert!(ok(&config, None, "sb.example:8080"), "not a browser");
+        assert!(ok(&config, Some("https://sb.example:8080"), "SB.example:8080"), "same origin");
+        assert!(!ok(&config, Some("https://evil.example"), "sb.example:8080"));
+        assert!(!ok(&config, Some("https://sb.example:8081"), "sb.example:8080"), "another port");
+        config.allowed_origins = vec!["https://app.example/".into()];
+        assert!(ok(&config, Some("https://app.example"), "sb.example:8080"));
+        assert!(!ok(&config, Some("http://app.example"), "sb.example:8080"), "another scheme");
+        config.allowed_origins = vec!["*".into()];
+        assert!(ok(&config, Some("https://evil.example"), "sb.example:8080"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
@@ -30,8 +31,22 @@ fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     ws.read_buffer_size(READ_BUFFER).max_message_size(max).max_frame_size(max)
 }
 
+fn foreign_origin() -> Response {
+    let m = "this page's origin may not open WebSockets here: add it to allowed_origins";
+    HttpError::new(switchboard_protocol::ErrorCode::PermissionDenied, m).into_response()
+}
+
 /// `GET /ws`.
-pub async fn handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !super::origin_allowed(&state.config, origin, host) {
+        return foreign_origin();
+    }
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {
         return HttpError::connection_limit().into_response();
     };
