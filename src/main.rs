@@ -66,6 +66,9 @@ struct ConfigArgs {
     /// Do not serve WebRTC (SFU, data channels, WHIP/WHEP).
     #[arg(long)]
     no_rtc: bool,
+    /// This node's base URL as clients reach it, in a cluster (each room's media on one node).
+    #[arg(long)]
+    node_url: Option<String>,
     /// Serve /ws-echo for the Autobahn WebSocket test suite.
     #[arg(long, hide = true)]
     ws_echo_endpoint: bool,
@@ -103,6 +106,9 @@ impl ConfigArgs {
         }
         if let Some(v) = &self.rtc_external_ip {
             flags.insert("rtc_external_ip".into(), v.clone().into());
+        }
+        if let Some(v) = &self.node_url {
+            flags.insert("node_url".into(), v.clone().into());
         }
         if self.no_rtc {
             flags.insert("rtc".into(), false.into());
