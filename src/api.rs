@@ -127,7 +127,8 @@ pub async fn publish(
 
 /// Who a publication is from, after checking `who` may publish it. A client with a session
 /// publishes as its connection; a room inbox takes only participants signaling participants
-/// (the rules of the WebSocket protocol, checked against the room's presence).
+/// (the rules of the WebSocket protocol, checked against the room's presence). Elsewhere a
+/// session the server cannot verify (it restarted, say) is ignored: it only names the sender.
 async fn publisher(
     state: &AppState,
     who: &Caller,
@@ -139,14 +140,15 @@ async fn publisher(
         Caller::Server => None,
     };
     let user = identity.map_or("", |id| id.user.as_str());
-    let client = match session {
-        Some(s) => Some(state.policy.resume(s, user).ok_or_else(|| {
-            HttpError::new(ErrorCode::Unauthorized, "session is not one this server gave this user")
-        })?),
-        None => None,
-    };
+    let client = session.and_then(|s| state.policy.resume(s, user));
     let inbox = state.policy.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten();
     if let Some(inbox) = inbox {
+        if session.is_some() && client.is_none() {
+            return Err(HttpError::new(
+                ErrorCode::Unauthorized,
+                "session is not one this server gave this user",
+            ));
+        }
         let Some(client) = client else {
             if identity.is_none() {
                 return Ok(None); // the application's own server may write to any inbox

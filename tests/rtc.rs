@@ -293,6 +293,11 @@ async fn signaling_over_http_needs_the_session_of_a_participant() {
     assert_eq!(code(publish(&e.session, &b).await), (403, 103), "eve is not in the room");
     assert_eq!(code(publish(&a.session, "nobody").await), (404, 102));
     assert_eq!(code(publish(&format!("{}0", a.session), &b).await), (401, 101));
+    // Elsewhere a session the server cannot verify only fails to name the sender.
+    let news = serde_json::json!({"channel": "news", "data": 1, "session": format!("{}0", a.session)});
+    let headers = [("Content-Type", "application/json")];
+    let (status, _) = http_json(addr, "POST", "/api/publish", &headers, &news.to_string()).await;
+    assert_eq!(status, 200);
     let (status, _) = publish(&a.session, &b).await;
     assert_eq!(status, 200);
     let p = next_publication(&mut bob).await;
