@@ -119,6 +119,27 @@ describe('WebTransport with headless Chromium', () => {
     assert.ok(days > 7 && days < 14, `valid for less than 14 days (${days.toFixed(1)} left)`);
   });
 
+  test("a page of another origin may not open a WebTransport session or a WebSocket (allowed_origins is empty)", async () => {
+    const page = await browser.newPage();
+    // localhost and 127.0.0.1 are different origins of the same server.
+    await page.goto(`http://localhost:${server.port}/healthz`);
+    const outcome = await page.evaluate(async (port) => {
+      const info = await (await fetch('/wt/cert-hash')).json();
+      const value = new Uint8Array(info.hash.match(/../g).map((h) => parseInt(h, 16)));
+      const wt = new WebTransport(`https://127.0.0.1:${port}/wt`, { serverCertificateHashes: [{ algorithm: 'sha-256', value }] });
+      const wtResult = await wt.ready.then(() => 'opened', (e) => `refused: ${e && e.message}`);
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, 'switchboard.v1.json');
+      const wsResult = await new Promise((resolve) => {
+        ws.onopen = () => resolve('opened');
+        ws.onclose = (ev) => resolve(`refused: ${ev.code}`);
+      });
+      return { wtResult, wsResult };
+    }, server.port);
+    assert.match(outcome.wtResult, /^refused/, 'WebTransport');
+    assert.match(outcome.wsResult, /^refused/, 'WebSocket');
+    await page.close();
+  });
+
   test('the SDK picks WebTransport, subscribes, receives, and resumes after a dropped session without loss', async () => {
     const page = await newPage(browser, server);
     await page.evaluate(async () => {
