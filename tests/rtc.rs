@@ -232,13 +232,19 @@ async fn close_code(ws: &mut switchboard_client::WsConnection) -> Option<u16> {
     }
 }
 
+/// A WebSocket client in `room:r` that watches its joins and leaves.
+async fn watcher(server: &TestServer) -> switchboard_client::WsConnection {
+    let mut watcher = server.client().websocket().await.unwrap();
+    watcher.connect(None, Some("watcher")).await.unwrap();
+    watcher.subscribe("room:r", None).await.unwrap();
+    watcher
+}
+
 #[tokio::test]
 async fn a_session_token_moves_the_client_id_and_its_presence_to_a_new_connection() {
     let server = TestServer::start(rooms_config()).await;
     let client = server.client();
-    let mut watcher = client.websocket().await.unwrap();
-    watcher.connect(None, Some("watcher")).await.unwrap();
-    watcher.subscribe("room:r", None).await.unwrap();
+    let mut watcher = watcher(&server).await;
 
     let mut old = client.websocket().await.unwrap();
     let first = old.connect(None, Some("ann")).await.unwrap();
@@ -331,10 +337,7 @@ async fn open_stream(
 #[tokio::test]
 async fn a_streaming_client_reopening_with_its_session_stays_present_without_a_leave() {
     let server = TestServer::start(rooms_config()).await;
-    let client = server.client();
-    let mut watcher = client.websocket().await.unwrap();
-    watcher.connect(None, Some("watcher")).await.unwrap();
-    watcher.subscribe("room:r", None).await.unwrap();
+    let mut watcher = watcher(&server).await;
     let own = watcher.presence("room:r").await.unwrap().clients.into_keys().next().unwrap();
 
     let (_first, connected) = open_stream(server.addr, "channel=room:r&name=ann").await;
