@@ -1468,19 +1468,28 @@ function streamOf(track) {
 /** How many times a signal lost with its connection is sent again. */
 const SIGNAL_RETRIES = 3;
 
-function whenSubscribed(sub, room) {
-  if (sub.state === 'subscribed') return Promise.resolve();
+/**
+ * A promise settled by the first of some events: `listen(ok, fail)` subscribes to them and
+ * returns their `off` functions, which all run once it settles.
+ */
+function firstOf(listen) {
   return new Promise((resolve, reject) => {
-    const offs = [];
-    const end = (fn, v) => {
+    const end = (fn) => (v) => {
       for (const off of offs) off();
       fn(v);
     };
-    offs.push(sub.on('subscribed', () => end(resolve)));
-    offs.push(sub.on('error', (err) => end(reject, err)));
-    offs.push(sub.on('unsubscribed', (e) => end(reject, new SwitchboardError(e.code || 0, e.reason || 'unsubscribed'))));
-    offs.push(room.on('_left', () => end(reject, new SwitchboardError(0, 'left the room'))));
+    const offs = listen(end(resolve), end(reject));
   });
+}
+
+function whenSubscribed(sub, room) {
+  if (sub.state === 'subscribed') return Promise.resolve();
+  return firstOf((ok, fail) => [
+    sub.on('subscribed', () => ok()),
+    sub.on('error', fail),
+    sub.on('unsubscribed', (e) => fail(new SwitchboardError(e.code || 0, e.reason || 'unsubscribed'))),
+    room.on('_left', () => fail(new SwitchboardError(0, 'left the room'))),
+  ]);
 }
 
 export class Room extends Emitter {
@@ -1733,20 +1742,15 @@ export class Room extends Emitter {
     const sb = this._sb;
     if (sb.state === 'disconnected' || sb.state === 'closed') sb.connect();
     if (sb.state !== 'connected') {
-      await new Promise((resolve, reject) => {
-        const offs = [];
-        const end = (fn, v) => {
-          for (const off of offs) off();
-          fn(v);
-        };
-        offs.push(sb.on('state', (e) => {
-          if (e.state === 'connected') end(resolve);
+      await firstOf((ok, fail) => [
+        sb.on('state', (e) => {
+          if (e.state === 'connected') ok();
           else if (e.state === 'closed' || e.state === 'disconnected') {
-            end(reject, new SwitchboardError(e.code || 0, `cannot connect: ${e.reason || e.state}`));
+            fail(new SwitchboardError(e.code || 0, `cannot connect: ${e.reason || e.state}`));
           }
-        }));
-        offs.push(this.on('_left', () => end(reject, new SwitchboardError(0, 'left the room'))));
-      });
+        }),
+        this.on('_left', () => fail(new SwitchboardError(0, 'left the room'))),
+      ]);
     }
   }
 

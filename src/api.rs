@@ -114,11 +114,7 @@ pub async fn publish(
         info,
         idempotency_key: req.idempotency_key,
     };
-    let r = state
-        .broker
-        .publish(request)
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    let r = state.broker.publish(request).await?;
     if !r.duplicate {
         state.metrics.publications.add(1);
     }
@@ -141,7 +137,7 @@ async fn publisher(
     };
     let user = identity.map_or("", |id| id.user.as_str());
     let client = session.and_then(|s| state.policy.resume(s, user));
-    let inbox = state.policy.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten();
+    let inbox = state.policy.inbox(channel);
     if let Some(inbox) = inbox {
         if session.is_some() && client.is_none() {
             return Err(HttpError::new(
@@ -156,11 +152,7 @@ async fn publisher(
             let m = "signaling over HTTP needs the session of a connection in the room";
             return Err(HttpError::new(ErrorCode::PermissionDenied, m));
         };
-        let present = state
-            .broker
-            .presence(&inbox.room)
-            .await
-            .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+        let present = state.broker.presence(&inbox.room).await?;
         let Some(me) = present.iter().find(|c| c.client == client) else {
             return Err(HttpError::new(ErrorCode::PermissionDenied, "join the room first"));
         };
@@ -215,11 +207,7 @@ pub async fn history(
         None => None,
     };
     let query = HistoryQuery { since, limit: q.limit.unwrap_or(size).min(size), reverse: q.reverse };
-    let h = state
-        .broker
-        .history(&channel, query)
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    let h = state.broker.history(&channel, query).await?;
     let mut buf = BytesMut::new();
     crate::transport::ws::put_history_body(&mut buf, &h.top, &h.publications);
     Ok(([(header::CONTENT_TYPE, "application/json")], buf.freeze()).into_response())
@@ -243,11 +231,7 @@ pub async fn presence(
     if !state.config.channel_options(&channel).presence {
         return Err(HttpError::new(ErrorCode::NotAvailable, "presence is off for this namespace"));
     }
-    let clients = state
-        .broker
-        .presence(&channel)
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+    let clients = state.broker.presence(&channel).await?;
     Ok(Json(PresenceReply {
         clients: clients.iter().map(|c| (c.client.clone(), c.as_ref().clone())).collect(),
     }))

@@ -339,6 +339,11 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// `node_url` without a trailing `/`, to put paths after; empty outside a cluster.
+    pub fn node_base(&self) -> &str {
+        self.node_url.trim_end_matches('/')
+    }
+
     /// Whether clients must present a token.
     pub fn requires_token(&self) -> bool {
         !self.token_secret.is_empty()

@@ -80,44 +80,33 @@ struct ConfigArgs {
 impl ConfigArgs {
     fn load(&self) -> Result<Config, String> {
         let mut flags = toml::Table::new();
-        if let Some(listen) = &self.listen {
-            flags.insert("listen".into(), listen.clone().into());
+        let strings = [
+            ("listen", &self.listen),
+            ("broker", &self.broker),
+            ("turn_listen", &self.turn_listen),
+            ("turn_external_ip", &self.turn_external_ip),
+            ("rtc_listen", &self.rtc_listen),
+            ("rtc_external_ip", &self.rtc_external_ip),
+            ("node_url", &self.node_url),
+            ("log", &self.log),
+        ];
+        for (key, value) in strings {
+            if let Some(v) = value {
+                flags.insert(key.into(), v.clone().into());
+            }
         }
-        if let Some(broker) = &self.broker {
-            flags.insert("broker".into(), broker.clone().into());
-        }
-        if self.no_demo {
-            flags.insert("demo".into(), false.into());
-        }
-        if let Some(v) = &self.turn_listen {
-            flags.insert("turn_listen".into(), v.clone().into());
-        }
-        if let Some(v) = &self.turn_external_ip {
-            flags.insert("turn_external_ip".into(), v.clone().into());
-        }
-        if self.turn_allow_loopback_peers {
-            flags.insert("turn_allow_loopback_peers".into(), true.into());
-        }
-        if self.no_turn {
-            flags.insert("turn".into(), false.into());
-        }
-        if let Some(v) = &self.rtc_listen {
-            flags.insert("rtc_listen".into(), v.clone().into());
-        }
-        if let Some(v) = &self.rtc_external_ip {
-            flags.insert("rtc_external_ip".into(), v.clone().into());
-        }
-        if let Some(v) = &self.node_url {
-            flags.insert("node_url".into(), v.clone().into());
-        }
-        if self.no_rtc {
-            flags.insert("rtc".into(), false.into());
-        }
-        if self.ws_echo_endpoint {
-            flags.insert("ws_echo_endpoint".into(), true.into());
-        }
-        if let Some(log) = &self.log {
-            flags.insert("log".into(), log.clone().into());
+        // Switches set an option only when given: `--no-demo` is `demo = false`, and so on.
+        let switches = [
+            ("demo", self.no_demo, false),
+            ("turn", self.no_turn, false),
+            ("rtc", self.no_rtc, false),
+            ("turn_allow_loopback_peers", self.turn_allow_loopback_peers, true),
+            ("ws_echo_endpoint", self.ws_echo_endpoint, true),
+        ];
+        for (key, given, value) in switches {
+            if given {
+                flags.insert(key.into(), value.into());
+            }
         }
         let env = std::env::vars();
         Config::load(self.config.as_deref(), env, flags).map_err(|e| e.to_string())

@@ -141,6 +141,11 @@ impl Policy {
         })
     }
 
+    /// `channel` as a signaling inbox (`ns:ROOM@CLIENT`), when its namespace holds rooms.
+    pub fn inbox(&self, channel: &ChannelName) -> Option<crate::rooms::Inbox> {
+        self.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten()
+    }
+
     /// Whether `who` may subscribe to `channel`.
     pub fn can_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
         who.subs.as_deref().is_none_or(|p| matches_any(p, channel.as_str()))

@@ -276,7 +276,7 @@ async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<(), StartEr
             .await
             .map_err(|e| StartError::Rtc(format!("cannot bind {addr}: {e}")))?;
     if !config.node_url.is_empty() {
-        let node = config.node_url.trim_end_matches('/').to_owned();
+        let node = config.node_base().to_owned();
         let ttl = std::time::Duration::from_secs(config.presence_ttl);
         tokio::spawn(crate::rtc::http::renew_claims(Arc::downgrade(state), node, ttl));
     }

@@ -21,7 +21,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::sfu::{Forward, Layers};
-use super::{Command, DcEvent, Negotiation, Opened, Role, TrackInfo, rtc_error};
+use super::{Command, DcEvent, Negotiation, Opened, Role, TrackInfo, rtc_error, unknown_peer};
 use crate::broker::{Broker, PublishRequest};
 use crate::config::Config;
 use crate::model::Payload;
@@ -655,8 +655,7 @@ impl Engine {
             return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
         }
         let text = nego.offer.as_deref().ok_or_else(|| bad("an SDP offer is needed"))?;
-        let offer = self.parse_offer(text)?;
-        let media = count_media(text);
+        let (offer, media) = self.parse_offer(text)?;
         let data_only = matches!(role, Role::Data { .. });
         if data_only && media > 0 {
             return Err(bad("the data channel transport takes no audio or video"));
@@ -710,7 +709,7 @@ impl Engine {
         self.current = Some(i);
         let mut answer = None;
         if let Some(text) = nego.offer.as_deref() {
-            let offer = self.parse_offer(text)?;
+            let (offer, _) = self.parse_offer(text)?;
             let p = &mut self.peers[i];
             p.labels.extend(labels(&nego.publish));
             let a = p.rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
@@ -722,15 +721,18 @@ impl Engine {
         Ok(answer)
     }
 
-    fn parse_offer(&self, text: &str) -> Result<SdpOffer, HttpError> {
-        if count_media(text) > self.config.rtc_max_tracks {
+    /// The offer, and how many audio and video m-lines it has.
+    fn parse_offer(&self, text: &str) -> Result<(SdpOffer, usize), HttpError> {
+        let media = count_media(text);
+        if media > self.config.rtc_max_tracks {
             let m = format!("at most {} audio and video m-lines per peer", self.config.rtc_max_tracks);
             return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
         }
         if let Some(m) = unusable_media(text) {
             return Err(bad(format!("no usable codec in m-line {m} (audio: opus; video: VP8, H.264)")));
         }
-        SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("malformed SDP: {e}")))
+        let offer = SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("malformed SDP: {e}")))?;
+        Ok((offer, media))
     }
 
     /// Applies `subscribe` and `layers`: which track and layer each receive m-line carries.
@@ -827,10 +829,6 @@ fn kind_name(kind: MediaKind) -> &'static str {
 
 fn bad(message: impl Into<String>) -> HttpError {
     rtc_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
-}
-
-fn unknown_peer() -> HttpError {
-    rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such peer")
 }
 
 fn to_mid(s: &str) -> Result<Mid, HttpError> {

@@ -27,8 +27,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/rtc/sfu/{room}", post(join_sfu))
         .route("/rtc/peers/{peer}", patch(update).delete(close))
         .route("/rtc/dc", post(data_channel))
-        .route("/whip/{room}", post(whip))
-        .route("/whep/{room}", post(whep))
+        .route("/whip/{room}", post(whip_or_whep))
+        .route("/whep/{room}", post(whip_or_whep))
 }
 
 /// `POST /rtc/sfu/{room}` body.
@@ -104,20 +104,18 @@ fn sdp_body(headers: &HeaderMap, body: Bytes) -> Result<String, HttpError> {
 
 /// A peer's resource: absolute with `node_url` (the client may have come through another node).
 fn peer_url(state: &AppState, peer: &str) -> String {
-    format!("{}/rtc/peers/{peer}", state.config.node_url.trim_end_matches('/'))
+    format!("{}/rtc/peers/{peer}", state.config.node_base())
 }
 
 /// In a cluster (`node_url` set) a room's media lives on the node holding its claim. `None`:
 /// this node serves `room` (and holds it a while longer); else the base URL of the one that does.
 async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
-    let node = state.config.node_url.trim_end_matches('/');
+    let node = state.config.node_base();
     if node.is_empty() {
         return Ok(None);
     }
     let ttl = std::time::Duration::from_secs(state.config.presence_ttl);
-    let holder = state.broker.claim_room(room, node, ttl).await.map_err(|e| {
-        rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
-    })?;
+    let holder = state.broker.claim_room(room, node, ttl).await?;
     Ok((holder != node).then_some(holder))
 }
 
@@ -170,9 +168,7 @@ async fn join_sfu(
         false => None,
     };
     // The caller must be in the room, as the participant it says it is.
-    let present = state.broker.presence(&room).await.map_err(|e| {
-        rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::BrokerUnavailable, e.to_string())
-    })?;
+    let present = state.broker.presence(&room).await?;
     let me = present.iter().find(|c| c.client == body.client).ok_or_else(|| {
         rtc_error(
             StatusCode::NOT_FOUND,
@@ -229,42 +225,22 @@ async fn update(
 async fn close(State(state): State<Arc<AppState>>, Path(peer): Path<String>) -> Result<Response, HttpError> {
     match service(&state)?.close(peer).await {
         true => Ok(StatusCode::OK.into_response()),
-        false => Err(rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such peer")),
+        false => Err(super::unknown_peer()),
     }
 }
 
-async fn whip(
+/// `POST /whip/{room}` (ingest) or `/whep/{room}` (playback) with an `application/sdp` offer:
+/// `201` with the answer. A client token must allow publishing (WHIP) or subscribing (WHEP) there.
+async fn whip_or_whep(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    open_sdp(&state, &name, &uri, &headers, body, true).await
-}
-
-async fn whep(
-    State(state): State<Arc<AppState>>,
-    Path(name): Path<String>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, HttpError> {
-    open_sdp(&state, &name, &uri, &headers, body, false).await
-}
-
-/// Opens a WHIP (`ingest`) or WHEP peer in room `name` from an `application/sdp` offer: `201`
-/// with the answer. A client token must allow publishing (WHIP) or subscribing (WHEP) there.
-async fn open_sdp(
-    state: &AppState,
-    name: &str,
-    uri: &axum::http::Uri,
-    headers: &HeaderMap,
-    body: Bytes,
-    ingest: bool,
-) -> Result<Response, HttpError> {
-    let room = room(state, name)?;
-    if let Caller::Client(id) = whip_caller(state, headers)? {
+    let ingest = uri.path().starts_with("/whip/");
+    let room = room(&state, &name)?;
+    if let Caller::Client(id) = whip_caller(&state, &headers)? {
         let allowed = if ingest {
             state.policy.can_publish(&id, &room)
         } else {
@@ -274,16 +250,16 @@ async fn open_sdp(
             return Err(forbidden());
         }
     }
-    let rtc = service(state)?;
-    let offer = sdp_body(headers, body)?;
-    if let Some(holder) = elsewhere(state, &room).await? {
+    let rtc = service(&state)?;
+    let offer = sdp_body(&headers, body)?;
+    if let Some(holder) = elsewhere(&state, &room).await? {
         // WHIP and WHEP clients follow redirects (RFC 9725 §4.5).
         let to = format!("{holder}{}", uri.path_and_query().map_or("", |p| p.as_str()));
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response());
     }
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
     let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
-    Ok(created_sdp(state, &opened.peer, opened.sdp))
+    Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }
 
 async fn data_channel(

@@ -188,6 +188,11 @@ impl RtcService {
     }
 }
 
+/// No peer by that id (on this node).
+pub(crate) fn unknown_peer() -> HttpError {
+    rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such peer")
+}
+
 /// An HTTP error with an explicit status.
 pub fn rtc_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
     HttpError { status: Some(status), ..HttpError::new(code, message) }

@@ -601,7 +601,7 @@ impl Session {
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
         // A signaling inbox is readable by its participant alone, with the right to read its room.
-        let allowed = match self.inbox(&channel) {
+        let allowed = match self.policy.inbox(&channel) {
             Some(inbox) if inbox.client != self.client_id => {
                 let m = "a signaling inbox is its participant's alone";
                 return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
@@ -697,7 +697,8 @@ impl Session {
             }
         }
         let options = self.policy.options(&channel);
-        let (present, announce) = (options.presence && self.inbox(&channel).is_none(), options.join_leave);
+        let (present, announce) =
+            (options.presence && self.policy.inbox(&channel).is_none(), options.join_leave);
         if let (true, Some(info)) = (present, self.info.clone()) {
             self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
         }
@@ -724,7 +725,7 @@ impl Session {
             return;
         };
         // Signaling into an inbox is allowed by having joined its room, whatever the token's `pubs`.
-        let inbox = self.inbox(&channel);
+        let inbox = self.policy.inbox(&channel);
         let denied = match &inbox {
             Some(inbox) if !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. })) => {
                 Some("join the room first")
@@ -762,11 +763,6 @@ impl Session {
             None => self.op(Op::Publish(request)),
         };
         self.pending.insert(op, Pending::Publish(id));
-    }
-
-    /// `channel` as a signaling inbox, when its namespace holds rooms.
-    fn inbox(&self, channel: &ChannelName) -> Option<crate::rooms::Inbox> {
-        self.policy.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten()
     }
 
     fn presence(&mut self, id: u64, req: ChannelRequest) {

@@ -43,6 +43,13 @@ impl HttpError {
     }
 }
 
+/// The broker failing a request: 503, code 109.
+impl From<crate::broker::BrokerError> for HttpError {
+    fn from(e: crate::broker::BrokerError) -> Self {
+        HttpError::new(ErrorCode::BrokerUnavailable, e.to_string())
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status.unwrap_or_else(|| {

@@ -93,7 +93,7 @@ async fn poll(
                 wake = Some((conn, outbox));
                 if let Some(e) = failed {
                     release(&state, &p.channels, wake.take());
-                    return Err(HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()));
+                    return Err(e.into());
                 }
             }
             Some((_, outbox)) => {
@@ -135,11 +135,7 @@ async fn read(
             limit: if since.is_some() { remaining + 1 } else { 0 },
             reverse: false,
         };
-        let history = state
-            .broker
-            .history(channel, query)
-            .await
-            .map_err(|e| HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()))?;
+        let history = state.broker.history(channel, query).await?;
         let rec = recover(since.as_ref(), history, remaining);
         // A channel the cursor did not hold simply starts here; only a lost position is reported.
         if !rec.recovered && since.is_some() {
