@@ -389,6 +389,14 @@ async fn a_room_lives_on_the_node_that_claimed_it(kind: servers::Kind) {
     let mut ann = b.client().websocket().await.unwrap();
     let me = ann.connect(None, Some("ann")).await.unwrap().client;
     ann.subscribe("room:x", None).await.unwrap();
+    // Her presence is added beside the subscribe reply: wait until A reads it from the broker.
+    for _ in 0..100 {
+        let (_, present) = http_json(a.addr, "GET", "/api/presence?channel=room%3Ax", &[], "").await;
+        if present["clients"].get(&me).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let json = [("Content-Type", "application/json")];
     let body = serde_json::json!({"client": me, "sdp": audio_offer(1)}).to_string();
     let (status, head, opened) = http_request(a.addr, "POST", "/rtc/sfu/room%3Ax", &json, &body).await;
