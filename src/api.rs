@@ -14,11 +14,10 @@ use switchboard_protocol::frame::{ClientInfo, PresenceReply, PublishReply};
 use switchboard_protocol::{ChannelName, ErrorCode, Position};
 
 use crate::broker::{Health, HistoryQuery, PublishRequest};
+use crate::http::{Caller, HttpError, caller};
 use crate::model::Payload;
-use crate::policy::Identity;
+use crate::rules::Destination;
 use crate::server::AppState;
-use crate::session::Now;
-use crate::transport::{HttpError, bearer};
 
 /// `POST /api/publish` body.
 #[derive(Deserialize)]
@@ -36,43 +35,8 @@ pub struct PublishBody {
     session: Option<String>,
 }
 
-/// Who called the API.
-pub(crate) enum Caller {
-    /// The API key (or an open server): may do anything.
-    Server,
-    /// A client token.
-    Client(Identity),
-}
-
-pub(crate) fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("apikey "));
-    if state.policy.api_key_ok(key) {
-        return Ok(Caller::Server);
-    }
-    if let Some(token) = bearer(headers) {
-        return state
-            .policy
-            .authenticate(Some(token), Now::current().unix)
-            .map(Caller::Client)
-            .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason));
-    }
-    Err(HttpError::new(ErrorCode::Unauthorized, "an API key or a Bearer token is required"))
-}
-
 fn channel(name: &str) -> Result<ChannelName, HttpError> {
     ChannelName::new(name).map_err(|e| HttpError::new(ErrorCode::BadRequest, e.to_string()))
-}
-
-fn may_read(state: &AppState, who: &Caller, c: &ChannelName) -> Result<(), HttpError> {
-    match who {
-        Caller::Client(id) if !state.policy.can_subscribe(id, c) => {
-            Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// `POST /api/publish`.
@@ -83,7 +47,7 @@ pub async fn publish(
 ) -> Result<Json<PublishReply>, HttpError> {
     state.metrics.messages_in.add(1);
     state.metrics.bytes_in.add(body.len() as u64);
-    let who = caller(&state, &headers)?;
+    let who = caller(&state.rules, &headers)?;
     let req: PublishBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("body is not a publish request: {e}")))?;
     let channel = channel(&req.channel)?;
@@ -100,13 +64,7 @@ pub async fn publish(
             return Err(HttpError::new(ErrorCode::BadRequest, "give exactly one of data and b64"));
         }
     };
-    if payload.len() > state.config.max_publication_bytes {
-        let m = format!("payload is larger than {} bytes", state.config.max_publication_bytes);
-        return Err(HttpError::new(ErrorCode::LimitExceeded, m));
-    }
-    if req.idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 128) {
-        return Err(HttpError::new(ErrorCode::BadRequest, "idempotency_key must be 1 to 128 bytes"));
-    }
+    state.rules.check_publication(payload.len(), req.idempotency_key.as_deref())?;
     let request = PublishRequest {
         options: state.config.channel_options(&channel).clone(),
         channel,
@@ -114,10 +72,7 @@ pub async fn publish(
         info,
         idempotency_key: req.idempotency_key,
     };
-    let r = state.broker.publish(request).await?;
-    if !r.duplicate {
-        state.metrics.publications.add(1);
-    }
+    let r = state.publish(request).await?;
     Ok(Json(PublishReply { epoch: r.epoch.to_string(), offset: r.offset }))
 }
 
@@ -131,46 +86,29 @@ async fn publisher(
     channel: &ChannelName,
     session: Option<&str>,
 ) -> Result<Option<Arc<ClientInfo>>, HttpError> {
-    let identity = match who {
-        Caller::Client(id) => Some(id),
-        Caller::Server => None,
-    };
-    let user = identity.map_or("", |id| id.user.as_str());
-    let client = session.and_then(|s| state.policy.resume(s, user));
-    let inbox = state.policy.inbox(channel);
-    if let Some(inbox) = inbox {
-        if session.is_some() && client.is_none() {
-            return Err(HttpError::new(
-                ErrorCode::Unauthorized,
-                "session is not one this server gave this user",
-            ));
-        }
-        let Some(client) = client else {
-            if identity.is_none() {
-                return Ok(None); // the application's own server may write to any inbox
-            }
-            let m = "signaling over HTTP needs the session of a connection in the room";
-            return Err(HttpError::new(ErrorCode::PermissionDenied, m));
-        };
-        let present = state.broker.presence(&inbox.room).await?;
-        let Some(me) = present.iter().find(|c| c.client == client) else {
-            return Err(HttpError::new(ErrorCode::PermissionDenied, "join the room first"));
-        };
-        if !present.iter().any(|c| c.client == inbox.client) {
-            return Err(HttpError::new(ErrorCode::UnknownChannel, "that participant is not in the room"));
-        }
-        return Ok(Some(me.clone()));
+    let client = session.and_then(|s| state.rules.auth().resume(s, who.user()));
+    // Elsewhere a session the server cannot verify (it restarted, say) only fails to name the
+    // sender; an inbox needs it.
+    if session.is_some() && client.is_none() && state.rules.inbox(channel).is_some() {
+        return Err(HttpError::new(ErrorCode::Unauthorized, "session is not one this server gave this user"));
     }
-    match identity {
-        Some(id) if !state.policy.can_publish(id, channel) => {
-            Err(HttpError::new(ErrorCode::PermissionDenied, "permission denied"))
+    match state.rules.may_publish(&who.actor(client.as_deref()), channel)? {
+        Destination::Inbox(inbox) => {
+            // Only the application's server writes inboxes without a session (the rules said so).
+            let Some(client) = client else { return Ok(None) };
+            let present = state.broker.presence(&inbox.room).await?;
+            let me = state.rules.signal_sender(&present, &client)?;
+            state.rules.signal_target(&present, &inbox)?;
+            Ok(Some(me))
         }
-        Some(id) => Ok(Some(Arc::new(ClientInfo {
-            client: client.unwrap_or_default(),
-            user: id.user.clone(),
-            name: id.name.clone(),
-        }))),
-        None => Ok(client.map(|client| Arc::new(ClientInfo { client, user: String::new(), name: None }))),
+        Destination::Channel => Ok(match who {
+            Caller::Client(id) => Some(Arc::new(ClientInfo {
+                client: client.unwrap_or_default(),
+                user: id.user.clone(),
+                name: id.name.clone(),
+            })),
+            _ => client.map(|client| Arc::new(ClientInfo { client, user: String::new(), name: None })),
+        }),
     }
 }
 
@@ -192,13 +130,9 @@ pub async fn history(
     headers: HeaderMap,
     Query(q): Query<HistoryParams>,
 ) -> Result<Response, HttpError> {
-    let who = caller(&state, &headers)?;
+    let who = caller(&state.rules, &headers)?;
     let channel = channel(&q.channel)?;
-    may_read(&state, &who, &channel)?;
-    let size = state.config.channel_options(&channel).history_size;
-    if size == 0 {
-        return Err(HttpError::new(ErrorCode::NotAvailable, "history is off for this namespace"));
-    }
+    let size = state.rules.may_read_history(&who.actor(None), &channel)?;
     let since = match q.since.as_deref() {
         Some(s) => Some(
             Position::parse_compact(s)
@@ -225,12 +159,9 @@ pub async fn presence(
     headers: HeaderMap,
     Query(q): Query<ChannelParam>,
 ) -> Result<Json<PresenceReply>, HttpError> {
-    let who = caller(&state, &headers)?;
+    let who = caller(&state.rules, &headers)?;
     let channel = channel(&q.channel)?;
-    may_read(&state, &who, &channel)?;
-    if !state.config.channel_options(&channel).presence {
-        return Err(HttpError::new(ErrorCode::NotAvailable, "presence is off for this namespace"));
-    }
+    state.rules.may_see_presence(&who.actor(None), &channel)?;
     let clients = state.broker.presence(&channel).await?;
     Ok(Json(PresenceReply {
         clients: clients.iter().map(|c| (c.client.clone(), c.as_ref().clone())).collect(),
@@ -242,7 +173,7 @@ pub async fn channels(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    if !matches!(caller(&state, &headers)?, Caller::Server) {
+    if matches!(caller(&state.rules, &headers)?, Caller::Client(_)) {
         return Err(HttpError::new(ErrorCode::PermissionDenied, "the API key is required"));
     }
     let list: Vec<_> = state

@@ -74,7 +74,7 @@ pub async fn ticker(state: Arc<AppState>) {
             idempotency_key: None,
             options: options.clone(),
         };
-        if let Err(e) = state.broker.publish(request).await {
+        if let Err(e) = state.publish(request).await {
             tracing::warn!(error = %e, "demo ticker publish failed");
         }
     }

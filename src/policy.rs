@@ -1,14 +1,15 @@
-//! Who may do what: token verification and the per-channel permission checks. Pure functions of
-//! the configuration, the token and the time passed in, so sessions stay sans-IO.
+//! Who a caller is: token verification, session tokens and the API key. Pure functions of the
+//! configuration, the token and the time passed in, so sessions stay sans-IO. What a caller may do
+//! on a channel is decided by [`crate::rules`].
 
 use std::fmt::Write as _;
 
 use aws_lc_rs::{digest, hmac};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use switchboard_protocol::{ChannelName, Disconnect};
+use switchboard_protocol::Disconnect;
 
-use crate::config::{ChannelOptions, Config};
+use crate::config::Config;
 
 /// Who a connection is, from its token (or anonymous when the server needs none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,11 +112,6 @@ impl Policy {
         &self.config
     }
 
-    /// The options of `channel`'s namespace.
-    pub fn options(&self, channel: &ChannelName) -> &ChannelOptions {
-        self.config.channel_options(channel)
-    }
-
     /// Verifies a connection's token at `unix_now`. Without a token secret every connection is
     /// anonymous and a token is ignored.
     pub fn authenticate(&self, token: Option<&str>, unix_now: u64) -> Result<Identity, Disconnect> {
@@ -141,24 +137,6 @@ impl Policy {
         })
     }
 
-    /// `channel` as a signaling inbox (`ns:ROOM@CLIENT`), when its namespace holds rooms.
-    pub fn inbox(&self, channel: &ChannelName) -> Option<crate::rooms::Inbox> {
-        self.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten()
-    }
-
-    /// Whether `who` may subscribe to `channel`.
-    pub fn can_subscribe(&self, who: &Identity, channel: &ChannelName) -> bool {
-        who.subs.as_deref().is_none_or(|p| matches_any(p, channel.as_str()))
-    }
-
-    /// Whether `who`, a connected client, may publish on `channel`.
-    pub fn can_publish(&self, who: &Identity, channel: &ChannelName) -> bool {
-        match who.pubs.as_deref() {
-            Some(patterns) => matches_any(patterns, channel.as_str()),
-            None => self.options(channel).client_publish,
-        }
-    }
-
     /// Whether `key` is the configured API key; with none configured, whether the API is open
     /// (no secrets at all, which `Config::validate` allows on loopback only).
     pub fn api_key_ok(&self, key: Option<&str>) -> bool {
@@ -167,13 +145,6 @@ impl Policy {
         }
         key.is_some_and(|k| constant_time_eq(k.as_bytes(), self.config.api_key.as_bytes()))
     }
-}
-
-fn matches_any(patterns: &[String], channel: &str) -> bool {
-    patterns.iter().any(|p| match p.strip_suffix('*') {
-        Some(prefix) => channel.starts_with(prefix),
-        None => p == channel,
-    })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -203,7 +174,6 @@ pub(crate) mod tests {
         let p = policy("");
         let who = p.authenticate(None, 0).unwrap();
         assert_eq!(who, Identity::default());
-        assert!(p.can_subscribe(&who, &ChannelName::new("a").unwrap()));
         assert!(p.api_key_ok(None));
     }
 
@@ -221,11 +191,7 @@ pub(crate) mod tests {
         let who = p.authenticate(Some(&t), 99).unwrap();
         assert_eq!(who.user, "alice");
         assert_eq!(p.authenticate(Some(&t), 100), Err(Disconnect::TOKEN_EXPIRED));
-        let ch = |n| ChannelName::new(n).unwrap();
-        assert!(p.can_subscribe(&who, &ch("chat:x")));
-        assert!(!p.can_subscribe(&who, &ch("news")));
-        assert!(p.can_publish(&who, &ch("chat:lobby")));
-        assert!(!p.can_publish(&who, &ch("chat:other")));
+        assert_eq!(who.subs.as_deref(), Some(&["chat:*".to_owned()][..]));
         assert!(!p.api_key_ok(None), "with a token secret and no API key, the API is closed");
     }
 

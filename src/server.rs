@@ -12,19 +12,19 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, DeliverySink};
+use crate::broker::{Broker, BrokerError, DeliverySink, PublishRequest, PublishResult};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
-use crate::policy::Policy;
+use crate::rules::Rules;
 use crate::{api, demo, transport};
 
 /// Everything a handler needs, shared by every connection.
 pub struct AppState {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Tokens and permissions.
-    pub policy: Arc<Policy>,
+    /// Who callers are and what they may do on each channel.
+    pub rules: Arc<Rules>,
     /// History, presence and cross-node delivery.
     pub broker: Arc<dyn Broker>,
     /// This node's subscriptions.
@@ -68,7 +68,7 @@ impl AppState {
     ) -> Arc<Self> {
         let config = Arc::new(config);
         Arc::new(Self {
-            policy: Arc::new(Policy::new(config.clone())),
+            rules: Arc::new(Rules::new(config.clone())),
             admission: Arc::new(Semaphore::new(config.max_connections)),
             config,
             broker,
@@ -79,6 +79,12 @@ impl AppState {
             ice: std::sync::OnceLock::new(),
             rtc: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Publishes, and counts the publication (once: a retried duplicate is not counted). Every
+    /// path of the node publishes through here, so the count does not depend on the path.
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+        crate::broker::publish(self.broker.as_ref(), &self.metrics, request).await
     }
 
     /// Registers a local subscriber and the node's interest in the channel.
@@ -124,8 +130,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
     }
     router = router
+        .fallback(|| async {
+            crate::http::HttpError::new(switchboard_protocol::ErrorCode::MethodNotFound, "no such endpoint")
+        })
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
-        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc));
+        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc))
+        .layer(axum::middleware::map_response(crate::http::json_errors));
     if let Some(cors) = cors(&state.config.allowed_origins) {
         router = router.layer(cors);
     }
@@ -184,9 +194,9 @@ async fn wt_cert_hash(
     let Some((advert, (hash, not_after))) =
         state.webtransport.get().and_then(|a| a.dev_cert().map(|c| (a.clone(), c)))
     else {
-        let e = transport::HttpError {
+        let e = crate::http::HttpError {
             status: Some(axum::http::StatusCode::NOT_FOUND),
-            ..transport::HttpError::new(
+            ..crate::http::HttpError::new(
                 switchboard_protocol::ErrorCode::NotAvailable,
                 "no self-signed WebTransport certificate",
             )

@@ -12,9 +12,9 @@ use switchboard_protocol::ErrorCode;
 use switchboard_turn::{TlsListener, TurnConfig, make_credential};
 
 use crate::config::Config;
+use crate::http::{HttpError, bearer};
 use crate::server::AppState;
 use crate::session::Now;
-use crate::transport::{HttpError, bearer};
 
 /// The TURN server's configuration; the shared secret is `secret` (ours or the generated one).
 pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
@@ -114,12 +114,13 @@ pub async fn ice_servers(
     };
     let user = if state.config.requires_token() {
         let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        if state.policy.api_key_ok(key) {
+        if state.rules.auth().api_key_ok(key) {
             "server".to_owned()
         } else {
             let token = bearer(&headers);
             state
-                .policy
+                .rules
+                .auth()
                 .authenticate(token, Now::current().unix)
                 .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?
                 .user

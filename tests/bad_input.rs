@@ -243,3 +243,26 @@ async fn websockets_from_pages_of_other_origins_are_refused() {
     assert_eq!(handshake(Some("https://evil.example".into())).await, 403);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn every_http_error_is_the_json_error_with_a_code() {
+    let server =
+        TestServer::start(Config { max_frame_bytes: 1024, max_publication_bytes: 512, ..Config::default() })
+            .await;
+    let big = "x".repeat(4096);
+    let cases: [(&str, &str, &str, u16, u64); 6] = [
+        ("GET", "/api/history", "", 400, 107),
+        ("GET", "/api/presence?chan=x", "", 400, 107),
+        ("GET", "/api/history?channel=a&limit=many", "", 400, 107),
+        ("GET", "/ws", "", 400, 107),
+        ("GET", "/api/nothing-here", "", 404, 104),
+        ("POST", "/api/publish", &big, 413, 106),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, head, json) = common::http_request(server.addr, method, path, &[], body).await;
+        assert_eq!((got, json["error"]["code"].as_u64()), (status, Some(code)), "{method} {path}: {json}");
+        assert!(json["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{path}: {json}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{path}: {head}");
+    }
+    server.stop().await;
+}

@@ -62,6 +62,20 @@ pub trait DeliverySink: Send + Sync + 'static {
     fn lost(&self, channel: Option<&ChannelName>, reason: switchboard_protocol::Disconnect);
 }
 
+/// Publishes through `broker` and counts the publication in `metrics` (a retried duplicate is
+/// not counted): the one way the node publishes, whatever path a publication came by.
+pub async fn publish(
+    broker: &dyn Broker,
+    metrics: &crate::metrics::Metrics,
+    request: PublishRequest,
+) -> Result<PublishResult, BrokerError> {
+    let result = broker.publish(request).await?;
+    if !result.duplicate {
+        metrics.publications.add(1);
+    }
+    Ok(result)
+}
+
 /// A publish request.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {

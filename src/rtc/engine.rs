@@ -24,8 +24,8 @@ use super::sfu::{Forward, Layers};
 use super::{Command, DcEvent, Negotiation, Opened, Role, TrackInfo, rtc_error, unknown_peer};
 use crate::broker::{Broker, PublishRequest};
 use crate::config::Config;
+use crate::http::HttpError;
 use crate::model::Payload;
-use crate::transport::HttpError;
 
 /// A peer that has not connected by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +114,7 @@ impl Engine {
         let _ = sock.set_recv_buffer_size(4 << 20);
         let _ = sock.set_send_buffer_size(4 << 20);
         let (announcements, mut rx) = mpsc::unbounded_channel::<(ChannelName, Bytes, _)>();
+        let counted = metrics.clone();
         // One task publishes track lists in order, so a newer list never lands before an older one.
         tokio::spawn(async move {
             while let Some((channel, body, options)) = rx.recv().await {
@@ -124,7 +125,7 @@ impl Engine {
                     idempotency_key: None,
                     options,
                 };
-                if let Err(e) = broker.publish(request).await {
+                if let Err(e) = crate::broker::publish(broker.as_ref(), &counted, request).await {
                     tracing::warn!(error = %e, "publishing a room's tracks failed");
                 }
             }

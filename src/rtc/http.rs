@@ -14,12 +14,12 @@ use serde::Deserialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 
 use super::{Negotiation, Role, RtcService, rtc_error};
-use crate::api::{Caller, caller};
+use crate::http::{Caller, HttpError, bearer, caller};
 use crate::metrics::Transport;
+use crate::rules::Actor;
 use crate::server::AppState;
 use crate::session::SessionConfig;
 use crate::transport::driver::Driver;
-use crate::transport::{HttpError, bearer};
 
 /// The routes, under the app's state.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -70,7 +70,7 @@ fn unknown_room() -> HttpError {
 /// `name` as a room: a channel of a namespace with `rooms`, and not an inbox.
 fn room(state: &AppState, name: &str) -> Result<ChannelName, HttpError> {
     let room = ChannelName::new(name).map_err(|e| HttpError::new(ErrorCode::BadRequest, e.to_string()))?;
-    if !state.policy.options(&room).rooms || crate::rooms::inbox(&room).is_some() {
+    if !state.rules.is_room(&room) {
         return Err(unknown_room());
     }
     Ok(room)
@@ -83,10 +83,10 @@ fn forbidden() -> HttpError {
 /// The caller, for WHIP and WHEP: the API key also counts as a Bearer token (OBS sends only that).
 fn whip_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
     let key = bearer(headers);
-    if key.is_some() && state.policy.api_key_ok(key) && !state.config.api_key.is_empty() {
+    if key.is_some() && state.rules.auth().api_key_ok(key) && !state.config.api_key.is_empty() {
         return Ok(Caller::Server);
     }
-    caller(state, headers).map_err(|mut e| {
+    caller(&state.rules, headers).map_err(|mut e| {
         e.status = Some(StatusCode::UNAUTHORIZED);
         e
     })
@@ -160,10 +160,12 @@ async fn join_sfu(
     let body: JoinBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("bad request body: {e}")))?;
     let user = match state.config.requires_token() {
-        true => match caller(&state, &headers)? {
-            Caller::Client(id) if !state.policy.can_subscribe(&id, &room) => return Err(forbidden()),
-            Caller::Client(id) => Some(id.user),
-            Caller::Server => None,
+        true => match caller(&state.rules, &headers)? {
+            Caller::Client(id) => {
+                state.rules.may_read(&Actor::Client { identity: &id, client: None }, &room)?;
+                Some(id.user)
+            }
+            Caller::Server | Caller::Open => None,
         },
         false => None,
     };
@@ -240,15 +242,14 @@ async fn whip_or_whep(
 ) -> Result<Response, HttpError> {
     let ingest = uri.path().starts_with("/whip/");
     let room = room(&state, &name)?;
-    if let Caller::Client(id) = whip_caller(&state, &headers)? {
+    if let Caller::Client(identity) = whip_caller(&state, &headers)? {
+        let who = Actor::Client { identity: &identity, client: None };
         let allowed = if ingest {
-            state.policy.can_publish(&id, &room)
+            state.rules.may_publish(&who, &room).map(|_| ())
         } else {
-            state.policy.can_subscribe(&id, &room)
+            state.rules.may_read(&who, &room)
         };
-        if !allowed {
-            return Err(forbidden());
-        }
+        allowed.map_err(|_| forbidden())?;
     }
     let rtc = service(&state)?;
     let offer = sdp_body(&headers, body)?;

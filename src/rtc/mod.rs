@@ -25,7 +25,7 @@ use serde::Serialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::HttpError;
+use crate::http::HttpError;
 
 /// What a peer connection is for.
 #[derive(Debug)]

@@ -26,12 +26,12 @@ use tokio::time::Instant;
 
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest, PublishResult, StreamTop};
 use crate::model::{Delivery, Epoch, Payload, Publication};
-use crate::policy::{Identity, Policy};
+use crate::policy::Identity;
+use crate::rooms::Inbox;
+use crate::rules::{Actor, Denied, Destination, Rules};
 
 /// Longest display name kept, in characters.
 const MAX_NAME_CHARS: usize = 64;
-/// Longest idempotency key accepted, in bytes.
-const MAX_IDEMPOTENCY_KEY: usize = 128;
 /// Most commands held while a `connect` waits for its client id to be claimed.
 const MAX_DEFERRED: usize = 64;
 
@@ -116,14 +116,12 @@ pub enum Op {
     },
     /// Publish; answer [`OpResult::Published`].
     Publish(PublishRequest),
-    /// Publish to `target`'s signaling inbox if `target` is in `room`'s presence; answer
-    /// [`OpResult::Published`] or [`OpResult::NotInRoom`].
+    /// Publish to a signaling inbox if its participant is in the room ([`Rules::signal_target`]);
+    /// answer [`OpResult::Published`] or [`OpResult::Refused`].
     Signal {
-        /// The room channel.
-        room: ChannelName,
-        /// The participant (client id) addressed.
-        target: String,
-        /// The publication to its inbox.
+        /// The inbox.
+        inbox: Inbox,
+        /// The publication to it.
         request: PublishRequest,
     },
     /// Read history; answer [`OpResult::History`].
@@ -173,8 +171,8 @@ pub enum OpResult {
     Published(Result<PublishResult, BrokerError>),
     /// Of `Presence`.
     Presence(Result<Vec<Arc<ClientInfo>>, BrokerError>),
-    /// Of `Signal`: the target is not in the room; nothing was published.
-    NotInRoom,
+    /// Of `Signal`: the rules refused it (the target is not in the room); nothing was published.
+    Refused(Denied),
     /// Of `Claim`: the client id is this connection's.
     Claimed,
 }
@@ -229,7 +227,7 @@ enum Pending {
 
 /// See the module docs.
 pub struct Session {
-    policy: Arc<Policy>,
+    rules: Arc<Rules>,
     config: SessionConfig,
     client_id: String,
     info: Option<Arc<ClientInfo>>,
@@ -249,9 +247,9 @@ pub struct Session {
 
 impl Session {
     /// A new session for the connection `client_id`, opened at `now`.
-    pub fn new(policy: Arc<Policy>, config: SessionConfig, client_id: String, now: Now) -> Self {
+    pub fn new(rules: Arc<Rules>, config: SessionConfig, client_id: String, now: Now) -> Self {
         Self {
-            policy,
+            rules,
             next_ping: now.instant + config.ping_interval,
             next_presence_refresh: now.instant + config.presence_refresh,
             config,
@@ -356,7 +354,7 @@ impl Session {
             return self.connect(now, id, req);
         }
         if self.info.is_none() {
-            if self.policy.config().requires_token() {
+            if self.rules.config().requires_token() {
                 return self.disconnect(Disconnect::UNAUTHORIZED);
             }
             self.connect_as(now, Identity::default(), None);
@@ -450,9 +448,7 @@ impl Session {
                 }),
                 Err(e) => self.reply(broker_error(id, &e)),
             },
-            (Pending::Publish(id), OpResult::NotInRoom) => {
-                self.reply(Reply::error(id, ErrorCode::UnknownChannel, "that participant is not in the room"))
-            }
+            (Pending::Publish(id), OpResult::Refused(denied)) => self.reply(refusal(id, denied)),
             (Pending::History(id), OpResult::History(result)) => match result {
                 Ok(h) => self.out.push_back(Output::History { id, top: h.top, publications: h.publications }),
                 Err(e) => self.reply(broker_error(id, &e)),
@@ -502,7 +498,7 @@ impl Session {
         let mut ops = Vec::new();
         for (channel, sub) in self.subs.drain() {
             if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, &info) {
-                let announce = self.policy.options(&channel).join_leave;
+                let announce = self.rules.options(&channel).join_leave;
                 ops.push(Op::PresenceRemove { channel: channel.clone(), info: info.clone(), announce });
             }
             ops.push(Op::Unsubscribe { channel });
@@ -545,18 +541,18 @@ impl Session {
         if self.info.is_some() {
             return self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
         }
-        match self.policy.authenticate(req.token.as_deref(), now.unix) {
+        match self.rules.auth().authenticate(req.token.as_deref(), now.unix) {
             Ok(identity) => {
                 // A valid session token keeps the earlier connection's client id (and with it
                 // presence, room inboxes and SFU peers); anything else gets the fresh one.
-                if let Some(client) = req.session.and_then(|s| self.policy.resume(&s, &identity.user)) {
+                if let Some(client) = req.session.and_then(|s| self.rules.auth().resume(&s, &identity.user)) {
                     self.client_id = client;
                 }
                 let reply = ConnectReply {
                     client: self.client_id.clone(),
                     version: env!("CARGO_PKG_VERSION").into(),
                     ping: self.config.ping_interval.as_secs(),
-                    session: self.policy.session_token(&self.client_id, &identity.user),
+                    session: self.rules.auth().session_token(&self.client_id, &identity.user),
                 };
                 self.connect_as(now, identity, req.name);
                 self.deferred = Some(VecDeque::new());
@@ -572,11 +568,18 @@ impl Session {
             .or_else(|| identity.name.clone())
             .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
             .filter(|n| !n.is_empty());
-        self.expires_at =
-            identity.expires_at.map(|exp| now.instant + Duration::from_secs(exp.saturating_sub(now.unix)));
+        // `exp` comes from the network: one too far ahead to represent simply never comes.
+        self.expires_at = identity
+            .expires_at
+            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
         self.info =
             Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
         self.identity = identity;
+    }
+
+    /// This connection, as the rules see it.
+    fn actor(&self) -> Actor<'_> {
+        Actor::Client { identity: &self.identity, client: Some(&self.client_id) }
     }
 
     fn channel(&mut self, id: u64, name: &str) -> Option<ChannelName> {
@@ -600,23 +603,14 @@ impl Session {
             let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
-        // A signaling inbox is readable by its participant alone, with the right to read its room.
-        let allowed = match self.policy.inbox(&channel) {
-            Some(inbox) if inbox.client != self.client_id => {
-                let m = "a signaling inbox is its participant's alone";
-                return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
-            }
-            Some(inbox) => self.policy.can_subscribe(&self.identity, &inbox.room),
-            None => self.policy.can_subscribe(&self.identity, &channel),
-        };
-        if !allowed {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
+        if let Err(denied) = self.rules.may_read(&self.actor(), &channel) {
+            return self.reply(refusal(id, denied));
         }
         if req.datagram && !self.config.datagrams {
             let m = "datagram delivery needs the WebTransport transport";
             return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
         }
-        if req.datagram && !self.policy.options(&channel).datagrams {
+        if req.datagram && !self.rules.options(&channel).datagrams {
             let m = "datagrams are off for this namespace";
             return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
         }
@@ -696,9 +690,9 @@ impl Session {
                 Err(d) => return self.disconnect(d),
             }
         }
-        let options = self.policy.options(&channel);
+        let options = self.rules.options(&channel);
         let (present, announce) =
-            (options.presence && self.policy.inbox(&channel).is_none(), options.join_leave);
+            (options.presence && self.rules.inbox(&channel).is_none(), options.join_leave);
         if let (true, Some(info)) = (present, self.info.clone()) {
             self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
         }
@@ -712,8 +706,14 @@ impl Session {
         let Some(sub) = self.subs.remove(&channel) else {
             return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
         };
+        // Every command gets one reply: a subscribe still reading its history is answered now
+        // (its history result, when it comes, finds nothing to complete).
+        if let Subscription::Recovering { reply_id, .. } = &sub {
+            let m = "unsubscribed before the subscription completed";
+            self.reply(Reply::error(*reply_id, ErrorCode::NotSubscribed, m));
+        }
         if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
-            let announce = self.policy.options(&channel).join_leave;
+            let announce = self.rules.options(&channel).join_leave;
             self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
         }
         self.op(Op::Unsubscribe { channel });
@@ -724,17 +724,16 @@ impl Session {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
-        // Signaling into an inbox is allowed by having joined its room, whatever the token's `pubs`.
-        let inbox = self.policy.inbox(&channel);
-        let denied = match &inbox {
-            Some(inbox) if !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. })) => {
-                Some("join the room first")
-            }
-            Some(_) => None,
-            None => (!self.policy.can_publish(&self.identity, &channel)).then_some("permission denied"),
+        let destination = match self.rules.may_publish(&self.actor(), &channel) {
+            Ok(d) => d,
+            Err(denied) => return self.reply(refusal(id, denied)),
         };
-        if let Some(m) = denied {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
+        // A signal's sender is in the room when this connection has joined it (it is present
+        // there as soon as the join completes, which the broker's presence may not show yet).
+        if let Destination::Inbox(inbox) = &destination
+            && !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. }))
+        {
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "join the room first"));
         }
         let payload = match (req.data, req.binary) {
             (Some(data), None) => Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes())),
@@ -743,24 +742,19 @@ impl Session {
                 return self.reply(Reply::error(id, ErrorCode::BadRequest, "publish needs data"));
             }
         };
-        if payload.len() > self.config.max_publication_bytes {
-            let m = format!("payload is larger than {} bytes", self.config.max_publication_bytes);
-            return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
-        }
-        if req.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY || k.is_empty()) {
-            let m = format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes");
-            return self.reply(Reply::error(id, ErrorCode::BadRequest, m));
+        if let Err(denied) = self.rules.check_publication(payload.len(), req.idempotency_key.as_deref()) {
+            return self.reply(refusal(id, denied));
         }
         let request = PublishRequest {
-            options: self.policy.options(&channel).clone(),
+            options: self.rules.options(&channel).clone(),
             channel,
             payload,
             info: self.info.clone(),
             idempotency_key: req.idempotency_key,
         };
-        let op = match inbox {
-            Some(inbox) => self.op(Op::Signal { room: inbox.room, target: inbox.client, request }),
-            None => self.op(Op::Publish(request)),
+        let op = match destination {
+            Destination::Inbox(inbox) => self.op(Op::Signal { inbox, request }),
+            Destination::Channel => self.op(Op::Publish(request)),
         };
         self.pending.insert(op, Pending::Publish(id));
     }
@@ -769,15 +763,8 @@ impl Session {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
-        if !self.policy.options(&channel).presence {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::NotAvailable,
-                "presence is off for this namespace",
-            ));
-        }
-        if !self.policy.can_subscribe(&self.identity, &channel) {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
+        if let Err(denied) = self.rules.may_see_presence(&self.actor(), &channel) {
+            return self.reply(refusal(id, denied));
         }
         let op = self.op(Op::Presence { channel });
         self.pending.insert(op, Pending::Presence(id));
@@ -787,17 +774,10 @@ impl Session {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
-        let size = self.policy.options(&channel).history_size;
-        if size == 0 {
-            return self.reply(Reply::error(
-                id,
-                ErrorCode::NotAvailable,
-                "history is off for this namespace",
-            ));
-        }
-        if !self.policy.can_subscribe(&self.identity, &channel) {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "permission denied"));
-        }
+        let size = match self.rules.may_read_history(&self.actor(), &channel) {
+            Ok(size) => size,
+            Err(denied) => return self.reply(refusal(id, denied)),
+        };
         let limit = req.limit.unwrap_or(size).min(size);
         let query = HistoryQuery { since: req.since, limit, reverse: req.reverse };
         let op = self.op(Op::History { channel, query });
@@ -833,6 +813,10 @@ fn latest_wins(epoch: &mut Epoch, offset: &mut u64, p: &Publication) -> bool {
         return true;
     }
     false
+}
+
+fn refusal(id: u64, denied: Denied) -> Reply {
+    Reply::error(id, denied.code, denied.message)
 }
 
 fn broker_error(id: u64, e: &BrokerError) -> Reply {

@@ -5,8 +5,8 @@ use crate::broker::StreamTop;
 use crate::config::{ChannelOptions, Config};
 use switchboard_protocol::frame::parse_client_frame;
 
-fn policy(config: Config) -> Arc<Policy> {
-    Arc::new(Policy::new(Arc::new(config)))
+fn rules(config: Config) -> Arc<Rules> {
+    Arc::new(Rules::new(Arc::new(config)))
 }
 
 fn config() -> Config {
@@ -33,7 +33,7 @@ impl Harness {
     fn new(config: Config) -> Self {
         let now = Now { instant: Instant::now(), unix: 1_000 };
         let sc = SessionConfig::from_config(&config, true);
-        Self { s: Session::new(policy(config), sc, "c1".into(), now), now }
+        Self { s: Session::new(rules(config), sc, "c1".into(), now), now }
     }
 
     fn send(&mut self, text: &str) -> Vec<Output> {
@@ -270,6 +270,44 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
     assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping)));
     assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::TOKEN_EXPIRED));
+}
+
+#[test]
+fn a_token_expiring_beyond_representable_time_never_expires() {
+    let secret = "s3";
+    let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
+    let token = crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": u64::MAX}));
+    let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(_), .. })));
+    assert_eq!(disconnect(&h.advance(3600)), None);
+}
+
+#[test]
+fn every_command_gets_one_reply_even_an_unsubscribe_racing_its_subscribe() {
+    let mut h = Harness::new(config());
+    let mut replies: std::collections::HashMap<u64, usize> = Default::default();
+    let mut ops = Vec::new();
+    for n in 0..50u64 {
+        let out = h.send(&format!(r#"{{"id":{},"subscribe":{{"channel":"news"}}}}"#, 2 * n + 1));
+        ops.push(subscribe_op(&out).0);
+        let out = h.send(&format!(r#"{{"id":{},"unsubscribe":{{"channel":"news"}}}}"#, 2 * n + 2));
+        for o in &out {
+            if let Output::Reply(r) = o {
+                *replies.entry(r.id).or_default() += 1;
+            }
+        }
+    }
+    // The history reads finish late: they must not answer a second time.
+    for op in ops {
+        h.s.handle_result(op, history("news", "E", 1, []));
+        for o in h.drain() {
+            if let Output::Reply(r) = o {
+                *replies.entry(r.id).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(replies.len(), 100, "every command answered");
+    assert!(replies.values().all(|n| *n == 1), "exactly once: {replies:?}");
 }
 
 #[test]

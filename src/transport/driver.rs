@@ -61,7 +61,7 @@ impl Driver {
     pub fn with_config(state: Arc<AppState>, config: SessionConfig) -> Self {
         let conn = next_conn_id();
         let client_id = format!("{:016x}", rand::random::<u64>());
-        let session = Session::new(state.policy.clone(), config, client_id, Now::current());
+        let session = Session::new(state.rules.clone(), config, client_id, Now::current());
         let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
         state.hub.register(conn, &outbox);
         Self {
@@ -203,22 +203,19 @@ impl Driver {
                 })
             }
             Op::Publish(req) => Box::pin(async move {
-                let r = state.broker.publish(req).await;
-                if r.is_ok() {
-                    state.metrics.publications.add(1);
-                }
+                let r = state.publish(req).await;
                 Some((id, OpResult::Published(r)))
             }),
-            Op::Signal { room, target, request } => Box::pin(async move {
-                match state.broker.presence(&room).await {
-                    Ok(present) if present.iter().any(|c| c.client == target) => {}
-                    Ok(_) => return Some((id, OpResult::NotInRoom)),
+            Op::Signal { inbox, request } => Box::pin(async move {
+                match state.broker.presence(&inbox.room).await {
+                    Ok(present) => {
+                        if let Err(denied) = state.rules.signal_target(&present, &inbox) {
+                            return Some((id, OpResult::Refused(denied)));
+                        }
+                    }
                     Err(e) => return Some((id, OpResult::Published(Err(e)))),
                 }
-                let r = state.broker.publish(request).await;
-                if r.is_ok() {
-                    state.metrics.publications.add(1);
-                }
+                let r = state.publish(request).await;
                 Some((id, OpResult::Published(r)))
             }),
             Op::History { channel, query } => {

@@ -13,68 +13,10 @@ pub mod poll;
 pub mod ws;
 pub mod wt;
 
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use switchboard_protocol::{ChannelName, Cursor, ErrorCode};
 
-/// An error answered before a response stream starts: an HTTP status with the JSON error body.
-#[derive(Debug, Clone)]
-pub struct HttpError {
-    /// The protocol error code.
-    pub code: ErrorCode,
-    /// What went wrong.
-    pub message: String,
-    /// The HTTP status, when not the code's usual one.
-    pub status: Option<StatusCode>,
-}
-
-impl HttpError {
-    /// A new error.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: None }
-    }
-
-    /// The server holds `max_connections` already: `503`, code 106.
-    pub fn connection_limit() -> Self {
-        Self {
-            status: Some(StatusCode::SERVICE_UNAVAILABLE),
-            ..Self::new(ErrorCode::LimitExceeded, switchboard_protocol::Disconnect::CONNECTION_LIMIT.reason)
-        }
-    }
-}
-
-/// The broker failing a request: 503, code 109.
-impl From<crate::broker::BrokerError> for HttpError {
-    fn from(e: crate::broker::BrokerError) -> Self {
-        HttpError::new(ErrorCode::BrokerUnavailable, e.to_string())
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let status = self.status.unwrap_or_else(|| {
-            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
-        });
-        let body = serde_json::json!({"error": {"code": self.code.code(), "message": self.message}});
-        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-    }
-}
-
-/// Whether a WebSocket or WebTransport handshake from a page of `origin` to `host` may go on.
-/// Browsers send `Origin`, and no CORS guards these handshakes: without this check any site
-/// could open connections in its visitors' names (their cookies, their network). Accepted: no
-/// `Origin` (not a browser), the page's own host, and `allowed_origins` (`*`: any).
-pub fn origin_allowed(config: &crate::config::Config, origin: Option<&str>, host: &str) -> bool {
-    let Some(origin) = origin else {
-        return true;
-    };
-    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    authority.eq_ignore_ascii_case(host)
-        || config
-            .allowed_origins
-            .iter()
-            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
-}
+use crate::http::{HttpError, bearer};
 
 /// The query of `/sse`, `/stream` and `/poll`.
 #[derive(Debug, Default)]
@@ -138,11 +80,6 @@ impl OneWayParams {
     }
 }
 
-/// The `Authorization: Bearer` token, if any.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,21 +95,6 @@ mod tests {
         assert_eq!(p.channels.len(), 2);
         assert_eq!(p.cursor.get("a").unwrap().offset, 4, "the header wins over since");
         assert_eq!(p.wait, Some(5));
-    }
-
-    #[test]
-    fn websocket_origins_are_the_page_s_own_or_allowed() {
-        let mut config = crate::config::Config::default();
-        let ok = |c: &crate::config::Config, origin, host| origin_allowed(c, origin, host);
-        assert!(ok(&config, None, "sb.example:8080"), "not a browser");
-        assert!(ok(&config, Some("https://sb.example:8080"), "SB.example:8080"), "same origin");
-        assert!(!ok(&config, Some("https://evil.example"), "sb.example:8080"));
-        assert!(!ok(&config, Some("https://sb.example:8081"), "sb.example:8080"), "another port");
-        config.allowed_origins = vec!["https://app.example/".into()];
-        assert!(ok(&config, Some("https://app.example"), "sb.example:8080"));
-        assert!(!ok(&config, Some("http://app.example"), "sb.example:8080"), "another scheme");
-        config.allowed_origins = vec!["*".into()];
-        assert!(ok(&config, Some("https://evil.example"), "sb.example:8080"));
     }
 
     #[test]

@@ -14,8 +14,9 @@ use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, R
 use switchboard_protocol::{ChannelName, Cursor, Disconnect, ErrorCode};
 use tokio::sync::mpsc;
 
+use super::OneWayParams;
 use super::driver::Driver;
-use super::{HttpError, OneWayParams};
+use crate::http::HttpError;
 use crate::metrics::Transport;
 use crate::model::Delivery;
 use crate::server::AppState;

@@ -12,11 +12,13 @@ use bytes::{BufMut, BytesMut};
 use switchboard_protocol::{ChannelName, Cursor, ErrorCode};
 use tokio::time::Instant;
 
-use super::{HttpError, OneWayParams};
+use super::OneWayParams;
 use crate::broker::HistoryQuery;
-use crate::hub::{Outbox, next_conn_id};
+use crate::http::HttpError;
+use crate::hub::{ConnId, Outbox, next_conn_id};
 use crate::metrics::Transport;
 use crate::model::Publication;
+use crate::rules::Actor;
 use crate::server::AppState;
 use crate::session::Now;
 use crate::session::recovery::recover;
@@ -49,70 +51,50 @@ async fn poll(
 ) -> Result<Response, HttpError> {
     let config = &state.config;
     let mut p = OneWayParams::parse(query.as_deref(), &headers, config.max_subscriptions)?;
-    let identity = state
-        .policy
+    let auth = state.rules.auth();
+    let identity = auth
         .authenticate(p.token.as_deref(), Now::current().unix)
         .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
+    // A session names the connection a poller speaks for (its own signaling inbox).
+    let client = p.session.as_deref().and_then(|s| auth.resume(s, &identity.user));
+    let who = Actor::Client { identity: &identity, client: client.as_deref() };
     for c in &p.channels {
-        if !state.policy.can_subscribe(&identity, c) {
-            return Err(HttpError::new(
-                ErrorCode::PermissionDenied,
-                format!("channel {c}: permission denied"),
-            ));
+        if let Err(d) = state.rules.may_poll(&who, c) {
+            return Err(HttpError::new(d.code, format!("channel {c}: {}", d.message)));
         }
     }
     let wait = Duration::from_secs(p.wait.unwrap_or(0).min(config.poll_max_wait));
     let limit = p.limit.unwrap_or(config.poll_max_publications).clamp(1, config.poll_max_publications);
     state.metrics.request(if wait.is_zero() { Transport::Poll } else { Transport::LongPoll });
     let deadline = Instant::now() + wait;
-    let mut wake: Option<(u64, Arc<Outbox>)> = None;
+    // Held while the poll waits, released when dropped: on every way the request ends,
+    // including a client that goes away mid-wait (the server then drops this future).
+    let mut waiter: Option<Waiter> = None;
     let found = loop {
-        let found = read(&state, &p.channels, &mut p.cursor, limit).await;
-        let found = match found {
-            Ok(f) => f,
-            Err(e) => {
-                release(&state, &p.channels, wake.take());
-                return Err(e);
-            }
-        };
+        let found = read(&state, &p.channels, &mut p.cursor, limit).await?;
         let nothing = found.publications.is_empty() && found.unrecovered.is_empty();
         if !nothing || Instant::now() >= deadline {
             break found;
         }
-        match &wake {
+        match &waiter {
             // Register first, then read again: a publication between the two reads is seen.
-            None => {
-                let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
-                let conn = next_conn_id();
-                let mut failed = None;
-                for c in &p.channels {
-                    if let Err(e) = state.subscribe_local(c, conn, outbox.clone()).await {
-                        failed = Some(e);
-                    }
-                }
-                wake = Some((conn, outbox));
-                if let Some(e) = failed {
-                    release(&state, &p.channels, wake.take());
-                    return Err(e.into());
-                }
-            }
-            Some((_, outbox)) => {
+            None => waiter = Some(Waiter::register(&state, &p.channels).await?),
+            Some(w) => {
                 let mut shutdown = state.shutdown.subscribe();
                 tokio::select! {
-                    _ = outbox.ready() => {}
+                    _ = w.outbox.ready() => {}
                     _ = tokio::time::sleep_until(deadline) => {}
                     _ = shutdown.changed() => {}
                 }
                 if *shutdown.borrow() {
-                    release(&state, &p.channels, wake.take());
                     return Ok(no_content(&p.cursor));
                 }
                 // Drain the wake-up queue so the next wait blocks again.
-                let _ = outbox.take(&mut Vec::new());
+                let _ = w.outbox.take(&mut Vec::new());
             }
         }
     };
-    release(&state, &p.channels, wake.take());
+    drop(waiter);
     if found.publications.is_empty() && found.unrecovered.is_empty() {
         return Ok(no_content(&p.cursor));
     }
@@ -149,10 +131,32 @@ async fn read(
     Ok(found)
 }
 
-fn release(state: &AppState, channels: &[ChannelName], wake: Option<(u64, Arc<Outbox>)>) {
-    if let Some((conn, _)) = wake {
+/// A held long poll's place in the hub: only a wake-up (its outbox is drained, never read).
+/// Dropping it unsubscribes, so no way out of a request can leak a subscriber.
+struct Waiter {
+    state: Arc<AppState>,
+    conn: ConnId,
+    outbox: Arc<Outbox>,
+    channels: Vec<ChannelName>,
+}
+
+impl Waiter {
+    async fn register(state: &Arc<AppState>, channels: &[ChannelName]) -> Result<Self, HttpError> {
+        let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
+        let mut waiter = Waiter { state: state.clone(), conn: next_conn_id(), outbox, channels: Vec::new() };
         for c in channels {
-            state.unsubscribe_local(c, conn);
+            // Pushed before the await: a failure or a dropped request still releases it.
+            waiter.channels.push(c.clone());
+            state.subscribe_local(c, waiter.conn, waiter.outbox.clone()).await?;
+        }
+        Ok(waiter)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        for c in &self.channels {
+            self.state.unsubscribe_local(c, self.conn);
         }
     }
 }

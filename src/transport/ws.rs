@@ -13,9 +13,9 @@ use futures_util::SinkExt;
 use switchboard_protocol::WS_SUBPROTOCOL;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 
-use super::HttpError;
 use super::driver::Driver;
 use crate::broker::StreamTop;
+use crate::http::HttpError;
 use crate::metrics::Transport;
 use crate::model::{Delivery, Publication};
 use crate::server::AppState;
@@ -44,7 +44,7 @@ pub async fn handler(
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !super::origin_allowed(&state.config, origin, host) {
+    if !crate::http::origin_allowed(&state.config, origin, host) {
         return foreign_origin();
     }
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {

@@ -181,7 +181,7 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     if request.path().split('?').next() != Some(PATH) {
         return request.not_found().await;
     }
-    if !crate::transport::origin_allowed(&state.config, request.origin(), request.authority()) {
+    if !crate::http::origin_allowed(&state.config, request.origin(), request.authority()) {
         return request.forbidden().await;
     }
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {

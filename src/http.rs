@@ -1,0 +1,188 @@
+//! HTTP helpers shared by every endpoint: the JSON error body, the caller of the server API,
+//! the `Authorization: Bearer` token and the `Origin` check of WebSocket and WebTransport
+//! handshakes; extractors whose rejections answer in the same JSON error format.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use switchboard_protocol::ErrorCode;
+
+use crate::policy::Identity;
+use crate::rules::{Actor, Denied, Rules};
+use crate::session::Now;
+
+/// An error answered before a response stream starts: an HTTP status with the JSON error body.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    /// The protocol error code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: String,
+    /// The HTTP status, when not the code's usual one.
+    pub status: Option<StatusCode>,
+}
+
+impl HttpError {
+    /// A new error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), status: None }
+    }
+
+    /// The server holds `max_connections` already: `503`, code 106.
+    pub fn connection_limit() -> Self {
+        Self {
+            status: Some(StatusCode::SERVICE_UNAVAILABLE),
+            ..Self::new(ErrorCode::LimitExceeded, switchboard_protocol::Disconnect::CONNECTION_LIMIT.reason)
+        }
+    }
+}
+
+/// The broker failing a request: 503, code 109.
+impl From<crate::broker::BrokerError> for HttpError {
+    fn from(e: crate::broker::BrokerError) -> Self {
+        HttpError::new(ErrorCode::BrokerUnavailable, e.to_string())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+        });
+        let body = serde_json::json!({"error": {"code": self.code.code(), "message": self.message}});
+        (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+/// Whether a WebSocket or WebTransport handshake from a page of `origin` to `host` may go on.
+/// Browsers send `Origin`, and no CORS guards these handshakes: without this check any site
+/// could open connections in its visitors' names (their cookies, their network). Accepted: no
+/// `Origin` (not a browser), the page's own host, and `allowed_origins` (`*`: any).
+pub fn origin_allowed(config: &crate::config::Config, origin: Option<&str>, host: &str) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    let authority = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    authority.eq_ignore_ascii_case(host)
+        || config
+            .allowed_origins
+            .iter()
+            .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+/// A refusal of the channel rules, with its code's usual status.
+impl From<Denied> for HttpError {
+    fn from(d: Denied) -> Self {
+        HttpError::new(d.code, d.message)
+    }
+}
+
+/// Every error the node answers is the documented JSON `{"error": {"code", "message"}}`,
+/// including axum's own rejections (a missing query parameter, a body too large, a plain GET on
+/// `/ws`) and unknown routes, which it answers in plain text or with no body at all.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let plain =
+        response.headers().get(header::CONTENT_TYPE).is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = match String::from_utf8_lossy(&text).trim() {
+        "" => status.canonical_reason().unwrap_or("error").to_owned(),
+        m => m.to_owned(),
+    };
+    let code = match status {
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotFound,
+        StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+        StatusCode::FORBIDDEN => ErrorCode::PermissionDenied,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::LimitExceeded,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    };
+    let body = serde_json::json!({"error": {"code": code.code(), "message": message}}).to_string();
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// Who called the server API.
+#[derive(Debug)]
+pub enum Caller {
+    /// The API key: may do anything the rules give the application's server.
+    Server,
+    /// No secrets configured (loopback only): acts as the server on ordinary channels.
+    Open,
+    /// A client token.
+    Client(Identity),
+}
+
+/// The identity of an open server's callers.
+static ANONYMOUS: Identity =
+    Identity { user: String::new(), name: None, subs: None, pubs: None, expires_at: None };
+
+impl Caller {
+    /// The caller as the rules see it; `client` is the connection it speaks for (a session it
+    /// presented), if any.
+    pub fn actor<'a>(&'a self, client: Option<&'a str>) -> Actor<'a> {
+        match (self, client) {
+            (Caller::Server, _) => Actor::Server,
+            (Caller::Open, None) => Actor::Open,
+            (Caller::Open, client) => Actor::Client { identity: &ANONYMOUS, client },
+            (Caller::Client(identity), client) => Actor::Client { identity, client },
+        }
+    }
+
+    /// The token's user; empty for the server and anonymous callers.
+    pub fn user(&self) -> &str {
+        match self {
+            Caller::Client(id) => &id.user,
+            _ => "",
+        }
+    }
+}
+
+/// Who calls: the API key (`X-API-Key`, or `Authorization: apikey KEY`), a client's Bearer token,
+/// or anyone when the server has no secrets at all.
+pub fn caller(rules: &Rules, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("apikey "));
+    if rules.auth().api_key_ok(key) {
+        return Ok(if rules.config().api_key.is_empty() { Caller::Open } else { Caller::Server });
+    }
+    if let Some(token) = bearer(headers) {
+        return rules
+            .auth()
+            .authenticate(Some(token), Now::current().unix)
+            .map(Caller::Client)
+            .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason));
+    }
+    Err(HttpError::new(ErrorCode::Unauthorized, "an API key or a Bearer token is required"))
+}
+
+/// The `Authorization: Bearer` token, if any.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_origins_are_the_page_s_own_or_allowed() {
+        let mut config = crate::config::Config::default();
+        let ok = |c: &crate::config::Config, origin, host| origin_allowed(c, origin, host);
+        assert!(ok(&config, None, "sb.example:8080"), "not a browser");
+        assert!(ok(&config, Some("https://sb.example:8080"), "SB.example:8080"), "same origin");
+        assert!(!ok(&config, Some("https://evil.example"), "sb.example:8080"));
+        assert!(!ok(&config, Some("https://sb.example:8081"), "sb.example:8080"), "another port");
+        config.allowed_origins = vec!["https://app.example/".into()];
+        assert!(ok(&config, Some("https://app.example"), "sb.example:8080"));
+        assert!(!ok(&config, Some("http://app.example"), "sb.example:8080"), "another scheme");
+        config.allowed_origins = vec!["*".into()];
+        assert!(ok(&config, Some("https://evil.example"), "sb.example:8080"));
+    }
+}

@@ -1,0 +1,327 @@
+//! Channel rules, in one place: who may read a channel (subscribe, history, polling, presence),
+//! who may publish on it, and whether a publication is valid (size, idempotency key, signaling
+//! inbox sender and target). Every path that reads or writes a channel asks here: the session
+//! (WebSocket, SSE, streaming, WebTransport, data channels), polling, the server API and WebRTC.
+//! Pure functions of the configuration and the caller, so they are unit-tested directly.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use switchboard_protocol::frame::ClientInfo;
+use switchboard_protocol::{ChannelName, ErrorCode};
+
+use crate::config::{ChannelOptions, Config};
+use crate::policy::{Identity, Policy};
+use crate::rooms::Inbox;
+
+/// Longest idempotency key accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// The application's server, by its API key: may read and write any channel, and write
+    /// (not read) any signaling inbox.
+    Server,
+    /// The server API of a server with no secrets at all (loopback only): acts as the server on
+    /// ordinary channels, but cannot prove it owns an inbox, so inboxes are closed to it.
+    Open,
+    /// A client: who its token says it is, and its connection's client id when it has one.
+    Client {
+        /// From the token (anonymous on an open server).
+        identity: &'a Identity,
+        /// The client id of its connection (or of the session it presented), if any.
+        client: Option<&'a str>,
+    },
+}
+
+/// A refusal: the error code and message every transport sends for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The error code.
+    pub code: ErrorCode,
+    /// What went wrong.
+    pub message: Cow<'static, str>,
+}
+
+impl Denied {
+    fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    fn forbidden(message: &'static str) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+}
+
+/// Where a valid publication goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// An ordinary channel.
+    Channel,
+    /// A participant's signaling inbox: the target must be in the room when it is delivered
+    /// ([`Rules::signal_target`]), and a client sender must be in it too.
+    Inbox(Inbox),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Rules {
+    config: Arc<Config>,
+    auth: Policy,
+}
+
+impl Rules {
+    /// The rules of `config`.
+    pub fn new(config: Arc<Config>) -> Self {
+        Self { auth: Policy::new(config.clone()), config }
+    }
+
+    /// Who callers are: tokens, session tokens, the API key.
+    pub fn auth(&self) -> &Policy {
+        &self.auth
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The options of `channel`'s namespace.
+    pub fn options(&self, channel: &ChannelName) -> &ChannelOptions {
+        self.config.channel_options(channel)
+    }
+
+    /// `channel` as a signaling inbox (`ns:ROOM@CLIENT`), when its namespace holds rooms.
+    pub fn inbox(&self, channel: &ChannelName) -> Option<Inbox> {
+        self.options(channel).rooms.then(|| crate::rooms::inbox(channel)).flatten()
+    }
+
+    /// Whether `channel` is a room (a channel of a `rooms` namespace that is not an inbox).
+    pub fn is_room(&self, channel: &ChannelName) -> bool {
+        self.options(channel).rooms && crate::rooms::inbox(channel).is_none()
+    }
+
+    /// May `who` read `channel`: subscribe to it, read its history or poll it? A signaling inbox
+    /// is readable by its participant alone, who needs the right to read its room.
+    pub fn may_read(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        let (channel, inbox) = match self.inbox(channel) {
+            Some(inbox) => {
+                let owner = match who {
+                    Actor::Client { client: Some(client), .. } => *client == inbox.client,
+                    _ => false,
+                };
+                if !owner {
+                    return Err(Denied::forbidden("a signaling inbox is its participant's alone"));
+                }
+                (inbox.room.clone(), true)
+            }
+            None => (channel.clone(), false),
+        };
+        let allowed = match who {
+            Actor::Server | Actor::Open => !inbox,
+            Actor::Client { identity, .. } => {
+                identity.subs.as_deref().is_none_or(|p| matches_any(p, channel.as_str()))
+            }
+        };
+        if allowed { Ok(()) } else { Err(Denied::forbidden("permission denied")) }
+    }
+
+    /// May `who` read `channel`'s history, and how much of it is kept.
+    pub fn may_read_history(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<usize, Denied> {
+        self.may_read(who, channel)?;
+        match self.options(channel).history_size {
+            0 => Err(Denied::new(ErrorCode::NotAvailable, "history is off for this namespace")),
+            size => Ok(size),
+        }
+    }
+
+    /// May `who` poll `channel`? Polling answers from history, so a namespace that keeps none
+    /// cannot be polled: refused with a clear code rather than answered with silence.
+    pub fn may_poll(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        self.may_read(who, channel)?;
+        if self.options(channel).history_size == 0 {
+            return Err(Denied::new(
+                ErrorCode::NotAvailable,
+                "polling reads history and this namespace keeps none: use SSE, streaming or WebSocket",
+            ));
+        }
+        Ok(())
+    }
+
+    /// May `who` see who is subscribed to `channel`?
+    pub fn may_see_presence(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        self.may_read(who, channel)?;
+        if !self.options(channel).presence {
+            return Err(Denied::new(ErrorCode::NotAvailable, "presence is off for this namespace"));
+        }
+        Ok(())
+    }
+
+    /// May `who` publish on `channel`? Signaling into an inbox is allowed by being in its room
+    /// (checked against presence by the caller, [`Rules::signal_sender`]), whatever the token's
+    /// `pubs`; the server may write any inbox.
+    pub fn may_publish(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<Destination, Denied> {
+        if let Some(inbox) = self.inbox(channel) {
+            return match who {
+                Actor::Server | Actor::Client { client: Some(_), .. } => Ok(Destination::Inbox(inbox)),
+                Actor::Open | Actor::Client { client: None, .. } => {
+                    Err(Denied::forbidden("signaling needs the session of a connection in the room"))
+                }
+            };
+        }
+        let allowed = match who {
+            Actor::Server | Actor::Open => true,
+            Actor::Client { identity, .. } => match identity.pubs.as_deref() {
+                Some(patterns) => matches_any(patterns, channel.as_str()),
+                None => self.options(channel).client_publish,
+            },
+        };
+        if allowed { Ok(Destination::Channel) } else { Err(Denied::forbidden("permission denied")) }
+    }
+
+    /// Validates a publication's payload size and idempotency key.
+    pub fn check_publication(&self, payload_len: usize, idempotency_key: Option<&str>) -> Result<(), Denied> {
+        let max = self.config.max_publication_bytes;
+        if payload_len > max {
+            return Err(Denied::new(ErrorCode::LimitExceeded, format!("payload is larger than {max} bytes")));
+        }
+        if idempotency_key.is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
+            return Err(Denied::new(
+                ErrorCode::BadRequest,
+                format!("idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The sender of a signal into `inbox`: client `client`, who must be in the room's
+    /// `present` participants.
+    pub fn signal_sender(
+        &self,
+        present: &[Arc<ClientInfo>],
+        client: &str,
+    ) -> Result<Arc<ClientInfo>, Denied> {
+        present
+            .iter()
+            .find(|c| c.client == client)
+            .cloned()
+            .ok_or_else(|| Denied::forbidden("join the room first"))
+    }
+
+    /// A signal reaches only a participant: `inbox`'s owner must be in the room's `present`.
+    pub fn signal_target(&self, present: &[Arc<ClientInfo>], inbox: &Inbox) -> Result<(), Denied> {
+        if present.iter().any(|c| c.client == inbox.client) {
+            return Ok(());
+        }
+        Err(Denied::new(ErrorCode::UnknownChannel, "that participant is not in the room"))
+    }
+}
+
+fn matches_any(patterns: &[String], channel: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => p == channel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(config: Config) -> Rules {
+        Rules::new(Arc::new(config))
+    }
+
+    fn rooms_config() -> Config {
+        let mut config = Config::default();
+        let room = ChannelOptions { rooms: true, ..ChannelOptions::default() };
+        config.namespaces.insert("room".into(), room);
+        config
+            .namespaces
+            .insert("quiet".into(), ChannelOptions { history_size: 0, ..ChannelOptions::default() });
+        config
+    }
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    #[test]
+    fn an_inbox_is_read_by_its_owner_alone_whoever_asks() {
+        let r = rules(rooms_config());
+        let anyone = Identity::default();
+        let inbox = ch("room:r1@alice");
+        let alice = Actor::Client { identity: &anyone, client: Some("alice") };
+        let bob = Actor::Client { identity: &anyone, client: Some("bob") };
+        let nobody = Actor::Client { identity: &anyone, client: None };
+        assert_eq!(r.may_read(&alice, &inbox), Ok(()));
+        for who in [bob, nobody, Actor::Open, Actor::Server] {
+            let e = r.may_read(&who, &inbox).unwrap_err();
+            assert_eq!(e.code, ErrorCode::PermissionDenied, "{who:?}");
+            assert_eq!(r.may_read_history(&who, &inbox).unwrap_err().code, ErrorCode::PermissionDenied);
+            assert_eq!(r.may_poll(&who, &inbox).unwrap_err().code, ErrorCode::PermissionDenied);
+            assert_eq!(r.may_see_presence(&who, &inbox).unwrap_err().code, ErrorCode::PermissionDenied);
+        }
+        // The owner still needs the right to read the room.
+        let limited = Identity { subs: Some(vec!["chat:*".into()]), ..Identity::default() };
+        let alice = Actor::Client { identity: &limited, client: Some("alice") };
+        assert!(r.may_read(&alice, &inbox).is_err());
+        assert!(r.may_read(&Actor::Server, &ch("room:r1")).is_ok(), "rooms themselves are channels");
+    }
+
+    #[test]
+    fn tokens_limit_reads_and_publishes_by_pattern() {
+        let r = rules(rooms_config());
+        let who = Identity {
+            subs: Some(vec!["chat:*".into()]),
+            pubs: Some(vec!["chat:lobby".into()]),
+            ..Identity::default()
+        };
+        let client = Actor::Client { identity: &who, client: Some("c") };
+        assert!(r.may_read(&client, &ch("chat:x")).is_ok());
+        assert!(r.may_read(&client, &ch("news")).is_err());
+        assert_eq!(r.may_publish(&client, &ch("chat:lobby")), Ok(Destination::Channel));
+        assert!(r.may_publish(&client, &ch("chat:other")).is_err());
+        assert!(r.may_publish(&Actor::Server, &ch("chat:other")).is_ok());
+    }
+
+    #[test]
+    fn signals_need_a_connection_and_both_ends_in_the_room() {
+        let r = rules(rooms_config());
+        let anyone = Identity::default();
+        let inbox = ch("room:r1@alice");
+        let expected = Destination::Inbox(crate::rooms::inbox(&inbox).unwrap());
+        let bob = Actor::Client { identity: &anyone, client: Some("bob") };
+        assert_eq!(r.may_publish(&bob, &inbox), Ok(expected.clone()));
+        assert_eq!(r.may_publish(&Actor::Server, &inbox), Ok(expected));
+        assert!(r.may_publish(&Actor::Open, &inbox).is_err());
+        assert!(r.may_publish(&Actor::Client { identity: &anyone, client: None }, &inbox).is_err());
+        let info = |c: &str| Arc::new(ClientInfo { client: c.into(), user: String::new(), name: None });
+        let present = vec![info("alice"), info("bob")];
+        assert_eq!(r.signal_sender(&present, "bob").unwrap().client, "bob");
+        assert_eq!(r.signal_sender(&present, "eve").unwrap_err().code, ErrorCode::PermissionDenied);
+        let Destination::Inbox(i) = r.may_publish(&bob, &inbox).unwrap() else { panic!() };
+        assert!(r.signal_target(&present, &i).is_ok());
+        assert_eq!(r.signal_target(&present[1..], &i).unwrap_err().code, ErrorCode::UnknownChannel);
+    }
+
+    #[test]
+    fn polling_a_namespace_without_history_is_refused_with_a_code() {
+        let r = rules(rooms_config());
+        let e = r.may_poll(&Actor::Server, &ch("quiet:x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAvailable);
+        assert!(e.message.contains("history"));
+        assert!(r.may_poll(&Actor::Server, &ch("chat:x")).is_ok());
+    }
+
+    #[test]
+    fn publications_are_checked_for_size_and_key() {
+        let r = rules(Config { max_publication_bytes: 10, ..Config::default() });
+        assert!(r.check_publication(10, Some("k")).is_ok());
+        assert_eq!(r.check_publication(11, None).unwrap_err().code, ErrorCode::LimitExceeded);
+        assert_eq!(r.check_publication(1, Some("")).unwrap_err().code, ErrorCode::BadRequest);
+        let long = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
+        assert_eq!(r.check_publication(1, Some(&long)).unwrap_err().code, ErrorCode::BadRequest);
+    }
+}

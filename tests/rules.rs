@@ -1,0 +1,151 @@
+//! The channel rules hold on every read path: a signaling inbox is its participant's alone
+//! whether it is read by history, polling, long polling, SSE, streaming, presence or WebSocket,
+//! with and without a token secret; polling refuses what it cannot answer; abandoned long polls
+//! leave nothing behind. (WebTransport and data channels run the same session: `e2e/` checks
+//! them in Chromium.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, http_json};
+use switchboard::config::{ChannelOptions, Config};
+use switchboard_client::Error;
+
+const SECRET: &str = "rules-secret";
+
+fn config(secret: bool) -> Config {
+    let mut config = Config::default();
+    let room = ChannelOptions { join_leave: true, rooms: true, ..ChannelOptions::default() };
+    config.namespaces.insert("room".into(), room);
+    config.namespaces.insert("quiet".into(), ChannelOptions { history_size: 0, ..ChannelOptions::default() });
+    if secret {
+        config.token_secret = SECRET.into();
+        config.api_key = "rules-key".into();
+    }
+    config
+}
+
+fn token(sub: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &serde_json::json!({ "sub": sub }), &key).unwrap()
+}
+
+fn command_code<T: std::fmt::Debug>(r: Result<T, Error>) -> u32 {
+    match r {
+        Err(Error::Command { code, .. }) => code,
+        other => panic!("expected a command error, got {other:?}"),
+    }
+}
+
+/// Ann and Bob in `room:r1`, Bob having signalled into Ann's inbox; Eve, a third party,
+/// then tries every read path on that inbox.
+async fn a_third_party_cannot_read_an_inbox(secret: bool) {
+    let server = TestServer::start(config(secret)).await;
+    let client = server.client();
+    let tok = |who: &str| secret.then(|| token(who));
+    let (mut ann, mut bob, mut eve) = (
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+        client.websocket().await.unwrap(),
+    );
+    let a = ann.connect(tok("ann").as_deref(), Some("ann")).await.unwrap().client;
+    bob.connect(tok("bob").as_deref(), Some("bob")).await.unwrap();
+    eve.connect(tok("eve").as_deref(), Some("eve")).await.unwrap();
+    ann.subscribe("room:r1", None).await.unwrap();
+    bob.subscribe("room:r1", None).await.unwrap();
+    eve.subscribe("room:r1", None).await.unwrap();
+    let inbox = format!("room:r1@{a}");
+    ann.subscribe(&inbox, None).await.unwrap();
+    let sent = bob.publish(&inbox, &serde_json::json!({"type": "offer", "sdp": "SECRET-SDP"})).await.unwrap();
+    let cursor = format!("{}:{}", sent.epoch, sent.offset - 1);
+
+    // The WebSocket protocol: subscribe, history and presence.
+    assert_eq!(command_code(eve.subscribe(&inbox, None).await), 103);
+    assert_eq!(command_code(eve.history(&inbox, None).await), 103);
+    assert_eq!(command_code(eve.presence(&inbox).await), 103);
+
+    // The HTTP paths, with Eve's token when there is a secret (and with nothing otherwise).
+    let bearer = tok("eve").map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    let mut since = switchboard_client::Cursor::new();
+    since.set(&inbox, switchboard_client::Position { epoch: sent.epoch.clone(), offset: sent.offset - 1 });
+    let since = since.encode();
+    let token_q = tok("eve").map(|t| format!("&token={t}")).unwrap_or_default();
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let paths = [
+        format!("/api/history?channel={}", enc(&inbox)),
+        format!("/api/history?channel={}&since={}", enc(&inbox), enc(&cursor)),
+        format!("/api/presence?channel={}", enc(&inbox)),
+        format!("/poll?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
+        format!("/poll?channel={}&since={}&wait=1{token_q}", enc(&inbox), enc(&since)),
+        format!("/sse?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
+        format!("/stream?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
+    ];
+    for path in &paths {
+        let (status, body) = http_json(server.addr, "GET", path, &headers, "").await;
+        assert_eq!((status, body["error"]["code"].as_u64()), (403, Some(103)), "{path}: {body}");
+        assert!(!body.to_string().contains("SECRET-SDP"), "{path} leaked the signal");
+    }
+    // Its owner still reads it: the rule is about who, not a blanket ban.
+    let history = ann.history(&inbox, None).await.unwrap();
+    assert_eq!(history.publications.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_third_party_cannot_read_an_inbox_on_an_open_server() {
+    a_third_party_cannot_read_an_inbox(false).await;
+}
+
+#[tokio::test]
+async fn a_third_party_cannot_read_an_inbox_with_a_token_secret() {
+    a_third_party_cannot_read_an_inbox(true).await;
+}
+
+#[tokio::test]
+async fn polling_a_namespace_without_history_is_refused_with_a_code() {
+    let server = TestServer::start(config(false)).await;
+    for path in
+        ["/poll?channel=quiet:x", "/poll?channel=quiet:x&wait=1", "/poll?channel=news&channel=quiet:x"]
+    {
+        let (status, body) = http_json(server.addr, "GET", path, &[], "").await;
+        assert_eq!((status, body["error"]["code"].as_u64()), (404, Some(108)), "{path}: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("history"), "{body}");
+    }
+    let (status, _) = http_json(server.addr, "GET", "/poll?channel=news", &[], "").await;
+    assert_eq!(status, 204);
+    server.stop().await;
+}
+
+/// Subscribers of `channel` in `/api/channels`.
+async fn subscribers(server: &TestServer, channel: &str) -> u64 {
+    let (_, body) = http_json(server.addr, "GET", "/api/channels", &[], "").await;
+    let list = body["channels"].as_array().cloned().unwrap_or_default();
+    list.iter().find(|c| c["channel"] == channel).and_then(|c| c["subscribers"].as_u64()).unwrap_or(0)
+}
+
+#[tokio::test]
+async fn an_abandoned_long_poll_releases_its_subscription() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start(config(false)).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = "GET /poll?channel=news:leak&wait=30 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        held.push(tcp);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while subscribers(&server, "news:leak").await < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "the long polls are held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(held); // the clients go away mid-wait, long before the 30 s are up
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while subscribers(&server, "news:leak").await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "abandoned long polls still subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
