@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{ClientInfo, PresenceReply, PublishReply};
@@ -142,9 +142,8 @@ pub async fn history(
     };
     let query = HistoryQuery { since, limit: q.limit.unwrap_or(size).min(size), reverse: q.reverse };
     let h = state.broker.history(&channel, query).await?;
-    let mut buf = BytesMut::new();
-    crate::transport::ws::put_history_body(&mut buf, &h.top, &h.publications);
-    Ok(([(header::CONTENT_TYPE, "application/json")], buf.freeze()).into_response())
+    let body = crate::model::history_body(&h.top, &h.publications);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// `?channel=` query.

@@ -24,6 +24,7 @@
 pub mod api;
 pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod http;
 pub mod hub;

@@ -62,7 +62,7 @@ impl Histogram {
 
 /// The transports, as metric labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub enum TransportKind {
     /// `/ws`.
     WebSocket,
     /// `/sse`.
@@ -79,27 +79,27 @@ pub enum Transport {
     WebRtc,
 }
 
-impl Transport {
-    const ALL: [Transport; 7] = [
-        Transport::WebSocket,
-        Transport::Sse,
-        Transport::Stream,
-        Transport::LongPoll,
-        Transport::Poll,
-        Transport::WebTransport,
-        Transport::WebRtc,
+impl TransportKind {
+    const ALL: [TransportKind; 7] = [
+        TransportKind::WebSocket,
+        TransportKind::Sse,
+        TransportKind::Stream,
+        TransportKind::LongPoll,
+        TransportKind::Poll,
+        TransportKind::WebTransport,
+        TransportKind::WebRtc,
     ];
 
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {
-            Transport::WebSocket => "websocket",
-            Transport::Sse => "sse",
-            Transport::Stream => "stream",
-            Transport::LongPoll => "long_poll",
-            Transport::Poll => "poll",
-            Transport::WebTransport => "webtransport",
-            Transport::WebRtc => "webrtc",
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Sse => "sse",
+            TransportKind::Stream => "stream",
+            TransportKind::LongPoll => "long_poll",
+            TransportKind::Poll => "poll",
+            TransportKind::WebTransport => "webtransport",
+            TransportKind::WebRtc => "webrtc",
         }
     }
 }
@@ -107,8 +107,8 @@ impl Transport {
 /// Every metric of the server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    connections: [Gauge; Transport::ALL.len()],
-    connections_total: [Counter; Transport::ALL.len()],
+    connections: [Gauge; TransportKind::ALL.len()],
+    connections_total: [Counter; TransportKind::ALL.len()],
     /// Publications accepted.
     pub publications: Counter,
     /// Client commands and API requests received.
@@ -137,7 +137,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// A connection of `transport` opened; the guard counts it down when dropped.
-    pub fn connection(self: &std::sync::Arc<Self>, transport: Transport) -> ConnectionGuard {
+    pub fn connection(self: &std::sync::Arc<Self>, transport: TransportKind) -> ConnectionGuard {
         let i = transport as usize;
         self.connections[i].add(1);
         self.connections_total[i].add(1);
@@ -145,12 +145,12 @@ impl Metrics {
     }
 
     /// A poll request was served.
-    pub fn request(&self, transport: Transport) {
+    pub fn request(&self, transport: TransportKind) {
         self.connections_total[transport as usize].add(1);
     }
 
     /// Open connections of `transport`.
-    pub fn open_connections(&self, transport: Transport) -> i64 {
+    pub fn open_connections(&self, transport: TransportKind) -> i64 {
         self.connections[transport as usize].get()
     }
 
@@ -158,7 +158,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP switchboard_connections Open connections by transport.\n# TYPE switchboard_connections gauge\n");
-        for t in Transport::ALL {
+        for t in TransportKind::ALL {
             let _ = writeln!(
                 s,
                 "switchboard_connections{{transport=\"{}\"}} {}",
@@ -167,7 +167,7 @@ impl Metrics {
             );
         }
         s.push_str("# HELP switchboard_connections_total Connections (and poll requests) accepted by transport.\n# TYPE switchboard_connections_total counter\n");
-        for t in Transport::ALL {
+        for t in TransportKind::ALL {
             let _ = writeln!(
                 s,
                 "switchboard_connections_total{{transport=\"{}\"}} {}",
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn renders_counters_gauges_and_histogram() {
         let m = Arc::new(Metrics::default());
-        let g = m.connection(Transport::Sse);
+        let g = m.connection(TransportKind::Sse);
         m.fanout_latency.observe(Duration::from_millis(3));
         m.publications.add(2);
         let text = m.render();

@@ -6,15 +6,23 @@
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::{Message, Utf8Bytes};
-use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
+use switchboard_protocol::ChannelName;
+use switchboard_protocol::encode::{self, PayloadRef, PublicationRef};
 use switchboard_protocol::frame::ClientInfo;
-use switchboard_protocol::{ChannelName, Position};
 use tokio::time::Instant;
 
 /// A stream's epoch. Cheap to clone.
 pub type Epoch = Arc<str>;
+
+/// A stream's current end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamTop {
+    /// The epoch.
+    pub epoch: Epoch,
+    /// The last offset; 0 for a stream with no publication yet.
+    pub offset: u64,
+}
 
 /// A publication's payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +70,24 @@ struct Encodings {
     object: OnceLock<Bytes>,
     ndjson: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
-    ws: OnceLock<Message>,
+    message: OnceLock<Message>,
+}
+
+/// A frame of the bidirectional transports (WebSocket, WebTransport, data channels): text JSON,
+/// or binary (a JSON header line, then the payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Binary rather than text.
+    pub binary: bool,
+    /// The frame's bytes (UTF-8 JSON when text).
+    pub bytes: Bytes,
+}
+
+impl Message {
+    /// A text frame of JSON.
+    pub fn text(bytes: impl Into<Bytes>) -> Self {
+        Self { binary: false, bytes: bytes.into() }
+    }
 }
 
 impl Publication {
@@ -85,19 +110,28 @@ impl Publication {
         }
     }
 
-    /// Its position in the stream.
-    pub fn position(&self) -> Position {
-        Position { epoch: self.epoch.to_string(), offset: self.offset }
+    fn encoder(&self) -> PublicationRef<'_> {
+        let payload = match &self.payload {
+            Payload::Json(b) => PayloadRef::Json(b),
+            Payload::Binary(b) => PayloadRef::Binary(b),
+        };
+        PublicationRef {
+            channel: self.channel.as_str(),
+            offset: self.offset,
+            epoch: &self.epoch,
+            payload,
+            info: self.info.as_deref(),
+        }
     }
 
     /// The publication object (`docs/protocol.md`), with `b64` for binary payloads.
     pub fn object(&self) -> &Bytes {
-        self.encoded.object.get_or_init(|| self.encode_object(true))
+        self.encoded.object.get_or_init(|| self.encoder().object(true).into())
     }
 
     /// `{"pub": OBJECT}\n`: one line of HTTP streaming.
     pub fn ndjson_line(&self) -> &Bytes {
-        self.encoded.ndjson.get_or_init(|| wrap(b"{\"pub\":", self.object(), b"}\n"))
+        self.encoded.ndjson.get_or_init(|| line(encode::event("pub", self.object())))
     }
 
     /// `data: OBJECT\n`: an SSE event without its `id:` line and terminator, which are per stream.
@@ -105,52 +139,13 @@ impl Publication {
         self.encoded.sse.get_or_init(|| wrap(b"data: ", self.object(), b"\n"))
     }
 
-    /// The WebSocket frame: `{"pub": OBJECT}` as text, or `{"pub": HEADER}\n PAYLOAD` as binary.
-    pub fn ws_message(&self) -> &Message {
-        self.encoded.ws.get_or_init(|| match &self.payload {
-            Payload::Json(_) => {
-                let line = self.ndjson_line();
-                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                Message::Text(Utf8Bytes::from(text))
-            }
-            Payload::Binary(bytes) => {
-                let header = self.encode_object(false);
-                let mut buf = BytesMut::with_capacity(header.len() + bytes.len() + 9);
-                buf.put_slice(b"{\"pub\":");
-                buf.put_slice(&header);
-                buf.put_slice(b"}\n");
-                buf.put_slice(bytes);
-                Message::Binary(buf.freeze())
-            }
+    /// The bidirectional transports' frame: `{"pub": OBJECT}` as text, or `{"pub": HEADER}\n
+    /// PAYLOAD` as binary.
+    pub fn message(&self) -> &Message {
+        self.encoded.message.get_or_init(|| {
+            let (binary, bytes) = self.encoder().message(self.object());
+            Message { binary, bytes: bytes.into() }
         })
-    }
-
-    fn encode_object(&self, with_binary: bool) -> Bytes {
-        let mut out = Vec::with_capacity(96 + self.payload.len());
-        out.extend_from_slice(b"{\"channel\":");
-        push_json_str(&mut out, self.channel.as_str());
-        out.extend_from_slice(b",\"offset\":");
-        out.extend_from_slice(self.offset.to_string().as_bytes());
-        out.extend_from_slice(b",\"epoch\":");
-        push_json_str(&mut out, &self.epoch);
-        match &self.payload {
-            Payload::Json(data) => {
-                out.extend_from_slice(b",\"data\":");
-                out.extend_from_slice(data);
-            }
-            Payload::Binary(data) if with_binary => {
-                out.extend_from_slice(b",\"b64\":\"");
-                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(data).as_bytes());
-                out.push(b'"');
-            }
-            Payload::Binary(_) => {}
-        }
-        if let Some(info) = &self.info {
-            out.extend_from_slice(b",\"info\":");
-            push_json(&mut out, info.as_ref());
-        }
-        out.push(b'}');
-        Bytes::from(out)
     }
 }
 
@@ -172,7 +167,14 @@ pub struct PresenceEvent {
     pub kind: PresenceKind,
     /// Who.
     pub info: Arc<ClientInfo>,
-    encoded: OnceLock<(Bytes, Bytes)>,
+    encoded: OnceLock<PresenceEncodings>,
+}
+
+#[derive(Debug)]
+struct PresenceEncodings {
+    message: Bytes,
+    ndjson: Bytes,
+    sse: Bytes,
 }
 
 impl PresenceEvent {
@@ -189,34 +191,31 @@ impl PresenceEvent {
         }
     }
 
-    fn encodings(&self) -> &(Bytes, Bytes) {
+    fn encodings(&self) -> &PresenceEncodings {
         self.encoded.get_or_init(|| {
-            let mut object = Vec::with_capacity(96);
-            object.extend_from_slice(b"{\"channel\":");
-            push_json_str(&mut object, self.channel.as_str());
-            object.push(b',');
-            let info = serde_json::to_vec(self.info.as_ref()).unwrap_or_else(|_| b"{}".to_vec());
-            object.extend_from_slice(&info[1..]);
-            let line = wrap(format!("{{\"{}\":", self.name()).as_bytes(), &object, b"}\n");
-            let sse = wrap(format!("event: {}\ndata: ", self.name()).as_bytes(), &object, b"\n");
-            (line, sse)
+            let object = encode::presence_object(self.channel.as_str(), &self.info);
+            let message = encode::event(self.name(), &object);
+            PresenceEncodings {
+                ndjson: line(message.clone()),
+                message: message.into(),
+                sse: wrap(format!("event: {}\ndata: ", self.name()).as_bytes(), &object, b"\n"),
+            }
         })
+    }
+
+    /// `{"join": {...}}`: the bidirectional transports' text frame.
+    pub fn message(&self) -> Message {
+        Message::text(self.encodings().message.clone())
     }
 
     /// `{"join": {...}}\n`.
     pub fn ndjson_line(&self) -> &Bytes {
-        &self.encodings().0
+        &self.encodings().ndjson
     }
 
     /// `event: join\ndata: {...}\n` without the terminating blank line.
     pub fn sse_event(&self) -> &Bytes {
-        &self.encodings().1
-    }
-
-    /// The WebSocket text frame.
-    pub fn ws_message(&self) -> Message {
-        let line = self.ndjson_line();
-        Message::Text(Utf8Bytes::from(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()))
+        &self.encodings().sse
     }
 }
 
@@ -239,6 +238,12 @@ impl Delivery {
     }
 }
 
+/// `{"epoch","offset","publications":[...]}` (a `history` reply's body and `GET /api/history`),
+/// from the publications' shared objects.
+pub fn history_body(top: &StreamTop, publications: &[Arc<Publication>]) -> Vec<u8> {
+    encode::history_body(&top.epoch, top.offset, publications.iter().map(|p| &p.object()[..]))
+}
+
 fn wrap(prefix: &[u8], body: &[u8], suffix: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(prefix.len() + body.len() + suffix.len());
     buf.put_slice(prefix);
@@ -247,13 +252,9 @@ fn wrap(prefix: &[u8], body: &[u8], suffix: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    push_json(out, s);
-}
-
-fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Strings and our info struct always serialize.
-    let _ = serde_json::to_writer(out, value);
+fn line(mut bytes: Vec<u8>) -> Bytes {
+    bytes.push(b'\n');
+    bytes.into()
 }
 
 #[cfg(test)]
@@ -272,8 +273,7 @@ mod tests {
         assert_eq!(p.object(), obj.as_bytes());
         assert_eq!(p.ndjson_line(), format!("{{\"pub\":{obj}}}\n").as_bytes());
         assert_eq!(p.sse_data(), format!("data: {obj}\n").as_bytes());
-        let Message::Text(t) = p.ws_message() else { panic!() };
-        assert_eq!(t.as_str(), format!("{{\"pub\":{obj}}}"));
+        assert_eq!(p.message(), &Message::text(format!("{{\"pub\":{obj}}}")));
         assert_eq!(p.object().as_ptr(), p.object().as_ptr(), "cached, not re-encoded");
         let v: serde_json::Value = serde_json::from_slice(p.object()).unwrap();
         assert_eq!(v["info"]["user"], "u\"1");
@@ -284,8 +284,8 @@ mod tests {
         let p = publication(Payload::Binary(Bytes::from_static(b"\x00\xff")));
         let v: serde_json::Value = serde_json::from_slice(p.object()).unwrap();
         assert_eq!(v["b64"], "AP8=");
-        let Message::Binary(b) = p.ws_message() else { panic!() };
-        let (header, payload) = switchboard_protocol::frame::split_binary_frame(b).unwrap();
+        let Message { binary: true, bytes } = p.message() else { panic!() };
+        let (header, payload) = switchboard_protocol::frame::split_binary_frame(bytes).unwrap();
         assert!(header.starts_with("{\"pub\":{\"channel\":\"chat:a\",\"offset\":7"));
         assert!(!header.contains("b64"));
         assert_eq!(payload, b"\x00\xff");

@@ -102,21 +102,7 @@ pub struct PublishResult {
     pub duplicate: bool,
 }
 
-/// A stream's current end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamTop {
-    /// The epoch.
-    pub epoch: Epoch,
-    /// The last offset; 0 for a stream with no publication yet.
-    pub offset: u64,
-}
-
-impl StreamTop {
-    /// As a position.
-    pub fn position(&self) -> Position {
-        Position { epoch: self.epoch.to_string(), offset: self.offset }
-    }
-}
+pub use crate::model::StreamTop;
 
 /// A history read.
 #[derive(Debug, Clone, Default)]

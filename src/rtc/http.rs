@@ -14,12 +14,12 @@ use serde::Deserialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 
 use super::{Negotiation, Role, RtcService, rtc_error};
+use crate::connection::Driver;
 use crate::http::{Caller, HttpError, bearer, caller};
-use crate::metrics::Transport;
+use crate::metrics::TransportKind;
 use crate::rules::Actor;
 use crate::server::AppState;
 use crate::session::SessionConfig;
-use crate::transport::driver::Driver;
 
 /// The routes, under the app's state.
 pub fn routes() -> Router<Arc<AppState>> {
@@ -280,7 +280,7 @@ async fn data_channel(
     let peer = opened.peer.clone();
     let created = created_sdp(&state, &opened.peer, opened.sdp);
     tokio::spawn(async move {
-        let _guard = state.metrics.connection(Transport::WebRtc);
+        let _guard = state.metrics.connection(TransportKind::WebRtc);
         super::datachannel::run(rtc, peer, rx, driver).await;
         drop(permit);
     });

@@ -553,6 +553,11 @@ impl Session {
                     version: env!("CARGO_PKG_VERSION").into(),
                     ping: self.config.ping_interval.as_secs(),
                     session: self.rules.auth().session_token(&self.client_id, &identity.user),
+                    heartbeat: self
+                        .config
+                        .pong_timeout
+                        .is_none()
+                        .then_some(self.config.ping_interval.as_secs()),
                 };
                 self.connect_as(now, identity, req.name);
                 self.deferred = Some(VecDeque::new());

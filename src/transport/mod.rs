@@ -1,13 +1,12 @@
 //! Transport adapters: each turns its wire format into session input and session output into its
-//! framing, and nothing else. Channel logic lives in the session, hub and broker.
+//! framing, and nothing else. Channel rules live in [`crate::rules`]; the write loop and the
+//! session's driver in [`crate::connection`].
 //!
-//! - [`driver`]: runs a session for a live connection (shared by every adapter below but polling).
 //! - [`ws`]: `/ws`, the JSON protocol over WebSocket (and the Autobahn echo endpoint).
 //! - [`oneway`]: `/sse` (Server-Sent Events) and `/stream` (NDJSON HTTP streaming).
 //! - [`poll`]: `/poll`, short and long polling, with no server-side session at all.
 //! - [`wt`]: `/wt`, the JSON protocol over WebTransport (HTTP/3 streams and datagrams).
 
-pub mod driver;
 pub mod oneway;
 pub mod poll;
 pub mod ws;

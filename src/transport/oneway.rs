@@ -10,15 +10,16 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use switchboard_protocol::encode;
 use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest};
 use switchboard_protocol::{ChannelName, Cursor, Disconnect, ErrorCode};
 use tokio::sync::mpsc;
 
 use super::OneWayParams;
-use super::driver::Driver;
+use crate::connection::Driver;
+use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::HttpError;
-use crate::metrics::Transport;
-use crate::model::Delivery;
+use crate::metrics::TransportKind;
 use crate::server::AppState;
 use crate::session::Output;
 
@@ -81,19 +82,28 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
         driver.on_wake(wake);
     }
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let transport = if format == Format::Sse { Transport::Sse } else { Transport::Stream };
-    let guard = state.metrics.connection(transport);
-    let mut writer = Writer {
-        format,
-        cursor: params.cursor,
-        buf: BytesMut::new(),
-        heartbeat: state.config.heartbeat_interval,
-    };
+    let kind = if format == Format::Sse { TransportKind::Sse } else { TransportKind::Stream };
+    let guard = state.metrics.connection(kind);
+    let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), tx };
     if format == Format::Sse {
-        writer.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
+        transport.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
     tokio::spawn(async move {
-        run(driver, writer, first, tx).await;
+        // What came before the response: the `connected` and `subscribed` events.
+        let mut refused = None;
+        for out in first.into_iter().filter_map(pump::outgoing) {
+            if let Err(d) = transport.frame(out, false) {
+                refused = Some(d);
+                break;
+            }
+        }
+        match refused {
+            None => pump::run(transport, driver).await,
+            Some(d) => {
+                driver.finish();
+                transport.close(d, true).await;
+            }
+        }
         drop((guard, permit));
     });
     let content_type = match format {
@@ -134,71 +144,30 @@ fn refusal(output: &Output, channels: &[ChannelName]) -> Option<HttpError> {
     }
 }
 
-async fn run(mut driver: Driver, mut writer: Writer, first: Vec<Output>, tx: mpsc::Sender<Bytes>) {
-    let metrics = driver.state().metrics.clone();
-    let mut pending = first;
-    loop {
-        let mut ended = false;
-        let mut events = 0u64;
-        for output in pending.drain(..).chain(std::iter::from_fn(|| driver.next_output())) {
-            events += 1;
-            if !writer.write(output) {
-                ended = true;
-                break;
-            }
-        }
-        if !writer.buf.is_empty() {
-            let chunk = writer.buf.split().freeze();
-            metrics.messages_out.add(events);
-            metrics.bytes_out.add(chunk.len() as u64);
-            tokio::select! {
-                sent = tx.send(chunk) => if sent.is_err() {
-                    break;
-                },
-                // The client stopped reading and its outbox overflowed meanwhile.
-                _ = driver.cut_off() => {
-                    metrics.slow_consumers.add(1);
-                    break;
-                }
-            }
-        }
-        if ended {
-            break;
-        }
-        tokio::select! {
-            wake = driver.wait() => driver.on_wake(wake),
-            _ = tx.closed() => break,
-        }
-    }
-    driver.finish();
-}
-
-struct Writer {
+/// The framing of a one-way stream: SSE events (each publication with the cursor of every
+/// channel after it as its `id:`) or NDJSON lines, handed to the response body.
+struct OneWay {
     format: Format,
     cursor: Cursor,
     buf: BytesMut,
-    heartbeat: u64,
+    tx: mpsc::Sender<Bytes>,
 }
 
-impl Writer {
-    /// Frames one output; `false` when the stream must end.
-    fn write(&mut self, output: Output) -> bool {
-        match output {
-            Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {
-                let body = serde_json::json!({"client": c.client, "session": c.session, "heartbeat": self.heartbeat});
-                self.event("connected", None, &body.to_string());
+impl Transport for OneWay {
+    fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
+        match out {
+            Outgoing::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {
+                self.event("connected", None, &serde_json::to_vec(&c).unwrap_or_default());
             }
-            Output::Reply(Reply { body: ReplyBody::Subscribe(s), .. }) => {
+            Outgoing::Reply(Reply { body: ReplyBody::Subscribe(s), .. }) => {
                 self.cursor.advance(&s.channel, &s.epoch, s.offset);
-                let json = serde_json::to_string(&s).unwrap_or_default();
+                let json = serde_json::to_vec(&s).unwrap_or_default();
                 let id = self.cursor.encode();
                 self.event("subscribed", Some(&id), &json);
             }
-            Output::Reply(_) | Output::History { .. } | Output::Op(..) => {
-                // A late refusal can only be the broker failing a subscription.
-                return self.disconnect(Disconnect::BROKER_UNAVAILABLE);
-            }
-            Output::Deliver(Delivery::Publication(p)) => {
+            // A late refusal can only be the broker failing a subscription.
+            Outgoing::Reply(_) | Outgoing::History { .. } => return Err(Disconnect::BROKER_UNAVAILABLE),
+            Outgoing::Publication(p) => {
                 self.cursor.advance(p.channel.as_str(), &p.epoch, p.offset);
                 match self.format {
                     Format::Sse => {
@@ -210,37 +179,65 @@ impl Writer {
                     Format::Ndjson => self.buf.put_slice(p.ndjson_line()),
                 }
             }
-            Output::Deliver(Delivery::Presence(e)) => match self.format {
+            Outgoing::Presence(e) => match self.format {
                 Format::Sse => {
                     self.buf.put_slice(e.sse_event());
                     self.buf.put_slice(b"\n");
                 }
                 Format::Ndjson => self.buf.put_slice(e.ndjson_line()),
             },
-            Output::Ping => match self.format {
+            Outgoing::Ping => match self.format {
                 Format::Sse => self.buf.put_slice(b": ping\n\n"),
-                Format::Ndjson => self.buf.put_slice(b"{\"ping\":{}}\n"),
+                Format::Ndjson => {
+                    self.buf.put_slice(encode::PING);
+                    self.buf.put_u8(b'\n');
+                }
             },
-            Output::Disconnect(d) => return self.disconnect(d),
         }
-        true
+        Ok(())
     }
 
-    fn disconnect(&mut self, d: Disconnect) -> bool {
-        let body = serde_json::json!({"code": d.code, "reason": d.reason}).to_string();
-        self.event("disconnect", None, &body);
-        false
+    fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
     }
 
-    fn event(&mut self, name: &str, id: Option<&str>, json: &str) {
+    async fn flush(&mut self) -> Result<u64, ()> {
+        let chunk = self.buf.split().freeze();
+        let bytes = chunk.len() as u64;
+        self.tx.send(chunk).await.map_err(|_| ())?;
+        Ok(bytes)
+    }
+
+    /// A one-way stream receives nothing: it only learns that the client went away.
+    async fn recv(&mut self) -> Inbound {
+        self.tx.closed().await;
+        Inbound::Gone
+    }
+
+    /// Says why in a `disconnect` event, then ends the response.
+    async fn close(mut self, d: Disconnect, writable: bool) {
+        if writable {
+            self.event("disconnect", None, &encode::disconnect_object(d));
+            let _ = self.flush().await;
+        }
+    }
+}
+
+impl OneWay {
+    fn event(&mut self, name: &str, id: Option<&str>, json: &[u8]) {
         match self.format {
             Format::Sse => {
                 if let Some(id) = id {
                     self.buf.put_slice(format!("id: {id}\n").as_bytes());
                 }
-                self.buf.put_slice(format!("event: {name}\ndata: {json}\n\n").as_bytes());
+                self.buf.put_slice(format!("event: {name}\ndata: ").as_bytes());
+                self.buf.put_slice(json);
+                self.buf.put_slice(b"\n\n");
             }
-            Format::Ndjson => self.buf.put_slice(format!("{{\"{name}\":{json}}}\n").as_bytes()),
+            Format::Ndjson => {
+                self.buf.put_slice(&encode::event(name, json));
+                self.buf.put_u8(b'\n');
+            }
         }
     }
 }

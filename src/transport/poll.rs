@@ -16,7 +16,7 @@ use super::OneWayParams;
 use crate::broker::HistoryQuery;
 use crate::http::HttpError;
 use crate::hub::{ConnId, Outbox, next_conn_id};
-use crate::metrics::Transport;
+use crate::metrics::TransportKind;
 use crate::model::Publication;
 use crate::rules::Actor;
 use crate::server::AppState;
@@ -65,7 +65,7 @@ async fn poll(
     }
     let wait = Duration::from_secs(p.wait.unwrap_or(0).min(config.poll_max_wait));
     let limit = p.limit.unwrap_or(config.poll_max_publications).clamp(1, config.poll_max_publications);
-    state.metrics.request(if wait.is_zero() { Transport::Poll } else { Transport::LongPoll });
+    state.metrics.request(if wait.is_zero() { TransportKind::Poll } else { TransportKind::LongPoll });
     let deadline = Instant::now() + wait;
     // Held while the poll waits, released when dropped: on every way the request ends,
     // including a client that goes away mid-wait (the server then drops this future).

@@ -266,6 +266,10 @@ pub struct ConnectReply {
     /// A secret that lets a later connection of this client keep `client` (`connect.session`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub session: String,
+    /// One-way transports (SSE, streaming): seconds between heartbeats; a client that hears
+    /// nothing for twice that may reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<u64>,
 }
 
 /// The body of a `subscribe` reply, and of the one-way transports' `subscribed` event.

@@ -6,11 +6,13 @@
 //! - [`position`]: stream positions `(epoch, offset)` and the cursor that carries many of them.
 //! - [`codes`]: command error codes and disconnect codes, the numbers clients act on.
 //! - [`frame`]: the WebSocket JSON protocol: client commands, replies and server pushes.
+//! - [`encode`]: what the server sends, encoded once for every transport.
 //!
 //! The contract these types implement is written down in `docs/protocol.md`.
 
 pub mod channel;
 pub mod codes;
+pub mod encode;
 pub mod frame;
 pub mod position;
 

@@ -16,10 +16,10 @@ use wtransport::{Endpoint, ServerConfig, VarInt};
 
 use super::cert::{self, Cert, CertError};
 use crate::config::Config;
-use crate::metrics::Transport;
+use crate::connection::Driver;
+use crate::metrics::TransportKind;
 use crate::server::AppState;
 use crate::session::SessionConfig;
-use crate::transport::driver::Driver;
 
 /// The one path that takes WebTransport sessions.
 pub const PATH: &str = "/wt";
@@ -191,7 +191,7 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
         Ok(conn) => conn,
         Err(e) => return tracing::debug!(error = %e, "webtransport session not established"),
     };
-    let _guard = state.metrics.connection(Transport::WebTransport);
+    let _guard = state.metrics.connection(TransportKind::WebTransport);
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
     let max_streams = state.config.webtransport_max_streams;

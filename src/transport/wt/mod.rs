@@ -4,7 +4,7 @@
 //! length-prefixed frames ([`codec`]). Channels whose namespace enables `datagrams` can be
 //! subscribed with `"datagram": true`: their publications then go out as QUIC datagrams,
 //! unreliable and latest-wins; one that does not fit the connection's datagram size goes on the
-//! stream instead. Like `/ws`, this adapter only frames: a [`Driver`] runs the session, and each
+//! stream instead. Like `/ws`, this adapter only frames: the [`pump`] runs the session, and each
 //! wake-up's output is written in one stream write.
 //!
 //! - [`codec`]: the framing, sans-IO.
@@ -15,17 +15,15 @@ pub mod cert;
 pub mod codec;
 pub mod endpoint;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use switchboard_protocol::Disconnect;
+use switchboard_protocol::encode;
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
-use super::driver::Driver;
-use crate::broker::StreamTop;
-use crate::model::{Delivery, Publication};
-use crate::session::Output;
+use crate::connection::Driver;
+use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 
 pub use endpoint::{Advert, WtEndpoint, WtError};
 
@@ -46,174 +44,137 @@ pub async fn run(conn: Connection, driver: Driver, max_streams: u32) {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => return driver.finish(),
         Err(_) => {
-            close(&conn, None, BytesMut::new(), NO_STREAM).await;
-            return driver.finish();
+            driver.finish();
+            return close(&conn, None, BytesMut::new(), NO_STREAM).await;
         }
     };
-    Session { conn, send, recv, max_streams, refused: 0 }.run(driver).await;
+    let max_frame = driver.state().config.max_frame_bytes;
+    let transport = WtTransport {
+        conn,
+        send,
+        recv,
+        max_streams,
+        refused: 0,
+        max_frame,
+        inbound: BytesMut::with_capacity(READ_BUFFER),
+        chunk: vec![0u8; READ_BUFFER],
+        out: BytesMut::new(),
+        datagram: BytesMut::new(),
+    };
+    pump::run(transport, driver).await;
 }
 
-struct Session {
+/// The WebTransport framing of a session: length-prefixed frames on its one bidirectional
+/// stream, datagrams for datagram subscriptions.
+struct WtTransport {
     conn: Connection,
     send: SendStream,
     recv: RecvStream,
     max_streams: u32,
     refused: u32,
+    max_frame: usize,
+    inbound: BytesMut,
+    chunk: Vec<u8>,
+    out: BytesMut,
+    datagram: BytesMut,
 }
 
-impl Session {
-    async fn run(mut self, mut driver: Driver) {
-        let metrics = driver.state().metrics.clone();
-        let max_frame = driver.state().config.max_frame_bytes;
-        let mut inbound = BytesMut::with_capacity(READ_BUFFER);
-        let mut chunk = vec![0u8; READ_BUFFER];
-        let mut out = BytesMut::new();
-        let mut datagram = BytesMut::new();
-        loop {
-            let mut written = 0u64;
-            let mut oldest = None;
-            while let Some(output) = driver.next_output() {
-                match output {
-                    Output::Reply(reply) => {
-                        codec::put_frame(&mut out, codec::TEXT, reply.to_json().as_bytes())
-                    }
-                    Output::History { id, top, publications } => {
-                        put_history(&mut out, id, &top, &publications);
-                    }
-                    Output::Deliver(Delivery::Publication(p)) => {
-                        oldest.get_or_insert(p.published_at);
-                        let (kind, body) = publication_frame(&p);
-                        let sent =
-                            driver.datagram(&p.channel) && self.send_datagram(&mut datagram, kind, body);
-                        if !sent {
-                            codec::put_frame(&mut out, kind, body);
-                        }
-                    }
-                    Output::Deliver(Delivery::Presence(e)) => {
-                        let line = e.ndjson_line();
-                        codec::put_frame(&mut out, codec::TEXT, &line[..line.len() - 1]);
-                    }
-                    Output::Ping => codec::put_frame(&mut out, codec::TEXT, b"{\"ping\":{}}"),
-                    Output::Disconnect(d) => {
-                        close(&self.conn, Some(&mut self.send), out, d).await;
-                        return driver.finish();
-                    }
-                    Output::Op(..) => continue,
+impl Transport for WtTransport {
+    fn frame(&mut self, out: Outgoing, datagram: bool) -> Result<(), Disconnect> {
+        let message = out.message();
+        let kind = if message.binary { codec::BINARY } else { codec::TEXT };
+        if !(datagram && self.send_datagram(kind, &message.bytes)) {
+            codec::put_frame(&mut self.out, kind, &message.bytes);
+        }
+        Ok(())
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    async fn flush(&mut self) -> Result<u64, ()> {
+        let bytes = self.out.len() as u64;
+        self.send.write_all(&self.out).await.map_err(|_| ())?;
+        self.out.clear();
+        Ok(bytes)
+    }
+
+    async fn recv(&mut self) -> Inbound {
+        match codec::decode(&mut self.inbound, self.max_frame) {
+            Ok(Some(frame)) => return Inbound::Frame(frame, 0),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "webtransport stream error");
+                self.inbound.clear();
+                return Inbound::End(e.disconnect());
+            }
+        }
+        tokio::select! {
+            read = self.recv.read(&mut self.chunk) => match read {
+                Ok(Some(n)) => {
+                    self.inbound.extend_from_slice(&self.chunk[..n]);
+                    // The frames in it are decoded on the next calls.
+                    Inbound::Read(n)
                 }
-                written += 1;
-            }
-            if !out.is_empty() {
-                metrics.bytes_out.add(out.len() as u64);
-                // A client that stops reading while its outbox overflows is cut off, not waited on.
-                let ok = tokio::select! {
-                    r = self.send.write_all(&out) => r.is_ok(),
-                    _ = driver.cut_off() => {
-                        close(&self.conn, None, BytesMut::new(), Disconnect::SLOW_CONSUMER).await;
-                        return driver.finish();
-                    }
-                };
-                if !ok {
-                    return driver.finish();
+                // The client finished or reset its stream: the session is over.
+                Ok(None) | Err(_) => {
+                    self.conn.close(VarInt::from_u32(0), b"");
+                    Inbound::Gone
                 }
-                out.clear();
-            }
-            if written > 0 {
-                metrics.messages_out.add(written);
-                if let Some(at) = oldest {
-                    metrics.fanout_latency.observe(at.elapsed());
+            },
+            dg = self.conn.receive_datagram() => match dg {
+                Ok(dg) => {
+                    let payload: Bytes = dg.payload();
+                    let n = payload.len();
+                    Inbound::Frame(codec::decode_datagram(payload), n)
                 }
-            }
-            tokio::select! {
-                read = self.recv.read(&mut chunk) => match read {
-                    Ok(Some(n)) => {
-                        metrics.bytes_in.add(n as u64);
-                        inbound.extend_from_slice(&chunk[..n]);
-                        loop {
-                            match codec::decode(&mut inbound, max_frame) {
-                                Ok(Some(frame)) => driver.on_frame(frame),
-                                Ok(None) => break,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "webtransport stream error");
-                                    inbound.clear();
-                                    driver.end(e.disconnect());
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    // The client finished or reset its stream: the session is over.
-                    Ok(None) | Err(_) => {
-                        self.conn.close(VarInt::from_u32(0), b"");
-                        return driver.finish();
-                    }
-                },
-                dg = self.conn.receive_datagram() => match dg {
-                    Ok(dg) => {
-                        let payload: Bytes = dg.payload();
-                        metrics.bytes_in.add(payload.len() as u64);
-                        driver.on_frame(codec::decode_datagram(payload));
-                    }
-                    Err(_) => return driver.finish(),
-                },
-                bi = self.conn.accept_bi() => match bi {
-                    Ok((mut send, recv)) => {
-                        let _ = send.reset(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
-                        recv.stop(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
-                        self.refuse_stream(&mut driver);
-                    }
-                    Err(_) => return driver.finish(),
-                },
-                uni = self.conn.accept_uni() => match uni {
-                    Ok(recv) => {
-                        recv.stop(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
-                        self.refuse_stream(&mut driver);
-                    }
-                    Err(_) => return driver.finish(),
-                },
-                wake = driver.wait() => driver.on_wake(wake),
-            }
+                Err(_) => Inbound::Gone,
+            },
+            bi = self.conn.accept_bi() => match bi {
+                Ok((mut send, recv)) => {
+                    let _ = send.reset(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
+                    recv.stop(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
+                    self.refuse_stream()
+                }
+                Err(_) => Inbound::Gone,
+            },
+            uni = self.conn.accept_uni() => match uni {
+                Ok(recv) => {
+                    recv.stop(VarInt::from_u32(TOO_MANY_STREAMS.code.into()));
+                    self.refuse_stream()
+                }
+                Err(_) => Inbound::Gone,
+            },
         }
     }
 
+    async fn close(mut self, d: Disconnect, writable: bool) {
+        let out = std::mem::take(&mut self.out);
+        let send = writable.then_some(&mut self.send);
+        close(&self.conn, send, out, d).await;
+    }
+}
+
+impl WtTransport {
     /// The protocol needs one stream; others are refused, and a session that keeps opening them
     /// past `webtransport_max_streams` is closed.
-    fn refuse_stream(&mut self, driver: &mut Driver) {
+    fn refuse_stream(&mut self) -> Inbound {
         self.refused += 1;
-        if self.refused > self.max_streams {
-            driver.end(TOO_MANY_STREAMS);
-        }
+        if self.refused > self.max_streams { Inbound::End(TOO_MANY_STREAMS) } else { Inbound::Nothing }
     }
 
     /// Sends a publication as a datagram; `false` when it does not fit (the caller then writes it
     /// on the stream) or the peer takes none.
-    fn send_datagram(&self, buf: &mut BytesMut, kind: u8, body: &[u8]) -> bool {
+    fn send_datagram(&mut self, kind: u8, body: &[u8]) -> bool {
         match self.conn.max_datagram_size() {
             Some(max) if body.len() < max => {
-                codec::put_datagram(buf, kind, body);
-                self.conn.send_datagram(&buf[..]).is_ok()
+                codec::put_datagram(&mut self.datagram, kind, body);
+                self.conn.send_datagram(&self.datagram[..]).is_ok()
             }
             _ => false,
         }
     }
-}
-
-/// A publication's shared WebSocket encoding, as a frame kind and body.
-fn publication_frame(p: &Publication) -> (u8, &[u8]) {
-    match p.ws_message() {
-        axum::extract::ws::Message::Binary(b) => (codec::BINARY, &b[..]),
-        _ => {
-            let line = p.ndjson_line();
-            (codec::TEXT, &line[..line.len() - 1])
-        }
-    }
-}
-
-fn put_history(out: &mut BytesMut, id: u64, top: &StreamTop, publications: &[Arc<Publication>]) {
-    let mut body = BytesMut::new();
-    body.extend_from_slice(format!("{{\"id\":{id},\"history\":").as_bytes());
-    super::ws::put_history_body(&mut body, top, publications);
-    body.extend_from_slice(b"}");
-    codec::put_frame(out, codec::TEXT, &body);
 }
 
 /// Says why on the stream (`{"disconnect": {"code", "reason"}}`, for browsers, which do not see
@@ -222,8 +183,7 @@ fn put_history(out: &mut BytesMut, id: u64, top: &StreamTop, publications: &[Arc
 /// waits, up to `CLOSE_GRACE`, for the client to close first.
 async fn close(conn: &Connection, send: Option<&mut SendStream>, mut out: BytesMut, d: Disconnect) {
     if let Some(send) = send {
-        let body = serde_json::json!({"disconnect": {"code": d.code, "reason": d.reason}}).to_string();
-        codec::put_frame(&mut out, codec::TEXT, body.as_bytes());
+        codec::put_frame(&mut out, codec::TEXT, &encode::disconnect(d));
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
             if send.write_all(&out).await.is_ok() && send.finish().await.is_ok() {
                 conn.closed().await;

@@ -1,7 +1,11 @@
-//! The connection driver: the thin async layer between a [`Session`] and the rest of the node.
-//! It runs the operations the session asks for (hub and broker calls), feeds their results,
-//! the connection's outbox and the session's timers back in, and hands the transport the outputs
-//! it must write. Transports only add their framing on top.
+//! A live connection: the [`Driver`], the thin async layer between a [`Session`] and the rest of
+//! the node, and [`pump`], the one write loop every transport runs it in.
+//!
+//! The driver runs the operations the session asks for (hub and broker calls, room signaling
+//! against presence), feeds their results, the connection's outbox and the session's timers back
+//! in, and hands the pump the outputs to write. Transports only add their framing on top.
+
+pub mod pump;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,11 +85,6 @@ impl Driver {
     /// Whether `connect` is still claiming the client id (later commands wait for it).
     pub fn connecting(&self) -> bool {
         self.session.connecting()
-    }
-
-    /// The session's client id.
-    pub fn client_id(&self) -> &str {
-        self.session.client_info().map_or("", |i| i.client.as_str())
     }
 
     /// Whether `channel`'s publications go out as datagrams ([`Session::datagram`]).

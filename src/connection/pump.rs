@@ -1,0 +1,175 @@
+//! The one write loop every live connection runs, over a narrow [`Transport`] trait: frame a
+//! batch, write it in one go, receive, close with a code. WebSocket, WebTransport, data channels,
+//! SSE and streaming implement the trait with their framing alone; the loop does the rest (the
+//! session's outputs, cut-off of consumers that stop reading, metrics, the close) once for all.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use switchboard_protocol::Disconnect;
+use switchboard_protocol::encode;
+use switchboard_protocol::frame::{ClientFrame, FrameError, Reply};
+
+use super::Driver;
+use crate::broker::StreamTop;
+use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
+use crate::session::Output;
+
+/// Something to send, as the session asked for it.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A reply to a command (one-way transports turn `connect` and `subscribe` into events).
+    Reply(Reply),
+    /// A history reply.
+    History {
+        /// The command id.
+        id: u64,
+        /// The stream's top.
+        top: StreamTop,
+        /// The publications, with their shared encodings.
+        publications: Vec<Arc<Publication>>,
+    },
+    /// A publication.
+    Publication(Arc<Publication>),
+    /// A join or leave.
+    Presence(Arc<PresenceEvent>),
+    /// A ping (one-way transports: a heartbeat).
+    Ping,
+}
+
+impl Outgoing {
+    /// The frame of the bidirectional transports (WebSocket, WebTransport, data channels):
+    /// publications and presence events reuse their shared encodings.
+    pub fn message(&self) -> Message {
+        match self {
+            Outgoing::Reply(reply) => Message::text(reply.to_json()),
+            Outgoing::History { id, top, publications } => {
+                Message::text(encode::history_reply(*id, &history_body(top, publications)))
+            }
+            Outgoing::Publication(p) => p.message().clone(),
+            Outgoing::Presence(e) => e.message(),
+            Outgoing::Ping => Message::text(encode::PING),
+        }
+    }
+}
+
+/// What a transport received.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A client frame (or why it could not be read), and its size on the wire.
+    Frame(Result<ClientFrame, FrameError>, usize),
+    /// Nothing for the session (a WebSocket ping, a refused extra stream).
+    Nothing,
+    /// Bytes read that the transport decodes into frames on its next calls.
+    Read(usize),
+    /// The transport ends the connection with this code (a protocol error, a frame too large).
+    End(Disconnect),
+    /// The client is gone.
+    Gone,
+}
+
+/// A connection's transport: its framing and its socket, nothing else.
+pub trait Transport: Send {
+    /// Frames one output into the pending batch; `datagram` marks a publication of a datagram
+    /// (latest-wins) subscription, which a transport may send unreliably. `Err` when this
+    /// transport cannot carry it: the connection then ends with that code.
+    fn frame(&mut self, out: Outgoing, datagram: bool) -> Result<(), Disconnect>;
+
+    /// Whether framed output waits for [`Transport::flush`].
+    fn has_pending(&self) -> bool;
+
+    /// Writes the pending batch in one go; the bytes written, or `Err` when the client is gone.
+    fn flush(&mut self) -> impl Future<Output = Result<u64, ()>> + Send;
+
+    /// The next input. Cancel-safe: the loop races it against the session's wake-ups.
+    fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
+
+    /// Ends the connection, telling the client why when it can: `writable` is false when the
+    /// client stopped reading (a slow consumer), so nothing more can reach it.
+    fn close(self, d: Disconnect, writable: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// What of a session output a transport sends: `None` for operations and the disconnect, which
+/// the loop handles itself.
+pub fn outgoing(output: Output) -> Option<Outgoing> {
+    Some(match output {
+        Output::Reply(reply) => Outgoing::Reply(reply),
+        Output::History { id, top, publications } => Outgoing::History { id, top, publications },
+        Output::Deliver(Delivery::Publication(p)) => Outgoing::Publication(p),
+        Output::Deliver(Delivery::Presence(e)) => Outgoing::Presence(e),
+        Output::Ping => Outgoing::Ping,
+        Output::Disconnect(_) | Output::Op(..) => return None,
+    })
+}
+
+/// Runs `driver`'s session over `transport` until either side ends it.
+pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
+    let metrics = driver.state().metrics.clone();
+    loop {
+        let mut framed = 0u64;
+        let mut oldest = None;
+        let mut disconnect = None;
+        while let Some(output) = driver.next_output() {
+            if let Output::Disconnect(d) = output {
+                disconnect = Some(d);
+                break;
+            }
+            let Some(out) = outgoing(output) else { continue };
+            let datagram = match &out {
+                Outgoing::Publication(p) => {
+                    oldest.get_or_insert(p.published_at);
+                    driver.datagram(&p.channel)
+                }
+                _ => false,
+            };
+            if let Err(d) = transport.frame(out, datagram) {
+                disconnect = Some(d);
+                break;
+            }
+            framed += 1;
+        }
+        if transport.has_pending() {
+            // A consumer whose socket stays blocked while its outbox overflows is cut off here:
+            // it cannot be written to any more. Its client resumes from history.
+            tokio::select! {
+                written = transport.flush() => match written {
+                    Ok(bytes) => metrics.bytes_out.add(bytes),
+                    Err(()) => return driver.finish(),
+                },
+                _ = driver.cut_off() => {
+                    metrics.slow_consumers.add(1);
+                    driver.finish();
+                    return transport.close(Disconnect::SLOW_CONSUMER, false).await;
+                }
+            }
+        }
+        if framed > 0 {
+            metrics.messages_out.add(framed);
+            if let Some(at) = oldest {
+                metrics.fanout_latency.observe(at.elapsed());
+            }
+        }
+        if let Some(d) = disconnect {
+            driver.finish();
+            return transport.close(d, true).await;
+        }
+        tokio::select! {
+            inbound = transport.recv() => match inbound {
+                Inbound::Frame(frame, bytes) => {
+                    metrics.bytes_in.add(bytes as u64);
+                    driver.on_frame(frame);
+                }
+                Inbound::Nothing => {}
+                Inbound::Read(bytes) => metrics.bytes_in.add(bytes as u64),
+                Inbound::End(d) => {
+                    if d == Disconnect::SLOW_CONSUMER {
+                        metrics.slow_consumers.add(1);
+                    }
+                    driver.end(d);
+                }
+                Inbound::Gone => return driver.finish(),
+            },
+            wake = driver.wait() => driver.on_wake(wake),
+        }
+    }
+}
