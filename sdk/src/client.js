@@ -13,6 +13,11 @@ import { StreamConn } from './transports/stream.js';
 import { PollConn } from './transports/poll.js';
 import { Room } from './rooms/room.js';
 
+/** @typedef {import('../switchboard.js').TransportName} TransportName */
+/** @typedef {import('../switchboard.js').ConnectionState} ConnectionState */
+/** @typedef {import('../switchboard.js').Switchboard} SwitchboardApi */
+
+/** @type {TransportName[]} */
 const ALL_TRANSPORTS = ['webtransport', 'websocket', 'sse', 'stream', 'long-poll', 'poll'];
 /** The default order where the platform has no WebTransport. */
 const FALLBACK_TRANSPORTS = ALL_TRANSPORTS.slice(1);
@@ -30,7 +35,9 @@ const CONNS = {
   webrtc: DcConn,
 };
 
+/** @implements {SwitchboardApi} */
 export class Switchboard extends Emitter {
+  /** @param {import('../switchboard.js').SwitchboardOptions} [opts] */
   constructor(opts = {}) {
     super();
     const g = globalThis;
@@ -58,14 +65,14 @@ export class Switchboard extends Emitter {
     this._EventSource = pick('EventSource');
     const f = pick('fetch');
     this._fetch = f ? (u, init) => f.call(g, u, init) : null;
-    const timers = opts.timers || {};
-    this._setTimeout = timers.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms));
-    this._clearTimeout = timers.clearTimeout ?? ((id) => g.clearTimeout(id));
+    const timers = opts.timers;
+    this._setTimeout = timers?.setTimeout ?? ((fn, ms) => g.setTimeout(fn, ms));
+    this._clearTimeout = timers?.clearTimeout ?? ((/** @type {any} */ id) => g.clearTimeout(id));
     this._random = opts.random ?? Math.random;
 
-    /** 'connecting' | 'connected' | 'disconnected' | 'closed' */
+    /** @type {ConnectionState} */
     this.state = 'disconnected';
-    /** The transport in use (the last one that opened), or null. */
+    /** @type {TransportName | null} The transport in use (the last one that opened). */
     this.transport = null;
     /**
      * Client id the server gave this connection (not on polling). Reconnects keep it (the
@@ -120,6 +127,10 @@ export class Switchboard extends Emitter {
 
   get transports() { return this._transports.slice(); }
 
+  /**
+   * @param {string} channel
+   * @param {import('../switchboard.js').SubscribeOptions} [options]
+   */
   subscribe(channel, { since, datagram } = {}) {
     if (typeof channel !== 'string' || channel.length === 0 || channel.length > 255) {
       throw new TypeError('Switchboard: channel must be a name of 1-255 characters');
@@ -134,13 +145,18 @@ export class Switchboard extends Emitter {
   /** The current subscription to `channel`, if any. */
   getSubscription(channel) { return this._subs.get(channel) ?? null; }
 
+  /**
+   * @param {string} channel
+   * @param {unknown} data
+   * @param {import('../switchboard.js').PublishOptions} [options]
+   */
   async publish(channel, data, { idempotencyKey, datagram } = {}) {
     const conn = this._wsConn();
     const binary = isBinary(data);
     const body = { channel };
     if (idempotencyKey != null) body.idempotency_key = idempotencyKey;
     // Fire-and-forget over a WebTransport datagram: no reply, may be lost (cursors, game input).
-    if (datagram && conn && conn.sendDatagram && !binary && conn.sendDatagram('publish', { ...body, data })) {
+    if (datagram && conn && !binary && conn.sendDatagram('publish', { ...body, data })) {
       return null;
     }
     if (conn) {
@@ -159,6 +175,10 @@ export class Switchboard extends Emitter {
    * A WebRTC room (docs/webrtc.md) on channel `name` (`room:NAME`): call `join()` on it.
    * Needs a transport with a client id: any but the polling ones.
    */
+  /**
+   * @param {string} name
+   * @param {import('../switchboard.js').RoomOptions} [opts]
+   */
   room(name, opts = {}) {
     return new Room(this, name, opts);
   }
@@ -169,6 +189,10 @@ export class Switchboard extends Emitter {
     return this._api('GET', '/api/presence', { query: { channel } });
   }
 
+  /**
+   * @param {string} channel
+   * @param {import('../switchboard.js').HistoryOptions} [options]
+   */
   async history(channel, { limit, since, reverse } = {}) {
     const conn = this._wsConn();
     let res;
@@ -422,6 +446,11 @@ export class Switchboard extends Emitter {
     return token ? { Authorization: `Bearer ${token}` } : {};
   }
 
+  /**
+   * @param {string} method
+   * @param {string} path
+   * @param {{query?: Record<string, unknown>, body?: unknown}} [request]
+   */
   async _api(method, path, { query, body } = {}) {
     if (!this._fetch) throw new SwitchboardError(0, 'fetch is not available');
     const token = await this._ensureToken();

@@ -1,7 +1,17 @@
 // Errors: the SDK's error type, errors out of HTTP answers, and where errors nobody handles go.
 
-/** An error with the server's code (protocol.md "Command error codes"), or 0 for client-side ones. */
+/** @typedef {import('../switchboard.js').SwitchboardError} SwitchboardErrorApi */
+
+/**
+ * An error with the server's code (protocol.md "Command error codes"), or 0 for client-side ones.
+ * @implements {SwitchboardErrorApi}
+ */
 export class SwitchboardError extends Error {
+  /**
+   * @param {number} code
+   * @param {string} message
+   * @param {{status?: number, timeout?: boolean, node?: string}} [extra]
+   */
   constructor(code, message, extra) {
     super(message);
     this.name = 'SwitchboardError';
@@ -10,7 +20,10 @@ export class SwitchboardError extends Error {
   }
 }
 
-/** The SwitchboardError of a failed HTTP answer: its JSON error code and message, its status, `node` (111). */
+/**
+ * The SwitchboardError of a failed HTTP answer: its JSON error code and message, its status, `node` (111).
+ * @returns {Promise<import('../switchboard.js').SwitchboardError>}
+ */
 export async function errorFromResponse(res) {
   let node = null;
   let code = 0;

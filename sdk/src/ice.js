@@ -12,7 +12,7 @@ export function iceGathered(pc, client) {
     const done = () => {
       client._clearTimeout(timer);
       pc.removeEventListener('icegatheringstatechange', check);
-      resolve();
+      resolve(undefined);
     };
     pc.addEventListener('icegatheringstatechange', check);
     timer = client._setTimeout(done, ICE_GATHER_MS);

@@ -2,6 +2,9 @@
 
 import { Emitter } from './emitter.js';
 
+/** @typedef {import('../switchboard.js').Subscription} SubscriptionApi */
+
+/** @implements {SubscriptionApi} */
 export class Subscription extends Emitter {
   constructor(client, channel, since, datagram) {
     super();
@@ -11,7 +14,7 @@ export class Subscription extends Emitter {
     this.datagram = !!datagram;
     /** `{epoch, offset}` of the last publication delivered (or where the subscription stands). */
     this.position = since ? { epoch: since.epoch, offset: since.offset } : null;
-    /** 'pending' | 'subscribed' | 'unsubscribed' | 'failed' */
+    /** @type {'pending' | 'subscribed' | 'unsubscribed' | 'failed'} */
     this.state = 'pending';
   }
 

@@ -18,6 +18,9 @@ function whenSubscribed(sub, room) {
   ]);
 }
 
+/** @typedef {import('../../switchboard.js').Room} RoomApi */
+
+/** @implements {RoomApi} */
 export class Room extends Emitter {
   constructor(client, name, opts = {}) {
     super();
@@ -29,7 +32,7 @@ export class Room extends Emitter {
     this._sb = client;
     this.name = name;
     this.mode = mode;
-    /** 'idle' | 'joining' | 'joined' | 'left' */
+    /** @type {'idle' | 'joining' | 'joined' | 'left'} */
     this.state = 'idle';
     /** This participant's client id; kept across reconnects unless the server cannot (then a rejoin). */
     this.clientId = null;
@@ -80,15 +83,20 @@ export class Room extends Emitter {
       this._offState = () => { offState(); offId(); };
       if (this._listeners.get('speakers')?.size) this._speakerLoop();
       await this._start();
-      if (this.state === 'left') throw new SwitchboardError(0, 'left the room');
+      if (this._hasLeft()) throw new SwitchboardError(0, 'left the room');
       return this;
     } catch (err) {
-      if (this.state !== 'left') {
+      if (!this._hasLeft()) {
         this._error(err);
         this.leave();
       }
       throw err;
     }
+  }
+
+  /** Whether leave() ran; a method, as it may run while join() awaits (the type checker assumes not). */
+  _hasLeft() {
+    return this.state === 'left';
   }
 
   /** Closes every peer connection (mesh peers get a `bye`, the SFU peer a DELETE) and leaves. */

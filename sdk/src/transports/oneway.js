@@ -23,6 +23,11 @@ export class OneWayConn {
     this.start();
   }
 
+  /** Opens the transport for `this.channels` (each one-way transport has its own). */
+  start() {
+    throw new Error('not implemented');
+  }
+
   /** The set of channels changed: reopen with the new set from the current positions. */
   sync() {
     if (!this.opened || this.closed || this.reopenQueued) return;

@@ -23,6 +23,8 @@ export class WsConn {
     this.sent = new Map(); // channel → Subscription sent to the server on this connection
     this.pingSecs = 0;
     this.watchdog = null;
+    /** Whether `datagram` subscriptions can be honoured (WebTransport, WebRTC). */
+    this.datagrams = false;
   }
 
   open() {
@@ -139,6 +141,11 @@ export class WsConn {
     return new Promise((resolve, reject) => {
       this._send(cmd, body, payload, (err, reply) => (err ? reject(err) : resolve(reply)));
     });
+  }
+
+  /** Sends a command as one datagram, without a reply; false when it cannot (then use the stream). */
+  sendDatagram(_cmd, _body) {
+    return false;
   }
 
   /** Brings the server's subscriptions on this connection in line with the client's. */
