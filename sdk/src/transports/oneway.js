@@ -1,14 +1,11 @@
 // What the one-way transports (SSE, HTTP streaming, polling) share.
 
+import { Conn } from './conn.js';
+
 /** Shared by the one-way transports: the channels they were opened with, idle when there are none. */
-export class OneWayConn {
+export class OneWayConn extends Conn {
   constructor(client, name, token) {
-    this.client = client;
-    this.name = name;
-    this.token = token;
-    this.opened = false;
-    this.closed = false;
-    this.idle = false;
+    super(client, name, token);
     this.channels = [...client._subs.keys()];
     this.reopenQueued = false;
   }

@@ -4,6 +4,7 @@
 import { utf8Encoder, utf8Decoder, toBytes } from '../codec.js';
 import { SwitchboardError } from '../errors.js';
 import { RETRYABLE_CODES, backoffDelay } from '../retry.js';
+import { Conn } from './conn.js';
 
 const SUBPROTOCOL = 'switchboard.v1.json';
 /** Extra seconds, on top of the server's ping interval, before a silent WebSocket counts as dead. */
@@ -11,13 +12,9 @@ const PONG_GRACE_SECS = 10;
 const noop = () => {};
 
 /** The client's connection over a WebSocket; framing only, it feeds the client's _push/_opened/_lost. */
-export class WsConn {
+export class WsConn extends Conn {
   constructor(client, name, token) {
-    this.client = client;
-    this.name = name;
-    this.token = token;
-    this.opened = false;
-    this.closed = false;
+    super(client, name, token);
     this.nextId = 1;
     this.pending = new Map(); // id → {cmd, done(err, reply), timer}
     this.sent = new Map(); // channel → Subscription sent to the server on this connection
