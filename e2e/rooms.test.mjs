@@ -143,7 +143,7 @@ for (const mode of ['mesh', 'sfu']) {
     const pages = [await join(room, 'stay', { mode }), await join(room, 'drop', { mode })];
     await expectFlowing(pages, 1, 1, `${mode} before the drop`);
     const before = await pages[1].evaluate(() => {
-      window.pcOf = () => (window.room.mode === 'sfu' ? window.room._sfu.pc : [...window.room._peers.values()][0].pc);
+      window.pcOf = () => (window.room.mode === 'sfu' ? window.room._sfu.pc : [...window.room._mesh.peers.values()][0].pc);
       window.pcBefore = window.pcOf();
       const id = window.sb.clientId;
       window.sb.dropConnection();
@@ -226,7 +226,7 @@ test('a cluster: pages on two nodes share an SFU room, whose media lives on the 
     const room = 'room:cluster';
     const pages = [await join(room, 'on-a', { mode: 'sfu', node: nodes[0] }), await join(room, 'on-b', { mode: 'sfu', node: nodes[1] })];
     await expectFlowing(pages, 1, 1, 'cluster');
-    const url = await pages[1].evaluate(() => window.room._sfu.url);
+    const url = await pages[1].evaluate(() => window.room._sfu.link.url);
     assert.ok(url.startsWith(`${nodes[0].url}/rtc/peers/`), `node B's page holds its peer on node A: ${url}`);
     for (const page of pages) {
       await page.evaluate(() => window.room.leave());
@@ -275,7 +275,7 @@ test('a mesh call connects with TURN as the only ICE server and relay-only polic
   await expectFlowing(pages, 1, 1, 'relayed mesh');
   const types = await pages[0].evaluate(async () => {
     const out = [];
-    for (const pc of [...window.room._peers.values()].map((p) => p.pc)) {
+    for (const pc of [...window.room._mesh.peers.values()].map((p) => p.pc)) {
       const stats = await pc.getStats();
       stats.forEach((s) => {
         if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {

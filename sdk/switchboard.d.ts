@@ -91,6 +91,8 @@ export declare class SwitchboardError extends Error {
   status?: number;
   /** True when no reply came within `timeoutMs`. */
   timeout?: boolean;
+  /** Code 111 (misdirected): the base URL of the node that serves the resource. */
+  node?: string;
 }
 
 export interface SwitchboardOptions {
@@ -129,6 +131,31 @@ export interface SwitchboardOptions {
   random?: () => number;
 }
 
+export interface SubscribeOptions {
+  /** Resume after this position. */
+  since?: Position;
+  /**
+   * On WebTransport (datagrams) or WebRTC (the `switchboard-unreliable` channel), in
+   * namespaces with `datagrams` on: deliver publications unreliably, latest wins (game
+   * state, cursors). Such a subscription never replays.
+   */
+  datagram?: boolean;
+}
+
+export interface PublishOptions {
+  idempotencyKey?: string;
+  /** On WebTransport: send as an unacknowledged datagram (fire-and-forget; resolves at once with null). */
+  datagram?: boolean;
+}
+
+export interface HistoryOptions {
+  limit?: number;
+  /** Publications after this position. */
+  since?: Position;
+  /** Newest first. */
+  reverse?: boolean;
+}
+
 export interface HistoryResult {
   epoch: string;
   offset: number;
@@ -141,6 +168,8 @@ export interface PresenceResult {
 
 export declare class Subscription {
   readonly channel: string;
+  /** Asked for latest-wins datagram delivery (honoured on WebTransport and WebRTC only). */
+  readonly datagram: boolean;
   /** Position of the last publication delivered (or where the subscription stands); null before the first `subscribed`. */
   readonly position: Position | null;
   /** `pending` until the server confirms, and again while reconnecting; `failed`/`unsubscribed` when ended. */
@@ -193,18 +222,7 @@ export declare class Switchboard {
    * Subscribes to `channel` (at most one subscription per channel; throws if one exists). With
    * `since`, resumes after that position. Works before `connect()` too.
    */
-  subscribe(
-    channel: string,
-    options?: {
-      since?: Position;
-      /**
-       * On WebTransport (datagrams) or WebRTC (the `switchboard-unreliable` channel), in
-       * namespaces with `datagrams` on: deliver publications unreliably, latest wins (game
-       * state, cursors). Such a subscription never replays.
-       */
-      datagram?: boolean;
-    },
-  ): Subscription;
+  subscribe(channel: string, options?: SubscribeOptions): Subscription;
   /** The current subscription to `channel`, or null. */
   getSubscription(channel: string): Subscription | null;
 
@@ -213,19 +231,11 @@ export declare class Switchboard {
    * publication). Over the WebSocket when on one, else `POST /api/publish` with the token. A
    * repeated `idempotencyKey` answers the first result and stores nothing.
    */
-  publish(
-    channel: string,
-    data: unknown,
-    options?: {
-      idempotencyKey?: string;
-      /** On WebTransport: send as an unacknowledged datagram (fire-and-forget; resolves at once). */
-      datagram?: boolean;
-    },
-  ): Promise<Position>;
+  publish(channel: string, data: unknown, options?: PublishOptions): Promise<Position | null>;
   /** Who is subscribed to `channel` (WebSocket `presence`, else `GET /api/presence`). */
   presence(channel: string): Promise<PresenceResult>;
   /** Publications kept in the channel's history (WebSocket `history`, else `GET /api/history`). */
-  history(channel: string, options?: { limit?: number; since?: Position; reverse?: boolean }): Promise<HistoryResult>;
+  history(channel: string, options?: HistoryOptions): Promise<HistoryResult>;
 
   /**
    * A WebRTC room on channel `name` (`room:NAME`, in a namespace with `rooms = true`; no `@`).

@@ -1,161 +1,11 @@
 // WebRTC in the SDK without a browser: the data channel transport, room naming, perfect
-// negotiation roles, SFU track-list planning, and the mesh/SFU signaling flows on a fake
-// RTCPeerConnection (it negotiates nothing: it only records what the SDK asks of it).
+// negotiation roles, SFU track-list planning, and the mesh/SFU signaling flows on the fake
+// RTCPeerConnection of testing/rtc.mjs (it negotiates nothing: it records what the SDK asks of it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Switchboard, inboxChannel, isPolite, planSubscriptions } from '../switchboard.js';
-import { FakeClock, makeClient, settle } from '../testing/fakes.mjs';
-
-// --- fakes -------------------------------------------------------------------------------------
-
-let trackSeq = 0;
-class FakeTrack {
-  constructor(kind, id = `mst${++trackSeq}`) {
-    this.kind = kind;
-    this.id = id;
-    this.enabled = true;
-  }
-}
-const fakeStream = (...tracks) => ({ id: `stream${++trackSeq}`, getTracks: () => tracks });
-
-class FakeChannel {
-  constructor(label, opts) {
-    this.label = label;
-    this.opts = opts;
-    this.readyState = 'connecting';
-    this.sent = [];
-  }
-  send(data) {
-    if (this.readyState !== 'open') throw new Error('not open');
-    this.sent.push(data);
-  }
-  close() { this.readyState = 'closed'; }
-  // --- the server's side ---
-  open() {
-    this.readyState = 'open';
-    this.onopen && this.onopen({});
-  }
-  receive(msg) { this.onmessage && this.onmessage({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) }); }
-  frames() { return this.sent.filter((d) => typeof d === 'string').map((d) => JSON.parse(d)); }
-  reply(cmd, body) {
-    const c = this.frames().filter((f) => f.id && cmd in f).at(-1);
-    this.receive({ id: c.id, [cmd]: body });
-    return c;
-  }
-}
-
-/** RTCPeerConnection double: mids on setLocalDescription, JSEP-ish signaling states, no media. */
-function fakePeerConnection() {
-  const pcs = [];
-  class FakePC extends EventTarget {
-    constructor(config) {
-      super();
-      this.config = config;
-      this.transceivers = [];
-      this.channels = [];
-      this.candidates = [];
-      this.signalingState = 'stable';
-      this.iceGatheringState = 'complete';
-      this.connectionState = 'new';
-      this.localDescription = null;
-      this.remoteDescription = null;
-      this.closed = false;
-      this.nextMid = 0;
-      this.offers = 0;
-      this.fresh = [];
-      this.stats = [];
-      pcs.push(this);
-    }
-    createDataChannel(label, opts) {
-      const ch = new FakeChannel(label, opts);
-      this.channels.push(ch);
-      return ch;
-    }
-    addTransceiver(trackOrKind, init = {}) {
-      const track = typeof trackOrKind === 'string' ? null : trackOrKind;
-      const t = {
-        mid: null,
-        kind: track ? track.kind : trackOrKind,
-        direction: init.direction ?? 'sendrecv',
-        currentDirection: null,
-        init,
-        stopped: false,
-        sender: { track, replaceTrack: async (nt) => { t.sender.track = nt; } },
-        receiver: { track: new FakeTrack(track ? track.kind : trackOrKind) },
-        stop() { this.stopped = true; },
-      };
-      this.transceivers.push(t);
-      this._needed();
-      return t;
-    }
-    addTrack(track) { return this.addTransceiver(track).sender; }
-    removeTrack(sender) {
-      sender.track = null;
-      this._needed();
-    }
-    getTransceivers() { return this.transceivers; }
-    getSenders() { return this.transceivers.map((t) => t.sender); }
-    getReceivers() { return this.transceivers.map((t) => t.receiver); }
-    _needed() {
-      if (this.queued) return;
-      this.queued = true;
-      queueMicrotask(() => {
-        this.queued = false;
-        if (this.signalingState === 'stable' && !this.closed && this.onnegotiationneeded) this.onnegotiationneeded();
-      });
-    }
-    async createOffer() { return { type: 'offer', sdp: `offer-${++this.offers}` }; }
-    async setLocalDescription(d) {
-      if (d && d.type === 'rollback') {
-        for (const t of this.fresh) t.mid = null;
-        this.signalingState = 'stable';
-        return;
-      }
-      const type = d ? d.type : this.signalingState === 'have-remote-offer' ? 'answer' : 'offer';
-      const sdp = d ? d.sdp : type === 'offer' ? `offer-${++this.offers}` : `answer-to-${this.remoteDescription.sdp}`;
-      this.fresh = this.transceivers.filter((t) => t.mid == null && !t.stopped);
-      for (const t of this.fresh) t.mid = String(this.nextMid++);
-      this.localDescription = { type, sdp };
-      this.signalingState = type === 'offer' ? 'have-local-offer' : 'stable';
-    }
-    async setRemoteDescription(d) {
-      if (d.type === 'offer' && this.signalingState === 'have-local-offer') this.rolledBack = true; // implicit rollback
-      this.remoteDescription = d;
-      this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
-    }
-    async addIceCandidate(c) { this.candidates.push(c); }
-    async getStats() { return new Map(this.stats); }
-    restartIce() { this.restarted = true; }
-    close() { this.closed = true; }
-    // --- the network's side ---
-    setConnectionState(s) {
-      this.connectionState = s;
-      this.onconnectionstatechange && this.onconnectionstatechange();
-    }
-  }
-  return { FakePC, pcs };
-}
-
-/** A fetch that answers text (SDP) as well as JSON. */
-function textFetch() {
-  const requests = [];
-  const fetch = (url, init = {}) => new Promise((resolve, reject) => {
-    requests.push({
-      url,
-      init,
-      method: init.method || 'GET',
-      headers: init.headers || {},
-      body: init.body,
-      json: () => JSON.parse(init.body),
-      respond(status, body, type = 'application/json') {
-        const text = body == null ? null : typeof body === 'string' ? body : JSON.stringify(body);
-        resolve(new Response(text, { status, headers: { 'Content-Type': type } }));
-      },
-      fail() { reject(new TypeError('network error')); },
-    });
-  });
-  return { fetch, requests };
-}
+import { FakeClock, fakeFetch, makeClient, settle } from '../testing/fakes.mjs';
+import { FakeTrack, fakePeerConnection, fakeStream } from '../testing/rtc.mjs';
 
 async function until(fn, what = 'condition') {
   for (let i = 0; i < 100; i++) {
@@ -279,7 +129,7 @@ test('planSubscriptions: held tracks stay, vanished ones are released and their 
 
 function dcClient(opts = {}) {
   const clock = new FakeClock();
-  const http = textFetch();
+  const http = fakeFetch();
   const rtc = fakePeerConnection();
   const sb = new Switchboard({
     url: 'http://sb.test', transports: 'webrtc', RTCPeerConnection: rtc.FakePC, fetch: http.fetch,
@@ -295,7 +145,7 @@ function dcClient(opts = {}) {
 async function openDc({ http, pcs }, { client = 'c1', iceStatus = 200 } = {}) {
   (await request(http, 'GET', /\/api\/ice-servers$/)).respond(iceStatus, iceStatus === 200 ? { iceServers: [{ urls: ['stun:x'] }] } : { error: { code: 108, message: 'off' } });
   const post = await request(http, 'POST', /\/rtc\/dc$/);
-  post.respond(201, 'v=0 answer', 'application/sdp');
+  post.respond(201, 'v=0 answer', { 'Content-Type': 'application/sdp' });
   const pc = pcs.at(-1);
   await until(() => pc.remoteDescription, 'answer applied');
   const [dc, udc] = pc.channels;
@@ -322,7 +172,7 @@ test('webrtc: offer POSTed as application/sdp, answer applied, the WebSocket pro
   ]);
   assert.equal(post.headers['Content-Type'], 'application/sdp');
   assert.equal(post.body, pc.localDescription.sdp);
-  post.respond(201, 'v=0 answer', 'application/sdp');
+  post.respond(201, 'v=0 answer', { 'Content-Type': 'application/sdp' });
   await until(() => pc.remoteDescription);
   assert.deepEqual(pc.remoteDescription, { type: 'answer', sdp: 'v=0 answer' });
   const [dc, udc] = pc.channels;

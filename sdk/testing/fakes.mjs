@@ -1,4 +1,5 @@
-// Test doubles for the SDK: a fake clock, WebSocket, EventSource and fetch, all driven by the test.
+// Test doubles for the SDK: a fake clock, WebSocket, EventSource and fetch, all driven by the test
+// (the WebRTC ones are in rtc.mjs).
 // Lives outside test/ so that `node --test sdk/test/` does not load it as a test file.
 
 import { Switchboard, encodeCursor } from '../switchboard.js';
@@ -171,8 +172,9 @@ export function fakeFetch() {
       aborted: false,
       json: () => JSON.parse(init.body),
       query: () => new URL(url).searchParams,
+      /** Answers `body`: a string as it is (say its type in `headers`), anything else as JSON. */
       respond(status, body, headers = {}) {
-        const text = body == null ? null : JSON.stringify(body);
+        const text = body == null ? null : typeof body === 'string' ? body : JSON.stringify(body);
         resolve(new Response(text, { status, headers: { 'Content-Type': 'application/json', ...headers } }));
       },
       /** Answers with a streaming body; returns {write(text|bytes), end()}. */
