@@ -17,7 +17,7 @@ use crate::broker::{Health, HistoryQuery, PublishRequest};
 use crate::http::{Caller, HttpError, caller};
 use crate::model::Payload;
 use crate::rules::Destination;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// `POST /api/publish` body.
 #[derive(Deserialize)]
@@ -208,8 +208,5 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
          # TYPE switchboard_broker_reconnects_total counter\nswitchboard_broker_reconnects_total {}\n",
         state.broker.reconnects()
     ));
-    if let Some(ice) = state.ice.get() {
-        text.push_str(&ice.metrics.render_prometheus());
-    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -11,7 +11,7 @@ use switchboard_protocol::ChannelName;
 
 use crate::broker::PublishRequest;
 use crate::model::Payload;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The channel the ticker publishes on.
 pub const TICKER_CHANNEL: &str = "demo:ticker";

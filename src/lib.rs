@@ -36,8 +36,10 @@ pub mod rtc;
 pub mod rules;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod transport;
 pub mod turn;
 
 pub use config::Config;
-pub use server::{AppState, Server, app};
+pub use server::{Server, Services, app};
+pub use state::AppState;

@@ -153,7 +153,7 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
-    if let Some(wt) = server.state().webtransport.get() {
+    if let Some(wt) = server.services().webtransport.as_ref() {
         println!("WebTransport (HTTP/3) on udp {}:{}/wt", addr.ip(), wt.port);
     }
     if let Some(turn) = server.turn_addr() {
@@ -162,7 +162,7 @@ async fn serve(config: Config) -> Result<(), String> {
     if let Some(rtc) = server.rtc_addr() {
         println!("WebRTC media on udp {rtc} (SFU, data channels, WHIP/WHEP)");
     }
-    if let Some(tls) = server.state().ice.get().and_then(|i| i.tls_addr) {
+    if let Some(tls) = server.services().ice.as_ref().and_then(|i| i.tls_addr) {
         println!("TURN over TLS on {tls}");
     }
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())

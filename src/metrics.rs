@@ -133,6 +133,21 @@ pub struct Metrics {
     pub rtc_frames_forwarded: Counter,
     /// Bytes of media the SFU forwarded (payload, before RTP packetization).
     pub rtc_bytes_forwarded: Counter,
+    /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
+    sources: Sources,
+}
+
+/// Renders a component's metrics as Prometheus text.
+type Render = Box<dyn Fn(&mut String) + Send + Sync>;
+
+/// Renderers of other components' metrics.
+#[derive(Default)]
+struct Sources(parking_lot::Mutex<Vec<Render>>);
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} sources", self.0.lock().len())
+    }
 }
 
 impl Metrics {
@@ -226,7 +241,15 @@ impl Metrics {
             h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(s, "switchboard_fanout_latency_seconds_count {count}");
+        for source in self.sources.0.lock().iter() {
+            source(&mut s);
+        }
         s
+    }
+
+    /// Adds a component's metrics (rendered as Prometheus text) to [`Metrics::render`].
+    pub fn add_source(&self, render: impl Fn(&mut String) + Send + Sync + 'static) {
+        self.sources.0.lock().push(Box::new(render));
     }
 }
 

@@ -1,4 +1,5 @@
-//! The node: shared state, the router, the listener, admission and graceful shutdown.
+//! The node: start-up (the listener, the broker, the optional services), the router, and
+//! graceful shutdown. The shared state is [`crate::state`].
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -7,107 +8,30 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use switchboard_protocol::ChannelName;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 
-use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, DeliverySink, PublishRequest, PublishResult};
+use crate::broker::BrokerError;
 use crate::config::Config;
-use crate::hub::{ConnId, Hub, Outbox};
-use crate::metrics::Metrics;
-use crate::rules::Rules;
+use crate::rtc::RtcService;
+use crate::state::AppState;
+use crate::transport::wt::Advert;
+use crate::turn::IceInfo;
 use crate::{api, demo, transport};
 
-/// Everything a handler needs, shared by every connection.
-pub struct AppState {
-    /// The configuration.
-    pub config: Arc<Config>,
-    /// Who callers are and what they may do on each channel.
-    pub rules: Arc<Rules>,
-    /// History, presence and cross-node delivery.
-    pub broker: Arc<dyn Broker>,
-    /// This node's subscriptions.
-    pub hub: Arc<Hub>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// One permit per open connection (`max_connections`).
-    pub admission: Arc<Semaphore>,
-    /// Flips to `true` when the server stops.
-    pub shutdown: watch::Sender<bool>,
-    /// The HTTP/3 (WebTransport) endpoint's port and certificate hash, once it is bound.
-    pub webtransport: std::sync::OnceLock<Arc<transport::wt::Advert>>,
-    /// The running STUN/TURN server, once started.
-    pub ice: std::sync::OnceLock<crate::turn::IceInfo>,
-    /// The WebRTC engine (SFU, data channels, WHIP/WHEP), once started.
-    pub rtc: std::sync::OnceLock<crate::rtc::RtcService>,
-}
-
-impl AppState {
-    /// A node with the broker the configuration names.
-    pub async fn connect(config: Config) -> Result<Arc<Self>, BrokerError> {
-        let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker = crate::broker::connect(&config, hub.clone() as Arc<dyn DeliverySink>).await?;
-        Ok(Self::with_parts(config, metrics, hub, broker))
-    }
-
-    /// A node with the in-memory broker.
-    pub fn new(config: Config) -> Arc<Self> {
-        let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(metrics.clone()));
-        let broker = Arc::new(MemoryBroker::new(hub.clone() as Arc<dyn DeliverySink>));
-        Self::with_parts(config, metrics, hub, broker)
-    }
-
-    fn with_parts(
-        config: Config,
-        metrics: Arc<Metrics>,
-        hub: Arc<Hub>,
-        broker: Arc<dyn Broker>,
-    ) -> Arc<Self> {
-        let config = Arc::new(config);
-        Arc::new(Self {
-            rules: Arc::new(Rules::new(config.clone())),
-            admission: Arc::new(Semaphore::new(config.max_connections)),
-            config,
-            broker,
-            hub,
-            metrics,
-            shutdown: watch::Sender::new(false),
-            webtransport: std::sync::OnceLock::new(),
-            ice: std::sync::OnceLock::new(),
-            rtc: std::sync::OnceLock::new(),
-        })
-    }
-
-    /// Publishes, and counts the publication (once: a retried duplicate is not counted). Every
-    /// path of the node publishes through here, so the count does not depend on the path.
-    pub async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
-        crate::broker::publish(self.broker.as_ref(), &self.metrics, request).await
-    }
-
-    /// Registers a local subscriber and the node's interest in the channel.
-    pub async fn subscribe_local(
-        &self,
-        channel: &ChannelName,
-        conn: ConnId,
-        outbox: Arc<Outbox>,
-    ) -> Result<(), BrokerError> {
-        self.hub.subscribe(channel, conn, outbox);
-        self.broker.node_subscribe(channel).await
-    }
-
-    /// Removes a local subscriber and the node's interest it held.
-    pub fn unsubscribe_local(&self, channel: &ChannelName, conn: ConnId) {
-        self.hub.unsubscribe(channel, conn);
-        let (broker, channel) = (self.broker.clone(), channel.clone());
-        tokio::spawn(async move { broker.node_unsubscribe(&channel).await });
-    }
+/// The optional services a node runs beside its channels, once started: each is handed to the
+/// routes that use it, so the shared state depends on none of them.
+#[derive(Clone, Default)]
+pub struct Services {
+    /// The HTTP/3 (WebTransport) endpoint's port and certificate hash.
+    pub webtransport: Option<Arc<Advert>>,
+    /// The STUN/TURN server.
+    pub ice: Option<IceInfo>,
+    /// The WebRTC engine (SFU, data channels, WHIP/WHEP).
+    pub rtc: Option<RtcService>,
 }
 
 /// The HTTP application: every endpoint on one router.
-pub fn app(state: Arc<AppState>) -> Router {
+pub fn app(state: Arc<AppState>, services: &Services) -> Router {
     let mut router = Router::new()
         .route("/ws", get(transport::ws::handler))
         .route("/sse", get(transport::oneway::sse))
@@ -117,11 +41,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/history", get(api::history))
         .route("/api/presence", get(api::presence))
         .route("/api/channels", get(api::channels))
-        .route("/api/ice-servers", get(crate::turn::ice_servers))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
-        .route("/wt/cert-hash", get(wt_cert_hash))
-        .merge(crate::rtc::http::routes())
+        .merge(crate::turn::routes(services.ice.clone()))
+        .merge(transport::wt::routes(services.webtransport.clone()))
+        .merge(crate::rtc::http::routes(services.rtc.clone()))
         .merge(demo::sdk_routes());
     if state.config.demo {
         router = router.merge(demo::routes());
@@ -134,7 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             crate::http::HttpError::new(switchboard_protocol::ErrorCode::MethodNotFound, "no such endpoint")
         })
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_frame_bytes))
-        .layer(axum::middleware::map_response_with_state(state.clone(), alt_svc))
+        .layer(axum::middleware::map_response_with_state(services.webtransport.clone(), alt_svc))
         .layer(axum::middleware::map_response(crate::http::json_errors));
     if let Some(cors) = cors(&state.config.allowed_origins) {
         router = router.layer(cors);
@@ -173,51 +97,15 @@ fn cors(allowed: &[String]) -> Option<tower_http::cors::CorsLayer> {
 
 /// `Alt-Svc: h3=":PORT"` on every response while the HTTP/3 endpoint runs.
 async fn alt_svc(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    axum::extract::State(advert): axum::extract::State<Option<Arc<Advert>>>,
     mut response: axum::response::Response,
 ) -> axum::response::Response {
-    if let Some(advert) = state.webtransport.get()
+    if let Some(advert) = advert
         && let Ok(value) = axum::http::HeaderValue::from_str(&advert.alt_svc())
     {
         response.headers_mut().insert(axum::http::header::ALT_SVC, value);
     }
     response
-}
-
-/// `GET /wt/cert-hash`: the SHA-256 of the self-signed HTTP/3 certificate, for a browser's
-/// `serverCertificateHashes`; `404` (code 108) when WebTransport is off or uses a configured
-/// certificate.
-async fn wt_cert_hash(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let Some((advert, (hash, not_after))) =
-        state.webtransport.get().and_then(|a| a.dev_cert().map(|c| (a.clone(), c)))
-    else {
-        let e = crate::http::HttpError {
-            status: Some(axum::http::StatusCode::NOT_FOUND),
-            ..crate::http::HttpError::new(
-                switchboard_protocol::ErrorCode::NotAvailable,
-                "no self-signed WebTransport certificate",
-            )
-        };
-        return e.into_response();
-    };
-    let body = serde_json::json!({
-        "algorithm": "sha-256",
-        "hash": hash,
-        "not_after": not_after,
-        "port": advert.port,
-        "path": transport::wt::endpoint::PATH,
-    });
-    (
-        [
-            (axum::http::header::CONTENT_TYPE, "application/json"),
-            (axum::http::header::CACHE_CONTROL, "no-store"),
-        ],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// Why a server could not start.
@@ -241,7 +129,7 @@ pub enum StartError {
     Rtc(String),
 }
 
-async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
+async fn start_turn(state: &Arc<AppState>) -> Result<IceInfo, StartError> {
     let mut config = crate::turn::turn_config(&state.config).map_err(StartError::Turn)?;
     let secret = config.auth_secret.get_or_insert_with(crate::turn::random_secret).clone();
     let mut stop = state.shutdown.subscribe();
@@ -251,7 +139,7 @@ async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
     let handle = switchboard_turn::serve(config.clone(), shutdown)
         .await
         .map_err(|e| StartError::Turn(e.to_string()))?;
-    let info = crate::turn::IceInfo {
+    let info = IceInfo {
         addr: handle.udp_addr(),
         tls_addr: handle.tls_addr(),
         tcp: handle.tcp_addr().is_some(),
@@ -260,13 +148,14 @@ async fn start_turn(state: &Arc<AppState>) -> Result<(), StartError> {
         ttl: Duration::from_secs(state.config.turn_credential_ttl),
         metrics: handle.metrics(),
     };
-    let _ = state.ice.set(info);
+    let metrics = info.metrics.clone();
+    state.metrics.add_source(move |out| out.push_str(&metrics.render_prometheus()));
     tokio::spawn(handle.wait());
-    Ok(())
+    Ok(info)
 }
 
 /// Starts the WebRTC engine on `rtc_listen` (default: the HTTP listener's IP, any free port).
-async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<(), StartError> {
+async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<RtcService, StartError> {
     let config = &state.config;
     let addr = match config.rtc_listen.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -288,15 +177,16 @@ async fn start_rtc(state: &Arc<AppState>, http_ip: IpAddr) -> Result<(), StartEr
     if !config.node_url.is_empty() {
         let node = config.node_base().to_owned();
         let ttl = std::time::Duration::from_secs(config.presence_ttl);
-        tokio::spawn(crate::rtc::http::renew_claims(Arc::downgrade(state), node, ttl));
+        let renew = crate::rtc::http::renew_claims(Arc::downgrade(state), service.clone(), node, ttl);
+        tokio::spawn(renew);
     }
-    let _ = state.rtc.set(service);
-    Ok(())
+    Ok(service)
 }
 
 /// A bound, not yet running server.
 pub struct Server {
     state: Arc<AppState>,
+    services: Services,
     listener: TcpListener,
     webtransport: Option<transport::wt::WtEndpoint>,
 }
@@ -315,27 +205,33 @@ impl Server {
             false => None,
         };
         let state = AppState::connect(config).await.map_err(StartError::Broker)?;
-        if let Some(wt) = &webtransport {
-            let _ = state.webtransport.set(wt.advert().clone());
-        }
+        let mut services = Services {
+            webtransport: webtransport.as_ref().map(|wt| wt.advert().clone()),
+            ..Services::default()
+        };
         if state.config.turn {
-            start_turn(&state).await?;
+            services.ice = Some(start_turn(&state).await?);
         }
         if state.config.rtc {
             let ip = listener.local_addr().map_err(StartError::Listen)?.ip();
-            start_rtc(&state, ip).await?;
+            services.rtc = Some(start_rtc(&state, ip).await?);
         }
-        Ok(Self { state, listener, webtransport })
+        Ok(Self { state, services, listener, webtransport })
     }
 
     /// The WebRTC media address, when WebRTC runs.
     pub fn rtc_addr(&self) -> Option<SocketAddr> {
-        self.state.rtc.get().map(|r| r.local_addr())
+        self.services.rtc.as_ref().map(|r| r.local_addr())
     }
 
     /// The TURN server's address, when it runs.
     pub fn turn_addr(&self) -> Option<SocketAddr> {
-        self.state.ice.get().map(|i| i.addr)
+        self.services.ice.as_ref().map(|i| i.addr)
+    }
+
+    /// The optional services that started (for tests and embedding).
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// The address actually bound.
@@ -366,7 +262,7 @@ impl Server {
             let _ = stop.send(true);
             hub.close_all(switchboard_protocol::Disconnect::SHUTDOWN);
         };
-        axum::serve(listener, app(state.clone())).with_graceful_shutdown(signal).await?;
+        axum::serve(listener, app(state.clone(), &self.services)).with_graceful_shutdown(signal).await?;
         if let Some(wt) = webtransport {
             let _ = wt.await;
         }

@@ -13,8 +13,8 @@ use switchboard_turn::{TlsListener, TurnConfig, make_credential};
 
 use crate::config::Config;
 use crate::http::{HttpError, bearer};
-use crate::server::AppState;
 use crate::session::Now;
+use crate::state::AppState;
 
 /// The TURN server's configuration; the shared secret is `secret` (ours or the generated one).
 pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
@@ -104,12 +104,19 @@ pub struct IceInfo {
     pub metrics: Arc<switchboard_turn::Metrics>,
 }
 
+/// `/api/ice-servers`, answered from the running TURN server (`None`: it is off).
+pub fn routes(ice: Option<IceInfo>) -> axum::Router<Arc<AppState>> {
+    let handler = move |state, headers| ice_servers(state, headers, ice.clone());
+    axum::Router::new().route("/api/ice-servers", axum::routing::get(handler))
+}
+
 /// `GET /api/ice-servers`: `{"iceServers": [...], "ttl": secs}`, ready for `RTCPeerConnection`.
-pub async fn ice_servers(
+async fn ice_servers(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    ice: Option<IceInfo>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let Some(ice) = state.ice.get() else {
+    let Some(ice) = ice else {
         return Err(HttpError::new(ErrorCode::NotAvailable, "the TURN server is off"));
     };
     let user = if state.config.requires_token() {

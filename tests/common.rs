@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard::config::{ChannelOptions, Config};
-use switchboard::{AppState, Server};
+use switchboard::{AppState, Server, Services};
 use switchboard_client::{Client, Event, Publication, Subscription};
 use tokio::sync::oneshot;
 
@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
+    pub services: Services,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -29,6 +30,7 @@ impl TestServer {
         let server = Server::bind(Config { demo: false, ..config }).await.expect("server binds");
         let addr = server.local_addr().unwrap();
         let state = server.state().clone();
+        let services = server.services().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -38,7 +40,7 @@ impl TestServer {
                 .await
                 .unwrap();
         });
-        Self { addr, state, stop: Some(stop), task: Some(task) }
+        Self { addr, state, services, stop: Some(stop), task: Some(task) }
     }
 
     /// A server whose namespace `small` keeps only two publications.

@@ -24,7 +24,7 @@ fn urls(answer: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn hands_out_fresh_time_limited_credentials_for_the_running_turn_server() {
     let server = TestServer::start(Config { turn_secret: "s3cret".into(), ..Config::default() }).await;
-    let turn = server.state.ice.get().expect("TURN runs by default").addr;
+    let turn = server.services.ice.as_ref().expect("TURN runs by default").addr;
     assert_ne!(turn.port(), 3478, "a test server on port 0 gets a free TURN port too");
     let (status, answer) = get(server.addr, "/api/ice-servers", &[]).await;
     assert_eq!(status, 200, "{answer}");
@@ -110,7 +110,7 @@ async fn a_configured_certificate_adds_turn_over_tls() {
         ..Config::default()
     })
     .await;
-    let tls = server.state.ice.get().unwrap().tls_addr.expect("TURN over TLS runs with a certificate");
+    let tls = server.services.ice.as_ref().unwrap().tls_addr.expect("TURN over TLS runs with a certificate");
     let (_, answer) = get(server.addr, "/api/ice-servers", &[]).await;
     assert!(urls(&answer).contains(&format!("turns:localhost:{}?transport=tcp", tls.port())), "{answer}");
     assert!(tokio::net::TcpStream::connect(tls).await.is_ok());

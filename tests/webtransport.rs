@@ -24,7 +24,7 @@ async fn start() -> Running {
     let server = Server::bind(config).await.expect("binds");
     let port = server.local_addr().unwrap().port();
     let state = server.state().clone();
-    let advert = state.webtransport.get().expect("webtransport is on by default").clone();
+    let advert = server.services().webtransport.clone().expect("webtransport is on by default");
     assert_eq!(advert.port, port, "UDP on the TCP port number");
     let (hex, _) = advert.dev_cert().expect("a self-signed certificate");
     let mut hash = [0u8; 32];

@@ -125,7 +125,7 @@ async fn main() {
     let server = Server::bind(config).await.expect("server");
     let port = server.local_addr().unwrap().port();
     let state: Arc<AppState> = server.state().clone();
-    let (hex, _) = state.webtransport.get().and_then(|a| a.dev_cert()).expect("dev cert");
+    let (hex, _) = server.services().webtransport.as_ref().and_then(|a| a.dev_cert()).expect("dev cert");
     let mut hash = [0u8; 32];
     for (i, b) in hash.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();

@@ -19,8 +19,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::hub::{ConnId, Outbox, Taken, next_conn_id};
 use crate::model::Delivery;
-use crate::server::AppState;
 use crate::session::{Now, Op, OpId, OpResult, Output, Session, SessionConfig};
+use crate::state::AppState;
 
 type OpFuture = Pin<Box<dyn Future<Output = Option<(OpId, OpResult)>> + Send>>;
 

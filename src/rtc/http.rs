@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
+use axum::{Extension, Router};
 use serde::Deserialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 
@@ -18,17 +18,18 @@ use crate::connection::Driver;
 use crate::http::{Caller, HttpError, bearer, caller};
 use crate::metrics::TransportKind;
 use crate::rules::Actor;
-use crate::server::AppState;
 use crate::session::SessionConfig;
+use crate::state::AppState;
 
 /// The routes, under the app's state.
-pub fn routes() -> Router<Arc<AppState>> {
+pub fn routes(rtc: Option<RtcService>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/rtc/sfu/{room}", post(join_sfu))
         .route("/rtc/peers/{peer}", patch(update).delete(close))
         .route("/rtc/dc", post(data_channel))
         .route("/whip/{room}", post(whip_or_whep))
         .route("/whep/{room}", post(whip_or_whep))
+        .layer(Extension(rtc))
 }
 
 /// `POST /rtc/sfu/{room}` body.
@@ -55,12 +56,11 @@ struct UpdateBody {
     layers: HashMap<String, String>,
 }
 
-fn service(state: &AppState) -> Result<RtcService, HttpError> {
-    state
-        .rtc
-        .get()
-        .cloned()
-        .ok_or_else(|| rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC is off"))
+/// The engine, when WebRTC runs.
+type Engine = Extension<Option<RtcService>>;
+
+fn service(Extension(rtc): Engine) -> Result<RtcService, HttpError> {
+    rtc.ok_or_else(|| rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC is off"))
 }
 
 fn unknown_room() -> HttpError {
@@ -121,12 +121,16 @@ async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String
 
 /// Keeps the claims of the rooms this node serves while they have peers here, until the node
 /// stops.
-pub async fn renew_claims(state: std::sync::Weak<AppState>, node: String, ttl: std::time::Duration) {
+pub async fn renew_claims(
+    state: std::sync::Weak<AppState>,
+    rtc: RtcService,
+    node: String,
+    ttl: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(ttl / 3);
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
-        let Some(rtc) = state.rtc.get().cloned() else { continue };
         for room in rtc.rooms().await {
             match state.broker.claim_room(&room, &node, ttl).await {
                 Ok(holder) if holder != node => {
@@ -151,11 +155,12 @@ fn created_sdp(state: &AppState, peer: &str, sdp: String) -> Response {
 
 async fn join_sfu(
     State(state): State<Arc<AppState>>,
+    rtc: Engine,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let rtc = service(&state)?;
+    let rtc = service(rtc)?;
     let room = room(&state, &name)?;
     let body: JoinBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("bad request body: {e}")))?;
@@ -201,12 +206,12 @@ async fn join_sfu(
 }
 
 async fn update(
-    State(state): State<Arc<AppState>>,
+    rtc: Engine,
     Path(peer): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let rtc = service(&state)?;
+    let rtc = service(rtc)?;
     let ty = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if ty.starts_with("application/trickle-ice-sdpfrag") {
         let m = "trickle ICE is not supported: put the candidates in the offer";
@@ -224,8 +229,8 @@ async fn update(
     Ok(Json(serde_json::json!({ "sdp": answer })).into_response())
 }
 
-async fn close(State(state): State<Arc<AppState>>, Path(peer): Path<String>) -> Result<Response, HttpError> {
-    match service(&state)?.close(peer).await {
+async fn close(rtc: Engine, Path(peer): Path<String>) -> Result<Response, HttpError> {
+    match service(rtc)?.close(peer).await {
         true => Ok(StatusCode::OK.into_response()),
         false => Err(super::unknown_peer()),
     }
@@ -235,6 +240,7 @@ async fn close(State(state): State<Arc<AppState>>, Path(peer): Path<String>) -> 
 /// `201` with the answer. A client token must allow publishing (WHIP) or subscribing (WHEP) there.
 async fn whip_or_whep(
     State(state): State<Arc<AppState>>,
+    rtc: Engine,
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
@@ -251,7 +257,7 @@ async fn whip_or_whep(
         };
         allowed.map_err(|_| forbidden())?;
     }
-    let rtc = service(&state)?;
+    let rtc = service(rtc)?;
     let offer = sdp_body(&headers, body)?;
     if let Some(holder) = elsewhere(&state, &room).await? {
         // WHIP and WHEP clients follow redirects (RFC 9725 §4.5).
@@ -265,10 +271,11 @@ async fn whip_or_whep(
 
 async fn data_channel(
     State(state): State<Arc<AppState>>,
+    rtc: Engine,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let rtc = service(&state)?;
+    let rtc = service(rtc)?;
     let offer = sdp_body(&headers, body)?;
     let permit = state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())?;
     let (events, rx) = tokio::sync::mpsc::channel(256);

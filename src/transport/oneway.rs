@@ -20,8 +20,8 @@ use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::HttpError;
 use crate::metrics::TransportKind;
-use crate::server::AppState;
 use crate::session::Output;
+use crate::state::AppState;
 
 /// The framing of a one-way stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,9 +19,9 @@ use crate::hub::{ConnId, Outbox, next_conn_id};
 use crate::metrics::TransportKind;
 use crate::model::Publication;
 use crate::rules::Actor;
-use crate::server::AppState;
 use crate::session::Now;
 use crate::session::recovery::recover;
+use crate::state::AppState;
 
 /// The header that carries the cursor on every poll response.
 pub const CURSOR_HEADER: &str = "switchboard-cursor";

@@ -17,7 +17,7 @@ use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::HttpError;
 use crate::metrics::TransportKind;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Read buffer per connection: small, because most connections are idle subscribers sending
 /// small commands (tungstenite grows it for a larger frame). Measured: 4 KiB → 1 KiB took an idle

@@ -18,8 +18,8 @@ use super::cert::{self, Cert, CertError};
 use crate::config::Config;
 use crate::connection::Driver;
 use crate::metrics::TransportKind;
-use crate::server::AppState;
 use crate::session::SessionConfig;
+use crate::state::AppState;
 
 /// The one path that takes WebTransport sessions.
 pub const PATH: &str = "/wt";

@@ -15,6 +15,7 @@ pub mod cert;
 pub mod codec;
 pub mod endpoint;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -24,6 +25,8 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
+use crate::http::HttpError;
+use crate::state::AppState;
 
 pub use endpoint::{Advert, WtEndpoint, WtError};
 
@@ -37,6 +40,38 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub const TOO_MANY_STREAMS: Disconnect = Disconnect { code: 3500, reason: "too many streams" };
 /// A session that never opened its protocol stream.
 pub const NO_STREAM: Disconnect = Disconnect { code: 3500, reason: "no protocol stream" };
+
+/// `/wt/cert-hash`, answered from the endpoint's advert (`None`: WebTransport is off).
+pub fn routes(advert: Option<Arc<Advert>>) -> axum::Router<Arc<AppState>> {
+    axum::Router::new().route("/wt/cert-hash", axum::routing::get(move || cert_hash(advert.clone())))
+}
+
+/// `GET /wt/cert-hash`: the SHA-256 of the self-signed HTTP/3 certificate, for a browser's
+/// `serverCertificateHashes`; `404` (code 108) when WebTransport is off or uses a configured
+/// certificate.
+async fn cert_hash(advert: Option<Arc<Advert>>) -> axum::response::Response {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let Some((advert, (hash, not_after))) = advert.and_then(|a| a.dev_cert().map(|c| (a.clone(), c))) else {
+        let e = HttpError {
+            status: Some(StatusCode::NOT_FOUND),
+            ..HttpError::new(
+                switchboard_protocol::ErrorCode::NotAvailable,
+                "no self-signed WebTransport certificate",
+            )
+        };
+        return e.into_response();
+    };
+    let body = serde_json::json!({
+        "algorithm": "sha-256",
+        "hash": hash,
+        "not_after": not_after,
+        "port": advert.port,
+        "path": endpoint::PATH,
+    });
+    ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body.to_string())
+        .into_response()
+}
 
 /// Runs one accepted session until it ends.
 pub async fn run(conn: Connection, driver: Driver, max_streams: u32) {

@@ -1,0 +1,94 @@
+//! The node's shared state: what every part needs (configuration, rules, broker, hub, metrics,
+//! admission, shutdown) and nothing optional. The optional services (WebTransport, TURN,
+//! WebRTC) are started by [`crate::server`] and handed to the routes that use them, so this
+//! module, at the bottom of the crate, depends on none of them.
+
+use std::sync::Arc;
+
+use switchboard_protocol::ChannelName;
+use tokio::sync::{Semaphore, watch};
+
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Broker, BrokerError, DeliverySink, PublishRequest, PublishResult};
+use crate::config::Config;
+use crate::hub::{ConnId, Hub, Outbox};
+use crate::metrics::Metrics;
+use crate::rules::Rules;
+
+/// Everything a handler needs, shared by every connection.
+pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Who callers are and what they may do on each channel.
+    pub rules: Arc<Rules>,
+    /// History, presence and cross-node delivery.
+    pub broker: Arc<dyn Broker>,
+    /// This node's subscriptions.
+    pub hub: Arc<Hub>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// One permit per open connection (`max_connections`).
+    pub admission: Arc<Semaphore>,
+    /// Flips to `true` when the server stops.
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// A node with the broker the configuration names.
+    pub async fn connect(config: Config) -> Result<Arc<Self>, BrokerError> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let broker = crate::broker::connect(&config, hub.clone() as Arc<dyn DeliverySink>).await?;
+        Ok(Self::with_parts(config, metrics, hub, broker))
+    }
+
+    /// A node with the in-memory broker.
+    pub fn new(config: Config) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let broker = Arc::new(MemoryBroker::new(hub.clone() as Arc<dyn DeliverySink>));
+        Self::with_parts(config, metrics, hub, broker)
+    }
+
+    fn with_parts(
+        config: Config,
+        metrics: Arc<Metrics>,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+    ) -> Arc<Self> {
+        let config = Arc::new(config);
+        Arc::new(Self {
+            rules: Arc::new(Rules::new(config.clone())),
+            admission: Arc::new(Semaphore::new(config.max_connections)),
+            config,
+            broker,
+            hub,
+            metrics,
+            shutdown: watch::Sender::new(false),
+        })
+    }
+
+    /// Publishes, and counts the publication (once: a retried duplicate is not counted). Every
+    /// path of the node publishes through here, so the count does not depend on the path.
+    pub async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+        crate::broker::publish(self.broker.as_ref(), &self.metrics, request).await
+    }
+
+    /// Registers a local subscriber and the node's interest in the channel.
+    pub async fn subscribe_local(
+        &self,
+        channel: &ChannelName,
+        conn: ConnId,
+        outbox: Arc<Outbox>,
+    ) -> Result<(), BrokerError> {
+        self.hub.subscribe(channel, conn, outbox);
+        self.broker.node_subscribe(channel).await
+    }
+
+    /// Removes a local subscriber and the node's interest it held.
+    pub fn unsubscribe_local(&self, channel: &ChannelName, conn: ConnId) {
+        self.hub.unsubscribe(channel, conn);
+        let (broker, channel) = (self.broker.clone(), channel.clone());
+        tokio::spawn(async move { broker.node_unsubscribe(&channel).await });
+    }
+}
