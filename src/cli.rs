@@ -1,8 +1,12 @@
 //! The terminal clients: `switchboard publish` and `switchboard subscribe`, thin wrappers over
 //! the Rust client crate.
 
+use std::io::Write;
+
+use base64::Engine;
 use clap::Args;
-use switchboard_client::{Client, Cursor, Event, Transport};
+use serde_json::{Map, Value, json};
+use switchboard_client::{Client, Cursor, Event, Publication, Transport};
 
 /// `switchboard publish`.
 #[derive(Args)]
@@ -58,7 +62,7 @@ pub async fn publish(args: PublishArgs) -> Result<(), String> {
         None => client.publish(&args.channel, &data).await,
     }
     .map_err(|e| e.to_string())?;
-    println!("{}", serde_json::json!({"offset": reply.offset, "epoch": reply.epoch}));
+    print_line(json!({"offset": reply.offset, "epoch": reply.epoch}))?;
     Ok(())
 }
 
@@ -78,31 +82,72 @@ pub async fn subscribe(args: SubscribeArgs) -> Result<(), String> {
     let mut sub = client.subscribe(transport, &channels, since).await.map_err(|e| e.to_string())?;
     let mut seen = 0u64;
     while let Some(event) = sub.next().await {
-        let line = match event.map_err(|e| e.to_string())? {
+        let mut line = match event.map_err(|e| e.to_string())? {
             Event::Publication(p) => {
                 seen += 1;
-                serde_json::json!({"pub": {"channel": p.channel, "offset": p.offset, "epoch": p.epoch,
-                    "data": p.data, "binary_len": p.binary.map(|b| b.len())}})
+                json!({ "pub": publication(p) })
             }
-            Event::Subscribed(s) => serde_json::json!({ "subscribed": s }),
-            Event::Join(j) => serde_json::json!({ "join": j }),
-            Event::Leave(l) => serde_json::json!({ "leave": l }),
-            Event::Connected { client } => serde_json::json!({"connected": {"client": client}}),
+            Event::Subscribed(s) => json!({ "subscribed": s }),
+            Event::Join(j) => json!({ "join": j }),
+            Event::Leave(l) => json!({ "leave": l }),
+            Event::Connected { client } => json!({"connected": {"client": client}}),
+            Event::Unsubscribed { channel, code, reason } => {
+                json!({"unsubscribed": {"channel": channel, "code": code, "reason": reason}})
+            }
             Event::Disconnected { code, reason } => {
-                println!("{}", serde_json::json!({"disconnect": {"code": code, "reason": reason}}));
+                print_line(json!({"disconnect": {"code": code, "reason": reason}}))?;
                 return Err(format!(
                     "disconnected: {code} {reason}; resume with --since {}",
                     sub.cursor().encode()
                 ));
             }
-            other => serde_json::json!({ "event": format!("{other:?}") }),
+            other => json!({ "event": format!("{other:?}") }),
         };
-        let mut line = line;
-        line["cursor"] = serde_json::Value::String(sub.cursor().encode());
-        println!("{line}");
+        line["cursor"] = Value::String(sub.cursor().encode());
+        if print_line(line)? == Printed::ReaderGone {
+            return Ok(());
+        }
         if args.count.is_some_and(|c| seen >= c) {
             break;
         }
     }
     Ok(())
+}
+
+/// A publication as printed: its wire object (`docs/protocol.md`), without absent fields.
+fn publication(p: Publication) -> Value {
+    let mut out = Map::new();
+    out.insert("channel".into(), p.channel.into());
+    out.insert("offset".into(), p.offset.into());
+    out.insert("epoch".into(), p.epoch.into());
+    if let Some(data) = p.data {
+        out.insert("data".into(), data);
+    }
+    if let Some(binary) = p.binary {
+        out.insert("b64".into(), base64::engine::general_purpose::STANDARD.encode(binary).into());
+    }
+    if let Some(info) = p.info {
+        out.insert("info".into(), json!(info));
+    }
+    Value::Object(out)
+}
+
+/// Whether a line reached stdout.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Printed {
+    /// It did.
+    Yes,
+    /// Whoever read stdout has gone (`| head -2` got its lines).
+    ReaderGone,
+}
+
+/// Prints one line. A reader that has gone ends the command quietly, as it does any Unix tool,
+/// where `println!` would panic; other write errors are errors.
+pub fn print_line(line: impl std::fmt::Display) -> Result<Printed, String> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(Printed::Yes),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Printed::ReaderGone),
+        Err(e) => Err(format!("cannot write to stdout: {e}")),
+    }
 }

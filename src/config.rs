@@ -230,6 +230,16 @@ pub enum ConfigError {
     /// The file, a variable or a flag does not fit the schema.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// One option's value does not fit its type, or the option does not exist.
+    #[error("invalid configuration: {key} ({origin}): {message}")]
+    Value {
+        /// The option, dotted for nested ones (`namespaces.chat.history_size`).
+        key: String,
+        /// Where its value came from: `in FILE`, `from SWITCHBOARD_X` or `from --flag`.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A non-loopback listener without authentication.
     #[error(
         "refusing to listen on {0} without authentication: set token_secret (SWITCHBOARD_TOKEN_SECRET) \
@@ -258,6 +268,18 @@ impl Config {
         };
         let defaults =
             toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        // Where each option was set last, so that an error can say where to fix it.
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(path) = file {
+            for key in table.keys() {
+                let origin = format!("in {}", path.display());
+                if !defaults.contains_key(key) {
+                    let message = "no such option (docs/configuration.md lists them)".to_owned();
+                    return Err(ConfigError::Value { key: key.clone(), origin, message });
+                }
+                origins.insert(key.clone(), origin);
+            }
+        }
         for (name, value) in env {
             let Some(key) = name.strip_prefix("SWITCHBOARD_") else {
                 continue;
@@ -269,12 +291,19 @@ impl Config {
             let Some(default) = defaults.get(&key) else {
                 return Err(ConfigError::Invalid(format!("unknown environment variable {name}")));
             };
-            table.insert(key, env_value(&name, &value, default)?);
+            table.insert(key.clone(), env_value(&name, &key, &value, default)?);
+            origins.insert(key, format!("from {name}"));
+        }
+        for key in flags.keys() {
+            origins.insert(key.clone(), format!("from --{}", key.replace('_', "-")));
         }
         table.extend(flags);
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let top = key.split('.').next().unwrap_or_default();
+            let origin = origins.get(top).cloned().unwrap_or_else(|| "default".to_owned());
+            ConfigError::Value { key, origin, message: e.into_inner().message().to_owned() }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -380,8 +409,13 @@ impl Config {
     }
 }
 
-fn env_value(name: &str, value: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
-    let bad = |what: &str| ConfigError::Invalid(format!("{name}={value:?} is not {what}"));
+/// The value of variable `name` for option `key`, typed like its default.
+fn env_value(name: &str, key: &str, value: &str, default: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let bad = |what: &str| ConfigError::Value {
+        key: key.to_owned(),
+        origin: format!("from {name}"),
+        message: format!("{value:?} is not {what}"),
+    };
     Ok(match default {
         toml::Value::Boolean(_) => match value {
             "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),

@@ -128,8 +128,8 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve(args) => serve(args.load()?).await,
             Commands::Config(args) => {
-                print!("{}", args.load()?.with_demo_namespaces().to_toml());
-                Ok(())
+                let toml = args.load()?.with_demo_namespaces().to_toml();
+                cli::print_line(toml.trim_end()).map(|_| ())
             }
             Commands::Publish(args) => cli::publish(args).await,
             Commands::Subscribe(args) => cli::subscribe(args).await,
@@ -152,18 +152,23 @@ async fn serve(config: Config) -> Result<(), String> {
     let demo = config.demo;
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
-    println!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" });
+    // A reader that has gone (`serve | head -1`) does not stop the server.
+    let mut lines =
+        vec![format!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" })];
     if let Some(wt) = server.services().webtransport.as_ref() {
-        println!("WebTransport (HTTP/3) on udp {}:{}/wt", addr.ip(), wt.port);
+        lines.push(format!("WebTransport (HTTP/3) on udp {}:{}/wt", addr.ip(), wt.port));
     }
     if let Some(turn) = server.turn_addr() {
-        println!("STUN/TURN on {turn} (UDP and TCP)");
+        lines.push(format!("STUN/TURN on {turn} (UDP and TCP)"));
     }
     if let Some(rtc) = server.rtc_addr() {
-        println!("WebRTC media on udp {rtc} (SFU, data channels, WHIP/WHEP)");
+        lines.push(format!("WebRTC media on udp {rtc} (SFU, data channels, WHIP/WHEP)"));
     }
     if let Some(tls) = server.services().ice.as_ref().and_then(|i| i.tls_addr) {
-        println!("TURN over TLS on {tls}");
+        lines.push(format!("TURN over TLS on {tls}"));
+    }
+    for line in lines {
+        cli::print_line(line)?;
     }
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }

@@ -112,20 +112,31 @@ async fn alt_svc(
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The listener could not be bound.
-    #[error("cannot listen: {0}")]
-    Listen(std::io::Error),
+    /// The HTTP listener could not be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address with --listen ADDR:PORT \
+         (listen in the configuration file, SWITCHBOARD_LISTEN)"
+    )]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The broker could not be reached.
     #[error("cannot reach the broker: {0}")]
     Broker(BrokerError),
-    /// The STUN/TURN server could not start.
-    #[error("cannot start the TURN server: {0} (set turn_listen, or turn = false)")]
+    /// The STUN/TURN server could not start; the text says what to change.
+    #[error("cannot start the STUN/TURN server: {0}")]
     Turn(String),
-    /// The HTTP/3 (WebTransport) endpoint could not start (`webtransport = false` turns it off).
-    #[error("cannot serve WebTransport: {0}")]
+    /// The HTTP/3 (WebTransport) endpoint could not start.
+    #[error(
+        "cannot serve WebTransport: {0} (HTTP/3 uses UDP at the port number of --listen; \
+         webtransport = false or SWITCHBOARD_WEBTRANSPORT=false turns it off)"
+    )]
     WebTransport(transport::wt::WtError),
-    /// The WebRTC engine could not start (`rtc = false` turns it off).
-    #[error("cannot start WebRTC: {0}")]
+    /// The WebRTC engine could not start.
+    #[error("cannot start WebRTC: {0} (or run without it: --no-rtc, rtc = false)")]
     Rtc(String),
 }
 
@@ -138,7 +149,7 @@ async fn start_turn(state: &Arc<AppState>) -> Result<IceInfo, StartError> {
     };
     let handle = switchboard_turn::serve(config.clone(), shutdown)
         .await
-        .map_err(|e| StartError::Turn(e.to_string()))?;
+        .map_err(|e| StartError::Turn(crate::turn::start_error(&config, &e)))?;
     let info = IceInfo {
         addr: handle.udp_addr(),
         tls_addr: handle.tls_addr(),
@@ -194,11 +205,13 @@ pub struct Server {
 impl Server {
     /// Connects the broker and binds the listener (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(config.listen).await.map_err(StartError::Listen)?;
+        let addr = config.listen;
+        let listen_error = |source| StartError::Listen { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
         // HTTP/3 on UDP at the port number TCP got (port 0 picks it once, for both).
         let webtransport = match config.webtransport {
             true => {
-                let addr = listener.local_addr().map_err(StartError::Listen)?;
+                let addr = listener.local_addr().map_err(listen_error)?;
                 let wt = transport::wt::WtEndpoint::bind(&config, addr).await;
                 Some(wt.map_err(StartError::WebTransport)?)
             }
@@ -213,7 +226,7 @@ impl Server {
             services.ice = Some(start_turn(&state).await?);
         }
         if state.config.rtc {
-            let ip = listener.local_addr().map_err(StartError::Listen)?.ip();
+            let ip = listener.local_addr().map_err(listen_error)?.ip();
             services.rtc = Some(start_rtc(&state, ip).await?);
         }
         Ok(Self { state, services, listener, webtransport })

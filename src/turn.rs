@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use switchboard_protocol::ErrorCode;
-use switchboard_turn::{TlsListener, TurnConfig, make_credential};
+use switchboard_turn::{TlsListener, TurnConfig, TurnError, make_credential};
 
 use crate::config::Config;
 use crate::http::{HttpError, bearer};
@@ -78,6 +78,33 @@ pub fn turn_config(config: &Config) -> Result<TurnConfig, String> {
     };
     turn.validate().map_err(|e| e.to_string())?;
     Ok(turn)
+}
+
+/// Why the TURN server did not start, with what to change. A port it cannot bind is most often
+/// held by another node on the same machine (every node defaults to port 3478): the text names
+/// the flag and option that give this node its own address, and those that turn TURN off.
+pub fn start_error(config: &TurnConfig, e: &TurnError) -> String {
+    let TurnError::Io { source, .. } = e else {
+        return e.to_string();
+    };
+    let busy = match source.kind() {
+        std::io::ErrorKind::AddrInUse => " (is another switchboard node running on this machine?)",
+        _ => "",
+    };
+    let example = SocketAddr::new(config.listen.ip(), config.listen.port().wrapping_add(1).max(1));
+    let tls = match &config.tls {
+        Some(tls) => format!(
+            "; TURN over TLS listens on {} (turn_tls_listen, SWITCHBOARD_TURN_TLS_LISTEN)",
+            tls.listen
+        ),
+        None => String::new(),
+    };
+    format!(
+        "{e}{busy}. Give this node its own STUN/TURN address with --turn-listen IP:PORT \
+         (e.g. --turn-listen {example}; turn_listen in the configuration file, \
+         SWITCHBOARD_TURN_LISTEN){tls}, or run it without STUN/TURN: --no-turn (turn = false, \
+         SWITCHBOARD_TURN=false)"
+    )
 }
 
 /// A random secret for time-limited credentials, when none is configured.

@@ -1,0 +1,107 @@
+//! The `switchboard` binary's terminal clients, run as a person runs them: output for pipes
+//! (`| head`), and lines that carry only what the server said.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use switchboard::config::Config;
+
+/// `switchboard subscribe ARGS...` against `server`, stdout and stderr piped.
+fn subscribe(server: &TestServer, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("subscribe")
+        .args(args)
+        .args(["--url", &server.url()])
+        .env_remove("SWITCHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Publishes `{"n": i}` on `channel` every 100 ms until `child` exits (at most 10 s), and returns
+/// its exit status and stderr.
+async fn publish_until_exit(server: &TestServer, channel: &str, mut child: Child) -> (ExitStatus, String) {
+    let client = server.client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0u64;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the subscriber did not exit within 10 s");
+        }
+        n += 1;
+        client.publish(channel, &serde_json::json!({ "n": n })).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    (status, stderr)
+}
+
+/// Exited quietly: status 0, or killed by SIGPIPE as `cat` or `grep` would be.
+fn quiet(status: ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if status.signal() == Some(13) {
+            return true;
+        }
+    }
+    status.success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_into_a_pipe_that_closes_exits_quietly() {
+    let server = TestServer::start(Config::default()).await;
+    let mut child = subscribe(&server, &["pipe:closed"]);
+    // `| head -2`: read two lines (connected, subscribed), then close the pipe.
+    let stdout = child.stdout.take().unwrap();
+    let head = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        let second = lines.next().and_then(Result::ok);
+        (first, second)
+    })
+    .await
+    .unwrap();
+    assert!(head.0.is_some() && head.1.is_some(), "two lines before the pipe closes: {head:?}");
+    let (status, stderr) = publish_until_exit(&server, "pipe:closed", child).await;
+    assert!(!stderr.contains("panicked"), "no panic on a closed pipe: {stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+    assert!(quiet(status), "a quiet exit on a closed pipe, got {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_lines_carry_no_internal_or_empty_fields() {
+    let server = TestServer::start(Config::default()).await;
+    let mut child = subscribe(&server, &["lines:json", "--count", "2"]);
+    let stdout = child.stdout.take().unwrap();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut out = String::new();
+        BufReader::new(stdout).read_to_string(&mut out).map(|_| out)
+    });
+    let (status, stderr) = publish_until_exit(&server, "lines:json", child).await;
+    let out = reader.await.unwrap().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<serde_json::Value> =
+        out.lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let pubs: Vec<&serde_json::Value> = lines.iter().filter_map(|l| l.get("pub")).collect();
+    assert_eq!(pubs.len(), 2, "--count 2 prints two publications: {out}");
+    for p in pubs {
+        assert_eq!(p["channel"], "lines:json");
+        assert!(p["data"]["n"].is_u64(), "{p}");
+        assert!(p["offset"].is_u64() && p["epoch"].is_string(), "{p}");
+    }
+    assert!(!out.contains("binary_len"), "no internal fields: {out}");
+    assert!(!out.contains("null"), "no empty fields: {out}");
+    assert!(lines.iter().all(|l| l["cursor"].is_string()), "every line has its cursor: {out}");
+}
