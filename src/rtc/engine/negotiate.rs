@@ -5,32 +5,28 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use axum::http::StatusCode;
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, Mid};
 use str0m::{Candidate, Rtc};
-use switchboard_protocol::ErrorCode;
 
 use super::tracks::kind_name;
 use super::{Engine, Peer, Receiver};
 use crate::rtc::sfu::Forward;
-use crate::rtc::{Negotiation, Opened, Role, rtc_error, unknown_peer};
-use crate::transport::HttpError;
+use crate::rtc::{EngineError, Negotiation, Opened, Role};
 
 impl Engine {
-    pub(super) fn open(&mut self, role: Role, nego: Negotiation) -> Result<Opened, HttpError> {
+    pub(super) fn open(&mut self, role: Role, nego: Negotiation) -> Result<Opened, EngineError> {
         if self.peers.len() >= self.config.rtc_max_peers {
-            let m = format!("at most {} WebRTC peers", self.config.rtc_max_peers);
-            return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
+            return Err(EngineError::TooManyPeers { max: self.config.rtc_max_peers });
         }
-        let text = nego.offer.as_deref().ok_or_else(|| bad("an SDP offer is needed"))?;
+        let text = nego.offer.as_deref().ok_or(EngineError::NoOffer)?;
         let (offer, media) = self.parse_offer(text)?;
         let data_only = matches!(role, Role::Data { .. });
         if data_only && media > 0 {
-            return Err(bad("the data channel transport takes no audio or video"));
+            return Err(EngineError::MediaOnDataChannel);
         }
         if matches!(role, Role::Whip { .. } | Role::Whep { .. }) && media == 0 {
-            return Err(bad("the offer has no audio or video"));
+            return Err(EngineError::NoMedia);
         }
         let now = Instant::now();
         let mut rtc = Rtc::builder()
@@ -41,8 +37,11 @@ impl Engine {
             .enable_h264(true)
             .set_send_buffer_video(self.config.rtc_video_send_buffer)
             .build(now);
-        rtc.add_local_candidate(Candidate::host(self.candidate, "udp").map_err(|e| bad(e.to_string()))?);
-        let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
+        rtc.add_local_candidate(
+            Candidate::host(self.candidate, "udp").map_err(|e| EngineError::LocalCandidate(e.to_string()))?,
+        );
+        let answer =
+            rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::OfferRefused(e.to_string()))?;
         let answer = answer.to_sdp_string();
         let id = format!("{:032x}", rand::random::<u128>());
         let room = role.room().cloned();
@@ -73,15 +72,16 @@ impl Engine {
         Ok(Opened { peer: id, sdp: answer, tracks, url: String::new() })
     }
 
-    pub(super) fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, HttpError> {
-        let i = self.index(peer).ok_or_else(unknown_peer)?;
+    pub(super) fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, EngineError> {
+        let i = self.index(peer).ok_or(EngineError::UnknownPeer)?;
         self.current = Some(i);
         let mut answer = None;
         if let Some(text) = nego.offer.as_deref() {
             let (offer, _) = self.parse_offer(text)?;
             let p = &mut self.peers[i];
             p.labels.extend(labels(&nego.publish));
-            let a = p.rtc.sdp_api().accept_offer(offer).map_err(|e| bad(format!("offer refused: {e}")))?;
+            let a =
+                p.rtc.sdp_api().accept_offer(offer).map_err(|e| EngineError::OfferRefused(e.to_string()))?;
             p.dirty = true;
             answer = Some(a.to_sdp_string());
             self.drive();
@@ -91,43 +91,40 @@ impl Engine {
     }
 
     /// The offer, and how many audio and video m-lines it has.
-    fn parse_offer(&self, text: &str) -> Result<(SdpOffer, usize), HttpError> {
+    fn parse_offer(&self, text: &str) -> Result<(SdpOffer, usize), EngineError> {
         let media = count_media(text);
         if media > self.config.rtc_max_tracks {
-            let m = format!("at most {} audio and video m-lines per peer", self.config.rtc_max_tracks);
-            return Err(rtc_error(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded, m));
+            return Err(EngineError::TooManyMediaLines { max: self.config.rtc_max_tracks });
         }
-        if let Some(m) = unusable_media(text) {
-            return Err(bad(format!("no usable codec in m-line {m} (audio: opus; video: VP8, H.264)")));
+        if let Some(index) = unusable_media(text) {
+            return Err(EngineError::NoUsableCodec { index });
         }
-        let offer = SdpOffer::from_sdp_string(text).map_err(|e| bad(format!("malformed SDP: {e}")))?;
+        let offer = SdpOffer::from_sdp_string(text).map_err(|e| EngineError::MalformedSdp(e.to_string()))?;
         Ok((offer, media))
     }
 
     /// Applies `subscribe` and `layers`: which track and layer each receive m-line carries.
-    fn point(&mut self, i: usize, nego: &Negotiation) -> Result<(), HttpError> {
+    fn point(&mut self, i: usize, nego: &Negotiation) -> Result<(), EngineError> {
         let now = Instant::now();
         for (mid, track) in &nego.subscribe {
             let mid = to_mid(mid)?;
             self.ensure_receiver(i, mid);
             let peer = &self.peers[i];
             let Some(r) = peer.receivers.get(&mid) else {
-                let m = format!("m-line {mid} does not receive media from the server");
-                return Err(rtc_error(StatusCode::CONFLICT, ErrorCode::BadRequest, m));
+                return Err(EngineError::NotAReceiver { mid: mid.to_string() });
             };
             let Some(id) = track else {
                 self.peers[i].receivers.get_mut(&mid).expect("checked").track = None;
                 continue;
             };
-            let t = self.tracks.get(id).filter(|t| Some(&t.room) == peer.role.room()).ok_or_else(|| {
-                rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such track in this room")
-            })?;
+            let t = self
+                .tracks
+                .get(id)
+                .filter(|t| Some(&t.room) == peer.role.room())
+                .ok_or(EngineError::UnknownTrack)?;
             if t.kind != r.kind {
-                return Err(bad(format!(
-                    "m-line {mid} is {} but the track is {}",
-                    kind_name(r.kind),
-                    t.info.kind
-                )));
+                let (line, track) = (kind_name(r.kind), t.info.kind);
+                return Err(EngineError::KindMismatch { mid: mid.to_string(), line, track });
             }
             let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
             r.track = Some(id.clone());
@@ -141,13 +138,13 @@ impl Engine {
             let r = self.peers[i]
                 .receivers
                 .get_mut(&mid)
-                .ok_or_else(|| bad(format!("no receive m-line {mid}")))?;
+                .ok_or_else(|| EngineError::NoReceiveLine { mid: mid.to_string() })?;
             let layers =
                 r.track.as_ref().and_then(|t| self.tracks.get(t)).map(|t| t.layers.rids()).unwrap_or(&[]);
             let rid = layers
                 .iter()
                 .find(|l| ***l == *rid.as_str())
-                .ok_or_else(|| bad(format!("the track on m-line {mid} has no layer {rid:?}")))?;
+                .ok_or_else(|| EngineError::NoSuchLayer { mid: mid.to_string(), rid: rid.clone() })?;
             r.forward.want = Some(*rid);
         }
         Ok(())
@@ -169,13 +166,9 @@ impl Engine {
     }
 }
 
-fn bad(message: impl Into<String>) -> HttpError {
-    rtc_error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
-}
-
-fn to_mid(s: &str) -> Result<Mid, HttpError> {
+fn to_mid(s: &str) -> Result<Mid, EngineError> {
     if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(bad(format!("bad mid {s:?}")));
+        return Err(EngineError::BadMid(s.to_owned()));
     }
     Ok(Mid::from(s))
 }
