@@ -46,6 +46,12 @@ use crate::model::Payload;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer whose ICE stays disconnected this long is dropped.
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(8);
+/// How long the ids of closed peers are remembered, so that closing one that already hung up
+/// by itself still succeeds: a browser's `pc.close()` tells the server over DTLS before the
+/// page's `DELETE` arrives over HTTP.
+const CLOSED_MEMORY: Duration = Duration::from_secs(600);
+/// At most this many closed peers are remembered (the oldest are forgotten first).
+const CLOSED_MAX: usize = 4096;
 
 struct Peer {
     id: String,
@@ -105,6 +111,8 @@ pub struct Engine {
     announcements: mpsc::UnboundedSender<(ChannelName, Bytes, crate::config::ChannelOptions)>,
     /// The peer being handled, to blame should the WebRTC stack panic ([`Engine::guarded`]).
     current: Option<usize>,
+    /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
+    closed: VecDeque<(String, Instant)>,
 }
 
 impl Engine {
@@ -149,6 +157,7 @@ impl Engine {
             events: VecDeque::new(),
             announcements,
             current: None,
+            closed: VecDeque::new(),
         }
     }
 
@@ -240,6 +249,12 @@ impl Engine {
     /// Releases what `peer` held in the engine (its tracks, its room's list, its data session).
     fn forget(&mut self, peer: Peer) {
         self.metrics.rtc_peers.add(-1);
+        let now = Instant::now();
+        self.forget_closed(now);
+        if self.closed.len() >= CLOSED_MAX {
+            self.closed.pop_front();
+        }
+        self.closed.push_back((peer.id.clone(), now));
         if let Role::Data { events } = &peer.role {
             let _ = events.try_send(DcEvent::Closed);
         }
@@ -250,6 +265,19 @@ impl Engine {
             self.tracks.remove(id);
             self.release(id);
         }
+    }
+
+    /// Forgets the peers that closed longer than [`CLOSED_MEMORY`] ago.
+    fn forget_closed(&mut self, now: Instant) {
+        while self.closed.front().is_some_and(|(_, at)| now.saturating_duration_since(*at) > CLOSED_MEMORY) {
+            self.closed.pop_front();
+        }
+    }
+
+    /// Whether peer `id` was here and closed within [`CLOSED_MEMORY`].
+    fn closed_lately(&mut self, id: &str) -> bool {
+        self.forget_closed(Instant::now());
+        self.closed.iter().any(|(closed, _)| closed == id)
     }
 
     fn command(&mut self, command: Command) {
@@ -264,7 +292,8 @@ impl Engine {
                 let found = self.index(&peer).inspect(|&i| self.current = Some(i));
                 let found = found.map(|i| self.peers[i].rtc.disconnect()).is_some();
                 self.reap(Instant::now());
-                let _ = reply.send(found);
+                // Closing is idempotent: a peer that hung up by itself lately is closed as asked.
+                let _ = reply.send(found || self.closed_lately(&peer));
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
             Command::Rooms { reply } => {
