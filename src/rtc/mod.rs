@@ -164,9 +164,9 @@ impl RtcService {
         self.call(Command::Update { peer, nego, reply }, rx).await?
     }
 
-    /// Closes a peer connection: `true` once it is closed, also when it had closed by itself
-    /// lately (the engine remembers closed peers a while); `false` when this node has no such
-    /// peer.
+    /// Closes a peer connection and forgets it: `true` when it was open, or had closed by itself
+    /// lately and was not closed through here yet (the engine remembers closed peers a while);
+    /// `false` when this node has no such peer (any more).
     pub async fn close(&self, peer: String) -> bool {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Close { peer, reply }, rx).await.unwrap_or(false)

@@ -47,7 +47,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer whose ICE stays disconnected this long is dropped.
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(8);
 /// How long the ids of closed peers are remembered, so that closing one that already hung up
-/// by itself still succeeds: a browser's `pc.close()` tells the server over DTLS before the
+/// by itself still succeeds once: a browser's `pc.close()` tells the server over DTLS before the
 /// page's `DELETE` arrives over HTTP.
 const CLOSED_MEMORY: Duration = Duration::from_secs(600);
 /// At most this many closed peers are remembered (the oldest are forgotten first).
@@ -274,10 +274,11 @@ impl Engine {
         }
     }
 
-    /// Whether peer `id` was here and closed within [`CLOSED_MEMORY`].
-    fn closed_lately(&mut self, id: &str) -> bool {
+    /// Whether peer `id` was here and closed within [`CLOSED_MEMORY`]; forgets it.
+    fn take_closed(&mut self, id: &str) -> bool {
         self.forget_closed(Instant::now());
-        self.closed.iter().any(|(closed, _)| closed == id)
+        let at = self.closed.iter().position(|(closed, _)| closed == id);
+        at.and_then(|at| self.closed.remove(at)).is_some()
     }
 
     fn command(&mut self, command: Command) {
@@ -289,11 +290,14 @@ impl Engine {
                 let _ = reply.send(self.update(&peer, nego));
             }
             Command::Close { peer, reply } => {
-                let found = self.index(&peer).inspect(|&i| self.current = Some(i));
-                let found = found.map(|i| self.peers[i].rtc.disconnect()).is_some();
+                if let Some(i) = self.index(&peer) {
+                    self.current = Some(i);
+                    self.peers[i].rtc.disconnect();
+                }
                 self.reap(Instant::now());
-                // Closing is idempotent: a peer that hung up by itself lately is closed as asked.
-                let _ = reply.send(found || self.closed_lately(&peer));
+                // A peer's resource outlives its connection a while: the first close of a peer
+                // that hung up by itself succeeds too. Either way it is gone after this one.
+                let _ = reply.send(self.take_closed(&peer));
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
             Command::Rooms { reply } => {
