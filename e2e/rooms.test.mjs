@@ -1,7 +1,8 @@
 // End-to-end: calls in headless Chromium with fake cameras, through the SDK's rooms. Three
 // pages in an SFU room and in a mesh room each decode both others' video and hear their audio;
-// a leaver is seen by the others, and leaving logs no error; a subscriber switched to the low simulcast layer gets a smaller
-// picture; a mesh call still connects with the TURN server as its only way through.
+// a leaver is seen by the others, and leaving logs no error; a subscriber switched to the low
+// simulcast layer gets a smaller picture; a mesh call still connects with the TURN server as its
+// only way through.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
