@@ -96,7 +96,7 @@ struct Track {
 }
 
 /// See the module docs.
-pub struct Engine {
+pub(crate) struct Engine {
     socket: UdpSocket,
     /// Our candidate address: the destination of what peers send.
     candidate: SocketAddr,
@@ -117,7 +117,7 @@ pub struct Engine {
 
 impl Engine {
     /// An engine on `socket`, advertising `candidate`; track lists are published through `broker`.
-    pub fn new(
+    pub(crate) fn new(
         socket: UdpSocket,
         candidate: SocketAddr,
         config: Arc<Config>,

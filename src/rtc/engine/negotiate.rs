@@ -181,7 +181,7 @@ fn labels(publish: &HashMap<String, String>) -> HashMap<Mid, String> {
 }
 
 /// Audio and video m-lines in an SDP.
-pub fn count_media(sdp: &str) -> usize {
+fn count_media(sdp: &str) -> usize {
     sdp.lines().filter(|l| l.starts_with("m=audio") || l.starts_with("m=video")).count()
 }
 
@@ -189,7 +189,7 @@ pub fn count_media(sdp: &str) -> usize {
 const CODECS: [&str; 3] = ["opus", "vp8", "h264"];
 
 /// The index of the first enabled audio/video m-line whose payload types name none of [`CODECS`].
-pub fn unusable_media(offer: &str) -> Option<usize> {
+fn unusable_media(offer: &str) -> Option<usize> {
     let mut sections: Vec<(bool, Vec<&str>, bool)> = Vec::new();
     for line in offer.lines() {
         if let Some(m) = line.strip_prefix("m=") {
