@@ -338,6 +338,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_that_hung_up_by_itself_closes_once_within_the_memory() {
+        let mut engine = engine().await;
+        let (a, _) = open_data(&mut engine);
+        let (b, _) = open_data(&mut engine);
+        for id in [&a, &b] {
+            let i = engine.index(id).unwrap();
+            engine.peers[i].rtc.disconnect();
+        }
+        engine.reap(Instant::now());
+        assert!(engine.peers.is_empty());
+        assert!(engine.take_closed(&a), "the first close of a peer that hung up succeeds");
+        assert!(!engine.take_closed(&a), "then it is gone");
+        engine.forget_closed(Instant::now() + CLOSED_MEMORY + Duration::from_secs(1));
+        assert!(!engine.take_closed(&b), "forgotten after CLOSED_MEMORY");
+    }
+
+    #[tokio::test]
     async fn a_panic_in_the_webrtc_stack_costs_only_the_peer_it_happened_on() {
         let mut engine = engine().await;
         let (first, mut first_events) = open_data(&mut engine);
