@@ -180,6 +180,102 @@ async fn webrtc_off_answers_503() {
     server.stop().await;
 }
 
+/// A str0m peer on its own loopback socket: the browser's side of a peer connection.
+struct TestPeer {
+    rtc: str0m::Rtc,
+    socket: tokio::net::UdpSocket,
+    local: std::net::SocketAddr,
+}
+
+impl TestPeer {
+    async fn new() -> Self {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+        rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
+        Self { rtc, socket, local }
+    }
+
+    /// Sends what the peer has queued; the time of its next timer.
+    fn flush(&mut self) -> Option<std::time::Instant> {
+        while self.rtc.is_alive() {
+            match self.rtc.poll_output().unwrap() {
+                str0m::Output::Timeout(t) => return Some(t),
+                str0m::Output::Transmit(t) => drop(self.socket.try_send_to(&t.contents, t.destination)),
+                str0m::Output::Event(str0m::Event::Connected) => return None,
+                str0m::Output::Event(_) => {}
+            }
+        }
+        None
+    }
+
+    /// Drives the peer until it connects.
+    async fn connect(&mut self) {
+        let mut buf = vec![0u8; 2048];
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let Some(next) = self.flush() else { return };
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    let (n, source) = r.unwrap();
+                    let receive = str0m::net::Receive {
+                        proto: str0m::net::Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents: buf[..n].try_into().unwrap(),
+                    };
+                    self.rtc.handle_input(str0m::Input::Receive(std::time::Instant::now(), receive)).unwrap();
+                }
+                _ = tokio::time::sleep_until(next.into()) => {
+                    self.rtc.handle_input(str0m::Input::Timeout(std::time::Instant::now())).unwrap();
+                }
+                _ = tokio::time::sleep_until(deadline) => panic!("the peer did not connect in time"),
+            }
+        }
+    }
+}
+
+/// A browser leaving closes its peer connection (DTLS `close_notify`: the server drops the peer
+/// at once), then sends the SDK's `DELETE`, which must not be told the peer is unknown.
+#[tokio::test]
+async fn deleting_a_peer_that_already_hung_up_answers_200() {
+    let server = TestServer::start(rooms_config()).await;
+    let mut ws = server.client().websocket().await.unwrap();
+    let me = ws.connect(None, Some("ann")).await.unwrap().client;
+    ws.subscribe("room:r", None).await.unwrap();
+
+    let mut peer = TestPeer::new().await;
+    let mut change = peer.rtc.sdp_api();
+    change.add_media(str0m::media::MediaKind::Audio, str0m::media::Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let json = [("Content-Type", "application/json")];
+    let body = serde_json::json!({"client": me, "sdp": offer.to_sdp_string()}).to_string();
+    let (status, v) = http_json(server.addr, "POST", "/rtc/sfu/room:r", &json, &body).await;
+    assert_eq!(status, 201, "{v}");
+    let answer = str0m::change::SdpAnswer::from_sdp_string(v["sdp"].as_str().unwrap()).unwrap();
+    peer.rtc.sdp_api().accept_answer(pending, answer).unwrap();
+    peer.connect().await;
+
+    peer.rtc.close().unwrap();
+    peer.flush();
+    let path = format!("/rtc/peers/{}", v["peer"].as_str().unwrap());
+    // The server drops the peer on its close_notify: a PATCH no longer finds it.
+    let dropped = async {
+        while http_json(server.addr, "PATCH", &path, &json, "{}").await.0 != 404 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), dropped)
+        .await
+        .expect("the server drops the peer");
+    assert_eq!(http_json(server.addr, "DELETE", &path, &[], "").await.0, 200, "the peer is gone, as asked");
+    let (status, v) = http_json(server.addr, "DELETE", &path, &[], "").await;
+    assert_eq!((status, v["error"]["code"].as_u64()), (404, Some(102)), "the DELETE removed the resource");
+    let (status, _) = http_json(server.addr, "DELETE", "/rtc/peers/0123", &[], "").await;
+    assert_eq!(status, 404, "a peer this node never had");
+    server.stop().await;
+}
+
 fn token(claims: serde_json::Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(b"room-secret");
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()

@@ -13,7 +13,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 
-use super::{Negotiation, Role, RtcService, rtc_error};
+use super::{EngineError, Negotiation, Role, RtcService};
 use crate::connection::Driver;
 use crate::http::{Caller, HttpError, bearer, caller};
 use crate::metrics::TransportKind;
@@ -54,6 +54,39 @@ struct UpdateBody {
     subscribe: HashMap<String, Option<String>>,
     #[serde(default)]
     layers: HashMap<String, String>,
+}
+
+/// The one place engine errors become HTTP answers: a status and one of our error codes.
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> Self {
+        use EngineError::*;
+        let (status, code) = match &e {
+            TooManyPeers { .. } | TooManyMediaLines { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::LimitExceeded)
+            }
+            UnknownPeer | UnknownTrack => (StatusCode::NOT_FOUND, ErrorCode::UnknownChannel),
+            // The request is well-formed but does not fit the peer's negotiated m-lines.
+            NotAReceiver { .. } => (StatusCode::CONFLICT, ErrorCode::BadRequest),
+            NoOffer
+            | MediaOnDataChannel
+            | NoMedia
+            | NoUsableCodec { .. }
+            | MalformedSdp(_)
+            | OfferRefused(_)
+            | BadMid(_)
+            | KindMismatch { .. }
+            | NoReceiveLine { .. }
+            | NoSuchLayer { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Stopped => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable),
+            LocalCandidate(_) | Failed => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+        };
+        rtc_error(status, code, e.to_string())
+    }
+}
+
+/// An HTTP error with an explicit status.
+fn rtc_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
+    HttpError { status: Some(status), ..HttpError::new(code, message) }
 }
 
 /// The engine, when WebRTC runs.
@@ -232,7 +265,7 @@ async fn update(
 async fn close(rtc: Engine, Path(peer): Path<String>) -> Result<Response, HttpError> {
     match service(rtc)?.close(peer).await {
         true => Ok(StatusCode::OK.into_response()),
-        false => Err(super::unknown_peer()),
+        false => Err(EngineError::UnknownPeer.into()),
     }
 }
 
@@ -292,4 +325,32 @@ async fn data_channel(
         drop(permit);
     });
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statuses and codes of `docs/webrtc.md`'s error table.
+    #[test]
+    fn engine_errors_answer_the_documented_status_and_code() {
+        let cases = [
+            (EngineError::MalformedSdp("x".into()), 400, 107),
+            (EngineError::NoUsableCodec { index: 1 }, 400, 107),
+            (EngineError::NoSuchLayer { mid: "1".into(), rid: "h".into() }, 400, 107),
+            (EngineError::UnknownPeer, 404, 102),
+            (EngineError::UnknownTrack, 404, 102),
+            (EngineError::NotAReceiver { mid: "0".into() }, 409, 107),
+            (EngineError::TooManyMediaLines { max: 8 }, 413, 106),
+            (EngineError::TooManyPeers { max: 8 }, 413, 106),
+            (EngineError::Stopped, 503, 108),
+            (EngineError::Failed, 500, 100),
+        ];
+        for (e, status, code) in cases {
+            let message = e.to_string();
+            let h = HttpError::from(e);
+            assert_eq!((h.status.map(|s| s.as_u16()), h.code.code()), (Some(status), code), "{message}");
+            assert_eq!(h.message, message, "the message is the engine's");
+        }
+    }
 }

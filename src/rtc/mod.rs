@@ -5,6 +5,7 @@
 //! - [`engine`]: one task owning every peer connection and the one UDP socket they share; it
 //!   demultiplexes packets by ICE, drives str0m and forwards media between peers.
 //! - [`sfu`]: which track each receiving m-line carries and which simulcast layer, pure logic.
+//! - [`EngineError`]: what the engine refuses; [`http`] maps it to statuses and error codes.
 //! - [`http`]: `/rtc/sfu/{room}`, `/rtc/peers/{peer}`, `/rtc/dc`, `/whip/{room}`, `/whep/{room}`.
 //! - [`datachannel`]: the channel protocol over a data channel, driven like `/ws`.
 //!
@@ -12,20 +13,20 @@
 
 pub mod datachannel;
 pub mod engine;
+mod error;
 pub mod http;
 pub mod sfu;
+
+pub use error::EngineError;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Serialize;
-use switchboard_protocol::{ChannelName, ErrorCode};
+use switchboard_protocol::ChannelName;
 use tokio::sync::{mpsc, oneshot};
-
-use crate::http::HttpError;
 
 /// What a peer connection is for.
 #[derive(Debug)]
@@ -131,8 +132,8 @@ pub enum DcEvent {
 /// A request to the engine.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, HttpError>> },
-    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, HttpError>> },
+    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, EngineError>> },
+    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, EngineError>> },
     Close { peer: String, reply: oneshot::Sender<bool> },
     Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
     Send { peer: String, reliable: bool, binary: bool, data: Bytes },
@@ -152,18 +153,20 @@ impl RtcService {
     }
 
     /// Opens a peer connection from an offer.
-    pub async fn open(&self, role: Role, nego: Negotiation) -> Result<Opened, HttpError> {
+    pub async fn open(&self, role: Role, nego: Negotiation) -> Result<Opened, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Open { role, nego, reply }, rx).await?
     }
 
     /// Renegotiates or re-points a peer connection; the answer when there was an offer.
-    pub async fn update(&self, peer: String, nego: Negotiation) -> Result<Option<String>, HttpError> {
+    pub async fn update(&self, peer: String, nego: Negotiation) -> Result<Option<String>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Update { peer, nego, reply }, rx).await?
     }
 
-    /// Closes a peer connection; `false` when there is none by that id.
+    /// Closes a peer connection and forgets it: `true` when it was open, or had closed by itself
+    /// lately and was not closed through here yet (the engine remembers closed peers a while);
+    /// `false` when this node has no such peer (any more).
     pub async fn close(&self, peer: String) -> bool {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Close { peer, reply }, rx).await.unwrap_or(false)
@@ -180,22 +183,11 @@ impl RtcService {
         self.tx.send(Command::Send { peer: peer.to_owned(), reliable, binary, data }).await.is_ok()
     }
 
-    async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, HttpError> {
-        let gone = rtc_error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC stopped");
-        self.tx.send(command).await.map_err(|_| gone)?;
+    async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {
+        self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
         // No answer: the engine failed on this request (and dropped what it concerned).
-        rx.await.map_err(|_| HttpError::new(ErrorCode::Internal, "the WebRTC engine failed on this request"))
+        rx.await.map_err(|_| EngineError::Failed)
     }
-}
-
-/// No peer by that id (on this node).
-pub(crate) fn unknown_peer() -> HttpError {
-    rtc_error(StatusCode::NOT_FOUND, ErrorCode::UnknownChannel, "no such peer")
-}
-
-/// An HTTP error with an explicit status.
-pub fn rtc_error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
-    HttpError { status: Some(status), ..HttpError::new(code, message) }
 }
 
 /// Starts the engine on `addr` (port 0: any free port); `advertise` is the IP put in candidates.

@@ -74,11 +74,6 @@ pub struct Verdict {
 }
 
 impl Forward {
-    /// A new receiver of a track, wanting layer `want`.
-    pub fn new(want: Option<Rid>) -> Self {
-        Self { want, current: None }
-    }
-
     /// Starts over (new source): the next frame sent must be a keyframe.
     pub fn restart(&mut self) {
         self.current = None;
@@ -126,7 +121,7 @@ mod tests {
     #[test]
     fn switches_only_at_a_keyframe_of_the_new_layer() {
         let (q, f) = (Some(Rid::from("q")), Some(Rid::from("f")));
-        let mut fw = Forward::new(None);
+        let mut fw = Forward::default();
         assert_eq!(fw.video(f, false, f), Verdict { send: false, keyframe: true }, "start at a keyframe");
         assert_eq!(fw.video(f, true, f), Verdict { send: true, keyframe: false });
         assert_eq!(fw.video(q, false, f), Verdict { send: false, keyframe: false }, "other layers dropped");
@@ -142,7 +137,7 @@ mod tests {
 
     #[test]
     fn without_simulcast_waits_for_the_first_keyframe_only() {
-        let mut fw = Forward::new(None);
+        let mut fw = Forward::default();
         assert!(!fw.video(None, false, None).send);
         assert!(fw.video(None, true, None).send);
         assert!(fw.video(None, false, None).send);
