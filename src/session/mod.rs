@@ -10,25 +10,29 @@
 //! released after the replay, skipping offsets the replay already carried, so nothing is missed or
 //! duplicated between the two.
 
+mod commands;
+mod io;
 pub mod recovery;
+
+pub use io::{Op, OpId, OpResult, Output};
+
+use commands::{broker_error, refusal};
+use recovery::{advance, latest_wins};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientFrame, ClientInfo, Command, ConnectReply, ConnectRequest, Empty, FrameError,
-    HistoryRequest, PresenceReply, PublishReply, PublishRequest as PublishCommand, Reply, ReplyBody,
-    SubscribeReply, SubscribeRequest,
+    ClientFrame, ClientInfo, Command, ConnectReply, Empty, FrameError, PresenceReply, PublishReply, Reply,
+    ReplyBody,
 };
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode, Position};
 use tokio::time::Instant;
 
-use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest, PublishResult, StreamTop};
-use crate::model::{Delivery, Epoch, Payload, Publication};
+use crate::model::{Delivery, Epoch, Publication};
 use crate::policy::Identity;
-use crate::rooms::Inbox;
-use crate::rules::{Actor, Denied, Destination, Rules};
+use crate::rules::Rules;
 
 /// Longest display name kept, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -93,112 +97,6 @@ impl SessionConfig {
             datagrams: false,
         }
     }
-}
-
-/// An operation's id, to match its result.
-pub type OpId = u64;
-
-/// Work for the driver.
-#[derive(Debug)]
-pub enum Op {
-    /// Register this connection in the hub for `channel`, then read the history with `query`;
-    /// answer [`OpResult::History`].
-    Subscribe {
-        /// The channel.
-        channel: ChannelName,
-        /// The history read.
-        query: HistoryQuery,
-    },
-    /// Remove this connection from the hub for `channel`. No result.
-    Unsubscribe {
-        /// The channel.
-        channel: ChannelName,
-    },
-    /// Publish; answer [`OpResult::Published`].
-    Publish(PublishRequest),
-    /// Publish to a signaling inbox if its participant is in the room ([`Rules::signal_target`]);
-    /// answer [`OpResult::Published`] or [`OpResult::Refused`].
-    Signal {
-        /// The inbox.
-        inbox: Inbox,
-        /// The publication to it.
-        request: PublishRequest,
-    },
-    /// Read history; answer [`OpResult::History`].
-    History {
-        /// The channel.
-        channel: ChannelName,
-        /// The read.
-        query: HistoryQuery,
-    },
-    /// Read presence; answer [`OpResult::Presence`].
-    Presence {
-        /// The channel.
-        channel: ChannelName,
-    },
-    /// Add the client to presence. No result.
-    PresenceAdd {
-        /// The channel.
-        channel: ChannelName,
-        /// The client.
-        info: Arc<ClientInfo>,
-        /// Send a join event.
-        announce: bool,
-    },
-    /// Take client id `client` on this node, ending a connection that still holds it and
-    /// waiting for its clean-up (presence); answer [`OpResult::Claimed`].
-    Claim {
-        /// The client id.
-        client: String,
-    },
-    /// Remove the client from presence. No result.
-    PresenceRemove {
-        /// The channel.
-        channel: ChannelName,
-        /// The client.
-        info: Arc<ClientInfo>,
-        /// Send a leave event.
-        announce: bool,
-    },
-}
-
-/// The result of an [`Op`].
-#[derive(Debug)]
-pub enum OpResult {
-    /// Of `Subscribe` and `History`.
-    History(Result<HistoryResult, BrokerError>),
-    /// Of `Publish`.
-    Published(Result<PublishResult, BrokerError>),
-    /// Of `Presence`.
-    Presence(Result<Vec<Arc<ClientInfo>>, BrokerError>),
-    /// Of `Signal`: the rules refused it (the target is not in the room); nothing was published.
-    Refused(Denied),
-    /// Of `Claim`: the client id is this connection's.
-    Claimed,
-}
-
-/// What the session wants done.
-#[derive(Debug)]
-pub enum Output {
-    /// Send a reply (one-way transports turn `connect` and `subscribe` replies into events).
-    Reply(Reply),
-    /// Send a history reply; its publications keep their shared encodings.
-    History {
-        /// The command id.
-        id: u64,
-        /// The stream's top.
-        top: StreamTop,
-        /// The publications.
-        publications: Vec<Arc<Publication>>,
-    },
-    /// Send a publication or a join/leave event.
-    Deliver(Delivery),
-    /// Send a ping (one-way transports: a heartbeat).
-    Ping,
-    /// Run an operation; those that answer are fed back with [`Session::handle_result`].
-    Op(OpId, Op),
-    /// End the connection. The session is closed; call [`Session::close`] for the clean-up ops.
-    Disconnect(Disconnect),
 }
 
 enum Subscription {
@@ -316,11 +214,6 @@ impl Session {
             self.subs.get(channel),
             Some(Subscription::Live { datagram: true, .. } | Subscription::Recovering { datagram: true, .. })
         )
-    }
-
-    /// The channels held.
-    pub fn channels(&self) -> impl Iterator<Item = &ChannelName> {
-        self.subs.keys()
     }
 
     /// A frame that could not be parsed.
@@ -536,296 +429,6 @@ impl Session {
             self.out.push_back(Output::Disconnect(d));
         }
     }
-
-    fn connect(&mut self, now: Now, id: u64, req: ConnectRequest) {
-        if self.info.is_some() {
-            return self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
-        }
-        match self.rules.auth().authenticate(req.token.as_deref(), now.unix) {
-            Ok(identity) => {
-                // A valid session token keeps the earlier connection's client id (and with it
-                // presence, room inboxes and SFU peers); anything else gets the fresh one.
-                if let Some(client) = req.session.and_then(|s| self.rules.auth().resume(&s, &identity.user)) {
-                    self.client_id = client;
-                }
-                let reply = ConnectReply {
-                    client: self.client_id.clone(),
-                    version: env!("CARGO_PKG_VERSION").into(),
-                    ping: self.config.ping_interval.as_secs(),
-                    session: self.rules.auth().session_token(&self.client_id, &identity.user),
-                    heartbeat: self
-                        .config
-                        .pong_timeout
-                        .is_none()
-                        .then_some(self.config.ping_interval.as_secs()),
-                };
-                self.connect_as(now, identity, req.name);
-                self.deferred = Some(VecDeque::new());
-                let op = self.op(Op::Claim { client: self.client_id.clone() });
-                self.pending.insert(op, Pending::Connect(id, reply));
-            }
-            Err(d) => self.disconnect(d),
-        }
-    }
-
-    fn connect_as(&mut self, now: Now, identity: Identity, name: Option<String>) {
-        let name = name
-            .or_else(|| identity.name.clone())
-            .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
-            .filter(|n| !n.is_empty());
-        // `exp` comes from the network: one too far ahead to represent simply never comes.
-        self.expires_at = identity
-            .expires_at
-            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
-        self.info =
-            Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
-        self.identity = identity;
-    }
-
-    /// This connection, as the rules see it.
-    fn actor(&self) -> Actor<'_> {
-        Actor::Client { identity: &self.identity, client: Some(&self.client_id) }
-    }
-
-    fn channel(&mut self, id: u64, name: &str) -> Option<ChannelName> {
-        match ChannelName::new(name) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                self.reply(Reply::error(id, ErrorCode::BadRequest, e.to_string()));
-                None
-            }
-        }
-    }
-
-    fn subscribe(&mut self, id: u64, req: SubscribeRequest) {
-        let Some(channel) = self.channel(id, &req.channel) else {
-            return;
-        };
-        if self.subs.contains_key(&channel) {
-            return self.reply(Reply::error(id, ErrorCode::AlreadySubscribed, "already subscribed"));
-        }
-        if self.subs.len() >= self.config.max_subscriptions {
-            let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
-            return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
-        }
-        if let Err(denied) = self.rules.may_read(&self.actor(), &channel) {
-            return self.reply(refusal(id, denied));
-        }
-        if req.datagram && !self.config.datagrams {
-            let m = "datagram delivery needs the WebTransport transport";
-            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
-        }
-        if req.datagram && !self.rules.options(&channel).datagrams {
-            let m = "datagrams are off for this namespace";
-            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
-        }
-        // A datagram subscription is latest-wins: it never replays, it starts at the stream's end.
-        let since = if req.datagram { None } else { req.since.clone() };
-        let limit = if since.is_some() { self.config.max_recovery + 1 } else { 0 };
-        let query = HistoryQuery { since, limit, reverse: false };
-        let op = self.op(Op::Subscribe { channel: channel.clone(), query });
-        self.pending.insert(op, Pending::Subscribe(channel.clone()));
-        let (held, datagram) = (Vec::new(), req.datagram);
-        self.subs
-            .insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
-    }
-
-    fn subscribed(&mut self, op: OpId, channel: ChannelName, result: Result<HistoryResult, BrokerError>) {
-        let Some(Subscription::Recovering { op: current, .. }) = self.subs.get(&channel) else {
-            return;
-        };
-        if *current != op {
-            return;
-        }
-        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) =
-            self.subs.remove(&channel)
-        else {
-            return;
-        };
-        let history = match result {
-            Ok(h) => h,
-            Err(e) => {
-                self.op(Op::Unsubscribe { channel });
-                return self.reply(broker_error(reply_id, &e));
-            }
-        };
-        let top = (history.top.epoch.clone(), history.top.offset);
-        let asked = since.is_some();
-        let since = if datagram { None } else { since };
-        let mut rec = recovery::recover(since.as_ref(), history, self.config.max_recovery);
-        if datagram && asked {
-            // Latest-wins subscriptions do not resume: say so instead of pretending.
-            rec.recovered = false;
-        }
-        if rec.truncated {
-            rec = recovery::Recovery {
-                recovered: false,
-                epoch: top.0,
-                offset: top.1,
-                publications: Vec::new(),
-                truncated: false,
-            };
-        }
-        self.reply(Reply {
-            id: reply_id,
-            body: ReplyBody::Subscribe(SubscribeReply {
-                channel: channel.to_string(),
-                epoch: rec.epoch.to_string(),
-                offset: rec.offset,
-                recovered: rec.recovered,
-                replayed: rec.publications.len() as u64,
-            }),
-        });
-        let (epoch, mut offset) = (rec.epoch, rec.offset);
-        for p in rec.publications {
-            offset = p.offset;
-            self.out.push_back(Output::Deliver(Delivery::Publication(p)));
-        }
-        let mut epoch = epoch;
-        for p in held {
-            if datagram {
-                if latest_wins(&mut epoch, &mut offset, &p) {
-                    self.out.push_back(Output::Deliver(Delivery::Publication(p)));
-                }
-                continue;
-            }
-            match advance(&epoch, &mut offset, &p) {
-                Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(p))),
-                Ok(false) => {}
-                Err(d) => return self.disconnect(d),
-            }
-        }
-        let options = self.rules.options(&channel);
-        let (present, announce) =
-            (options.presence && self.rules.inbox(&channel).is_none(), options.join_leave);
-        if let (true, Some(info)) = (present, self.info.clone()) {
-            self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
-        }
-        self.subs.insert(channel, Subscription::Live { epoch, offset, present, datagram });
-    }
-
-    fn unsubscribe(&mut self, id: u64, req: ChannelRequest) {
-        let Some(channel) = self.channel(id, &req.channel) else {
-            return;
-        };
-        let Some(sub) = self.subs.remove(&channel) else {
-            return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
-        };
-        // Every command gets one reply: a subscribe still reading its history is answered now
-        // (its history result, when it comes, finds nothing to complete).
-        if let Subscription::Recovering { reply_id, .. } = &sub {
-            let m = "unsubscribed before the subscription completed";
-            self.reply(Reply::error(*reply_id, ErrorCode::NotSubscribed, m));
-        }
-        if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
-            let announce = self.rules.options(&channel).join_leave;
-            self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
-        }
-        self.op(Op::Unsubscribe { channel });
-        self.reply(Reply { id, body: ReplyBody::Unsubscribe(Empty {}) });
-    }
-
-    fn publish(&mut self, id: u64, req: PublishCommand) {
-        let Some(channel) = self.channel(id, &req.channel) else {
-            return;
-        };
-        let destination = match self.rules.may_publish(&self.actor(), &channel) {
-            Ok(d) => d,
-            Err(denied) => return self.reply(refusal(id, denied)),
-        };
-        // A signal's sender is in the room when this connection has joined it (it is present
-        // there as soon as the join completes, which the broker's presence may not show yet).
-        if let Destination::Inbox(inbox) = &destination
-            && !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. }))
-        {
-            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "join the room first"));
-        }
-        let payload = match (req.data, req.binary) {
-            (Some(data), None) => Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes())),
-            (None, Some(binary)) => Payload::Binary(binary),
-            _ => {
-                return self.reply(Reply::error(id, ErrorCode::BadRequest, "publish needs data"));
-            }
-        };
-        if let Err(denied) = self.rules.check_publication(payload.len(), req.idempotency_key.as_deref()) {
-            return self.reply(refusal(id, denied));
-        }
-        let request = PublishRequest {
-            options: self.rules.options(&channel).clone(),
-            channel,
-            payload,
-            info: self.info.clone(),
-            idempotency_key: req.idempotency_key,
-        };
-        let op = match destination {
-            Destination::Inbox(inbox) => self.op(Op::Signal { inbox, request }),
-            Destination::Channel => self.op(Op::Publish(request)),
-        };
-        self.pending.insert(op, Pending::Publish(id));
-    }
-
-    fn presence(&mut self, id: u64, req: ChannelRequest) {
-        let Some(channel) = self.channel(id, &req.channel) else {
-            return;
-        };
-        if let Err(denied) = self.rules.may_see_presence(&self.actor(), &channel) {
-            return self.reply(refusal(id, denied));
-        }
-        let op = self.op(Op::Presence { channel });
-        self.pending.insert(op, Pending::Presence(id));
-    }
-
-    fn history(&mut self, id: u64, req: HistoryRequest) {
-        let Some(channel) = self.channel(id, &req.channel) else {
-            return;
-        };
-        let size = match self.rules.may_read_history(&self.actor(), &channel) {
-            Ok(size) => size,
-            Err(denied) => return self.reply(refusal(id, denied)),
-        };
-        let limit = req.limit.unwrap_or(size).min(size);
-        let query = HistoryQuery { since: req.since, limit, reverse: req.reverse };
-        let op = self.op(Op::History { channel, query });
-        self.pending.insert(op, Pending::History(id));
-    }
-}
-
-/// Checks that `p` continues a live subscription at `(epoch, offset)`: `Ok(true)` when it is the
-/// next one (and `offset` advanced), `Ok(false)` when it was already delivered. A gap or another
-/// epoch means the subscription can no longer vouch for continuity.
-fn advance(epoch: &Epoch, offset: &mut u64, p: &Publication) -> Result<bool, Disconnect> {
-    if *p.epoch != **epoch || p.offset > *offset + 1 {
-        return Err(Disconnect::INSUFFICIENT_STATE);
-    }
-    if p.offset == *offset + 1 {
-        *offset = p.offset;
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// Latest-wins continuation for datagram subscriptions: `true` (and the position moves) when `p`
-/// is newer than what was sent, or from a new epoch; older and repeated offsets are dropped. Gaps
-/// are expected here: datagram delivery never promised every publication.
-fn latest_wins(epoch: &mut Epoch, offset: &mut u64, p: &Publication) -> bool {
-    if *p.epoch != **epoch {
-        *epoch = p.epoch.clone();
-        *offset = p.offset;
-        return true;
-    }
-    if p.offset > *offset {
-        *offset = p.offset;
-        return true;
-    }
-    false
-}
-
-fn refusal(id: u64, denied: Denied) -> Reply {
-    Reply::error(id, denied.code, denied.message)
-}
-
-fn broker_error(id: u64, e: &BrokerError) -> Reply {
-    Reply::error(id, ErrorCode::BrokerUnavailable, e.to_string())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use switchboard_protocol::Position;
+use switchboard_protocol::{Disconnect, Position};
 
 use crate::broker::HistoryResult;
 use crate::model::{Epoch, Publication};
@@ -54,6 +54,36 @@ pub fn recover(since: Option<&Position>, history: HistoryResult, limit: usize) -
         return reset(false);
     }
     Recovery { recovered: true, epoch: top.epoch, offset: since.offset, publications, truncated }
+}
+
+/// Checks that `p` continues a live subscription at `(epoch, offset)`: `Ok(true)` when it is the
+/// next one (and `offset` advanced), `Ok(false)` when it was already delivered. A gap or another
+/// epoch means the subscription can no longer vouch for continuity.
+pub fn advance(epoch: &Epoch, offset: &mut u64, p: &Publication) -> Result<bool, Disconnect> {
+    if *p.epoch != **epoch || p.offset > *offset + 1 {
+        return Err(Disconnect::INSUFFICIENT_STATE);
+    }
+    if p.offset == *offset + 1 {
+        *offset = p.offset;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Latest-wins continuation for datagram subscriptions: `true` (and the position moves) when `p`
+/// is newer than what was sent, or from a new epoch; older and repeated offsets are dropped. Gaps
+/// are expected here: datagram delivery never promised every publication.
+pub fn latest_wins(epoch: &mut Epoch, offset: &mut u64, p: &Publication) -> bool {
+    if *p.epoch != **epoch {
+        *epoch = p.epoch.clone();
+        *offset = p.offset;
+        return true;
+    }
+    if p.offset > *offset {
+        *offset = p.offset;
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 
 use super::*;
 use crate::broker::StreamTop;
+use crate::broker::{BrokerError, HistoryQuery, HistoryResult};
 use crate::config::{ChannelOptions, Config};
+use crate::model::Payload;
 use switchboard_protocol::frame::parse_client_frame;
+use switchboard_protocol::frame::{ConnectReply, SubscribeReply};
 
 fn rules(config: Config) -> Arc<Rules> {
     Arc::new(Rules::new(Arc::new(config)))

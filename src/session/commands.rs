@@ -1,0 +1,287 @@
+//! The commands of the client protocol, one method each: `connect`, `subscribe` (and its
+//! completion once the history is read), `unsubscribe`, `publish`, `presence` and `history`.
+//! Each checks the channel rules, then asks the driver for what it needs through an [`Op`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_protocol::frame::{
+    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, HistoryRequest,
+    PublishRequest as PublishCommand, Reply, ReplyBody, SubscribeReply, SubscribeRequest,
+};
+use switchboard_protocol::{ChannelName, ErrorCode};
+
+use super::recovery::{self, advance, latest_wins};
+use super::{MAX_NAME_CHARS, Now, Op, OpId, Output, Pending, Session, Subscription};
+use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest};
+use crate::model::{Delivery, Payload};
+use crate::policy::Identity;
+use crate::rules::{Actor, Denied, Destination};
+
+impl Session {
+    pub(super) fn connect(&mut self, now: Now, id: u64, req: ConnectRequest) {
+        if self.info.is_some() {
+            return self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
+        }
+        match self.rules.auth().authenticate(req.token.as_deref(), now.unix) {
+            Ok(identity) => {
+                // A valid session token keeps the earlier connection's client id (and with it
+                // presence, room inboxes and SFU peers); anything else gets the fresh one.
+                if let Some(client) = req.session.and_then(|s| self.rules.auth().resume(&s, &identity.user)) {
+                    self.client_id = client;
+                }
+                let reply = ConnectReply {
+                    client: self.client_id.clone(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    ping: self.config.ping_interval.as_secs(),
+                    session: self.rules.auth().session_token(&self.client_id, &identity.user),
+                    heartbeat: self
+                        .config
+                        .pong_timeout
+                        .is_none()
+                        .then_some(self.config.ping_interval.as_secs()),
+                };
+                self.connect_as(now, identity, req.name);
+                self.deferred = Some(VecDeque::new());
+                let op = self.op(Op::Claim { client: self.client_id.clone() });
+                self.pending.insert(op, Pending::Connect(id, reply));
+            }
+            Err(d) => self.disconnect(d),
+        }
+    }
+
+    pub(super) fn connect_as(&mut self, now: Now, identity: Identity, name: Option<String>) {
+        let name = name
+            .or_else(|| identity.name.clone())
+            .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
+            .filter(|n| !n.is_empty());
+        // `exp` comes from the network: one too far ahead to represent simply never comes.
+        self.expires_at = identity
+            .expires_at
+            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
+        self.info =
+            Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
+        self.identity = identity;
+    }
+
+    /// This connection, as the rules see it.
+    pub(super) fn actor(&self) -> Actor<'_> {
+        Actor::Client { identity: &self.identity, client: Some(&self.client_id) }
+    }
+
+    pub(super) fn channel(&mut self, id: u64, name: &str) -> Option<ChannelName> {
+        match ChannelName::new(name) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.reply(Reply::error(id, ErrorCode::BadRequest, e.to_string()));
+                None
+            }
+        }
+    }
+
+    pub(super) fn subscribe(&mut self, id: u64, req: SubscribeRequest) {
+        let Some(channel) = self.channel(id, &req.channel) else {
+            return;
+        };
+        if self.subs.contains_key(&channel) {
+            return self.reply(Reply::error(id, ErrorCode::AlreadySubscribed, "already subscribed"));
+        }
+        if self.subs.len() >= self.config.max_subscriptions {
+            let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
+            return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
+        }
+        if let Err(denied) = self.rules.may_read(&self.actor(), &channel) {
+            return self.reply(refusal(id, denied));
+        }
+        if req.datagram && !self.config.datagrams {
+            let m = "datagram delivery needs the WebTransport transport";
+            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
+        }
+        if req.datagram && !self.rules.options(&channel).datagrams {
+            let m = "datagrams are off for this namespace";
+            return self.reply(Reply::error(id, ErrorCode::NotAvailable, m));
+        }
+        // A datagram subscription is latest-wins: it never replays, it starts at the stream's end.
+        let since = if req.datagram { None } else { req.since.clone() };
+        let limit = if since.is_some() { self.config.max_recovery + 1 } else { 0 };
+        let query = HistoryQuery { since, limit, reverse: false };
+        let op = self.op(Op::Subscribe { channel: channel.clone(), query });
+        self.pending.insert(op, Pending::Subscribe(channel.clone()));
+        let (held, datagram) = (Vec::new(), req.datagram);
+        self.subs
+            .insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
+    }
+
+    pub(super) fn subscribed(
+        &mut self,
+        op: OpId,
+        channel: ChannelName,
+        result: Result<HistoryResult, BrokerError>,
+    ) {
+        let Some(Subscription::Recovering { op: current, .. }) = self.subs.get(&channel) else {
+            return;
+        };
+        if *current != op {
+            return;
+        }
+        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) =
+            self.subs.remove(&channel)
+        else {
+            return;
+        };
+        let history = match result {
+            Ok(h) => h,
+            Err(e) => {
+                self.op(Op::Unsubscribe { channel });
+                return self.reply(broker_error(reply_id, &e));
+            }
+        };
+        let top = (history.top.epoch.clone(), history.top.offset);
+        let asked = since.is_some();
+        let since = if datagram { None } else { since };
+        let mut rec = recovery::recover(since.as_ref(), history, self.config.max_recovery);
+        if datagram && asked {
+            // Latest-wins subscriptions do not resume: say so instead of pretending.
+            rec.recovered = false;
+        }
+        if rec.truncated {
+            rec = recovery::Recovery {
+                recovered: false,
+                epoch: top.0,
+                offset: top.1,
+                publications: Vec::new(),
+                truncated: false,
+            };
+        }
+        self.reply(Reply {
+            id: reply_id,
+            body: ReplyBody::Subscribe(SubscribeReply {
+                channel: channel.to_string(),
+                epoch: rec.epoch.to_string(),
+                offset: rec.offset,
+                recovered: rec.recovered,
+                replayed: rec.publications.len() as u64,
+            }),
+        });
+        let (epoch, mut offset) = (rec.epoch, rec.offset);
+        for p in rec.publications {
+            offset = p.offset;
+            self.out.push_back(Output::Deliver(Delivery::Publication(p)));
+        }
+        let mut epoch = epoch;
+        for p in held {
+            if datagram {
+                if latest_wins(&mut epoch, &mut offset, &p) {
+                    self.out.push_back(Output::Deliver(Delivery::Publication(p)));
+                }
+                continue;
+            }
+            match advance(&epoch, &mut offset, &p) {
+                Ok(true) => self.out.push_back(Output::Deliver(Delivery::Publication(p))),
+                Ok(false) => {}
+                Err(d) => return self.disconnect(d),
+            }
+        }
+        let options = self.rules.options(&channel);
+        let (present, announce) =
+            (options.presence && self.rules.inbox(&channel).is_none(), options.join_leave);
+        if let (true, Some(info)) = (present, self.info.clone()) {
+            self.op(Op::PresenceAdd { channel: channel.clone(), info, announce });
+        }
+        self.subs.insert(channel, Subscription::Live { epoch, offset, present, datagram });
+    }
+
+    pub(super) fn unsubscribe(&mut self, id: u64, req: ChannelRequest) {
+        let Some(channel) = self.channel(id, &req.channel) else {
+            return;
+        };
+        let Some(sub) = self.subs.remove(&channel) else {
+            return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
+        };
+        // Every command gets one reply: a subscribe still reading its history is answered now
+        // (its history result, when it comes, finds nothing to complete).
+        if let Subscription::Recovering { reply_id, .. } = &sub {
+            let m = "unsubscribed before the subscription completed";
+            self.reply(Reply::error(*reply_id, ErrorCode::NotSubscribed, m));
+        }
+        if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
+            let announce = self.rules.options(&channel).join_leave;
+            self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
+        }
+        self.op(Op::Unsubscribe { channel });
+        self.reply(Reply { id, body: ReplyBody::Unsubscribe(Empty {}) });
+    }
+
+    pub(super) fn publish(&mut self, id: u64, req: PublishCommand) {
+        let Some(channel) = self.channel(id, &req.channel) else {
+            return;
+        };
+        let destination = match self.rules.may_publish(&self.actor(), &channel) {
+            Ok(d) => d,
+            Err(denied) => return self.reply(refusal(id, denied)),
+        };
+        // A signal's sender is in the room when this connection has joined it (it is present
+        // there as soon as the join completes, which the broker's presence may not show yet).
+        if let Destination::Inbox(inbox) = &destination
+            && !matches!(self.subs.get(&inbox.room), Some(Subscription::Live { .. }))
+        {
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, "join the room first"));
+        }
+        let payload = match (req.data, req.binary) {
+            (Some(data), None) => Payload::Json(bytes::Bytes::copy_from_slice(data.get().as_bytes())),
+            (None, Some(binary)) => Payload::Binary(binary),
+            _ => {
+                return self.reply(Reply::error(id, ErrorCode::BadRequest, "publish needs data"));
+            }
+        };
+        if let Err(denied) = self.rules.check_publication(payload.len(), req.idempotency_key.as_deref()) {
+            return self.reply(refusal(id, denied));
+        }
+        let request = PublishRequest {
+            options: self.rules.options(&channel).clone(),
+            channel,
+            payload,
+            info: self.info.clone(),
+            idempotency_key: req.idempotency_key,
+        };
+        let op = match destination {
+            Destination::Inbox(inbox) => self.op(Op::Signal { inbox, request }),
+            Destination::Channel => self.op(Op::Publish(request)),
+        };
+        self.pending.insert(op, Pending::Publish(id));
+    }
+
+    pub(super) fn presence(&mut self, id: u64, req: ChannelRequest) {
+        let Some(channel) = self.channel(id, &req.channel) else {
+            return;
+        };
+        if let Err(denied) = self.rules.may_see_presence(&self.actor(), &channel) {
+            return self.reply(refusal(id, denied));
+        }
+        let op = self.op(Op::Presence { channel });
+        self.pending.insert(op, Pending::Presence(id));
+    }
+
+    pub(super) fn history(&mut self, id: u64, req: HistoryRequest) {
+        let Some(channel) = self.channel(id, &req.channel) else {
+            return;
+        };
+        let size = match self.rules.may_read_history(&self.actor(), &channel) {
+            Ok(size) => size,
+            Err(denied) => return self.reply(refusal(id, denied)),
+        };
+        let limit = req.limit.unwrap_or(size).min(size);
+        let query = HistoryQuery { since: req.since, limit, reverse: req.reverse };
+        let op = self.op(Op::History { channel, query });
+        self.pending.insert(op, Pending::History(id));
+    }
+}
+
+pub(super) fn refusal(id: u64, denied: Denied) -> Reply {
+    Reply::error(id, denied.code, denied.message)
+}
+
+pub(super) fn broker_error(id: u64, e: &BrokerError) -> Reply {
+    Reply::error(id, ErrorCode::BrokerUnavailable, e.to_string())
+}
