@@ -590,6 +590,6 @@ mod tests {
         NatsBroker::connect(&url, &config, sink).await.expect("connects")
     }
 
-    // JetStream keeps its streams in files: every restart keeps them.
+    // JetStream keeps its streams in files: the persistent kind is the same.
     shared_backend_tests!(connect: connect, backend: Kind::Nats, persistent: Kind::Nats, per_channel: false);
 }

@@ -273,7 +273,7 @@ macro_rules! shared_backend_tests {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn a_restart_keeps_the_stream() {
+        async fn a_restart_of_a_persistent_backend_keeps_the_stream() {
             use $crate::broker::testutil;
             let Some(mut backend) = testutil::backend::Backend::start($persistent) else { return };
             let make = testutil::on_backend($connect, backend.url(), 60);
