@@ -4,22 +4,27 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, publications, subscribed};
+use common::{TestServer, http_request, publications, subscribed};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use switchboard::config::Config;
-use switchboard_client::{Error, RawFrame, Transport};
+use switchboard_client::{Error, RawFrame, Transport, WsConnection};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The status of a plain HTTP/1.1 GET, read off the socket.
-async fn raw_get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = [0u8; 12];
-    tcp.read_exact(&mut head).await.unwrap();
-    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+/// The status of a plain HTTP/1.1 GET.
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> u16 {
+    http_request(addr, "GET", path, &[], "").await.0
+}
+
+/// Reads raw frames up to the close frame; its code.
+async fn close_code(ws: &mut WsConnection) -> Option<u16> {
+    loop {
+        match ws.recv_raw().await {
+            Some(Ok(RawFrame::Close { code, .. })) => return code,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
 }
 
 fn http_code(e: &Error) -> (u16, Option<u32>) {
@@ -63,16 +68,7 @@ async fn bad_frames_get_codes_and_other_clients_keep_their_stream() {
     }
     // Not JSON at all: the connection ends with 3500.
     ws.send_raw("}{").await.unwrap();
-    loop {
-        match ws.recv_raw().await {
-            Some(Ok(RawFrame::Close { code, .. })) => {
-                assert_eq!(code, Some(3500));
-                break;
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close, got {other:?}"),
-        }
-    }
+    assert_eq!(close_code(&mut ws).await, Some(3500));
     client.publish("calm", &json!({"n": 1})).await.unwrap();
     assert_eq!(publications(&mut bystander, 1).await.len(), 1, "others are unaffected");
     server.stop().await;
@@ -97,16 +93,7 @@ async fn oversize_frames_close_with_1009_and_oversize_payloads_get_106() {
     ws.send_raw(&format!(r#"{{"id":9,"publish":{{"channel":"c","data":"{}"}}}}"#, "y".repeat(8000)))
         .await
         .unwrap();
-    loop {
-        match ws.recv_raw().await {
-            Some(Ok(RawFrame::Close { code, .. })) => {
-                assert_eq!(code, Some(1009));
-                break;
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("expected a close, got {other:?}"),
-        }
-    }
+    assert_eq!(close_code(&mut ws).await, Some(1009));
     server.stop().await;
 }
 
@@ -131,9 +118,9 @@ async fn http_transports_refuse_bad_queries_with_codes() {
         "/stream?channel=a&wait=x",
         "/poll?channel=a&since=%FF",
     ] {
-        assert_eq!(raw_get_status(server.addr, path).await, 400, "{path}");
+        assert_eq!(get_status(server.addr, path).await, 400, "{path}");
     }
-    assert_eq!(raw_get_status(server.addr, "/api/history?channel=a&since=nope").await, 400);
+    assert_eq!(get_status(server.addr, "/api/history?channel=a&since=nope").await, 400);
     server.stop().await;
 }
 

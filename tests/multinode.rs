@@ -4,73 +4,25 @@
 //! without loss; a broker restart during a publish stream loses no acknowledged publication
 //! without the clients being told (`recovered: false`).
 //!
-//! The servers are real: `redis-server` and `nats-server -js` on free ports (see `servers.rs`;
-//! missing binaries skip these tests, except under `CI=true`).
+//! The servers are real: `redis-server` and `nats-server -js` on free ports (see
+//! `common::backend`; missing binaries skip these tests, except under `CI=true`), and the nodes
+//! are `switchboard` processes, so that one can be killed outright.
 
-#[path = "../src/broker/testutil/servers.rs"]
-mod servers;
+mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::backend::{Backend, Kind};
+use common::process::Node;
+use common::{eventually, http_status};
 use parking_lot::Mutex;
-use servers::{Kind, TestServer};
 use switchboard_client::{Client, Cursor, Event, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// One `switchboard serve` process.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Node {
-    fn start(broker: &str) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("SWITCHBOARD_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--log", "warn"])
-            .env("SWITCHBOARD_BROKER", broker)
-            .env("SWITCHBOARD_PRESENCE_TTL", "3")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("switchboard starts");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-        out.read_line(&mut line).expect("a first line");
-        // Keep draining: a closed pipe would fail the node's next print.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
-        Self { child, url }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn cluster(server: &TestServer) -> Vec<Node> {
+fn cluster(server: &Backend) -> Vec<Node> {
     (0..3).map(|_| Node::start(&server.url())).collect()
 }
 
@@ -225,34 +177,6 @@ impl Follower {
     }
 }
 
-/// The status code of a `GET` (0 when there is no answer).
-fn http_status(url: &str) -> u16 {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Ok(mut tcp) = std::net::TcpStream::connect(host) else { return 0 };
-    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if tcp.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut head = [0u8; 12];
-    if tcp.read_exact(&mut head).is_err() {
-        return 0;
-    }
-    std::str::from_utf8(&head[9..12]).ok().and_then(|s| s.parse().ok()).unwrap_or(0)
-}
-
-async fn eventually(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
-    for _ in 0..secs * 20 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs}s waiting for: {what}");
-}
-
 /// Publishes `count` publications numbered from `from`, round-robin over `nodes`, each retried
 /// with its idempotency key until acknowledged. Returns the acknowledgements (epoch, offset, n).
 async fn publish(
@@ -297,7 +221,7 @@ fn spread(nodes: &[String], channel: &str, stop: &watch::Sender<bool>) -> Vec<Fo
 
 async fn settle(followers: &[Follower]) {
     // Polling transports learn their position from their first publication.
-    eventually("every streaming follower holds a position", 15, || {
+    eventually("every streaming follower holds a position", Duration::from_secs(15), || {
         followers.iter().all(|f| f.transport == Transport::LongPoll || f.position.lock().is_some())
     })
     .await;
@@ -306,7 +230,7 @@ async fn settle(followers: &[Follower]) {
 }
 
 async fn fan_out_order_and_presence(kind: Kind) {
-    let Some(server) = TestServer::start(kind) else { return };
+    let Some(server) = Backend::start(kind) else { return };
     let nodes = cluster(&server);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let channel = format!("room:fanout-{}", std::process::id());
@@ -335,7 +259,7 @@ async fn fan_out_order_and_presence(kind: Kind) {
         "one offset each"
     );
     let last = acked.last().unwrap().clone();
-    eventually("every follower reaches the last publication", 30, || {
+    eventually("every follower reaches the last publication", Duration::from_secs(30), || {
         followers.iter().all(|f| f.position.lock().as_ref() == Some(&(last.0.clone(), last.1)))
     })
     .await;
@@ -361,7 +285,7 @@ async fn fan_out_order_and_presence(kind: Kind) {
 }
 
 async fn killed_node_clients_resume_elsewhere(kind: Kind) {
-    let Some(server) = TestServer::start(kind) else { return };
+    let Some(server) = Backend::start(kind) else { return };
     let mut nodes = cluster(&server);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let channel = format!("room:kill-{}", std::process::id());
@@ -382,7 +306,7 @@ async fn killed_node_clients_resume_elsewhere(kind: Kind) {
     nodes[2].kill();
     let acked = publisher.await.unwrap();
     let last = acked.last().unwrap().clone();
-    eventually("every follower resumes on another node and catches up", 30, || {
+    eventually("every follower resumes on another node and catches up", Duration::from_secs(30), || {
         followers.iter().all(|f| f.position.lock().as_ref() == Some(&(last.0.clone(), last.1)))
     })
     .await;
@@ -410,7 +334,7 @@ async fn killed_node_clients_resume_elsewhere(kind: Kind) {
 }
 
 async fn broker_restart_during_a_publish_stream(kind: Kind, keeps_data: bool) {
-    let Some(mut server) = TestServer::start(kind) else { return };
+    let Some(mut server) = Backend::start(kind) else { return };
     let nodes = cluster(&server);
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let channel = format!("room:restart-{}", std::process::id());
@@ -424,14 +348,15 @@ async fn broker_restart_during_a_publish_stream(kind: Kind, keeps_data: bool) {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     server.kill();
     let healthz = format!("{}/healthz", urls[1]);
-    eventually("/healthz turns unhealthy", 10, || http_status(&healthz) == 503).await;
+    eventually("/healthz turns unhealthy", Duration::from_secs(10), || http_status(&healthz) == 503).await;
     let down = Client::new(&urls[0]).unwrap().publish(&channel, &serde_json::json!({"n": 9999})).await;
     assert!(down.is_err(), "a publish while the broker is down is refused, not dropped");
     server.restart();
-    eventually("/healthz turns healthy again", 20, || http_status(&healthz) == 200).await;
+    eventually("/healthz turns healthy again", Duration::from_secs(20), || http_status(&healthz) == 200)
+        .await;
     let acked = publisher.await.unwrap();
     let last = acked.last().unwrap().clone();
-    eventually("every follower reaches the last publication", 45, || {
+    eventually("every follower reaches the last publication", Duration::from_secs(45), || {
         followers.iter().all(|f| f.position.lock().as_ref() == Some(&(last.0.clone(), last.1)))
     })
     .await;

@@ -2,10 +2,9 @@
 //! with real peers in `e2e/` (Chromium) and `e2e/python` (aiortc).
 
 mod common;
-#[path = "../src/broker/testutil/servers.rs"]
-mod servers;
 
-use common::{TestServer, http_json, http_request};
+use common::backend::{Backend, Kind, free_port};
+use common::{TestServer, http_json, http_request, next_ws_event};
 use switchboard::config::{ChannelOptions, Config};
 use switchboard_client::{Error, Event};
 
@@ -27,12 +26,7 @@ fn command_code<T: std::fmt::Debug>(r: Result<T, Error>) -> u32 {
 /// track lists).
 async fn next_publication(ws: &mut switchboard_client::WsConnection) -> switchboard_client::Publication {
     loop {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next_event())
-            .await
-            .expect("a publication in time")
-            .expect("connection open")
-            .unwrap();
-        if let Event::Publication(p) = event
+        if let Event::Publication(p) = next_ws_event(ws).await
             && p.channel.contains('@')
         {
             return p;
@@ -446,12 +440,7 @@ async fn a_streaming_client_reopening_with_its_session_stays_present_without_a_l
     watcher.publish("room:r", &serde_json::json!({"mark": 1})).await.unwrap();
     let mut seen = Vec::new();
     loop {
-        let event = tokio::time::timeout(std::time::Duration::from_secs(5), watcher.next_event())
-            .await
-            .expect("the mark in time")
-            .unwrap()
-            .unwrap();
-        match event {
+        match next_ws_event(&mut watcher).await {
             Event::Join(p) if p.info.client != own => seen.push(format!("join {}", p.info.client)),
             Event::Leave(p) => seen.push(format!("leave {}", p.info.client)),
             Event::Publication(p) if p.data.as_ref().is_some_and(|d| d["mark"] == 1) => break,
@@ -465,8 +454,8 @@ async fn a_streaming_client_reopening_with_its_session_stays_present_without_a_l
 }
 
 /// Two nodes on a real `kind` backend, each knowing its own URL (`node_url`).
-async fn cluster(kind: servers::Kind) -> Option<(servers::TestServer, TestServer, TestServer)> {
-    let backend = servers::TestServer::start(kind)?;
+async fn cluster(kind: Kind) -> Option<(Backend, TestServer, TestServer)> {
+    let backend = Backend::start(kind)?;
     let node = |port: u16| Config {
         broker: backend.url(),
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
@@ -474,12 +463,12 @@ async fn cluster(kind: servers::Kind) -> Option<(servers::TestServer, TestServer
         turn: false,
         ..rooms_config()
     };
-    let a = TestServer::start_on(node(servers::free_port())).await;
-    let b = TestServer::start_on(node(servers::free_port())).await;
+    let a = TestServer::start_on(node(free_port())).await;
+    let b = TestServer::start_on(node(free_port())).await;
     Some((backend, a, b))
 }
 
-async fn a_room_lives_on_the_node_that_claimed_it(kind: servers::Kind) {
+async fn a_room_lives_on_the_node_that_claimed_it(kind: Kind) {
     let Some((_backend, a, b)) = cluster(kind).await else { return };
     // Ann is connected to B; the room's media starts on A, where she first posts.
     let mut ann = b.client().websocket().await.unwrap();
@@ -523,10 +512,10 @@ async fn a_room_lives_on_the_node_that_claimed_it(kind: servers::Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_lives_on_the_node_that_claimed_it_with_redis() {
-    a_room_lives_on_the_node_that_claimed_it(servers::Kind::Redis).await;
+    a_room_lives_on_the_node_that_claimed_it(Kind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_lives_on_the_node_that_claimed_it_with_nats() {
-    a_room_lives_on_the_node_that_claimed_it(servers::Kind::Nats).await;
+    a_room_lives_on_the_node_that_claimed_it(Kind::Nats).await;
 }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{TestServer, cursor_at_end, n_of, next, publications, ready, subscribed};
+use common::{
+    TestServer, cursor_at_end, http_request, n_of, next, next_ws_event, publications, ready, subscribed,
+};
 use serde_json::json;
 use switchboard::config::Config;
 use switchboard_client::{Event, Transport};
@@ -123,10 +125,10 @@ async fn websocket_commands_presence_history_idempotency_and_binary() {
     b.subscribe("room:1", None).await.unwrap();
     // Alice sees Bob join.
     let joined = loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), a.next_event()).await.unwrap() {
-            Some(Ok(Event::Join(j))) if j.info.name.as_deref() == Some("bob") => break j,
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
+        if let Event::Join(j) = next_ws_event(&mut a).await
+            && j.info.name.as_deref() == Some("bob")
+        {
+            break j;
         }
     };
     assert_eq!(joined.channel, "room:1");
@@ -150,9 +152,10 @@ async fn websocket_commands_presence_history_idempotency_and_binary() {
     assert_eq!(h.offset, bin.offset);
 
     let got = loop {
-        match b.next_event().await.unwrap().unwrap() {
-            Event::Publication(p) if p.offset == bin.offset => break p,
-            _ => continue,
+        if let Event::Publication(p) = next_ws_event(&mut b).await
+            && p.offset == bin.offset
+        {
+            break p;
         }
     };
     assert_eq!(got.binary.as_deref(), Some(&b"\x00\x01\xff"[..]));
@@ -160,16 +163,12 @@ async fn websocket_commands_presence_history_idempotency_and_binary() {
 
     // Bob leaves; Alice sees it.
     b.close().await.unwrap();
-    loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), a.next_event()).await.unwrap() {
-            Some(Ok(Event::Leave(l))) => {
-                assert_eq!(l.info.name.as_deref(), Some("bob"));
-                break;
-            }
-            Some(Ok(_)) => continue,
-            other => panic!("{other:?}"),
+    let left = loop {
+        if let Event::Leave(l) = next_ws_event(&mut a).await {
+            break l;
         }
-    }
+    };
+    assert_eq!(left.info.name.as_deref(), Some("bob"));
     server.stop().await;
 }
 
@@ -206,7 +205,7 @@ async fn cors_lets_pages_of_allowed_origins_call_the_http_endpoints() {
             ("Access-Control-Request-Method", "POST"),
             ("Access-Control-Request-Headers", "content-type,authorization"),
         ];
-        async move { common::http_request(server.addr, "OPTIONS", "/api/publish", &headers, "").await }
+        async move { http_request(server.addr, "OPTIONS", "/api/publish", &headers, "").await }
     };
     let (status, head, _) = preflight("https://app.example").await;
     let head = head.to_ascii_lowercase();
@@ -217,7 +216,7 @@ async fn cors_lets_pages_of_allowed_origins_call_the_http_endpoints() {
     assert!(!head.to_ascii_lowercase().contains("access-control-allow-origin"), "{head}");
     // A simple request gets the header too (and Location is readable by the page).
     let headers = [("Origin", "https://app.example")];
-    let (status, head, _) = common::http_request(server.addr, "GET", "/healthz", &headers, "").await;
+    let (status, head, _) = http_request(server.addr, "GET", "/healthz", &headers, "").await;
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("access-control-expose-headers: location"), "{head}");
     server.stop().await;

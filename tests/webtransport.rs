@@ -2,40 +2,36 @@
 //! project did not write) against the server in-process on port 0, pinning the development
 //! certificate by its hash, as a browser does.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::TestServer;
 use serde_json::{Value, json};
-use switchboard::config::{ChannelOptions, Config};
-use switchboard::{AppState, Server};
+use switchboard::config::ChannelOptions;
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, RecvStream, SendStream};
 
+/// The server, and the hash of its development certificate that a client pins.
 struct Running {
-    port: u16,
+    server: TestServer,
     hash: [u8; 32],
-    _state: Arc<AppState>,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn start() -> Running {
-    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), demo: false, ..Config::default() };
-    config.namespaces.insert("game".into(), ChannelOptions { datagrams: true, ..ChannelOptions::default() });
-    let server = Server::bind(config).await.expect("binds");
-    let port = server.local_addr().unwrap().port();
-    let state = server.state().clone();
-    let advert = server.services().webtransport.clone().expect("webtransport is on by default");
-    assert_eq!(advert.port, port, "UDP on the TCP port number");
+    let server = TestServer::with(|config| {
+        let game = ChannelOptions { datagrams: true, ..ChannelOptions::default() };
+        config.namespaces.insert("game".into(), game);
+    })
+    .await;
+    let advert = server.services.webtransport.clone().expect("webtransport is on by default");
+    assert_eq!(advert.port, server.addr.port(), "UDP on the TCP port number");
     let (hex, _) = advert.dev_cert().expect("a self-signed certificate");
     let mut hash = [0u8; 32];
     for (i, b) in hash.iter_mut().enumerate() {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
-    Running { port, hash, _state: state, _stop: stop }
+    Running { server, hash }
 }
 
 async fn connect(r: &Running, path: &str) -> Result<Connection, wtransport::error::ConnectingError> {
@@ -44,7 +40,7 @@ async fn connect(r: &Running, path: &str) -> Result<Connection, wtransport::erro
         .with_server_certificate_hashes([Sha256Digest::new(r.hash)])
         .build();
     let endpoint = Endpoint::client(config).unwrap();
-    endpoint.connect(format!("https://127.0.0.1:{}{path}", r.port)).await
+    endpoint.connect(format!("https://127.0.0.1:{}{path}", r.server.addr.port())).await
 }
 
 struct Peer {

@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use switchboard_protocol::frame::ClientInfo;
 use switchboard_protocol::{ChannelName, Position};
@@ -32,11 +34,30 @@ impl TimeControl {
     }
 }
 
-/// A sink that keeps what it is handed.
+/// Makes a fresh broker that delivers to the given sink: what the suite runs against. Any
+/// `Fn(Arc<dyn DeliverySink>) -> impl Future<Output = Arc<dyn Broker>>` is one.
+pub trait MakeBroker {
+    /// A new broker on the backend under test.
+    fn make(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'static, Arc<dyn Broker>>;
+}
+
+impl<F, Fut> MakeBroker for F
+where
+    F: Fn(Arc<dyn DeliverySink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>> + Send + 'static,
+{
+    fn make(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'static, Arc<dyn Broker>> {
+        Box::pin(self(sink))
+    }
+}
+
+/// A sink that keeps what it is handed and counts `lost` calls.
 #[derive(Default)]
 pub struct CollectingSink {
     /// Everything delivered, in order.
     pub deliveries: Mutex<Vec<Delivery>>,
+    /// How many times the broker said deliveries were lost.
+    pub lost: AtomicUsize,
 }
 
 impl DeliverySink for CollectingSink {
@@ -44,31 +65,46 @@ impl DeliverySink for CollectingSink {
         self.deliveries.lock().push(delivery);
     }
 
-    fn lost(&self, _channel: Option<&ChannelName>, _reason: switchboard_protocol::Disconnect) {}
-}
-
-/// The offsets of `channel`'s publications among `deliveries`, in delivery order.
-pub fn publication_offsets(deliveries: &[Delivery], channel: &ChannelName) -> Vec<u64> {
-    deliveries
-        .iter()
-        .filter_map(|d| match d {
-            Delivery::Publication(p) if &p.channel == channel => Some(p.offset),
-            _ => None,
-        })
-        .collect()
-}
-
-impl CollectingSink {
-    fn offsets(&self, channel: &ChannelName) -> Vec<u64> {
-        publication_offsets(&self.deliveries.lock(), channel)
+    fn lost(&self, _channel: Option<&ChannelName>, _reason: switchboard_protocol::Disconnect) {
+        self.lost.fetch_add(1, Ordering::SeqCst);
     }
 }
 
-fn channel(name: &str) -> ChannelName {
+impl CollectingSink {
+    /// The offsets of `channel`'s publications, in delivery order.
+    pub fn offsets(&self, channel: &ChannelName) -> Vec<u64> {
+        self.deliveries
+            .lock()
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Publication(p) if &p.channel == channel => Some(p.offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The clients whose joins to `channel` were delivered, in delivery order.
+    pub fn joins(&self, channel: &ChannelName) -> Vec<String> {
+        self.deliveries
+            .lock()
+            .iter()
+            .filter_map(|d| match d {
+                Delivery::Presence(e) if &e.channel == channel && e.kind == PresenceKind::Join => {
+                    Some(e.info.client.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A channel no other check uses.
+pub fn channel(name: &str) -> ChannelName {
     ChannelName::new(&format!("conformance:{name}-{}", rand::random::<u32>())).unwrap()
 }
 
-fn request(channel: &ChannelName, n: u64, options: &ChannelOptions) -> PublishRequest {
+/// A publication of `{"n": n}`.
+pub fn request(channel: &ChannelName, n: u64, options: &ChannelOptions) -> PublishRequest {
     PublishRequest {
         channel: channel.clone(),
         payload: Payload::Json(Bytes::from(format!("{{\"n\":{n}}}"))),
@@ -83,11 +119,7 @@ fn all(limit: usize) -> HistoryQuery {
 }
 
 /// Runs every check against brokers made by `make`, one fresh broker per check.
-pub async fn run_all<F, Fut>(make: F, time: TimeControl)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+pub async fn run_all(make: impl MakeBroker, time: TimeControl) {
     offsets_count_from_one_and_deliver_in_order(&make).await;
     history_reads_since_limit_and_reverse(&make).await;
     history_keeps_size_and_ttl(&make, time).await;
@@ -97,11 +129,7 @@ where
     rooms_are_served_by_the_node_that_claims_them_first(&make).await;
 }
 
-async fn rooms_are_served_by_the_node_that_claims_them_first<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn rooms_are_served_by_the_node_that_claims_them_first(make: &impl MakeBroker) {
     let (broker, _) = new(make).await;
     let (room, other) = (channel("room"), channel("room"));
     let ttl = Duration::from_secs(60);
@@ -113,11 +141,7 @@ where
 
 /// A claim nobody renews lapses after `ttl` (the broker's presence TTL for NATS) and another
 /// node may take the room.
-pub async fn room_claims_lapse<F, Fut>(make: F, time: TimeControl, ttl: Duration)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+pub async fn room_claims_lapse(make: impl MakeBroker, time: TimeControl, ttl: Duration) {
     let (broker, _) = new(&make).await;
     let room = channel("lapse");
     assert_eq!(broker.claim_room(&room, "http://a", ttl).await.unwrap(), "http://a");
@@ -129,13 +153,10 @@ where
     assert_eq!(broker.claim_room(&room, "http://b", ttl).await.unwrap(), "http://b", "lapsed");
 }
 
-async fn new<F, Fut>(make: &F) -> (Arc<dyn Broker>, Arc<CollectingSink>)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+/// A broker from `make` and the sink it delivers to.
+pub async fn new(make: &impl MakeBroker) -> (Arc<dyn Broker>, Arc<CollectingSink>) {
     let sink = Arc::new(CollectingSink::default());
-    let broker = make(sink.clone()).await;
+    let broker = make.make(sink.clone()).await;
     (broker, sink)
 }
 
@@ -148,11 +169,7 @@ async fn wait_for(sink: &CollectingSink, count: usize) {
     }
 }
 
-async fn offsets_count_from_one_and_deliver_in_order<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn offsets_count_from_one_and_deliver_in_order(make: &impl MakeBroker) {
     let (broker, sink) = new(make).await;
     let ch = channel("order");
     let opts = ChannelOptions::default();
@@ -170,11 +187,7 @@ where
     assert_eq!(sink.offsets(&ch), vec![1, 2, 3, 4, 5]);
 }
 
-async fn history_reads_since_limit_and_reverse<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn history_reads_since_limit_and_reverse(make: &impl MakeBroker) {
     let (broker, _) = new(make).await;
     let ch = channel("history");
     let opts = ChannelOptions::default();
@@ -203,11 +216,7 @@ where
     assert_eq!(h5.publications.len(), 10, "a foreign epoch's offset means nothing here");
 }
 
-async fn history_keeps_size_and_ttl<F, Fut>(make: &F, time: TimeControl)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn history_keeps_size_and_ttl(make: &impl MakeBroker, time: TimeControl) {
     let (broker, _) = new(make).await;
     let ch = channel("size");
     let opts = ChannelOptions { history_size: 3, ..ChannelOptions::default() };
@@ -234,11 +243,7 @@ where
     assert_eq!(h.top.offset, 1, "offsets advance without history too");
 }
 
-async fn idempotent_publish_stores_once<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn idempotent_publish_stores_once(make: &impl MakeBroker) {
     let (broker, sink) = new(make).await;
     let ch = channel("idem");
     let opts = ChannelOptions::default();
@@ -257,11 +262,7 @@ where
     assert_eq!(sink.offsets(&ch), vec![1, 2], "a duplicate is not delivered");
 }
 
-async fn presence_tracks_clients_and_announces<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn presence_tracks_clients_and_announces(make: &impl MakeBroker) {
     let (broker, sink) = new(make).await;
     let ch = channel("presence");
     let info = |id: &str| Arc::new(ClientInfo { client: id.into(), user: format!("u-{id}"), name: None });
@@ -288,11 +289,7 @@ where
     assert_eq!(events, vec![(PresenceKind::Join, "a".into()), (PresenceKind::Leave, "a".into())]);
 }
 
-async fn concurrent_publishers_get_unique_ordered_offsets<F, Fut>(make: &F)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
+async fn concurrent_publishers_get_unique_ordered_offsets(make: &impl MakeBroker) {
     let (broker, sink) = new(make).await;
     let ch = channel("concurrent");
     let opts = ChannelOptions::default();

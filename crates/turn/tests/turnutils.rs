@@ -30,22 +30,55 @@ fn tools_available() -> bool {
     found
 }
 
-/// Our server on 127.0.0.1:0 with loopback peers allowed, a static user and a secret.
-async fn start_server() -> (ServerHandle, tokio::sync::oneshot::Sender<()>) {
-    let mut config = TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        allow_loopback_peers: true,
-        auth_secret: Some(SECRET.into()),
-        ..TurnConfig::default()
-    };
+/// Our server in-process; [`Running::stop`] shuts it down and waits for it to drain.
+struct Running {
+    handle: ServerHandle,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    async fn start(config: TurnConfig) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = switchboard_turn::serve(config, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server starts");
+        Self { handle, stop }
+    }
+
+    /// [`Running::start`], when the coturn tools are there to test it with.
+    async fn start_if_tools(config: TurnConfig) -> Option<Self> {
+        if !tools_available() {
+            return None;
+        }
+        Some(Self::start(config).await)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.handle.wait().await;
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = ServerHandle;
+
+    fn deref(&self) -> &ServerHandle {
+        &self.handle
+    }
+}
+
+/// 127.0.0.1:0 with the static user; `open`: loopback peers allowed and the REST secret set, as
+/// the tests that relay need.
+fn config(open: bool) -> TurnConfig {
+    let mut config = TurnConfig { listen: "127.0.0.1:0".parse().unwrap(), ..TurnConfig::default() };
+    if open {
+        config.allow_loopback_peers = true;
+        config.auth_secret = Some(SECRET.into());
+    }
     config.static_users.insert(USER.into(), PASS.into());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = switchboard_turn::serve(config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .expect("server starts");
-    (server, tx)
+    config
 }
 
 /// A child process killed on drop.
@@ -164,22 +197,29 @@ async fn uclient(
     (ok, out, t)
 }
 
-fn assert_relayed(label: &str, ok: bool, out: &str, totals: Option<Totals>, messages: u64) {
+/// Runs `turnutils_uclient` (5 messages) against our server and checks that none came back; its
+/// output.
+async fn assert_relays_nothing(label: &str, server: SocketAddr, peer_port: u16, extra: &[&str]) -> String {
+    let (_, out, t) = uclient(server, peer_port, extra, 5).await;
+    assert!(t.is_none_or(|t| t.received == 0), "{label}: relayed:\n{out}");
+    out
+}
+
+/// Runs `turnutils_uclient` against our server and checks that every message came back.
+async fn assert_relays(label: &str, server: SocketAddr, peer_port: u16, extra: &[&str], messages: u32) {
+    let (ok, out, totals) = uclient(server, peer_port, extra, messages).await;
     let t = totals.unwrap_or_else(|| panic!("{label}: no totals in uclient output:\n{out}"));
     eprintln!("{label}: sent {} received {} lost {}", t.sent, t.received, t.lost);
     assert!(ok, "{label}: uclient failed:\n{out}");
     // Two clients (-m 2), each sending `messages`.
-    assert_eq!(t.sent, 2 * messages, "{label}: {t:?}");
+    assert_eq!(t.sent, 2 * u64::from(messages), "{label}: {t:?}");
     assert_eq!(t.received, t.sent, "{label}: {t:?}\n{out}");
     assert_eq!(t.lost, 0, "{label}: {t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stunclient_gets_mapped_address() {
-    if !tools_available() {
-        return;
-    }
-    let (server, stop) = start_server().await;
+    let Some(server) = Running::start_if_tools(config(true)).await else { return };
     let port = server.udp_addr().port().to_string();
     let (ok, out) = run_tool(
         "turnutils_stunclient",
@@ -190,66 +230,56 @@ async fn stunclient_gets_mapped_address() {
     assert!(ok, "stunclient failed:\n{out}");
     assert!(out.contains("UDP reflexive addr: 127.0.0.1:"), "{out}");
     assert!(server.metrics().requests(0x001).0 >= 1);
-    let _ = stop.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_udp_static_user_and_send_indications() {
-    if !tools_available() {
-        return;
-    }
-    let (server, stop) = start_server().await;
+    let Some(server) = Running::start_if_tools(config(true)).await else { return };
     let (_peer, peer_port) = start_peer();
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-u", USER, "-w", PASS], 50).await;
-    assert_relayed("udp/channels", ok, &out, t, 50);
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-s", "-u", USER, "-w", PASS], 50).await;
-    assert_relayed("udp/send-indications", ok, &out, t, 50);
+    assert_relays("udp/channels", server.udp_addr(), peer_port, &["-u", USER, "-w", PASS], 50).await;
+    assert_relays("udp/send-indications", server.udp_addr(), peer_port, &["-s", "-u", USER, "-w", PASS], 50)
+        .await;
     let m = server.metrics();
     assert!(m.packets_to_peer.load(Relaxed) >= 200);
     assert!(m.bytes_to_client.load(Relaxed) >= 200 * 120);
     assert!(m.render_prometheus().contains("switchboard_turn_allocations_total"));
-    let _ = stop.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_udp_time_limited_credentials() {
-    if !tools_available() {
-        return;
-    }
-    let (server, stop) = start_server().await;
+    let Some(server) = Running::start_if_tools(config(true)).await else { return };
     let (_peer, peer_port) = start_peer();
     // uclient computes the username and password from the secret itself.
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-W", SECRET, "-u", "bob"], 30).await;
-    assert_relayed("udp/-W secret", ok, &out, t, 30);
+    assert_relays("udp/-W secret", server.udp_addr(), peer_port, &["-W", SECRET, "-u", "bob"], 30).await;
     // And a credential made by our make_credential.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let (user, pass) = switchboard_turn::make_credential(SECRET, "carol", Duration::from_secs(600), now);
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-u", &user, "-w", &pass], 30).await;
-    assert_relayed("udp/make_credential", ok, &out, t, 30);
+    assert_relays("udp/make_credential", server.udp_addr(), peer_port, &["-u", &user, "-w", &pass], 30).await;
     // An expired one is refused.
     let (user, pass) = switchboard_turn::make_credential(SECRET, "carol", Duration::ZERO, now - 10);
-    let (_, out, t) = uclient(server.udp_addr(), peer_port, &["-u", &user, "-w", &pass], 5).await;
-    assert!(t.is_none_or(|t| t.received == 0), "expired credential relayed:\n{out}");
-    let _ = stop.send(());
-    server.wait().await;
+    assert_relays_nothing("an expired credential", server.udp_addr(), peer_port, &["-u", &user, "-w", &pass])
+        .await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uclient_tcp_static_and_time_limited() {
-    if !tools_available() {
-        return;
-    }
-    let (server, stop) = start_server().await;
+    let Some(server) = Running::start_if_tools(config(true)).await else { return };
     assert_eq!(server.tcp_addr().map(|a| a.port()), Some(server.udp_addr().port()));
     let (_peer, peer_port) = start_peer();
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-t", "-u", USER, "-w", PASS], 50).await;
-    assert_relayed("tcp/static", ok, &out, t, 50);
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-t", "-W", SECRET, "-u", "bob"], 30).await;
-    assert_relayed("tcp/-W secret", ok, &out, t, 30);
-    let (ok, out, t) = uclient(server.udp_addr(), peer_port, &["-t", "-s", "-u", USER, "-w", PASS], 30).await;
-    assert_relayed("tcp/send-indications", ok, &out, t, 30);
+    assert_relays("tcp/static", server.udp_addr(), peer_port, &["-t", "-u", USER, "-w", PASS], 50).await;
+    assert_relays("tcp/-W secret", server.udp_addr(), peer_port, &["-t", "-W", SECRET, "-u", "bob"], 30)
+        .await;
+    assert_relays(
+        "tcp/send-indications",
+        server.udp_addr(),
+        peer_port,
+        &["-t", "-s", "-u", USER, "-w", PASS],
+        30,
+    )
+    .await;
     // TCP allocations end with their connections.
     let m = server.metrics();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -257,53 +287,35 @@ async fn uclient_tcp_static_and_time_limited() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(m.allocations_active.load(Relaxed), 0);
-    let _ = stop.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_refused() {
-    if !tools_available() {
-        return;
-    }
-    let (server, stop) = start_server().await;
+    let Some(server) = Running::start_if_tools(config(true)).await else { return };
     let (_peer, peer_port) = start_peer();
     for transport in [&[][..], &["-t"][..]] {
         let mut args = transport.to_vec();
         args.extend(["-u", USER, "-w", "not-the-password"]);
-        let (_, out, t) = uclient(server.udp_addr(), peer_port, &args, 5).await;
+        let out = assert_relays_nothing("a wrong password", server.udp_addr(), peer_port, &args).await;
         assert!(out.contains("Cannot complete Allocation") || out.contains("error 401"), "{out}");
-        assert!(t.is_none_or(|t| t.received == 0), "relayed with a wrong password:\n{out}");
     }
     let m = server.metrics();
     assert!(m.auth_failures.load(Relaxed) >= 2);
     assert_eq!(m.allocations_total.load(Relaxed), 0);
     assert_eq!(m.packets_to_peer.load(Relaxed), 0);
-    let _ = stop.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loopback_peer_is_denied_by_default() {
-    if !tools_available() {
-        return;
-    }
-    let mut config = TurnConfig { listen: "127.0.0.1:0".parse().unwrap(), ..TurnConfig::default() };
-    config.static_users.insert(USER.into(), PASS.into());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = switchboard_turn::serve(config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .unwrap();
+    let Some(server) = Running::start_if_tools(config(false)).await else { return };
     let (_peer, peer_port) = start_peer();
-    let (_, out, t) = uclient(server.udp_addr(), peer_port, &["-u", USER, "-w", PASS], 5).await;
-    assert!(t.is_none_or(|t| t.received == 0), "relayed to loopback:\n{out}");
+    assert_relays_nothing("a loopback peer", server.udp_addr(), peer_port, &["-u", USER, "-w", PASS]).await;
     let m = server.metrics();
     assert!(m.peers_denied.load(Relaxed) >= 1);
     assert_eq!(m.packets_to_peer.load(Relaxed), 0);
-    let _ = tx.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 /// A self-signed certificate made by the `openssl` command, in a temporary directory.
@@ -340,32 +352,21 @@ async fn uclient_tls_relays_and_refuses_a_wrong_password() {
         return;
     };
     let tls = switchboard_turn::TlsListener::from_pem("127.0.0.1:0".parse().unwrap(), &cert, &key).unwrap();
-    let mut config = TurnConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        allow_loopback_peers: true,
-        auth_secret: Some(SECRET.into()),
-        tls: Some(tls),
-        ..TurnConfig::default()
-    };
-    config.static_users.insert(USER.into(), PASS.into());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = switchboard_turn::serve(config, async move {
-        let _ = rx.await;
-    })
-    .await
-    .expect("server starts");
+    let server = Running::start(TurnConfig { tls: Some(tls), ..config(true) }).await;
     let tls_addr = server.tls_addr().expect("a TLS listener");
     let (_peer, peer_port) = start_peer();
     // -S: TLS over TCP (-t).
-    let (ok, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-u", USER, "-w", PASS], 40).await;
-    assert_relayed("tls/static", ok, &out, t, 40);
-    let (ok, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-W", SECRET, "-u", "carol"], 20).await;
-    assert_relayed("tls/-W secret", ok, &out, t, 20);
-    let (_, out, t) = uclient(tls_addr, peer_port, &["-t", "-S", "-u", USER, "-w", "wrong"], 5).await;
-    assert!(t.is_none_or(|t| t.received == 0), "a wrong password relays nothing over TLS:\n{out}");
+    assert_relays("tls/static", tls_addr, peer_port, &["-t", "-S", "-u", USER, "-w", PASS], 40).await;
+    assert_relays("tls/-W secret", tls_addr, peer_port, &["-t", "-S", "-W", SECRET, "-u", "carol"], 20).await;
+    assert_relays_nothing(
+        "a wrong password over TLS",
+        tls_addr,
+        peer_port,
+        &["-t", "-S", "-u", USER, "-w", "wrong"],
+    )
+    .await;
     assert!(server.metrics().render_prometheus().contains("switchboard_turn_"), "metrics render");
-    let _ = tx.send(());
-    server.wait().await;
+    server.stop().await;
 }
 
 #[test]

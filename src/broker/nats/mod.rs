@@ -582,60 +582,14 @@ impl Broker for NatsBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::conformance::{self, TimeControl};
-    use crate::broker::testutil::servers::{Kind, TestServer};
-    use crate::broker::testutil::{self, Touching};
+    use crate::broker::testutil::backend::Kind;
+    use crate::broker::testutil::shared_backend_tests;
 
-    fn maker(
-        url: String,
-        presence_ttl: u64,
-    ) -> impl Fn(Arc<dyn DeliverySink>) -> futures_util::future::BoxFuture<'static, Arc<dyn Broker>> {
-        move |sink| {
-            let url = url.clone();
-            Box::pin(async move {
-                let config = Config { presence_ttl, ..Config::default() };
-                NatsBroker::connect(&url, &config, sink).await.expect("connects")
-            })
-        }
+    async fn connect(url: String, presence_ttl: u64, sink: Arc<dyn DeliverySink>) -> Arc<dyn Broker> {
+        let config = Config { presence_ttl, ..Config::default() };
+        NatsBroker::connect(&url, &config, sink).await.expect("connects")
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn room_claims_lapse_against_a_real_nats() {
-        let Some(server) = TestServer::start(Kind::Nats) else { return };
-        let make = maker(server.url(), 3);
-        conformance::room_claims_lapse(make, TimeControl::Real, Duration::from_secs(3)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_the_broker_conformance_suite_against_a_real_nats() {
-        let Some(server) = TestServer::start(Kind::Nats) else { return };
-        let make = maker(server.url(), 60);
-        conformance::run_all(
-            |sink| {
-                let f = make(sink);
-                async move { Touching::wrap(f.await) }
-            },
-            TimeControl::Real,
-        )
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nodes_share_channels() {
-        let Some(server) = TestServer::start(Kind::Nats) else { return };
-        testutil::two_nodes_share_channels(&maker(server.url(), 60), false).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn presence_entries_expire() {
-        let Some(server) = TestServer::start(Kind::Nats) else { return };
-        testutil::presence_expires(&maker(server.url(), 3), Duration::from_secs(3)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restart_keeps_the_stream() {
-        let Some(mut server) = TestServer::start(Kind::Nats) else { return };
-        let make = maker(server.url(), 60);
-        testutil::survives_a_backend_restart(&make, &mut server, true).await;
-    }
+    // JetStream keeps its streams in files: the persistent kind is the same.
+    shared_backend_tests!(connect: connect, backend: Kind::Nats, persistent: Kind::Nats, per_channel: false);
 }

@@ -447,73 +447,31 @@ impl Broker for RedisBroker {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::broker::conformance::{self, TimeControl};
-    use crate::broker::testutil::servers::{Kind, TestServer};
-    use crate::broker::testutil::{self, Touching};
+    use crate::broker::conformance::CollectingSink;
+    use crate::broker::testutil::backend::{Backend, Kind, free_port};
+    use crate::broker::testutil::{self, shared_backend_tests};
 
-    fn maker(
-        url: String,
-        presence_ttl: u64,
-    ) -> impl Fn(Arc<dyn DeliverySink>) -> futures_util::future::BoxFuture<'static, Arc<dyn Broker>> {
-        move |sink| {
-            let url = url.clone();
-            Box::pin(async move {
-                Arc::new(RedisBroker::connect(&url, presence_ttl, sink).await.expect("connects"))
-                    as Arc<dyn Broker>
-            })
-        }
+    async fn connect(url: String, presence_ttl: u64, sink: Arc<dyn DeliverySink>) -> Arc<dyn Broker> {
+        Arc::new(RedisBroker::connect(&url, presence_ttl, sink).await.expect("connects"))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn room_claims_lapse_against_a_real_redis() {
-        let Some(server) = TestServer::start(Kind::Redis) else { return };
-        let make = maker(server.url(), 3);
-        conformance::room_claims_lapse(make, TimeControl::Real, Duration::from_secs(3)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_the_broker_conformance_suite_against_a_real_redis() {
-        let Some(server) = TestServer::start(Kind::Redis) else { return };
-        let make = maker(server.url(), 60);
-        conformance::run_all(
-            |sink| {
-                let f = make(sink);
-                async move { Touching::wrap(f.await) }
-            },
-            TimeControl::Real,
-        )
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn nodes_share_channels_and_presence_expires() {
-        let Some(server) = TestServer::start(Kind::Redis) else { return };
-        testutil::two_nodes_share_channels(&maker(server.url(), 60), true).await;
-        testutil::presence_expires(&maker(server.url(), 3), Duration::from_secs(3)).await;
-    }
+    shared_backend_tests!(connect: connect, backend: Kind::Redis, persistent: Kind::RedisPersistent, per_channel: true);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restart_without_persistence_changes_the_epoch() {
-        let Some(mut server) = TestServer::start(Kind::Redis) else { return };
-        let make = maker(server.url(), 60);
-        testutil::survives_a_backend_restart(&make, &mut server, false).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restart_with_persistence_keeps_the_stream() {
-        let Some(mut server) = TestServer::start(Kind::RedisPersistent) else { return };
-        let make = maker(server.url(), 60);
-        testutil::survives_a_backend_restart(&make, &mut server, true).await;
+        let Some(mut backend) = Backend::start(Kind::Redis) else { return };
+        let make = testutil::on_backend(connect, backend.url(), 60);
+        testutil::survives_a_backend_restart(&make, &mut backend, false).await;
     }
 
     #[tokio::test]
     async fn an_unreachable_redis_is_a_clear_start_up_error() {
-        let port = crate::broker::testutil::servers::free_port();
-        let sink = Arc::new(conformance::CollectingSink::default());
-        let err = RedisBroker::connect(&format!("redis://127.0.0.1:{port}"), 60, sink).await.err().unwrap();
+        let sink = Arc::new(CollectingSink::default());
+        let err = RedisBroker::connect(&format!("redis://127.0.0.1:{}", free_port()), 60, sink)
+            .await
+            .err()
+            .unwrap();
         assert!(matches!(err, BrokerError::Unavailable(ref m) if m.contains("cannot reach redis")), "{err}");
     }
 }

@@ -1,25 +1,24 @@
-//! Test helpers for shared brokers: real servers ([`servers`]), an adapter that lets the
-//! conformance suite run against brokers that route per channel, and checks that only make sense
-//! with several nodes and a backend that can fail.
+//! Test helpers for shared brokers: real servers ([`backend`]), an adapter that lets the
+//! conformance suite run against brokers that route per channel, checks that only make sense
+//! with several nodes and a backend that can fail, and [`shared_backend_tests!`], the tests
+//! every shared broker runs with them.
 
-pub mod servers;
+pub mod backend;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use parking_lot::Mutex;
+use switchboard_protocol::ChannelName;
 use switchboard_protocol::frame::ClientInfo;
-use switchboard_protocol::{ChannelName, Disconnect};
 
+use super::conformance::{self, MakeBroker, channel, request};
 use super::{
     Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, PublishRequest, PublishResult,
 };
 use crate::config::ChannelOptions;
-use crate::model::{Delivery, Payload, PresenceKind};
 
 /// A node with a local subscriber on every channel it touches: the conformance suite checks
 /// deliveries without calling `node_subscribe`, which per-channel brokers need.
@@ -32,6 +31,14 @@ impl Touching {
     /// Wraps `inner`.
     pub fn wrap(inner: Arc<dyn Broker>) -> Arc<dyn Broker> {
         Arc::new(Self { inner, touched: Default::default() })
+    }
+
+    /// Makes what `make` makes, wrapped.
+    pub fn around(make: impl MakeBroker) -> impl MakeBroker {
+        move |sink| {
+            let inner = make.make(sink);
+            async move { Self::wrap(inner.await) }
+        }
     }
 
     async fn touch(&self, channel: &ChannelName) -> Result<(), BrokerError> {
@@ -83,53 +90,17 @@ impl Broker for Touching {
     }
 }
 
-/// A sink that keeps deliveries and counts `lost` calls.
-#[derive(Default)]
-pub struct Node {
-    deliveries: Mutex<Vec<Delivery>>,
-    lost: AtomicUsize,
+/// A [`MakeBroker`] for the backend at `url`: `connect(url, presence_ttl_secs, sink)`.
+pub fn on_backend<C, Fut>(connect: C, url: String, presence_ttl: u64) -> impl MakeBroker
+where
+    C: Fn(String, u64, Arc<dyn DeliverySink>) -> Fut,
+    Fut: Future<Output = Arc<dyn Broker>> + Send + 'static,
+{
+    move |sink| connect(url.clone(), presence_ttl, sink)
 }
 
-impl DeliverySink for Node {
-    fn deliver(&self, delivery: Delivery) {
-        self.deliveries.lock().push(delivery);
-    }
-    fn lost(&self, _channel: Option<&ChannelName>, _reason: Disconnect) {
-        self.lost.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-impl Node {
-    fn offsets(&self, channel: &ChannelName) -> Vec<u64> {
-        super::conformance::publication_offsets(&self.deliveries.lock(), channel)
-    }
-
-    fn joins(&self, channel: &ChannelName) -> Vec<String> {
-        self.deliveries
-            .lock()
-            .iter()
-            .filter_map(|d| match d {
-                Delivery::Presence(e) if &e.channel == channel && e.kind == PresenceKind::Join => {
-                    Some(e.info.client.clone())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn channel(name: &str) -> ChannelName {
-    ChannelName::new(&format!("shared:{name}-{}", rand::random::<u32>())).unwrap()
-}
-
-fn request(channel: &ChannelName, n: u64) -> PublishRequest {
-    PublishRequest {
-        channel: channel.clone(),
-        payload: Payload::Json(Bytes::from(format!("{{\"n\":{n}}}"))),
-        info: None,
-        idempotency_key: None,
-        options: ChannelOptions::default(),
-    }
+fn publish_request(channel: &ChannelName, n: u64) -> PublishRequest {
+    request(channel, n, &ChannelOptions::default())
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -142,24 +113,11 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-async fn node<F, Fut>(make: &F) -> (Arc<dyn Broker>, Arc<Node>)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let sink = Arc::new(Node::default());
-    (make(sink.clone()).await, sink)
-}
-
 /// Two nodes on one backend: publications from both reach both in one order with the same
 /// offsets; presence and join events are shared; a node that unsubscribed receives nothing.
-pub async fn two_nodes_share_channels<F, Fut>(make: &F, per_channel: bool)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, sink_a) = node(make).await;
-    let (b, sink_b) = node(make).await;
+pub async fn two_nodes_share_channels(make: &impl MakeBroker, per_channel: bool) {
+    let (a, sink_a) = conformance::new(make).await;
+    let (b, sink_b) = conformance::new(make).await;
     let ch = channel("two");
     a.node_subscribe(&ch).await.unwrap();
     b.node_subscribe(&ch).await.unwrap();
@@ -170,7 +128,7 @@ where
             let ch = ch.clone();
             tokio::spawn(async move {
                 for n in 0..40 {
-                    broker.publish(request(&ch, i as u64 * 100 + n)).await.unwrap();
+                    broker.publish(publish_request(&ch, i as u64 * 100 + n)).await.unwrap();
                 }
             })
         })
@@ -202,7 +160,7 @@ where
     if per_channel {
         b.node_unsubscribe(&ch).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
-        a.publish(request(&ch, 999)).await.unwrap();
+        a.publish(publish_request(&ch, 999)).await.unwrap();
         eventually("a receives 81", || sink_a.offsets(&ch).len() >= 81).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(sink_b.offsets(&ch).len(), 80, "an unsubscribed node receives nothing");
@@ -211,12 +169,8 @@ where
 
 /// Presence entries that are not refreshed vanish after the TTL (the broker was made with a
 /// presence TTL of `ttl`).
-pub async fn presence_expires<F, Fut>(make: &F, ttl: Duration)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, _) = node(make).await;
+pub async fn presence_expires(make: &impl MakeBroker, ttl: Duration) {
+    let (a, _) = conformance::new(make).await;
     let ch = channel("expiry");
     let info = |id: &str| Arc::new(ClientInfo { client: id.into(), user: "u".into(), name: None });
     a.presence_add(&ch, info("gone"), false).await.unwrap();
@@ -233,29 +187,29 @@ where
 /// The backend goes away and comes back: health says so, publications are refused meanwhile,
 /// the hub is told deliveries were lost, deliveries resume after reconnecting, and the epoch
 /// changes exactly when the backend lost the data.
-pub async fn survives_a_backend_restart<F, Fut>(make: &F, server: &mut servers::TestServer, keeps_data: bool)
-where
-    F: Fn(Arc<dyn DeliverySink>) -> Fut,
-    Fut: Future<Output = Arc<dyn Broker>>,
-{
-    let (a, sink) = node(make).await;
+pub async fn survives_a_backend_restart(
+    make: &impl MakeBroker,
+    server: &mut backend::Backend,
+    keeps_data: bool,
+) {
+    let (a, sink) = conformance::new(make).await;
     let ch = channel("restart");
     a.node_subscribe(&ch).await.unwrap();
-    let before = a.publish(request(&ch, 1)).await.unwrap();
+    let before = a.publish(publish_request(&ch, 1)).await.unwrap();
     eventually("delivery before", || sink.offsets(&ch) == vec![1]).await;
     assert_eq!(a.health(), Health::Ok);
 
     server.kill();
     eventually("health turns unavailable", || a.health() != Health::Ok).await;
     eventually("the hub is told", || sink.lost.load(Ordering::SeqCst) >= 1).await;
-    let refused = a.publish(request(&ch, 2)).await;
+    let refused = a.publish(publish_request(&ch, 2)).await;
     assert!(matches!(refused, Err(BrokerError::Unavailable(_))), "{refused:?}");
 
     server.restart();
     eventually("health recovers", || a.health() == Health::Ok).await;
     let mut after = None;
     for _ in 0..100 {
-        match a.publish(request(&ch, 3)).await {
+        match a.publish(publish_request(&ch, 3)).await {
             Ok(r) => {
                 after = Some(r);
                 break;
@@ -273,3 +227,58 @@ where
     eventually("deliveries flow again", || sink.offsets(&ch).len() == 2).await;
     assert_eq!(*sink.offsets(&ch).last().unwrap(), after.offset);
 }
+
+/// The tests every broker on a shared backend runs against a real server: the conformance suite,
+/// room claims lapsing, two nodes sharing channels, presence expiry, and a restart of a backend
+/// that keeps its data. Invoked inside the broker's `tests` module:
+///
+/// - `connect`: `async fn(url: String, presence_ttl_secs: u64, sink) -> Arc<dyn Broker>`;
+/// - `backend`: the [`backend::Kind`] the tests run against;
+/// - `persistent`: the kind whose restart keeps the data;
+/// - `per_channel`: whether the broker routes per channel (a node that unsubscribed receives
+///   nothing).
+macro_rules! shared_backend_tests {
+    (connect: $connect:path, backend: $kind:expr, persistent: $persistent:expr, per_channel: $per_channel:expr $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn passes_the_broker_conformance_suite() {
+            use $crate::broker::{conformance, testutil};
+            let Some(backend) = testutil::backend::Backend::start($kind) else { return };
+            let make = testutil::on_backend($connect, backend.url(), 60);
+            conformance::run_all(testutil::Touching::around(make), conformance::TimeControl::Real).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn room_claims_lapse() {
+            use $crate::broker::{conformance, testutil};
+            let Some(backend) = testutil::backend::Backend::start($kind) else { return };
+            let make = testutil::on_backend($connect, backend.url(), 3);
+            let ttl = ::std::time::Duration::from_secs(3);
+            conformance::room_claims_lapse(make, conformance::TimeControl::Real, ttl).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn nodes_share_channels() {
+            use $crate::broker::testutil;
+            let Some(backend) = testutil::backend::Backend::start($kind) else { return };
+            let make = testutil::on_backend($connect, backend.url(), 60);
+            testutil::two_nodes_share_channels(&make, $per_channel).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn presence_entries_expire() {
+            use $crate::broker::testutil;
+            let Some(backend) = testutil::backend::Backend::start($kind) else { return };
+            let make = testutil::on_backend($connect, backend.url(), 3);
+            testutil::presence_expires(&make, ::std::time::Duration::from_secs(3)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_restart_of_a_persistent_backend_keeps_the_stream() {
+            use $crate::broker::testutil;
+            let Some(mut backend) = testutil::backend::Backend::start($persistent) else { return };
+            let make = testutil::on_backend($connect, backend.url(), 60);
+            testutil::survives_a_backend_restart(&make, &mut backend, true).await;
+        }
+    };
+}
+pub(crate) use shared_backend_tests;

@@ -1,5 +1,5 @@
-//! Real `redis-server` and `nats-server -js` processes on free ports, for tests. Std only, so the
-//! integration tests include this file too (`#[path]`).
+//! Real `redis-server` and `nats-server -js` processes on free ports, for tests. Std only, so that
+//! the integration tests' harness (`tests/common/mod.rs`) includes this one file too (`#[path]`).
 //!
 //! A missing server binary skips the test with a message, except under `CI=true`, where it fails:
 //! CI must run these tests (`scripts/test` installs Debian's `redis-server` and `nats-server`).
@@ -23,7 +23,7 @@ pub enum Kind {
 }
 
 /// A running server; killed (and its data removed) on drop.
-pub struct TestServer {
+pub struct Backend {
     kind: Kind,
     /// The port it listens on, kept across restarts.
     pub port: u16,
@@ -44,7 +44,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-impl TestServer {
+impl Backend {
     /// Starts a server, or `None` (with a message) when its binary is missing outside CI.
     pub fn start(kind: Kind) -> Option<Self> {
         let binary = match kind {
@@ -140,7 +140,7 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+impl Drop for Backend {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
