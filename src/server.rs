@@ -141,7 +141,7 @@ pub enum StartError {
 }
 
 async fn start_turn(state: &Arc<AppState>) -> Result<IceInfo, StartError> {
-    let mut config = crate::turn::turn_config(&state.config).map_err(StartError::Turn)?;
+    let mut config = state.config.turn_server().map_err(StartError::Turn)?;
     let secret = config.auth_secret.get_or_insert_with(crate::turn::random_secret).clone();
     let mut stop = state.shutdown.subscribe();
     let shutdown = async move {
