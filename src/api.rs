@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use switchboard_protocol::frame::{ClientInfo, PresenceReply, PublishReply};
 use switchboard_protocol::{ChannelName, ErrorCode, Position};
 
-use crate::broker::{Health, HistoryQuery, PublishRequest};
+use crate::broker::{Health, HistoryQuery, NewPublication};
 use crate::http::{Caller, HttpError, caller};
 use crate::model::Payload;
 use crate::rules::Destination;
@@ -65,7 +65,7 @@ pub async fn publish(
         }
     };
     state.rules.check_publication(payload.len(), req.idempotency_key.as_deref())?;
-    let request = PublishRequest {
+    let request = NewPublication {
         options: state.config.channel_options(&channel).clone(),
         channel,
         payload,

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use switchboard_protocol::ChannelName;
 
-use crate::broker::PublishRequest;
+use crate::broker::NewPublication;
 use crate::model::Payload;
 use crate::state::AppState;
 
@@ -96,7 +96,7 @@ pub async fn ticker(state: Arc<AppState>) {
         let step = (rand::random::<f64>() - 0.5) * prices[i] * 0.01;
         prices[i] = (prices[i] + step).max(0.01);
         let data = serde_json::json!({"symbol": symbols[i], "price": (prices[i] * 100.0).round() / 100.0, "seq": seq});
-        let request = PublishRequest {
+        let request = NewPublication {
             channel: channel.clone(),
             payload: Payload::Json(data.to_string().into()),
             info: None,

@@ -9,7 +9,7 @@ use switchboard_protocol::ChannelName;
 use tokio::sync::{Semaphore, watch};
 
 use crate::broker::memory::MemoryBroker;
-use crate::broker::{Broker, BrokerError, DeliverySink, PublishRequest, PublishResult};
+use crate::broker::{Broker, BrokerError, DeliverySink, NewPublication, PublishResult};
 use crate::config::Config;
 use crate::hub::{ConnId, Hub, Outbox};
 use crate::metrics::Metrics;
@@ -70,7 +70,7 @@ impl AppState {
 
     /// Publishes, and counts the publication (once: a retried duplicate is not counted). Every
     /// path of the node publishes through here, so the count does not depend on the path.
-    pub async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+    pub async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError> {
         crate::broker::publish(self.broker.as_ref(), &self.metrics, request).await
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use switchboard::broker::PublishRequest;
+use switchboard::broker::NewPublication;
 use switchboard::config::{ChannelOptions, Config};
 use switchboard::model::Payload;
 use switchboard::{AppState, Server};
@@ -164,7 +164,7 @@ async fn main() {
         for j in 0..channels.len() {
             let c = &channels[(i as usize + j) % channels.len()];
             let data = format!("{{\"t\":{t},\"seq\":{i},\"pad\":\"{}\"}}", "x".repeat(64));
-            let req = PublishRequest {
+            let req = NewPublication {
                 channel: c.clone(),
                 payload: Payload::Json(data.into()),
                 info: None,

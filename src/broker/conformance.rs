@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use switchboard_protocol::frame::ClientInfo;
 use switchboard_protocol::{ChannelName, Position};
 
-use super::{Broker, DeliverySink, HistoryQuery, PublishRequest};
+use super::{Broker, DeliverySink, HistoryQuery, NewPublication};
 use crate::config::ChannelOptions;
 use crate::model::{Delivery, Payload, PresenceKind};
 
@@ -104,8 +104,8 @@ pub fn channel(name: &str) -> ChannelName {
 }
 
 /// A publication of `{"n": n}`.
-pub fn request(channel: &ChannelName, n: u64, options: &ChannelOptions) -> PublishRequest {
-    PublishRequest {
+pub fn request(channel: &ChannelName, n: u64, options: &ChannelOptions) -> NewPublication {
+    NewPublication {
         channel: channel.clone(),
         payload: Payload::Json(Bytes::from(format!("{{\"n\":{n}}}"))),
         info: None,

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{
     Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, IDEMPOTENCY_WINDOW,
-    PublishRequest, PublishResult, StreamTop, new_epoch,
+    NewPublication, PublishResult, StreamTop, new_epoch,
 };
 use crate::model::{Delivery, Epoch, PresenceEvent, PresenceKind, Publication};
 
@@ -94,7 +94,7 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+    async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError> {
         let stream = self.stream(&request.channel);
         let mut s = stream.lock();
         let now = Instant::now();

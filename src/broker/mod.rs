@@ -67,7 +67,7 @@ pub trait DeliverySink: Send + Sync + 'static {
 pub async fn publish(
     broker: &dyn Broker,
     metrics: &crate::metrics::Metrics,
-    request: PublishRequest,
+    request: NewPublication,
 ) -> Result<PublishResult, BrokerError> {
     let result = broker.publish(request).await?;
     if !result.duplicate {
@@ -76,9 +76,9 @@ pub async fn publish(
     Ok(result)
 }
 
-/// A publish request.
+/// A publication to make: what a publisher hands the broker, which gives it its offset.
 #[derive(Debug, Clone)]
-pub struct PublishRequest {
+pub struct NewPublication {
     /// The channel.
     pub channel: ChannelName,
     /// The payload.
@@ -149,7 +149,7 @@ pub enum BrokerError {
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Publishes: next offset, history append and delivery, atomically per channel.
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError>;
+    async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError>;
 
     /// Reads a channel's history and current top.
     async fn history(&self, channel: &ChannelName, query: HistoryQuery)

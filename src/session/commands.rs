@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, HistoryRequest,
-    PublishRequest as PublishCommand, Reply, ReplyBody, SubscribeReply, SubscribeRequest,
+    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, HistoryRequest, PublishRequest, Reply,
+    ReplyBody, SubscribeReply, SubscribeRequest,
 };
 use switchboard_protocol::{ChannelName, ErrorCode};
 
 use super::recovery::{self, advance, latest_wins};
 use super::{MAX_NAME_CHARS, Now, Op, OpId, Output, Pending, Session, Subscription};
-use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest};
+use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication};
 use crate::model::{Delivery, Payload};
 use crate::policy::Identity;
 use crate::rules::{Actor, Denied, Destination};
@@ -213,7 +213,7 @@ impl Session {
         self.reply(Reply { id, body: ReplyBody::Unsubscribe(Empty {}) });
     }
 
-    pub(super) fn publish(&mut self, id: u64, req: PublishCommand) {
+    pub(super) fn publish(&mut self, id: u64, req: PublishRequest) {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
@@ -238,7 +238,7 @@ impl Session {
         if let Err(denied) = self.rules.check_publication(payload.len(), req.idempotency_key.as_deref()) {
             return self.reply(refusal(id, denied));
         }
-        let request = PublishRequest {
+        let request = NewPublication {
             options: self.rules.options(&channel).clone(),
             channel,
             payload,

@@ -10,7 +10,7 @@ use switchboard_protocol::ChannelName;
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::frame::{ClientInfo, Reply};
 
-use crate::broker::{BrokerError, HistoryQuery, HistoryResult, PublishRequest, PublishResult, StreamTop};
+use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication, PublishResult, StreamTop};
 use crate::model::{Delivery, Publication};
 use crate::rooms::Inbox;
 use crate::rules::Denied;
@@ -35,14 +35,14 @@ pub enum Op {
         channel: ChannelName,
     },
     /// Publish; answer [`OpResult::Published`].
-    Publish(PublishRequest),
+    Publish(NewPublication),
     /// Publish to a signaling inbox if its participant is in the room ([`Rules::signal_target`]);
     /// answer [`OpResult::Published`] or [`OpResult::Refused`].
     Signal {
         /// The inbox.
         inbox: Inbox,
         /// The publication to it.
-        request: PublishRequest,
+        request: NewPublication,
     },
     /// Read history; answer [`OpResult::History`].
     History {

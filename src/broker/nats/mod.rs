@@ -47,7 +47,7 @@ mod wire;
 use self::wire::{Stored, channel_of, event_subject, hex, now_ms, subject, unavailable};
 use super::{
     Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, IDEMPOTENCY_WINDOW,
-    PublishRequest, PublishResult, StreamTop, envelope, new_epoch,
+    NewPublication, PublishResult, StreamTop, envelope, new_epoch,
 };
 use crate::config::Config;
 use crate::model::{Delivery, Epoch, PresenceKind};
@@ -369,7 +369,7 @@ impl Shared {
 
 #[async_trait]
 impl Broker for NatsBroker {
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+    async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError> {
         let s = &self.shared;
         s.check()?;
         let body = envelope::encode_body(&request.payload, request.info.as_deref());

@@ -36,7 +36,7 @@ use self::scripts::{Keys, META_TTL_EXTRA, Scripts};
 use super::interest::Interests;
 use super::{
     Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, IDEMPOTENCY_WINDOW,
-    PublishRequest, PublishResult, StreamTop, envelope, new_epoch,
+    NewPublication, PublishResult, StreamTop, envelope, new_epoch,
 };
 use crate::model::PresenceKind;
 
@@ -273,7 +273,7 @@ async fn pump(shared: &Shared, stream: &mut PubSubStream) -> String {
 
 #[async_trait]
 impl Broker for RedisBroker {
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+    async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError> {
         let s = &self.shared;
         let mut conn = s.conn()?;
         let keys = Keys::new(&request.channel);

@@ -16,7 +16,7 @@ use switchboard_protocol::frame::ClientInfo;
 
 use super::conformance::{self, MakeBroker, channel, request};
 use super::{
-    Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, PublishRequest, PublishResult,
+    Broker, BrokerError, DeliverySink, Health, HistoryQuery, HistoryResult, NewPublication, PublishResult,
 };
 use crate::config::ChannelOptions;
 
@@ -53,7 +53,7 @@ impl Touching {
 
 #[async_trait]
 impl Broker for Touching {
-    async fn publish(&self, request: PublishRequest) -> Result<PublishResult, BrokerError> {
+    async fn publish(&self, request: NewPublication) -> Result<PublishResult, BrokerError> {
         self.touch(&request.channel).await?;
         self.inner.publish(request).await
     }
@@ -99,7 +99,7 @@ where
     move |sink| connect(url.clone(), presence_ttl, sink)
 }
 
-fn publish_request(channel: &ChannelName, n: u64) -> PublishRequest {
+fn publish_request(channel: &ChannelName, n: u64) -> NewPublication {
     request(channel, n, &ChannelOptions::default())
 }
 

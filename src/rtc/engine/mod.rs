@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 
 use super::sfu::{Forward, Layers};
 use super::{Command, DcEvent, Role, TrackInfo};
-use crate::broker::{Broker, PublishRequest};
+use crate::broker::{Broker, NewPublication};
 use crate::config::Config;
 use crate::model::Payload;
 
@@ -133,7 +133,7 @@ impl Engine {
         // One task publishes track lists in order, so a newer list never lands before an older one.
         tokio::spawn(async move {
             while let Some((channel, body, options)) = rx.recv().await {
-                let request = PublishRequest {
+                let request = NewPublication {
                     channel,
                     payload: Payload::Json(body),
                     info: None,
