@@ -2,24 +2,40 @@
 //!
 //! # Layout
 //!
-//! Data flows `client → transport → session → hub → broker` (see `docs/architecture.md`).
+//! Data flows `client → transport → connection (session) → hub → broker`; the whole path, with
+//! who calls whom, is drawn in `docs/architecture.md`.
 //!
+//! The bottom of the crate (depends on nothing below it but the protocol crate):
 //! - [`config`]: the configuration (file, environment, flags) and per-namespace channel options.
-//! - [`model`]: publications, presence events and deliveries, with their shared wire encodings.
-//! - [`broker`]: the broker contract and the in-memory broker; its conformance suite.
-//! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
-//! - [`session`]: the sans-IO protocol state machine every bidirectional and streaming transport
-//!   drives; [`session::recovery`] decides resumes.
-//! - [`policy`]: tokens, API keys and permissions.
-//! - [`rooms`]: room and signaling-inbox channel names (WebRTC signaling).
-//! - [`rtc`]: WebRTC on str0m: the SFU, the data channel transport, WHIP and WHEP.
-//! - [`transport`]: one adapter per technique (`/ws`, `/sse`, `/stream`, `/poll`), framing only.
-//! - [`api`]: the server API (`/api/...`), health and metrics endpoints.
-//! - [`server`]: shared state, the router, the listener, admission and graceful shutdown.
-//! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
+//! - [`model`]: publications, presence events and deliveries, with their shared encodings
+//!   (cached `Bytes` per wire format, from `switchboard_protocol::encode`).
 //! - [`metrics`]: Prometheus counters.
-//! - [`turn`]: the built-in STUN/TURN server's wiring and `/api/ice-servers` (the server itself is
-//!   the crate `switchboard-turn`).
+//! - [`policy`]: who a caller is: tokens, session tokens, the API key.
+//! - [`rooms`]: room and signaling-inbox channel names (WebRTC signaling).
+//! - [`rules`]: the channel rules, in one place: who may read, publish and see presence, and
+//!   whether a publication is valid. Every path that touches a channel asks here.
+//! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
+//! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
+//! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
+//!   admission, shutdown) and nothing optional.
+//!
+//! Connections:
+//! - [`session`]: the sans-IO protocol state machine of every live connection;
+//!   [`session::recovery`] decides resumes.
+//! - [`connection`]: the driver that runs a session's operations against the hub and broker, and
+//!   [`connection::pump`], the one write loop every transport runs over a narrow trait.
+//! - [`transport`]: one adapter per technique (`/ws`, `/sse`, `/stream`, `/poll`, `/wt`), framing
+//!   only.
+//! - [`rtc`]: WebRTC on str0m: the SFU, the data channel transport, WHIP and WHEP.
+//!
+//! The edge:
+//! - [`http`]: HTTP helpers shared by every endpoint (the JSON error, the API caller, the
+//!   `Origin` check).
+//! - [`api`]: the server API (`/api/...`), health and metrics endpoints.
+//! - [`turn`]: the built-in STUN/TURN server's wiring and `/api/ice-servers` (the server itself
+//!   is the crate `switchboard-turn`).
+//! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
+//! - [`server`]: start-up (listener, broker, the optional [`Services`]), the router, shutdown.
 
 pub mod api;
 pub mod broker;

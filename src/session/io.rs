@@ -36,7 +36,7 @@ pub enum Op {
     },
     /// Publish; answer [`OpResult::Published`].
     Publish(NewPublication),
-    /// Publish to a signaling inbox if its participant is in the room ([`Rules::signal_target`]);
+    /// Publish to a signaling inbox if its participant is in the room ([`crate::rules::Rules::signal_target`]);
     /// answer [`OpResult::Published`] or [`OpResult::Refused`].
     Signal {
         /// The inbox.
