@@ -122,6 +122,9 @@ pub struct HistoryParams {
     limit: Option<usize>,
     #[serde(default)]
     reverse: bool,
+    /// A connection's session token: read as that connection (its own signaling inbox).
+    #[serde(default)]
+    session: Option<String>,
 }
 
 /// `GET /api/history`.
@@ -132,7 +135,8 @@ pub async fn history(
 ) -> Result<Response, HttpError> {
     let who = caller(&state.rules, &headers)?;
     let channel = channel(&q.channel)?;
-    let size = state.rules.may_read_history(&who.actor(None), &channel)?;
+    let client = q.session.as_deref().and_then(|s| state.rules.auth().resume(s, who.user()));
+    let size = state.rules.may_read_history(&who.actor(client.as_deref()), &channel)?;
     let since = match q.since.as_deref() {
         Some(s) => Some(
             Position::parse_compact(s)
@@ -146,10 +150,12 @@ pub async fn history(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-/// `?channel=` query.
+/// `?channel=` query, with the session of the connection asking, if any.
 #[derive(Deserialize)]
 pub struct ChannelParam {
     channel: String,
+    #[serde(default)]
+    session: Option<String>,
 }
 
 /// `GET /api/presence`.
@@ -160,7 +166,8 @@ pub async fn presence(
 ) -> Result<Json<PresenceReply>, HttpError> {
     let who = caller(&state.rules, &headers)?;
     let channel = channel(&q.channel)?;
-    state.rules.may_see_presence(&who.actor(None), &channel)?;
+    let client = q.session.as_deref().and_then(|s| state.rules.auth().resume(s, who.user()));
+    state.rules.may_see_presence(&who.actor(client.as_deref()), &channel)?;
     let clients = state.broker.presence(&channel).await?;
     Ok(Json(PresenceReply {
         clients: clients.iter().map(|c| (c.client.clone(), c.as_ref().clone())).collect(),

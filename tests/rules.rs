@@ -49,9 +49,10 @@ async fn a_third_party_cannot_read_an_inbox(secret: bool) {
         client.websocket().await.unwrap(),
         client.websocket().await.unwrap(),
     );
-    let a = ann.connect(tok("ann").as_deref(), Some("ann")).await.unwrap().client;
+    let ann_reply = ann.connect(tok("ann").as_deref(), Some("ann")).await.unwrap();
+    let a = ann_reply.client.clone();
     bob.connect(tok("bob").as_deref(), Some("bob")).await.unwrap();
-    eve.connect(tok("eve").as_deref(), Some("eve")).await.unwrap();
+    let eve_session = eve.connect(tok("eve").as_deref(), Some("eve")).await.unwrap().session;
     ann.subscribe("room:r1", None).await.unwrap();
     bob.subscribe("room:r1", None).await.unwrap();
     eve.subscribe("room:r1", None).await.unwrap();
@@ -77,19 +78,32 @@ async fn a_third_party_cannot_read_an_inbox(secret: bool) {
         format!("/api/history?channel={}", enc(&inbox)),
         format!("/api/history?channel={}&since={}", enc(&inbox), enc(&cursor)),
         format!("/api/presence?channel={}", enc(&inbox)),
+        format!("/api/history?channel={}&session={}", enc(&inbox), enc(&eve_session)),
         format!("/poll?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
         format!("/poll?channel={}&since={}&wait=1{token_q}", enc(&inbox), enc(&since)),
         format!("/sse?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
         format!("/stream?channel={}&since={}{token_q}", enc(&inbox), enc(&since)),
     ];
+    let mut paths = paths.to_vec();
+    if secret {
+        // A session is bound to its user: Ann's, presented with Eve's token, names no one.
+        paths.push(format!("/api/history?channel={}&session={}", enc(&inbox), enc(&ann_reply.session)));
+    }
     for path in &paths {
         let (status, body) = http_json(server.addr, "GET", path, &headers, "").await;
         assert_eq!((status, body["error"]["code"].as_u64()), (403, Some(103)), "{path}: {body}");
         assert!(!body.to_string().contains("SECRET-SDP"), "{path} leaked the signal");
     }
-    // Its owner still reads it: the rule is about who, not a blanket ban.
+    // Its owner still reads it, over her connection and through the API as that connection:
+    // the rule is about who, not a blanket ban.
     let history = ann.history(&inbox, None).await.unwrap();
     assert_eq!(history.publications.len(), 1);
+    let as_ann = tok("ann").map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = as_ann.iter().map(|b| ("Authorization", b.as_str())).collect();
+    let path = format!("/api/history?channel={}&session={}", enc(&inbox), enc(&ann_reply.session));
+    let (status, body) = http_json(server.addr, "GET", &path, &headers, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["publications"][0]["data"]["sdp"], "SECRET-SDP");
     server.stop().await;
 }
 

@@ -186,7 +186,7 @@ export class Switchboard extends Emitter {
   async presence(channel) {
     const conn = this._wsConn();
     if (conn) return conn.call('presence', { channel });
-    return this._api('GET', '/api/presence', { query: { channel } });
+    return this._api('GET', '/api/presence', { query: this._asConnection({ channel }) });
   }
 
   /**
@@ -207,9 +207,16 @@ export class Switchboard extends Emitter {
       if (since) query.since = `${since.epoch}:${since.offset}`;
       if (limit != null) query.limit = limit;
       if (reverse != null) query.reverse = String(!!reverse);
-      res = await this._api('GET', '/api/history', { query });
+      res = await this._api('GET', '/api/history', { query: this._asConnection(query) });
     }
     return { ...res, publications: (res.publications || []).map((p) => normalizePub(p)) };
+  }
+
+  /** `query` with this connection's session, so the server API reads as this connection (its own
+   * signaling inbox). */
+  _asConnection(query) {
+    if (this._session && this.clientId) query.session = this._session;
+    return query;
   }
 
   // --- connection rounds ---------------------------------------------------------------------
