@@ -163,3 +163,29 @@ async fn an_abandoned_long_poll_releases_its_subscription() {
     }
     server.stop().await;
 }
+
+/// `switchboard_publications_total` from `/metrics`.
+async fn publications_total(server: &TestServer) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    let line = text.lines().find(|l| l.starts_with("switchboard_publications_total ")).expect("the counter");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_publication_counts_once_whatever_path_it_came_by() {
+    let server = TestServer::start(config(false)).await;
+    let client = server.client();
+    client.publish_with_key("news", &serde_json::json!(1), "k1").await.unwrap();
+    client.publish_with_key("news", &serde_json::json!(1), "k1").await.unwrap(); // a retry
+    let mut ws = client.websocket().await.unwrap();
+    ws.connect(None, None).await.unwrap();
+    ws.publish("news", &serde_json::json!(2)).await.unwrap();
+    ws.publish_with_key("news", &serde_json::json!(2), "k2").await.unwrap();
+    ws.publish_with_key("news", &serde_json::json!(2), "k2").await.unwrap(); // a retry
+    assert_eq!(publications_total(&server).await, 3, "API once, WebSocket twice; retries not at all");
+    server.stop().await;
+}

@@ -98,6 +98,12 @@ async fn poll(
     if found.publications.is_empty() && found.unrecovered.is_empty() {
         return Ok(no_content(&p.cursor));
     }
+    // Publish to answer, as every transport measures it (for a short poll that includes the wait
+    // for the next poll: the technique's own latency).
+    if let Some(oldest) = found.publications.iter().map(|p| p.published_at).min() {
+        state.metrics.fanout_latency.observe(oldest.elapsed());
+    }
+    state.metrics.messages_out.add(found.publications.len() as u64);
     Ok(answer(&p.cursor, &found))
 }
 
