@@ -210,10 +210,15 @@ impl Session {
     /// Whether `channel`'s publications go out as datagrams (latest-wins) rather than in order
     /// on the connection's stream.
     pub fn datagram(&self, channel: &ChannelName) -> bool {
-        matches!(
-            self.subs.get(channel),
-            Some(Subscription::Live { datagram: true, .. } | Subscription::Recovering { datagram: true, .. })
-        )
+        // Most transports take no datagrams: skip the lookup on every delivery.
+        self.config.datagrams
+            && matches!(
+                self.subs.get(channel),
+                Some(
+                    Subscription::Live { datagram: true, .. }
+                        | Subscription::Recovering { datagram: true, .. }
+                )
+            )
     }
 
     /// A frame that could not be parsed.
