@@ -122,10 +122,10 @@ pub(crate) fn check(buf: &[u8], limits: &Limits) -> Result<Option<Checked>, Deco
         if count > limits.max_headers {
             return Err(DecodeError::TooManyHeaders { limit: limits.max_headers });
         }
-        if content_length.is_none() {
-            if let Some(value) = buf[line].strip_prefix(b"content-length:") {
-                content_length = Some(parse_content_length(value)?);
-            }
+        if content_length.is_none()
+            && let Some(value) = buf[line].strip_prefix(b"content-length:")
+        {
+            content_length = Some(parse_content_length(value)?);
         }
         pos = next;
     };
