@@ -57,8 +57,64 @@ pub enum Decoded {
 /// and the stream cannot continue: answer with an ERROR frame carrying
 /// [`DecodeError::message`] and close. Frame lines may end in LF or CRLF in every version;
 /// headers are unescaped as `version` says (never for CONNECT and CONNECTED).
+///
+/// Each call checks the buffer from its first byte. For a connection whose frames may arrive
+/// in many pieces, use a [`Decoder`], which resumes where the last call stopped.
 pub fn decode(buf: &mut BytesMut, version: Version, limits: &Limits) -> Result<Option<Decoded>, DecodeError> {
-    match check(buf, limits)? {
+    decode_from(buf, version, limits, &mut Progress::default())
+}
+
+/// The decoder of one connection: [`decode`] plus a memory of how far an incomplete frame
+/// has been checked, so a frame that arrives a few bytes at a time is scanned about once,
+/// not once per piece (which a peer could use to burn CPU).
+///
+/// Between calls, the buffer may only grow at its end: the decoder removes what it decodes,
+/// the caller appends what arrives.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    version: Version,
+    limits: Limits,
+    progress: Progress,
+}
+
+impl Decoder {
+    /// A decoder for `version` (before CONNECT, any: CONNECT is never escaped).
+    pub fn new(version: Version, limits: Limits) -> Decoder {
+        Decoder { version, limits, progress: Progress::default() }
+    }
+
+    /// The version headers are unescaped for.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Switches version, once CONNECT has negotiated one.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Reads the next heart-beat or frame, as [`decode`] does.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, DecodeError> {
+        decode_from(buf, self.version, &self.limits, &mut self.progress)
+    }
+}
+
+fn decode_from(
+    buf: &mut BytesMut,
+    version: Version,
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<Decoded>, DecodeError> {
+    let checked = check(buf, limits, progress);
+    if !matches!(checked, Ok(None)) {
+        *progress = Progress::default();
+    }
+    match checked? {
         None => Ok(None),
         Some(Checked::Heartbeat(len)) => {
             buf.advance(len);
@@ -93,47 +149,89 @@ pub(crate) struct Layout {
     pub(crate) end: usize,
 }
 
-/// The frame-boundary pass: complete, incomplete (`Ok(None)`) or never valid.
-pub(crate) fn check(buf: &[u8], limits: &Limits) -> Result<Option<Checked>, DecodeError> {
-    match (buf.first(), buf.get(1)) {
-        (None, _) | (Some(b'\r'), None) => return Ok(None),
-        (Some(b'\n'), _) => return Ok(Some(Checked::Heartbeat(1))),
-        (Some(b'\r'), Some(b'\n')) => return Ok(Some(Checked::Heartbeat(2))),
-        (Some(b'\r'), Some(_)) => return Err(DecodeError::BareCarriageReturn),
-        _ => {}
+/// How far [`check`] got into an incomplete frame, so that the next call resumes there
+/// instead of rescanning from the frame's first byte.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    frame: Option<Partial>,
+}
+
+#[derive(Debug, Clone)]
+struct Partial {
+    command: Command,
+    headers_start: usize,
+    /// Where the first header line not yet complete starts.
+    line: usize,
+    count: usize,
+    content_length: Option<usize>,
+    /// Once the blank line is seen: where the body starts, and how many of its bytes are
+    /// known to hold no NUL.
+    body: Option<(usize, usize)>,
+}
+
+/// The frame-boundary pass: complete, incomplete (`Ok(None)`) or never valid. `progress` is
+/// what an earlier call on the same buffer (grown since only at its end) found; the caller
+/// resets it after a result other than `Ok(None)`.
+pub(crate) fn check(
+    buf: &[u8],
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<Checked>, DecodeError> {
+    if progress.frame.as_ref().is_some_and(|partial| buf.len() < partial.line) {
+        *progress = Progress::default(); // Not the buffer we scanned: start over.
     }
     let lines = Lines { buf, max_frame: limits.max_frame_size };
-    let Some((name, mut pos)) = lines.next(0, Command::MAX_LEN, DecodeError::UnknownCommand)? else {
-        return Ok(None);
+    let partial = match &mut progress.frame {
+        Some(partial) => partial,
+        None => {
+            match (buf.first(), buf.get(1)) {
+                (None, _) | (Some(b'\r'), None) => return Ok(None),
+                (Some(b'\n'), _) => return Ok(Some(Checked::Heartbeat(1))),
+                (Some(b'\r'), Some(b'\n')) => return Ok(Some(Checked::Heartbeat(2))),
+                (Some(b'\r'), Some(_)) => return Err(DecodeError::BareCarriageReturn),
+                _ => {}
+            }
+            let Some((name, next)) = lines.next(0, Command::MAX_LEN, DecodeError::UnknownCommand)? else {
+                return Ok(None);
+            };
+            let command = Command::from_bytes(&buf[name]).ok_or(DecodeError::UnknownCommand)?;
+            progress.frame.insert(Partial {
+                command,
+                headers_start: next,
+                line: next,
+                count: 0,
+                content_length: None,
+                body: None,
+            })
+        }
     };
-    let command = Command::from_bytes(&buf[name]).ok_or(DecodeError::UnknownCommand)?;
-    let headers_start = pos;
-    let mut count = 0;
-    let mut content_length = None;
-    let line_too_long = DecodeError::HeaderLineTooLong { limit: limits.max_header_line };
-    let body_start = loop {
-        let Some((line, next)) = lines.next(pos, limits.max_header_line, line_too_long.clone())? else {
+    while partial.body.is_none() {
+        let too_long = DecodeError::HeaderLineTooLong { limit: limits.max_header_line };
+        let Some((line, next)) = lines.next(partial.line, limits.max_header_line, too_long)? else {
             return Ok(None);
         };
         if line.is_empty() {
-            break next;
+            partial.body = Some((next, 0));
+            break;
         }
-        count += 1;
-        if count > limits.max_headers {
+        partial.count += 1;
+        if partial.count > limits.max_headers {
             return Err(DecodeError::TooManyHeaders { limit: limits.max_headers });
         }
-        if content_length.is_none()
+        if partial.content_length.is_none()
             && let Some(value) = buf[line].strip_prefix(b"content-length:")
         {
-            content_length = Some(parse_content_length(value)?);
+            partial.content_length = Some(parse_content_length(value)?);
         }
-        pos = next;
-    };
-    let headers = headers_start..pos;
-    let body = match content_length {
+        partial.line = next;
+    }
+    let Some((body_start, ref mut scanned)) = partial.body else { return Ok(None) };
+    let command = partial.command;
+    let body = match partial.content_length {
         Some(len) => sized_body(buf, command, body_start, len, limits)?,
-        None => nul_terminated_body(buf, command, body_start, limits)?,
+        None => nul_terminated_body(buf, command, body_start, scanned, limits)?,
     };
+    let headers = partial.headers_start..partial.line;
     Ok(body.map(|body| Checked::Frame(Layout { command, headers, end: body.end + 1, body })))
 }
 
@@ -209,11 +307,13 @@ fn sized_body(
     }
 }
 
-/// The body range of a frame without `content-length`: up to the first NUL.
+/// The body range of a frame without `content-length`: up to the first NUL. The first
+/// `scanned` body bytes are known to hold none; updated when the NUL is not here yet.
 fn nul_terminated_body(
     buf: &[u8],
     command: Command,
     start: usize,
+    scanned: &mut usize,
     limits: &Limits,
 ) -> Result<Option<Range<usize>>, DecodeError> {
     // Body bytes the frame limit leaves room for, besides the NUL.
@@ -222,10 +322,12 @@ fn nul_terminated_body(
     };
     let room = if command.allows_body() { frame_room.min(limits.max_body) } else { 0 };
     let window = &buf[start..buf.len().min(start.saturating_add(room).saturating_add(1))];
-    if let Some(len) = window.iter().position(|&b| b == 0) {
-        return Ok(Some(start..start + len));
+    let unscanned = window.get(*scanned..).unwrap_or_default();
+    if let Some(len) = unscanned.iter().position(|&b| b == 0) {
+        return Ok(Some(start..start + *scanned + len));
     }
     if window.len() <= room {
+        *scanned = window.len();
         return Ok(None);
     }
     Err(if !command.allows_body() {

@@ -7,7 +7,8 @@
 //!   [`Frame`] (ordered, repeatable headers; the first of a name wins).
 //! - [`decode`]: check, then parse. [`decode()`] returns a heart-beat, a frame, "need more
 //!   bytes" or a [`DecodeError`]; [`Limits`] bound frame, header and body sizes before
-//!   anything unbounded is buffered.
+//!   anything unbounded is buffered; a [`Decoder`] does the same for one connection and
+//!   resumes an incomplete frame's check where it stopped.
 //! - [`encode`]: [`encode()`] writes any frame; [`MessageTemplate`] encodes a publication's
 //!   MESSAGE once and writes it per subscriber, changing only `subscription`, `message-id`
 //!   and `ack`.
@@ -48,7 +49,7 @@ pub mod negotiate;
 #[cfg(test)]
 mod tests;
 
-pub use decode::{Decoded, Limits, decode};
+pub use decode::{Decoded, Decoder, Limits, decode};
 pub use encode::{HEARTBEAT, MessageTemplate, encode, encode_to_bytes};
 pub use error::{DecodeError, EncodeError, NegotiateError};
 pub use frame::{Command, Frame, Version};

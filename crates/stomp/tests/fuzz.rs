@@ -1,8 +1,9 @@
 //! Fuzzing on the stable toolchain (`cargo fuzz` needs nightly): seeded random frames, random
 //! byte soup and mutated valid streams, fed whole and in random chunks.
 //!
-//! Every input must decode without a panic, the same way whole as in chunks (the check phase
-//! answers "incomplete" or the final answer, never something else), within the limits, and
+//! Every input must decode without a panic, the same way whole (with `decode`) as in chunks
+//! (with a `Decoder` resuming its check: on a prefix the check answers "incomplete" or the
+//! final answer, never something else), within the limits, and
 //! every accepted frame must re-encode and decode to itself.
 //!
 //! `cargo test -p switchboard-stomp --test fuzz` runs a fixed seed in a few seconds. The long
@@ -17,7 +18,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use switchboard_stomp::{Command, DecodeError, Decoded, Frame, Limits, Version, decode, encode_to_bytes};
+use switchboard_stomp::{
+    Command, DecodeError, Decoded, Decoder, Frame, Limits, Version, decode, encode_to_bytes,
+};
 
 /// xorshift64*: small, fast, and reproducible from its seed.
 struct Rng(u64);
@@ -189,8 +192,10 @@ struct Outcome {
     left: usize,
 }
 
-/// Decodes `input` fed whole, or in random chunks when `chunks` is given.
+/// Decodes `input` fed whole with [`decode`], or in random chunks with a [`Decoder`] (which
+/// resumes its check where the previous call stopped) when `chunks` is given.
 fn run(input: &[u8], version: Version, limits: &Limits, mut chunks: Option<&mut Rng>) -> Outcome {
+    let mut decoder = Decoder::new(version, *limits);
     let mut buf = BytesMut::new();
     let mut fed = 0;
     let mut items = Vec::new();
@@ -202,7 +207,11 @@ fn run(input: &[u8], version: Version, limits: &Limits, mut chunks: Option<&mut 
         }
         loop {
             let before = buf.len();
-            match decode(&mut buf, version, limits) {
+            let decoded = match chunks {
+                Some(_) => decoder.decode(&mut buf),
+                None => decode(&mut buf, version, limits),
+            };
+            match decoded {
                 Ok(Some(item)) => {
                     assert!(buf.len() < before, "an item consumes bytes");
                     items.push((item, before - buf.len()));

@@ -1,7 +1,7 @@
 use bytes::BytesMut;
 
 use super::{decode_all, decode_error, decode_error_with, one_frame};
-use crate::{Command, DecodeError, Decoded, Limits, Version, decode};
+use crate::{Command, DecodeError, Decoded, Decoder, Limits, Version, decode};
 
 /// What @stomp/stompjs 7 sends first: no `host`.
 const STOMPJS_CONNECT: &[u8] = b"CONNECT\naccept-version:1.2,1.1,1.0\nheart-beat:10000,10000\n\n\0";
@@ -273,4 +273,41 @@ fn error_messages_fit_an_error_header() {
         DecodeError::BodyNotAllowed { command: Command::Ack }.message(),
         "ACK frames must not have a body"
     );
+}
+
+#[test]
+fn decoder_resumes_instead_of_rescanning() {
+    // 1 MiB without content-length, one byte per call: rescanning from the start each time
+    // would look at ~5 * 10^11 bytes and not finish in time; resuming looks at each once.
+    let body = 1 << 20;
+    let limits = Limits { max_frame_size: 2 * body, max_body: body, ..Limits::default() };
+    let mut stream = b"SEND\ndestination:/a\n\n".to_vec();
+    stream.resize(stream.len() + body, b'x');
+    stream.push(0);
+    let mut decoder = Decoder::new(Version::V1_2, limits);
+    let mut buf = BytesMut::new();
+    let (started, limit) = (std::time::Instant::now(), std::time::Duration::from_secs(5));
+    for (i, byte) in stream.iter().enumerate() {
+        buf.extend_from_slice(&[*byte]);
+        assert!(i % 4096 != 0 || started.elapsed() < limit, "{i} bytes after {limit:?}: rescanning");
+        let decoded = decoder.decode(&mut buf);
+        if i + 1 < stream.len() {
+            assert_eq!(decoded, Ok(None));
+        } else {
+            let Ok(Some(Decoded::Frame(frame))) = decoded else { panic!("{decoded:?}") };
+            assert_eq!(frame.body.len(), body);
+        }
+    }
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
+}
+
+#[test]
+fn decoder_switches_version_after_connect() {
+    let mut decoder = Decoder::new(Version::V1_2, Limits::default());
+    let mut buf = BytesMut::from(&b"CONNECT\naccept-version:1.0\n\n\0SEND\ndestination:a\\b\n\n\0"[..]);
+    assert!(matches!(decoder.decode(&mut buf), Ok(Some(Decoded::Frame(_)))));
+    decoder.set_version(Version::V1_0);
+    let Ok(Some(Decoded::Frame(send))) = decoder.decode(&mut buf) else { panic!() };
+    assert_eq!(send.get("destination"), Some("a\\b"), "1.0 has no escapes");
+    assert_eq!(decoder.version(), Version::V1_0);
 }
