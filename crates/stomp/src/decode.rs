@@ -1,6 +1,6 @@
 //! The decoder: check, then parse.
 //!
-//! [`check`] walks the buffer once, left to right, and says whether it starts with a complete
+//! The check pass walks the buffer once, left to right, and says whether it starts with a complete
 //! heart-beat or frame, or that more bytes are needed, or that the bytes can never become a
 //! frame. Every limit is enforced during that walk, at the first byte that breaks it, so a
 //! peer cannot make us buffer more than [`Limits::max_frame_size`] bytes of one frame, and the
@@ -56,7 +56,10 @@ pub enum Decoded {
 /// `Ok(None)` means more bytes are needed (nothing is removed). On an error nothing is removed
 /// and the stream cannot continue: answer with an ERROR frame carrying
 /// [`DecodeError::message`] and close. Frame lines may end in LF or CRLF in every version;
-/// headers are unescaped as `version` says (never for CONNECT and CONNECTED).
+/// headers are unescaped as `version` says (never for CONNECT and CONNECTED). A header is
+/// split at its first `:`; later raw colons belong to the value, even in 1.1 and 1.2 (which
+/// say to escape them), as other brokers accept them. A CR anywhere but before an LF is an
+/// error.
 ///
 /// Each call checks the buffer from its first byte. For a connection whose frames may arrive
 /// in many pieces, use a [`Decoder`], which resumes where the last call stopped.

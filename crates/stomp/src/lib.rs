@@ -5,11 +5,11 @@
 //!
 //! - [`frame`]: [`Version`], [`Command`] (every client and server command of STOMP 1.2) and
 //!   [`Frame`] (ordered, repeatable headers; the first of a name wins).
-//! - [`decode`]: check, then parse. [`decode()`] returns a heart-beat, a frame, "need more
+//! - [`decode`](mod@decode): check, then parse. [`decode()`] returns a heart-beat, a frame, "need more
 //!   bytes" or a [`DecodeError`]; [`Limits`] bound frame, header and body sizes before
 //!   anything unbounded is buffered; a [`Decoder`] does the same for one connection and
 //!   resumes an incomplete frame's check where it stopped.
-//! - [`encode`]: [`encode()`] writes any frame; [`MessageTemplate`] encodes a publication's
+//! - [`encode`](mod@encode): [`encode()`] writes any frame; [`MessageTemplate`] encodes a publication's
 //!   MESSAGE once and writes it per subscriber, changing only `subscription`, `message-id`
 //!   and `ack`.
 //! - `escape`: header escaping per version (none for 1.0 and for CONNECT/CONNECTED).
