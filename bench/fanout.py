@@ -406,7 +406,9 @@ def build(args):
     if not os.environ.get("FANOUT_SERVER_BIN"):
         subprocess.run(["nice", "cargo", "build", "--release", "--bin", "switchboard"], cwd=ROOT,
                        check=True)
-    subprocess.run(["nice", "cargo", "build", "--release"], cwd=LOADGEN_DIR, check=True)
+    # Its own target dir, whatever CARGO_TARGET_DIR says: LOADGEN names the binary there.
+    target = os.path.join(LOADGEN_DIR, "target")
+    subprocess.run(["nice", "cargo", "build", "--release", "--target-dir", target], cwd=LOADGEN_DIR, check=True)
     if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
 
