@@ -77,10 +77,12 @@ pub enum TransportKind {
     WebTransport,
     /// `/rtc/dc` (a WebRTC data channel).
     WebRtc,
+    /// STOMP over WebSocket (`/stomp`, or `/ws` with a `vNN.stomp` subprotocol).
+    Stomp,
 }
 
 impl TransportKind {
-    const ALL: [TransportKind; 7] = [
+    const ALL: [TransportKind; 8] = [
         TransportKind::WebSocket,
         TransportKind::Sse,
         TransportKind::Stream,
@@ -88,6 +90,7 @@ impl TransportKind {
         TransportKind::Poll,
         TransportKind::WebTransport,
         TransportKind::WebRtc,
+        TransportKind::Stomp,
     ];
 
     /// The label value.
@@ -100,6 +103,7 @@ impl TransportKind {
             TransportKind::Poll => "poll",
             TransportKind::WebTransport => "webtransport",
             TransportKind::WebRtc => "webrtc",
+            TransportKind::Stomp => "stomp",
         }
     }
 }

@@ -34,6 +34,7 @@ pub struct Services {
 pub fn app(state: Arc<AppState>, services: &Services) -> Router {
     let mut router = Router::new()
         .route("/ws", get(transport::ws::handler))
+        .route("/stomp", get(transport::stomp::handler))
         .route("/sse", get(transport::oneway::sse))
         .route("/stream", get(transport::oneway::stream))
         .route("/poll", get(transport::poll::handler))

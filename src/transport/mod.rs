@@ -5,10 +5,12 @@
 //! - [`ws`]: `/ws`, the JSON protocol over WebSocket (and the Autobahn echo endpoint).
 //! - [`oneway`]: `/sse` (Server-Sent Events) and `/stream` (NDJSON HTTP streaming).
 //! - [`poll`]: `/poll`, short and long polling, with no server-side session at all.
+//! - [`stomp`]: STOMP 1.0–1.2 over WebSocket (`/stomp`, or `/ws` with a `vNN.stomp` subprotocol).
 //! - [`wt`]: `/wt`, the JSON protocol over WebTransport (HTTP/3 streams and datagrams).
 
 pub mod oneway;
 pub mod poll;
+pub mod stomp;
 pub mod ws;
 pub mod wt;
 

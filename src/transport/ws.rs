@@ -13,9 +13,10 @@ use futures_util::SinkExt;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
 
+use super::stomp;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::http::HttpError;
+use crate::http::{HttpError, bearer};
 use crate::metrics::TransportKind;
 use crate::state::AppState;
 
@@ -26,7 +27,7 @@ const READ_BUFFER: usize = 1024;
 /// The standard close code for a message over the size limit.
 const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
 
-fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
+pub(super) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.max_frame_bytes;
     ws.read_buffer_size(READ_BUFFER).max_message_size(max).max_frame_size(max)
 }
@@ -43,21 +44,39 @@ pub async fn handler(
             return HttpError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
         }
     };
+    let permit = match admit(&state, &headers) {
+        Ok(permit) => permit,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let token = bearer(&headers).map(str::to_owned);
+    let protocols = std::iter::once(WS_SUBPROTOCOL).chain(stomp::SUBPROTOCOLS);
+    configure(ws, &state).protocols(protocols).on_upgrade(move |socket| async move {
+        // A client that offered only STOMP subprotocols speaks STOMP.
+        let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
+        if stomp::SUBPROTOCOLS.contains(&chosen) {
+            stomp::run(socket, state, token).await;
+        } else {
+            let _guard = state.metrics.connection(TransportKind::WebSocket);
+            let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
+            pump::run(transport, Driver::new(state.clone(), true)).await;
+        }
+        drop(permit);
+    })
+}
+
+/// Admits a WebSocket handshake: a page's origin must be allowed, and the node must have room
+/// (`max_connections`). The permit is held for the connection's life.
+pub(super) fn admit(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+) -> Result<tokio::sync::OwnedSemaphorePermit, HttpError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !crate::http::origin_allowed(&state.config, origin, host) {
         let m = "this page's origin may not open WebSockets here: add it to allowed_origins";
-        return HttpError::new(ErrorCode::PermissionDenied, m).into_response();
+        return Err(HttpError::new(ErrorCode::PermissionDenied, m));
     }
-    let Ok(permit) = state.admission.clone().try_acquire_owned() else {
-        return HttpError::connection_limit().into_response();
-    };
-    configure(ws, &state).protocols([WS_SUBPROTOCOL]).on_upgrade(move |socket| async move {
-        let _guard = state.metrics.connection(TransportKind::WebSocket);
-        let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-        pump::run(transport, Driver::new(state.clone(), true)).await;
-        drop(permit);
-    })
+    state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())
 }
 
 /// The WebSocket framing of a connection.

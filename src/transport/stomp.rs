@@ -1,0 +1,536 @@
+//! STOMP 1.0, 1.1 and 1.2 over WebSocket: `/stomp`, and `/ws` when the client offers a
+//! `v12.stomp`, `v11.stomp` or `v10.stomp` subprotocol. See `docs/stomp.md`.
+//!
+//! This adapter translates, nothing more: STOMP frames (decoded by `switchboard-stomp`) become
+//! the JSON protocol's commands for the same [`Session`](crate::session::Session), which applies
+//! the channel rules, and the session's outputs become CONNECTED, MESSAGE, RECEIPT and ERROR
+//! frames. `/topic/NAME` and `/queue/NAME` are channel `NAME`, so a STOMP subscriber and a JSON
+//! one see the same publications at the same offsets; every MESSAGE carries its `position`, and a
+//! SUBSCRIBE with `position` resumes after it. Heart-beats are agreed as the spec says; a client
+//! silent for twice its interval is dropped (3003).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use serde_json::value::RawValue;
+use switchboard_protocol::frame::{
+    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, PublishRequest, Reply, ReplyBody,
+    SubscribeRequest,
+};
+use switchboard_protocol::{Disconnect, ErrorCode, Position};
+use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};
+use switchboard_stomp::{
+    Command, Decoded, Decoder, Frame, Limits, MessageTemplate, Version, encode_to_bytes,
+};
+use tokio::time::Instant;
+
+use crate::connection::Driver;
+use crate::connection::pump::{self, Inbound, Outgoing, Transport};
+use crate::http::{HttpError, bearer};
+use crate::metrics::TransportKind;
+use crate::model::{Payload, Publication};
+use crate::session::SessionConfig;
+use crate::state::AppState;
+
+/// The subprotocols a STOMP client may offer on `/ws` and `/stomp`, best first.
+pub const SUBPROTOCOLS: [&str; 3] = ["v12.stomp", "v11.stomp", "v10.stomp"];
+/// A client's DISCONNECT: a normal close.
+const BYE: Disconnect = Disconnect { code: 1000, reason: "disconnect" };
+
+/// `GET /stomp`: a WebSocket that speaks STOMP only (for clients that offer no subprotocol,
+/// such as stomp.py).
+pub async fn handler(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return HttpError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
+        }
+    };
+    match super::ws::admit(&state, &headers) {
+        Ok(permit) => {
+            let token = bearer(&headers).map(str::to_owned);
+            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(move |socket| async move {
+                run(socket, state, token).await;
+                drop(permit);
+            })
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// Runs a STOMP connection on an upgraded WebSocket; `token` is the upgrade's Bearer token, used
+/// when CONNECT carries no `passcode`.
+pub async fn run(socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+    let _guard = state.metrics.connection(TransportKind::Stomp);
+    // Heart-beats replace pongs: the session sends one every `heartbeat_interval` and expects no
+    // answer; this adapter watches the client's own heart-beats.
+    let config = SessionConfig::from_config(&state.config, false);
+    let limits = Limits {
+        max_frame_size: state.config.max_frame_bytes,
+        max_body: state.config.max_publication_bytes,
+        ..Limits::default()
+    };
+    let transport = StompTransport {
+        socket,
+        decoder: Decoder::new(Version::V1_2, limits),
+        inbound: BytesMut::new(),
+        version: Version::V1_2,
+        server_heartbeat_ms: u32::try_from(config.ping_interval.as_millis()).unwrap_or(u32::MAX),
+        batch: Vec::new(),
+        pending_bytes: 0,
+        queue: VecDeque::new(),
+        next_id: 1,
+        awaiting: HashMap::new(),
+        by_channel: HashMap::new(),
+        by_id: HashMap::new(),
+        transactions: HashMap::new(),
+        message_seq: 0,
+        token,
+        connected: false,
+        receive_timeout: None,
+        last_seen: Instant::now(),
+    };
+    pump::run(transport, Driver::with_config(state, config)).await;
+}
+
+/// What a command sent to the session is waiting for, to answer in STOMP.
+#[derive(Debug)]
+enum Awaiting {
+    Connect,
+    Subscribe { receipt: Option<String> },
+    Unsubscribe { receipt: Option<String> },
+    Send { receipt: Option<String> },
+}
+
+/// One STOMP subscription: its id and the destination it named.
+#[derive(Debug, Clone)]
+struct Sub {
+    id: String,
+    destination: String,
+}
+
+struct StompTransport {
+    socket: WebSocket,
+    decoder: Decoder,
+    inbound: BytesMut,
+    version: Version,
+    server_heartbeat_ms: u32,
+    batch: Vec<Message>,
+    pending_bytes: u64,
+    /// Commands for the session (a COMMIT releases several at once).
+    queue: VecDeque<ClientFrame>,
+    next_id: u64,
+    awaiting: HashMap<u64, Awaiting>,
+    by_channel: HashMap<String, Sub>,
+    by_id: HashMap<String, String>,
+    transactions: HashMap<String, Vec<Frame>>,
+    message_seq: u64,
+    token: Option<String>,
+    connected: bool,
+    receive_timeout: Option<Duration>,
+    last_seen: Instant,
+}
+
+/// What a client frame comes to.
+enum Step {
+    /// A command for the session.
+    Command(ClientFrame),
+    /// Handled here (answered or ignored).
+    Done,
+    /// The connection ends (after an ERROR, or a DISCONNECT).
+    End(Disconnect),
+}
+
+impl Transport for StompTransport {
+    fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
+        match out {
+            Outgoing::Reply(Reply { id, body }) => self.reply(id, body),
+            Outgoing::Publication(p) => {
+                self.message(&p);
+                Ok(())
+            }
+            Outgoing::Ping => {
+                self.push(Message::Text(Utf8Bytes::from_static("\n")));
+                Ok(())
+            }
+            // STOMP has no presence or history frames.
+            Outgoing::Presence(_) | Outgoing::History { .. } => Ok(()),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    async fn flush(&mut self) -> Result<u64, ()> {
+        for message in self.batch.drain(..) {
+            self.socket.feed(message).await.map_err(|_| ())?;
+        }
+        self.socket.flush().await.map_err(|_| ())?;
+        Ok(std::mem::take(&mut self.pending_bytes))
+    }
+
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            if let Some(frame) = self.queue.pop_front() {
+                return Inbound::Frame(Ok(frame), 0);
+            }
+            match self.decoder.decode(&mut self.inbound) {
+                Ok(Some(Decoded::Heartbeat)) => continue,
+                Ok(Some(Decoded::Frame(frame))) => match self.client_frame(frame) {
+                    Step::Command(command) => return Inbound::Frame(Ok(command), 0),
+                    Step::Done if self.has_pending() => return Inbound::Nothing,
+                    Step::Done => continue,
+                    Step::End(d) => return Inbound::End(d),
+                },
+                Ok(None) => {}
+                Err(e) => return self.error(&e.message(), None, Disconnect::BAD_REQUEST),
+            }
+            let deadline = self.receive_timeout.map(|t| self.last_seen + t);
+            let message = tokio::select! {
+                message = self.socket.recv() => message,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    return Inbound::End(Disconnect::NO_PONG);
+                }
+            };
+            self.last_seen = Instant::now();
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    self.inbound.extend_from_slice(text.as_bytes());
+                    return Inbound::Read(text.len());
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    self.inbound.extend_from_slice(&data);
+                    return Inbound::Read(data.len());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) => {
+                    let _ = self.socket.flush().await;
+                    return Inbound::Gone;
+                }
+                Some(Err(_)) | None => return Inbound::Gone,
+            }
+        }
+    }
+
+    async fn close(mut self, d: Disconnect, writable: bool) {
+        if !writable {
+            return;
+        }
+        let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
+        if self.socket.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.socket.recv().await {}
+        })
+        .await;
+    }
+}
+
+impl StompTransport {
+    fn push(&mut self, message: Message) {
+        self.pending_bytes += match &message {
+            Message::Text(t) => t.len() as u64,
+            Message::Binary(b) => b.len() as u64,
+            _ => 0,
+        };
+        self.batch.push(message);
+    }
+
+    fn send_frame(&mut self, frame: &Frame) {
+        // Our frames are built from validated values; one that cannot be encoded is dropped.
+        if let Ok(bytes) = encode_to_bytes(frame, self.version) {
+            self.push_bytes(bytes, frame.body.is_empty() || std::str::from_utf8(&frame.body).is_ok());
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: Bytes, text: bool) {
+        match text.then(|| Utf8Bytes::try_from(bytes.clone())) {
+            Some(Ok(text)) => self.push(Message::Text(text)),
+            _ => self.push(Message::Binary(bytes)),
+        }
+    }
+
+    fn receipt(&mut self, receipt: Option<String>, extra: &[(&str, String)]) {
+        if let Some(id) = receipt {
+            let mut frame = Frame::new(Command::Receipt).header("receipt-id", id);
+            for (name, value) in extra {
+                frame = frame.header(*name, value.clone());
+            }
+            self.send_frame(&frame);
+        }
+    }
+
+    /// An ERROR frame (`message`, and our error `code`), after which the connection ends.
+    fn error(&mut self, message: &str, code: Option<ErrorCode>, d: Disconnect) -> Inbound {
+        self.error_frame(message, code, None);
+        Inbound::End(d)
+    }
+
+    fn error_frame(&mut self, message: &str, code: Option<ErrorCode>, receipt: Option<String>) {
+        let mut frame = Frame::new(Command::Error).header("message", one_line(message));
+        if let Some(code) = code {
+            frame = frame.header("code", code.code().to_string());
+        }
+        if let Some(receipt) = receipt {
+            frame = frame.header("receipt-id", receipt);
+        }
+        self.send_frame(&frame);
+    }
+
+    fn command(&mut self, command: Cmd, awaiting: Awaiting) -> ClientFrame {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.awaiting.insert(id, awaiting);
+        ClientFrame::Command { id, command }
+    }
+
+    fn client_frame(&mut self, frame: Frame) -> Step {
+        let receipt = frame.get("receipt").map(str::to_owned);
+        if !self.connected && !matches!(frame.command, Command::Connect | Command::Stomp) {
+            self.error_frame("send CONNECT first", Some(ErrorCode::BadRequest), receipt);
+            return Step::End(Disconnect::BAD_REQUEST);
+        }
+        match frame.command {
+            Command::Connect | Command::Stomp => self.connect(&frame),
+            Command::Subscribe => self.subscribe(&frame, receipt),
+            Command::Unsubscribe => {
+                let id = frame.get("id").or(frame.get("destination")).unwrap_or("").to_owned();
+                let Some(channel) = self.by_id.get(&id).cloned() else {
+                    self.error_frame("no such subscription", Some(ErrorCode::NotSubscribed), receipt);
+                    return Step::End(Disconnect::BAD_REQUEST);
+                };
+                let request = ChannelRequest { channel };
+                Step::Command(self.command(Cmd::Unsubscribe(request), Awaiting::Unsubscribe { receipt }))
+            }
+            Command::Send => match frame.get("transaction").map(str::to_owned) {
+                Some(tx) => match self.transactions.get_mut(&tx) {
+                    Some(frames) => {
+                        frames.push(frame);
+                        self.receipt(receipt, &[]);
+                        Step::Done
+                    }
+                    None => {
+                        self.error_frame("no such transaction", Some(ErrorCode::BadRequest), receipt);
+                        Step::End(Disconnect::BAD_REQUEST)
+                    }
+                },
+                None => self.send(&frame, receipt),
+            },
+            Command::Begin => {
+                let tx = frame.get("transaction").unwrap_or("").to_owned();
+                self.transactions.insert(tx, Vec::new());
+                self.receipt(receipt, &[]);
+                Step::Done
+            }
+            Command::Commit | Command::Abort => {
+                let tx = frame.get("transaction").unwrap_or("");
+                let Some(frames) = self.transactions.remove(tx) else {
+                    self.error_frame("no such transaction", Some(ErrorCode::BadRequest), receipt);
+                    return Step::End(Disconnect::BAD_REQUEST);
+                };
+                if frame.command == Command::Commit {
+                    for send in frames {
+                        let inner = send.get("receipt").map(str::to_owned);
+                        match self.send(&send, inner) {
+                            Step::Command(c) => self.queue.push_back(c),
+                            Step::Done => {}
+                            end @ Step::End(_) => return end,
+                        }
+                    }
+                }
+                self.receipt(receipt, &[]);
+                Step::Done
+            }
+            // Deliveries are acknowledged as they are written (every ack mode acts as `auto`);
+            // a client that reconnects resumes from its last position instead of a redelivery.
+            Command::Ack | Command::Nack => {
+                self.receipt(receipt, &[]);
+                Step::Done
+            }
+            Command::Disconnect => {
+                self.receipt(receipt, &[]);
+                Step::End(BYE)
+            }
+            _ => {
+                self.error_frame("a server command from a client", Some(ErrorCode::MethodNotFound), receipt);
+                Step::End(Disconnect::BAD_REQUEST)
+            }
+        }
+    }
+
+    fn connect(&mut self, frame: &Frame) -> Step {
+        if self.connected {
+            self.error_frame("already connected", Some(ErrorCode::BadRequest), None);
+            return Step::End(Disconnect::BAD_REQUEST);
+        }
+        let version = match negotiate_version(frame.get("accept-version")) {
+            Ok(v) => v,
+            Err(e) => {
+                let m = format!("{}; supported versions: 1.2, 1.1, 1.0", e.message());
+                self.error_frame(&m, Some(ErrorCode::BadRequest), None);
+                return Step::End(Disconnect::BAD_REQUEST);
+            }
+        };
+        let client = match HeartBeat::parse(frame.get("heart-beat")) {
+            Ok(hb) => hb,
+            Err(e) => {
+                self.error_frame(&e.message(), Some(ErrorCode::BadRequest), None);
+                return Step::End(Disconnect::BAD_REQUEST);
+            }
+        };
+        let ms = self.server_heartbeat_ms;
+        let timing = negotiate_heartbeat(client, HeartBeat { send_ms: ms, receive_ms: ms });
+        self.receive_timeout = timing.receive_timeout;
+        self.version = version;
+        self.decoder.set_version(version);
+        self.connected = true;
+        let token = frame.get("passcode").filter(|p| !p.is_empty()).map(str::to_owned).or(self.token.take());
+        let request = ConnectRequest {
+            token,
+            name: frame.get("login").map(str::to_owned),
+            session: frame.get("session").map(str::to_owned),
+        };
+        Step::Command(self.command(Cmd::Connect(request), Awaiting::Connect))
+    }
+
+    fn subscribe(&mut self, frame: &Frame, receipt: Option<String>) -> Step {
+        let Some(destination) = frame.get("destination").map(str::to_owned) else {
+            self.error_frame("SUBSCRIBE needs a destination", Some(ErrorCode::BadRequest), receipt);
+            return Step::End(Disconnect::BAD_REQUEST);
+        };
+        let channel = match channel_of(&destination) {
+            Ok(c) => c.to_owned(),
+            Err(m) => {
+                self.error_frame(m, Some(ErrorCode::NotAvailable), receipt);
+                return Step::End(Disconnect::BAD_REQUEST);
+            }
+        };
+        // STOMP 1.0 makes `id` optional: the destination then names the subscription.
+        let id = frame.get("id").unwrap_or(&destination).to_owned();
+        let since = match frame.get("position").map(Position::parse_compact) {
+            Some(None) => {
+                self.error_frame("position is EPOCH:OFFSET", Some(ErrorCode::BadRequest), receipt);
+                return Step::End(Disconnect::BAD_REQUEST);
+            }
+            Some(Some(p)) => Some(p),
+            None => None,
+        };
+        self.by_id.insert(id.clone(), channel.clone());
+        self.by_channel.insert(channel.clone(), Sub { id, destination });
+        let request = SubscribeRequest { channel, since, datagram: false };
+        Step::Command(self.command(Cmd::Subscribe(request), Awaiting::Subscribe { receipt }))
+    }
+
+    fn send(&mut self, frame: &Frame, receipt: Option<String>) -> Step {
+        let destination = frame.get("destination").unwrap_or("");
+        let channel = match channel_of(destination) {
+            Ok(c) => c.to_owned(),
+            Err(m) => {
+                self.error_frame(m, Some(ErrorCode::NotAvailable), receipt);
+                return Step::End(Disconnect::BAD_REQUEST);
+            }
+        };
+        // A JSON body is published as JSON (what the other transports' clients read as `data`);
+        // anything else as binary.
+        let (data, binary) = match serde_json::from_slice::<Box<RawValue>>(&frame.body) {
+            Ok(json) => (Some(json), None),
+            Err(_) => (None, Some(frame.body.clone())),
+        };
+        let idempotency_key = frame.get("idempotency-key").map(str::to_owned);
+        let request = PublishRequest { channel, data, idempotency_key, binary };
+        Step::Command(self.command(Cmd::Publish(request), Awaiting::Send { receipt }))
+    }
+
+    /// A session reply, as STOMP says it.
+    fn reply(&mut self, id: u64, body: ReplyBody) -> Result<(), Disconnect> {
+        let Some(awaiting) = self.awaiting.remove(&id) else { return Ok(()) };
+        match (awaiting, body) {
+            (Awaiting::Connect, ReplyBody::Connect(c)) => {
+                let heartbeat =
+                    HeartBeat { send_ms: self.server_heartbeat_ms, receive_ms: self.server_heartbeat_ms };
+                let frame = Frame::new(Command::Connected)
+                    .header("version", self.version.as_str())
+                    .header("heart-beat", heartbeat.to_header())
+                    .header("server", format!("switchboard/{}", c.version))
+                    .header("session", c.session)
+                    .header("user-name", c.client);
+                self.send_frame(&frame);
+            }
+            (Awaiting::Subscribe { receipt }, ReplyBody::Subscribe(s)) => {
+                let position = format!("{}:{}", s.epoch, s.offset);
+                self.receipt(receipt, &[("recovered", s.recovered.to_string()), ("position", position)]);
+            }
+            (Awaiting::Unsubscribe { receipt }, ReplyBody::Unsubscribe(_)) => self.receipt(receipt, &[]),
+            (Awaiting::Send { receipt }, ReplyBody::Publish(p)) => {
+                self.receipt(receipt, &[("position", format!("{}:{}", p.epoch, p.offset))]);
+            }
+            (awaiting, ReplyBody::Error(e)) => {
+                let receipt = match awaiting {
+                    Awaiting::Connect => None,
+                    Awaiting::Subscribe { receipt }
+                    | Awaiting::Unsubscribe { receipt }
+                    | Awaiting::Send { receipt } => receipt,
+                };
+                let code = ErrorCode::from_code(e.code);
+                self.error_frame(&e.message, code, receipt);
+                return Err(match code {
+                    Some(ErrorCode::Unauthorized) => Disconnect::UNAUTHORIZED,
+                    Some(ErrorCode::PermissionDenied) => Disconnect::FORBIDDEN,
+                    _ => Disconnect::BAD_REQUEST,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A publication as a MESSAGE to the subscription of its channel.
+    fn message(&mut self, p: &Publication) {
+        let Some(sub) = self.by_channel.get(p.channel.as_str()).cloned() else { return };
+        self.message_seq += 1;
+        let position = format!("{}:{}", p.epoch, p.offset);
+        let (body, content_type) = match &p.payload {
+            Payload::Json(b) => (b.clone(), "application/json"),
+            Payload::Binary(b) => (b.clone(), "application/octet-stream"),
+        };
+        let headers = [
+            ("destination", sub.destination.as_str()),
+            ("content-type", content_type),
+            ("position", &position),
+        ];
+        let text = matches!(p.payload, Payload::Json(_));
+        let frame = MessageTemplate::new(self.version, &headers, body)
+            .and_then(|t| t.to_bytes(&sub.id, &self.message_seq.to_string(), None));
+        if let Ok(bytes) = frame {
+            self.push_bytes(bytes, text);
+        }
+    }
+}
+
+/// The channel a destination names: `/topic/NAME` and `/queue/NAME` are channel `NAME`.
+fn channel_of(destination: &str) -> Result<&str, &'static str> {
+    let name = destination.strip_prefix("/topic/").or_else(|| destination.strip_prefix("/queue/"));
+    match name {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => Err("destinations are /topic/NAME or /queue/NAME (/user/ and /app/ are not served yet)"),
+    }
+}
+
+/// A header value on one line.
+fn one_line(message: &str) -> String {
+    message.replace(['\r', '\n'], " ")
+}
