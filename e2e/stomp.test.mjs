@@ -2,6 +2,7 @@
 // `ws` package), against `/stomp` and `/ws` (subprotocol). The same channels as the JSON protocol.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
 import { startServer, publish, waitUntil, withTimeout } from './helpers.mjs';
@@ -116,7 +117,56 @@ test('bad input: an unknown destination gets an ERROR with a code; transactions 
   const error = new Promise((r) => { client.onStompError = r; });
   client.subscribe('/app/nothing', () => {});
   const frame = await withTimeout(error, 5000, 'an ERROR frame');
-  assert.match(frame.headers.message, /destinations are \/topic\/NAME or \/queue\/NAME/);
+  assert.match(frame.headers.message, /destinations are \/topic\/NAME, \/queue\/NAME/);
   assert.equal(frame.headers.code, '108');
   await client.deactivate();
+});
+
+/** An HS256 JWT for `claims`, signed with `secret`. */
+function jwt(secret, claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+test('/user/queue/NAME is the connected user\'s personal channel NAME#USER: every connection of that user, nobody else', async () => {
+  const secured = await startServer({ args: ['--no-demo'], env: { SWITCHBOARD_TOKEN_SECRET: 's3cret', SWITCHBOARD_API_KEY: 'k3y' } });
+  const saved = server;
+  server = secured;
+  try {
+    const as = (sub) => ({ headers: { passcode: jwt('s3cret', { sub }) } });
+    const tabs = [await connect('/stomp', as('alice')), await connect('/ws', as('alice'))];
+    const bob = await connect('/stomp', as('bob'));
+    const inboxes = [];
+    for (const { client } of tabs) {
+      const ready = new Promise((r) => client.watchForReceipt('u', r));
+      inboxes.push(collect(client, '/user/queue/notes', { receipt: 'u' }).messages);
+      await withTimeout(ready, 5000, 'the /user/ SUBSCRIBE receipt');
+    }
+    const bobReady = new Promise((r) => bob.client.watchForReceipt('b', r));
+    const bobs = collect(bob.client, '/user/queue/notes', { receipt: 'b' }).messages;
+    await withTimeout(bobReady, 5000, "bob's SUBSCRIBE receipt");
+    const res = await fetch(`${secured.url}/api/publish`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-API-Key': 'k3y' },
+      body: JSON.stringify({ channel: 'notes#alice', data: { to: 'alice' } }),
+    });
+    assert.equal(res.status, 200);
+    await waitUntil(() => inboxes.every((m) => m.length === 1), { message: 'both of alice\'s connections get it' });
+    for (const m of inboxes) {
+      assert.deepEqual(JSON.parse(m[0].body), { to: 'alice' });
+      assert.equal(m[0].headers.destination, '/user/queue/notes');
+    }
+    assert.equal(bobs.length, 0, 'bob\'s /user/queue/notes is his own channel');
+
+    // Someone else's personal channel by its name: refused with 103.
+    const error = new Promise((r) => { bob.client.onStompError = r; });
+    bob.client.subscribe('/topic/notes#alice', () => {});
+    const frame = await withTimeout(error, 5000, 'an ERROR frame');
+    assert.equal(frame.headers.code, '103');
+    for (const { client } of [...tabs, bob]) await client.deactivate();
+  } finally {
+    server = saved;
+    await secured.stop();
+  }
 });

@@ -118,6 +118,16 @@ impl Rules {
             }
             None => (channel.clone(), false),
         };
+        // A personal channel (`NAME#USER`) is its user's alone, on every connection of theirs.
+        if let Some(owner) = channel.owner() {
+            return match who {
+                Actor::Server => Ok(()),
+                Actor::Client { identity, .. } if !identity.user.is_empty() && identity.user == owner => {
+                    Ok(())
+                }
+                _ => Err(Denied::forbidden("a personal channel is its user's alone")),
+            };
+        }
         let allowed = match who {
             Actor::Server | Actor::Open => !inbox,
             Actor::Client { identity, .. } => {
@@ -172,6 +182,10 @@ impl Rules {
         }
         let allowed = match who {
             Actor::Server | Actor::Open => true,
+            // Into a user's personal channel only a token naming it in `pubs` may publish.
+            Actor::Client { identity, .. } if channel.owner().is_some() => {
+                identity.pubs.as_deref().is_some_and(|p| matches_any(p, channel.as_str()))
+            }
             Actor::Client { identity, .. } => match identity.pubs.as_deref() {
                 Some(patterns) => matches_any(patterns, channel.as_str()),
                 None => self.options(channel).client_publish,
@@ -304,6 +318,25 @@ mod tests {
         let Destination::Inbox(i) = r.may_publish(&bob, &inbox).unwrap() else { panic!() };
         assert!(r.signal_target(&present, &i).is_ok());
         assert_eq!(r.signal_target(&present[1..], &i).unwrap_err().code, ErrorCode::UnknownChannel);
+    }
+
+    #[test]
+    fn a_personal_channel_is_read_by_its_user_and_written_by_the_server_or_a_named_publisher() {
+        let r = rules(Config::default());
+        let alice = Identity { user: "alice".into(), ..Identity::default() };
+        let bob = Identity { user: "bob".into(), pubs: Some(vec!["notes#*".into()]), ..Identity::default() };
+        let anonymous = Identity::default();
+        let mine = ch("notes#alice");
+        let as_client = |identity| Actor::Client { identity, client: Some("c") };
+        assert!(r.may_read(&as_client(&alice), &mine).is_ok());
+        assert!(r.may_read(&Actor::Server, &mine).is_ok());
+        for who in [as_client(&bob), as_client(&anonymous), Actor::Open] {
+            assert_eq!(r.may_read(&who, &mine).unwrap_err().code, ErrorCode::PermissionDenied, "{who:?}");
+        }
+        assert!(r.may_publish(&Actor::Server, &mine).is_ok());
+        assert!(r.may_publish(&as_client(&bob), &mine).is_ok(), "named in pubs");
+        assert!(r.may_publish(&as_client(&alice), &mine).is_err(), "not by the namespace's client_publish");
+        assert_eq!(ch("a#").owner(), None);
     }
 
     #[test]

@@ -189,3 +189,49 @@ async fn a_publication_counts_once_whatever_path_it_came_by() {
     assert_eq!(publications_total(&server).await, 3, "API once, WebSocket twice; retries not at all");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_personal_channel_reaches_every_connection_of_its_user_and_no_one_else() {
+    let server = TestServer::start(config(true)).await;
+    let client = server.client();
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut ws = client.websocket().await.unwrap();
+        let reply = ws.connect(Some(&token("alice")), None).await.unwrap();
+        assert_eq!(reply.user, "alice", "connect says whose personal channels are whose");
+        ws.subscribe("notes#alice", None).await.unwrap();
+        tabs.push(ws);
+    }
+    let mut bob = client.websocket().await.unwrap();
+    bob.connect(Some(&token("bob")), None).await.unwrap();
+    assert_eq!(command_code(bob.subscribe("notes#alice", None).await), 103);
+    assert_eq!(command_code(bob.history("notes#alice", None).await), 103);
+    assert_eq!(command_code(bob.publish("notes#alice", &serde_json::json!(1)).await), 103);
+    let (status, body) = http_json(
+        server.addr,
+        "GET",
+        "/api/history?channel=notes%23alice",
+        &[("X-API-Key", "rules-key")],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "the application's server may read it: {body}");
+
+    let body = serde_json::json!({"channel": "notes#alice", "data": {"to": "alice"}}).to_string();
+    let headers = [("Content-Type", "application/json"), ("X-API-Key", "rules-key")];
+    let (status, _) = http_json(server.addr, "POST", "/api/publish", &headers, &body).await;
+    assert_eq!(status, 200);
+    for ws in &mut tabs {
+        let event = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(Ok(switchboard_client::Event::Publication(p))) = ws.next_event().await {
+                    return p;
+                }
+            }
+        })
+        .await
+        .expect("alice's connections each get it");
+        assert_eq!(event.channel, "notes#alice");
+    }
+    server.stop().await;
+}

@@ -36,6 +36,7 @@ impl Session {
                     version: env!("CARGO_PKG_VERSION").into(),
                     ping: self.config.ping_interval.as_secs(),
                     session: self.rules.auth().session_token(&self.client_id, &identity.user),
+                    user: identity.user.clone(),
                     heartbeat: self
                         .config
                         .pong_timeout

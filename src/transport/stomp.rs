@@ -98,6 +98,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, token: Option<String>)
         transactions: HashMap::new(),
         message_seq: 0,
         token,
+        user: String::new(),
         connected: false,
         receive_timeout: None,
         last_seen: Instant::now(),
@@ -138,6 +139,8 @@ struct StompTransport {
     transactions: HashMap<String, Vec<Frame>>,
     message_seq: u64,
     token: Option<String>,
+    /// The token's user, from CONNECTED: `/user/` destinations are theirs.
+    user: String,
     connected: bool,
     receive_timeout: Option<Duration>,
     last_seen: Instant,
@@ -412,8 +415,8 @@ impl StompTransport {
             self.error_frame("SUBSCRIBE needs a destination", Some(ErrorCode::BadRequest), receipt);
             return Step::End(Disconnect::BAD_REQUEST);
         };
-        let channel = match channel_of(&destination) {
-            Ok(c) => c.to_owned(),
+        let channel = match channel_of(&destination, &self.user) {
+            Ok(c) => c,
             Err(m) => {
                 self.error_frame(m, Some(ErrorCode::NotAvailable), receipt);
                 return Step::End(Disconnect::BAD_REQUEST);
@@ -437,8 +440,8 @@ impl StompTransport {
 
     fn send(&mut self, frame: &Frame, receipt: Option<String>) -> Step {
         let destination = frame.get("destination").unwrap_or("");
-        let channel = match channel_of(destination) {
-            Ok(c) => c.to_owned(),
+        let channel = match channel_of(destination, &self.user) {
+            Ok(c) => c,
             Err(m) => {
                 self.error_frame(m, Some(ErrorCode::NotAvailable), receipt);
                 return Step::End(Disconnect::BAD_REQUEST);
@@ -460,6 +463,7 @@ impl StompTransport {
         let Some(awaiting) = self.awaiting.remove(&id) else { return Ok(()) };
         match (awaiting, body) {
             (Awaiting::Connect, ReplyBody::Connect(c)) => {
+                self.user = c.user.clone();
                 let heartbeat =
                     HeartBeat { send_ms: self.server_heartbeat_ms, receive_ms: self.server_heartbeat_ms };
                 let frame = Frame::new(Command::Connected)
@@ -521,14 +525,26 @@ impl StompTransport {
     }
 }
 
-/// The channel a destination names: `/topic/NAME` and `/queue/NAME` are channel `NAME`.
-fn channel_of(destination: &str) -> Result<&str, &'static str> {
+/// The channel a destination names: `/topic/NAME` and `/queue/NAME` are channel `NAME`;
+/// `/user/queue/NAME` and `/user/topic/NAME` are `user`'s personal channel `NAME#USER`.
+fn channel_of(destination: &str, user: &str) -> Result<String, &'static str> {
+    if let Some(name) =
+        destination.strip_prefix("/user/queue/").or_else(|| destination.strip_prefix("/user/topic/"))
+    {
+        if user.is_empty() {
+            return Err("/user/ destinations need a token naming the user");
+        }
+        return if name.is_empty() { Err(BAD_DESTINATION) } else { Ok(format!("{name}#{user}")) };
+    }
     let name = destination.strip_prefix("/topic/").or_else(|| destination.strip_prefix("/queue/"));
     match name {
-        Some(name) if !name.is_empty() => Ok(name),
-        _ => Err("destinations are /topic/NAME or /queue/NAME (/user/ and /app/ are not served yet)"),
+        Some(name) if !name.is_empty() => Ok(name.to_owned()),
+        _ => Err(BAD_DESTINATION),
     }
 }
+
+const BAD_DESTINATION: &str =
+    "destinations are /topic/NAME, /queue/NAME or /user/queue/NAME (/app/ is not served yet)";
 
 /// A header value on one line.
 fn one_line(message: &str) -> String {

@@ -22,7 +22,7 @@ pub enum InvalidChannel {
     #[error("channel name is longer than {MAX_CHANNEL_LEN} bytes")]
     TooLong,
     /// The name holds a character outside the allowed set.
-    #[error("channel name holds {0:?}; allowed are A-Z a-z 0-9 _ - : . @ / =")]
+    #[error("channel name holds {0:?}; allowed are A-Z a-z 0-9 _ - : . @ / = #")]
     BadCharacter(char),
 }
 
@@ -35,7 +35,7 @@ impl ChannelName {
         if name.len() > MAX_CHANNEL_LEN {
             return Err(InvalidChannel::TooLong);
         }
-        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-:.@/=".contains(*c))) {
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || "_-:.@/=#".contains(*c))) {
             return Err(InvalidChannel::BadCharacter(c));
         }
         Ok(Self(Arc::from(name)))
@@ -44,6 +44,11 @@ impl ChannelName {
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The user whose personal channel this is: `NAME#USER` belongs to `USER` (`docs/protocol.md`).
+    pub fn owner(&self) -> Option<&str> {
+        self.0.rsplit_once('#').map(|(_, user)| user).filter(|u| !u.is_empty())
     }
 
     /// The namespace: the part before the first `:`, or `""` when there is none.

@@ -266,6 +266,9 @@ pub struct ConnectReply {
     /// A secret that lets a later connection of this client keep `client` (`connect.session`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub session: String,
+    /// The token's user (`sub`), when there is one: its personal channels are `NAME#USER`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
     /// One-way transports (SSE, streaming): seconds between heartbeats; a client that hears
     /// nothing for twice that may reconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
