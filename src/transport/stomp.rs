@@ -99,6 +99,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>, token: Option<String>)
         message_seq: 0,
         token,
         user: String::new(),
+        errored: false,
         connected: false,
         receive_timeout: None,
         last_seen: Instant::now(),
@@ -141,6 +142,8 @@ struct StompTransport {
     token: Option<String>,
     /// The token's user, from CONNECTED: `/user/` destinations are theirs.
     user: String,
+    /// An ERROR frame was sent: the connection is ending.
+    errored: bool,
     connected: bool,
     receive_timeout: Option<Duration>,
     last_seen: Instant,
@@ -232,6 +235,17 @@ impl Transport for StompTransport {
         if !writable {
             return;
         }
+        // Whatever ends the connection is said in an ERROR frame first (a refused token, a
+        // silent client, the server stopping), unless one was sent already or the client left.
+        if !self.errored && d != BYE {
+            let code = match d {
+                Disconnect::UNAUTHORIZED | Disconnect::TOKEN_EXPIRED => Some(ErrorCode::Unauthorized),
+                Disconnect::FORBIDDEN => Some(ErrorCode::PermissionDenied),
+                _ => None,
+            };
+            self.error_frame(d.reason, code, None);
+            let _ = self.flush().await;
+        }
         let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
         if self.socket.send(Message::Close(Some(frame))).await.is_err() {
             return;
@@ -284,6 +298,7 @@ impl StompTransport {
     }
 
     fn error_frame(&mut self, message: &str, code: Option<ErrorCode>, receipt: Option<String>) {
+        self.errored = true;
         let mut frame = Frame::new(Command::Error).header("message", one_line(message));
         if let Some(code) = code {
             frame = frame.header("code", code.code().to_string());
