@@ -327,10 +327,11 @@ impl StompTransport {
             Command::Subscribe => self.subscribe(&frame, receipt),
             Command::Unsubscribe => {
                 let id = frame.get("id").or(frame.get("destination")).unwrap_or("").to_owned();
-                let Some(channel) = self.by_id.get(&id).cloned() else {
+                let Some(channel) = self.by_id.remove(&id) else {
                     self.error_frame("no such subscription", Some(ErrorCode::NotSubscribed), receipt);
                     return Step::End(Disconnect::BAD_REQUEST);
                 };
+                self.by_channel.remove(&channel);
                 let request = ChannelRequest { channel };
                 Step::Command(self.command(Cmd::Unsubscribe(request), Awaiting::Unsubscribe { receipt }))
             }
