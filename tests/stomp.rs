@@ -1,0 +1,120 @@
+//! STOMP bad input against the server: each gets its ERROR frame (with a code where one applies)
+//! and a close code, nothing panics, and another client on the same channel is untouched.
+//! (Real clients, @stomp/stompjs and stomp.py, are in `e2e/`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn open(server: &TestServer) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/stomp", server.addr)).await.unwrap();
+    socket
+}
+
+async fn send(socket: &mut Socket, frame: &str) {
+    socket.send(Message::text(frame)).await.unwrap();
+}
+
+/// The frames the server sends until it closes: (the STOMP frames' text, the close code).
+async fn until_closed(socket: &mut Socket) -> (Vec<String>, Option<u16>) {
+    let mut frames = Vec::new();
+    let read = async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(t)) => frames.push(t.to_string()),
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    };
+    let code = tokio::time::timeout(Duration::from_secs(10), read).await.expect("the server closes in time");
+    (frames, code)
+}
+
+/// The first ERROR frame among `frames`, as its header lines.
+fn error_of(frames: &[String]) -> String {
+    frames
+        .iter()
+        .find(|f| f.starts_with("ERROR\n"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no ERROR in {frames:?}"))
+}
+
+const CONNECT: &str = "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\0";
+
+#[tokio::test]
+async fn bad_frames_get_an_error_and_a_close_and_others_carry_on() {
+    let server = TestServer::start(Default::default()).await;
+    let mut other = open(&server).await;
+    send(&mut other, CONNECT).await;
+    send(&mut other, "SUBSCRIBE\nid:0\ndestination:/topic/calm\nreceipt:r\n\n\0").await;
+    let cases: [(&str, &str, Option<&str>); 5] = [
+        ("an unknown command", "FOO\n\n\0", None),
+        ("a frame before CONNECT", "SEND\ndestination:/topic/a\n\n{}\0", Some("107")),
+        (
+            "huge headers",
+            &format!("{CONNECT}SEND\ndestination:/topic/a\n{}\n\n\0", "h:v\n".repeat(500)),
+            None,
+        ),
+        (
+            "a destination we do not serve",
+            &format!("{CONNECT}SUBSCRIBE\nid:1\ndestination:/app/x\n\n\0"),
+            Some("108"),
+        ),
+        (
+            "a bad position",
+            &format!("{CONNECT}SUBSCRIBE\nid:1\ndestination:/topic/a\nposition:nope\n\n\0"),
+            Some("107"),
+        ),
+    ];
+    for (what, input, code) in cases {
+        let mut socket = open(&server).await;
+        send(&mut socket, input).await;
+        let (frames, close) = until_closed(&mut socket).await;
+        let error = error_of(&frames);
+        assert!(error.contains("\nmessage:"), "{what}: {error}");
+        if let Some(code) = code {
+            assert!(error.contains(&format!("\ncode:{code}\n")), "{what}: {error}");
+        }
+        assert_eq!(close, Some(3500), "{what}");
+    }
+    // A frame split over messages, and a missing NUL, are only incomplete: nothing is answered
+    // until the rest comes.
+    let mut socket = open(&server).await;
+    send(&mut socket, "CONNECT\naccept-ver").await;
+    send(&mut socket, "sion:1.2\n\n\0").await;
+    let connected =
+        tokio::time::timeout(Duration::from_secs(5), socket.next()).await.unwrap().unwrap().unwrap();
+    assert!(connected.to_text().unwrap().starts_with("CONNECTED\n"));
+
+    // The calm client still gets its publications.
+    common::http_json(server.addr, "POST", "/api/publish", &[], r#"{"channel":"calm","data":1}"#).await;
+    let mut got_message = false;
+    while !got_message {
+        let message =
+            tokio::time::timeout(Duration::from_secs(5), other.next()).await.unwrap().unwrap().unwrap();
+        got_message = message.to_text().unwrap().starts_with("MESSAGE\n");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_silent_past_its_heart_beat_is_dropped_with_an_error() {
+    let server = TestServer::with(|config| config.heartbeat_interval = 1).await;
+    let mut socket = open(&server).await;
+    // It promises a heart-beat every second, then sends nothing.
+    send(&mut socket, "CONNECT\naccept-version:1.2\nheart-beat:1000,0\n\n\0").await;
+    let (frames, close) = until_closed(&mut socket).await;
+    assert!(frames[0].starts_with("CONNECTED\n"));
+    assert!(error_of(&frames).contains("message:no pong"));
+    assert_eq!(close, Some(3003));
+    server.stop().await;
+}
