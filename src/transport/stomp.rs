@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -181,10 +181,7 @@ impl Transport for StompTransport {
     }
 
     async fn flush(&mut self) -> Result<u64, ()> {
-        for message in self.batch.drain(..) {
-            self.socket.feed(message).await.map_err(|_| ())?;
-        }
-        self.socket.flush().await.map_err(|_| ())?;
+        super::ws::write_batch(&mut self.socket, &mut self.batch).await?;
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
@@ -246,14 +243,7 @@ impl Transport for StompTransport {
             self.error_frame(d.reason, code, None);
             let _ = self.flush().await;
         }
-        let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
-        if self.socket.send(Message::Close(Some(frame))).await.is_err() {
-            return;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(_)) = self.socket.recv().await {}
-        })
-        .await;
+        super::ws::close_socket(&mut self.socket, d).await;
     }
 }
 

@@ -105,10 +105,7 @@ impl Transport for WsTransport {
 
     /// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
     async fn flush(&mut self) -> Result<u64, ()> {
-        for message in self.batch.drain(..) {
-            self.socket.feed(message).await.map_err(|_| ())?;
-        }
-        self.socket.flush().await.map_err(|_| ())?;
+        write_batch(&mut self.socket, &mut self.batch).await?;
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
@@ -131,18 +128,31 @@ impl Transport for WsTransport {
     /// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks. A
     /// client that stopped reading cannot even be sent one: its socket is just dropped.
     async fn close(mut self, d: Disconnect, writable: bool) {
-        if !writable {
-            return;
+        if writable {
+            close_socket(&mut self.socket, d).await;
         }
-        let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
-        if self.socket.send(Message::Close(Some(frame))).await.is_err() {
-            return;
-        }
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-            while let Some(Ok(_)) = self.socket.recv().await {}
-        })
-        .await;
     }
+}
+
+/// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
+pub(super) async fn write_batch(socket: &mut WebSocket, batch: &mut Vec<Message>) -> Result<(), ()> {
+    for message in batch.drain(..) {
+        socket.feed(message).await.map_err(|_| ())?;
+    }
+    socket.flush().await.map_err(|_| ())
+}
+
+/// Sends a close frame with `d`'s code and waits (briefly) for the client's answer, as RFC 6455
+/// asks.
+pub(super) async fn close_socket(socket: &mut WebSocket, d: Disconnect) {
+    let frame = CloseFrame { code: d.code, reason: Utf8Bytes::from_static(d.reason) };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while let Some(Ok(_)) = socket.recv().await {}
+    })
+    .await;
 }
 
 fn is_too_big(e: &axum::Error) -> bool {
