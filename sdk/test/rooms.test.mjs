@@ -531,3 +531,23 @@ test('mesh: a reconnect is a rejoin: new inbox, old peer connections closed, off
   assert.ok(!published(sock, 'room:x@b').length, 'no offer to our own old id');
   assert.equal(m.pcs.length, 2);
 });
+
+test('mesh: over HTTP (the one-way fallbacks) signals to a peer go one at a time, so a candidate never overtakes its offer', async () => {
+  const m = await meshRoom('b', ['a', 'b']);
+  const calls = [];
+  m.sb._wsConn = () => null; // as on SSE, streaming or polling: every publish is its own request
+  m.sb.publish = (channel, data) => new Promise((resolve) => calls.push({ channel, data, resolve }));
+  m.room._mesh.signal('a', { type: 'offer', sdp: 'o' });
+  m.room._mesh.signal('a', { type: 'candidate', candidate: { candidate: 'c1' } });
+  m.room._mesh.signal('c', { type: 'offer', sdp: 'to-c' }); // another peer does not wait
+  await settle();
+  assert.deepEqual(calls.map((c) => [c.channel, c.data.type]), [['room:x@a', 'offer'], ['room:x@c', 'offer']]);
+  calls[0].resolve({ offset: 1, epoch: 'E' });
+  await settle();
+  assert.deepEqual(calls.map((c) => c.data.type), ['offer', 'offer', 'candidate'], 'the candidate once the offer is in');
+  m.sb._wsConn = () => ({}); // a socket keeps order by itself: no waiting
+  m.room._mesh.signal('a', { type: 'candidate', candidate: { candidate: 'c2' } });
+  m.room._mesh.signal('a', { type: 'candidate', candidate: { candidate: 'c3' } });
+  await settle();
+  assert.equal(calls.length, 5);
+});

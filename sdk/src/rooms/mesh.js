@@ -25,6 +25,7 @@ export class Mesh {
     this.peers = new Map(); // client id → MeshPeer
     this.sigTag = Math.floor(room._sb._random() * 2 ** 32).toString(36); // idempotency keys of signals
     this.sigSeq = 0;
+    this.sending = new Map(); // participant → the last signal's publish over HTTP (see signal())
   }
 
   /** A publication on this participant's inbox. */
@@ -120,7 +121,20 @@ export class Mesh {
     const room = this.room;
     const sb = room._sb;
     const id = room.clientId;
-    sb.publish(inboxChannel(room.name, to), data, { idempotencyKey: key }).catch(async (err) => {
+    const publish = () => sb.publish(inboxChannel(room.name, to), data, { idempotencyKey: key });
+    // Over HTTP (the SSE, streaming and polling fallbacks) each publish is its own request, and
+    // requests can overtake each other: a candidate reaching the peer before its offer fails
+    // there (InvalidStateError). So one signal at a time per peer there; a socket keeps order.
+    let sent;
+    if (sb._wsConn()) {
+      sent = publish();
+    } else {
+      sent = (this.sending.get(to) || Promise.resolve()).then(publish, publish);
+      const settled = sent.catch(() => {});
+      this.sending.set(to, settled);
+      settled.then(() => { if (this.sending.get(to) === settled) this.sending.delete(to); });
+    }
+    sent.catch(async (err) => {
       if (room.state === 'left') return;
       if (err && err.code === 102) return this.close(to, false); // they are not in the room any more
       if (err && !err.code && tries < SIGNAL_RETRIES) {
