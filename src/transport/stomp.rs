@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::http::{HttpError, bearer};
+use crate::http::bearer;
 use crate::metrics::TransportKind;
 use crate::model::{Payload, Publication};
 use crate::session::SessionConfig;
@@ -52,14 +52,8 @@ pub async fn handler(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return HttpError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
-        }
-    };
-    match super::ws::admit(&state, &headers) {
-        Ok(permit) => {
+    match super::ws::admit(&state, &headers, ws) {
+        Ok((ws, permit)) => {
             let token = bearer(&headers).map(str::to_owned);
             super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(move |socket| async move {
                 run(socket, state, token).await;

@@ -38,14 +38,8 @@ pub async fn handler(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => {
-            return HttpError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
-        }
-    };
-    let permit = match admit(&state, &headers) {
-        Ok(permit) => permit,
+    let (ws, permit) = match admit(&state, &headers, ws) {
+        Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
     let token = bearer(&headers).map(str::to_owned);
@@ -64,19 +58,23 @@ pub async fn handler(
     })
 }
 
-/// Admits a WebSocket handshake: a page's origin must be allowed, and the node must have room
-/// (`max_connections`). The permit is held for the connection's life.
+/// Admits a WebSocket handshake: it must be one (400/107 otherwise), a page's origin must be
+/// allowed, and the node must have room (`max_connections`). The permit is held for the
+/// connection's life.
 pub(super) fn admit(
     state: &Arc<AppState>,
     headers: &HeaderMap,
-) -> Result<tokio::sync::OwnedSemaphorePermit, HttpError> {
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(WebSocketUpgrade, tokio::sync::OwnedSemaphorePermit), HttpError> {
+    let ws = ws.map_err(|rejection| HttpError::new(ErrorCode::BadRequest, rejection.body_text()))?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !crate::http::origin_allowed(&state.config, origin, host) {
         let m = "this page's origin may not open WebSockets here: add it to allowed_origins";
         return Err(HttpError::new(ErrorCode::PermissionDenied, m));
     }
-    state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())
+    let permit = state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())?;
+    Ok((ws, permit))
 }
 
 /// The WebSocket framing of a connection.
