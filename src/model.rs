@@ -10,6 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_protocol::ChannelName;
 use switchboard_protocol::encode::{self, PayloadRef, PublicationRef};
 use switchboard_protocol::frame::ClientInfo;
+use switchboard_stomp::{MessageTemplate, Version};
 use tokio::time::Instant;
 
 /// A stream's epoch. Cheap to clone.
@@ -71,6 +72,10 @@ struct Encodings {
     ndjson: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
     message: OnceLock<Message>,
+    /// The STOMP MESSAGE's shared part, per version (escaping differs).
+    stomp: [OnceLock<Option<MessageTemplate>>; 3],
+    /// The text frame as a JSON string with SockJS's escaping (`docs/stomp.md`).
+    sockjs: OnceLock<Bytes>,
 }
 
 /// A frame of the bidirectional transports (WebSocket, WebTransport, data channels): text JSON,
@@ -146,6 +151,44 @@ impl Publication {
             let (binary, bytes) = self.encoder().message(self.object());
             Message { binary, bytes: bytes.into() }
         })
+    }
+
+    /// `{"pub": OBJECT}` as text, whatever the payload (`b64` for binary): the frame of
+    /// text-only message transports (SockJS).
+    pub fn text_message(&self) -> Bytes {
+        let line = self.ndjson_line();
+        line.slice(..line.len() - 1)
+    }
+
+    /// [`text_message`](Self::text_message) as a JSON string escaped the way SockJS frames
+    /// need, encoded once for every SockJS subscriber of the JSON protocol.
+    pub fn sockjs_string(&self) -> &Bytes {
+        self.encoded.sockjs.get_or_init(|| {
+            let text = std::str::from_utf8(&self.text_message()).unwrap_or_default().to_owned();
+            switchboard_protocol::sockjs::json_string(&text).into()
+        })
+    }
+
+    /// The STOMP MESSAGE of this publication for `version`, but for the per-subscriber headers
+    /// (`subscription`, `message-id`, `destination`): `content-type`, `position` and the body,
+    /// encoded once for every STOMP subscriber of that version. `None` if it cannot be encoded.
+    pub fn stomp_template(&self, version: Version) -> Option<&MessageTemplate> {
+        let slot = match version {
+            Version::V1_0 => 0,
+            Version::V1_1 => 1,
+            _ => 2,
+        };
+        self.encoded.stomp[slot]
+            .get_or_init(|| {
+                let (body, content_type) = match &self.payload {
+                    Payload::Json(b) => (b.clone(), "application/json"),
+                    Payload::Binary(b) => (b.clone(), "application/octet-stream"),
+                };
+                let position = format!("{}:{}", self.epoch, self.offset);
+                let headers = [("content-type", content_type), ("position", &position)];
+                MessageTemplate::new(version, &headers, body).ok()
+            })
+            .as_ref()
     }
 }
 

@@ -27,6 +27,7 @@ use switchboard_protocol::frame::{
 };
 use switchboard_protocol::{Disconnect, ErrorCode, Position};
 use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};
+use base64::Engine as _;
 use switchboard_stomp::{
     Command, Decoded, Decoder, Frame, Limits, MessageTemplate, Version, encode_to_bytes,
 };
@@ -36,7 +37,7 @@ use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::bearer;
 use crate::metrics::TransportKind;
-use crate::model::{Payload, Publication};
+use crate::model::{self, Payload, Publication};
 use crate::session::SessionConfig;
 use crate::state::AppState;
 
@@ -68,37 +69,88 @@ pub async fn handler(
 /// when CONNECT carries no `passcode`.
 pub async fn run(socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
     let _guard = state.metrics.connection(TransportKind::Stomp);
-    // Heart-beats replace pongs: the session sends one every `heartbeat_interval` and expects no
-    // answer; this adapter watches the client's own heart-beats.
-    let config = SessionConfig::from_config(&state.config, false);
-    let limits = Limits {
-        max_frame_size: state.config.max_frame_bytes,
-        max_body: state.config.max_publication_bytes,
-        ..Limits::default()
-    };
-    let transport = StompTransport {
-        socket,
-        decoder: Decoder::new(Version::V1_2, limits),
-        inbound: BytesMut::new(),
-        version: Version::V1_2,
-        server_heartbeat_ms: u32::try_from(config.ping_interval.as_millis()).unwrap_or(u32::MAX),
-        batch: Vec::new(),
-        pending_bytes: 0,
-        queue: VecDeque::new(),
-        next_id: 1,
-        awaiting: HashMap::new(),
-        by_channel: HashMap::new(),
-        by_id: HashMap::new(),
-        transactions: HashMap::new(),
-        message_seq: 0,
-        token,
-        user: String::new(),
-        errored: false,
-        connected: false,
-        receive_timeout: None,
-        last_seen: Instant::now(),
-    };
+    let (codec, config) = StompCodec::new(&state, token, false);
+    let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
     pump::run(transport, Driver::with_config(state, config)).await;
+}
+
+/// STOMP over a WebSocket: the codec's messages as WebSocket messages.
+struct WsStomp {
+    socket: WebSocket,
+    codec: StompCodec,
+    batch: Vec<Message>,
+    pending_bytes: u64,
+}
+
+impl Transport for WsStomp {
+    fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
+        self.codec.frame(out)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.codec.has_pending()
+    }
+
+    async fn flush(&mut self) -> Result<u64, ()> {
+        self.take();
+        super::ws::write_batch(&mut self.socket, &mut self.batch).await?;
+        Ok(std::mem::take(&mut self.pending_bytes))
+    }
+
+    async fn recv(&mut self) -> Inbound {
+        loop {
+            if let Some(inbound) = self.codec.next_inbound() {
+                return inbound;
+            }
+            let deadline = self.codec.receive_deadline();
+            let message = tokio::select! {
+                message = self.socket.recv() => message,
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    return Inbound::End(Disconnect::NO_PONG);
+                }
+            };
+            self.codec.seen();
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    self.codec.feed(text.as_bytes());
+                    return Inbound::Read(text.len());
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    self.codec.feed(&data);
+                    return Inbound::Read(data.len());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) => {
+                    let _ = self.socket.flush().await;
+                    return Inbound::Gone;
+                }
+                Some(Err(_)) | None => return Inbound::Gone,
+            }
+        }
+    }
+
+    async fn close(mut self, d: Disconnect, writable: bool) {
+        if !writable {
+            return;
+        }
+        if self.codec.closing(d) {
+            let _ = self.flush().await;
+        }
+        super::ws::close_socket(&mut self.socket, d).await;
+    }
+}
+
+impl WsStomp {
+    /// Moves the codec's frames into the WebSocket batch.
+    fn take(&mut self) {
+        for m in self.codec.take() {
+            self.pending_bytes += m.bytes.len() as u64;
+            match (!m.binary).then(|| Utf8Bytes::try_from(m.bytes.clone())) {
+                Some(Ok(text)) => self.batch.push(Message::Text(text)),
+                _ => self.batch.push(Message::Binary(m.bytes)),
+            }
+        }
+    }
 }
 
 /// What a command sent to the session is waiting for, to answer in STOMP.
@@ -117,14 +169,17 @@ struct Sub {
     destination: String,
 }
 
-struct StompTransport {
-    socket: WebSocket,
+/// The STOMP side of a connection, without its socket: frames in become session commands, the
+/// session's outputs become frames out ([`model::Message`]s, text unless a body is not UTF-8).
+/// The WebSocket adapter and SockJS sessions both carry it.
+pub struct StompCodec {
     decoder: Decoder,
     inbound: BytesMut,
     version: Version,
     server_heartbeat_ms: u32,
-    batch: Vec<Message>,
-    pending_bytes: u64,
+    out: Vec<model::Message>,
+    /// Only text can be carried (SockJS): a body that is not UTF-8 goes as base64.
+    text_only: bool,
     /// Commands for the session (a COMMIT releases several at once).
     queue: VecDeque<ClientFrame>,
     next_id: u64,
@@ -153,8 +208,43 @@ enum Step {
     End(Disconnect),
 }
 
-impl Transport for StompTransport {
-    fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
+impl StompCodec {
+    /// A codec for a new connection, and the session configuration it needs: heart-beats replace
+    /// pongs (the session sends one every `heartbeat_interval` and expects no answer; the codec
+    /// watches the client's own). `token` is used when CONNECT carries no `passcode`.
+    pub fn new(state: &AppState, token: Option<String>, text_only: bool) -> (Self, SessionConfig) {
+        let config = SessionConfig::from_config(&state.config, false);
+        let limits = Limits {
+            max_frame_size: state.config.max_frame_bytes,
+            max_body: state.config.max_publication_bytes,
+            ..Limits::default()
+        };
+        let codec = StompCodec {
+            decoder: Decoder::new(Version::V1_2, limits),
+            inbound: BytesMut::new(),
+            version: Version::V1_2,
+            server_heartbeat_ms: u32::try_from(config.ping_interval.as_millis()).unwrap_or(u32::MAX),
+            out: Vec::new(),
+            text_only,
+            queue: VecDeque::new(),
+            next_id: 1,
+            awaiting: HashMap::new(),
+            by_channel: HashMap::new(),
+            by_id: HashMap::new(),
+            transactions: HashMap::new(),
+            message_seq: 0,
+            token,
+            user: String::new(),
+            errored: false,
+            connected: false,
+            receive_timeout: None,
+            last_seen: Instant::now(),
+        };
+        (codec, config)
+    }
+
+    /// Frames one session output.
+    pub fn frame(&mut self, out: Outgoing) -> Result<(), Disconnect> {
         match out {
             Outgoing::Reply(Reply { id, body }) => self.reply(id, body),
             Outgoing::Publication(p) => {
@@ -162,7 +252,7 @@ impl Transport for StompTransport {
                 Ok(())
             }
             Outgoing::Ping => {
-                self.push(Message::Text(Utf8Bytes::from_static("\n")));
+                self.push_bytes(Bytes::from_static(b"\n"), true);
                 Ok(())
             }
             // STOMP has no presence or history frames.
@@ -170,64 +260,56 @@ impl Transport for StompTransport {
         }
     }
 
-    fn has_pending(&self) -> bool {
-        !self.batch.is_empty()
+    /// Whether frames wait for [`take`](Self::take).
+    pub fn has_pending(&self) -> bool {
+        !self.out.is_empty()
     }
 
-    async fn flush(&mut self) -> Result<u64, ()> {
-        super::ws::write_batch(&mut self.socket, &mut self.batch).await?;
-        Ok(std::mem::take(&mut self.pending_bytes))
+    /// The frames to send, in order.
+    pub fn take(&mut self) -> std::vec::Drain<'_, model::Message> {
+        self.out.drain(..)
     }
 
-    async fn recv(&mut self) -> Inbound {
+    /// Bytes from the client.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.inbound.extend_from_slice(bytes);
+    }
+
+    /// The client was heard from (any bytes count as a heart-beat).
+    pub fn seen(&mut self) {
+        self.last_seen = Instant::now();
+    }
+
+    /// When a client silent since [`seen`](Self::seen) is to be dropped (3003), if heart-beats
+    /// were agreed.
+    pub fn receive_deadline(&self) -> Option<Instant> {
+        self.receive_timeout.map(|t| self.last_seen + t)
+    }
+
+    /// The next input for the session from what was fed, or `None` when more bytes are needed.
+    pub fn next_inbound(&mut self) -> Option<Inbound> {
         loop {
             if let Some(frame) = self.queue.pop_front() {
-                return Inbound::Frame(Ok(frame), 0);
+                return Some(Inbound::Frame(Ok(frame), 0));
             }
             match self.decoder.decode(&mut self.inbound) {
                 Ok(Some(Decoded::Heartbeat)) => continue,
                 Ok(Some(Decoded::Frame(frame))) => match self.client_frame(frame) {
-                    Step::Command(command) => return Inbound::Frame(Ok(command), 0),
-                    Step::Done if self.has_pending() => return Inbound::Nothing,
+                    Step::Command(command) => return Some(Inbound::Frame(Ok(command), 0)),
+                    Step::Done if self.has_pending() => return Some(Inbound::Nothing),
                     Step::Done => continue,
-                    Step::End(d) => return Inbound::End(d),
+                    Step::End(d) => return Some(Inbound::End(d)),
                 },
-                Ok(None) => {}
-                Err(e) => return self.error(&e.message(), None, Disconnect::BAD_REQUEST),
-            }
-            let deadline = self.receive_timeout.map(|t| self.last_seen + t);
-            let message = tokio::select! {
-                message = self.socket.recv() => message,
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    return Inbound::End(Disconnect::NO_PONG);
-                }
-            };
-            self.last_seen = Instant::now();
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    self.inbound.extend_from_slice(text.as_bytes());
-                    return Inbound::Read(text.len());
-                }
-                Some(Ok(Message::Binary(data))) => {
-                    self.inbound.extend_from_slice(&data);
-                    return Inbound::Read(data.len());
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) => {
-                    let _ = self.socket.flush().await;
-                    return Inbound::Gone;
-                }
-                Some(Err(_)) | None => return Inbound::Gone,
+                Ok(None) => return None,
+                Err(e) => return Some(self.error(&e.message(), None, Disconnect::BAD_REQUEST)),
             }
         }
     }
 
-    async fn close(mut self, d: Disconnect, writable: bool) {
-        if !writable {
-            return;
-        }
-        // Whatever ends the connection is said in an ERROR frame first (a refused token, a
-        // silent client, the server stopping), unless one was sent already or the client left.
+    /// The connection ends with `d`: whatever ends it is said in an ERROR frame first (a refused
+    /// token, a silent client, the server stopping), unless one was sent already or the client
+    /// left. `true` when there is a frame to send.
+    pub fn closing(&mut self, d: Disconnect) -> bool {
         if !self.errored && d != BYE {
             let code = match d {
                 Disconnect::UNAUTHORIZED | Disconnect::TOKEN_EXPIRED => Some(ErrorCode::Unauthorized),
@@ -235,20 +317,8 @@ impl Transport for StompTransport {
                 _ => None,
             };
             self.error_frame(d.reason, code, None);
-            let _ = self.flush().await;
         }
-        super::ws::close_socket(&mut self.socket, d).await;
-    }
-}
-
-impl StompTransport {
-    fn push(&mut self, message: Message) {
-        self.pending_bytes += match &message {
-            Message::Text(t) => t.len() as u64,
-            Message::Binary(b) => b.len() as u64,
-            _ => 0,
-        };
-        self.batch.push(message);
+        self.has_pending()
     }
 
     fn send_frame(&mut self, frame: &Frame) {
@@ -259,10 +329,7 @@ impl StompTransport {
     }
 
     fn push_bytes(&mut self, bytes: Bytes, text: bool) {
-        match text.then(|| Utf8Bytes::try_from(bytes.clone())) {
-            Some(Ok(text)) => self.push(Message::Text(text)),
-            _ => self.push(Message::Binary(bytes)),
-        }
+        self.out.push(model::Message { binary: !text, bytes });
     }
 
     fn receipt(&mut self, receipt: Option<String>, extra: &[(&str, String)]) {
@@ -502,25 +569,35 @@ impl StompTransport {
         Ok(())
     }
 
-    /// A publication as a MESSAGE to the subscription of its channel.
+    /// A publication as a MESSAGE to the subscription of its channel: the publication's shared
+    /// template (encoded once for all subscribers of this version) after this subscriber's
+    /// `subscription`, `message-id` and `destination`.
     fn message(&mut self, p: &Publication) {
-        let Some(sub) = self.by_channel.get(p.channel.as_str()).cloned() else { return };
+        let Some(sub) = self.by_channel.get(p.channel.as_str()) else { return };
         self.message_seq += 1;
-        let position = format!("{}:{}", p.epoch, p.offset);
-        let (body, content_type) = match &p.payload {
-            Payload::Json(b) => (b.clone(), "application/json"),
-            Payload::Binary(b) => (b.clone(), "application/octet-stream"),
+        let binary = matches!(&p.payload, Payload::Binary(b) if std::str::from_utf8(b).is_err());
+        let message_id = self.message_seq.to_string();
+        let extra = [("destination", sub.destination.as_str())];
+        let mut out = BytesMut::new();
+        let written = if binary && self.text_only {
+            // Text-only transports carry a binary body as base64, and say so.
+            let Payload::Binary(body) = &p.payload else { return };
+            let position = format!("{}:{}", p.epoch, p.offset);
+            let headers = [
+                ("content-type", "application/octet-stream"),
+                ("content-transfer-encoding", "base64"),
+                ("position", &position),
+            ];
+            let body = base64::engine::general_purpose::STANDARD.encode(body);
+            MessageTemplate::new(self.version, &headers, body.into())
+                .and_then(|t| t.write_with(&sub.id, &message_id, None, &extra, &mut out))
+                .is_ok()
+        } else {
+            p.stomp_template(self.version)
+                .is_some_and(|t| t.write_with(&sub.id, &message_id, None, &extra, &mut out).is_ok())
         };
-        let headers = [
-            ("destination", sub.destination.as_str()),
-            ("content-type", content_type),
-            ("position", &position),
-        ];
-        let text = matches!(p.payload, Payload::Json(_));
-        let frame = MessageTemplate::new(self.version, &headers, body)
-            .and_then(|t| t.to_bytes(&sub.id, &self.message_seq.to_string(), None));
-        if let Ok(bytes) = frame {
-            self.push_bytes(bytes, text);
+        if written {
+            self.push_bytes(out.freeze(), !binary || self.text_only);
         }
     }
 }

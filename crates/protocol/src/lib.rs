@@ -15,6 +15,7 @@ pub mod codes;
 pub mod encode;
 pub mod frame;
 pub mod position;
+pub mod sockjs;
 
 pub use channel::{ChannelName, InvalidChannel};
 pub use codes::{Disconnect, ErrorCode};

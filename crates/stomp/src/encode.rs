@@ -147,7 +147,7 @@ impl MessageTemplate {
         ack: Option<&str>,
     ) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(64);
-        self.write_head(subscription, message_id, ack, &mut out)?;
+        self.write_head(subscription, message_id, ack, &[], &mut out)?;
         Ok(out.freeze())
     }
 
@@ -159,9 +159,22 @@ impl MessageTemplate {
         ack: Option<&str>,
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
+        self.write_with(subscription, message_id, ack, &[], out)
+    }
+
+    /// [`write_for`](Self::write_for) with more per-subscriber headers (such as the
+    /// `destination` the subscriber named), written after its own and before the shared ones.
+    pub fn write_with(
+        &self,
+        subscription: &str,
+        message_id: &str,
+        ack: Option<&str>,
+        extra: &[(&str, &str)],
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let start = out.len();
         out.reserve(64 + self.shared.len());
-        if let Err(error) = self.write_head(subscription, message_id, ack, out) {
+        if let Err(error) = self.write_head(subscription, message_id, ack, extra, out) {
             out.truncate(start);
             return Err(error);
         }
@@ -197,6 +210,7 @@ impl MessageTemplate {
         subscription: &str,
         message_id: &str,
         ack: Option<&str>,
+        extra: &[(&str, &str)],
         out: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         let escaping = escaping(Command::Message, self.version);
@@ -206,6 +220,6 @@ impl MessageTemplate {
         if let Some(ack) = ack {
             write_header("ack", ack, escaping, out)?;
         }
-        Ok(())
+        write_headers(extra.iter().copied(), escaping, out)
     }
 }
