@@ -124,6 +124,19 @@ pub struct Config {
     pub turn_credential_ttl: u64,
     /// Serve `/ws-echo`, a plain WebSocket echo on the same stack as `/ws`, for the Autobahn suite.
     pub ws_echo_endpoint: bool,
+    /// Serve the SockJS endpoint at `/sockjs` (STOMP or the JSON protocol inside; `docs/stomp.md`).
+    pub sockjs: bool,
+    /// Milliseconds between SockJS heartbeat frames (`h`) on an idle receiving request.
+    pub sockjs_heartbeat_ms: u64,
+    /// Milliseconds a SockJS session lives without a receiving request, and a closed one keeps
+    /// answering its close frame.
+    pub sockjs_disconnect_delay_ms: u64,
+    /// Bytes after which a SockJS streaming response (xhr_streaming, eventsource, htmlfile) ends
+    /// and the client opens the next, so the browser can free what it buffered.
+    pub sockjs_response_limit: usize,
+    /// Mount the sockjs-protocol suite's services (`echo`, `close`, ...) at `/sockjs-test/`.
+    /// Test use only.
+    pub sockjs_test_services: bool,
     /// Serve WebTransport over HTTP/3 at `/wt`, on UDP at the port number of `listen`.
     pub webtransport: bool,
     /// PEM certificate chain for HTTP/3. Empty (with `tls_key` empty): a self-signed development
@@ -180,6 +193,11 @@ impl Default for Config {
             sse_retry_ms: 2000,
             log: "info".into(),
             ws_echo_endpoint: false,
+            sockjs: true,
+            sockjs_heartbeat_ms: 25_000,
+            sockjs_disconnect_delay_ms: 5_000,
+            sockjs_response_limit: 128 * 1024,
+            sockjs_test_services: false,
             turn: true,
             turn_listen: String::new(),
             turn_external_ip: String::new(),

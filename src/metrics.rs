@@ -79,10 +79,12 @@ pub enum TransportKind {
     WebRtc,
     /// STOMP over WebSocket (`/stomp`, or `/ws` with a `vNN.stomp` subprotocol).
     Stomp,
+    /// A SockJS session (`/sockjs`), whatever it carries.
+    Sockjs,
 }
 
 impl TransportKind {
-    const ALL: [TransportKind; 8] = [
+    const ALL: [TransportKind; 9] = [
         TransportKind::WebSocket,
         TransportKind::Sse,
         TransportKind::Stream,
@@ -91,6 +93,7 @@ impl TransportKind {
         TransportKind::WebTransport,
         TransportKind::WebRtc,
         TransportKind::Stomp,
+        TransportKind::Sockjs,
     ];
 
     /// The label value.
@@ -104,6 +107,7 @@ impl TransportKind {
             TransportKind::WebTransport => "webtransport",
             TransportKind::WebRtc => "webrtc",
             TransportKind::Stomp => "stomp",
+            TransportKind::Sockjs => "sockjs",
         }
     }
 }

@@ -105,6 +105,7 @@ impl Rules {
     /// May `who` read `channel`: subscribe to it, read its history or poll it? A signaling inbox
     /// is readable by its participant alone, who needs the right to read its room.
     pub fn may_read(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        refuse_internal(channel)?;
         let (channel, inbox) = match self.inbox(channel) {
             Some(inbox) => {
                 let owner = match who {
@@ -172,6 +173,7 @@ impl Rules {
     /// (checked against presence by the caller, [`Rules::signal_sender`]), whatever the token's
     /// `pubs`; the server may write any inbox.
     pub fn may_publish(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<Destination, Denied> {
+        refuse_internal(channel)?;
         if let Some(inbox) = self.inbox(channel) {
             return match who {
                 Actor::Server | Actor::Client { client: Some(_), .. } => Ok(Destination::Inbox(inbox)),
@@ -230,6 +232,17 @@ impl Rules {
         }
         Err(Denied::new(ErrorCode::UnknownChannel, "that participant is not in the room"))
     }
+}
+
+/// Channels whose names start with this are the node's own (a SockJS session's inbox for sends
+/// that land on another node): no client, and not the server API either, may read or write them.
+pub const INTERNAL_PREFIX: &str = "__";
+
+fn refuse_internal(channel: &ChannelName) -> Result<(), Denied> {
+    if channel.as_str().starts_with(INTERNAL_PREFIX) {
+        return Err(Denied::forbidden("channels starting with __ are the server's own"));
+    }
+    Ok(())
 }
 
 fn matches_any(patterns: &[String], channel: &str) -> bool {

@@ -64,7 +64,8 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
     if let Some(cors) = cors(&state.config.allowed_origins) {
         router = router.layer(cors);
     }
-    router.with_state(state)
+    // SockJS answers in its own words (plain-text errors, its own CORS): outside both layers.
+    router.with_state(state.clone()).merge(transport::sockjs::routes(&state))
 }
 
 /// CORS for pages of `allowed_origins` (`*`: any) calling the HTTP endpoints from elsewhere,

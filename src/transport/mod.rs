@@ -6,10 +6,12 @@
 //! - [`oneway`]: `/sse` (Server-Sent Events) and `/stream` (NDJSON HTTP streaming).
 //! - [`poll`]: `/poll`, short and long polling, with no server-side session at all.
 //! - [`stomp`]: STOMP 1.0–1.2 over WebSocket (`/stomp`, or `/ws` with a `vNN.stomp` subprotocol).
+//! - [`sockjs`]: `/sockjs`, the SockJS protocol's transports, carrying STOMP or the JSON protocol.
 //! - [`wt`]: `/wt`, the JSON protocol over WebTransport (HTTP/3 streams and datagrams).
 
 pub mod oneway;
 pub mod poll;
+pub mod sockjs;
 pub mod stomp;
 pub mod ws;
 pub mod wt;

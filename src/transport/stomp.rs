@@ -18,6 +18,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
@@ -27,7 +28,6 @@ use switchboard_protocol::frame::{
 };
 use switchboard_protocol::{Disconnect, ErrorCode, Position};
 use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};
-use base64::Engine as _;
 use switchboard_stomp::{
     Command, Decoded, Decoder, Frame, Limits, MessageTemplate, Version, encode_to_bytes,
 };

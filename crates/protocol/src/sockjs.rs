@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn escapes_what_browsers_mangle() {
-        let s = String::from_utf8(json_string("a\"\\\n\u{0}\u{200c}\u{2028}\u{2060}\u{fff0}\u{ffff}é✓")).unwrap();
+        let s =
+            String::from_utf8(json_string("a\"\\\n\u{0}\u{200c}\u{2028}\u{2060}\u{fff0}\u{ffff}é✓")).unwrap();
         assert_eq!(s, r#""a\"\\\n\u0000\u200c\u2028\u2060\ufff0\uffffé✓""#);
         // What serde_json would print differs: it leaves U+2028 and U+FFFF as they are.
         let back: String = serde_json::from_str(&s).unwrap();
