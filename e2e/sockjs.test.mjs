@@ -27,7 +27,11 @@ function jwt(claims) {
 let server;
 let browser;
 before(async () => {
-  server = await startServer({ args: ['--no-demo'], env: { SWITCHBOARD_TOKEN_SECRET: SECRET, SWITCHBOARD_API_KEY: API_KEY } });
+  // Heart-beats every second, so that a test can see them kept.
+  server = await startServer({
+    args: ['--no-demo'],
+    env: { SWITCHBOARD_TOKEN_SECRET: SECRET, SWITCHBOARD_API_KEY: API_KEY, SWITCHBOARD_HEARTBEAT_INTERVAL: '1' },
+  });
   browser = await launchBrowser();
 });
 after(async () => {
@@ -162,4 +166,73 @@ test('the iframe page loads the sockjs-client this server serves, not a CDN', as
   const js = await fetch(`${server.url}${src}`);
   assert.equal(js.status, 200);
   assert.match(await js.text(), /sockjs-client v1\.6\.1/);
+});
+
+test('@stomp/stompjs in Chromium over a plain WebSocket (brokerURL): heart-beats kept both ways, client-individual ACK/NACK, reconnect and resubscribe from the last position losing nothing', async () => {
+  const { page, errors } = await springPage();
+  try {
+    const channel = 'feed:chromium';
+    const token = jwt({ sub: 'carol' });
+    await withTimeout(page.evaluate(({ wsUrl, token, channel }) => {
+      window.beats = 0;
+      window.got = [];
+      window.receipts = [];
+      window.open = (position) => new Promise((resolve, reject) => {
+        const client = new StompJs.Client({
+          // brokerURL, with the incoming heart-beats counted on the way.
+          webSocketFactory: () => {
+            const ws = new WebSocket(`${wsUrl}/stomp`, ['v12.stomp', 'v11.stomp', 'v10.stomp']);
+            ws.addEventListener('message', (e) => { if (e.data === '\n') window.beats += 1; });
+            return ws;
+          },
+          connectHeaders: { passcode: token },
+          heartbeatIncoming: 1000,
+          heartbeatOutgoing: 1000,
+          reconnectDelay: 0,
+          debug: () => {},
+        });
+        client.onConnect = () => {
+          const headers = { ack: 'client-individual', receipt: 'sub' };
+          if (position) headers.position = position;
+          client.watchForReceipt('sub', (f) => { window.receipts.push(f.headers); resolve(); });
+          client.subscribe(`/topic/${channel}`, (m) => window.got.push(m), headers);
+        };
+        client.onStompError = (f) => reject(new Error(`ERROR ${f.headers.message}`));
+        window.client = client;
+        client.activate();
+      });
+      return window.open(null);
+    }, { wsUrl: server.wsUrl, token, channel }), 10_000, 'connecting with brokerURL');
+
+    // The server heart-beats every second and the client too: after several, still connected.
+    await waitUntil(async () => (await page.evaluate(() => window.beats)) >= 3, { message: 'three server heart-beats' });
+    assert.equal(await page.evaluate(() => window.client.connected), true, 'heart-beats kept the connection');
+
+    await publish(channel, { n: 1 });
+    await publish(channel, { n: 2 });
+    await waitUntil(async () => (await page.evaluate(() => window.got.length)) === 2, { message: 'two messages' });
+    const acked = await withTimeout(page.evaluate(() => new Promise((resolve) => {
+      const [first, second] = window.got;
+      const done = [];
+      window.client.watchForReceipt('ack-1', () => { done.push('ack'); if (done.length === 2) resolve(done); });
+      window.client.watchForReceipt('nack-2', () => { done.push('nack'); if (done.length === 2) resolve(done); });
+      first.ack({ receipt: 'ack-1' });
+      second.nack({ receipt: 'nack-2' });
+    })), 5000, 'the ACK and NACK receipts');
+    assert.deepEqual(acked.sort(), ['ack', 'nack']);
+    const last = await page.evaluate(() => window.got[1].headers.position);
+
+    // Gone for a while; two publications meanwhile; back with the last position.
+    await page.evaluate(() => window.client.deactivate());
+    await publish(channel, { n: 3 });
+    await publish(channel, { n: 4 });
+    await withTimeout(page.evaluate((p) => { window.got = []; return window.open(p); }, last), 10_000, 'reconnecting');
+    await waitUntil(async () => (await page.evaluate(() => window.got.length)) === 2, { message: 'the two missed messages' });
+    assert.deepEqual(await page.evaluate(() => window.got.map((m) => JSON.parse(m.body).n)), [3, 4]);
+    assert.equal(await page.evaluate(() => window.receipts.at(-1).recovered), 'true');
+    assert.deepEqual(errors, []);
+    await page.evaluate(() => window.client.deactivate());
+  } finally {
+    await page.close();
+  }
 });

@@ -167,6 +167,8 @@ enum Awaiting {
 struct Sub {
     id: String,
     destination: String,
+    /// `ack:client` or `client-individual`: MESSAGEs carry an `ack` header to acknowledge.
+    acks: bool,
 }
 
 /// The STOMP side of a connection, without its socket: frames in become session commands, the
@@ -500,7 +502,8 @@ impl StompCodec {
             None => None,
         };
         self.by_id.insert(id.clone(), channel.clone());
-        self.by_channel.insert(channel.clone(), Sub { id, destination });
+        let acks = matches!(frame.get("ack"), Some("client" | "client-individual"));
+        self.by_channel.insert(channel.clone(), Sub { id, destination, acks });
         let request = SubscribeRequest { channel, since, datagram: false };
         Step::Command(self.command(Cmd::Subscribe(request), Awaiting::Subscribe { receipt }))
     }
@@ -577,6 +580,7 @@ impl StompCodec {
         self.message_seq += 1;
         let binary = matches!(&p.payload, Payload::Binary(b) if std::str::from_utf8(b).is_err());
         let message_id = self.message_seq.to_string();
+        let ack = sub.acks.then_some(message_id.as_str());
         let extra = [("destination", sub.destination.as_str())];
         let mut out = BytesMut::new();
         let written = if binary && self.text_only {
@@ -590,11 +594,11 @@ impl StompCodec {
             ];
             let body = base64::engine::general_purpose::STANDARD.encode(body);
             MessageTemplate::new(self.version, &headers, body.into())
-                .and_then(|t| t.write_with(&sub.id, &message_id, None, &extra, &mut out))
+                .and_then(|t| t.write_with(&sub.id, &message_id, ack, &extra, &mut out))
                 .is_ok()
         } else {
             p.stomp_template(self.version)
-                .is_some_and(|t| t.write_with(&sub.id, &message_id, None, &extra, &mut out).is_ok())
+                .is_some_and(|t| t.write_with(&sub.id, &message_id, ack, &extra, &mut out).is_ok())
         };
         if written {
             self.push_bytes(out.freeze(), !binary || self.text_only);
