@@ -353,6 +353,19 @@ mod tests {
     }
 
     #[test]
+    fn the_servers_own_channels_are_nobodys_to_read_or_write() {
+        let r = rules(Config::default());
+        let anyone = Identity::default();
+        let inbox = ch("__sockjs.6162");
+        for who in [Actor::Server, Actor::Open, Actor::Client { identity: &anyone, client: Some("c") }] {
+            assert_eq!(r.may_read(&who, &inbox).unwrap_err().code, ErrorCode::PermissionDenied, "{who:?}");
+            assert_eq!(r.may_publish(&who, &inbox).unwrap_err().code, ErrorCode::PermissionDenied, "{who:?}");
+            assert!(r.may_see_presence(&who, &inbox).is_err());
+        }
+        assert!(r.may_read(&Actor::Open, &ch("_one.underscore")).is_ok());
+    }
+
+    #[test]
     fn polling_a_namespace_without_history_is_refused_with_a_code() {
         let r = rules(rooms_config());
         let e = r.may_poll(&Actor::Server, &ch("quiet:x")).unwrap_err();

@@ -361,7 +361,8 @@ mod tests {
         assert_eq!(shell.push([b("\"a\""), b("\"bb\"")]), 7);
         let room = shell.room(3);
         tokio::pin!(room);
-        assert!(futures_util::poll!(room.as_mut()).is_pending(), "7 bytes wait, the limit is 3");
+        let waiting = tokio::time::timeout(Duration::from_millis(20), room.as_mut()).await;
+        assert!(waiting.is_err(), "7 bytes wait, the limit is 3");
         let Next::Messages(m) = r.next(Duration::from_secs(1)).await else { panic!() };
         assert_eq!(m, vec![b("\"a\""), b("\"bb\"")]);
         assert!(room.await);
