@@ -6,22 +6,22 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchboard_protocol::frame::{ClientInfo, parse_client_frame};
-use switchboard_protocol::{ChannelName, Disconnect, sockjs};
+use switchboard_protocol::frame::parse_client_frame;
+use switchboard_protocol::{Disconnect, sockjs};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::cluster::Membership;
 use super::session::Shell;
-use crate::broker::NewPublication;
-use crate::config::ChannelOptions;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::hub::{Outbox, next_conn_id};
 use crate::metrics::TransportKind;
-use crate::model::{Delivery, Payload};
 use crate::session::SessionConfig;
 use crate::state::AppState;
 use crate::transport::stomp::StompCodec;
+
+/// The id prefix of sessions carried by a WebSocket (`/websocket`, `SESSION/websocket`).
+pub const WEBSOCKET_SESSION: &str = "ws-";
 
 /// What a service's sessions run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +38,7 @@ pub enum Kind {
 pub fn start(kind: Kind, state: Arc<AppState>, id: &str, shell: Arc<Shell>, rx: mpsc::Receiver<Vec<String>>) {
     match kind {
         Kind::Switchboard => {
-            let inbox = inbox_channel(id);
-            tokio::spawn(switchboard(state, inbox, shell, rx));
+            tokio::spawn(switchboard(state, id.to_owned(), shell, rx));
         }
         Kind::Echo => {
             tokio::spawn(echo(shell, rx));
@@ -62,57 +61,19 @@ async fn echo(shell: Arc<Shell>, mut rx: mpsc::Receiver<Vec<String>>) {
     }
 }
 
-/// The broker channel through which another node's `xhr_send` reaches session `id` here:
-/// internal (`__`), so no client may name it.
-pub fn inbox_channel(id: &str) -> Option<ChannelName> {
-    let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-    ChannelName::new(&format!("{}sockjs.{hex}", crate::rules::INTERNAL_PREFIX)).ok()
-}
-
-/// Options of an inbox channel: nothing kept, nobody tracked.
-pub fn inbox_options() -> ChannelOptions {
-    ChannelOptions { history_size: 0, presence: false, client_publish: false, ..ChannelOptions::default() }
-}
-
-/// The presence entry in a session's inbox channel that tells other nodes a node holds it.
-fn inbox_presence() -> Arc<ClientInfo> {
-    Arc::new(ClientInfo { client: "sockjs".into(), user: String::new(), name: None })
-}
-
-/// Hands `messages` to session `id` on whichever node holds it; `false` when none does.
-pub async fn forward(state: &AppState, id: &str, messages: Vec<String>) -> bool {
-    let Some(inbox) = inbox_channel(id) else { return false };
-    match state.broker.presence(&inbox).await {
-        Ok(present) if !present.is_empty() => {}
-        _ => return false,
-    }
-    let Ok(json) = serde_json::to_vec(&messages) else { return false };
-    let request = NewPublication {
-        channel: inbox,
-        payload: Payload::Json(json.into()),
-        info: None,
-        idempotency_key: None,
-        options: inbox_options(),
-    };
-    state.broker.publish(request).await.is_ok()
-}
-
 /// Switchboard inside a session: waits for the first message to know the protocol, then runs the
 /// session through the pump. Meanwhile the session's inbox channel brings in what other nodes
 /// were sent for it.
 async fn switchboard(
     state: Arc<AppState>,
-    inbox: Option<ChannelName>,
+    id: String,
     shell: Arc<Shell>,
     mut rx: mpsc::Receiver<Vec<String>>,
 ) {
-    let conn = next_conn_id();
-    let outbox = Arc::new(Outbox::new(64));
-    let forwarded = if let Some(inbox) = &inbox {
-        let _ = state.subscribe_local(inbox, conn, outbox.clone()).await;
-        Some(tokio::spawn(relay(state.clone(), inbox.clone(), outbox.clone(), shell.clone())))
-    } else {
-        None
+    // WebSocket sessions are their socket's alone: no other node needs to find them.
+    let membership = match id.starts_with(WEBSOCKET_SESSION) {
+        true => None,
+        false => Membership::join(&state, &id, shell.clone()).await,
     };
     let first = tokio::select! {
         m = rx.recv() => m,
@@ -138,40 +99,8 @@ async fn switchboard(
         pump::run(transport, Driver::with_config(state.clone(), config)).await;
     }
     shell.close(1000, "Normal closure");
-    if let Some(task) = forwarded {
-        task.abort();
-    }
-    if let Some(inbox) = &inbox {
-        state.unsubscribe_local(inbox, conn);
-        let _ = state.broker.presence_remove(inbox, inbox_presence(), false).await;
-    }
-}
-
-/// Moves what other nodes sent through the inbox channel into the session, and keeps the
-/// inbox's presence entry fresh (shared brokers expire entries a dead node stops refreshing).
-async fn relay(state: Arc<AppState>, inbox: ChannelName, outbox: Arc<Outbox>, shell: Arc<Shell>) {
-    let mut batch = Vec::new();
-    let refresh = std::time::Duration::from_secs((state.config.presence_ttl / 3).max(1));
-    let mut next_refresh = Instant::now();
-    loop {
-        if Instant::now() >= next_refresh {
-            let _ = state.broker.presence_add(&inbox, inbox_presence(), false).await;
-            next_refresh = Instant::now() + refresh;
-        }
-        tokio::select! {
-            _ = outbox.ready() => {}
-            _ = tokio::time::sleep_until(next_refresh) => continue,
-        }
-        let _ = outbox.take(&mut batch);
-        for delivery in batch.drain(..) {
-            if let Delivery::Publication(p) = delivery
-                && let Payload::Json(json) = &p.payload
-                && let Ok(messages) = serde_json::from_slice::<Vec<String>>(json)
-                && !shell.deliver(messages).await
-            {
-                return;
-            }
-        }
+    if let Some(membership) = membership {
+        membership.leave().await;
     }
 }
 

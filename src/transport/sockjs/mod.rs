@@ -7,10 +7,11 @@
 //! - this module: the URLs, and each transport's framing of the same frames (`o`, `h`,
 //!   `a[...]`, `c[...]`, built by [`switchboard_protocol::sockjs`]).
 //!
-//! Sessions live on the node whose receiving request opened them; an `xhr_send` or
-//! `jsonp_send` that reaches another node is forwarded through the broker (`docs/scaling.md`).
+//! Sessions live on the node whose receiving request opened them; requests for them that reach
+//! another node go through the broker ([`cluster`], `docs/scaling.md`): no sticky sessions.
 
 pub mod app;
+pub mod cluster;
 pub mod session;
 
 use std::collections::VecDeque;
@@ -29,7 +30,9 @@ use futures_util::SinkExt;
 use switchboard_protocol::sockjs;
 
 use self::app::Kind;
-use self::session::{Attach, Closed, Next, Receiver, Registry};
+use self::cluster::RemoteReceiver;
+use self::session::{Attach, Next, Receiver, Registry};
+use crate::http::HttpError;
 use crate::state::AppState;
 
 /// The bytes of `h` an `xhr_streaming` response starts with, so that browsers hand over what
@@ -176,13 +179,13 @@ async fn handle(
                 Transport::Xhr => poll(svc, session, &headers, Framing::Xhr).await,
                 Transport::Jsonp => match callback(query) {
                     Ok(c) => poll(svc, session, &headers, Framing::Jsonp(c)).await,
-                    Err(refusal) => refusal,
+                    Err(refusal) => text(StatusCode::INTERNAL_SERVER_ERROR, refusal),
                 },
-                Transport::XhrStreaming => stream(svc, session, &headers, Framing::Xhr),
-                Transport::EventSource => stream(svc, session, &headers, Framing::EventSource),
+                Transport::XhrStreaming => stream(svc, session, &headers, Framing::Xhr).await,
+                Transport::EventSource => stream(svc, session, &headers, Framing::EventSource).await,
                 Transport::HtmlFile => match callback(query) {
-                    Ok(c) => stream(svc, session, &headers, Framing::HtmlFile(c)),
-                    Err(refusal) => refusal,
+                    Ok(c) => stream(svc, session, &headers, Framing::HtmlFile(c)).await,
+                    Err(refusal) => text(StatusCode::INTERNAL_SERVER_ERROR, refusal),
                 },
                 Transport::XhrSend => send(svc, session, &headers, &body, false).await,
                 Transport::JsonpSend => send(svc, session, &headers, &body, true).await,
@@ -327,14 +330,13 @@ fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
 }
 
-/// The `c` parameter of `jsonp` and `htmlfile`: the function their frames call.
-fn callback(query: &str) -> Result<String, Response> {
+/// The `c` parameter of `jsonp` and `htmlfile`: the function their frames call; else the
+/// protocol's 500 and its words.
+fn callback(query: &str) -> Result<String, &'static str> {
     let c = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "c").map(|(_, v)| v.into_owned());
     match c {
-        None => Err(text(StatusCode::INTERNAL_SERVER_ERROR, "\"callback\" parameter required")),
-        Some(c) if !sockjs::valid_callback(&c) => {
-            Err(text(StatusCode::INTERNAL_SERVER_ERROR, "invalid \"callback\" parameter"))
-        }
+        None => Err("\"callback\" parameter required"),
+        Some(c) if !sockjs::valid_callback(&c) => Err("invalid \"callback\" parameter"),
         Some(c) => Ok(c),
     }
 }
@@ -419,18 +421,6 @@ const HTMLFILE_HEAD: &str = "<!doctype html>\n<html><head>\n  \
 <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    \
 function p(d) {c.message(d);};\n    window.onload = function() {c.stop();};\n  </script>";
 
-fn close_frame(c: &Closed) -> Vec<u8> {
-    sockjs::close(c.code, &c.reason)
-}
-
-fn next_frame(next: Next) -> (Vec<u8>, bool) {
-    match next {
-        Next::Messages(m) => (sockjs::array(m.iter().map(|b| b.as_ref())), false),
-        Next::Heartbeat => (sockjs::HEARTBEAT.to_vec(), false),
-        Next::Closed(c) => (close_frame(&c), true),
-    }
-}
-
 fn attach(svc: &Service, session: &str) -> Attach {
     let (kind, state) = (svc.kind, svc.state.clone());
     svc.registry.attach(session, |shell, rx| app::start(kind, state, session, shell, rx))
@@ -440,46 +430,74 @@ fn heartbeat(svc: &Service) -> Duration {
     Duration::from_millis(svc.state.config.sockjs_heartbeat_ms.max(1))
 }
 
+/// Where a receiving request takes its frames from: this node's session, or another node's.
+enum Source {
+    Local(Receiver),
+    Remote(RemoteReceiver),
+    /// Refused (a close frame was sent), or done.
+    None,
+}
+
+/// Attaches a receiving request: to this node's session `session` (opening it when no node
+/// holds it), else to the node holding it. `limit`: bytes of frames the request may carry.
+async fn source(svc: &Service, session: &str, limit: usize) -> (Option<Vec<u8>>, Source) {
+    if svc.kind == Kind::Switchboard
+        && svc.registry.get(session).is_none()
+        && cluster::held(&svc.state, session).await
+        && let Some(remote) = RemoteReceiver::attach(&svc.state, session, limit).await
+    {
+        return (None, Source::Remote(remote));
+    }
+    match attach(svc, session) {
+        Attach::Opened(r) => (Some(sockjs::OPEN.to_vec()), Source::Local(r)),
+        Attach::Attached(r) => (None, Source::Local(r)),
+        Attach::Refused(c) => (Some(c.frame()), Source::None),
+    }
+}
+
+/// A remote holder silent for this long (no frame, not even a heartbeat) is taken for gone.
+fn patience(svc: &Service) -> Duration {
+    heartbeat(svc) * 2 + Duration::from_secs(5)
+}
+
 /// `xhr` and `jsonp`: one frame per request.
 async fn poll(svc: Service, session: String, headers: &HeaderMap, framing: Framing) -> Response {
-    let frame = match attach(&svc, &session) {
-        Attach::Opened(r) => {
+    let frame = match source(&svc, &session, 1).await {
+        (Some(first), Source::Local(r)) => {
             r.finish();
-            sockjs::OPEN.to_vec()
+            first
         }
-        Attach::Attached(mut r) => {
-            let (frame, _) = next_frame(r.next(heartbeat(&svc)).await);
+        (Some(first), _) => first,
+        (None, Source::Local(mut r)) => {
+            let (frame, _) = r.next(heartbeat(&svc)).await.into_frame();
             r.finish();
             frame
         }
-        Attach::Refused(c) => close_frame(&c),
+        (None, Source::Remote(mut r)) => match r.next(patience(&svc)).await {
+            Some(frame) => frame.into_bytes(),
+            None => Next::Heartbeat.into_frame().0,
+        },
+        (None, Source::None) => Next::Heartbeat.into_frame().0,
     };
     (session_headers(&svc, headers, framing.content_type()), framing.wrap(&frame)).into_response()
 }
 
 /// `xhr_streaming`, `eventsource` and `htmlfile`: frames as they come, until the response has
 /// carried `sockjs_response_limit` bytes (the client then opens the next).
-fn stream(svc: Service, session: String, headers: &HeaderMap, framing: Framing) -> Response {
+async fn stream(svc: Service, session: String, headers: &HeaderMap, framing: Framing) -> Response {
+    let limit = svc.state.config.sockjs_response_limit;
     let mut first = VecDeque::new();
     first.extend(framing.prelude());
-    let receiver = match attach(&svc, &session) {
-        Attach::Opened(r) => {
-            first.push_back(framing.wrap(sockjs::OPEN));
-            Some(r)
-        }
-        Attach::Attached(r) => Some(r),
-        Attach::Refused(c) => {
-            first.push_back(framing.wrap(&close_frame(&c)));
-            None
-        }
-    };
+    let (open, source) = source(&svc, &session, limit).await;
+    first.extend(open.map(|f| framing.wrap(&f)));
     let out = Streaming {
         first,
-        receiver,
+        source,
         framing: framing.clone(),
         sent: 0,
-        limit: svc.state.config.sockjs_response_limit,
+        limit,
         heartbeat: heartbeat(&svc),
+        patience: patience(&svc),
     };
     let body = Body::from_stream(futures_util::stream::unfold(out, |mut s| async move {
         let chunk = s.next().await?;
@@ -492,11 +510,12 @@ fn stream(svc: Service, session: String, headers: &HeaderMap, framing: Framing) 
 /// the session.
 struct Streaming {
     first: VecDeque<Bytes>,
-    receiver: Option<Receiver>,
+    source: Source,
     framing: Framing,
     sent: usize,
     limit: usize,
     heartbeat: Duration,
+    patience: Duration,
 }
 
 impl Streaming {
@@ -504,14 +523,25 @@ impl Streaming {
         if let Some(chunk) = self.first.pop_front() {
             return Some(chunk);
         }
-        let receiver = self.receiver.as_mut()?;
-        let (frame, closed) = next_frame(receiver.next(self.heartbeat).await);
-        let chunk = self.framing.wrap(&frame);
-        self.sent += chunk.len();
-        if closed || self.sent >= self.limit {
-            self.receiver.take().map(Receiver::finish);
-        }
-        Some(chunk)
+        let frame = match &mut self.source {
+            Source::Local(receiver) => {
+                let (frame, closed) = receiver.next(self.heartbeat).await.into_frame();
+                self.sent += frame.len();
+                if (closed || self.sent >= self.limit)
+                    && let Source::Local(r) = std::mem::replace(&mut self.source, Source::None)
+                {
+                    r.finish();
+                }
+                frame
+            }
+            // The holder counts the limit and says when this request is done.
+            Source::Remote(remote) => match remote.next(self.patience).await {
+                Some(frame) => frame.into_bytes(),
+                None => return None,
+            },
+            Source::None => return None,
+        };
+        Some(self.framing.wrap(&frame))
     }
 }
 
@@ -531,7 +561,7 @@ async fn send(svc: Service, session: String, headers: &HeaderMap, body: &[u8], j
     };
     let delivered = match svc.registry.get(&session) {
         Some(shell) => shell.deliver(messages).await,
-        None if svc.kind == Kind::Switchboard => app::forward(&svc.state, &session, messages).await,
+        None if svc.kind == Kind::Switchboard => cluster::forward(&svc.state, &session, messages).await,
         None => false,
     };
     if !delivered {
@@ -544,26 +574,43 @@ async fn send(svc: Service, session: String, headers: &HeaderMap, body: &[u8], j
     }
 }
 
+/// Why a WebSocket handshake was refused.
+enum Refusal {
+    /// The service has WebSockets off.
+    Off,
+    /// Not a WebSocket handshake.
+    NotUpgrade,
+    /// The origin or the node's connection limit.
+    Http(HttpError),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Off => not_found(),
+            Refusal::NotUpgrade => text(StatusCode::BAD_REQUEST, "Can \"Upgrade\" only to \"WebSocket\"."),
+            Refusal::Http(e) => e.into_response(),
+        }
+    }
+}
+
 /// Admits a WebSocket handshake: the Switchboard service checks origins and the node's
 /// connection limit as `/ws` does.
 fn admit_ws(
     svc: &Service,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(WebSocketUpgrade, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
+) -> Result<(WebSocketUpgrade, Option<tokio::sync::OwnedSemaphorePermit>), Refusal> {
     if !svc.websocket {
-        return Err(not_found());
+        return Err(Refusal::Off);
     }
-    let refused = || text(StatusCode::BAD_REQUEST, "Can \"Upgrade\" only to \"WebSocket\".");
+    let ws = ws.map_err(|_| Refusal::NotUpgrade)?;
     if svc.kind != Kind::Switchboard {
-        return ws.map(|ws| (ws, None)).map_err(|_| refused());
+        return Ok((ws, None));
     }
-    if ws.is_err() {
-        return Err(refused());
-    }
-    match super::ws::admit(&svc.state, headers, ws) {
+    match super::ws::admit(&svc.state, headers, Ok(ws)) {
         Ok((ws, permit)) => Ok((super::ws::configure(ws, &svc.state), Some(permit))),
-        Err(e) => Err(e.into_response()),
+        Err(e) => Err(Refusal::Http(e)),
     }
 }
 
@@ -577,7 +624,7 @@ fn websocket(
 ) -> Response {
     let (ws, permit) = match admit_ws(&svc, headers, ws) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     ws.on_upgrade(move |socket| async move {
         run_websocket(svc, session, socket, false).await;
@@ -593,7 +640,7 @@ fn raw_websocket(
 ) -> Response {
     let (ws, permit) = match admit_ws(&svc, headers, ws) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     ws.on_upgrade(move |socket| async move {
         let session = format!("raw-{:016x}", rand::random::<u64>());
@@ -622,7 +669,7 @@ async fn run_websocket(svc: Service, session: String, mut socket: WebSocket, raw
                 let sent = match next {
                     Next::Closed(c) => {
                         if !raw {
-                            let frame = String::from_utf8(close_frame(&c)).unwrap_or_default();
+                            let frame = String::from_utf8(c.frame()).unwrap_or_default();
                             let _ = socket.send(Message::Text(frame.into())).await;
                         }
                         let code = if raw { c.code } else { 1000 };

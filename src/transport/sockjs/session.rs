@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use switchboard_protocol::sockjs;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -24,6 +25,13 @@ pub struct Closed {
     pub code: u16,
     /// The reason.
     pub reason: String,
+}
+
+impl Closed {
+    /// The `c[code,"reason"]` frame.
+    pub fn frame(&self) -> Vec<u8> {
+        sockjs::close(self.code, &self.reason)
+    }
 }
 
 /// A receiving request found the session already served by another.
@@ -71,6 +79,17 @@ pub enum Next {
     Heartbeat,
     /// The session is closed: its close frame.
     Closed(Closed),
+}
+
+impl Next {
+    /// The SockJS frame for it, and whether it closes the session.
+    pub fn into_frame(self) -> (Vec<u8>, bool) {
+        match self {
+            Next::Messages(m) => (sockjs::array(m.iter().map(|b| b.as_ref())), false),
+            Next::Heartbeat => (sockjs::HEARTBEAT.to_vec(), false),
+            Next::Closed(c) => (c.frame(), true),
+        }
+    }
 }
 
 impl Shell {
@@ -170,6 +189,11 @@ impl Shell {
     /// The receiving request of a detached session (its one and only).
     pub fn receiver(self: &Arc<Self>) -> Receiver {
         self.attach().unwrap_or_else(|_| Receiver { shell: self.clone(), id: 0, done: true })
+    }
+
+    /// Attaches a receiving request that another node got ([`super::cluster`]).
+    pub fn attach_receiver(self: &Arc<Self>) -> Result<Receiver, Closed> {
+        self.attach()
     }
 
     fn attach(self: &Arc<Self>) -> Result<Receiver, Closed> {
