@@ -118,3 +118,64 @@ async fn a_client_silent_past_its_heart_beat_is_dropped_with_an_error() {
     assert_eq!(close, Some(3003));
     server.stop().await;
 }
+
+/// The next MESSAGE frame on `socket` (skipping others), within 10 s.
+async fn next_message(socket: &mut Socket) -> String {
+    let read = async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) if t.starts_with("MESSAGE\n") => return t.to_string(),
+                Some(Ok(_)) => {}
+                other => panic!("the socket ended: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a MESSAGE in time")
+}
+
+#[tokio::test]
+async fn joins_and_leaves_reach_the_subscriptions_that_ask_for_them() {
+    let mut config = switchboard::config::Config::default();
+    let chat = switchboard::config::ChannelOptions { join_leave: true, ..Default::default() };
+    config.namespaces.insert("chat".into(), chat);
+    let server = TestServer::start(config).await;
+    let (mut watcher, mut plain) = (open(&server).await, open(&server).await);
+    send(&mut watcher, CONNECT).await;
+    send(&mut watcher, "SUBSCRIBE\nid:0\ndestination:/topic/chat:jl\njoin-leave:true\nreceipt:r\n\n\0").await;
+    send(&mut plain, CONNECT).await;
+    send(&mut plain, "SUBSCRIBE\nid:0\ndestination:/topic/chat:jl\nreceipt:r\n\n\0").await;
+
+    let mut bob = open(&server).await;
+    send(&mut bob, CONNECT).await;
+    let connected = loop {
+        match bob.next().await {
+            Some(Ok(Message::Text(t))) if t.starts_with("CONNECTED\n") => break t.to_string(),
+            Some(Ok(_)) => {}
+            other => panic!("no CONNECTED: {other:?}"),
+        }
+    };
+    let bob_id = connected.lines().find_map(|l| l.strip_prefix("user-name:")).unwrap().to_owned();
+    send(&mut bob, "SUBSCRIBE\nid:0\ndestination:/topic/chat:jl\nreceipt:r\n\n\0").await;
+    // The watcher's own join and plain's come first.
+    let mut joins = Vec::new();
+    while !joins.iter().any(|j: &String| j.contains(&bob_id)) {
+        assert!(joins.len() < 3, "no join of bob among {joins:?}");
+        joins.push(next_message(&mut watcher).await);
+    }
+    let join = joins.pop().unwrap();
+    assert!(join.contains("\nevent:join\n"), "{join:?}");
+    assert!(joins.iter().all(|j| j.contains("\nevent:join\n")), "{joins:?}");
+    assert!(join.contains("\ndestination:/topic/chat\\cjl\n"), "{join:?}");
+    drop(bob);
+    let leave = next_message(&mut watcher).await;
+    assert!(
+        leave.contains("\nevent:leave\n") && leave.contains(&format!("\"client\":\"{bob_id}\"")),
+        "{leave:?}"
+    );
+
+    // A subscription that did not ask sees publications only.
+    send(&mut watcher, "SEND\ndestination:/topic/chat:jl\n\n{\"n\":1}\0").await;
+    let first = next_message(&mut plain).await;
+    assert!(!first.contains("\nevent:"), "{first:?}");
+    assert!(first.ends_with("{\"n\":1}\0"), "{first:?}");
+}

@@ -26,7 +26,7 @@ use switchboard_protocol::frame::{
     ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, PublishRequest, Reply, ReplyBody,
     SubscribeRequest,
 };
-use switchboard_protocol::{Disconnect, ErrorCode, Position};
+use switchboard_protocol::{Disconnect, ErrorCode, Position, encode};
 use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};
 use switchboard_stomp::{
     Command, Decoded, Decoder, Frame, Limits, MessageTemplate, Version, encode_to_bytes,
@@ -37,7 +37,7 @@ use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::bearer;
 use crate::metrics::TransportKind;
-use crate::model::{self, Payload, Publication};
+use crate::model::{self, Payload, PresenceEvent, Publication};
 use crate::session::SessionConfig;
 use crate::state::AppState;
 
@@ -169,6 +169,8 @@ struct Sub {
     destination: String,
     /// `ack:client` or `client-individual`: MESSAGEs carry an `ack` header to acknowledge.
     acks: bool,
+    /// `join-leave: true`: joins and leaves come as MESSAGEs with an `event` header.
+    join_leave: bool,
 }
 
 /// The STOMP side of a connection, without its socket: frames in become session commands, the
@@ -257,8 +259,12 @@ impl StompCodec {
                 self.push_bytes(Bytes::from_static(b"\n"), true);
                 Ok(())
             }
-            // STOMP has no presence or history frames.
-            Outgoing::Presence(_) | Outgoing::History { .. } => Ok(()),
+            Outgoing::Presence(e) => {
+                self.presence(&e);
+                Ok(())
+            }
+            // STOMP has no history frame: history comes as MESSAGEs on resume.
+            Outgoing::History { .. } => Ok(()),
         }
     }
 
@@ -503,7 +509,8 @@ impl StompCodec {
         };
         self.by_id.insert(id.clone(), channel.clone());
         let acks = matches!(frame.get("ack"), Some("client" | "client-individual"));
-        self.by_channel.insert(channel.clone(), Sub { id, destination, acks });
+        let join_leave = frame.get("join-leave") == Some("true");
+        self.by_channel.insert(channel.clone(), Sub { id, destination, acks, join_leave });
         let request = SubscribeRequest { channel, since, datagram: false };
         Step::Command(self.command(Cmd::Subscribe(request), Awaiting::Subscribe { receipt }))
     }
@@ -603,6 +610,24 @@ impl StompCodec {
         if written {
             self.push_bytes(out.freeze(), !binary || self.text_only);
         }
+    }
+}
+
+impl StompCodec {
+    /// A join or leave as a MESSAGE (`event: join|leave`, the presence object as its JSON body),
+    /// to a subscription that asked for them with `join-leave: true`.
+    fn presence(&mut self, e: &PresenceEvent) {
+        let Some(sub) = self.by_channel.get(e.channel.as_str()).filter(|s| s.join_leave) else { return };
+        self.message_seq += 1;
+        let body = encode::presence_object(e.channel.as_str(), &e.info);
+        let frame = Frame::new(Command::Message)
+            .header("subscription", sub.id.clone())
+            .header("message-id", self.message_seq.to_string())
+            .header("destination", sub.destination.clone())
+            .header("event", e.name())
+            .header("content-type", "application/json")
+            .body(body);
+        self.send_frame(&frame);
     }
 }
 
