@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { createServer } from 'node:http';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
 import { startServer, publish, waitUntil, withTimeout } from './helpers.mjs';
@@ -168,5 +169,52 @@ test('/user/queue/NAME is the connected user\'s personal channel NAME#USER: ever
   } finally {
     server = saved;
     await secured.stop();
+  }
+});
+
+test('/app/: a SEND goes to the application backend as a Spring @MessageMapping would take it; its answer reaches /user/queue/', async () => {
+  // The application's backend: a plain Node HTTP server.
+  const calls = [];
+  const backend = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const call = JSON.parse(body);
+      calls.push(call);
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({
+        result: 'ok',
+        publish: [{ channel: `replies#${call.user}`, data: { hello: call.user, got: call.data } }],
+      }));
+    });
+  });
+  await new Promise((r) => backend.listen(0, '127.0.0.1', r));
+  const secured = await startServer({
+    args: ['--no-demo', '--app-proxy-url', `http://127.0.0.1:${backend.address().port}/stomp`],
+    env: { SWITCHBOARD_TOKEN_SECRET: 's3cret' },
+  });
+  const saved = server;
+  server = secured;
+  try {
+    const { client } = await connect('/ws', { headers: { passcode: jwt('s3cret', { sub: 'alice' }) } });
+    const ready = new Promise((r) => client.watchForReceipt('sub', r));
+    const { messages } = collect(client, '/user/queue/replies', { receipt: 'sub' });
+    await withTimeout(ready, 5000, 'the /user/ SUBSCRIBE receipt');
+
+    const sent = new Promise((r) => client.watchForReceipt('greet', r));
+    client.publish({ destination: '/app/greet', body: JSON.stringify({ text: 'hi' }), headers: { receipt: 'greet' } });
+    const receipt = await withTimeout(sent, 5000, 'the SEND receipt');
+    assert.equal(receipt.headers.position, undefined, 'no position: nothing was published to /app/');
+    await waitUntil(() => messages.length === 1, { message: 'the answer on /user/queue/replies' });
+    assert.deepEqual(JSON.parse(messages[0].body), { hello: 'alice', got: { text: 'hi' } });
+    assert.equal(calls.length, 1);
+    assert.equal(calls[0].kind, 'send');
+    assert.equal(calls[0].destination, 'greet');
+    assert.equal(calls[0].user, 'alice');
+    await client.deactivate();
+  } finally {
+    server = saved;
+    await secured.stop();
+    backend.close();
   }
 });

@@ -83,9 +83,12 @@ export interface SwitchboardErrorEvent {
   transport: TransportName;
 }
 
-/** Error thrown by commands (`publish`, `presence`, `history`). */
+/** Error thrown by commands (`publish`, `presence`, `history`, `rpc`). */
 export declare class SwitchboardError extends Error {
-  /** Server command error code (100–110), or 0 for client-side errors. */
+  /**
+   * Server command error code (100–113; an `rpc` may also carry the application backend's own),
+   * or 0 for client-side errors.
+   */
   code: number;
   /** HTTP status, when it came from an HTTP request. */
   status?: number;
@@ -236,6 +239,13 @@ export declare class Switchboard {
   presence(channel: string): Promise<PresenceResult>;
   /** Publications kept in the channel's history (WebSocket `history`, else `GET /api/history`). */
   history(channel: string, options?: HistoryOptions): Promise<HistoryResult>;
+  /**
+   * Calls `method` of the application's backend (the server's `app_proxy_url`) with `data`
+   * (default `null`) and resolves the backend's `result`. Rejects with the backend's own error
+   * code, 112 (backend unavailable), 113 (backend timeout) or 108 (no backend configured). Needs
+   * a WebSocket, WebTransport or data channel connection: otherwise rejects with code 0.
+   */
+  rpc<T = unknown>(method: string, data?: unknown): Promise<T>;
 
   /**
    * A WebRTC room on channel `name` (`room:NAME`, in a namespace with `rooms = true`; no `@`).

@@ -163,6 +163,15 @@ pub struct Config {
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
+    /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
+    /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
+    /// application's backend"). Empty: there is none, and those calls get error 108.
+    pub app_proxy_url: String,
+    /// How long one call to the backend may take, in milliseconds (then error 113).
+    pub app_proxy_timeout_ms: u64,
+    /// STOMP destinations under this prefix go to the backend (Spring's application
+    /// destination prefix), e.g. `/app/chat.send`.
+    pub app_destination_prefix: String,
     /// Options of channels whose namespace has no entry in `namespaces`.
     pub defaults: ChannelOptions,
     /// Options per namespace (the part of a channel name before `:`).
@@ -223,6 +232,9 @@ impl Default for Config {
             rtc_max_tracks: 64,
             rtc_video_send_buffer: 500,
             node_url: String::new(),
+            app_proxy_url: String::new(),
+            app_proxy_timeout_ms: 5000,
+            app_destination_prefix: "/app/".into(),
             defaults: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
         }
@@ -433,6 +445,21 @@ impl Config {
         if !self.rtc_external_ip.is_empty() && self.rtc_external_ip.parse::<std::net::IpAddr>().is_err() {
             return invalid("rtc_external_ip must be an IP address");
         }
+        if !self.app_proxy_url.is_empty() {
+            check_backend_url(&self.app_proxy_url).map_err(ConfigError::Invalid)?;
+        }
+        if self.app_proxy_timeout_ms == 0 {
+            return invalid("app_proxy_timeout_ms must be > 0");
+        }
+        let prefix = self.app_destination_prefix.as_str();
+        if prefix.len() < 3 || !prefix.starts_with('/') || !prefix.ends_with('/') {
+            return invalid(
+                "app_destination_prefix must start and end with / and name something, e.g. /app/",
+            );
+        }
+        if ["/topic/", "/queue/", "/user/"].iter().any(|d| prefix.starts_with(d) || d.starts_with(prefix)) {
+            return invalid("app_destination_prefix must not overlap /topic/, /queue/ or /user/");
+        }
         if self.presence_ttl < 3 {
             return invalid("presence_ttl must be at least 3 seconds");
         }
@@ -495,6 +522,30 @@ impl Config {
             });
         }
         self
+    }
+}
+
+/// Checks `app_proxy_url`: an `http://` URL with a host (the backend is reached over plain HTTP).
+fn check_backend_url(url: &str) -> Result<(), String> {
+    let example = "e.g. http://127.0.0.1:3000/switchboard";
+    if !url.contains("://") {
+        return Err(format!("app_proxy_url {url:?} must start with http://; {example}"));
+    }
+    let uri: hyper::Uri =
+        url.parse().map_err(|e| format!("app_proxy_url {url:?} is not a URL ({e}); {example}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "app_proxy_url {url:?}: https is not supported; reach the backend over http:// \
+                 (on loopback or a private network, or through a local TLS proxy)"
+            ));
+        }
+        _ => return Err(format!("app_proxy_url {url:?} must start with http://; {example}")),
+    }
+    match uri.authority() {
+        Some(a) if !a.host().is_empty() && !a.as_str().contains('@') => Ok(()),
+        _ => Err(format!("app_proxy_url {url:?} needs a host (and no user info); {example}")),
     }
 }
 
@@ -601,5 +652,31 @@ mod tests {
         assert!(err.to_string().contains("turn_external_ip"), "TURN needs an address to advertise: {err}");
         flags.insert("turn_external_ip".into(), "192.0.2.7".into());
         assert!(Config::load(None, [], flags).is_ok());
+    }
+
+    #[test]
+    fn the_backend_url_and_prefix_are_checked_at_start_up() {
+        let load = |key: &str, value: &str| {
+            let env = [(format!("SWITCHBOARD_{}", key.to_ascii_uppercase()), value.to_owned())];
+            Config::load(None, env, toml::Table::new())
+        };
+        let c = load("app_proxy_url", "http://127.0.0.1:3000/switchboard?x=1").unwrap();
+        assert_eq!((c.app_proxy_timeout_ms, c.app_destination_prefix.as_str()), (5000, "/app/"));
+        for (url, says) in [
+            ("https://backend/rpc", "https is not supported"),
+            ("backend:3000/rpc", "must start with http://"),
+            ("ftp://backend/", "must start with http://"),
+            ("http://", "not a URL"),
+            ("http://user:pw@backend/", "no user info"),
+            ("http://bad host/", "not a URL"),
+        ] {
+            let err = load("app_proxy_url", url).unwrap_err().to_string();
+            assert!(err.contains("app_proxy_url") && err.contains(says), "{url}: {err}");
+        }
+        assert!(load("app_proxy_timeout_ms", "0").is_err());
+        assert!(load("app_destination_prefix", "/rpc/").is_ok());
+        for bad in ["app", "/app", "/", "//", "/topic/app/", "/user/"] {
+            assert!(load("app_destination_prefix", bad).is_err(), "{bad}");
+        }
     }
 }

@@ -14,10 +14,12 @@
 //! - [`rooms`]: room and signaling-inbox channel names (WebRTC signaling).
 //! - [`rules`]: the channel rules, in one place: who may read, publish and see presence, and
 //!   whether a publication is valid. Every path that touches a channel asks here.
+//! - [`app_proxy`]: the client of the application's backend (`app_proxy_url`), which `rpc`
+//!   calls and STOMP SENDs to `/app/...` go to.
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
-//!   admission, shutdown) and nothing optional.
+//!   admission, shutdown, the application backend's client); no optional service.
 //!
 //! Connections:
 //! - [`session`]: the sans-IO protocol state machine of every live connection;
@@ -38,6 +40,7 @@
 //! - [`server`]: start-up (listener, broker, the optional [`Services`]), the router, shutdown.
 
 pub mod api;
+pub mod app_proxy;
 pub mod broker;
 pub mod config;
 pub mod connection;

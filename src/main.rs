@@ -69,6 +69,9 @@ struct ConfigArgs {
     /// This node's base URL as clients reach it, in a cluster (each room's media on one node).
     #[arg(long)]
     node_url: Option<String>,
+    /// The application's backend: `rpc` calls and STOMP SENDs to /app/ are POSTed here (http://).
+    #[arg(long)]
+    app_proxy_url: Option<String>,
     /// Serve /ws-echo for the Autobahn WebSocket test suite.
     #[arg(long, hide = true)]
     ws_echo_endpoint: bool,
@@ -88,6 +91,7 @@ impl ConfigArgs {
             ("rtc_listen", &self.rtc_listen),
             ("rtc_external_ip", &self.rtc_external_ip),
             ("node_url", &self.node_url),
+            ("app_proxy_url", &self.app_proxy_url),
             ("log", &self.log),
         ];
         for (key, value) in strings {

@@ -1,13 +1,14 @@
 //! The node's shared state: what every part needs (configuration, rules, broker, hub, metrics,
-//! admission, shutdown) and nothing optional. The optional services (WebTransport, TURN,
-//! WebRTC) are started by [`crate::server`] and handed to the routes that use them, so this
-//! module, at the bottom of the crate, depends on none of them.
+//! admission, shutdown, the application backend's client when one is configured). The optional
+//! services (WebTransport, TURN, WebRTC) are started by [`crate::server`] and handed to the
+//! routes that use them, so this module, at the bottom of the crate, depends on none of them.
 
 use std::sync::Arc;
 
 use switchboard_protocol::ChannelName;
 use tokio::sync::{Semaphore, watch};
 
+use crate::app_proxy::AppProxy;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError, DeliverySink, NewPublication, PublishResult};
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub admission: Arc<Semaphore>,
     /// Flips to `true` when the server stops.
     pub shutdown: watch::Sender<bool>,
+    /// The application's backend (`app_proxy_url`), when there is one.
+    pub app_proxy: Option<AppProxy>,
 }
 
 impl AppState {
@@ -60,6 +63,7 @@ impl AppState {
         Arc::new(Self {
             rules: Arc::new(Rules::new(config.clone())),
             admission: Arc::new(Semaphore::new(config.max_connections)),
+            app_proxy: AppProxy::from_config(&config),
             config,
             broker,
             hub,

@@ -212,6 +212,25 @@ export class Switchboard extends Emitter {
     return { ...res, publications: (res.publications || []).map((p) => normalizePub(p)) };
   }
 
+  /**
+   * Calls `method` of the application's backend (the server's `app_proxy_url`) with `data` and
+   * resolves its result. Needs a connection that carries commands (WebSocket, WebTransport, a
+   * data channel): on the others it rejects with code 0.
+   * @param {string} method
+   * @param {unknown} [data]
+   */
+  async rpc(method, data = null) {
+    if (typeof method !== 'string' || method.length === 0) {
+      throw new TypeError('Switchboard: rpc needs a method name');
+    }
+    const conn = this._wsConn();
+    if (!conn) {
+      throw new SwitchboardError(0, 'rpc needs a connected WebSocket, WebTransport or data channel transport');
+    }
+    const res = await conn.call('rpc', { method, data });
+    return res.data;
+  }
+
   /** `query` with this connection's session, so the server API reads as this connection (its own
    * signaling inbox). */
   _asConnection(query) {

@@ -58,6 +58,8 @@ export async function app(media: MediaStream): Promise<void> {
   sb.connect();
   const at: Position | null = await sb.publish('chat:lobby', { text: 'hi' }, { idempotencyKey: 'k1' });
   console.log(at?.offset, (await sb.history('chat:lobby', { limit: 10, reverse: true })).publications.length);
+  const order = await sb.rpc<{ id: number }>('orders.create', { sku: 7 });
+  console.log(order.id, await sb.rpc('ping'));
   const call = sb.room('room:standup', { mode: 'sfu', media, simulcast: true });
   call.on('track', ({ participant, stream, label, trackId }) => console.log(participant.client, stream, label, trackId));
   await call.join();

@@ -81,6 +81,26 @@ test('websocket: replies are matched to commands by id, in any order; errors rej
   assert.equal(sb.state, 'connected');
 });
 
+test('websocket: rpc sends method and data, resolves the result, rejects with the backend code', async () => {
+  const { sb, ws } = makeClient(WS_ONLY);
+  await assert.rejects(sb.rpc('orders.create', {}), (err) => err.code === 0, 'not connected: no command transport');
+  sb.connect();
+  ws[0].handshake();
+  const ok = sb.rpc('orders.create', { sku: 7 });
+  const none = sb.rpc('ping');
+  const refused = sb.rpc('orders.cancel', 42);
+  const [c1, c2, c3] = ws[0].commands('rpc');
+  assert.deepEqual(c1.rpc, { method: 'orders.create', data: { sku: 7 } });
+  assert.deepEqual(c2.rpc, { method: 'ping', data: null }, 'data defaults to null');
+  ws[0].receive({ id: c3.id, error: { code: 4001, message: 'too late to cancel' } });
+  ws[0].receive({ id: c1.id, rpc: { data: { order: 42 } } });
+  ws[0].receive({ id: c2.id, rpc: { data: null } });
+  assert.deepEqual(await ok, { order: 42 });
+  assert.equal(await none, null);
+  await assert.rejects(refused, (err) => err.code === 4001 && err.message === 'too late to cancel');
+  await assert.rejects(sb.rpc(''), TypeError);
+});
+
 test('websocket: a command without a reply times out; the connection stays', async () => {
   const { sb, ws, clock } = makeClient({ ...WS_ONLY, timeoutMs: 3000 });
   sb.connect();

@@ -2,10 +2,12 @@
 //! the node, and [`pump`], the one write loop every transport runs it in.
 //!
 //! The driver runs the operations the session asks for (hub and broker calls, room signaling
-//! against presence), feeds their results, the connection's outbox and the session's timers back
-//! in, and hands the pump the outputs to write. Transports only add their framing on top.
+//! against presence, calls to the application's backend), feeds their results, the connection's
+//! outbox and the session's timers back in, and hands the pump the outputs to write. Transports
+//! only add their framing on top.
 
 pub mod pump;
+mod rpc;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +47,9 @@ pub struct Driver {
     outbox: Arc<Outbox>,
     session: Session,
     ops: FuturesUnordered<OpFuture>,
+    /// Calls to the application's backend. Apart from `ops` because a connection that ends does
+    /// not wait for them: each runs as its own task and completes without it.
+    calls: FuturesUnordered<OpFuture>,
     batch: Vec<Delivery>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -74,6 +79,7 @@ impl Driver {
             outbox,
             session,
             ops: FuturesUnordered::new(),
+            calls: FuturesUnordered::new(),
             batch: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
@@ -122,6 +128,7 @@ impl Driver {
         tokio::select! {
             _ = self.outbox.ready() => Wake::Outbox,
             Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
+            Some(r) = self.calls.next(), if !self.calls.is_empty() => Wake::Op(r),
             _ = self.timer.as_mut(), if has_timer => Wake::Timer,
         }
     }
@@ -171,6 +178,7 @@ impl Driver {
     pub fn next_output(&mut self) -> Option<Output> {
         loop {
             match self.session.poll_output()? {
+                Output::Op(id, Op::Rpc(call)) => self.calls.push(rpc::start(self.state.clone(), id, call)),
                 Output::Op(id, op) => {
                     if let Some(f) = self.prepare(id, op) {
                         self.ops.push(f);
@@ -248,6 +256,7 @@ impl Driver {
                     Some((id, OpResult::Claimed))
                 })
             }
+            Op::Rpc(call) => rpc::start(state, id, call),
             Op::PresenceRemove { channel, info, announce } => Box::pin(async move {
                 if let Err(e) = state.broker.presence_remove(&channel, info, announce).await {
                     tracing::warn!(%channel, error = %e, "presence remove failed");

@@ -1,19 +1,22 @@
 //! The commands of the client protocol, one method each: `connect`, `subscribe` (and its
-//! completion once the history is read), `unsubscribe`, `publish`, `presence` and `history`.
+//! completion once the history is read), `unsubscribe`, `publish`, `presence`, `history` and
+//! `rpc` (and its completion once the backend answered).
 //! Each checks the channel rules, then asks the driver for what it needs through an [`Op`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, HistoryRequest, PublishRequest, Reply,
-    ReplyBody, SubscribeReply, SubscribeRequest,
+    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, ErrorBody, HistoryRequest,
+    PublishRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply, SubscribeRequest,
 };
 use switchboard_protocol::{ChannelName, ErrorCode};
 
 use super::recovery::{self, advance, latest_wins};
-use super::{MAX_NAME_CHARS, Now, Op, OpId, Output, Pending, Session, Subscription};
+use super::{MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Session, Subscription};
+use crate::app_proxy::{AppCall, AppError};
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication};
 use crate::model::{Delivery, Payload};
 use crate::policy::Identity;
@@ -277,6 +280,70 @@ impl Session {
         let op = self.op(Op::History { channel, query });
         self.pending.insert(op, Pending::History(id));
     }
+
+    /// `rpc` (and a STOMP SEND to the application prefix): queued for the backend, which hears a
+    /// connection's calls one at a time, in order.
+    pub(super) fn rpc(&mut self, id: u64, req: RpcRequest) {
+        if self.rules.config().app_proxy_url.is_empty() {
+            return self.reply(app_error(id, &AppError::NotConfigured));
+        }
+        if req.method.is_empty()
+            || req.method.len() > MAX_METHOD_BYTES
+            || req.method.contains(char::is_control)
+        {
+            let m = format!(
+                "the method (or destination) must be 1 to {MAX_METHOD_BYTES} bytes, no control characters"
+            );
+            return self.reply(Reply::error(id, ErrorCode::BadRequest, m));
+        }
+        let len = req.data.as_ref().map_or(0, |d| d.get().len()) + req.binary.as_ref().map_or(0, |b| b.len());
+        if len > self.config.max_publication_bytes {
+            let m = format!("rpc data is larger than {} bytes", self.config.max_publication_bytes);
+            return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
+        }
+        if self.rpc_queue.len() >= MAX_RPC_QUEUED {
+            let m = format!("at most {MAX_RPC_QUEUED} rpc calls may wait per connection");
+            return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
+        }
+        let call = AppCall {
+            kind: req.kind,
+            user: self.identity.user.clone(),
+            client: self.client_id.clone(),
+            method: req.method,
+            data: req.data,
+            binary: req.binary,
+        };
+        self.rpc_queue.push_back((id, call));
+        self.next_rpc();
+    }
+
+    /// The running backend call finished: answer it and start the next.
+    pub(super) fn rpc_done(&mut self, id: u64, result: Result<Box<RawValue>, AppError>) {
+        self.rpc_running = false;
+        match result {
+            Ok(data) => self.reply(Reply { id, body: ReplyBody::Rpc(RpcReply { data }) }),
+            Err(e) => self.reply(app_error(id, &e)),
+        }
+        self.next_rpc();
+    }
+
+    fn next_rpc(&mut self) {
+        if self.rpc_running {
+            return;
+        }
+        if let Some((id, call)) = self.rpc_queue.pop_front() {
+            let op = self.op(Op::Rpc(call));
+            self.pending.insert(op, Pending::Rpc(id));
+            self.rpc_running = true;
+        }
+    }
+}
+
+/// Longest `rpc` method (or STOMP destination after the application prefix), in bytes.
+const MAX_METHOD_BYTES: usize = 255;
+
+fn app_error(id: u64, e: &AppError) -> Reply {
+    Reply { id, body: ReplyBody::Error(ErrorBody { code: e.code(), message: e.to_string() }) }
 }
 
 pub(super) fn refusal(id: u64, denied: Denied) -> Reply {

@@ -6,10 +6,12 @@ use super::Session;
 
 use std::sync::Arc;
 
+use serde_json::value::RawValue;
 use switchboard_protocol::ChannelName;
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::frame::{ClientInfo, Reply};
 
+use crate::app_proxy::{AppCall, AppError};
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication, PublishResult, StreamTop};
 use crate::model::{Delivery, Publication};
 use crate::rooms::Inbox;
@@ -71,6 +73,9 @@ pub enum Op {
         /// The client id.
         client: String,
     },
+    /// Call the application's backend, then publish what its answer asks for (as the server);
+    /// answer [`OpResult::Rpc`]. The session runs one at a time.
+    Rpc(AppCall),
     /// Remove the client from presence. No result.
     PresenceRemove {
         /// The channel.
@@ -95,6 +100,8 @@ pub enum OpResult {
     Refused(Denied),
     /// Of `Claim`: the client id is this connection's.
     Claimed,
+    /// Of `Rpc`: the backend's result, once its publications are out.
+    Rpc(Result<Box<RawValue>, AppError>),
 }
 
 /// What the session wants done.

@@ -30,6 +30,7 @@ use switchboard_protocol::frame::{
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode, Position};
 use tokio::time::Instant;
 
+use crate::app_proxy::AppCall;
 use crate::model::{Delivery, Epoch, Publication};
 use crate::policy::Identity;
 use crate::rules::Rules;
@@ -38,6 +39,8 @@ use crate::rules::Rules;
 const MAX_NAME_CHARS: usize = 64;
 /// Most commands held while a `connect` waits for its client id to be claimed.
 const MAX_DEFERRED: usize = 64;
+/// Most backend calls (`rpc`) one connection may have waiting behind the one that runs.
+const MAX_RPC_QUEUED: usize = 64;
 
 /// The time, as a session needs it: monotonic for timers, Unix seconds for token expiry.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +124,7 @@ enum Pending {
     Publish(u64),
     History(u64),
     Presence(u64),
+    Rpc(u64),
 }
 
 /// See the module docs.
@@ -140,6 +144,11 @@ pub struct Session {
     expires_at: Option<Instant>,
     /// Commands that came while `connect` claimed the client id, run once it has.
     deferred: Option<VecDeque<(u64, Command)>>,
+    /// Backend calls waiting for the one that runs: a connection's calls reach the backend one
+    /// at a time, in the order they were made.
+    rpc_queue: VecDeque<(u64, AppCall)>,
+    /// A backend call is running.
+    rpc_running: bool,
     closed: bool,
 }
 
@@ -161,6 +170,8 @@ impl Session {
             pong_deadline: None,
             expires_at: None,
             deferred: None,
+            rpc_queue: VecDeque::new(),
+            rpc_running: false,
             closed: false,
         }
     }
@@ -268,6 +279,7 @@ impl Session {
             Command::Publish(req) => self.publish(id, req),
             Command::Presence(req) => self.presence(id, req),
             Command::History(req) => self.history(id, req),
+            Command::Rpc(req) => self.rpc(id, req),
             Command::Ping => self.reply(Reply { id, body: ReplyBody::Ping(Empty {}) }),
         }
     }
@@ -360,6 +372,7 @@ impl Session {
                 }),
                 Err(e) => self.reply(broker_error(id, &e)),
             },
+            (Pending::Rpc(id), OpResult::Rpc(result)) => self.rpc_done(id, result),
             _ => self.disconnect(Disconnect::INTERNAL),
         }
     }

@@ -415,3 +415,74 @@ fn a_session_token_reclaims_the_client_id_and_commands_wait_for_the_claim() {
         assert_eq!(connect_reply(&out).unwrap().client, "c3", "{sub}");
     }
 }
+
+fn rpc_op(outputs: &[Output]) -> Option<(OpId, crate::app_proxy::AppCall)> {
+    outputs.iter().find_map(|o| match o {
+        Output::Op(id, Op::Rpc(call)) => Some((*id, call.clone())),
+        _ => None,
+    })
+}
+
+fn rpc_reply(outputs: &[Output]) -> Option<(u64, String)> {
+    outputs.iter().find_map(|o| match o {
+        Output::Reply(Reply { id, body: ReplyBody::Rpc(r) }) => Some((*id, r.data.get().to_owned())),
+        _ => None,
+    })
+}
+
+#[test]
+fn rpc_without_a_backend_says_how_to_configure_one() {
+    let mut h = Harness::new(config());
+    let out = h.send(r#"{"id":1,"rpc":{"method":"m","data":1}}"#);
+    assert_eq!(error_code(&out), Some(108));
+    assert!(rpc_op(&out).is_none());
+    let Output::Reply(Reply { body: ReplyBody::Error(e), .. }) = &out[0] else { panic!("{out:?}") };
+    assert!(e.message.contains("app_proxy_url"), "{}", e.message);
+}
+
+#[test]
+fn rpc_calls_reach_the_backend_one_at_a_time_in_order_and_answer_their_caller() {
+    use crate::app_proxy::AppError;
+    use switchboard_protocol::frame::RpcKind;
+    let secret = "s3";
+    let backend =
+        Config { app_proxy_url: "http://127.0.0.1:9/rpc".into(), token_secret: secret.into(), ..config() };
+    let mut h = Harness::new(backend);
+    let token = crate::policy::tests::token(secret, serde_json::json!({"sub": "al"}));
+    h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+
+    let out = h.send(r#"{"id":2,"rpc":{"method":"chat.send","data":{"t":"hi"}}}"#);
+    let (op2, call) = rpc_op(&out).expect("the call goes to the driver");
+    assert_eq!((call.kind, call.user.as_str(), call.client.as_str()), (RpcKind::Rpc, "al", "c1"));
+    assert_eq!((call.method.as_str(), call.data.unwrap().get()), ("chat.send", r#"{"t":"hi"}"#));
+    // A second call waits for the first one's answer.
+    assert!(h.send(r#"{"id":3,"rpc":{"method":"other"}}"#).is_empty());
+    h.s.handle_result(
+        op2,
+        OpResult::Rpc(Ok(serde_json::value::RawValue::from_string("[1]".into()).unwrap())),
+    );
+    let out = h.drain();
+    assert_eq!(rpc_reply(&out), Some((2, "[1]".to_owned())));
+    let (op3, call) = rpc_op(&out).expect("then the next call starts");
+    assert_eq!((call.method.as_str(), call.data.is_none()), ("other", true));
+    h.s.handle_result(op3, OpResult::Rpc(Err(AppError::Timeout(5000))));
+    assert_eq!(error_code(&h.drain()), Some(113));
+
+    // Bad calls are refused before they reach the backend.
+    let out = h.send(r#"{"id":4,"rpc":{"method":""}}"#);
+    assert_eq!((error_code(&out), rpc_op(&out).is_none()), (Some(107), true));
+    let out = h.send(&format!(r#"{{"id":5,"rpc":{{"method":"m","data":"{}"}}}}"#, "x".repeat(16)));
+    assert_eq!(
+        (error_code(&out), rpc_op(&out).is_none()),
+        (Some(106), true),
+        "data over max_publication_bytes"
+    );
+
+    // The queue behind a running call is bounded.
+    let out = h.send(r#"{"id":6,"rpc":{"method":"slow"}}"#);
+    assert!(rpc_op(&out).is_some());
+    for id in 7..7 + super::MAX_RPC_QUEUED as u64 {
+        assert!(h.send(&format!(r#"{{"id":{id},"rpc":{{"method":"m"}}}}"#)).is_empty());
+    }
+    assert_eq!(error_code(&h.send(r#"{"id":999,"rpc":{"method":"m"}}"#)), Some(106));
+}

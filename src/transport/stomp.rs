@@ -23,8 +23,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, PublishRequest, Reply, ReplyBody,
-    SubscribeRequest,
+    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, PublishRequest, Reply, ReplyBody, RpcKind,
+    RpcRequest, SubscribeRequest,
 };
 use switchboard_protocol::{Disconnect, ErrorCode, Position, encode};
 use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};
@@ -195,6 +195,8 @@ pub struct StompCodec {
     token: Option<String>,
     /// The token's user, from CONNECTED: `/user/` destinations are theirs.
     user: String,
+    /// SENDs to destinations under this prefix (`/app/`) go to the application's backend.
+    app_prefix: String,
     /// An ERROR frame was sent: the connection is ending.
     errored: bool,
     connected: bool,
@@ -239,6 +241,7 @@ impl StompCodec {
             message_seq: 0,
             token,
             user: String::new(),
+            app_prefix: state.config.app_destination_prefix.clone(),
             errored: false,
             connected: false,
             receive_timeout: None,
@@ -357,10 +360,14 @@ impl StompCodec {
     }
 
     fn error_frame(&mut self, message: &str, code: Option<ErrorCode>, receipt: Option<String>) {
+        self.error_frame_code(message, code.map(ErrorCode::code), receipt);
+    }
+
+    fn error_frame_code(&mut self, message: &str, code: Option<u32>, receipt: Option<String>) {
         self.errored = true;
         let mut frame = Frame::new(Command::Error).header("message", one_line(message));
         if let Some(code) = code {
-            frame = frame.header("code", code.code().to_string());
+            frame = frame.header("code", code.to_string());
         }
         if let Some(receipt) = receipt {
             frame = frame.header("receipt-id", receipt);
@@ -517,18 +524,23 @@ impl StompCodec {
 
     fn send(&mut self, frame: &Frame, receipt: Option<String>) -> Step {
         let destination = frame.get("destination").unwrap_or("");
+        // A JSON body is published as JSON (what the other transports' clients read as `data`);
+        // anything else as binary.
+        let (data, binary) = match serde_json::from_slice::<Box<RawValue>>(&frame.body) {
+            Ok(json) => (Some(json), None),
+            Err(_) => (None, Some(frame.body.clone())),
+        };
+        // `/app/...`: the application's backend, the same call as the JSON protocol's `rpc`.
+        if let Some(method) = destination.strip_prefix(self.app_prefix.as_str()) {
+            let request = RpcRequest { method: method.to_owned(), data, binary, kind: RpcKind::Send };
+            return Step::Command(self.command(Cmd::Rpc(request), Awaiting::Send { receipt }));
+        }
         let channel = match channel_of(destination, &self.user) {
             Ok(c) => c,
             Err(m) => {
                 self.error_frame(m, Some(ErrorCode::NotAvailable), receipt);
                 return Step::End(Disconnect::BAD_REQUEST);
             }
-        };
-        // A JSON body is published as JSON (what the other transports' clients read as `data`);
-        // anything else as binary.
-        let (data, binary) = match serde_json::from_slice::<Box<RawValue>>(&frame.body) {
-            Ok(json) => (Some(json), None),
-            Err(_) => (None, Some(frame.body.clone())),
         };
         let idempotency_key = frame.get("idempotency-key").map(str::to_owned);
         let request = PublishRequest { channel, data, idempotency_key, binary };
@@ -559,6 +571,8 @@ impl StompCodec {
             (Awaiting::Send { receipt }, ReplyBody::Publish(p)) => {
                 self.receipt(receipt, &[("position", format!("{}:{}", p.epoch, p.offset))]);
             }
+            // The backend answered: its publications are out (its result has no STOMP frame).
+            (Awaiting::Send { receipt }, ReplyBody::Rpc(_)) => self.receipt(receipt, &[]),
             (awaiting, ReplyBody::Error(e)) => {
                 let receipt = match awaiting {
                     Awaiting::Connect => None,
@@ -566,11 +580,13 @@ impl StompCodec {
                     | Awaiting::Unsubscribe { receipt }
                     | Awaiting::Send { receipt } => receipt,
                 };
-                let code = ErrorCode::from_code(e.code);
-                self.error_frame(&e.message, code, receipt);
-                return Err(match code {
+                // The code may be the application backend's own: it is passed on as it came.
+                self.error_frame_code(&e.message, Some(e.code), receipt);
+                return Err(match ErrorCode::from_code(e.code) {
                     Some(ErrorCode::Unauthorized) => Disconnect::UNAUTHORIZED,
                     Some(ErrorCode::PermissionDenied) => Disconnect::FORBIDDEN,
+                    // The backend did not answer: reconnecting may work.
+                    Some(ErrorCode::BackendUnavailable | ErrorCode::BackendTimeout) => Disconnect::INTERNAL,
                     _ => Disconnect::BAD_REQUEST,
                 });
             }
@@ -649,8 +665,9 @@ fn channel_of(destination: &str, user: &str) -> Result<String, &'static str> {
     }
 }
 
-const BAD_DESTINATION: &str =
-    "destinations are /topic/NAME, /queue/NAME or /user/queue/NAME (/app/ is not served yet)";
+const BAD_DESTINATION: &str = "destinations are /topic/NAME, /queue/NAME or /user/queue/NAME; SEND may also \
+     go to the application's backend under app_destination_prefix (/app/ by default), which cannot be \
+     subscribed to";
 
 /// A header value on one line.
 fn one_line(message: &str) -> String {

@@ -146,6 +146,12 @@ pub(crate) struct PublishBody<'a> {
 }
 
 #[derive(Serialize)]
+struct RpcBody<'a> {
+    method: &'a str,
+    data: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
 struct HistoryBody<'a> {
     channel: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +261,13 @@ impl WsConnection {
     pub async fn history(&mut self, channel: &str, limit: Option<usize>) -> Result<HistoryReply, Error> {
         let frame = self.call("history", &HistoryBody { channel, limit }).await?;
         frame.history.ok_or_else(|| missing("history"))
+    }
+
+    /// Calls `method` of the application's backend (the server's `app_proxy_url`) with `data`
+    /// and returns its result. The backend's own errors come as [`Error::Command`] with its code.
+    pub async fn rpc(&mut self, method: &str, data: &serde_json::Value) -> Result<serde_json::Value, Error> {
+        let reply = self.call("rpc", &RpcBody { method, data }).await?.rpc.ok_or_else(|| missing("rpc"))?;
+        serde_json::from_str(reply.data.get()).map_err(|e| Error::Protocol(format!("rpc result: {e}")))
     }
 
     /// An application-level ping: a round trip to the server.

@@ -33,6 +33,13 @@ pub enum ErrorCode {
     NotSubscribed,
     /// Another node serves this (a room's WebRTC media): the answer names it.
     Elsewhere,
+    /// The application's backend (`app_proxy_url`) could not be reached or gave no usable
+    /// answer (connection refused, an HTTP error status, an answer that is not the expected
+    /// JSON or is too large); retrying may work.
+    BackendUnavailable,
+    /// The application's backend did not answer within `app_proxy_timeout_ms`: the call may or
+    /// may not have taken effect.
+    BackendTimeout,
 }
 
 impl ErrorCode {
@@ -51,6 +58,8 @@ impl ErrorCode {
             ErrorCode::BrokerUnavailable => 109,
             ErrorCode::NotSubscribed => 110,
             ErrorCode::Elsewhere => 111,
+            ErrorCode::BackendUnavailable => 112,
+            ErrorCode::BackendTimeout => 113,
         }
     }
 
@@ -74,11 +83,13 @@ impl ErrorCode {
             ErrorCode::BrokerUnavailable => 503,
             ErrorCode::NotSubscribed => 409,
             ErrorCode::Elsewhere => 421,
+            ErrorCode::BackendUnavailable => 502,
+            ErrorCode::BackendTimeout => 504,
         }
     }
 }
 
-const ALL_ERROR_CODES: [ErrorCode; 12] = [
+const ALL_ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::Internal,
     ErrorCode::Unauthorized,
     ErrorCode::UnknownChannel,
@@ -91,6 +102,8 @@ const ALL_ERROR_CODES: [ErrorCode; 12] = [
     ErrorCode::BrokerUnavailable,
     ErrorCode::NotSubscribed,
     ErrorCode::Elsewhere,
+    ErrorCode::BackendUnavailable,
+    ErrorCode::BackendTimeout,
 ];
 
 /// Why the server ends a connection: a close code and a short reason.

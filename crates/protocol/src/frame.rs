@@ -38,6 +38,8 @@ pub enum Command {
     Presence(ChannelRequest),
     /// Read a channel's history.
     History(HistoryRequest),
+    /// Call the application's backend (`app_proxy_url`) and return its answer.
+    Rpc(RpcRequest),
     /// An application-level ping.
     Ping,
 }
@@ -109,6 +111,35 @@ pub struct HistoryRequest {
     pub reverse: bool,
 }
 
+/// `rpc` body: a call to the application's backend.
+#[derive(Debug, Deserialize)]
+pub struct RpcRequest {
+    /// What to call: the backend's own name for it (`"chat.send"`, `"orders/create"`).
+    pub method: String,
+    /// The JSON argument, kept as the client's text; absent is `null`.
+    #[serde(default)]
+    pub data: Option<Box<RawValue>>,
+    /// A payload that is not JSON (a STOMP SEND's body). Not on the JSON protocol's wire.
+    #[serde(skip)]
+    pub binary: Option<bytes::Bytes>,
+    /// What kind of call it is. Not on the wire: the JSON protocol's `rpc` is always
+    /// [`RpcKind::Rpc`]; a transport that translates its own frames sets it.
+    #[serde(skip)]
+    pub kind: RpcKind,
+}
+
+/// What a call to the application's backend stands for; the backend sees it as `kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RpcKind {
+    /// The JSON protocol's `rpc`: `method` is the method.
+    #[default]
+    Rpc,
+    /// A STOMP SEND to an application destination (`/app/...`): `method` is the destination
+    /// without its prefix.
+    Send,
+}
+
 /// Why a client frame could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -139,6 +170,8 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     history: Option<&'a RawValue>,
     #[serde(borrow, default)]
+    rpc: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     ping: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pong: Option<&'a RawValue>,
@@ -166,6 +199,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         env.publish,
         env.presence,
         env.history,
+        env.rpc,
         env.ping,
         env.pong,
     ]
@@ -207,6 +241,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         body(raw, "presence").map(Command::Presence)
     } else if let Some(raw) = env.history {
         body(raw, "history").map(Command::History)
+    } else if let Some(raw) = env.rpc {
+        body(raw, "rpc").map(Command::Rpc)
     } else {
         Ok(Command::Ping)
     }
@@ -299,6 +335,13 @@ pub struct PublishReply {
     pub offset: u64,
 }
 
+/// The body of an `rpc` reply: the application backend's `result`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RpcReply {
+    /// The backend's `result`, as it sent it (`null` when it sent none).
+    pub data: Box<RawValue>,
+}
+
 /// The body of an `error` reply.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -331,6 +374,8 @@ pub enum ReplyBody {
     Publish(PublishReply),
     /// To `presence`.
     Presence(PresenceReply),
+    /// To `rpc`.
+    Rpc(RpcReply),
     /// To `ping`.
     Ping(Empty),
     /// Any command that failed.
@@ -426,6 +471,9 @@ pub struct ServerFrame {
     /// `history` reply.
     #[serde(default)]
     pub history: Option<HistoryReply>,
+    /// `rpc` reply.
+    #[serde(default)]
+    pub rpc: Option<RpcReply>,
     /// A publication push.
     #[serde(default, rename = "pub")]
     pub publication: Option<PublicationObject>,
@@ -489,6 +537,16 @@ mod tests {
         assert_eq!(p.data.unwrap().get(), r#"{"x":[1, 2]}"#, "data keeps the client's text");
         assert!(matches!(command(r#"{"id":4,"ping":{}}"#), (4, Command::Ping)));
         assert!(matches!(command(r#"{"id":5,"history":{"channel":"a"}}"#), (5, Command::History(_))));
+        let (_, c) = command(r#"{"id":6,"rpc":{"method":"chat.send","data":{"t": 1}}}"#);
+        let Command::Rpc(r) = c else { panic!() };
+        assert_eq!(
+            (r.method.as_str(), r.data.unwrap().get(), r.kind),
+            ("chat.send", r#"{"t": 1}"#, RpcKind::Rpc)
+        );
+        let (_, c) = command(r#"{"id":7,"rpc":{"method":"m"}}"#);
+        assert!(matches!(c, Command::Rpc(RpcRequest { data: None, .. })), "data is optional");
+        let e = parse_client_frame(r#"{"id":8,"rpc":{"data":1}}"#).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(8), ErrorCode::BadRequest), "rpc needs a method");
         assert!(matches!(parse_client_frame(r#"{"pong":{}}"#), Ok(ClientFrame::Pong)));
     }
 
@@ -534,6 +592,9 @@ mod tests {
     fn replies_encode_with_their_id_and_key() {
         let r = Reply { id: 3, body: ReplyBody::Publish(PublishReply { epoch: "e".into(), offset: 9 }) };
         assert_eq!(r.to_json(), r#"{"id":3,"publish":{"epoch":"e","offset":9}}"#);
+        let data = RawValue::from_string(r#"{"ok":true}"#.into()).unwrap();
+        let r = Reply { id: 5, body: ReplyBody::Rpc(RpcReply { data }) };
+        assert_eq!(r.to_json(), r#"{"id":5,"rpc":{"data":{"ok":true}}}"#);
         let e = Reply::error(4, ErrorCode::PermissionDenied, "no");
         assert_eq!(e.to_json(), r#"{"id":4,"error":{"code":103,"message":"no"}}"#);
     }
