@@ -150,7 +150,7 @@ async fn handle(
     match path {
         "" | "/" if method == Method::GET => text(StatusCode::OK, "Welcome to SockJS!\n"),
         "/info" => info(&svc, &method, &headers),
-        "/websocket" if method == Method::GET => raw_websocket(svc, &headers, ws),
+        "/websocket" if method == Method::GET => websocket(svc, None, &headers, ws),
         "/sockjs.min.js" if method == Method::GET => {
             let (k, v) = cacheable();
             ([(header::CONTENT_TYPE, HeaderValue::from_static(JS)), (k, v)], SOCKJS_CLIENT).into_response()
@@ -175,7 +175,7 @@ async fn handle(
             }
             let session = session.to_owned();
             match transport {
-                Transport::Websocket => websocket(svc, session, &headers, ws),
+                Transport::Websocket => websocket(svc, Some(session), &headers, ws),
                 Transport::Xhr => poll(svc, session, &headers, Framing::Xhr).await,
                 Transport::Jsonp => match callback(query) {
                     Ok(c) => poll(svc, session, &headers, Framing::Jsonp(c)).await,
@@ -614,11 +614,12 @@ fn admit_ws(
     }
 }
 
-/// `/{server}/{session}/websocket`: SockJS frames over a WebSocket. A WebSocket session is its
-/// socket's alone: the id may be reused by another at the same time.
+/// `/{server}/{session}/websocket`: SockJS frames over a WebSocket; or, with no session,
+/// `/websocket`: a plain WebSocket with no SockJS framing, for programs rather than browsers. A
+/// WebSocket session is its socket's alone: the id may be reused by another at the same time.
 fn websocket(
     svc: Service,
-    session: String,
+    session: Option<String>,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -627,24 +628,9 @@ fn websocket(
         Err(refusal) => return refusal.into_response(),
     };
     ws.on_upgrade(move |socket| async move {
-        run_websocket(svc, session, socket, false).await;
-        drop(permit);
-    })
-}
-
-/// `/websocket`: a plain WebSocket with no SockJS framing, for programs rather than browsers.
-fn raw_websocket(
-    svc: Service,
-    headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let (ws, permit) = match admit_ws(&svc, headers, ws) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return refusal.into_response(),
-    };
-    ws.on_upgrade(move |socket| async move {
-        let session = format!("raw-{:016x}", rand::random::<u64>());
-        run_websocket(svc, session, socket, true).await;
+        let raw = session.is_none();
+        let session = session.unwrap_or_else(|| format!("raw-{:016x}", rand::random::<u64>()));
+        run_websocket(svc, session, socket, raw).await;
         drop(permit);
     })
 }
