@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use switchboard_protocol::frame::parse_client_frame;
 use switchboard_protocol::{Disconnect, sockjs};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 use super::cluster::Membership;
@@ -35,10 +35,22 @@ pub enum Kind {
 }
 
 /// Starts what runs inside a new session.
-pub fn start(kind: Kind, state: Arc<AppState>, id: &str, shell: Arc<Shell>, rx: mpsc::Receiver<Vec<String>>) {
+/// `permit` is the session's place among the node's `max_connections`, held while it lives.
+pub fn start(
+    kind: Kind,
+    state: Arc<AppState>,
+    id: &str,
+    shell: Arc<Shell>,
+    rx: mpsc::Receiver<Vec<String>>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
     match kind {
         Kind::Switchboard => {
-            tokio::spawn(switchboard(state, id.to_owned(), shell, rx));
+            let id = id.to_owned();
+            tokio::spawn(async move {
+                switchboard(state, id, shell, rx).await;
+                drop(permit);
+            });
         }
         Kind::Echo => {
             tokio::spawn(echo(shell, rx));

@@ -421,9 +421,21 @@ const HTMLFILE_HEAD: &str = "<!doctype html>\n<html><head>\n  \
 <script>\n    document.domain = document.domain;\n    var c = parent.{callback};\n    c.start();\n    \
 function p(d) {c.message(d);};\n    window.onload = function() {c.stop();};\n  </script>";
 
+/// Attaches a receiving request to this node's session, opening it (within `max_connections`:
+/// a session counts as a connection, whatever requests carry it) when there is none.
 fn attach(svc: &Service, session: &str) -> Attach {
     let (kind, state) = (svc.kind, svc.state.clone());
-    svc.registry.attach(session, |shell, rx| app::start(kind, state, session, shell, rx))
+    let mut permit = None;
+    if kind == Kind::Switchboard && svc.registry.get(session).is_none() {
+        match state.admission.clone().try_acquire_owned() {
+            Ok(p) => permit = Some(p),
+            Err(_) => {
+                let limit = switchboard_protocol::Disconnect::CONNECTION_LIMIT;
+                return Attach::Refused(session::Closed { code: limit.code, reason: limit.reason.into() });
+            }
+        }
+    }
+    svc.registry.attach(session, |shell, rx| app::start(kind, state, session, shell, rx, permit))
 }
 
 fn heartbeat(svc: &Service) -> Duration {
@@ -638,13 +650,9 @@ fn websocket(
 async fn run_websocket(svc: Service, session: String, mut socket: WebSocket, raw: bool) {
     let (shell, rx) = session::Shell::detached();
     let mut receiver = shell.receiver();
-    app::start(
-        svc.kind,
-        svc.state.clone(),
-        &format!("ws-{session}-{:016x}", rand::random::<u64>()),
-        shell.clone(),
-        rx,
-    );
+    let id = format!("{}{session}-{:016x}", app::WEBSOCKET_SESSION, rand::random::<u64>());
+    // The socket's admission permit covers the session.
+    app::start(svc.kind, svc.state.clone(), &id, shell.clone(), rx, None);
     if !raw && socket.send(Message::Text(Utf8Bytes::from_static("o"))).await.is_err() {
         return;
     }
