@@ -168,7 +168,7 @@ async fn handle(
                 return not_found();
             };
             if method == Method::OPTIONS && transport != Transport::Websocket {
-                return options(&headers, transport.method());
+                return options(&svc, &headers, transport.method());
             }
             if method != transport.method() {
                 return not_allowed(transport.method());
@@ -226,10 +226,17 @@ fn expires() -> (HeaderName, HeaderValue) {
 }
 
 /// CORS as SockJS wants it: the page's origin echoed, with credentials (for `JSESSIONID`), or
-/// `*` without an origin.
-fn cors(headers: &HeaderMap, out: &mut HeaderMap) {
+/// `*` without an origin. Switchboard's own service echoes only the origins `allowed_origins`
+/// lets in (the test services, any).
+fn cors(svc: &Service, headers: &HeaderMap, out: &mut HeaderMap) {
     match headers.get(header::ORIGIN) {
         Some(origin) => {
+            let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if svc.kind == Kind::Switchboard
+                && !crate::http::origin_allowed(&svc.state.config, origin.to_str().ok(), host)
+            {
+                return;
+            }
             out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
             out.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
         }
@@ -245,7 +252,7 @@ fn session_headers(svc: &Service, headers: &HeaderMap, content_type: &'static st
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
-    cors(headers, &mut out);
+    cors(svc, headers, &mut out);
     if svc.cookie_needed {
         let given = headers
             .get_all(header::COOKIE)
@@ -262,7 +269,7 @@ fn session_headers(svc: &Service, headers: &HeaderMap, content_type: &'static st
 }
 
 /// A CORS preflight: cacheable for a year.
-fn options(headers: &HeaderMap, method: Method) -> Response {
+fn options(svc: &Service, headers: &HeaderMap, method: Method) -> Response {
     let mut out = HeaderMap::new();
     let (k, v) = cacheable();
     out.insert(k, v);
@@ -274,14 +281,14 @@ fn options(headers: &HeaderMap, method: Method) -> Response {
     if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).filter(|v| !v.is_empty()) {
         out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
     }
-    cors(headers, &mut out);
+    cors(svc, headers, &mut out);
     (StatusCode::NO_CONTENT, out).into_response()
 }
 
 /// `GET /info`: what the client needs before it picks a transport.
 fn info(svc: &Service, method: &Method, headers: &HeaderMap) -> Response {
     if *method == Method::OPTIONS {
-        return options(headers, Method::GET);
+        return options(svc, headers, Method::GET);
     }
     if *method != Method::GET {
         return not_allowed(Method::GET);
@@ -295,7 +302,7 @@ fn info(svc: &Service, method: &Method, headers: &HeaderMap) -> Response {
     let mut out = HeaderMap::new();
     out.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE));
-    cors(headers, &mut out);
+    cors(svc, headers, &mut out);
     (out, body.to_string()).into_response()
 }
 
