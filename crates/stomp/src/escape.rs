@@ -14,9 +14,12 @@ pub(crate) fn escaping(command: Command, version: Version) -> Option<Version> {
 }
 
 /// Decodes one escaped name or value (already known to be UTF-8). `None` on an undefined
-/// escape or a trailing backslash.
+/// escape or a trailing backslash. `\r` is taken in 1.1 too: @stomp/stompjs escapes it for
+/// every version after 1.0, and reading it as CR is the only thing it can mean.
 pub(crate) fn unescape(raw: &str, escaping: Option<Version>) -> Option<String> {
-    let Some(version) = escaping else { return Some(raw.to_owned()) };
+    if escaping.is_none() {
+        return Some(raw.to_owned());
+    }
     if !raw.contains('\\') {
         return Some(raw.to_owned());
     }
@@ -31,7 +34,7 @@ pub(crate) fn unescape(raw: &str, escaping: Option<Version>) -> Option<String> {
             'n' => out.push('\n'),
             'c' => out.push(':'),
             '\\' => out.push('\\'),
-            'r' if version == Version::V1_2 => out.push('\r'),
+            'r' => out.push('\r'),
             _ => return None,
         }
     }
@@ -61,4 +64,18 @@ pub(crate) fn escape_into(text: &str, is_name: bool, escaping: Option<Version>, 
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unescapes_per_version() {
+        assert_eq!(unescape("a\\cb\\nc\\\\d", Some(Version::V1_2)).as_deref(), Some("a:b\nc\\d"));
+        assert_eq!(unescape("a\\rb", Some(Version::V1_1)).as_deref(), Some("a\rb"), "as stompjs sends it");
+        assert_eq!(unescape("a\\tb", Some(Version::V1_2)), None, "undefined escape");
+        assert_eq!(unescape("a\\", Some(Version::V1_2)), None, "trailing backslash");
+        assert_eq!(unescape("a\\cb", None).as_deref(), Some("a\\cb"), "1.0 escapes nothing");
+    }
 }

@@ -247,6 +247,9 @@ fn check_input(rng: &mut Rng, input: &[u8], version: Version, limits: &Limits) {
         let Decoded::Frame(frame) = item else { continue };
         assert!(*taken <= limits.max_frame_size && frame.body.len() <= limits.max_body);
         assert!(frame.headers.len() <= limits.max_headers);
+        // 1.1 reads a \r escape (as stompjs sends it) that it cannot write back: 1.2 can.
+        let cr = frame.headers.iter().any(|(n, v)| n.contains('\r') || v.contains('\r'));
+        let version = if cr && version == Version::V1_1 { Version::V1_2 } else { version };
         let bytes = encode_to_bytes(frame, version).expect("an accepted frame re-encodes");
         assert_eq!(&decode_one(&bytes, version), frame, "re-encoded {bytes:?}");
     }
