@@ -176,13 +176,13 @@ async fn handle(
                 Transport::Xhr => poll(svc, session, &headers, Framing::Xhr).await,
                 Transport::Jsonp => match callback(query) {
                     Ok(c) => poll(svc, session, &headers, Framing::Jsonp(c)).await,
-                    Err(refusal) => refusal,
+                    Err(refusal) => *refusal,
                 },
                 Transport::XhrStreaming => stream(svc, session, &headers, Framing::Xhr),
                 Transport::EventSource => stream(svc, session, &headers, Framing::EventSource),
                 Transport::HtmlFile => match callback(query) {
                     Ok(c) => stream(svc, session, &headers, Framing::HtmlFile(c)),
-                    Err(refusal) => refusal,
+                    Err(refusal) => *refusal,
                 },
                 Transport::XhrSend => send(svc, session, &headers, &body, false).await,
                 Transport::JsonpSend => send(svc, session, &headers, &body, true).await,
@@ -328,12 +328,12 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// The `c` parameter of `jsonp` and `htmlfile`: the function their frames call.
-fn callback(query: &str) -> Result<String, Response> {
+fn callback(query: &str) -> Result<String, Box<Response>> {
     let c = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "c").map(|(_, v)| v.into_owned());
     match c {
-        None => Err(text(StatusCode::INTERNAL_SERVER_ERROR, "\"callback\" parameter required")),
+        None => Err(Box::new(text(StatusCode::INTERNAL_SERVER_ERROR, "\"callback\" parameter required"))),
         Some(c) if !sockjs::valid_callback(&c) => {
-            Err(text(StatusCode::INTERNAL_SERVER_ERROR, "invalid \"callback\" parameter"))
+            Err(Box::new(text(StatusCode::INTERNAL_SERVER_ERROR, "invalid \"callback\" parameter")))
         }
         Some(c) => Ok(c),
     }
@@ -508,8 +508,10 @@ impl Streaming {
         let (frame, closed) = next_frame(receiver.next(self.heartbeat).await);
         let chunk = self.framing.wrap(&frame);
         self.sent += chunk.len();
-        if closed || self.sent >= self.limit {
-            self.receiver.take().map(Receiver::finish);
+        if (closed || self.sent >= self.limit)
+            && let Some(receiver) = self.receiver.take()
+        {
+            receiver.finish();
         }
         Some(chunk)
     }
@@ -550,11 +552,11 @@ fn admit_ws(
     svc: &Service,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(WebSocketUpgrade, Option<tokio::sync::OwnedSemaphorePermit>), Response> {
+) -> Result<(WebSocketUpgrade, Option<tokio::sync::OwnedSemaphorePermit>), Box<Response>> {
     if !svc.websocket {
-        return Err(not_found());
+        return Err(Box::new(not_found()));
     }
-    let refused = || text(StatusCode::BAD_REQUEST, "Can \"Upgrade\" only to \"WebSocket\".");
+    let refused = || Box::new(text(StatusCode::BAD_REQUEST, "Can \"Upgrade\" only to \"WebSocket\"."));
     if svc.kind != Kind::Switchboard {
         return ws.map(|ws| (ws, None)).map_err(|_| refused());
     }
@@ -563,7 +565,7 @@ fn admit_ws(
     }
     match super::ws::admit(&svc.state, headers, ws) {
         Ok((ws, permit)) => Ok((super::ws::configure(ws, &svc.state), Some(permit))),
-        Err(e) => Err(e.into_response()),
+        Err(e) => Err(Box::new(e.into_response())),
     }
 }
 
@@ -577,7 +579,7 @@ fn websocket(
 ) -> Response {
     let (ws, permit) = match admit_ws(&svc, headers, ws) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     ws.on_upgrade(move |socket| async move {
         run_websocket(svc, session, socket, false).await;
@@ -593,7 +595,7 @@ fn raw_websocket(
 ) -> Response {
     let (ws, permit) = match admit_ws(&svc, headers, ws) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     ws.on_upgrade(move |socket| async move {
         let session = format!("raw-{:016x}", rand::random::<u64>());
