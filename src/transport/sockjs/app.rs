@@ -114,9 +114,16 @@ async fn switchboard(
     } else {
         None
     };
+    // Until the pump runs, the hub cannot tell this session to go: a stop must, or its open
+    // response would hold the graceful shutdown.
+    let mut stopping = state.shutdown.subscribe();
     let first = tokio::select! {
         m = rx.recv() => m,
         _ = shell.wait_closed() => None,
+        _ = stopping.wait_for(|stop| *stop) => {
+            shell.close(Disconnect::SHUTDOWN.code, Disconnect::SHUTDOWN.reason);
+            None
+        }
     };
     if let Some(first) = first {
         let json = first.first().is_some_and(|m| m.trim_start().starts_with('{'));
