@@ -327,6 +327,7 @@ async fn sweep(registry: Weak<Registry>, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -361,7 +362,7 @@ mod tests {
         assert_eq!(shell.push([b("\"a\""), b("\"bb\"")]), 7);
         let room = shell.room(3);
         tokio::pin!(room);
-        assert!(futures_util::poll!(room.as_mut()).is_pending(), "7 bytes wait, the limit is 3");
+        assert!(room.as_mut().now_or_never().is_none(), "7 bytes wait, the limit is 3");
         let Next::Messages(m) = r.next(Duration::from_secs(1)).await else { panic!() };
         assert_eq!(m, vec![b("\"a\""), b("\"bb\"")]);
         assert!(room.await);
