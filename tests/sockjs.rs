@@ -778,6 +778,15 @@ async fn stomp_over_xhr_streaming_meets_the_json_protocol_on_the_same_channel() 
     assert_eq!(header(&message, "position").as_deref(), Some(position.as_str()));
     assert_eq!(serde_json::from_str::<serde_json::Value>(body(&message)).unwrap(), json!({"text": "hi"}));
 
+    // SockJS carries text only: a body that is not UTF-8 comes as base64, and says so.
+    let (status, _) =
+        http_json(addr, "POST", "/api/publish", &[], r#"{"channel":"chat:lobby","b64":"/wCA"}"#).await;
+    assert_eq!(status, 200);
+    let message = stomp.stomp().await;
+    assert_eq!(header(&message, "content-type").as_deref(), Some("application/octet-stream"));
+    assert_eq!(header(&message, "content-transfer-encoding").as_deref(), Some("base64"));
+    assert_eq!(body(&message), "/wCA");
+
     // A SEND reaches a JSON-protocol subscriber of the same channel on /ws, and itself.
     let client = server.client();
     let mut ws = client.websocket().await.unwrap();
