@@ -936,6 +936,40 @@ async fn the_json_protocol_over_xhr_polling() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_session_nobody_receives_from_is_cut_off_as_a_slow_consumer() {
+    let server = TestServer::with(|c| {
+        lean(c);
+        c.outbound_queue = 8;
+        // Not the idle timeout: the queue's bound must end it.
+        c.sockjs_disconnect_delay_ms = 60_000;
+    })
+    .await;
+    let addr = server.addr;
+    let url = format!("{REAL}/000/{}", sid());
+    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
+    assert_eq!(poll(addr, &url).await, "o\n");
+    let subscribe = r#"{"id":1,"subscribe":{"channel":"flood"}}"#;
+    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[subscribe]).unwrap()).await, 204);
+    assert_eq!(poller.json().await["id"], 1);
+
+    // 300 KiB for a session that nobody polls: it holds what fits, then it is cut off.
+    let data = "x".repeat(1024);
+    for n in 0..300 {
+        let body = json!({"channel": "flood", "data": {"n": n, "pad": data}}).to_string();
+        assert_eq!(http_json(addr, "POST", "/api/publish", &[], &body).await.0, 200);
+    }
+    let held = poll(addr, &url).await;
+    assert!(held.len() < 200 * 1024, "{} bytes were held for the session", held.len());
+    let ns: Vec<u64> = messages(&held)
+        .iter()
+        .map(|m| serde_json::from_str::<serde_json::Value>(m).unwrap()["pub"]["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..ns.len() as u64).collect::<Vec<_>>(), "what was held, in order");
+    assert_eq!(poll(addr, &url).await, "c[3002,\"slow consumer\"]\n");
+    server.stop().await;
+}
+
 // Bad input on /sockjs
 // ====================
 
@@ -1033,6 +1067,36 @@ async fn stopping_the_server_closes_a_session_that_has_not_spoken_yet() {
     assert_eq!(close, "c[3000,\"shutdown\"]\n");
     tokio::time::timeout(WAIT, stopping).await.expect("the server stops in time").unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_polling_client_gets_the_last_frames_before_the_close() {
+    let server = TestServer::with(lean).await;
+    let addr = server.addr;
+    // The ERROR that says why, though no poll was waiting when the session closed.
+    let url = format!("{REAL}/000/{}", sid());
+    assert_eq!(poll(addr, &url).await, "o\n");
+    assert_eq!(
+        xhr_send(addr, &url, &serde_json::to_string(&["SEND\ndestination:/topic/a\n\n\0"]).unwrap()).await,
+        204
+    );
+    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
+    let error = poller.message().await;
+    assert_eq!(command(&error), "ERROR");
+    assert_eq!(header(&error, "code").as_deref(), Some("107"));
+    assert_eq!(poll(addr, &url).await, "c[3500,\"bad request\"]\n");
+
+    // A DISCONNECT's RECEIPT (what STOMP clients wait for before they go).
+    let url = format!("{REAL}/000/{}", sid());
+    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
+    assert_eq!(poll(addr, &url).await, "o\n");
+    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[CONNECT]).unwrap()).await, 204);
+    assert_eq!(command(&poller.message().await), "CONNECTED");
+    let bye = "DISCONNECT\nreceipt:bye\n\n\0";
+    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[bye]).unwrap()).await, 204);
+    assert_eq!(header(&poller.message().await, "receipt-id").as_deref(), Some("bye"));
+    assert_eq!(poll(addr, &url).await, "c[1000,\"disconnect\"]\n");
+    server.stop().await;
 }
 
 // Sessions across nodes
