@@ -84,6 +84,16 @@ async fn greeting_and_unknown_paths() {
         }
         let r = request(server.addr, "POST", &format!("{base}/a/a/nonsense"), &[], "").await;
         assert_eq!(r.status, 404, "an unknown transport");
+        // Ids of up to 128 bytes: no SockJS client makes longer ones.
+        let (longest, too_long) = ("i".repeat(128), "i".repeat(129));
+        assert_eq!(
+            request(server.addr, "POST", &format!("{base}/a/{longest}/xhr"), &[], "").await.body,
+            "o\n"
+        );
+        assert_eq!(
+            request(server.addr, "POST", &format!("{base}/a/{too_long}/xhr"), &[], "").await.status,
+            404
+        );
     }
     server.stop().await;
 }
@@ -689,6 +699,62 @@ async fn the_raw_websocket_url_carries_messages_without_framing() {
         }
         other => panic!("expected a close frame, got {other:?}"),
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_real_services_websocket_checks_the_origin_as_ws_does() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let server = TestServer::with(lean).await;
+    let url = format!("ws://{}{REAL}/000/{}/websocket", server.addr, sid());
+    let mut foreign = url.as_str().into_client_request().unwrap();
+    foreign.headers_mut().insert("Origin", "http://elsewhere.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(foreign).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected a 403, got {:?}", other.map(|_| ())),
+    }
+    let mut own = url.as_str().into_client_request().unwrap();
+    own.headers_mut().insert("Origin", format!("http://{}", server.addr).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(own).await.unwrap();
+    assert_eq!(ws_text(&mut ws).await, "o");
+    drop(ws);
+    server.stop().await;
+}
+
+// Heartbeats
+// ==========
+
+#[tokio::test]
+async fn idle_receiving_requests_get_heartbeats() {
+    let server = TestServer::with(|c| {
+        suite(c);
+        c.sockjs_heartbeat_ms = 100;
+    })
+    .await;
+    let addr = server.addr;
+    let url = format!("{ECHO}/000/{}", sid());
+    assert_eq!(poll(addr, &url).await, "o\n");
+    assert_eq!(poll(addr, &url).await, "h\n", "a poll with nothing to say answers `h`");
+
+    let url = format!("{ECHO}/000/{}", sid());
+    let mut s = open_stream(addr, &format!("{url}/xhr_streaming")).await;
+    s.expect(&xhr_prelude()).await;
+    s.expect("o\n").await;
+    s.expect("h\n").await;
+    s.expect("h\n").await;
+    drop(s);
+
+    let url = format!("{ECHO}/000/{}", sid());
+    let mut s = open_stream_get(addr, &format!("{url}/eventsource")).await;
+    s.expect("\r\n").await;
+    s.expect("data: o\r\n\r\n").await;
+    s.expect("data: h\r\n\r\n").await;
+    drop(s);
+
+    let mut ws = ws_open(&format!("ws://{addr}{ECHO}/000/{}/websocket", sid())).await;
+    assert_eq!(ws_text(&mut ws).await, "o");
+    assert_eq!(ws_text(&mut ws).await, "h");
+    drop(ws);
     server.stop().await;
 }
 
