@@ -2,7 +2,7 @@
 //! sockjs-protocol suite (Python 2, which CI cannot run) on the suite's test services
 //! (`sockjs_test_services`: `/sockjs-test/echo`, `close`, `disabled_websocket_echo`,
 //! `cookie_needed_echo`), then what is ours on the real service: STOMP or the JSON protocol inside
-//! a session, bad input, and sessions whose sends land on another node.
+//! a session, bad input, slow consumers, shutdown, and sessions whose sends land on another node.
 //!
 //! Requests are written and read off the socket by hand (helpers at the bottom), so that framing,
 //! chunk by chunk, and headers are seen exactly as a browser gets them.
@@ -1103,6 +1103,36 @@ async fn bad_input_gets_an_error_then_a_close_and_others_carry_on() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_polling_client_gets_the_last_frames_before_the_close() {
+    let server = TestServer::with(lean).await;
+    let addr = server.addr;
+    // The ERROR that says why, though no poll was waiting when the session closed.
+    let url = format!("{REAL}/000/{}", sid());
+    assert_eq!(poll(addr, &url).await, "o\n");
+    assert_eq!(
+        xhr_send(addr, &url, &serde_json::to_string(&["SEND\ndestination:/topic/a\n\n\0"]).unwrap()).await,
+        204
+    );
+    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
+    let error = poller.message().await;
+    assert_eq!(command(&error), "ERROR");
+    assert_eq!(header(&error, "code").as_deref(), Some("107"));
+    assert_eq!(poll(addr, &url).await, "c[3500,\"bad request\"]\n");
+
+    // A DISCONNECT's RECEIPT (what STOMP clients wait for before they go).
+    let url = format!("{REAL}/000/{}", sid());
+    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
+    assert_eq!(poll(addr, &url).await, "o\n");
+    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[CONNECT]).unwrap()).await, 204);
+    assert_eq!(command(&poller.message().await), "CONNECTED");
+    let bye = "DISCONNECT\nreceipt:bye\n\n\0";
+    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[bye]).unwrap()).await, 204);
+    assert_eq!(header(&poller.message().await, "receipt-id").as_deref(), Some("bye"));
+    assert_eq!(poll(addr, &url).await, "c[1000,\"disconnect\"]\n");
+    server.stop().await;
+}
+
 // Shutdown
 // ========
 
@@ -1133,36 +1163,6 @@ async fn stopping_the_server_closes_a_session_that_has_not_spoken_yet() {
     assert_eq!(close, "c[3000,\"shutdown\"]\n");
     tokio::time::timeout(WAIT, stopping).await.expect("the server stops in time").unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?}", started.elapsed());
-}
-
-#[tokio::test]
-async fn a_polling_client_gets_the_last_frames_before_the_close() {
-    let server = TestServer::with(lean).await;
-    let addr = server.addr;
-    // The ERROR that says why, though no poll was waiting when the session closed.
-    let url = format!("{REAL}/000/{}", sid());
-    assert_eq!(poll(addr, &url).await, "o\n");
-    assert_eq!(
-        xhr_send(addr, &url, &serde_json::to_string(&["SEND\ndestination:/topic/a\n\n\0"]).unwrap()).await,
-        204
-    );
-    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
-    let error = poller.message().await;
-    assert_eq!(command(&error), "ERROR");
-    assert_eq!(header(&error, "code").as_deref(), Some("107"));
-    assert_eq!(poll(addr, &url).await, "c[3500,\"bad request\"]\n");
-
-    // A DISCONNECT's RECEIPT (what STOMP clients wait for before they go).
-    let url = format!("{REAL}/000/{}", sid());
-    let mut poller = Poller { addr, url: url.clone(), queue: VecDeque::new() };
-    assert_eq!(poll(addr, &url).await, "o\n");
-    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[CONNECT]).unwrap()).await, 204);
-    assert_eq!(command(&poller.message().await), "CONNECTED");
-    let bye = "DISCONNECT\nreceipt:bye\n\n\0";
-    assert_eq!(xhr_send(addr, &url, &serde_json::to_string(&[bye]).unwrap()).await, 204);
-    assert_eq!(header(&poller.message().await, "receipt-id").as_deref(), Some("bye"));
-    assert_eq!(poll(addr, &url).await, "c[1000,\"disconnect\"]\n");
-    server.stop().await;
 }
 
 // Sessions across nodes
