@@ -13,6 +13,7 @@ pub mod http;
 pub mod process;
 pub mod server;
 
+use std::future::Future;
 use std::time::Duration;
 
 // The short paths the tests use; each binary uses some.
@@ -27,6 +28,24 @@ pub use server::TestServer;
 pub async fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`eventually`] for a check that is itself a request: awaits `check` every 50 ms until it
+/// holds; panics naming `what` after `limit`.
+pub async fn eventually_async<F: Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if let Ok(true) = tokio::time::timeout(left, check()).await {
+            return;
+        }
         assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

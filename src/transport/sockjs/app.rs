@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use switchboard_protocol::frame::parse_client_frame;
 use switchboard_protocol::{Disconnect, sockjs};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::cluster::Membership;
@@ -35,7 +35,9 @@ pub enum Kind {
 }
 
 /// Starts what runs inside a new session.
-/// `permit` is the session's place among the node's `max_connections`, held while it lives.
+/// `permit` is the session's place among the node's `max_connections`, held while it lives. For
+/// Switchboard sessions, the answer says when every node can reach the session (its open frame
+/// waits for that, or a client's first send through another node could miss it).
 pub fn start(
     kind: Kind,
     state: Arc<AppState>,
@@ -43,20 +45,23 @@ pub fn start(
     shell: Arc<Shell>,
     rx: mpsc::Receiver<Vec<String>>,
     permit: Option<OwnedSemaphorePermit>,
-) {
+) -> Option<oneshot::Receiver<()>> {
     match kind {
         Kind::Switchboard => {
             let id = id.to_owned();
+            let (reachable, ready) = oneshot::channel();
             tokio::spawn(async move {
-                switchboard(state, id, shell, rx).await;
+                switchboard(state, id, shell, rx, reachable).await;
                 drop(permit);
             });
+            return Some(ready);
         }
         Kind::Echo => {
             tokio::spawn(echo(shell, rx));
         }
         Kind::Close => shell.close(3000, "Go away!"),
     }
+    None
 }
 
 async fn echo(shell: Arc<Shell>, mut rx: mpsc::Receiver<Vec<String>>) {
@@ -81,15 +86,24 @@ async fn switchboard(
     id: String,
     shell: Arc<Shell>,
     mut rx: mpsc::Receiver<Vec<String>>,
+    reachable: oneshot::Sender<()>,
 ) {
     // WebSocket sessions are their socket's alone: no other node needs to find them.
     let membership = match id.starts_with(WEBSOCKET_SESSION) {
         true => None,
         false => Membership::join(&state, &id, shell.clone()).await,
     };
+    let _ = reachable.send(());
+    // Until the pump runs, the hub cannot tell this session to go: a stop must, or its open
+    // response would hold the graceful shutdown.
+    let mut stopping = state.shutdown.subscribe();
     let first = tokio::select! {
         m = rx.recv() => m,
         _ = shell.wait_closed() => None,
+        _ = stopping.wait_for(|stop| *stop) => {
+            shell.close(Disconnect::SHUTDOWN.code, Disconnect::SHUTDOWN.reason);
+            None
+        }
     };
     if let Some(first) = first {
         let json = first.first().is_some_and(|m| m.trim_start().starts_with('{'));

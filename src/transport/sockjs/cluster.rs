@@ -114,6 +114,8 @@ impl Membership {
         let conn = next_conn_id();
         let outbox = Arc::new(Outbox::new(QUEUE));
         state.subscribe_local(&inbox, conn, outbox.clone()).await.ok()?;
+        // Findable before the session is announced to its client (the relay refreshes it).
+        let _ = state.broker.presence_add(&inbox, holder(), false).await;
         let task = tokio::spawn(relay(state.clone(), inbox.clone(), outbox, shell));
         Some(Membership { state: state.clone(), inbox, conn, task })
     }
@@ -131,7 +133,7 @@ impl Membership {
 async fn relay(state: Arc<AppState>, inbox: ChannelName, outbox: Arc<Outbox>, shell: Arc<Shell>) {
     let mut batch = Vec::new();
     let refresh = Duration::from_secs((state.config.presence_ttl / 3).max(1));
-    let mut next_refresh = Instant::now();
+    let mut next_refresh = Instant::now() + refresh;
     let mut aborts: HashMap<String, oneshot::Sender<()>> = HashMap::new();
     loop {
         if Instant::now() >= next_refresh {

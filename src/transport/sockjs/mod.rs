@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use futures_util::SinkExt;
 use switchboard_protocol::sockjs;
+use tokio::sync::oneshot;
 
 use self::app::Kind;
 use self::cluster::RemoteReceiver;
@@ -429,8 +430,9 @@ const HTMLFILE_HEAD: &str = "<!doctype html>\n<html><head>\n  \
 function p(d) {c.message(d);};\n    window.onload = function() {c.stop();};\n  </script>";
 
 /// Attaches a receiving request to this node's session, opening it (within `max_connections`:
-/// a session counts as a connection, whatever requests carry it) when there is none.
-fn attach(svc: &Service, session: &str) -> Attach {
+/// a session counts as a connection, whatever requests carry it) when there is none. A new
+/// Switchboard session comes with the signal that every node can reach it.
+fn attach(svc: &Service, session: &str) -> (Attach, Option<oneshot::Receiver<()>>) {
     let (kind, state) = (svc.kind, svc.state.clone());
     let mut permit = None;
     if kind == Kind::Switchboard && svc.registry.get(session).is_none() {
@@ -438,11 +440,16 @@ fn attach(svc: &Service, session: &str) -> Attach {
             Ok(p) => permit = Some(p),
             Err(_) => {
                 let limit = switchboard_protocol::Disconnect::CONNECTION_LIMIT;
-                return Attach::Refused(session::Closed { code: limit.code, reason: limit.reason.into() });
+                let closed = session::Closed { code: limit.code, reason: limit.reason.into() };
+                return (Attach::Refused(closed), None);
             }
         }
     }
-    svc.registry.attach(session, |shell, rx| app::start(kind, state, session, shell, rx, permit))
+    let mut reachable = None;
+    let attached = svc
+        .registry
+        .attach(session, |shell, rx| reachable = app::start(kind, state, session, shell, rx, permit));
+    (attached, reachable)
 }
 
 fn heartbeat(svc: &Service) -> Duration {
@@ -467,7 +474,12 @@ async fn source(svc: &Service, session: &str, limit: usize) -> (Option<Vec<u8>>,
     {
         return (None, Source::Remote(remote));
     }
-    match attach(svc, session) {
+    let (attached, reachable) = attach(svc, session);
+    if let Some(reachable) = reachable {
+        // The open frame goes out once a send through any node can reach the session.
+        let _ = tokio::time::timeout(Duration::from_secs(5), reachable).await;
+    }
+    match attached {
         Attach::Opened(r) => (Some(sockjs::OPEN.to_vec()), Source::Local(r)),
         Attach::Attached(r) => (None, Source::Local(r)),
         Attach::Refused(c) => (Some(c.frame()), Source::None),

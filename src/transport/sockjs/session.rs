@@ -2,8 +2,8 @@
 //! client wait in its queue until a receiving request (a poll, a stream, a WebSocket) takes them;
 //! messages from the client (`xhr_send`, `jsonp_send`, the broker for another node's sends) go to
 //! whatever runs inside ([`super::app`]). One receiving request at a time; a session with none
-//! for `sockjs_disconnect_delay_ms` is closed, and a closed one answers its close frame that long
-//! before it is forgotten.
+//! for `sockjs_disconnect_delay_ms` is closed, and a closed one answers what it still held, then
+//! its close frame, that long before it is forgotten.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -198,7 +198,11 @@ impl Shell {
 
     fn attach(self: &Arc<Self>) -> Result<Receiver, Closed> {
         let mut s = self.state.lock();
-        if let Some(closed) = &s.closed {
+        // What was queued before the close (a STOMP ERROR saying why, a DISCONNECT's RECEIPT)
+        // still goes out, then the close frame.
+        if let Some(closed) = &s.closed
+            && s.queue.is_empty()
+        {
             return Err(closed.clone());
         }
         if s.receiver.is_some() {
@@ -351,6 +355,7 @@ async fn sweep(registry: Weak<Registry>, delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt as _;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -385,14 +390,34 @@ mod tests {
         assert_eq!(shell.push([b("\"a\""), b("\"bb\"")]), 7);
         let room = shell.room(3);
         tokio::pin!(room);
-        let waiting = tokio::time::timeout(Duration::from_millis(20), room.as_mut()).await;
-        assert!(waiting.is_err(), "7 bytes wait, the limit is 3");
+        assert!(room.as_mut().now_or_never().is_none(), "7 bytes wait, the limit is 3");
         let Next::Messages(m) = r.next(Duration::from_secs(1)).await else { panic!() };
         assert_eq!(m, vec![b("\"a\""), b("\"bb\"")]);
         assert!(room.await);
         assert!(matches!(r.next(Duration::from_millis(10)).await, Next::Heartbeat));
         shell.close(3000, "Go away!");
         assert!(matches!(r.next(Duration::from_secs(1)).await, Next::Closed(c) if c.code == 3000));
+    }
+
+    #[tokio::test]
+    async fn a_closed_session_hands_over_what_it_held_then_its_close_frame() {
+        let registry = Registry::new(Duration::from_secs(5));
+        let mut opened = None;
+        let Attach::Opened(r) = registry.attach("s", |shell, rx| opened = Some((shell, rx))) else {
+            panic!()
+        };
+        r.finish();
+        let (shell, _rx) = opened.unwrap();
+        shell.push([b("\"ERROR\"")]);
+        shell.close(3500, "bad request");
+        let Attach::Attached(mut r) = registry.attach("s", |_, _| unreachable!()) else { panic!("held") };
+        assert!(
+            matches!(r.next(Duration::from_secs(1)).await, Next::Messages(m) if m == vec![b("\"ERROR\"")])
+        );
+        assert!(matches!(r.next(Duration::from_secs(1)).await, Next::Closed(c) if c.code == 3500));
+        r.finish();
+        let Attach::Refused(c) = registry.attach("s", |_, _| unreachable!()) else { panic!("closed") };
+        assert_eq!(c.code, 3500);
     }
 
     #[tokio::test(start_paused = true)]
