@@ -489,6 +489,9 @@ def main():
     ap.add_argument("--no-big", action="store_true", help="skip the --big subscriber rows")
     ap.add_argument("--skip-build", action="store_true")
     args = ap.parse_args()
+    protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
+    if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
+        sys.exit(f"--protocols: a list of {', '.join(PROTOCOLS)}")
 
     build(args)
     for path in (SERVER_BIN, LOADGEN):
@@ -499,9 +502,6 @@ def main():
     os.makedirs(outdir, exist_ok=True)
     started = time.time()
     kinds = [args.only] if args.only else ["ours", "node"]
-    protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
-    if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
-        sys.exit(f"--protocols: a list of {', '.join(PROTOCOLS)}")
     rates_small = [int(x) for x in args.rates_small.split(",")]
     rates_big = [int(x) for x in args.rates_big.split(",")]
     big_steps = sorted({min(args.big, s) for s in (1000, 4000, 7000, args.big)})
@@ -598,14 +598,21 @@ def main():
                 who = "ours/node" if k == "ours" else f"{k}/node"
                 lines.append(f"  deliveries per CPU-s {who} at N={n}, {rate} msg/s: median {median(ratios):.2f} "
                              f"(per round: {', '.join(f'{x:.2f}' for x in ratios)}); "
-                             f"latency {who}: p50 {median(p50s):.2f}, p99 {median(p99s):.2f}"
+                             f"latency {who}: p50 {median(p50s):.3g}, p99 {median(p99s):.3g}"
                              + ("   target >= 3" if n == args.big and k == "ours" else ""))
             if len(table) > 1:
+                # Also each protocol against our json row of the same round: what the protocol
+                # costs, without the Node peer's own noise in the ratio.
+                ours = {r["round"]: r for r in per.get("ours", [])}
                 lines.append(f"  N={n}, {rate} msg/s, medians:")
-                lines.append("    row            deliv/cpu-s  vs node   p50(ms)  p99(ms)  compl")
+                lines.append("    row            deliv/cpu-s  vs node  vs ours   p50(ms)  p99(ms)  compl")
                 for k, ratio, _, _ in table + [("node", 1.0, 0, 0)]:
                     s = summary[f"{k}_{n}_{rate}"]
-                    lines.append(f"    {k:<12} {s['deliveries_per_cpu_s']:>13,.0f} {ratio:>8.2f} "
+                    vs_ours = median([r["deliveries_per_cpu_s"] / ours[r["round"]]["deliveries_per_cpu_s"]
+                                      for r in per[k] if r["round"] in ours])
+                    if k != "ours" and not math.isnan(vs_ours):
+                        summary[f"vs_ours_{k}_{n}_{rate}"] = vs_ours
+                    lines.append(f"    {k:<12} {s['deliveries_per_cpu_s']:>13,.0f} {ratio:>8.2f} {vs_ours:>8.2f} "
                                  f"{s['p50_ms']:>9.2f} {s['p99_ms']:>8.2f} {s['complete']:>6.3f}")
     for k in kinds:
         slopes = [r["kib_per_conn"] for r in runs if r["server"] == k and "kib_per_conn" in r]
