@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Fan-out benchmark: Switchboard vs a minimal Node `ws` broadcast server, same run, interleaved.
 
-See bench/README.md. Everything runs on loopback, is bounded in time and stops by itself.
+With --protocols, ours is also measured with STOMP and SockJS (xhr-streaming) subscribers, each
+row beside the Node peer's JSON WebSocket row of the same round. See bench/README.md. Everything
+runs on loopback, is bounded in time and stops by itself.
 Results: a summary table on stdout, JSON and logs in bench/results/<timestamp>/.
 """
 
@@ -24,6 +26,9 @@ LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 PEER_DIR = os.path.join(BENCH, "peers", "node-ws")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000  # connections per load generator process (the limit is 20,000 files)
+# How our server's subscribers connect, by protocol (publishing is always JSON over /ws).
+PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}/stomp",
+             "sockjs": "http://127.0.0.1:{port}/sockjs"}
 
 # Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
 # per source address, and closed connections linger in TIME_WAIT for a minute).
@@ -78,6 +83,12 @@ class Server:
         self.stop()
         raise RuntimeError(f"{kind} server did not start, see {self.logpath}")
 
+    def sub_url(self, proto):
+        """Where `proto` subscribers connect (the Node peer speaks json only)."""
+        if proto != "json" and self.kind != "ours":
+            raise ValueError(f"the {self.kind} peer speaks json only")
+        return PROTOCOLS[proto].format(port=self.port)
+
     def cpu_seconds(self):
         return sum(proc_cpu(self.pid))
 
@@ -105,11 +116,12 @@ class Server:
 class Subs:
     """One load generator `sub` process."""
 
-    def __init__(self, url, conns):
+    def __init__(self, url, conns, proto="json"):
         self.conns = conns
         self.source = next_source()
         self.proc = subprocess.Popen(
-            [LOADGEN, "sub", "--url", url, "--conns", str(conns), "--source", self.source],
+            [LOADGEN, "sub", "--url", url, "--conns", str(conns), "--source", self.source,
+             "--proto", proto],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, bufsize=1, start_new_session=True)
         self.ready = None
@@ -143,7 +155,11 @@ class Subs:
         raise RuntimeError(f"load generator did not answer {cmd!r}")
 
     def stats(self):
-        return kv(self.ask("stats"))
+        line = self.ask("stats")
+        out = kv(line)
+        if " error=" in line:  # the first error, spaces and all (it comes last)
+            out["error"] = line.split(" error=", 1)[1]
+        return out
 
     def hist(self):
         line = self.ask("hist", timeout=30)
@@ -189,19 +205,24 @@ def kv(line):
     return out
 
 
-def open_subs(url, conns, first=False):
+def open_subs(url, conns, first=False, proto="json"):
     """Starts load generator processes for `conns` more subscribers; waits until all answered."""
     procs = []
     parts = max(2 if first else 1, math.ceil(conns / PER_PROCESS))
-    for i in range(parts):
-        n = conns // parts + (1 if i < conns % parts else 0)
-        procs.append(Subs(url, n))
-    for p in procs:
-        r = p.wait_ready(120)
-        if r is None:
-            raise RuntimeError(f"subscribers not ready after 120 s: {p.stats()}")
-        if r.get("failed"):
-            raise RuntimeError(f"{r['failed']} subscriptions failed: {p.stats()}")
+    try:
+        for i in range(parts):
+            n = conns // parts + (1 if i < conns % parts else 0)
+            procs.append(Subs(url, n, proto))
+        for p in procs:
+            r = p.wait_ready(120)
+            if r is None:
+                raise RuntimeError(f"subscribers not ready after 120 s: {p.stats()}")
+            if r.get("failed"):
+                raise RuntimeError(f"{r['failed']} subscriptions failed: {p.stats()}")
+    except Exception:
+        for p in procs:
+            p.stop()
+        raise
     return procs
 
 
@@ -278,6 +299,7 @@ def publish_phase(server, subs, rate, duration, size):
     total = sum(x["deliveries"] for x in st)
     closed = sum(x["closed"] for x in st)
     codes = ",".join(str(x["codes"]) for x in st if "codes" in x)
+    errors = [x["error"] for x in st if "error" in x]
     last = max(x["last_delivery_us"] for x in st) / 1e6
     wall = max(last - t0, 1e-6)
     h = merge(s.hist() for s in subs)
@@ -292,7 +314,9 @@ def publish_phase(server, subs, rate, duration, size):
         "server_user_s": user, "server_sys_s": system, "loadgen_cpu_s": lg1 - lg0,
         "p50_ms": percentile(h, 0.50) / 1000, "p99_ms": percentile(h, 0.99) / 1000,
         "p999_ms": percentile(h, 0.999) / 1000, "max_ms": (h[-1][0] / 1000) if h else float("nan"),
-        "closed": closed, "close_codes": codes,
+        "closed": closed, "close_codes": codes, "bad": sum(x.get("bad", 0) for x in st),
+        "sockjs_reopened": sum(x.get("reopened", 0) for x in st),
+        "subscriber_error": errors[0] if errors else None,
     }
 
 
@@ -303,10 +327,16 @@ def stop_all(subs, server):
         server.stop()
 
 
-def run_one(kind, n, rates, args, outdir, tag, memory_steps=None):
-    """One server, `n` subscribers (opened in steps, RSS after each), one publishing window per
-    rate; a list of results, the memory figures on the first."""
-    server = Server(kind, outdir, tag)
+def label(kind, proto):
+    """A row's name: `ours` and `node` for the JSON WebSocket, `ours-stomp`, `ours-sockjs`."""
+    return kind if proto == "json" else f"{kind}-{proto}"
+
+
+def run_one(kind, n, rates, args, outdir, tag, memory_steps=None, proto="json"):
+    """One server, `n` subscribers speaking `proto` (opened in steps, RSS after each), one
+    publishing window per rate; a list of results, the memory figures on the first."""
+    name = label(kind, proto)
+    server = Server(kind, outdir, f"{tag}-{proto}" if proto != "json" else tag)
     subs = []
     try:
         time.sleep(0.5)
@@ -315,14 +345,15 @@ def run_one(kind, n, rates, args, outdir, tag, memory_steps=None):
         steps = memory_steps or [n]
         have = 0
         for target in steps:
-            subs += open_subs(server.url, target - have, first=not subs)
+            subs += open_subs(server.sub_url(proto), target - have, first=not subs, proto=proto)
             have = target
             time.sleep(args.settle)
             mem.append((target, server.rss_kib()))
         out = []
         for rate in rates:
             r = publish_phase(server, subs, rate, args.duration, args.size)
-            r.update({"server": kind, "tag": tag})
+            r.update({"server": name, "kind": kind, "proto": proto, "tag": tag,
+                      "server_log": os.path.basename(server.logpath)})
             if not out:
                 r.update({"rss_base_kib": base_rss, "rss_kib": mem})
                 if len(mem) >= 2:
@@ -415,7 +446,7 @@ def build(args):
 
 def fmt_row(r):
     mark = "*" if r["complete"] < 0.99 else " "
-    return (f"{r['server']:<5} {r['subscribers']:>6} {r['rate']:>6} {r['deliveries_per_s']:>12,.0f} "
+    return (f"{r['server']:<11} {r['subscribers']:>6} {r['rate']:>6} {r['deliveries_per_s']:>12,.0f} "
             f"{r['complete']:>6.3f}{mark}{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} "
             f"{r['server_cpu_s']:>7.2f} {r['server_sys_s'] / max(r['server_cpu_s'], 1e-9):>4.0%} "
             f"{r['deliveries_per_cpu_s']:>12,.0f} {r['loadgen_cpu_s']:>7.2f} {r['closed']:>6}")
@@ -450,8 +481,17 @@ def main():
     ap.add_argument("--search-duration", type=float, default=6)
     ap.add_argument("--no-search", action="store_true", help="skip the max-rate search")
     ap.add_argument("--only", choices=["ours", "node"], help="run one server only")
+    ap.add_argument("--protocols", default="json",
+                    help="how our server's subscribers subscribe at --small, one row each, beside "
+                         "the Node peer's json row: a list of json, stomp (STOMP 1.2 over a "
+                         "WebSocket at /stomp), sockjs (the JSON protocol over SockJS "
+                         "xhr_streaming at /sockjs); default json. Publishing is always JSON over /ws")
+    ap.add_argument("--no-big", action="store_true", help="skip the --big subscriber rows")
     ap.add_argument("--skip-build", action="store_true")
     args = ap.parse_args()
+    protocols = [x.strip() for x in args.protocols.split(",") if x.strip()]
+    if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
+        sys.exit(f"--protocols: a list of {', '.join(PROTOCOLS)}")
 
     build(args)
     for path in (SERVER_BIN, LOADGEN):
@@ -465,18 +505,37 @@ def main():
     rates_small = [int(x) for x in args.rates_small.split(",")]
     rates_big = [int(x) for x in args.rates_big.split(",")]
     big_steps = sorted({min(args.big, s) for s in (1000, 4000, 7000, args.big)})
-    runs = []
+    # The rows of each round, in order: at --small, ours with each protocol, then the Node peer
+    # (json only); at --big, ours and node with json.
+    small_rows = [("ours", p) for p in protocols if "ours" in kinds] + [("node", "json")] * ("node" in kinds)
+    big_rows = [(k, "json") for k in kinds]
+    sizes = [(args.small, rates_small, small_rows)]
+    if not args.no_big:
+        sizes.append((args.big, rates_big, big_rows))
+    runs, failures = [], []
     log(f"fan-out benchmark, results in {outdir}")
     for rnd in range(1, args.rounds + 1):
-        for n, rates in ((args.small, rates_small), (args.big, rates_big)):
-            for kind in kinds:
+        for n, rates, rows in sizes:
+            for kind, proto in rows:
                 tag = f"r{rnd}-{n}"
-                for r in run_one(kind, n, rates, args, outdir, tag,
-                                 memory_steps=big_steps if n == args.big else None):
+                name = label(kind, proto)
+                try:
+                    results = run_one(kind, n, rates, args, outdir, tag,
+                                      memory_steps=big_steps if n == args.big else None, proto=proto)
+                except RuntimeError as e:
+                    # One protocol failing should not lose the other rows: say why, go on.
+                    failures.append({"round": rnd, "server": name, "subscribers": n, "error": str(e)})
+                    log(f"  round {rnd} {name:<11} N={n:>6}: FAILED: {e}")
+                    continue
+                for r in results:
                     r["round"] = rnd
                     runs.append(r)
                     extra = (f", RSS slope {r['kib_per_conn']:.2f} KiB/conn" if "kib_per_conn" in r else "")
-                    log(f"  round {rnd} {kind:<4} N={n:>6} rate={r['rate']}: "
+                    if r["subscriber_error"]:
+                        extra += f", subscriber error: {r['subscriber_error']}"
+                    if r["sockjs_reopened"]:
+                        extra += f", xhr_streaming responses reopened {r['sockjs_reopened']}"
+                    log(f"  round {rnd} {name:<11} N={n:>6} rate={r['rate']}: "
                         f"{r['deliveries_per_s']:,.0f} deliveries/s, {r['deliveries_per_cpu_s']:,.0f} per CPU-s "
                         f"(user {r['server_user_s']:.2f} s, sys {r['server_sys_s']:.2f} s, loadgen {r['loadgen_cpu_s']:.2f} s), "
                         f"p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} / max {r['max_ms']:.1f} ms, "
@@ -492,19 +551,23 @@ def main():
     lines.append(f"Fan-out benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
                  f"payload {args.size} B, {args.duration:g} s windows, {args.rounds} rounds)")
     lines.append("")
-    lines.append("server  subs   rate  deliveries/s  compl  p50(ms)  p99(ms)  max(ms)  cpu(s)  sys  deliv/cpu-s  lg-cpu  closed")
+    lines.append("server         subs   rate  deliveries/s  compl  p50(ms)  p99(ms)  max(ms)  cpu(s)  sys  deliv/cpu-s  lg-cpu  closed")
     for r in runs:
         lines.append(fmt_row(r))
     if any(r["complete"] < 0.99 for r in runs):
         lines.append("* the drain stopped before every delivery arrived: CPU time includes work for "
                      "deliveries not yet written")
+    for f in failures:
+        lines.append(f"FAILED round {f['round']} {f['server']} N={f['subscribers']}: {f['error']}")
     lines.append("")
     summary = {}
-    for n, rates in ((args.small, rates_small), (args.big, rates_big)):
+    for n, rates, rows in sizes:
+        names = [label(k, p) for k, p in rows]
         for rate in rates:
             per = {k: [r for r in runs if r["server"] == k and r["subscribers"] == n
-                       and r["rate"] == rate] for k in kinds}
-            for k in kinds:
+                       and r["rate"] == rate] for k in names}
+            table = []
+            for k in names:
                 if not per[k]:
                     continue
                 s = summary[f"{k}_{n}_{rate}"] = {
@@ -515,16 +578,42 @@ def main():
                     "max_ms": max(r["max_ms"] for r in per[k]),
                     "complete": min(r["complete"] for r in per[k]),
                 }
-                lines.append(f"median {k:<4} N={n:>6} rate={rate:>4}: {s['deliveries_per_s']:>10,.0f} deliveries/s, "
+                lines.append(f"median {k:<11} N={n:>6} rate={rate:>4}: {s['deliveries_per_s']:>10,.0f} deliveries/s, "
                              f"{s['deliveries_per_cpu_s']:>10,.0f} deliveries/CPU-s, p50 {s['p50_ms']:.2f} ms, "
                              f"p99 {s['p99_ms']:.2f} ms, max {s['max_ms']:.1f} ms")
-            if len(kinds) == 2 and per["ours"] and per["node"]:
-                ratios = [a["deliveries_per_cpu_s"] / b["deliveries_per_cpu_s"]
-                          for a, b in zip(per["ours"], per["node"])]
-                summary[f"ratio_{n}_{rate}"] = median(ratios)
-                lines.append(f"  deliveries per CPU-s ours/node at N={n}, {rate} msg/s: median {median(ratios):.2f} "
-                             f"(per round: {', '.join(f'{x:.2f}' for x in ratios)})"
-                             + ("   target >= 3" if n == args.big else ""))
+            node = {r["round"]: r for r in per.get("node", [])}
+            for k in names:
+                if k == "node" or not node:
+                    continue
+                # Each of our rows against the Node peer's row of the same round.
+                pairs = [(a, node[a["round"]]) for a in per[k] if a["round"] in node]
+                if not pairs:
+                    continue
+                ratios = [a["deliveries_per_cpu_s"] / b["deliveries_per_cpu_s"] for a, b in pairs]
+                p50s = [a["p50_ms"] / b["p50_ms"] for a, b in pairs]
+                p99s = [a["p99_ms"] / b["p99_ms"] for a, b in pairs]
+                summary["ratio_" + (f"{n}_{rate}" if k == "ours" else f"{k}_{n}_{rate}")] = median(ratios)
+                summary[f"latency_ratio_{k}_{n}_{rate}"] = {"p50": median(p50s), "p99": median(p99s)}
+                table.append((k, median(ratios), median(p50s), median(p99s)))
+                who = "ours/node" if k == "ours" else f"{k}/node"
+                lines.append(f"  deliveries per CPU-s {who} at N={n}, {rate} msg/s: median {median(ratios):.2f} "
+                             f"(per round: {', '.join(f'{x:.2f}' for x in ratios)}); "
+                             f"latency {who}: p50 {median(p50s):.3g}, p99 {median(p99s):.3g}"
+                             + ("   target >= 3" if n == args.big and k == "ours" else ""))
+            if len(table) > 1:
+                # Also each protocol against our json row of the same round: what the protocol
+                # costs, without the Node peer's own noise in the ratio.
+                ours = {r["round"]: r for r in per.get("ours", [])}
+                lines.append(f"  N={n}, {rate} msg/s, medians:")
+                lines.append("    row            deliv/cpu-s  vs node  vs ours   p50(ms)  p99(ms)  compl")
+                for k, ratio, _, _ in table + [("node", 1.0, 0, 0)]:
+                    s = summary[f"{k}_{n}_{rate}"]
+                    vs_ours = median([r["deliveries_per_cpu_s"] / ours[r["round"]]["deliveries_per_cpu_s"]
+                                      for r in per[k] if r["round"] in ours])
+                    if k != "ours" and not math.isnan(vs_ours):
+                        summary[f"vs_ours_{k}_{n}_{rate}"] = vs_ours
+                    lines.append(f"    {k:<12} {s['deliveries_per_cpu_s']:>13,.0f} {ratio:>8.2f} {vs_ours:>8.2f} "
+                                 f"{s['p50_ms']:>9.2f} {s['p99_ms']:>8.2f} {s['complete']:>6.3f}")
     for k in kinds:
         slopes = [r["kib_per_conn"] for r in runs if r["server"] == k and "kib_per_conn" in r]
         if slopes:
@@ -548,7 +637,10 @@ def main():
     with open(os.path.join(outdir, "summary.txt"), "w") as f:
         f.write(text + "\n")
     with open(os.path.join(outdir, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "runs": runs, "search": search, "summary": summary}, f, indent=1)
+        json.dump({"args": vars(args), "runs": runs, "failures": failures, "search": search,
+                   "summary": summary}, f, indent=1)
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
