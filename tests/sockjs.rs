@@ -1233,6 +1233,59 @@ async fn a_session_on_one_node_takes_sends_through_another(kind: Kind) {
     b.stop().await;
 }
 
+/// Every request balanced round-robin over two nodes, as a load balancer without stickiness
+/// would: polls and streams that reach B take their frames from the session on A, through the
+/// broker; a stream on B whose client goes away closes the session on A (1002), as a local one.
+async fn receiving_requests_reach_the_session_through_another_node(kind: Kind) {
+    let Some(backend) = Backend::start(kind) else { return };
+    let node = || {
+        TestServer::with(|c| {
+            lean(c);
+            c.broker = backend.url();
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    let url = format!("{REAL}/000/{}", sid());
+    assert_eq!(poll(a.addr, &url).await, "o\n", "opened on A");
+    let nodes = [a.addr, b.addr];
+    let payload = |frame: &str| serde_json::to_string(&[frame]).unwrap();
+    assert_eq!(xhr_send(nodes[1], &url, &payload(CONNECT)).await, 204);
+    let connected = poll_until(nodes[1], &url, |b| b.starts_with("a[")).await;
+    assert!(connected.contains("CONNECTED"), "B's poll carries A's CONNECTED: {connected}");
+    let subscribe = "SUBSCRIBE\nid:0\ndestination:/topic/chat:rr\nreceipt:r\n\n\0";
+    assert_eq!(xhr_send(nodes[0], &url, &payload(subscribe)).await, 204);
+    let receipt = poll_until(nodes[1], &url, |b| b.starts_with("a[")).await;
+    assert!(receipt.contains("RECEIPT"), "{receipt}");
+
+    // A stream through B: a publication made on either node reaches it.
+    let mut stream = open_stream(b.addr, &format!("{url}/xhr_streaming")).await;
+    stream.until(&xhr_prelude()).await;
+    for (n, node) in [(1, &a), (2, &b)] {
+        let body = format!(r#"{{"channel":"chat:rr","data":{{"n":{n}}}}}"#);
+        assert_eq!(http_json(node.addr, "POST", "/api/publish", &[], &body).await.0, 200);
+        let frame = stream.until("\n").await;
+        let message = messages(&frame).pop().unwrap_or_default();
+        assert_eq!(command(&message), "MESSAGE", "{frame}");
+        assert_eq!(body_json(&message), json!({"n": n}));
+    }
+    // Its client goes away: the session on A closes as for a local request.
+    drop(stream);
+    let closed = poll_until(a.addr, &url, |b| b.starts_with("c[")).await;
+    assert_eq!(closed, "c[1002,\"Connection interrupted\"]\n");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_receiving_requests_reach_the_session_through_another_node() {
+    receiving_requests_reach_the_session_through_another_node(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_receiving_requests_reach_the_session_through_another_node() {
+    receiving_requests_reach_the_session_through_another_node(Kind::Nats).await;
+}
+
 /// Once a session closes on A, B stops forwarding to it (A takes its inbox out of the presence).
 /// Ten sessions, as the NATS hang below needs a few.
 async fn a_closed_session_is_gone_from_every_node(kind: Kind) {
