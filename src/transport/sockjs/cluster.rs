@@ -85,17 +85,50 @@ async fn publish(state: &AppState, channel: ChannelName, body: &impl Serialize) 
     state.broker.publish(request).await.is_ok()
 }
 
-/// Whether a node (another one, when this one has no such session) holds session `id`.
-pub async fn held(state: &AppState, id: &str) -> bool {
-    let Some(inbox) = inbox(id) else { return false };
-    matches!(state.broker.presence(&inbox).await, Ok(present) if !present.is_empty())
+/// What this node learned of the sessions other nodes hold. Asking the broker's presence for
+/// every request would cost a lookup each (on NATS, a consumer), so a positive answer is kept
+/// for [`Directory::KEEP`]; a session that closed meanwhile loses what was sent to it then, as
+/// it would have on its own node.
+#[derive(Default)]
+pub struct Directory {
+    known: parking_lot::Mutex<HashMap<String, Instant>>,
 }
 
-/// Hands `messages` to session `id` on whichever node holds it; `false` when none does.
-pub async fn forward(state: &AppState, id: &str, messages: Vec<String>) -> bool {
-    match inbox(id) {
-        Some(inbox) if held(state, id).await => publish(state, inbox, &ToHolder::Messages(messages)).await,
-        _ => false,
+impl Directory {
+    /// How long a node is believed to hold a session after the broker said so.
+    const KEEP: Duration = Duration::from_secs(2);
+    /// The longest a lookup may take; a broker slower than that is taken to know of none.
+    const LOOKUP: Duration = Duration::from_secs(2);
+    /// Most entries kept.
+    const MOST: usize = 10_000;
+
+    /// Whether a node (another one, when this one has no such session) holds session `id`.
+    pub async fn held(&self, state: &AppState, id: &str) -> bool {
+        let now = Instant::now();
+        if self.known.lock().get(id).is_some_and(|until| *until > now) {
+            return true;
+        }
+        let Some(inbox) = inbox(id) else { return false };
+        let present = tokio::time::timeout(Self::LOOKUP, state.broker.presence(&inbox)).await;
+        let held = matches!(present, Ok(Ok(p)) if !p.is_empty());
+        let mut known = self.known.lock();
+        if known.len() >= Self::MOST {
+            known.retain(|_, until| *until > now);
+        }
+        if held && known.len() < Self::MOST {
+            known.insert(id.to_owned(), now + Self::KEEP);
+        }
+        held
+    }
+
+    /// Hands `messages` to session `id` on whichever node holds it; `false` when none does.
+    pub async fn forward(&self, state: &AppState, id: &str, messages: Vec<String>) -> bool {
+        match inbox(id) {
+            Some(inbox) if self.held(state, id).await => {
+                publish(state, inbox, &ToHolder::Messages(messages)).await
+            }
+            _ => false,
+        }
     }
 }
 

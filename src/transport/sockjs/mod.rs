@@ -57,6 +57,8 @@ struct Service {
     websocket: bool,
     cookie_needed: bool,
     registry: Arc<Registry>,
+    /// Sessions other nodes hold.
+    directory: Arc<cluster::Directory>,
 }
 
 /// The routes of `/sockjs`, and of the sockjs-protocol suite's services when
@@ -84,6 +86,7 @@ pub fn routes(state: &Arc<AppState>) -> Router {
             websocket,
             cookie_needed,
             registry: Registry::new(delay),
+            directory: Default::default(),
         };
         router = router.merge(
             Router::new()
@@ -469,7 +472,7 @@ enum Source {
 async fn source(svc: &Service, session: &str, limit: usize) -> (Option<Vec<u8>>, Source) {
     if svc.kind == Kind::Switchboard
         && svc.registry.get(session).is_none()
-        && cluster::held(&svc.state, session).await
+        && svc.directory.held(&svc.state, session).await
         && let Some(remote) = RemoteReceiver::attach(&svc.state, session, limit).await
     {
         return (None, Source::Remote(remote));
@@ -592,7 +595,7 @@ async fn send(svc: Service, session: String, headers: &HeaderMap, body: &[u8], j
     };
     let delivered = match svc.registry.get(&session) {
         Some(shell) => shell.deliver(messages).await,
-        None if svc.kind == Kind::Switchboard => cluster::forward(&svc.state, &session, messages).await,
+        None if svc.kind == Kind::Switchboard => svc.directory.forward(&svc.state, &session, messages).await,
         None => false,
     };
     if !delivered {
