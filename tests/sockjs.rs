@@ -1359,8 +1359,8 @@ async fn redis_a_closed_session_is_gone_from_every_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: under load, NatsBroker::presence can hang (over 30 s) when called right after the entry was \
-            purged, so B's xhr_send to the just-closed session never answers"]
+// A NATS presence read right after a purge can hang (a broker issue); SockJS bounds its lookups
+// to 2 s, so B still answers.
 async fn nats_a_closed_session_is_gone_from_every_node() {
     a_closed_session_is_gone_from_every_node(Kind::Nats).await;
 }

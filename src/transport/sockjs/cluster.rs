@@ -87,7 +87,7 @@ async fn publish(state: &AppState, channel: ChannelName, body: &impl Serialize) 
 
 /// What this node learned of the sessions other nodes hold. Asking the broker's presence for
 /// every request would cost a lookup each (on NATS, a consumer), so a positive answer is kept
-/// for [`Directory::KEEP`]; a session that closed meanwhile loses what was sent to it then, as
+/// for [`Directory::KEEP`] (a second); a session that closed meanwhile loses what was sent to it then, as
 /// it would have on its own node.
 #[derive(Default)]
 pub struct Directory {
@@ -96,7 +96,7 @@ pub struct Directory {
 
 impl Directory {
     /// How long a node is believed to hold a session after the broker said so.
-    const KEEP: Duration = Duration::from_secs(2);
+    const KEEP: Duration = Duration::from_secs(1);
     /// The longest a lookup may take; a broker slower than that is taken to know of none.
     const LOOKUP: Duration = Duration::from_secs(2);
     /// Most entries kept.
