@@ -56,8 +56,16 @@ pub struct Config {
     /// Seconds a presence entry lives in a shared broker unless its connection refreshes it
     /// (every third of this), so a dead node's clients disappear.
     pub presence_ttl: u64,
-    /// HS256 secret for client JWTs. Empty: clients need no token (allowed on loopback only).
+    /// HMAC secret for client JWTs (HS256, HS384, HS512). Empty, with `token_public_key` empty
+    /// too: clients need no token (allowed on loopback only).
     pub token_secret: String,
+    /// Public key for client JWTs signed with RS*, PS*, ES256/ES384 or EdDSA: PEM text, or the
+    /// path of a PEM file.
+    pub token_public_key: String,
+    /// The `aud` a client JWT must name (empty: not checked).
+    pub token_audience: String,
+    /// The `iss` a client JWT must carry (empty: not checked).
+    pub token_issuer: String,
     /// Key for the server API. Empty: the API is open when `token_secret` is empty too.
     pub api_key: String,
     /// Allow a non-loopback listener without authentication. Never do this in production.
@@ -185,6 +193,9 @@ impl Default for Config {
             broker: "memory".into(),
             presence_ttl: 60,
             token_secret: String::new(),
+            token_public_key: String::new(),
+            token_audience: String::new(),
+            token_issuer: String::new(),
             api_key: String::new(),
             insecure_allow_open: false,
             demo: true,
@@ -412,8 +423,11 @@ impl Config {
     /// Checks what the schema cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if !self.listen.ip().is_loopback() && self.token_secret.is_empty() && !self.insecure_allow_open {
+        if !self.listen.ip().is_loopback() && !self.requires_token() && !self.insecure_allow_open {
             return Err(ConfigError::OpenOnPublicAddress(self.listen));
+        }
+        if let Err(e) = crate::token_keys::TokenKeys::new(&self.token_secret, &self.token_public_key) {
+            return invalid(&format!("token_public_key: {e}"));
         }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
@@ -491,7 +505,7 @@ impl Config {
 
     /// Whether clients must present a token.
     pub fn requires_token(&self) -> bool {
-        !self.token_secret.is_empty()
+        !self.token_secret.is_empty() || !self.token_public_key.is_empty()
     }
 
     /// Adds the demo app's namespaces unless the configuration sets them.

@@ -56,6 +56,7 @@ pub mod rules;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod token_keys;
 pub mod transport;
 pub mod turn;
 

@@ -5,11 +5,12 @@
 use std::fmt::Write as _;
 
 use aws_lc_rs::{digest, hmac};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use switchboard_protocol::Disconnect;
 
 use crate::config::Config;
+use crate::token_keys::TokenKeys;
 
 /// Who a connection is, from its token (or anonymous when the server needs none).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +33,8 @@ struct Claims {
     #[serde(default)]
     exp: Option<u64>,
     #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     subs: Option<Vec<String>>,
@@ -42,8 +45,7 @@ struct Claims {
 /// The server's rules, built once from the configuration.
 pub struct Policy {
     config: std::sync::Arc<Config>,
-    key: Option<DecodingKey>,
-    validation: Validation,
+    keys: TokenKeys,
     /// Signs session tokens: from `token_secret` when set (so every node of a cluster accepts
     /// the others'), else random per process.
     session_key: hmac::Key,
@@ -54,26 +56,25 @@ const SESSION_TAG_BYTES: usize = 16;
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("requires_token", &self.key.is_some()).finish()
+        f.debug_struct("Policy").field("requires_token", &self.keys.any()).finish()
     }
 }
 
 impl Policy {
     /// Rules for `config`.
     pub fn new(config: std::sync::Arc<Config>) -> Self {
-        let key = config.requires_token().then(|| DecodingKey::from_secret(config.token_secret.as_bytes()));
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is checked against the time the caller passes in, not the system clock.
-        validation.validate_exp = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
+        // `Config::validate` refused a key that does not parse; a config built in code without
+        // validating gets no public key rather than a panic.
+        let keys = TokenKeys::new(&config.token_secret, &config.token_public_key)
+            .or_else(|_| TokenKeys::new(&config.token_secret, ""))
+            .unwrap_or_default();
         let session_key = if config.token_secret.is_empty() {
             hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>())
         } else {
             let seed = [b"switchboard session tokens\0".as_slice(), config.token_secret.as_bytes()].concat();
             hmac::Key::new(hmac::HMAC_SHA256, digest::digest(&digest::SHA256, &seed).as_ref())
         };
-        Self { config, key, validation, session_key }
+        Self { config, keys, session_key }
     }
 
     /// The session token that lets `user` reclaim client id `client` on a later connection:
@@ -112,17 +113,20 @@ impl Policy {
         &self.config
     }
 
-    /// Verifies a connection's token at `unix_now`. Without a token secret every connection is
+    /// Verifies a connection's token at `unix_now`: its signature with the key of its `alg`, then
+    /// `exp`, `nbf`, and `aud` and `iss` when configured. Without a key every connection is
     /// anonymous and a token is ignored.
     pub fn authenticate(&self, token: Option<&str>, unix_now: u64) -> Result<Identity, Disconnect> {
-        let Some(key) = &self.key else {
+        if !self.keys.any() {
             return Ok(Identity::default());
-        };
+        }
         let token = token.filter(|t| !t.is_empty()).ok_or(Disconnect::UNAUTHORIZED)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let alg = jsonwebtoken::decode_header(token).map_err(|_| Disconnect::UNAUTHORIZED)?.alg;
+        let key = self.keys.for_algorithm(alg).ok_or(Disconnect::UNAUTHORIZED)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
             .map_err(|_| Disconnect::UNAUTHORIZED)?
             .claims;
-        if claims.sub.is_empty() {
+        if claims.sub.is_empty() || claims.nbf.is_some_and(|nbf| nbf > unix_now) {
             return Err(Disconnect::UNAUTHORIZED);
         }
         if claims.exp.is_some_and(|exp| exp <= unix_now) {
@@ -135,6 +139,23 @@ impl Policy {
             pubs: claims.pubs,
             expires_at: claims.exp,
         })
+    }
+
+    /// What a token signed with `alg` must satisfy beyond its signature. Times are checked
+    /// against the time the caller passes in, not the system clock.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut v = Validation::new(alg);
+        v.validate_exp = false;
+        v.validate_nbf = false;
+        v.required_spec_claims.clear();
+        v.validate_aud = !self.config.token_audience.is_empty();
+        if v.validate_aud {
+            v.set_audience(&[&self.config.token_audience]);
+        }
+        if !self.config.token_issuer.is_empty() {
+            v.set_issuer(&[&self.config.token_issuer]);
+        }
+        v
     }
 
     /// Whether `key` is the configured API key; with none configured, whether the API is open
@@ -193,6 +214,102 @@ pub(crate) mod tests {
         assert_eq!(p.authenticate(Some(&t), 100), Err(Disconnect::TOKEN_EXPIRED));
         assert_eq!(who.subs.as_deref(), Some(&["chat:*".to_owned()][..]));
         assert!(!p.api_key_ok(None), "with a token secret and no API key, the API is closed");
+    }
+
+    const RSA_KEY: &str = include_str!("../tests/fixtures/jwt/rsa.key.pem");
+    const RSA_PUB: &str = include_str!("../tests/fixtures/jwt/rsa.pub.pem");
+    const EC_KEY: &str = include_str!("../tests/fixtures/jwt/ec.key.pem");
+    const EC_PUB: &str = include_str!("../tests/fixtures/jwt/ec.pub.pem");
+    const ED_KEY: &str = include_str!("../tests/fixtures/jwt/ed.key.pem");
+    const ED_PUB: &str = include_str!("../tests/fixtures/jwt/ed.pub.pem");
+
+    fn signed(alg: Algorithm, private_pem: &str, claims: serde_json::Value) -> String {
+        use jsonwebtoken::EncodingKey;
+        let pem = private_pem.as_bytes();
+        let key = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+            _ => EncodingKey::from_rsa_pem(pem),
+        };
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &claims, &key.unwrap()).unwrap()
+    }
+
+    fn with(tweak: impl FnOnce(&mut Config)) -> Policy {
+        let mut config = Config::default();
+        tweak(&mut config);
+        config.validate().expect("a valid configuration");
+        Policy::new(Arc::new(config))
+    }
+
+    #[test]
+    fn verifies_rsa_ec_and_ed25519_tokens_with_the_public_key() {
+        let alice = serde_json::json!({"sub": "alice"});
+        let cases = [
+            (RSA_PUB, Algorithm::RS256, RSA_KEY),
+            (RSA_PUB, Algorithm::RS512, RSA_KEY),
+            (RSA_PUB, Algorithm::PS256, RSA_KEY),
+            (EC_PUB, Algorithm::ES256, EC_KEY),
+            (ED_PUB, Algorithm::EdDSA, ED_KEY),
+        ];
+        for (public, alg, private) in cases {
+            let p = with(|c| c.token_public_key = public.into());
+            let t = signed(alg, private, alice.clone());
+            assert_eq!(p.authenticate(Some(&t), 0).unwrap().user, "alice", "{alg:?}");
+            // Signed by another key of the same kind: refused.
+            let other = with(|c| c.token_public_key = if public == EC_PUB { ED_PUB } else { EC_PUB }.into());
+            assert_eq!(other.authenticate(Some(&t), 0), Err(Disconnect::UNAUTHORIZED), "{alg:?}");
+        }
+        // HS256 signed with the public key as its secret (algorithm confusion): no HMAC key, refused.
+        let p = with(|c| c.token_public_key = RSA_PUB.into());
+        let confused = token(RSA_PUB, alice.clone());
+        assert_eq!(p.authenticate(Some(&confused), 0), Err(Disconnect::UNAUTHORIZED));
+        // HS384 and HS512 with the secret.
+        let p = with(|c| c.token_secret = "s".into());
+        for alg in [Algorithm::HS384, Algorithm::HS512] {
+            let key = jsonwebtoken::EncodingKey::from_secret(b"s");
+            let t = jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), &alice, &key).unwrap();
+            assert_eq!(p.authenticate(Some(&t), 0).unwrap().user, "alice", "{alg:?}");
+        }
+    }
+
+    #[test]
+    fn checks_audience_issuer_and_not_before_when_asked() {
+        let p = with(|c| {
+            c.token_public_key = ED_PUB.into();
+            c.token_audience = "switchboard".into();
+            c.token_issuer = "https://id.example".into();
+        });
+        let claims = |aud: &str, iss: &str| serde_json::json!({"sub": "u", "aud": aud, "iss": iss});
+        let ok = signed(Algorithm::EdDSA, ED_KEY, claims("switchboard", "https://id.example"));
+        assert!(p.authenticate(Some(&ok), 0).is_ok());
+        for bad in [claims("other", "https://id.example"), claims("switchboard", "https://evil.example")] {
+            let t = signed(Algorithm::EdDSA, ED_KEY, bad.clone());
+            assert_eq!(p.authenticate(Some(&t), 0), Err(Disconnect::UNAUTHORIZED), "{bad}");
+        }
+        let later = signed(
+            Algorithm::EdDSA,
+            ED_KEY,
+            serde_json::json!({"sub": "u", "aud": "switchboard",
+            "iss": "https://id.example", "nbf": 100}),
+        );
+        assert_eq!(p.authenticate(Some(&later), 99), Err(Disconnect::UNAUTHORIZED), "not yet valid");
+        assert!(p.authenticate(Some(&later), 100).is_ok());
+    }
+
+    #[test]
+    fn a_public_key_that_does_not_parse_is_refused_at_start() {
+        let config = Config {
+            token_public_key: "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----".into(),
+            ..Config::default()
+        };
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("token_public_key"), "{e}");
+        let config = Config { token_public_key: "/nonexistent/key.pem".into(), ..Config::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("cannot read /nonexistent/key.pem"));
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt/ec.pub.pem");
+        let p = with(|c| c.token_public_key = path.into());
+        let t = signed(Algorithm::ES256, EC_KEY, serde_json::json!({"sub": "u"}));
+        assert!(p.authenticate(Some(&t), 0).is_ok(), "a path to a PEM file");
     }
 
     #[test]
