@@ -62,6 +62,11 @@ pub struct Config {
     /// Public key for client JWTs signed with RS*, PS*, ES256/ES384 or EdDSA: PEM text, or the
     /// path of a PEM file.
     pub token_public_key: String,
+    /// An identity provider's JWKS (http or https): keys for client JWTs by their `kid`, fetched
+    /// at start, every `token_jwks_refresh` seconds, and when a token names an unknown `kid`.
+    pub token_jwks_url: String,
+    /// Seconds between fetches of `token_jwks_url`.
+    pub token_jwks_refresh: u64,
     /// The `aud` a client JWT must name (empty: not checked).
     pub token_audience: String,
     /// The `iss` a client JWT must carry (empty: not checked).
@@ -194,6 +199,8 @@ impl Default for Config {
             presence_ttl: 60,
             token_secret: String::new(),
             token_public_key: String::new(),
+            token_jwks_url: String::new(),
+            token_jwks_refresh: 300,
             token_audience: String::new(),
             token_issuer: String::new(),
             api_key: String::new(),
@@ -429,6 +436,10 @@ impl Config {
         if let Err(e) = crate::token_keys::TokenKeys::new(&self.token_secret, &self.token_public_key) {
             return invalid(&format!("token_public_key: {e}"));
         }
+        let jwks = &self.token_jwks_url;
+        if !(jwks.is_empty() || jwks.starts_with("https://") || jwks.starts_with("http://")) {
+            return invalid("token_jwks_url must be an http:// or https:// URL");
+        }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
         }
@@ -505,7 +516,7 @@ impl Config {
 
     /// Whether clients must present a token.
     pub fn requires_token(&self) -> bool {
-        !self.token_secret.is_empty() || !self.token_public_key.is_empty()
+        !self.token_secret.is_empty() || !self.token_public_key.is_empty() || !self.token_jwks_url.is_empty()
     }
 
     /// Adds the demo app's namespaces unless the configuration sets them.

@@ -47,6 +47,7 @@ pub mod connection;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub mod jwks;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -68,6 +68,13 @@ impl Policy {
         let keys = TokenKeys::new(&config.token_secret, &config.token_public_key)
             .or_else(|_| TokenKeys::new(&config.token_secret, ""))
             .unwrap_or_default();
+        let keys = if config.token_jwks_url.is_empty() {
+            keys
+        } else {
+            let jwks = crate::jwks::Jwks::new(&config.token_jwks_url);
+            jwks.spawn(std::time::Duration::from_secs(config.token_jwks_refresh.max(1)));
+            keys.with_jwks(jwks)
+        };
         let session_key = if config.token_secret.is_empty() {
             hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>())
         } else {
@@ -121,9 +128,9 @@ impl Policy {
             return Ok(Identity::default());
         }
         let token = token.filter(|t| !t.is_empty()).ok_or(Disconnect::UNAUTHORIZED)?;
-        let alg = jsonwebtoken::decode_header(token).map_err(|_| Disconnect::UNAUTHORIZED)?.alg;
-        let key = self.keys.for_algorithm(alg).ok_or(Disconnect::UNAUTHORIZED)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation(alg))
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Disconnect::UNAUTHORIZED)?;
+        let key = self.keys.for_header(&header).ok_or(Disconnect::UNAUTHORIZED)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
             .map_err(|_| Disconnect::UNAUTHORIZED)?
             .claims;
         if claims.sub.is_empty() || claims.nbf.is_some_and(|nbf| nbf > unix_now) {

@@ -3,7 +3,11 @@
 //! Centrifugo and most identity providers sign them. A token's `alg` picks the key; an `alg`
 //! with no key configured is refused.
 
-use jsonwebtoken::{Algorithm, DecodingKey};
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, Header};
+
+use crate::jwks::Jwks;
 
 /// The verifying keys, by algorithm family.
 #[derive(Default, Clone)]
@@ -12,6 +16,8 @@ pub struct TokenKeys {
     rsa: Option<DecodingKey>,
     ec: Option<DecodingKey>,
     ed: Option<DecodingKey>,
+    /// Keys by `kid` from `token_jwks_url`.
+    jwks: Option<Arc<Jwks>>,
 }
 
 impl TokenKeys {
@@ -40,9 +46,30 @@ impl TokenKeys {
         Ok(keys)
     }
 
+    /// These keys and those of a JWKS.
+    pub fn with_jwks(mut self, jwks: Arc<Jwks>) -> Self {
+        self.jwks = Some(jwks);
+        self
+    }
+
     /// Whether any key is configured (then clients need a token).
     pub fn any(&self) -> bool {
-        self.hmac.is_some() || self.rsa.is_some() || self.ec.is_some() || self.ed.is_some()
+        self.hmac.is_some()
+            || self.rsa.is_some()
+            || self.ec.is_some()
+            || self.ed.is_some()
+            || self.jwks.is_some()
+    }
+
+    /// The key for a token with this header: the JWKS key its `kid` names, else the configured
+    /// key of its `alg`'s family.
+    pub fn for_header(&self, header: &Header) -> Option<DecodingKey> {
+        if let (Some(jwks), Some(kid)) = (&self.jwks, &header.kid)
+            && let Some(key) = jwks.key(kid)
+        {
+            return Some(key);
+        }
+        self.for_algorithm(header.alg).cloned()
     }
 
     /// The key for tokens signed with `alg`, if one is configured.
