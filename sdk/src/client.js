@@ -80,6 +80,7 @@ export class Switchboard extends Emitter {
      */
     this.clientId = null;
     this._session = null; // the last connect reply's session token
+    this._refreshTimer = null; // replaces an expiring token (`getToken`)
 
     this._subs = new Map();
     this._conn = null;
@@ -345,6 +346,8 @@ export class Switchboard extends Emitter {
     this._gen++;
     if (this._retryTimer != null) this._clearTimeout(this._retryTimer);
     this._retryTimer = null;
+    if (this._refreshTimer != null) this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     const conn = this._conn;
     this._conn = null;
     if (conn) {
@@ -421,6 +424,34 @@ export class Switchboard extends Emitter {
     if (reply.session) this._session = reply.session;
     // A one-way transport reopening for new channels stays 'connected': say when the id changed.
     if (previous && this.clientId !== previous) this._emit('_clientid', { clientId: this.clientId, previous });
+    this._scheduleRefresh(reply.expires);
+  }
+
+  /** With `getToken`, a token that expires (`expires`, Unix seconds) is replaced shortly before:
+   * a `refresh` command on a command transport, so nothing reconnects. On the one-way transports
+   * (or if the refresh fails) the server closes at expiry with 3005 and the reconnect fetches a
+   * fresh token, resuming every subscription. */
+  _scheduleRefresh(expires) {
+    if (this._refreshTimer != null) this._clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (!expires || !this._getToken) return;
+    const left = expires * 1000 - Date.now();
+    const margin = Math.min(60_000, Math.max(5_000, left / 10));
+    const gen = this._gen;
+    this._refreshTimer = this._setTimeout(() => {
+      this._refreshTimer = null;
+      if (gen === this._gen) this._refreshToken().catch(() => {});
+    }, Math.max(0, left - margin));
+  }
+
+  async _refreshToken() {
+    const conn = this._wsConn();
+    if (!conn) return;
+    this._tokenStale = true;
+    const token = await this._ensureToken();
+    if (!token || this._wsConn() !== conn) return;
+    const res = await conn.call('refresh', { token });
+    this._scheduleRefresh(res?.expires);
   }
 
   _serverUnsubscribed(conn, u) {

@@ -352,3 +352,36 @@ test('websocket: disconnect() stops; connect() resumes from the kept positions',
   ws[1].handshake();
   assert.deepEqual(ws[1].commands('subscribe')[0].subscribe, { channel: 'a', since: { epoch: 'E', offset: 7 } });
 });
+
+test('websocket: with getToken, an expiring token is replaced by a refresh command before it expires, without reconnecting', async () => {
+  let n = 0;
+  const { sb, ws, clock } = makeClient({ ...WS_ONLY, getToken: () => `T${++n}` });
+  // Time passes with the server's pings keeping the connection alive.
+  const pass = async (ms) => {
+    for (let t = 0; t < ms; t += 20_000) {
+      ws[0].receive({ ping: {} });
+      await clock.advance(Math.min(20_000, ms - t));
+      await settle();
+    }
+  };
+  sb.connect();
+  await settle();
+  const nowS = () => Math.floor(Date.now() / 1000);
+  ws[0].handshake({ expires: nowS() + 120 });
+  assert.deepEqual(ws[0].commands('connect')[0].connect, { token: 'T1' });
+  await pass(100_000);
+  assert.equal(ws[0].commands('refresh').length, 0, 'not yet: 20 s before would be too early');
+  await pass(10_000);
+  const [r] = ws[0].commands('refresh');
+  assert.deepEqual(r?.refresh, { token: 'T2' }, 'about 12 s before expiry, with a fresh token');
+  ws[0].reply('refresh', { expires: nowS() + 240 });
+  await settle();
+  await pass(240_000);
+  assert.deepEqual(ws[0].commands('refresh').map((c) => c.refresh.token), ['T2', 'T3'], 'and again for the next');
+  assert.equal(ws.length, 1, 'never reconnected');
+  assert.equal(sb.state, 'connected');
+  sb.disconnect();
+  await clock.advance(600_000);
+  await settle();
+  assert.equal(ws[0].commands('refresh').length, 2, 'nothing after a disconnect');
+});

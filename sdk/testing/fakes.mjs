@@ -111,9 +111,10 @@ export function fakeWebSocket() {
     }
 
     /** Accepts the connection and answers `connect`. */
-    handshake({ client = 'c1', ping = 25, session } = {}) {
+    handshake({ client = 'c1', ping = 25, session, expires } = {}) {
       this.accept();
-      return this.reply('connect', { client, version: 'test', ping, ...(session ? { session } : {}) });
+      const extra = { ...(session ? { session } : {}), ...(expires ? { expires } : {}) };
+      return this.reply('connect', { client, version: 'test', ping, ...extra });
     }
   }
   return { FakeWebSocket, sockets };

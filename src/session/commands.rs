@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
     ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, ErrorBody, HistoryRequest,
-    PublishRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply, SubscribeRequest,
+    PublishRequest, RefreshReply, RefreshRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply,
+    SubscribeRequest,
 };
 use switchboard_protocol::{ChannelName, ErrorCode};
 
@@ -45,6 +46,7 @@ impl Session {
                         .pong_timeout
                         .is_none()
                         .then_some(self.config.ping_interval.as_secs()),
+                    expires: identity.expires_at,
                 };
                 self.connect_as(now, identity, req.name);
                 self.deferred = Some(VecDeque::new());
@@ -67,6 +69,26 @@ impl Session {
         self.info =
             Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
         self.identity = identity;
+    }
+
+    /// A new token for this connection: the same user, a later expiry, and the permissions it
+    /// carries for what comes next (subscriptions made already stay). A bad token is refused
+    /// with an error and the connection keeps its current one until that expires.
+    pub(super) fn refresh(&mut self, now: Now, id: u64, req: RefreshRequest) {
+        let identity = match self.rules.auth().authenticate(Some(&req.token), now.unix) {
+            Ok(identity) => identity,
+            Err(d) => return self.reply(Reply::error(id, ErrorCode::Unauthorized, d.reason)),
+        };
+        if identity.user != self.identity.user {
+            let m = "a refreshed token must name the connection's user";
+            return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
+        }
+        self.expires_at = identity
+            .expires_at
+            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
+        let expires = identity.expires_at;
+        self.identity = identity;
+        self.reply(Reply { id, body: ReplyBody::Refresh(RefreshReply { expires }) });
     }
 
     /// This connection, as the rules see it.

@@ -143,7 +143,7 @@ pub struct Session {
     pong_deadline: Option<Instant>,
     expires_at: Option<Instant>,
     /// Commands that came while `connect` claimed the client id, run once it has.
-    deferred: Option<VecDeque<(u64, Command)>>,
+    deferred: Option<VecDeque<(u64, Command, Now)>>,
     /// Backend calls waiting for the one that runs: a connection's calls reach the backend one
     /// at a time, in the order they were made.
     rpc_queue: VecDeque<(u64, AppCall)>,
@@ -201,7 +201,7 @@ impl Session {
     pub fn deferred_channels(&self) -> Vec<ChannelName> {
         let deferred = self.deferred.iter().flatten();
         deferred
-            .filter_map(|(_, c)| match c {
+            .filter_map(|(_, c, _)| match c {
                 Command::Subscribe(req) => ChannelName::new(&req.channel).ok(),
                 _ => None,
             })
@@ -256,7 +256,7 @@ impl Session {
             if deferred.len() >= MAX_DEFERRED {
                 return self.disconnect(Disconnect::BAD_REQUEST);
             }
-            deferred.push_back((id, command));
+            deferred.push_back((id, command, now));
             return;
         }
         if let Command::Connect(req) = command {
@@ -268,10 +268,10 @@ impl Session {
             }
             self.connect_as(now, Identity::default(), None);
         }
-        self.dispatch(id, command);
+        self.dispatch(now, id, command);
     }
 
-    fn dispatch(&mut self, id: u64, command: Command) {
+    fn dispatch(&mut self, now: Now, id: u64, command: Command) {
         match command {
             Command::Connect(_) => {}
             Command::Subscribe(req) => self.subscribe(id, req),
@@ -280,6 +280,7 @@ impl Session {
             Command::Presence(req) => self.presence(id, req),
             Command::History(req) => self.history(id, req),
             Command::Rpc(req) => self.rpc(id, req),
+            Command::Refresh(req) => self.refresh(now, id, req),
             Command::Ping => self.reply(Reply { id, body: ReplyBody::Ping(Empty {}) }),
         }
     }
@@ -342,11 +343,11 @@ impl Session {
         match (pending, result) {
             (Pending::Connect(id, reply), OpResult::Claimed) => {
                 self.reply(Reply { id, body: ReplyBody::Connect(reply) });
-                for (id, command) in self.deferred.take().unwrap_or_default() {
+                for (id, command, now) in self.deferred.take().unwrap_or_default() {
                     if matches!(command, Command::Connect(_)) {
                         self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
                     } else {
-                        self.dispatch(id, command);
+                        self.dispatch(now, id, command);
                     }
                 }
             }

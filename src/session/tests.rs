@@ -276,6 +276,44 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
 }
 
 #[test]
+fn refresh_extends_the_connection_with_a_new_token_of_the_same_user() {
+    let secret = "s3";
+    let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
+    let token = |claims| crate::policy::tests::token(secret, claims);
+    let first = token(serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}));
+    let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{first}"}}}}"#));
+    assert!(
+        matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.expires == Some(1_030)),
+        "connect says when the token expires"
+    );
+    assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
+    assert!(h.advance(20).iter().all(|o| matches!(o, Output::Ping)));
+
+    // Another user's token, or a bad one: refused, and the connection keeps its own.
+    let mallory = token(serde_json::json!({"sub": "mallory", "exp": 1_100}));
+    assert_eq!(error_code(&h.send(&format!(r#"{{"id":3,"refresh":{{"token":"{mallory}"}}}}"#))), Some(103));
+    assert_eq!(error_code(&h.send(r#"{"id":4,"refresh":{"token":"garbage"}}"#)), Some(101));
+
+    let second = token(serde_json::json!({"sub": "al", "exp": 1_100, "subs": ["a", "b"]}));
+    let out = h.send(&format!(r#"{{"id":5,"refresh":{{"token":"{second}"}}}}"#));
+    assert!(
+        matches!(&out[..], [Output::Reply(Reply { id: 5, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_100)),
+        "{out:?}"
+    );
+    assert_eq!(error_code(&h.send(r#"{"id":6,"subscribe":{"channel":"b"}}"#)), None, "the new token's subs");
+    // From 1_020 to 1_100 in steps of 10 s, answering pings: closed at the second token's expiry.
+    let mut ended = None;
+    for step in 1..=8 {
+        h.send(r#"{"pong":{}}"#);
+        if let Some(d) = disconnect(&h.advance(10)) {
+            ended = Some((step, d));
+            break;
+        }
+    }
+    assert_eq!(ended, Some((8, Disconnect::TOKEN_EXPIRED)), "at 1_100, not at the first token's 1_030");
+}
+
+#[test]
 fn a_token_expiring_beyond_representable_time_never_expires() {
     let secret = "s3";
     let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });

@@ -40,6 +40,8 @@ pub enum Command {
     History(HistoryRequest),
     /// Call the application's backend (`app_proxy_url`) and return its answer.
     Rpc(RpcRequest),
+    /// A new token for the connection (same user), before the current one expires.
+    Refresh(RefreshRequest),
     /// An application-level ping.
     Ping,
 }
@@ -111,6 +113,21 @@ pub struct HistoryRequest {
     pub reverse: bool,
 }
 
+/// `refresh` body.
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    /// The new token.
+    pub token: String,
+}
+
+/// The body of a `refresh` reply (and the `expires` of a `connect` reply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshReply {
+    /// Unix seconds at which the new token expires; absent when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
 /// `rpc` body: a call to the application's backend.
 #[derive(Debug, Deserialize)]
 pub struct RpcRequest {
@@ -172,6 +189,8 @@ struct Envelope<'a> {
     #[serde(borrow, default)]
     rpc: Option<&'a RawValue>,
     #[serde(borrow, default)]
+    refresh: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     ping: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pong: Option<&'a RawValue>,
@@ -200,6 +219,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         env.presence,
         env.history,
         env.rpc,
+        env.refresh,
         env.ping,
         env.pong,
     ]
@@ -243,6 +263,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         body(raw, "history").map(Command::History)
     } else if let Some(raw) = env.rpc {
         body(raw, "rpc").map(Command::Rpc)
+    } else if let Some(raw) = env.refresh {
+        body(raw, "refresh").map(Command::Refresh)
     } else {
         Ok(Command::Ping)
     }
@@ -309,6 +331,10 @@ pub struct ConnectReply {
     /// nothing for twice that may reconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<u64>,
+    /// Unix seconds at which the token expires, when it does: `refresh` before, or be closed
+    /// with 3005.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 /// The body of a `subscribe` reply, and of the one-way transports' `subscribed` event.
@@ -376,6 +402,8 @@ pub enum ReplyBody {
     Presence(PresenceReply),
     /// To `rpc`.
     Rpc(RpcReply),
+    /// To `refresh`.
+    Refresh(RefreshReply),
     /// To `ping`.
     Ping(Empty),
     /// Any command that failed.
@@ -474,6 +502,9 @@ pub struct ServerFrame {
     /// `rpc` reply.
     #[serde(default)]
     pub rpc: Option<RpcReply>,
+    /// `refresh` reply.
+    #[serde(default)]
+    pub refresh: Option<RefreshReply>,
     /// A publication push.
     #[serde(default, rename = "pub")]
     pub publication: Option<PublicationObject>,
@@ -543,6 +574,10 @@ mod tests {
             (r.method.as_str(), r.data.unwrap().get(), r.kind),
             ("chat.send", r#"{"t": 1}"#, RpcKind::Rpc)
         );
+        let (_, c) = command(r#"{"id":9,"refresh":{"token":"t"}}"#);
+        assert!(matches!(c, Command::Refresh(RefreshRequest { token }) if token == "t"));
+        let r = Reply { id: 9, body: ReplyBody::Refresh(RefreshReply { expires: Some(5) }) };
+        assert_eq!(r.to_json(), r#"{"id":9,"refresh":{"expires":5}}"#);
         let (_, c) = command(r#"{"id":7,"rpc":{"method":"m"}}"#);
         assert!(matches!(c, Command::Rpc(RpcRequest { data: None, .. })), "data is optional");
         let e = parse_client_frame(r#"{"id":8,"rpc":{"data":1}}"#).unwrap_err();
