@@ -64,7 +64,7 @@ pub async fn publish(
             return Err(HttpError::new(ErrorCode::BadRequest, "give exactly one of data and b64"));
         }
     };
-    state.rules.check_publication(payload.len(), req.idempotency_key.as_deref())?;
+    state.rules.check_publication(&payload, req.idempotency_key.as_deref())?;
     let request = NewPublication {
         options: state.config.channel_options(&channel).clone(),
         channel,

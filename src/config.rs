@@ -83,6 +83,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// Largest publication payload, in bytes.
     pub max_publication_bytes: usize,
+    /// Deepest nesting of arrays and objects in a publication's JSON data.
+    pub max_json_depth: usize,
     /// Most subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Deliveries queued for one connection before it is dropped as a slow consumer.
@@ -91,6 +93,8 @@ pub struct Config {
     pub ping_interval: u64,
     /// Seconds a WebSocket client has to answer a ping.
     pub pong_timeout: u64,
+    /// Seconds a connection may stay without `connect` when a token is required.
+    pub connect_timeout: u64,
     /// Seconds between SSE and streaming heartbeats.
     pub heartbeat_interval: u64,
     /// The longest `wait` a long poll may ask for, in seconds.
@@ -209,9 +213,11 @@ impl Default for Config {
             max_connections: 100_000,
             max_frame_bytes: 128 * 1024,
             max_publication_bytes: 64 * 1024,
+            max_json_depth: 64,
             max_subscriptions: 128,
             outbound_queue: 1024,
             ping_interval: 25,
+            connect_timeout: 10,
             pong_timeout: 10,
             heartbeat_interval: 15,
             poll_max_wait: 60,
@@ -446,8 +452,14 @@ impl Config {
         if self.max_publication_bytes > self.max_frame_bytes {
             return invalid("max_publication_bytes must not exceed max_frame_bytes");
         }
-        if self.ping_interval == 0 || self.pong_timeout == 0 || self.heartbeat_interval == 0 {
-            return invalid("ping_interval, pong_timeout and heartbeat_interval must be > 0");
+        if self.ping_interval == 0
+            || self.pong_timeout == 0
+            || self.heartbeat_interval == 0
+            || self.connect_timeout == 0
+        {
+            return invalid(
+                "ping_interval, pong_timeout, heartbeat_interval and connect_timeout must be > 0",
+            );
         }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return invalid("set both tls_cert and tls_key, or neither");

@@ -11,6 +11,7 @@ use switchboard_protocol::frame::ClientInfo;
 use switchboard_protocol::{ChannelName, ErrorCode};
 
 use crate::config::{ChannelOptions, Config};
+use crate::model::Payload;
 use crate::policy::{Identity, Policy};
 use crate::rooms::Inbox;
 
@@ -197,10 +198,20 @@ impl Rules {
     }
 
     /// Validates a publication's payload size and idempotency key.
-    pub fn check_publication(&self, payload_len: usize, idempotency_key: Option<&str>) -> Result<(), Denied> {
+    pub fn check_publication(&self, payload: &Payload, idempotency_key: Option<&str>) -> Result<(), Denied> {
         let max = self.config.max_publication_bytes;
-        if payload_len > max {
+        if payload.len() > max {
             return Err(Denied::new(ErrorCode::LimitExceeded, format!("payload is larger than {max} bytes")));
+        }
+        // Deep nesting costs every subscriber's JSON parser (browsers' included) its stack.
+        let depth = self.config.max_json_depth;
+        if let Payload::Json(json) = payload
+            && nesting_exceeds(json, depth)
+        {
+            return Err(Denied::new(
+                ErrorCode::LimitExceeded,
+                format!("data is nested deeper than {depth} levels"),
+            ));
         }
         if idempotency_key.is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
             return Err(Denied::new(
@@ -243,6 +254,35 @@ fn refuse_internal(channel: &ChannelName) -> Result<(), Denied> {
         return Err(Denied::forbidden("channels starting with __ are the server's own"));
     }
     Ok(())
+}
+
+/// Whether valid JSON `json` nests arrays and objects more than `max` deep: one pass, strings
+/// (and the brackets in them) skipped.
+fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 fn matches_any(patterns: &[String], channel: &str) -> bool {
@@ -375,12 +415,20 @@ mod tests {
     }
 
     #[test]
-    fn publications_are_checked_for_size_and_key() {
-        let r = rules(Config { max_publication_bytes: 10, ..Config::default() });
-        assert!(r.check_publication(10, Some("k")).is_ok());
-        assert_eq!(r.check_publication(11, None).unwrap_err().code, ErrorCode::LimitExceeded);
-        assert_eq!(r.check_publication(1, Some("")).unwrap_err().code, ErrorCode::BadRequest);
+    fn publications_are_checked_for_size_key_and_nesting() {
+        let r = rules(Config { max_publication_bytes: 10, max_json_depth: 3, ..Config::default() });
+        let bin = |n: usize| Payload::Binary(vec![0; n].into());
+        let json = |s: &'static str| Payload::Json(bytes::Bytes::from_static(s.as_bytes()));
+        assert!(r.check_publication(&bin(10), Some("k")).is_ok());
+        assert_eq!(r.check_publication(&bin(11), None).unwrap_err().code, ErrorCode::LimitExceeded);
+        assert_eq!(r.check_publication(&bin(1), Some("")).unwrap_err().code, ErrorCode::BadRequest);
         let long = "k".repeat(MAX_IDEMPOTENCY_KEY + 1);
-        assert_eq!(r.check_publication(1, Some(&long)).unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(r.check_publication(&bin(1), Some(&long)).unwrap_err().code, ErrorCode::BadRequest);
+        let r = rules(Config { max_json_depth: 3, ..Config::default() });
+        assert!(r.check_publication(&json("[[{}]]"), None).is_ok(), "3 deep");
+        assert_eq!(r.check_publication(&json("[[[[]]]]"), None).unwrap_err().code, ErrorCode::LimitExceeded);
+        assert!(r.check_publication(&json(r#"["[[[[\"["]"#), None).is_ok(), "brackets in strings");
+        assert!(!nesting_exceeds(&"[".repeat(64).into_bytes(), 64));
+        assert!(nesting_exceeds(&"[".repeat(30_000).into_bytes(), 64));
     }
 }

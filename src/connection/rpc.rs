@@ -37,7 +37,7 @@ async fn run(state: &AppState, call: AppCall) -> Result<Box<RawValue>, AppError>
         let bad = |m: &str| AppError::BadAnswer(format!("publish[{i}] to {:?}: {m}", p.channel));
         let channel = ChannelName::new(&p.channel).map_err(|e| bad(&e.to_string()))?;
         let destination = state.rules.may_publish(&Actor::Server, &channel).map_err(|d| bad(&d.message))?;
-        state.rules.check_publication(p.payload.len(), None).map_err(|d| bad(&d.message))?;
+        state.rules.check_publication(&p.payload, None).map_err(|d| bad(&d.message))?;
         let request = NewPublication {
             options: state.rules.options(&channel).clone(),
             channel,

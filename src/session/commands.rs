@@ -261,7 +261,7 @@ impl Session {
                 return self.reply(Reply::error(id, ErrorCode::BadRequest, "publish needs data"));
             }
         };
-        if let Err(denied) = self.rules.check_publication(payload.len(), req.idempotency_key.as_deref()) {
+        if let Err(denied) = self.rules.check_publication(&payload, req.idempotency_key.as_deref()) {
             return self.reply(refusal(id, denied));
         }
         let request = NewPublication {

@@ -80,6 +80,8 @@ pub struct SessionConfig {
     /// Whether the transport can deliver datagrams (WebTransport): subscriptions may then ask
     /// for `datagram` delivery where their namespace enables it.
     pub datagrams: bool,
+    /// How long a connection may stay without `connect` when the server requires a token.
+    pub connect_timeout: Duration,
 }
 
 impl SessionConfig {
@@ -98,6 +100,7 @@ impl SessionConfig {
             max_held: config.outbound_queue,
             presence_refresh: Duration::from_secs(config.presence_ttl / 3),
             datagrams: false,
+            connect_timeout: Duration::from_secs(config.connect_timeout),
         }
     }
 }
@@ -149,13 +152,18 @@ pub struct Session {
     rpc_queue: VecDeque<(u64, AppCall)>,
     /// A backend call is running.
     rpc_running: bool,
+    /// When a connection that has not sent `connect` is closed (a token is required).
+    connect_deadline: Option<Instant>,
     closed: bool,
 }
 
 impl Session {
     /// A new session for the connection `client_id`, opened at `now`.
     pub fn new(rules: Arc<Rules>, config: SessionConfig, client_id: String, now: Now) -> Self {
+        // A token is required: a connection that never authenticates does not hold a place.
+        let connect_deadline = rules.config().requires_token().then(|| now.instant + config.connect_timeout);
         Self {
+            connect_deadline,
             rules,
             next_ping: now.instant + config.ping_interval,
             next_presence_refresh: now.instant + config.presence_refresh,
@@ -176,6 +184,11 @@ impl Session {
         }
     }
 
+    /// The connect deadline, while it matters.
+    fn connect_deadline(&self) -> Option<Instant> {
+        self.connect_deadline.filter(|_| self.info.is_none())
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -186,10 +199,8 @@ impl Session {
         if self.closed {
             return None;
         }
-        [Some(self.next_ping), Some(self.next_presence_refresh), self.pong_deadline, self.expires_at]
-            .into_iter()
-            .flatten()
-            .min()
+        let deadlines = [self.pong_deadline, self.expires_at, self.connect_deadline()];
+        [Some(self.next_ping), Some(self.next_presence_refresh)].into_iter().chain(deadlines).flatten().min()
     }
 
     /// Whether the session ended.
@@ -389,6 +400,9 @@ impl Session {
         }
         if self.expires_at.is_some_and(|d| d <= t) {
             return self.disconnect(Disconnect::TOKEN_EXPIRED);
+        }
+        if self.connect_deadline().is_some_and(|d| d <= t) {
+            return self.disconnect(Disconnect::CONNECT_TIMEOUT);
         }
         if self.next_presence_refresh <= t {
             self.next_presence_refresh = t + self.config.presence_refresh;

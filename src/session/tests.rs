@@ -276,6 +276,22 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
 }
 
 #[test]
+fn a_connection_that_never_connects_is_closed_when_a_token_is_required() {
+    let mut h = Harness::new(Config { token_secret: "s3".into(), connect_timeout: 10, ..config() });
+    assert!(h.advance(9).iter().all(|o| !matches!(o, Output::Disconnect(_))));
+    assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::CONNECT_TIMEOUT));
+
+    let mut h = Harness::new(Config { token_secret: "s3".into(), connect_timeout: 10, ..config() });
+    let token = crate::policy::tests::token("s3", serde_json::json!({"sub": "al"}));
+    h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    h.send(r#"{"pong":{}}"#);
+    assert_eq!(disconnect(&h.advance(20)), None, "connected in time");
+
+    let mut open = Harness::new(config());
+    assert_eq!(disconnect(&open.advance(20)), None, "an open server needs no connect");
+}
+
+#[test]
 fn refresh_extends_the_connection_with_a_new_token_of_the_same_user() {
     let secret = "s3";
     let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });

@@ -138,6 +138,8 @@ impl Disconnect {
     pub const UNAUTHORIZED: Self = Self::new(3501, "unauthorized");
     /// Not allowed.
     pub const FORBIDDEN: Self = Self::new(3502, "forbidden");
+    /// No `connect` within `connect_timeout` on a server that requires a token.
+    pub const CONNECT_TIMEOUT: Self = Self::new(3501, "no connect in time");
     /// The server holds `max_connections` already.
     pub const CONNECTION_LIMIT: Self = Self::new(3503, "connection limit");
     /// A newer connection of the same client took over its client id (`connect.session`).
