@@ -111,6 +111,8 @@ pub const DEFAULT_DENIED: &[&str] = &[
     "fc00::/7",
     "fe80::/10",
     "ff00::/8",
+    // Local-use NAT64 (RFC 8215): whatever a site's translator reaches.
+    "64:ff9b:1::/48",
 ];
 
 /// The compiled peer policy.
@@ -135,9 +137,21 @@ impl PeerFilter {
         })
     }
 
-    /// Whether relaying to/from `ip` is allowed. `ip` is made canonical first.
+    /// Whether relaying to/from `ip` is allowed. `ip` is made canonical first; an address of the
+    /// well-known NAT64 prefix (`64:ff9b::/96`, RFC 6052) must also be allowed as the IPv4
+    /// address it stands for, so that a NAT64 gateway is no way around the deny list.
     pub fn is_allowed(&self, ip: IpAddr) -> bool {
         let ip = canonical_ip(ip);
+        if let IpAddr::V6(v6) = ip
+            && let [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] = v6.segments()
+        {
+            let v4 = std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+            return self.allows(ip) && self.allows(IpAddr::V4(v4));
+        }
+        self.allows(ip)
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
         if self.allowed.iter().any(|c| c.contains(ip)) {
             return true;
         }
@@ -185,9 +199,14 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "ff02::1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::c0a8:101",
+            "64:ff9b:1::8.8.8.8",
         ] {
             assert!(!f.is_allowed(ip(bad)), "{bad} allowed");
         }
+        assert!(f.is_allowed(ip("64:ff9b::808:808")), "a public IPv4 address through NAT64");
         for good in ["8.8.8.8", "172.32.0.1", "203.0.113.9", "2001:db8::1", "::ffff:1.1.1.1"] {
             assert!(f.is_allowed(ip(good)), "{good} denied");
         }
