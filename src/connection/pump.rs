@@ -15,6 +15,9 @@ use crate::broker::StreamTop;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
 use crate::session::Output;
 
+/// How long a consumer cut off for not reading has to take its close frame (3002).
+const SLOW_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Something to send, as the session asked for it.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -139,7 +142,11 @@ pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
                 _ = driver.cut_off() => {
                     metrics.slow_consumers.add(1);
                     driver.finish();
-                    return transport.close(Disconnect::SLOW_CONSUMER, false).await;
+                    // The close goes after what the socket still holds: a client that catches
+                    // up within the grace reads 3002 there; one that does not is dropped.
+                    let close = transport.close(Disconnect::SLOW_CONSUMER, true);
+                    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, close).await;
+                    return;
                 }
             }
         }
