@@ -85,6 +85,8 @@ pub struct Config {
     pub max_publication_bytes: usize,
     /// Deepest nesting of arrays and objects in a publication's JSON data.
     pub max_json_depth: usize,
+    /// Most bytes of publications in one `history` reply; the client pages on with `since`.
+    pub max_history_reply_bytes: usize,
     /// Most subscriptions one connection may hold.
     pub max_subscriptions: usize,
     /// Deliveries queued for one connection before it is dropped as a slow consumer.
@@ -214,6 +216,7 @@ impl Default for Config {
             max_frame_bytes: 128 * 1024,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,
+            max_history_reply_bytes: 1024 * 1024,
             max_subscriptions: 128,
             outbound_queue: 1024,
             ping_interval: 25,

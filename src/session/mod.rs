@@ -60,6 +60,9 @@ impl Now {
     }
 }
 
+/// Bytes a publication costs in a history reply beyond its payload (its object's fields).
+const HISTORY_ENTRY_OVERHEAD: usize = 96;
+
 /// A session's limits and timers.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -82,6 +85,8 @@ pub struct SessionConfig {
     pub datagrams: bool,
     /// How long a connection may stay without `connect` when the server requires a token.
     pub connect_timeout: Duration,
+    /// Most bytes of publications in one history reply.
+    pub max_history_reply_bytes: usize,
 }
 
 impl SessionConfig {
@@ -101,6 +106,7 @@ impl SessionConfig {
             presence_refresh: Duration::from_secs(config.presence_ttl / 3),
             datagrams: false,
             connect_timeout: Duration::from_secs(config.connect_timeout),
+            max_history_reply_bytes: config.max_history_reply_bytes,
         }
     }
 }
@@ -372,7 +378,21 @@ impl Session {
             },
             (Pending::Publish(id), OpResult::Refused(denied)) => self.reply(refusal(id, denied)),
             (Pending::History(id), OpResult::History(result)) => match result {
-                Ok(h) => self.out.push_back(Output::History { id, top: h.top, publications: h.publications }),
+                Ok(h) => {
+                    // A reply is bounded in bytes (a client that asks for much and never reads
+                    // must not pin it all): the client pages on from the last one it got.
+                    let mut publications = h.publications;
+                    let mut bytes = 0;
+                    let keep = publications
+                        .iter()
+                        .position(|p| {
+                            bytes += p.payload.len() + HISTORY_ENTRY_OVERHEAD;
+                            bytes > self.config.max_history_reply_bytes
+                        })
+                        .map_or(publications.len(), |i| i.max(1));
+                    publications.truncate(keep);
+                    self.out.push_back(Output::History { id, top: h.top, publications })
+                }
                 Err(e) => self.reply(broker_error(id, &e)),
             },
             (Pending::Presence(id), OpResult::Presence(result)) => match result {

@@ -276,6 +276,36 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
 }
 
 #[test]
+fn a_history_reply_is_bounded_in_bytes_and_keeps_at_least_one_publication() {
+    // Each test publication is a 1-3 byte payload: 96 + 1..3 bytes in a reply.
+    let mut h = Harness::new(Config { max_history_reply_bytes: 300, ..config() });
+    let reply = |h: &mut Harness, id: u64, offsets: std::ops::RangeInclusive<u64>| {
+        let out = h.send(&format!(r#"{{"id":{id},"history":{{"channel":"news","limit":100}}}}"#));
+        let op = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Op(op, Op::History { .. }) => Some(*op),
+                _ => None,
+            })
+            .expect("a history op");
+        h.s.handle_result(op, history("news", "e", 100, offsets));
+        match &h.drain()[..] {
+            [Output::History { publications, top, .. }] => {
+                (publications.iter().map(|p| p.offset).collect::<Vec<_>>(), top.offset)
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        reply(&mut h, 1, 1..=100),
+        (vec![1, 2, 3], 100),
+        "three fit in 300 bytes; the top says more exist"
+    );
+    let mut big = Harness::new(Config { max_history_reply_bytes: 10, ..config() });
+    assert_eq!(reply(&mut big, 1, 1..=5).0, vec![1], "one always goes, or the client could never page on");
+}
+
+#[test]
 fn a_connection_that_never_connects_is_closed_when_a_token_is_required() {
     let mut h = Harness::new(Config { token_secret: "s3".into(), connect_timeout: 10, ..config() });
     assert!(h.advance(9).iter().all(|o| !matches!(o, Output::Disconnect(_))));
