@@ -93,6 +93,11 @@ pub struct Config {
     /// Origins allowed to call the HTTP endpoints from a browser page on another origin
     /// (CORS), e.g. `["https://app.example.com"]`; `["*"]` allows any. Empty: same origin only.
     pub allowed_origins: Vec<String>,
+    /// More names this server may be reached by while it runs open (no `token_secret`, on
+    /// loopback), e.g. `["dev.test"]`: such a server answers only requests whose `Host` is a
+    /// loopback name or address (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`) or one of
+    /// these, so a page on a name rebound to 127.0.0.1 (DNS rebinding) cannot use it.
+    pub allowed_hosts: Vec<String>,
     /// Run the built-in STUN/TURN server.
     pub turn: bool,
     /// Its UDP and TCP address. Empty: the HTTP listener's IP, port 3478 (port 0 when the HTTP
@@ -225,6 +230,7 @@ impl Default for Config {
             tls_key: String::new(),
             webtransport_max_streams: 4,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             rtc: true,
             rtc_listen: String::new(),
             rtc_external_ip: String::new(),
@@ -492,6 +498,13 @@ impl Config {
     /// Whether clients must present a token.
     pub fn requires_token(&self) -> bool {
         !self.token_secret.is_empty()
+    }
+
+    /// Whether the server runs open on loopback: no `token_secret`, so any page the user's
+    /// browser shows could use it unless the `Host` and `Origin` checks of `crate::http` stop it.
+    /// (Open on another address takes `insecure_allow_open`, and then no `Host` is checked.)
+    pub fn open_on_loopback(&self) -> bool {
+        !self.requires_token() && self.listen.ip().is_loopback()
     }
 
     /// Adds the demo app's namespaces unless the configuration sets them.

@@ -1,0 +1,73 @@
+//! A server without secrets (loopback only) refuses what a hostile page in the user's browser
+//! could do with it: requests on a foreign `Host` (DNS rebinding).
+
+mod common;
+
+use common::{TestServer, http_json};
+use switchboard::config::Config;
+
+/// `GET path` with `Host: host`: the status and the error code, if any.
+async fn get_with_host(server: &TestServer, path: &str, host: &str) -> (u16, Option<u64>) {
+    let (status, body) = http_json(server.addr, "GET", path, &[("Host", host)], "").await;
+    (status, body["error"]["code"].as_u64())
+}
+
+#[tokio::test]
+async fn an_open_server_answers_only_loopback_hosts() {
+    let server = TestServer::start(Config::default()).await;
+    let port = server.addr.port();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("app.localhost:{port}")] {
+        assert_eq!(get_with_host(&server, "/api/history?channel=news", &host).await.0, 200, "{host}");
+        assert_eq!(get_with_host(&server, "/sockjs/info", &host).await.0, 200, "{host}");
+    }
+    let rebound = format!("rebind.evil.example:{port}");
+    for path in ["/api/history?channel=news", "/healthz", "/metrics", "/sockjs/info", "/nowhere"] {
+        assert_eq!(get_with_host(&server, path, &rebound).await, (403, Some(103)), "{path}");
+    }
+    let (status, body) = http_json(
+        server.addr,
+        "POST",
+        "/api/publish",
+        &[("Host", &rebound), ("Content-Type", "text/plain")],
+        r#"{"channel":"news","data":1}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("allowed_hosts") && message.contains("token_secret"), "{message}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_server_refuses_websockets_on_a_foreign_host() {
+    let server = TestServer::start(Config::default()).await;
+    let rebound = format!("rebind.evil.example:{}", server.addr.port());
+    let origin = format!("http://{rebound}");
+    let upgrade = [
+        ("Host", rebound.as_str()),
+        ("Origin", origin.as_str()),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    for path in ["/ws", "/stomp", "/sockjs/000/abc/websocket"] {
+        let (status, body) = http_json(server.addr, "GET", path, &upgrade, "").await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn allowed_hosts_adds_names_and_secrets_lift_the_check() {
+    let server = TestServer::with(|c| c.allowed_hosts = vec!["dev.test".into()]).await;
+    let port = server.addr.port();
+    assert_eq!(get_with_host(&server, "/healthz", &format!("dev.test:{port}")).await.0, 200);
+    assert_eq!(get_with_host(&server, "/healthz", &format!("other.test:{port}")).await.0, 403);
+    server.stop().await;
+
+    let server = TestServer::with(|c| c.token_secret = "open-server-secret".into()).await;
+    let host = format!("switchboard.example:{}", server.addr.port());
+    assert_eq!(get_with_host(&server, "/healthz", &host).await.0, 200, "tokens protect it");
+    server.stop().await;
+}
