@@ -110,6 +110,31 @@ pub async fn loopback_host(
     }
 }
 
+/// Refuses, on a server without `token_secret`, a state-changing request (`POST`, `PUT`,
+/// `PATCH`, `DELETE`) from a page of another origin that `allowed_origins` does not name (`403`,
+/// code 103). A `text/plain` or form `POST` needs no CORS preflight: without this check any page
+/// the user opens could publish through the open API or send into SockJS sessions. The server's
+/// own pages (`Origin` host == `Host`) and clients that are not browsers (no `Origin`) pass.
+pub async fn same_origin_writes(
+    axum::extract::State(config): axum::extract::State<std::sync::Arc<crate::config::Config>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let writes = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let origin = request.headers().get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if writes && let Some(origin) = origin.filter(|o| !origin_allowed(&config, Some(o), host)) {
+        let message = format!(
+            "a page of {origin} may not {} here: a server without token_secret takes writes only \
+             from its own pages and allowed_origins (add the origin there, or set token_secret)",
+            request.method()
+        );
+        return HttpError::new(ErrorCode::PermissionDenied, message).into_response();
+    }
+    next.run(request).await
+}
+
 /// A refusal of the channel rules, with its code's usual status.
 impl From<Denied> for HttpError {
     fn from(d: Denied) -> Self {

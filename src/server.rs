@@ -67,6 +67,10 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
     // SockJS answers in its own words (plain-text errors, its own CORS): outside both layers.
     let mut router = router.with_state(state.clone()).merge(transport::sockjs::routes(&state));
     // What guards an open server guards every route, SockJS's too.
+    if !state.config.requires_token() {
+        let config = state.config.clone();
+        router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::same_origin_writes));
+    }
     if state.config.open_on_loopback() {
         let config = state.config.clone();
         router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::loopback_host));

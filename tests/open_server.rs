@@ -1,5 +1,6 @@
 //! A server without secrets (loopback only) refuses what a hostile page in the user's browser
-//! could do with it: requests on a foreign `Host` (DNS rebinding).
+//! could do with it: requests on a foreign `Host` (DNS rebinding) and writes from pages of other
+//! origins that need no CORS preflight (a `text/plain` POST).
 
 mod common;
 
@@ -69,5 +70,58 @@ async fn allowed_hosts_adds_names_and_secrets_lift_the_check() {
     let server = TestServer::with(|c| c.token_secret = "open-server-secret".into()).await;
     let host = format!("switchboard.example:{}", server.addr.port());
     assert_eq!(get_with_host(&server, "/healthz", &host).await.0, 200, "tokens protect it");
+    server.stop().await;
+}
+
+/// `POST path` of `body` as `text/plain` (no CORS preflight) with `Origin: origin`, if any.
+async fn post_from(
+    server: &TestServer,
+    path: &str,
+    origin: Option<&str>,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut headers = vec![("Content-Type", "text/plain")];
+    headers.extend(origin.map(|o| ("Origin", o)));
+    http_json(server.addr, "POST", path, &headers, body).await
+}
+
+#[tokio::test]
+async fn an_open_server_takes_writes_only_from_its_own_pages_and_allowed_origins() {
+    let server = TestServer::with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let own = format!("http://localhost:{}", server.addr.port());
+    let publish = r#"{"channel":"news","data":1}"#;
+    let (status, body) = post_from(&server, "/api/publish", Some("https://evil.example"), publish).await;
+    assert_eq!((status, body["error"]["code"].as_u64()), (403, Some(103)), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("allowed_origins") && message.contains("https://evil.example"), "{message}");
+    assert_eq!(post_from(&server, "/api/publish", Some("null"), publish).await.0, 403, "a sandboxed page");
+    let (status, history) = http_json(server.addr, "GET", "/api/history?channel=news", &[], "").await;
+    assert_eq!(
+        (status, history["publications"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "nothing published"
+    );
+    for origin in [None, Some(own.as_str()), Some("https://app.example")] {
+        assert_eq!(post_from(&server, "/api/publish", origin, publish).await.0, 200, "{origin:?}");
+    }
+    // SockJS's own POSTs: a session's xhr_send from another page is refused, the page's own passes.
+    let (status, _) = post_from(&server, "/sockjs/000/csrf/xhr", Some(&own), "").await;
+    assert_eq!(status, 200, "the page's own origin opens a session");
+    let send = r#"["{\"connect\":{}}"]"#;
+    let (status, _) =
+        post_from(&server, "/sockjs/000/csrf/xhr_send", Some("https://evil.example"), send).await;
+    assert_eq!(status, 403);
+    let (status, _) = post_from(&server, "/sockjs/000/csrf/xhr_send", Some(&own), send).await;
+    assert_eq!(status, 204, "the page's own origin sends");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_a_token_secret_tokens_guard_writes_instead() {
+    let server = TestServer::with(|c| c.token_secret = "open-server-secret".into()).await;
+    let (status, body) =
+        post_from(&server, "/api/publish", Some("https://evil.example"), r#"{"channel":"news","data":1}"#)
+            .await;
+    assert_eq!((status, body["error"]["code"].as_u64()), (401, Some(101)), "no token: {body}");
     server.stop().await;
 }
