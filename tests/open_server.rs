@@ -1,6 +1,7 @@
 //! A server without secrets (loopback only) refuses what a hostile page in the user's browser
 //! could do with it: requests on a foreign `Host` (DNS rebinding) and writes from pages of other
-//! origins that need no CORS preflight (a `text/plain` POST).
+//! origins that need no CORS preflight (a `text/plain` POST). A protected server's `/metrics`
+//! takes the API key.
 
 mod common;
 
@@ -123,5 +124,36 @@ async fn with_a_token_secret_tokens_guard_writes_instead() {
         post_from(&server, "/api/publish", Some("https://evil.example"), r#"{"channel":"news","data":1}"#)
             .await;
     assert_eq!((status, body["error"]["code"].as_u64()), (401, Some(101)), "no token: {body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_take_the_api_key_when_one_is_configured() {
+    let server = TestServer::with(|c| {
+        c.token_secret = "metrics-token-secret".into();
+        c.api_key = "metrics-key".into();
+    })
+    .await;
+    let metrics = |headers: &'static [(&'static str, &'static str)]| {
+        let addr = server.addr;
+        async move { common::http_request(addr, "GET", "/metrics", headers, "").await }
+    };
+    let (status, _, body) = metrics(&[]).await;
+    assert_eq!((status, body["error"]["code"].as_u64()), (401, Some(101)), "{body}");
+    assert_eq!(metrics(&[("X-API-Key", "wrong")]).await.0, 401);
+    assert_eq!(metrics(&[("Authorization", "Bearer wrong")]).await.0, 401);
+    for headers in [
+        &[("X-API-Key", "metrics-key")][..],
+        &[("Authorization", "Bearer metrics-key")],
+        &[("Authorization", "apikey metrics-key")],
+    ] {
+        let (status, head, _) = metrics(headers).await;
+        assert_eq!(status, 200, "{headers:?}");
+        assert!(head.contains("text/plain"), "{head}");
+    }
+    server.stop().await;
+
+    let server = TestServer::start(Config::default()).await;
+    assert_eq!(common::http_request(server.addr, "GET", "/metrics", &[], "").await.0, 200, "no key: open");
     server.stop().await;
 }
