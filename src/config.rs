@@ -490,6 +490,26 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The configuration with its secrets replaced by `"<redacted>"` (`switchboard config`
+    /// without `--show-secrets`): `token_secret`, `api_key`, `turn_secret`, the passwords of
+    /// `turn_users`, and a password in the `broker` or `app_proxy_url` URL. Empty ones stay
+    /// empty, so the output still tells set from unset.
+    pub fn redacted(mut self) -> Self {
+        const REDACTED: &str = "<redacted>";
+        for secret in [&mut self.token_secret, &mut self.api_key, &mut self.turn_secret] {
+            if !secret.is_empty() {
+                REDACTED.clone_into(secret);
+            }
+        }
+        for password in self.turn_users.values_mut() {
+            REDACTED.clone_into(password);
+        }
+        for url in [&mut self.broker, &mut self.app_proxy_url] {
+            *url = redact_url_password(url, REDACTED);
+        }
+        self
+    }
+
     /// `node_url` without a trailing `/`, to put paths after; empty outside a cluster.
     pub fn node_base(&self) -> &str {
         self.node_url.trim_end_matches('/')
@@ -536,6 +556,19 @@ impl Config {
         }
         self
     }
+}
+
+/// `url` (`SCHEME://USER:PASSWORD@HOST/...`) with its password, if any, replaced by `redacted`.
+fn redact_url_password(url: &str, redacted: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let shown = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:{redacted}"),
+        // `nats://TOKEN@HOST`: a lone userinfo is a credential too.
+        None => redacted.to_owned(),
+    };
+    format!("{scheme}://{shown}{}", &rest[at..])
 }
 
 /// Checks `app_proxy_url`: an `http://` URL with a host (the backend is reached over plain HTTP).
@@ -665,6 +698,21 @@ mod tests {
         assert!(err.to_string().contains("turn_external_ip"), "TURN needs an address to advertise: {err}");
         flags.insert("turn_external_ip".into(), "192.0.2.7".into());
         assert!(Config::load(None, [], flags).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_unset_ones_stay_empty() {
+        let mut config = Config { token_secret: "t0ken".into(), api_key: "k3y".into(), ..Config::default() };
+        config.turn_users.insert("alice".into(), "pw".into());
+        config.broker = "redis://default:hunter2@10.0.0.5:6379/0".into();
+        config.app_proxy_url = "http://backend:3000/path".into();
+        let shown = config.redacted();
+        assert_eq!((shown.token_secret.as_str(), shown.api_key.as_str()), ("<redacted>", "<redacted>"));
+        assert_eq!((shown.turn_secret.as_str(), shown.turn_users["alice"].as_str()), ("", "<redacted>"));
+        assert_eq!(shown.broker, "redis://default:<redacted>@10.0.0.5:6379/0");
+        assert_eq!(shown.app_proxy_url, "http://backend:3000/path");
+        assert_eq!(redact_url_password("nats://s3cret@nats:4222", "<r>"), "nats://<r>@nats:4222");
+        assert_eq!(redact_url_password("redis://:pw@h:1", "<r>"), "redis://:<r>@h:1");
     }
 
     #[test]

@@ -23,8 +23,8 @@ struct Cli {
 enum Commands {
     /// Run the server (defaults: 127.0.0.1:8080, in-memory broker, demo app at /).
     Serve(ConfigArgs),
-    /// Print the effective configuration, defaults included, as TOML.
-    Config(ConfigArgs),
+    /// Print the effective configuration, defaults included, as TOML (secrets redacted).
+    Config(ShowConfigArgs),
     /// Publish JSON on a channel through the server API.
     Publish(cli::PublishArgs),
     /// Subscribe to channels and print each event as a JSON line.
@@ -80,6 +80,15 @@ struct ConfigArgs {
     log: Option<String>,
 }
 
+#[derive(Args)]
+struct ShowConfigArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print token_secret, api_key, turn_secret, TURN passwords and URL passwords as they are.
+    #[arg(long)]
+    show_secrets: bool,
+}
+
 impl ConfigArgs {
     fn load(&self) -> Result<Config, String> {
         let mut flags = toml::Table::new();
@@ -132,7 +141,8 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve(args) => serve(args.load()?).await,
             Commands::Config(args) => {
-                let toml = args.load()?.with_demo_namespaces().to_toml();
+                let config = args.config.load()?.with_demo_namespaces();
+                let toml = if args.show_secrets { config } else { config.redacted() }.to_toml();
                 cli::print_line(toml.trim_end()).map(|_| ())
             }
             Commands::Publish(args) => cli::publish(args).await,

@@ -105,3 +105,44 @@ async fn subscribe_lines_carry_no_internal_or_empty_fields() {
     assert!(!out.contains("null"), "no empty fields: {out}");
     assert!(lines.iter().all(|l| l["cursor"].is_string()), "every line has its cursor: {out}");
 }
+
+/// `switchboard config ARGS...` with `env` (and no other `SWITCHBOARD_*` variable): its stdout.
+fn show_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.arg("config").args(args).envs(env.iter().copied()).output().expect("the binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn config_redacts_secrets_unless_asked() {
+    let file = std::env::temp_dir().join(format!("switchboard-cli-{}.toml", std::process::id()));
+    std::fs::write(&file, "[turn_users]\nalice = \"turn-user-password\"\n").unwrap();
+    let env = [
+        ("SWITCHBOARD_CONFIG", file.to_str().unwrap()),
+        ("SWITCHBOARD_TOKEN_SECRET", "cli-token-secret"),
+        ("SWITCHBOARD_API_KEY", "cli-api-key"),
+        ("SWITCHBOARD_TURN_SECRET", "cli-turn-secret"),
+        ("SWITCHBOARD_BROKER", "redis://default:cli-redis-password@127.0.0.1:6379"),
+    ];
+    let secrets =
+        ["cli-token-secret", "cli-api-key", "cli-turn-secret", "turn-user-password", "cli-redis-password"];
+    let redacted = show_config(&[], &env);
+    let shown = show_config(&["--show-secrets"], &env);
+    let _ = std::fs::remove_file(&file);
+    for secret in secrets {
+        assert!(!redacted.contains(secret), "{secret} printed: {redacted}");
+        assert!(shown.contains(secret), "--show-secrets prints {secret}: {shown}");
+    }
+    for line in ["token_secret = \"<redacted>\"", "api_key = \"<redacted>\"", "alice = \"<redacted>\""] {
+        assert!(redacted.contains(line), "{line} missing: {redacted}");
+    }
+    assert!(redacted.contains("redis://default:<redacted>@127.0.0.1:6379"), "{redacted}");
+    let parsed: toml::Table = redacted.parse().expect("still TOML");
+    assert_eq!(parsed["tls_key"].as_str(), Some(""), "unset stays empty");
+}
