@@ -90,6 +90,8 @@ pub struct Config {
     pub sse_retry_ms: u64,
     /// Log filter (`info`, `debug`, `switchboard=trace`...).
     pub log: String,
+    /// Log lines as `text` (for people) or `json` (one object a line, for log collectors).
+    pub log_format: String,
     /// Origins allowed to call the HTTP endpoints from a browser page on another origin
     /// (CORS), e.g. `["https://app.example.com"]`; `["*"]` allows any. Empty: same origin only.
     pub allowed_origins: Vec<String>,
@@ -206,6 +208,7 @@ impl Default for Config {
             max_recovery: 10_000,
             sse_retry_ms: 2000,
             log: "info".into(),
+            log_format: "text".into(),
             ws_echo_endpoint: false,
             sockjs: true,
             sockjs_heartbeat_ms: 25_000,
@@ -420,6 +423,9 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if !self.listen.ip().is_loopback() && self.token_secret.is_empty() && !self.insecure_allow_open {
             return Err(ConfigError::OpenOnPublicAddress(self.listen));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid("log_format must be \"text\" or \"json\"");
         }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");

@@ -78,6 +78,9 @@ struct ConfigArgs {
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
+    /// Log lines as `text` or `json`.
+    #[arg(long)]
+    log_format: Option<String>,
 }
 
 #[derive(Args)]
@@ -102,6 +105,7 @@ impl ConfigArgs {
             ("node_url", &self.node_url),
             ("app_proxy_url", &self.app_proxy_url),
             ("log", &self.log),
+            ("log_format", &self.log_format),
         ];
         for (key, value) in strings {
             if let Some(v) = value {
@@ -161,7 +165,13 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a person at a terminal: a file or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match config.log_format.as_str() {
+        "json" => logs.json().init(),
+        _ => logs.init(),
+    }
     let config = config.with_demo_namespaces();
     let demo = config.demo;
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
