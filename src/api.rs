@@ -203,8 +203,20 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /metrics`: open when no `api_key` is configured, else it takes the key (`X-API-Key`,
+/// `Authorization: apikey KEY`, or `Authorization: Bearer KEY` as Prometheus sends it).
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if !state.config.api_key.is_empty() {
+        let key = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("apikey "))
+            .or_else(|| crate::http::bearer(&headers));
+        if !state.rules.auth().api_key_ok(key) {
+            let m = "/metrics takes the API key: X-API-Key: KEY or Authorization: Bearer KEY";
+            return HttpError::new(ErrorCode::Unauthorized, m).into_response();
+        }
+    }
     let mut text = state.metrics.render();
     let up = u8::from(state.broker.health() == Health::Ok);
     let kind = state.config.broker.split("://").next().unwrap_or("memory");

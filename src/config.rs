@@ -109,9 +109,16 @@ pub struct Config {
     pub sse_retry_ms: u64,
     /// Log filter (`info`, `debug`, `switchboard=trace`...).
     pub log: String,
+    /// Log lines as `text` (for people) or `json` (one object a line, for log collectors).
+    pub log_format: String,
     /// Origins allowed to call the HTTP endpoints from a browser page on another origin
     /// (CORS), e.g. `["https://app.example.com"]`; `["*"]` allows any. Empty: same origin only.
     pub allowed_origins: Vec<String>,
+    /// More names this server may be reached by while it runs open (no `token_secret`, on
+    /// loopback), e.g. `["dev.test"]`: such a server answers only requests whose `Host` is a
+    /// loopback name or address (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`) or one of
+    /// these, so a page on a name rebound to 127.0.0.1 (DNS rebinding) cannot use it.
+    pub allowed_hosts: Vec<String>,
     /// Run the built-in STUN/TURN server.
     pub turn: bool,
     /// Its UDP and TCP address. Empty: the HTTP listener's IP, port 3478 (port 0 when the HTTP
@@ -228,6 +235,7 @@ impl Default for Config {
             max_recovery: 10_000,
             sse_retry_ms: 2000,
             log: "info".into(),
+            log_format: "text".into(),
             ws_echo_endpoint: false,
             sockjs: true,
             sockjs_heartbeat_ms: 25_000,
@@ -252,6 +260,7 @@ impl Default for Config {
             tls_key: String::new(),
             webtransport_max_streams: 4,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
             rtc: true,
             rtc_listen: String::new(),
             rtc_external_ip: String::new(),
@@ -449,6 +458,9 @@ impl Config {
         if !(jwks.is_empty() || jwks.starts_with("https://") || jwks.starts_with("http://")) {
             return invalid("token_jwks_url must be an http:// or https:// URL");
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid("log_format must be \"text\" or \"json\"");
+        }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
         }
@@ -524,6 +536,26 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The configuration with its secrets replaced by `"<redacted>"` (`switchboard config`
+    /// without `--show-secrets`): `token_secret`, `api_key`, `turn_secret`, the passwords of
+    /// `turn_users`, and a password in the `broker` or `app_proxy_url` URL. Empty ones stay
+    /// empty, so the output still tells set from unset.
+    pub fn redacted(mut self) -> Self {
+        const REDACTED: &str = "<redacted>";
+        for secret in [&mut self.token_secret, &mut self.api_key, &mut self.turn_secret] {
+            if !secret.is_empty() {
+                REDACTED.clone_into(secret);
+            }
+        }
+        for password in self.turn_users.values_mut() {
+            REDACTED.clone_into(password);
+        }
+        for url in [&mut self.broker, &mut self.app_proxy_url] {
+            *url = redact_url_password(url, REDACTED);
+        }
+        self
+    }
+
     /// `node_url` without a trailing `/`, to put paths after; empty outside a cluster.
     pub fn node_base(&self) -> &str {
         self.node_url.trim_end_matches('/')
@@ -532,6 +564,13 @@ impl Config {
     /// Whether clients must present a token.
     pub fn requires_token(&self) -> bool {
         !self.token_secret.is_empty() || !self.token_public_key.is_empty() || !self.token_jwks_url.is_empty()
+    }
+
+    /// Whether the server runs open on loopback: no `token_secret`, so any page the user's
+    /// browser shows could use it unless the `Host` and `Origin` checks of `crate::http` stop it.
+    /// (Open on another address takes `insecure_allow_open`, and then no `Host` is checked.)
+    pub fn open_on_loopback(&self) -> bool {
+        !self.requires_token() && self.listen.ip().is_loopback()
     }
 
     /// Adds the demo app's namespaces unless the configuration sets them.
@@ -563,6 +602,19 @@ impl Config {
         }
         self
     }
+}
+
+/// `url` (`SCHEME://USER:PASSWORD@HOST/...`) with its password, if any, replaced by `redacted`.
+fn redact_url_password(url: &str, redacted: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_owned() };
+    let shown = match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{user}:{redacted}"),
+        // `nats://TOKEN@HOST`: a lone userinfo is a credential too.
+        None => redacted.to_owned(),
+    };
+    format!("{scheme}://{shown}{}", &rest[at..])
 }
 
 /// Checks `app_proxy_url`: an `http://` URL with a host (the backend is reached over plain HTTP).
@@ -692,6 +744,21 @@ mod tests {
         assert!(err.to_string().contains("turn_external_ip"), "TURN needs an address to advertise: {err}");
         flags.insert("turn_external_ip".into(), "192.0.2.7".into());
         assert!(Config::load(None, [], flags).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_unset_ones_stay_empty() {
+        let mut config = Config { token_secret: "t0ken".into(), api_key: "k3y".into(), ..Config::default() };
+        config.turn_users.insert("alice".into(), "pw".into());
+        config.broker = "redis://default:hunter2@10.0.0.5:6379/0".into();
+        config.app_proxy_url = "http://backend:3000/path".into();
+        let shown = config.redacted();
+        assert_eq!((shown.token_secret.as_str(), shown.api_key.as_str()), ("<redacted>", "<redacted>"));
+        assert_eq!((shown.turn_secret.as_str(), shown.turn_users["alice"].as_str()), ("", "<redacted>"));
+        assert_eq!(shown.broker, "redis://default:<redacted>@10.0.0.5:6379/0");
+        assert_eq!(shown.app_proxy_url, "http://backend:3000/path");
+        assert_eq!(redact_url_password("nats://s3cret@nats:4222", "<r>"), "nats://<r>@nats:4222");
+        assert_eq!(redact_url_password("redis://:pw@h:1", "<r>"), "redis://:<r>@h:1");
     }
 
     #[test]

@@ -69,6 +69,72 @@ pub fn origin_allowed(config: &crate::config::Config, origin: Option<&str>, host
             .any(|o| o == "*" || o.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
+/// Whether a request whose `Host` is `host` may reach a server that runs open on loopback: a
+/// loopback name or address (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`), with or
+/// without a port, or a name of `allowed_hosts`. Anything else is a page on a foreign name that
+/// resolves to 127.0.0.1 (DNS rebinding): its requests count as same-origin in the browser, so
+/// neither CORS nor the `Origin` check would stop it reading and writing channels.
+pub fn host_allowed(config: &crate::config::Config, host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
+        None => {
+            host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host, |(n, _)| n)
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    let loopback = name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.to_canonical().is_loopback());
+    loopback
+        || config.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(&name) || h.eq_ignore_ascii_case(host))
+}
+
+/// Refuses, on a server that runs open on loopback, every request whose `Host` is not
+/// [`host_allowed`] (`403`, code 103). A request without `Host` is not a browser's: it passes.
+pub async fn loopback_host(
+    axum::extract::State(config): axum::extract::State<std::sync::Arc<crate::config::Config>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = request.headers().get(header::HOST).map(|v| v.to_str().unwrap_or("?"));
+    match host {
+        Some(host) if !host_allowed(&config, host) => HttpError::new(
+            ErrorCode::PermissionDenied,
+            format!(
+                "Host {host:?} is not a loopback name: a server without token_secret answers only \
+                 localhost, 127.0.0.1 and [::1] (add a name to allowed_hosts, or set token_secret)"
+            ),
+        )
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Refuses, on a server without `token_secret`, a state-changing request (`POST`, `PUT`,
+/// `PATCH`, `DELETE`) from a page of another origin that `allowed_origins` does not name (`403`,
+/// code 103). A `text/plain` or form `POST` needs no CORS preflight: without this check any page
+/// the user opens could publish through the open API or send into SockJS sessions. The server's
+/// own pages (`Origin` host == `Host`) and clients that are not browsers (no `Origin`) pass.
+pub async fn same_origin_writes(
+    axum::extract::State(config): axum::extract::State<std::sync::Arc<crate::config::Config>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let writes = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let origin = request.headers().get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
+    let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if writes && let Some(origin) = origin.filter(|o| !origin_allowed(&config, Some(o), host)) {
+        let message = format!(
+            "a page of {origin} may not {} here: a server without token_secret takes writes only \
+             from its own pages and allowed_origins (add the origin there, or set token_secret)",
+            request.method()
+        );
+        return HttpError::new(ErrorCode::PermissionDenied, message).into_response();
+    }
+    next.run(request).await
+}
+
 /// A refusal of the channel rules, with its code's usual status.
 impl From<Denied> for HttpError {
     fn from(d: Denied) -> Self {
@@ -184,5 +250,39 @@ mod tests {
         assert!(!ok(&config, Some("http://app.example"), "sb.example:8080"), "another scheme");
         config.allowed_origins = vec!["*".into()];
         assert!(ok(&config, Some("https://evil.example"), "sb.example:8080"));
+    }
+
+    #[test]
+    fn an_open_server_answers_loopback_hosts_and_allowed_hosts_only() {
+        let mut config = crate::config::Config::default();
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "localhost.",
+            "app.localhost:3000",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:8080",
+        ] {
+            assert!(host_allowed(&config, host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8080",
+            "[::2]:8080",
+            "",
+            "localhost:8080:1",
+        ] {
+            assert!(!host_allowed(&config, host), "{host}");
+        }
+        config.allowed_hosts = vec!["Dev.Test".into()];
+        assert!(host_allowed(&config, "dev.test:8080"));
+        assert!(!host_allowed(&config, "other.test:8080"));
     }
 }

@@ -23,8 +23,8 @@ struct Cli {
 enum Commands {
     /// Run the server (defaults: 127.0.0.1:8080, in-memory broker, demo app at /).
     Serve(ConfigArgs),
-    /// Print the effective configuration, defaults included, as TOML.
-    Config(ConfigArgs),
+    /// Print the effective configuration, defaults included, as TOML (secrets redacted).
+    Config(ShowConfigArgs),
     /// Publish JSON on a channel through the server API.
     Publish(cli::PublishArgs),
     /// Subscribe to channels and print each event as a JSON line.
@@ -78,6 +78,18 @@ struct ConfigArgs {
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
+    /// Log lines as `text` or `json`.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct ShowConfigArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print token_secret, api_key, turn_secret, TURN passwords and URL passwords as they are.
+    #[arg(long)]
+    show_secrets: bool,
 }
 
 impl ConfigArgs {
@@ -93,6 +105,7 @@ impl ConfigArgs {
             ("node_url", &self.node_url),
             ("app_proxy_url", &self.app_proxy_url),
             ("log", &self.log),
+            ("log_format", &self.log_format),
         ];
         for (key, value) in strings {
             if let Some(v) = value {
@@ -132,7 +145,8 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve(args) => serve(args.load()?).await,
             Commands::Config(args) => {
-                let toml = args.load()?.with_demo_namespaces().to_toml();
+                let config = args.config.load()?.with_demo_namespaces();
+                let toml = if args.show_secrets { config } else { config.redacted() }.to_toml();
                 cli::print_line(toml.trim_end()).map(|_| ())
             }
             Commands::Publish(args) => cli::publish(args).await,
@@ -151,7 +165,13 @@ fn main() -> ExitCode {
 async fn serve(config: Config) -> Result<(), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a person at a terminal: a file or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match config.log_format.as_str() {
+        "json" => logs.json().init(),
+        _ => logs.init(),
+    }
     let config = config.with_demo_namespaces();
     let demo = config.demo;
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;

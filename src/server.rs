@@ -65,7 +65,17 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         router = router.layer(cors);
     }
     // SockJS answers in its own words (plain-text errors, its own CORS): outside both layers.
-    router.with_state(state.clone()).merge(transport::sockjs::routes(&state))
+    let mut router = router.with_state(state.clone()).merge(transport::sockjs::routes(&state));
+    // What guards an open server guards every route, SockJS's too.
+    if !state.config.requires_token() {
+        let config = state.config.clone();
+        router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::same_origin_writes));
+    }
+    if state.config.open_on_loopback() {
+        let config = state.config.clone();
+        router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::loopback_host));
+    }
+    router
 }
 
 /// CORS for pages of `allowed_origins` (`*`: any) calling the HTTP endpoints from elsewhere,

@@ -105,3 +105,129 @@ async fn subscribe_lines_carry_no_internal_or_empty_fields() {
     assert!(!out.contains("null"), "no empty fields: {out}");
     assert!(lines.iter().all(|l| l["cursor"].is_string()), "every line has its cursor: {out}");
 }
+
+/// `switchboard config ARGS...` with `env` (and no other `SWITCHBOARD_*` variable): its stdout.
+fn show_config(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd.arg("config").args(args).envs(env.iter().copied()).output().expect("the binary runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn config_redacts_secrets_unless_asked() {
+    let file = std::env::temp_dir().join(format!("switchboard-cli-{}.toml", std::process::id()));
+    std::fs::write(&file, "[turn_users]\nalice = \"turn-user-password\"\n").unwrap();
+    let env = [
+        ("SWITCHBOARD_CONFIG", file.to_str().unwrap()),
+        ("SWITCHBOARD_TOKEN_SECRET", "cli-token-secret"),
+        ("SWITCHBOARD_API_KEY", "cli-api-key"),
+        ("SWITCHBOARD_TURN_SECRET", "cli-turn-secret"),
+        ("SWITCHBOARD_BROKER", "redis://default:cli-redis-password@127.0.0.1:6379"),
+    ];
+    let secrets =
+        ["cli-token-secret", "cli-api-key", "cli-turn-secret", "turn-user-password", "cli-redis-password"];
+    let redacted = show_config(&[], &env);
+    let shown = show_config(&["--show-secrets"], &env);
+    let _ = std::fs::remove_file(&file);
+    for secret in secrets {
+        assert!(!redacted.contains(secret), "{secret} printed: {redacted}");
+        assert!(shown.contains(secret), "--show-secrets prints {secret}: {shown}");
+    }
+    for line in ["token_secret = \"<redacted>\"", "api_key = \"<redacted>\"", "alice = \"<redacted>\""] {
+        assert!(redacted.contains(line), "{line} missing: {redacted}");
+    }
+    assert!(redacted.contains("redis://default:<redacted>@127.0.0.1:6379"), "{redacted}");
+    let parsed: toml::Table = redacted.parse().expect("still TOML");
+    assert_eq!(parsed["tls_key"].as_str(), Some(""), "unset stays empty");
+}
+
+/// `switchboard serve` with `env`, logging JSON at `info` into a pipe: its URL and its stderr as
+/// read so far.
+fn serve_logging(env: &[(&str, &str)]) -> (Child, String, std::sync::Arc<std::sync::Mutex<String>>) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SWITCHBOARD_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-demo", "--no-turn", "--no-rtc"])
+        .args(["--log", "info", "--log-format", "json"])
+        .env("SWITCHBOARD_WEBTRANSPORT", "false")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("an address").to_owned();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while err.read_line(&mut line).is_ok_and(|n| n > 0) {
+            sink.lock().unwrap().push_str(&std::mem::take(&mut line));
+        }
+    });
+    (child, url, logs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_connection_logs_one_line_without_secrets_or_tokens() {
+    const SECRET: &str = "log-test-token-secret";
+    const API_KEY: &str = "log-test-api-key";
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let claims = serde_json::json!({ "sub": "log-user" });
+    let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+    let env = [("SWITCHBOARD_TOKEN_SECRET", SECRET), ("SWITCHBOARD_API_KEY", API_KEY)];
+    let (mut child, url, logs) = serve_logging(&env);
+    let client = switchboard_client::Client::new(&url).unwrap();
+    let mut ws = client.websocket().await.unwrap();
+    ws.connect(Some(&token), None).await.unwrap();
+    ws.close().await.unwrap();
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let sse = format!("/sse?channel=news&token={token}");
+    let _ =
+        tokio::time::timeout(Duration::from_millis(300), common::http_json(addr, "GET", &sse, &[], "")).await;
+    let publish = r#"{"channel":"news","data":1}"#;
+    assert_eq!(
+        common::http_json(addr, "POST", "/api/publish", &[("X-API-Key", API_KEY)], publish).await.0,
+        200
+    );
+    let closed = |logs: &str| logs.lines().filter(|l| l.contains("connection closed")).count();
+    common::eventually("two connection lines", Duration::from_secs(10), || {
+        closed(&logs.lock().unwrap()) >= 2
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let logs = logs.lock().unwrap().clone();
+    for secret in [SECRET, API_KEY, token.as_str()] {
+        assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
+    }
+    assert!(!logs.contains('\x1b'), "no colour into a pipe: {logs}");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("a JSON line: {l}")))
+        .collect();
+    let ws_line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "connection closed" && l["fields"]["transport"] == "websocket")
+        .unwrap_or_else(|| panic!("the WebSocket's line: {logs}"));
+    assert_eq!(ws_line["level"], "INFO");
+    assert_eq!(ws_line["fields"]["user"], "log-user", "{ws_line}");
+    assert!(ws_line["fields"]["duration_ms"].is_u64(), "{ws_line}");
+    let sse_line = lines.iter().find(|l| l["fields"]["transport"] == "sse").expect("the SSE line");
+    assert_eq!(sse_line["fields"]["user"], "log-user", "{sse_line}");
+}

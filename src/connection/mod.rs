@@ -98,6 +98,11 @@ impl Driver {
         self.session.datagram(channel)
     }
 
+    /// The connected user (a token's `sub`); empty before `connect` and when anonymous.
+    pub fn user(&self) -> &str {
+        self.session.client_info().map_or("", |c| c.user.as_str())
+    }
+
     /// The shared node state.
     pub fn state(&self) -> &Arc<AppState> {
         &self.state

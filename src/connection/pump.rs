@@ -12,6 +12,7 @@ use switchboard_protocol::frame::{ClientFrame, FrameError, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
+use crate::metrics::TransportKind;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
 use crate::session::Output;
 
@@ -73,6 +74,9 @@ pub enum Inbound {
 
 /// A connection's transport: its framing and its socket, nothing else.
 pub trait Transport: Send {
+    /// Which transport this is, for the connection's log line.
+    fn kind(&self) -> TransportKind;
+
     /// Frames one output into the pending batch; `datagram` marks a publication of a datagram
     /// (latest-wins) subscription, which a transport may send unreliably. `Err` when this
     /// transport cannot carry it: the connection then ends with that code.
@@ -105,8 +109,25 @@ pub fn outgoing(output: Output) -> Option<Outgoing> {
     })
 }
 
-/// Runs `driver`'s session over `transport` until either side ends it.
-pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
+/// Runs `driver`'s session over `transport` until either side ends it, then logs the
+/// connection's one `info` line: transport, user, duration and close code (none when the
+/// client went away). Never a token: the user is the token's `sub`.
+pub async fn run<T: Transport>(transport: T, driver: Driver) {
+    let kind = transport.kind();
+    let started = std::time::Instant::now();
+    let (user, code) = pump(transport, driver).await;
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed");
+}
+
+/// The connection's user (empty when anonymous) and close code, and the session's release.
+fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
+    let user = driver.user().to_owned();
+    driver.finish();
+    (user, code)
+}
+
+async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Option<u16>) {
     let metrics = driver.state().metrics.clone();
     loop {
         let mut framed = 0u64;
@@ -137,16 +158,16 @@ pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
             tokio::select! {
                 written = transport.flush() => match written {
                     Ok(bytes) => metrics.bytes_out.add(bytes),
-                    Err(()) => return driver.finish(),
+                    Err(()) => return finish(driver, None),
                 },
                 _ = driver.cut_off() => {
                     metrics.slow_consumers.add(1);
-                    driver.finish();
+                    let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
                     // The close goes after what the socket still holds: a client that catches
                     // up within the grace reads 3002 there; one that does not is dropped.
                     let close = transport.close(Disconnect::SLOW_CONSUMER, true);
                     let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, close).await;
-                    return;
+                    return ended;
                 }
             }
         }
@@ -157,8 +178,9 @@ pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
             }
         }
         if let Some(d) = disconnect {
-            driver.finish();
-            return transport.close(d, true).await;
+            let ended = finish(driver, Some(d.code));
+            transport.close(d, true).await;
+            return ended;
         }
         tokio::select! {
             inbound = transport.recv() => match inbound {
@@ -174,7 +196,7 @@ pub async fn run<T: Transport>(mut transport: T, mut driver: Driver) {
                     }
                     driver.end(d);
                 }
-                Inbound::Gone => return driver.finish(),
+                Inbound::Gone => return finish(driver, None),
             },
             wake = driver.wait() => driver.on_wake(wake),
         }

@@ -53,6 +53,10 @@ struct DcTransport {
 }
 
 impl Transport for DcTransport {
+    fn kind(&self) -> crate::metrics::TransportKind {
+        crate::metrics::TransportKind::WebRtc
+    }
+
     fn frame(&mut self, out: Outgoing, datagram: bool) -> Result<(), Disconnect> {
         self.pending.push((!datagram, out.message()));
         Ok(())

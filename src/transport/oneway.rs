@@ -154,6 +154,10 @@ struct OneWay {
 }
 
 impl Transport for OneWay {
+    fn kind(&self) -> TransportKind {
+        if self.format == Format::Sse { TransportKind::Sse } else { TransportKind::Stream }
+    }
+
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
         match out {
             Outgoing::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {

@@ -83,6 +83,10 @@ struct WsStomp {
 }
 
 impl Transport for WsStomp {
+    fn kind(&self) -> crate::metrics::TransportKind {
+        crate::metrics::TransportKind::Stomp
+    }
+
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
         self.codec.frame(out)
     }

@@ -85,6 +85,10 @@ struct WsTransport {
 }
 
 impl Transport for WsTransport {
+    fn kind(&self) -> crate::metrics::TransportKind {
+        crate::metrics::TransportKind::WebSocket
+    }
+
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
         let message = out.message();
         self.pending_bytes += message.bytes.len() as u64;

@@ -152,6 +152,10 @@ struct SockjsTransport {
 }
 
 impl Transport for SockjsTransport {
+    fn kind(&self) -> crate::metrics::TransportKind {
+        crate::metrics::TransportKind::Sockjs
+    }
+
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
         match &mut self.inner {
             Inner::Stomp(codec) => codec.frame(out),

@@ -184,6 +184,10 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     if !crate::http::origin_allowed(&state.config, request.origin(), request.authority()) {
         return request.forbidden().await;
     }
+    // An open server's rule of every HTTP route (`crate::http::loopback_host`) holds here too.
+    if state.config.open_on_loopback() && !crate::http::host_allowed(&state.config, request.authority()) {
+        return request.forbidden().await;
+    }
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {
         return request.too_many_requests().await;
     };

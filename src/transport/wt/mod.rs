@@ -115,6 +115,10 @@ struct WtTransport {
 }
 
 impl Transport for WtTransport {
+    fn kind(&self) -> crate::metrics::TransportKind {
+        crate::metrics::TransportKind::WebTransport
+    }
+
     fn frame(&mut self, out: Outgoing, datagram: bool) -> Result<(), Disconnect> {
         let message = out.message();
         let kind = if message.binary { codec::BINARY } else { codec::TEXT };
