@@ -75,7 +75,7 @@ async function join(room, name, opts = {}) {
 async function leaveCleanly(page) {
   const problems = [];
   const onConsole = (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); };
-  const onResponse = (r) => { if (r.status() >= 400) problems.push(`${r.request().method()} ${r.url()}: ${r.status()}`); };
+  const onResponse = async (r) => { if (r.status() >= 400) problems.push(`${r.request().method()} ${r.url()}: ${r.status()} origin=${await r.request().headerValue("origin")} body=${await r.text().catch(() => "")}`); };
   page.on('console', onConsole);
   page.on('response', onResponse);
   await page.evaluate(() => window.room.leave());
