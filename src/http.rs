@@ -121,11 +121,7 @@ pub async fn same_origin_writes(
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::Method;
-    // The sockjs-protocol suite's echo services (test use only) take any page's writes, as the
-    // suite's CORS cases expect: they reach no channel.
-    let test_service = config.sockjs_test_services && request.uri().path().starts_with("/sockjs-test/");
-    let writes = !test_service
-        && matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let writes = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let origin = request.headers().get(header::ORIGIN).map(|v| v.to_str().unwrap_or("null"));
     let host = request.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     if writes && let Some(origin) = origin.filter(|o| !origin_allowed(&config, Some(o), host)) {

@@ -164,8 +164,8 @@ impl Publication {
     /// need, encoded once for every SockJS subscriber of the JSON protocol.
     pub fn sockjs_string(&self) -> &Bytes {
         self.encoded.sockjs.get_or_init(|| {
-            let text = std::str::from_utf8(&self.text_message()).unwrap_or_default().to_owned();
-            switchboard_protocol::sockjs::json_string(&text).into()
+            let text = self.text_message();
+            switchboard_protocol::sockjs::json_string(std::str::from_utf8(&text).unwrap_or_default()).into()
         })
     }
 

@@ -71,6 +71,9 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         let config = state.config.clone();
         router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::same_origin_writes));
     }
+    // The sockjs-protocol suite's services (test use only) take any page's writes, as its CORS
+    // cases expect: they reach no channel.
+    router = router.merge(transport::sockjs::test_routes(&state));
     if state.config.open_on_loopback() {
         let config = state.config.clone();
         router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::loopback_host));

@@ -1181,13 +1181,7 @@ async fn stopping_the_server_closes_a_session_that_has_not_spoken_yet() {
 /// it through the broker.
 async fn a_session_on_one_node_takes_sends_through_another(kind: Kind) {
     let Some(backend) = Backend::start(kind) else { return };
-    let node = || {
-        TestServer::with(|c| {
-            lean(c);
-            c.broker = backend.url();
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_nodes(&backend).await;
     let mut s = SockjsSession::open(a.addr, b.addr, REAL).await;
     // Until B can reach the session (see the next test: `o` may come before that).
     let (url, b_addr) = (&s.url, b.addr);
@@ -1238,13 +1232,7 @@ async fn a_session_on_one_node_takes_sends_through_another(kind: Kind) {
 /// broker; a stream on B whose client goes away closes the session on A (1002), as a local one.
 async fn receiving_requests_reach_the_session_through_another_node(kind: Kind) {
     let Some(backend) = Backend::start(kind) else { return };
-    let node = || {
-        TestServer::with(|c| {
-            lean(c);
-            c.broker = backend.url();
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_nodes(&backend).await;
     let url = format!("{REAL}/000/{}", sid());
     assert_eq!(poll(a.addr, &url).await, "o\n", "opened on A");
     let nodes = [a.addr, b.addr];
@@ -1291,13 +1279,7 @@ async fn nats_receiving_requests_reach_the_session_through_another_node() {
 /// Ten sessions, as the NATS hang below needs a few.
 async fn a_closed_session_is_gone_from_every_node(kind: Kind) {
     let Some(backend) = Backend::start(kind) else { return };
-    let node = || {
-        TestServer::with(|c| {
-            lean(c);
-            c.broker = backend.url();
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_nodes(&backend).await;
     for _ in 0..10 {
         let mut s = SockjsSession::open(a.addr, b.addr, REAL).await;
         let (url, b_addr) = (&s.url, b.addr);
@@ -1322,13 +1304,7 @@ async fn a_closed_session_is_gone_from_every_node(kind: Kind) {
 /// must be reachable from every node by then. Fifty sessions, as the window is narrow.
 async fn a_first_send_right_after_open_reaches_the_session_from_another_node(kind: Kind) {
     let Some(backend) = Backend::start(kind) else { return };
-    let node = || {
-        TestServer::with(|c| {
-            lean(c);
-            c.broker = backend.url();
-        })
-    };
-    let (a, b) = (node().await, node().await);
+    let (a, b) = two_nodes(&backend).await;
     let mut refused = Vec::new();
     for _ in 0..50 {
         let s = SockjsSession::open(a.addr, b.addr, REAL).await;
@@ -1377,6 +1353,17 @@ async fn nats_a_first_send_right_after_open_reaches_the_session_from_another_nod
 
 // Helpers
 // =======
+
+/// Two nodes on `backend`'s broker.
+async fn two_nodes(backend: &Backend) -> (TestServer, TestServer) {
+    let node = || {
+        TestServer::with(|c| {
+            lean(c);
+            c.broker = backend.url();
+        })
+    };
+    (node().await, node().await)
+}
 
 /// How long any one read waits before the test fails.
 const WAIT: Duration = Duration::from_secs(5);

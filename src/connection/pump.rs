@@ -91,9 +91,9 @@ pub trait Transport: Send {
     /// The next input. Cancel-safe: the loop races it against the session's wake-ups.
     fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
 
-    /// Ends the connection, telling the client why when it can: `writable` is false when the
-    /// client stopped reading (a slow consumer), so nothing more can reach it.
-    fn close(self, d: Disconnect, writable: bool) -> impl Future<Output = ()> + Send;
+    /// Ends the connection, telling the client why (the loop bounds how long that may take for
+    /// a client that stopped reading).
+    fn close(self, d: Disconnect) -> impl Future<Output = ()> + Send;
 }
 
 /// What of a session output a transport sends: `None` for operations and the disconnect, which
@@ -165,7 +165,7 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
                     let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
                     // The close goes after what the socket still holds: a client that catches
                     // up within the grace reads 3002 there; one that does not is dropped.
-                    let close = transport.close(Disconnect::SLOW_CONSUMER, true);
+                    let close = transport.close(Disconnect::SLOW_CONSUMER);
                     let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, close).await;
                     return ended;
                 }
@@ -179,7 +179,7 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
         }
         if let Some(d) = disconnect {
             let ended = finish(driver, Some(d.code));
-            transport.close(d, true).await;
+            transport.close(d).await;
             return ended;
         }
         tokio::select! {

@@ -102,11 +102,9 @@ impl Transport for DcTransport {
     }
 
     /// Says why (`{"disconnect": {"code", "reason"}}`, as on WebTransport), then closes the peer.
-    async fn close(self, d: Disconnect, writable: bool) {
-        if writable {
-            self.rtc.send(&self.peer, true, false, Bytes::from(encode::disconnect(d))).await;
-            tokio::time::sleep(CLOSE_GRACE).await;
-        }
+    async fn close(self, d: Disconnect) {
+        self.rtc.send(&self.peer, true, false, Bytes::from(encode::disconnect(d))).await;
+        tokio::time::sleep(CLOSE_GRACE).await;
         self.rtc.close(self.peer).await;
     }
 }

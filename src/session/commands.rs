@@ -62,10 +62,7 @@ impl Session {
             .or_else(|| identity.name.clone())
             .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
             .filter(|n| !n.is_empty());
-        // `exp` comes from the network: one too far ahead to represent simply never comes.
-        self.expires_at = identity
-            .expires_at
-            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
+        self.expires_at = expiry(now, identity.expires_at);
         self.info =
             Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
         self.identity = identity;
@@ -83,9 +80,7 @@ impl Session {
             let m = "a refreshed token must name the connection's user";
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
         }
-        self.expires_at = identity
-            .expires_at
-            .and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))));
+        self.expires_at = expiry(now, identity.expires_at);
         let expires = identity.expires_at;
         self.identity = identity;
         self.reply(Reply { id, body: ReplyBody::Refresh(RefreshReply { expires }) });
@@ -366,6 +361,12 @@ const MAX_METHOD_BYTES: usize = 255;
 
 fn app_error(id: u64, e: &AppError) -> Reply {
     Reply { id, body: ReplyBody::Error(ErrorBody { code: e.code(), message: e.to_string() }) }
+}
+
+/// When a token expiring at Unix second `exp` expires on the session's clock. `exp` comes from
+/// the network: one too far ahead to represent simply never comes.
+fn expiry(now: Now, exp: Option<u64>) -> Option<tokio::time::Instant> {
+    exp.and_then(|exp| now.instant.checked_add(Duration::from_secs(exp.saturating_sub(now.unix))))
 }
 
 pub(super) fn refusal(id: u64, denied: Denied) -> Reply {

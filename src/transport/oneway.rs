@@ -101,7 +101,7 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
             None => pump::run(transport, driver).await,
             Some(d) => {
                 driver.finish();
-                transport.close(d, true).await;
+                transport.close(d).await;
             }
         }
         drop((guard, permit));
@@ -219,11 +219,9 @@ impl Transport for OneWay {
     }
 
     /// Says why in a `disconnect` event, then ends the response.
-    async fn close(mut self, d: Disconnect, writable: bool) {
-        if writable {
-            self.event("disconnect", None, &encode::disconnect_object(d));
-            let _ = self.flush().await;
-        }
+    async fn close(mut self, d: Disconnect) {
+        self.event("disconnect", None, &encode::disconnect_object(d));
+        let _ = self.flush().await;
     }
 }
 

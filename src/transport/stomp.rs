@@ -133,10 +133,7 @@ impl Transport for WsStomp {
         }
     }
 
-    async fn close(mut self, d: Disconnect, writable: bool) {
-        if !writable {
-            return;
-        }
+    async fn close(mut self, d: Disconnect) {
         if self.codec.closing(d) {
             let _ = self.flush().await;
         }

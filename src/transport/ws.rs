@@ -127,12 +127,9 @@ impl Transport for WsTransport {
         }
     }
 
-    /// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks. A
-    /// client that stopped reading cannot even be sent one: its socket is just dropped.
-    async fn close(mut self, d: Disconnect, writable: bool) {
-        if writable {
-            close_socket(&mut self.socket, d).await;
-        }
+    /// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks.
+    async fn close(mut self, d: Disconnect) {
+        close_socket(&mut self.socket, d).await;
     }
 }
 

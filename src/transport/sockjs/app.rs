@@ -229,15 +229,13 @@ impl Transport for SockjsTransport {
         }
     }
 
-    async fn close(mut self, d: Disconnect, writable: bool) {
-        if writable {
-            let framed = match &mut self.inner {
-                Inner::Stomp(codec) => codec.closing(d),
-                Inner::Json => false,
-            };
-            if framed {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
-            }
+    async fn close(mut self, d: Disconnect) {
+        let framed = match &mut self.inner {
+            Inner::Stomp(codec) => codec.closing(d),
+            Inner::Json => false,
+        };
+        if framed {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
         }
         self.shell.close(d.code, d.reason);
     }

@@ -221,7 +221,7 @@ async fn serve_remote(
         return;
     }
     let heartbeat = Duration::from_millis(state.config.sockjs_heartbeat_ms.max(1));
-    let mut receiver = match shell.attach_receiver() {
+    let mut receiver = match shell.attach() {
         Ok(r) => r,
         Err(closed) => {
             let frame = closed.frame();

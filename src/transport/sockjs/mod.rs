@@ -61,24 +61,37 @@ struct Service {
     directory: Arc<cluster::Directory>,
 }
 
-/// The routes of `/sockjs`, and of the sockjs-protocol suite's services when
-/// `sockjs_test_services` is set. Mounted outside the JSON error layer: SockJS answers in its
-/// own words.
+/// The routes of `/sockjs` (when `sockjs` is on). Mounted outside the JSON error layer: SockJS
+/// answers in its own words.
 pub fn routes(state: &Arc<AppState>) -> Router {
+    let services: &[_] =
+        if state.config.sockjs { &[("/sockjs", Kind::Switchboard, true, false)] } else { &[] };
+    mount(state, services)
+}
+
+/// The sockjs-protocol suite's services (`sockjs_test_services`, test use only): `echo`,
+/// `disabled_websocket_echo`, `cookie_needed_echo` and `close` under `/sockjs-test/`.
+pub fn test_routes(state: &Arc<AppState>) -> Router {
+    if !state.config.sockjs_test_services {
+        return Router::new();
+    }
+    mount(
+        state,
+        &[
+            ("/sockjs-test/echo", Kind::Echo, true, false),
+            ("/sockjs-test/disabled_websocket_echo", Kind::Echo, false, false),
+            ("/sockjs-test/cookie_needed_echo", Kind::Echo, true, true),
+            ("/sockjs-test/close", Kind::Close, true, false),
+        ],
+    )
+}
+
+/// Routes for `services`: (prefix, what runs inside, WebSocket on, cookie needed).
+fn mount(state: &Arc<AppState>, services: &[(&'static str, Kind, bool, bool)]) -> Router {
     let config = &state.config;
-    let mut services = Vec::new();
-    if config.sockjs {
-        services.push(("/sockjs", Kind::Switchboard, true, false));
-    }
-    if config.sockjs_test_services {
-        services.push(("/sockjs-test/echo", Kind::Echo, true, false));
-        services.push(("/sockjs-test/disabled_websocket_echo", Kind::Echo, false, false));
-        services.push(("/sockjs-test/cookie_needed_echo", Kind::Echo, true, true));
-        services.push(("/sockjs-test/close", Kind::Close, true, false));
-    }
     let delay = Duration::from_millis(config.sockjs_disconnect_delay_ms);
     let mut router = Router::new();
-    for (prefix, kind, websocket, cookie_needed) in services {
+    for &(prefix, kind, websocket, cookie_needed) in services {
         let service = Service {
             state: state.clone(),
             prefix,
@@ -670,8 +683,8 @@ fn websocket(
 }
 
 async fn run_websocket(svc: Service, session: String, mut socket: WebSocket, raw: bool) {
-    let (shell, rx) = session::Shell::detached();
-    let mut receiver = shell.receiver();
+    let (shell, rx) = session::Shell::new();
+    let Ok(mut receiver) = shell.attach() else { return };
     let id = format!("{}{session}-{:016x}", app::WEBSOCKET_SESSION, rand::random::<u64>());
     // The socket's admission permit covers the session.
     app::start(svc.kind, svc.state.clone(), &id, shell.clone(), rx, None);

@@ -93,7 +93,9 @@ impl Next {
 }
 
 impl Shell {
-    fn new() -> (Arc<Self>, mpsc::Receiver<Vec<String>>) {
+    /// A new session's shell, and the client's messages for what runs inside. A registry's, or
+    /// a WebSocket's own (its id may be reused by another socket at the same time).
+    pub fn new() -> (Arc<Self>, mpsc::Receiver<Vec<String>>) {
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
         let state = ShellState {
             queue: Vec::new(),
@@ -122,9 +124,10 @@ impl Shell {
             s.queued_bytes += m.len();
             s.queue.push(m);
         }
+        let queued = s.queued_bytes;
         drop(s);
         self.to_receiver.notify_one();
-        self.state.lock().queued_bytes
+        queued
     }
 
     /// Waits until at most `limit` bytes wait for the client; `false` when the session closed.
@@ -181,22 +184,9 @@ impl Shell {
         self.closed().is_none() && self.inbound.send(messages).await.is_ok()
     }
 
-    /// A session outside any registry (a WebSocket's: its id may be reused at the same time).
-    pub fn detached() -> (Arc<Self>, mpsc::Receiver<Vec<String>>) {
-        Self::new()
-    }
-
-    /// The receiving request of a detached session (its one and only).
-    pub fn receiver(self: &Arc<Self>) -> Receiver {
-        self.attach().unwrap_or_else(|_| Receiver { shell: self.clone(), id: 0, done: true })
-    }
-
-    /// Attaches a receiving request that another node got ([`super::cluster`]).
-    pub fn attach_receiver(self: &Arc<Self>) -> Result<Receiver, Closed> {
-        self.attach()
-    }
-
-    fn attach(self: &Arc<Self>) -> Result<Receiver, Closed> {
+    /// Attaches a receiving request: refused with the close frame to send when the session is
+    /// closed or another request is attached.
+    pub fn attach(self: &Arc<Self>) -> Result<Receiver, Closed> {
         let mut s = self.state.lock();
         // What was queued before the close (a STOMP ERROR saying why, a DISCONNECT's RECEIPT)
         // still goes out, then the close frame.

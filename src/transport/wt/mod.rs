@@ -188,10 +188,9 @@ impl Transport for WtTransport {
         }
     }
 
-    async fn close(mut self, d: Disconnect, writable: bool) {
+    async fn close(mut self, d: Disconnect) {
         let out = std::mem::take(&mut self.out);
-        let send = writable.then_some(&mut self.send);
-        close(&self.conn, send, out, d).await;
+        close(&self.conn, Some(&mut self.send), out, d).await;
     }
 }
 
