@@ -12,6 +12,7 @@ pub mod events;
 pub mod http;
 pub mod process;
 pub mod server;
+pub mod sockjs;
 
 use std::future::Future;
 use std::time::Duration;
