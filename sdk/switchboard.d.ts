@@ -143,6 +143,14 @@ export interface SubscribeOptions {
    * state, cursors). Such a subscription never replays.
    */
   datagram?: boolean;
+  /**
+   * A subscription token for this channel (a JWT with a `channel` claim signed by your
+   * backend): required in `private` namespaces, and opens a channel the connection token's
+   * `subs` do not.
+   */
+  token?: string;
+  /** Gets a (new) subscription token; called when there is none and when one expires. */
+  getToken?: (channel: string) => Promise<string> | string;
 }
 
 export interface PublishOptions {

@@ -29,6 +29,9 @@ pub struct ChannelOptions {
     /// Channels are WebRTC rooms: `ns:NAME` is the room (presence = participants) and
     /// `ns:NAME@CLIENT` a participant's signaling inbox. See `docs/webrtc.md`.
     pub rooms: bool,
+    /// Clients subscribe only with a subscription token naming the channel (a JWT with a
+    /// `channel` claim, see `docs/protocol.md`), whatever their connection token allows.
+    pub private: bool,
 }
 
 impl Default for ChannelOptions {
@@ -41,6 +44,7 @@ impl Default for ChannelOptions {
             client_publish: true,
             datagrams: false,
             rooms: false,
+            private: false,
         }
     }
 }
@@ -97,6 +101,9 @@ pub struct Config {
     pub pong_timeout: u64,
     /// Seconds a connection may stay without `connect` when a token is required.
     pub connect_timeout: u64,
+    /// Seconds before a connection's token expires that it is told so (an `expiring` notice),
+    /// so a one-way client can reconnect with a new token before the 3005 close.
+    pub token_expiry_warning: u64,
     /// Seconds between SSE and streaming heartbeats.
     pub heartbeat_interval: u64,
     /// The longest `wait` a long poll may ask for, in seconds.
@@ -228,6 +235,7 @@ impl Default for Config {
             outbound_queue: 1024,
             ping_interval: 25,
             connect_timeout: 10,
+            token_expiry_warning: 30,
             pong_timeout: 10,
             heartbeat_interval: 15,
             poll_max_wait: 60,
@@ -511,6 +519,10 @@ impl Config {
         }
         if ["/topic/", "/queue/", "/user/"].iter().any(|d| prefix.starts_with(d) || d.starts_with(prefix)) {
             return invalid("app_destination_prefix must not overlap /topic/, /queue/ or /user/");
+        }
+        let private = std::iter::once(&self.defaults).chain(self.namespaces.values()).any(|o| o.private);
+        if private && !self.requires_token() {
+            return invalid("a private namespace needs token keys (token_secret, token_public_key or token_jwks_url)");
         }
         if self.presence_ttl < 3 {
             return invalid("presence_ttl must be at least 3 seconds");

@@ -185,7 +185,7 @@ pub enum Caller {
 
 /// The identity of an open server's callers.
 static ANONYMOUS: Identity =
-    Identity { user: String::new(), name: None, subs: None, pubs: None, expires_at: None };
+    Identity { user: String::new(), name: None, subs: None, pubs: None, expires_at: None, granted: Vec::new() };
 
 impl Caller {
     /// The caller as the rules see it; `client` is the connection it speaks for (a session it

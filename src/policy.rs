@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use aws_lc_rs::{digest, hmac};
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
-use switchboard_protocol::Disconnect;
+use switchboard_protocol::{ChannelName, Disconnect};
 
 use crate::config::Config;
 use crate::token_keys::TokenKeys;
@@ -25,6 +25,8 @@ pub struct Identity {
     pub pubs: Option<Vec<String>>,
     /// Unix seconds at which the token expires.
     pub expires_at: Option<u64>,
+    /// Channels opened by verified subscription tokens (the session adds and removes them).
+    pub granted: Vec<ChannelName>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +42,32 @@ struct Claims {
     subs: Option<Vec<String>>,
     #[serde(default)]
     pubs: Option<Vec<String>>,
+    /// Only subscription tokens carry it: one is never taken for a connection token.
+    #[serde(default)]
+    channel: Option<serde::de::IgnoredAny>,
+}
+
+/// A subscription token's claims: `sub` must be the connection's user, `channel` the channel.
+#[derive(Deserialize)]
+struct SubscriptionClaims {
+    #[serde(default)]
+    sub: String,
+    channel: String,
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+}
+
+/// Why a subscription token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionRefused {
+    /// Not a valid token (signature, claims, time, or no key to check it with).
+    Invalid,
+    /// Past its `exp`.
+    Expired,
+    /// Valid, but for another channel or another user.
+    NotYours,
 }
 
 /// The server's rules, built once from the configuration.
@@ -128,12 +156,8 @@ impl Policy {
             return Ok(Identity::default());
         }
         let token = token.filter(|t| !t.is_empty()).ok_or(Disconnect::UNAUTHORIZED)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Disconnect::UNAUTHORIZED)?;
-        let key = self.keys.for_header(&header).ok_or(Disconnect::UNAUTHORIZED)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
-            .map_err(|_| Disconnect::UNAUTHORIZED)?
-            .claims;
-        if claims.sub.is_empty() || claims.nbf.is_some_and(|nbf| nbf > unix_now) {
+        let claims = self.decode::<Claims>(token).ok_or(Disconnect::UNAUTHORIZED)?;
+        if claims.sub.is_empty() || claims.channel.is_some() || claims.nbf.is_some_and(|nbf| nbf > unix_now) {
             return Err(Disconnect::UNAUTHORIZED);
         }
         if claims.exp.is_some_and(|exp| exp <= unix_now) {
@@ -145,7 +169,41 @@ impl Policy {
             subs: claims.subs,
             pubs: claims.pubs,
             expires_at: claims.exp,
+            granted: Vec::new(),
         })
+    }
+
+    /// Verifies a subscription token for `user` on `channel` at `unix_now`: the same keys and
+    /// checks as a connection token, plus its `channel` and `sub` claims. Answers its expiry.
+    pub fn subscription(
+        &self,
+        token: &str,
+        user: &str,
+        channel: &str,
+        unix_now: u64,
+    ) -> Result<Option<u64>, SubscriptionRefused> {
+        if !self.keys.any() {
+            return Err(SubscriptionRefused::Invalid);
+        }
+        let claims = self.decode::<SubscriptionClaims>(token).ok_or(SubscriptionRefused::Invalid)?;
+        if claims.nbf.is_some_and(|nbf| nbf > unix_now) {
+            return Err(SubscriptionRefused::Invalid);
+        }
+        if claims.exp.is_some_and(|exp| exp <= unix_now) {
+            return Err(SubscriptionRefused::Expired);
+        }
+        if claims.channel != channel || claims.sub != user {
+            return Err(SubscriptionRefused::NotYours);
+        }
+        Ok(claims.exp)
+    }
+
+    /// A token's claims, once its signature (with the key its header names) and `aud`/`iss`
+    /// check out.
+    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Option<T> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = self.keys.for_header(&header)?;
+        jsonwebtoken::decode::<T>(token, &key, &self.validation(header.alg)).ok().map(|d| d.claims)
     }
 
     /// What a token signed with `alg` must satisfy beyond its signature. Times are checked
@@ -173,6 +231,19 @@ impl Policy {
         }
         key.is_some_and(|k| constant_time_eq(k.as_bytes(), self.config.api_key.as_bytes()))
     }
+}
+
+/// The `channel` claim of a token, read WITHOUT verifying it: only to tell which channel a
+/// subscription token is meant for before [`Policy::subscription`] checks it.
+pub fn claimed_channel(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Named {
+        channel: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Named>(&json).ok().map(|n| n.channel)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -221,6 +292,26 @@ pub(crate) mod tests {
         assert_eq!(p.authenticate(Some(&t), 100), Err(Disconnect::TOKEN_EXPIRED));
         assert_eq!(who.subs.as_deref(), Some(&["chat:*".to_owned()][..]));
         assert!(!p.api_key_ok(None), "with a token secret and no API key, the API is closed");
+    }
+
+    #[test]
+    fn subscription_tokens_name_one_channel_for_one_user_and_are_never_connection_tokens() {
+        use SubscriptionRefused::*;
+        let p = policy("s");
+        let sub = token("s", serde_json::json!({"sub": "alice", "channel": "vip:a", "exp": 100}));
+        assert_eq!(p.subscription(&sub, "alice", "vip:a", 99), Ok(Some(100)));
+        assert_eq!(p.subscription(&sub, "alice", "vip:a", 100), Err(Expired));
+        assert_eq!(p.subscription(&sub, "alice", "vip:b", 99), Err(NotYours));
+        assert_eq!(p.subscription(&sub, "bob", "vip:a", 99), Err(NotYours));
+        let foreign = token("other", serde_json::json!({"sub": "alice", "channel": "vip:a"}));
+        assert_eq!(p.subscription(&foreign, "alice", "vip:a", 0), Err(Invalid));
+        let connection = token("s", serde_json::json!({"sub": "alice"}));
+        assert_eq!(p.subscription(&connection, "alice", "vip:a", 0), Err(Invalid), "no channel claim");
+        assert_eq!(p.authenticate(Some(&sub), 0), Err(Disconnect::UNAUTHORIZED), "a channel claim");
+        assert_eq!(claimed_channel(&sub).as_deref(), Some("vip:a"));
+        assert_eq!(claimed_channel("no.t-a-token"), None);
+        let open = policy("");
+        assert_eq!(open.subscription(&sub, "alice", "vip:a", 0), Err(Invalid), "no key to check it with");
     }
 
     const RSA_KEY: &str = include_str!("../tests/fixtures/jwt/rsa.key.pem");

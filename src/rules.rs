@@ -105,6 +105,10 @@ impl Rules {
 
     /// May `who` read `channel`: subscribe to it, read its history or poll it? A signaling inbox
     /// is readable by its participant alone, who needs the right to read its room.
+    ///
+    /// A verified subscription token (`Identity::granted`) opens its one channel beyond the
+    /// connection token's `subs`, and is what a `private` namespace requires; it opens no inbox
+    /// and no other user's personal channel.
     pub fn may_read(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
         refuse_internal(channel)?;
         let (channel, inbox) = match self.inbox(channel) {
@@ -132,6 +136,10 @@ impl Rules {
         }
         let allowed = match who {
             Actor::Server | Actor::Open => !inbox,
+            Actor::Client { identity, .. } if identity.granted.contains(&channel) => true,
+            Actor::Client { .. } if self.options(&channel).private => {
+                return Err(Denied::forbidden("this channel needs a subscription token"));
+            }
             Actor::Client { identity, .. } => {
                 identity.subs.as_deref().is_none_or(|p| matches_any(p, channel.as_str()))
             }

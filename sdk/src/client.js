@@ -132,12 +132,12 @@ export class Switchboard extends Emitter {
    * @param {string} channel
    * @param {import('../switchboard.js').SubscribeOptions} [options]
    */
-  subscribe(channel, { since, datagram } = {}) {
+  subscribe(channel, { since, datagram, token, getToken } = {}) {
     if (typeof channel !== 'string' || channel.length === 0 || channel.length > 255) {
       throw new TypeError('Switchboard: channel must be a name of 1-255 characters');
     }
     if (this._subs.has(channel)) throw new Error(`Switchboard: already subscribed to ${channel}`);
-    const sub = new Subscription(this, channel, since, datagram);
+    const sub = new Subscription(this, channel, since, datagram, token, getToken);
     this._subs.set(channel, sub);
     this._sync();
     return sub;
@@ -271,8 +271,12 @@ export class Switchboard extends Emitter {
         this._lost(conn, { code: 0, reason: err.message });
       }
     };
-    if (!this._tokenStale) return go(this._token);
-    this._ensureToken().then(go, (err) => {
+    // One-way transports carry private channels' subscription tokens in their URL: fetch those
+    // first (command transports fetch each when they subscribe).
+    const oneWay = ['sse', 'stream', 'long-poll', 'poll'].includes(name);
+    const subTokens = oneWay ? [...this._subs.values()].filter((s) => s._tokenStale).map((s) => s._ensureToken()) : [];
+    if (!this._tokenStale && subTokens.length === 0) return go(this._token);
+    Promise.all(subTokens).then(() => this._ensureToken()).then(go, (err) => {
       if (gen !== this._gen) return;
       this._emit('error', { code: 0, message: `getToken failed: ${err && err.message}`, fatal: false, transport: name });
       this._conn = null;
@@ -412,6 +416,8 @@ export class Switchboard extends Emitter {
       this._opened(conn);
     } else if (msg.unsubscribed) {
       this._serverUnsubscribed(conn, msg.unsubscribed);
+    } else if (msg.expiring) {
+      this._expiring(conn);
     } else if (msg.disconnect) {
       this._lost(conn, { code: msg.disconnect.code, reason: msg.disconnect.reason });
     }
@@ -454,9 +460,34 @@ export class Switchboard extends Emitter {
     this._scheduleRefresh(res?.expires);
   }
 
+  /** The connection's token expires soon. A command transport refreshes it (`_scheduleRefresh`
+   * has usually done so already); a one-way stream cannot, so it reopens with a new token from
+   * where it stands, before the server's 3005 close. */
+  _expiring(conn) {
+    if (!this._getToken || conn !== this._conn || this._wsConn()) return;
+    this._tokenStale = true;
+    this._ensureToken().then(() => this._reopen(conn), () => {});
+  }
+
   _serverUnsubscribed(conn, u) {
     const sub = this._subs.get(u.channel);
     if (!sub) return;
+    // A subscription token expired: with `getToken`, subscribe again with a new one from where
+    // the subscription stands (nothing is lost); without, the subscription ends.
+    if (u.code === 3005 && sub._getToken) {
+      sub._tokenStale = true;
+      if (conn.resubscribeLater) {
+        conn.resubscribeLater(sub);
+      } else {
+        sub._ensureToken().then(() => this._reopen(conn), () => {});
+      }
+      return;
+    }
+    if (u.code === 3005) {
+      this._subs.delete(u.channel);
+      sub._end('unsubscribed', { channel: u.channel, code: u.code, reason: u.reason });
+      return;
+    }
     if (u.code >= 3000 && u.code <= 3499 && conn.resubscribeLater) {
       conn.resubscribeLater(sub);
       return;
@@ -554,6 +585,8 @@ export class Switchboard extends Emitter {
     if (name && this._name) query.name = this._name;
     if (name && this._session) query.session = this._session;
     if (tokenInQuery && token) query.token = token;
+    const subTokens = channels.map((ch) => this._subs.get(ch)?._token).filter(Boolean);
+    if (subTokens.length) query.sub_token = subTokens;
     return query;
   }
 

@@ -6,10 +6,15 @@ import { Emitter } from './emitter.js';
 
 /** @implements {SubscriptionApi} */
 export class Subscription extends Emitter {
-  constructor(client, channel, since, datagram) {
+  constructor(client, channel, since, datagram, token, getToken) {
     super();
     this._client = client;
     this.channel = channel;
+    /** The subscription token (private channels), and how to get a new one when it expires. */
+    this._token = token ?? null;
+    this._getToken = getToken ?? null;
+    this._tokenStale = !this._token && !!this._getToken;
+    this._tokenPromise = null;
     /** Asked for latest-wins datagram delivery (honoured on WebTransport and WebRTC only). */
     this.datagram = !!datagram;
     /** `{epoch, offset}` of the last publication delivered (or where the subscription stands). */
@@ -19,6 +24,22 @@ export class Subscription extends Emitter {
   }
 
   unsubscribe() { this._client._unsubscribe(this); }
+
+  /** The subscription token to send, fetched with `getToken` when there is none yet or the last expired. */
+  _ensureToken() {
+    if (!this._tokenStale || !this._getToken) return Promise.resolve(this._token);
+    if (!this._tokenPromise) {
+      this._tokenPromise = Promise.resolve()
+        .then(() => this._getToken(this.channel))
+        .then((token) => {
+          this._token = token ?? null;
+          this._tokenStale = false;
+          return this._token;
+        })
+        .finally(() => { this._tokenPromise = null; });
+    }
+    return this._tokenPromise;
+  }
 
   /** Server says where the subscription stands (WS reply, SSE/stream `subscribed`, poll synthesised). */
   _subscribed(d) {

@@ -333,3 +333,25 @@ test('stream: 401 with getToken fetches a new token and retries; a 3501 stop is 
   await clock.advance(0);
   assert.equal(http[2].headers.Authorization, 'Bearer t3');
 });
+
+test('sse: subscription tokens ride as sub_token; an expiring token reopens the stream with a new one from the cursor', async () => {
+  let n = 0;
+  const { sb, es, clock } = makeClient({ transports: 'sse', getToken: async () => { n += 1; return `T${n}`; } });
+  sb.subscribe('vip:a', { getToken: async () => 'SUBA' });
+  sb.subscribe('open');
+  sb.connect();
+  await clock.advance(0);
+  assert.equal(es.length, 1);
+  const q = es[0].query();
+  assert.deepEqual(q.getAll('sub_token'), ['SUBA']);
+  assert.equal(q.get('token'), 'T1');
+  es[0].emit('connected', { client: 'c1', expires: Math.floor(Date.now() / 1000) + 3600 });
+  es[0].emit('message', pub('open', 3));
+  es[0].emit('expiring', { expires: 123 });
+  await clock.advance(0);
+  assert.equal(es.length, 2, 'reopened before the 3005 close');
+  const q2 = es[1].query();
+  assert.equal(q2.get('token'), 'T2');
+  assert.deepEqual(cursorOf(q2.get('since')), { open: ['E1', 3] });
+  assert.deepEqual(q2.getAll('sub_token'), ['SUBA']);
+});

@@ -385,3 +385,32 @@ test('websocket: with getToken, an expiring token is replaced by a refresh comma
   await settle();
   assert.equal(ws[0].commands('refresh').length, 2, 'nothing after a disconnect');
 });
+
+test('websocket: a private channel subscribes with its subscription token; when it expires, getToken gives a new one and the subscription resumes', async () => {
+  const { sb, ws, clock } = makeClient(WS_ONLY);
+  const asked = [];
+  let n = 0;
+  const sub = sb.subscribe('vip:a', { getToken: async (channel) => { asked.push(channel); n += 1; return `SUB${n}`; } });
+  const fixed = sb.subscribe('vip:b', { token: 'FIXED' });
+  const log = record(fixed);
+  sb.connect();
+  ws[0].handshake();
+  await clock.advance(0);
+  const first = ws[0].commands('subscribe');
+  assert.deepEqual(first.map((c) => c.subscribe).sort((x, y) => x.channel.localeCompare(y.channel)), [
+    { channel: 'vip:a', token: 'SUB1' },
+    { channel: 'vip:b', token: 'FIXED' },
+  ]);
+  assert.deepEqual(asked, ['vip:a']);
+  const a = first.find((c) => c.subscribe.channel === 'vip:a');
+  ws[0].receive({ id: a.id, subscribe: { channel: 'vip:a', epoch: 'E', offset: 7, recovered: true, replayed: 0 } });
+  ws[0].receive({ unsubscribed: { channel: 'vip:a', code: 3005, reason: 'subscription token expired' } });
+  await clock.advance(10000);
+  const again = ws[0].commands('subscribe').at(-1).subscribe;
+  assert.deepEqual(again, { channel: 'vip:a', token: 'SUB2', since: { epoch: 'E', offset: 7 } });
+  assert.equal(sb.getSubscription('vip:a'), sub);
+  // Without getToken the subscription ends.
+  ws[0].receive({ unsubscribed: { channel: 'vip:b', code: 3005, reason: 'subscription token expired' } });
+  assert.deepEqual(log.unsubscribed, [{ channel: 'vip:b', code: 3005, reason: 'subscription token expired' }]);
+  assert.equal(sb.getSubscription('vip:b'), null);
+});

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
-use switchboard_protocol::frame::{ClientFrame, FrameError, Reply};
+use switchboard_protocol::frame::{ClientFrame, FrameError, Notice, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
@@ -39,6 +39,8 @@ pub enum Outgoing {
     Presence(Arc<PresenceEvent>),
     /// A ping (one-way transports: a heartbeat).
     Ping,
+    /// A subscription the server ended, or a token about to expire.
+    Notice(Notice),
 }
 
 impl Outgoing {
@@ -52,6 +54,7 @@ impl Outgoing {
             }
             Outgoing::Publication(p) => p.message().clone(),
             Outgoing::Presence(e) => e.message(),
+            Outgoing::Notice(n) => Message::text(n.to_json()),
             Outgoing::Ping => Message::text(encode::PING),
         }
     }
@@ -105,6 +108,7 @@ pub fn outgoing(output: Output) -> Option<Outgoing> {
         Output::Deliver(Delivery::Publication(p)) => Outgoing::Publication(p),
         Output::Deliver(Delivery::Presence(e)) => Outgoing::Presence(e),
         Output::Ping => Outgoing::Ping,
+        Output::Notice(n) => Outgoing::Notice(n),
         Output::Disconnect(_) | Output::Op(..) => return None,
     })
 }

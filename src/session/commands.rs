@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
     ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, ErrorBody, HistoryRequest,
-    PublishRequest, RefreshReply, RefreshRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply,
-    SubscribeRequest,
+    Notice, PublishRequest, RefreshReply, RefreshRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply,
+    SubscribeRequest, UnsubscribedBody,
 };
-use switchboard_protocol::{ChannelName, ErrorCode};
+use switchboard_protocol::{ChannelName, Disconnect, ErrorCode};
 
 use super::recovery::{self, advance, latest_wins};
 use super::{MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Session, Subscription};
@@ -62,16 +62,32 @@ impl Session {
             .or_else(|| identity.name.clone())
             .map(|n| n.chars().take(MAX_NAME_CHARS).collect::<String>())
             .filter(|n| !n.is_empty());
-        self.expires_at = expiry(now, identity.expires_at);
+        self.set_expiry(now, identity.expires_at);
         self.info =
             Some(Arc::new(ClientInfo { client: self.client_id.clone(), user: identity.user.clone(), name }));
         self.identity = identity;
+    }
+
+    /// The connection's token expires at Unix second `exp` (if ever): it is closed then, and told
+    /// `token_expiry_warning` before.
+    fn set_expiry(&mut self, now: Now, exp: Option<u64>) {
+        self.expires_at = expiry(now, exp);
+        self.expiry_warning = match (self.expires_at, exp) {
+            (Some(at), Some(exp)) => {
+                let warn = at.checked_sub(self.config.token_expiry_warning).unwrap_or(now.instant);
+                Some((warn.max(now.instant), exp))
+            }
+            _ => None,
+        };
     }
 
     /// A new token for this connection: the same user, a later expiry, and the permissions it
     /// carries for what comes next (subscriptions made already stay). A bad token is refused
     /// with an error and the connection keeps its current one until that expires.
     pub(super) fn refresh(&mut self, now: Now, id: u64, req: RefreshRequest) {
+        if let Some(channel) = req.channel {
+            return self.refresh_subscription(now, id, &channel, &req.token);
+        }
         let identity = match self.rules.auth().authenticate(Some(&req.token), now.unix) {
             Ok(identity) => identity,
             Err(d) => return self.reply(Reply::error(id, ErrorCode::Unauthorized, d.reason)),
@@ -80,10 +96,88 @@ impl Session {
             let m = "a refreshed token must name the connection's user";
             return self.reply(Reply::error(id, ErrorCode::PermissionDenied, m));
         }
-        self.expires_at = expiry(now, identity.expires_at);
+        self.set_expiry(now, identity.expires_at);
         let expires = identity.expires_at;
-        self.identity = identity;
+        let granted = std::mem::take(&mut self.identity.granted);
+        self.identity = Identity { granted, ..identity };
         self.reply(Reply { id, body: ReplyBody::Refresh(RefreshReply { expires }) });
+    }
+
+    /// A subscription token checked for this connection's user on `channel`: its expiry, or
+    /// the error reply.
+    fn check_subscription_token(&self, now: Now, id: u64, channel: &ChannelName, token: &str) -> Result<Option<u64>, Reply> {
+        use crate::policy::SubscriptionRefused as Refused;
+        let checked = self.rules.auth().subscription(token, &self.identity.user, channel.as_str(), now.unix);
+        checked.map_err(|refused| match refused {
+            Refused::Invalid => Reply::error(id, ErrorCode::Unauthorized, "invalid subscription token"),
+            Refused::Expired => Reply::error(id, ErrorCode::Unauthorized, "subscription token expired"),
+            Refused::NotYours => {
+                Reply::error(id, ErrorCode::PermissionDenied, "the subscription token is for another channel or user")
+            }
+        })
+    }
+
+    /// A new subscription token for a subscription made with one: it lives until the new expiry.
+    fn refresh_subscription(&mut self, now: Now, id: u64, channel: &str, token: &str) {
+        let Some(channel) = self.channel(id, channel) else {
+            return;
+        };
+        if !self.subs.contains_key(&channel) {
+            return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
+        }
+        let expires = match self.check_subscription_token(now, id, &channel, token) {
+            Ok(expires) => expires,
+            Err(reply) => return self.reply(reply),
+        };
+        self.grant(now, channel, expires);
+        self.reply(Reply { id, body: ReplyBody::Refresh(RefreshReply { expires }) });
+    }
+
+    /// `channel` is open to this connection by a subscription token expiring at `exp`.
+    fn grant(&mut self, now: Now, channel: ChannelName, exp: Option<u64>) {
+        match expiry(now, exp) {
+            Some(at) => self.sub_expiry.insert(channel.clone(), at),
+            None => self.sub_expiry.remove(&channel),
+        };
+        if !self.identity.granted.contains(&channel) {
+            self.identity.granted.push(channel);
+        }
+    }
+
+    /// Ends the subscriptions whose subscription token expired by `t` without a refresh.
+    pub(super) fn end_expired_subscriptions(&mut self, t: tokio::time::Instant) {
+        let expired: Vec<ChannelName> =
+            self.sub_expiry.iter().filter(|(_, at)| **at <= t).map(|(c, _)| c.clone()).collect();
+        for channel in expired {
+            if let Some(sub) = self.subs.remove(&channel) {
+                self.release(&channel, sub);
+            }
+            self.revoke(&channel);
+            let d = Disconnect::TOKEN_EXPIRED;
+            let body = UnsubscribedBody { channel: channel.to_string(), code: d.code, reason: "subscription token expired".into() };
+            self.out.push_back(Output::Notice(Notice::Unsubscribed(body)));
+        }
+    }
+
+    /// `channel` is no longer open by a subscription token.
+    fn revoke(&mut self, channel: &ChannelName) {
+        self.sub_expiry.remove(channel);
+        self.identity.granted.retain(|c| c != channel);
+    }
+
+    /// Leaves `channel`'s presence and the hub.
+    fn release(&mut self, channel: &ChannelName, sub: Subscription) {
+        if let Subscription::Recovering { reply_id, .. } = &sub {
+            // Every command gets one reply: a subscribe still reading its history is answered
+            // now (its history result, when it comes, finds nothing to complete).
+            let m = "unsubscribed before the subscription completed";
+            self.reply(Reply::error(*reply_id, ErrorCode::NotSubscribed, m));
+        }
+        if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
+            let announce = self.rules.options(channel).join_leave;
+            self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
+        }
+        self.op(Op::Unsubscribe { channel: channel.clone() });
     }
 
     /// This connection, as the rules see it.
@@ -101,7 +195,7 @@ impl Session {
         }
     }
 
-    pub(super) fn subscribe(&mut self, id: u64, req: SubscribeRequest) {
+    pub(super) fn subscribe(&mut self, now: Now, id: u64, req: SubscribeRequest) {
         let Some(channel) = self.channel(id, &req.channel) else {
             return;
         };
@@ -111,6 +205,12 @@ impl Session {
         if self.subs.len() >= self.config.max_subscriptions {
             let m = format!("at most {} subscriptions per connection", self.config.max_subscriptions);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
+        }
+        if let Some(token) = &req.token {
+            match self.check_subscription_token(now, id, &channel, token) {
+                Ok(expires) => self.grant(now, channel.clone(), expires),
+                Err(reply) => return self.reply(reply),
+            }
         }
         if let Err(denied) = self.rules.may_read(&self.actor(), &channel) {
             return self.reply(refusal(id, denied));
@@ -220,17 +320,8 @@ impl Session {
         let Some(sub) = self.subs.remove(&channel) else {
             return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
         };
-        // Every command gets one reply: a subscribe still reading its history is answered now
-        // (its history result, when it comes, finds nothing to complete).
-        if let Subscription::Recovering { reply_id, .. } = &sub {
-            let m = "unsubscribed before the subscription completed";
-            self.reply(Reply::error(*reply_id, ErrorCode::NotSubscribed, m));
-        }
-        if let (Subscription::Live { present: true, .. }, Some(info)) = (&sub, self.info.clone()) {
-            let announce = self.rules.options(&channel).join_leave;
-            self.op(Op::PresenceRemove { channel: channel.clone(), info, announce });
-        }
-        self.op(Op::Unsubscribe { channel });
+        self.release(&channel, sub);
+        self.revoke(&channel);
         self.reply(Reply { id, body: ReplyBody::Unsubscribe(Empty {}) });
     }
 

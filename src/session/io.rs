@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use switchboard_protocol::ChannelName;
 use switchboard_protocol::Disconnect;
-use switchboard_protocol::frame::{ClientInfo, Reply};
+use switchboard_protocol::frame::{ClientInfo, Notice, Reply};
 
 use crate::app_proxy::{AppCall, AppError};
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication, PublishResult, StreamTop};
@@ -122,6 +122,8 @@ pub enum Output {
     Deliver(Delivery),
     /// Send a ping (one-way transports: a heartbeat).
     Ping,
+    /// Tell the client a subscription ended or its token expires soon.
+    Notice(Notice),
     /// Run an operation; those that answer are fed back with [`Session::handle_result`].
     Op(OpId, Op),
     /// End the connection. The session is closed; call [`Session::close`] for the clean-up ops.

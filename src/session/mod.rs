@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_protocol::frame::{
-    ClientFrame, ClientInfo, Command, ConnectReply, Empty, FrameError, PresenceReply, PublishReply, Reply,
-    ReplyBody,
+    ClientFrame, ClientInfo, Command, ConnectReply, Empty, ExpiringBody, FrameError, Notice, PresenceReply,
+    PublishReply, Reply, ReplyBody,
 };
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode, Position};
 use tokio::time::Instant;
@@ -87,6 +87,8 @@ pub struct SessionConfig {
     pub connect_timeout: Duration,
     /// Most bytes of publications in one history reply.
     pub max_history_reply_bytes: usize,
+    /// How long before its token expires a connection is told so.
+    pub token_expiry_warning: Duration,
 }
 
 impl SessionConfig {
@@ -107,6 +109,7 @@ impl SessionConfig {
             datagrams: false,
             connect_timeout: Duration::from_secs(config.connect_timeout),
             max_history_reply_bytes: config.max_history_reply_bytes,
+            token_expiry_warning: Duration::from_secs(config.token_expiry_warning),
         }
     }
 }
@@ -151,6 +154,10 @@ pub struct Session {
     next_presence_refresh: Instant,
     pong_deadline: Option<Instant>,
     expires_at: Option<Instant>,
+    /// When to send the `expiring` notice, and the expiry (Unix seconds) it announces.
+    expiry_warning: Option<(Instant, u64)>,
+    /// When each subscription opened by a subscription token ends, unless refreshed.
+    sub_expiry: HashMap<ChannelName, Instant>,
     /// Commands that came while `connect` claimed the client id, run once it has.
     deferred: Option<VecDeque<(u64, Command, Now)>>,
     /// Backend calls waiting for the one that runs: a connection's calls reach the backend one
@@ -183,6 +190,8 @@ impl Session {
             out: VecDeque::new(),
             pong_deadline: None,
             expires_at: None,
+            expiry_warning: None,
+            sub_expiry: HashMap::new(),
             deferred: None,
             rpc_queue: VecDeque::new(),
             rpc_running: false,
@@ -205,7 +214,13 @@ impl Session {
         if self.closed {
             return None;
         }
-        let deadlines = [self.pong_deadline, self.expires_at, self.connect_deadline()];
+        let deadlines = [
+            self.pong_deadline,
+            self.expires_at,
+            self.connect_deadline(),
+            self.expiry_warning.map(|(at, _)| at),
+            self.sub_expiry.values().min().copied(),
+        ];
         [Some(self.next_ping), Some(self.next_presence_refresh)].into_iter().chain(deadlines).flatten().min()
     }
 
@@ -291,7 +306,7 @@ impl Session {
     fn dispatch(&mut self, now: Now, id: u64, command: Command) {
         match command {
             Command::Connect(_) => {}
-            Command::Subscribe(req) => self.subscribe(id, req),
+            Command::Subscribe(req) => self.subscribe(now, id, req),
             Command::Unsubscribe(req) => self.unsubscribe(id, req),
             Command::Publish(req) => self.publish(id, req),
             Command::Presence(req) => self.presence(id, req),
@@ -424,6 +439,13 @@ impl Session {
         if self.connect_deadline().is_some_and(|d| d <= t) {
             return self.disconnect(Disconnect::CONNECT_TIMEOUT);
         }
+        if let Some((at, expires)) = self.expiry_warning
+            && at <= t
+        {
+            self.expiry_warning = None;
+            self.out.push_back(Output::Notice(Notice::Expiring(ExpiringBody { expires })));
+        }
+        self.end_expired_subscriptions(t);
         if self.next_presence_refresh <= t {
             self.next_presence_refresh = t + self.config.presence_refresh;
             self.refresh_presence();

@@ -6,7 +6,7 @@ use crate::broker::{BrokerError, HistoryQuery, HistoryResult};
 use crate::config::{ChannelOptions, Config};
 use crate::model::Payload;
 use switchboard_protocol::frame::parse_client_frame;
-use switchboard_protocol::frame::{ConnectReply, SubscribeReply};
+use switchboard_protocol::frame::{ConnectReply, ExpiringBody, SubscribeReply, UnsubscribedBody};
 
 fn rules(config: Config) -> Arc<Rules> {
     Arc::new(Rules::new(Arc::new(config)))
@@ -271,7 +271,7 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
     assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1"));
     assert_eq!(h.s.client_info().unwrap().user, "al");
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
-    assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping)));
+    assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping | Output::Notice(Notice::Expiring(_)))));
     assert_eq!(disconnect(&h.advance(1)), Some(Disconnect::TOKEN_EXPIRED));
 }
 
@@ -333,7 +333,11 @@ fn refresh_extends_the_connection_with_a_new_token_of_the_same_user() {
         "connect says when the token expires"
     );
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
-    assert!(h.advance(20).iter().all(|o| matches!(o, Output::Ping)));
+    let warned = h.advance(20);
+    assert!(
+        warned.iter().all(|o| matches!(o, Output::Ping | Output::Notice(Notice::Expiring(_)))),
+        "{warned:?}"
+    );
 
     // Another user's token, or a bad one: refused, and the connection keeps its own.
     let mallory = token(serde_json::json!({"sub": "mallory", "exp": 1_100}));
@@ -569,4 +573,101 @@ fn rpc_calls_reach_the_backend_one_at_a_time_in_order_and_answer_their_caller() 
         assert!(h.send(&format!(r#"{{"id":{id},"rpc":{{"method":"m"}}}}"#)).is_empty());
     }
     assert_eq!(error_code(&h.send(r#"{"id":999,"rpc":{"method":"m"}}"#)), Some(106));
+}
+
+fn notices(outputs: &[Output]) -> Vec<Notice> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Notice(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_connection_is_told_its_token_expires_before_it_is_closed() {
+    let secret = "s3";
+    let mut h = Harness::new(Config { token_secret: secret.into(), token_expiry_warning: 30, ..config() });
+    let token = crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": 1_100}));
+    h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        h.send(r#"{"pong":{}}"#);
+        seen.push(notices(&h.advance(10)));
+    }
+    // At 1_070 (30 s before 1_100), once.
+    let expiring = Notice::Expiring(ExpiringBody { expires: 1_100 });
+    assert_eq!(seen.iter().position(|n| n.contains(&expiring)), Some(6), "{seen:?}");
+    assert_eq!(seen.iter().flatten().count(), 1);
+    h.send(r#"{"pong":{}}"#);
+    assert_eq!(disconnect(&h.advance(30)), Some(Disconnect::TOKEN_EXPIRED));
+}
+
+fn private_config(secret: &str) -> Config {
+    let mut c = Config { token_secret: secret.into(), ..config() };
+    c.namespaces.insert("vip".into(), ChannelOptions { private: true, ..ChannelOptions::default() });
+    c
+}
+
+#[test]
+fn a_private_channel_takes_a_subscription_token_for_it_and_its_user() {
+    let secret = "s3";
+    let mut h = Harness::new(private_config(secret));
+    let token = |claims| crate::policy::tests::token(secret, claims);
+    let connection = token(serde_json::json!({"sub": "al"}));
+    h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{connection}"}}}}"#));
+    assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"vip:a"}}"#)), Some(103), "no token");
+    assert_eq!(error_code(&h.send(r#"{"id":3,"history":{"channel":"vip:a"}}"#)), Some(103));
+    let others = token(serde_json::json!({"sub": "bob", "channel": "vip:a"}));
+    let out = h.send(&format!(r#"{{"id":4,"subscribe":{{"channel":"vip:a","token":"{others}"}}}}"#));
+    assert_eq!(error_code(&out), Some(103), "another user's token");
+    let wrong = token(serde_json::json!({"sub": "al", "channel": "vip:b"}));
+    let out = h.send(&format!(r#"{{"id":5,"subscribe":{{"channel":"vip:a","token":"{wrong}"}}}}"#));
+    assert_eq!(error_code(&out), Some(103), "another channel's token");
+    let forged = crate::policy::tests::token("not-the-secret", serde_json::json!({"sub": "al", "channel": "vip:a"}));
+    let out = h.send(&format!(r#"{{"id":6,"subscribe":{{"channel":"vip:a","token":"{forged}"}}}}"#));
+    assert_eq!(error_code(&out), Some(101), "a forged token");
+    let good = token(serde_json::json!({"sub": "al", "channel": "vip:a"}));
+    let out = h.send(&format!(r#"{{"id":7,"subscribe":{{"channel":"vip:a","token":"{good}"}}}}"#));
+    let (op, _) = subscribe_op(&out);
+    h.s.handle_result(op, history("vip:a", "e", 0, []));
+    assert_eq!(subscribe_reply(&h.drain()).channel, "vip:a");
+    assert_eq!(error_code(&h.send(r#"{"id":8,"history":{"channel":"vip:a"}}"#)), None, "history, once granted");
+    h.send(r#"{"id":9,"unsubscribe":{"channel":"vip:a"}}"#);
+    assert_eq!(error_code(&h.send(r#"{"id":10,"history":{"channel":"vip:a"}}"#)), Some(103), "revoked");
+}
+
+#[test]
+fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
+    let secret = "s3";
+    let mut h = Harness::new(private_config(secret));
+    let token = |claims| crate::policy::tests::token(secret, claims);
+    let connection = token(serde_json::json!({"sub": "al"}));
+    h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{connection}"}}}}"#));
+    let first = token(serde_json::json!({"sub": "al", "channel": "vip:a", "exp": 1_020}));
+    let out = h.send(&format!(r#"{{"id":2,"subscribe":{{"channel":"vip:a","token":"{first}"}}}}"#));
+    let (op, _) = subscribe_op(&out);
+    h.s.handle_result(op, history("vip:a", "e", 0, []));
+    h.drain();
+    h.send(r#"{"pong":{}}"#);
+    assert!(notices(&h.advance(10)).is_empty());
+    // Refreshed at 1_010 until 1_040: nothing ends at 1_020.
+    let second = token(serde_json::json!({"sub": "al", "channel": "vip:a", "exp": 1_040}));
+    let out = h.send(&format!(r#"{{"id":3,"refresh":{{"channel":"vip:a","token":"{second}"}}}}"#));
+    assert!(matches!(&out[..], [Output::Reply(Reply { id: 3, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_040)));
+    h.send(r#"{"pong":{}}"#);
+    assert!(notices(&h.advance(20)).is_empty(), "refreshed");
+    h.send(r#"{"pong":{}}"#);
+    let out = h.advance(20);
+    let ended = Notice::Unsubscribed(UnsubscribedBody {
+        channel: "vip:a".into(),
+        code: 3005,
+        reason: "subscription token expired".into(),
+    });
+    assert_eq!(notices(&out), vec![ended]);
+    assert!(out.iter().any(|o| matches!(o, Output::Op(_, Op::Unsubscribe { channel }) if channel.as_str() == "vip:a")));
+    assert_eq!(disconnect(&out), None, "the connection stays");
+    h.s.handle_delivery(Delivery::Publication(publication("vip:a", "e", 1)));
+    assert!(delivered(&h.drain()).is_empty(), "nothing after the end");
 }

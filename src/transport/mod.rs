@@ -38,6 +38,8 @@ pub struct OneWayParams {
     pub wait: Option<u64>,
     /// Most publications per poll.
     pub limit: Option<usize>,
+    /// Subscription tokens (`sub_token=`, one per private channel; each names its channel).
+    pub subscription_tokens: Vec<String>,
 }
 
 impl OneWayParams {
@@ -58,6 +60,9 @@ impl OneWayParams {
                 "token" => p.token = Some(value.into_owned()),
                 "name" => p.name = Some(value.into_owned()),
                 "session" => p.session = Some(value.into_owned()),
+                "sub_token" if p.subscription_tokens.len() < max_channels => {
+                    p.subscription_tokens.push(value.into_owned())
+                }
                 "wait" => p.wait = Some(value.parse().map_err(|_| bad("wait must be whole seconds".into()))?),
                 "limit" => p.limit = Some(value.parse().map_err(|_| bad("limit must be a number".into()))?),
                 _ => {}
@@ -80,6 +85,13 @@ impl OneWayParams {
             p.token = bearer(headers).map(str::to_owned);
         }
         Ok(p)
+    }
+
+    /// The subscription token given for `channel`, if any: the one whose (not yet verified)
+    /// `channel` claim names it. The session verifies it.
+    pub fn subscription_token(&self, channel: &ChannelName) -> Option<String> {
+        let names = |t: &&String| crate::policy::claimed_channel(t).as_deref() == Some(channel.as_str());
+        self.subscription_tokens.iter().find(names).cloned()
     }
 }
 

@@ -49,7 +49,7 @@ pub async fn stream(
 }
 
 async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, format: Format) -> Response {
-    let params = match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
+    let mut params = match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -57,11 +57,16 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
         return HttpError::connection_limit().into_response();
     };
     let mut driver = Driver::new(state.clone(), false);
-    let connect = ConnectRequest { token: params.token, name: params.name, session: params.session };
+    let connect = ConnectRequest {
+        token: params.token.take(),
+        name: params.name.take(),
+        session: params.session.take(),
+    };
     driver.on_frame(Ok(ClientFrame::Command { id: 1, command: Command::Connect(connect) }));
     for (i, channel) in params.channels.iter().enumerate() {
         let since = params.cursor.get(channel.as_str()).cloned();
-        let request = SubscribeRequest { channel: channel.to_string(), since, datagram: false };
+        let token = params.subscription_token(channel);
+        let request = SubscribeRequest { channel: channel.to_string(), since, datagram: false, token };
         driver.on_frame(Ok(ClientFrame::Command { id: i as u64 + 2, command: Command::Subscribe(request) }));
     }
     // Refusals (token, permissions) come before the first byte: answer them as HTTP errors. The
@@ -190,6 +195,7 @@ impl Transport for OneWay {
                 }
                 Format::Ndjson => self.buf.put_slice(e.ndjson_line()),
             },
+            Outgoing::Notice(n) => self.event(n.name(), None, n.object_json().as_bytes()),
             Outgoing::Ping => match self.format {
                 Format::Sse => self.buf.put_slice(b": ping\n\n"),
                 Format::Ndjson => {

@@ -52,9 +52,21 @@ async fn poll(
     let config = &state.config;
     let mut p = OneWayParams::parse(query.as_deref(), &headers, config.max_subscriptions)?;
     let auth = state.rules.auth();
-    let identity = auth
-        .authenticate(p.token.as_deref(), Now::current().unix)
-        .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
+    let now = Now::current().unix;
+    let mut identity =
+        auth.authenticate(p.token.as_deref(), now).map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
+    // Subscription tokens (`sub_token=`) open their channels for this request.
+    for c in &p.channels {
+        if let Some(token) = p.subscription_token(c) {
+            match auth.subscription(&token, &identity.user, c.as_str(), now) {
+                Ok(_) => identity.granted.push(c.clone()),
+                Err(_) => {
+                    let m = format!("channel {c}: invalid subscription token");
+                    return Err(HttpError::new(ErrorCode::Unauthorized, m));
+                }
+            }
+        }
+    }
     // A session names the connection a poller speaks for (its own signaling inbox).
     let client = p.session.as_deref().and_then(|s| auth.resume(s, &identity.user));
     let who = Actor::Client { identity: &identity, client: client.as_deref() };

@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, PublishRequest, Reply, ReplyBody, RpcKind,
+    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, Notice, PublishRequest, Reply, ReplyBody, RpcKind,
     RpcRequest, SubscribeRequest,
 };
 use switchboard_protocol::{Disconnect, ErrorCode, Position, encode};
@@ -269,6 +269,11 @@ impl StompCodec {
             }
             // STOMP has no history frame: history comes as MESSAGEs on resume.
             Outgoing::History { .. } => Ok(()),
+            // STOMP cannot end one subscription from the server side: an expired subscription
+            // token ends the connection (an ERROR saying so), as an expired connection token does.
+            Outgoing::Notice(Notice::Unsubscribed(_)) => Err(Disconnect::TOKEN_EXPIRED),
+            // Nor can a STOMP client refresh a token: it reconnects (and resumes) instead.
+            Outgoing::Notice(Notice::Expiring(_)) => Ok(()),
         }
     }
 
@@ -519,7 +524,9 @@ impl StompCodec {
         let acks = matches!(frame.get("ack"), Some("client" | "client-individual"));
         let join_leave = frame.get("join-leave") == Some("true");
         self.by_channel.insert(channel.clone(), Sub { id, destination, acks, join_leave });
-        let request = SubscribeRequest { channel, since, datagram: false };
+        // A subscription token rides in a `token` header (a private namespace requires one).
+        let token = frame.get("token").map(str::to_owned);
+        let request = SubscribeRequest { channel, since, datagram: false, token };
         Step::Command(self.command(Cmd::Subscribe(request), Awaiting::Subscribe { receipt }))
     }
 

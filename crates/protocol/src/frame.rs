@@ -72,6 +72,11 @@ pub struct SubscribeRequest {
     /// Only on WebTransport, and only where the namespace enables `datagrams`.
     #[serde(default)]
     pub datagram: bool,
+    /// A subscription token: a JWT whose `channel` claim names this channel and whose `sub` is
+    /// the connection's user. It grants this one channel beyond the connection token's `subs`,
+    /// and is required in a `private` namespace.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// A body with only a channel (`unsubscribe`, `presence`).
@@ -118,6 +123,9 @@ pub struct HistoryRequest {
 pub struct RefreshRequest {
     /// The new token.
     pub token: String,
+    /// With a channel, `token` is a new subscription token for that subscription.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// The body of a `refresh` reply (and the `expires` of a `connect` reply).
@@ -526,6 +534,66 @@ pub struct ServerFrame {
     /// `disconnect` line (HTTP streaming).
     #[serde(default)]
     pub disconnect: Option<DisconnectBody>,
+    /// `unsubscribed` notice.
+    #[serde(default)]
+    pub unsubscribed: Option<UnsubscribedBody>,
+    /// `expiring` notice.
+    #[serde(default)]
+    pub expiring: Option<ExpiringBody>,
+}
+
+/// What the server tells a connection outside any reply: `{"unsubscribed": {...}}` or
+/// `{"expiring": {...}}` on the message and NDJSON transports, an SSE event of that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// The server ended a subscription (its subscription token expired unrefreshed).
+    Unsubscribed(UnsubscribedBody),
+    /// The connection's token expires soon: refresh it, or reconnect with a new one.
+    Expiring(ExpiringBody),
+}
+
+impl Notice {
+    /// The event's name: `unsubscribed` or `expiring`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Notice::Unsubscribed(_) => "unsubscribed",
+            Notice::Expiring(_) => "expiring",
+        }
+    }
+
+    /// The event's object, without its name.
+    pub fn object_json(&self) -> String {
+        // Our notice types always serialize.
+        match self {
+            Notice::Unsubscribed(b) => serde_json::to_string(b),
+            Notice::Expiring(b) => serde_json::to_string(b),
+        }
+        .unwrap_or_default()
+    }
+
+    /// `{"NAME": OBJECT}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The body of an `unsubscribed` notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnsubscribedBody {
+    /// The channel.
+    pub channel: String,
+    /// Why, as a close code would say it (3005: the subscription token expired).
+    pub code: u16,
+    /// The reason.
+    pub reason: String,
+}
+
+/// The body of an `expiring` notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiringBody {
+    /// Unix seconds at which the connection's token expires.
+    pub expires: u64,
 }
 
 /// The body of the one-way transports' `connected` event.
@@ -575,7 +643,12 @@ mod tests {
             ("chat.send", r#"{"t": 1}"#, RpcKind::Rpc)
         );
         let (_, c) = command(r#"{"id":9,"refresh":{"token":"t"}}"#);
-        assert!(matches!(c, Command::Refresh(RefreshRequest { token }) if token == "t"));
+        assert!(matches!(c, Command::Refresh(RefreshRequest { token, channel: None }) if token == "t"));
+        let (_, c) = command(r#"{"id":10,"subscribe":{"channel":"a","token":"s"}}"#);
+        assert!(matches!(c, Command::Subscribe(SubscribeRequest { token: Some(t), .. }) if t == "s"));
+        let n = Notice::Unsubscribed(UnsubscribedBody { channel: "a".into(), code: 3005, reason: "r".into() });
+        assert_eq!(n.to_json(), r#"{"unsubscribed":{"channel":"a","code":3005,"reason":"r"}}"#);
+        assert_eq!((n.name(), n.object_json().as_str()), ("unsubscribed", r#"{"channel":"a","code":3005,"reason":"r"}"#));
         let r = Reply { id: 9, body: ReplyBody::Refresh(RefreshReply { expires: Some(5) }) };
         assert_eq!(r.to_json(), r#"{"id":9,"refresh":{"expires":5}}"#);
         let (_, c) = command(r#"{"id":7,"rpc":{"method":"m"}}"#);

@@ -21,6 +21,7 @@ export class SseConn extends OneWayConn {
     on('join', (d) => ({ join: d }));
     on('leave', (d) => ({ leave: d }));
     on('unsubscribed', (d) => ({ unsubscribed: d }));
+    on('expiring', (d) => ({ expiring: d }));
     on('disconnect', (d) => ({ disconnect: d }));
     on('message', (d) => ({ pub: d }));
     // The SDK, not the browser, reconnects: then it always knows its positions and state.

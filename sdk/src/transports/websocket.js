@@ -162,7 +162,25 @@ export class WsConn extends Conn {
   _subscribe(sub) {
     const client = this.client;
     this.sent.set(sub.channel, sub);
+    if (sub._tokenStale) {
+      // A private channel's subscription token comes first (`getToken`).
+      sub._ensureToken().then(
+        () => { if (!this.closed && this.sent.get(sub.channel) === sub) this._sendSubscribe(sub); },
+        (err) => {
+          if (this.closed || this.sent.get(sub.channel) !== sub) return;
+          this.sent.delete(sub.channel);
+          client._subscribeFailed(sub, { code: 0, message: `getToken failed: ${err && err.message}` });
+        },
+      );
+      return;
+    }
+    this._sendSubscribe(sub);
+  }
+
+  _sendSubscribe(sub) {
+    const client = this.client;
     const body = { channel: sub.channel };
+    if (sub._token) body.token = sub._token;
     if (sub.position) body.since = { epoch: sub.position.epoch, offset: sub.position.offset };
     if (sub.datagram && this.datagrams) body.datagram = true;
     this._send('subscribe', body, null, (err, reply) => {
