@@ -522,7 +522,9 @@ impl Config {
         }
         let private = std::iter::once(&self.defaults).chain(self.namespaces.values()).any(|o| o.private);
         if private && !self.requires_token() {
-            return invalid("a private namespace needs token keys (token_secret, token_public_key or token_jwks_url)");
+            return invalid(
+                "a private namespace needs token keys (token_secret, token_public_key or token_jwks_url)",
+            );
         }
         if self.presence_ttl < 3 {
             return invalid("presence_ttl must be at least 3 seconds");

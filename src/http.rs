@@ -184,8 +184,14 @@ pub enum Caller {
 }
 
 /// The identity of an open server's callers.
-static ANONYMOUS: Identity =
-    Identity { user: String::new(), name: None, subs: None, pubs: None, expires_at: None, granted: Vec::new() };
+static ANONYMOUS: Identity = Identity {
+    user: String::new(),
+    name: None,
+    subs: None,
+    pubs: None,
+    expires_at: None,
+    granted: Vec::new(),
+};
 
 impl Caller {
     /// The caller as the rules see it; `client` is the connection it speaks for (a session it

@@ -111,8 +111,12 @@ async fn tokens_verify_with_the_jwks_key_their_kid_names_and_a_rotated_key_is_ta
 
 /// An HS256 token with `claims`, signed with `secret`.
 fn hs256(secret: &str, claims: serde_json::Value) -> String {
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .unwrap()
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
 }
 
 fn unix_now() -> u64 {
@@ -122,9 +126,12 @@ fn unix_now() -> u64 {
 /// The next text frame that is not a ping, as JSON.
 async fn next_json(ws: &mut switchboard_client::WsConnection) -> serde_json::Value {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.recv_raw()).await.expect("a frame in time");
+        let frame =
+            tokio::time::timeout(Duration::from_secs(10), ws.recv_raw()).await.expect("a frame in time");
         match frame.expect("the connection stays").unwrap() {
-            switchboard_client::RawFrame::Text(t) if t != r#"{"ping":{}}"# => return serde_json::from_str(&t).unwrap(),
+            switchboard_client::RawFrame::Text(t) if t != r#"{"ping":{}}"# => {
+                return serde_json::from_str(&t).unwrap();
+            }
             switchboard_client::RawFrame::Close { code, reason } => panic!("closed: {code:?} {reason}"),
             _ => {}
         }
@@ -151,7 +158,8 @@ async fn a_private_channel_is_read_with_a_subscription_token_which_ends_the_subs
     let bobs = hs256(secret, serde_json::json!({ "sub": "bob", "channel": "vip:a" }));
     ws.send_raw(&format!(r#"{{"id":3,"subscribe":{{"channel":"vip:a","token":"{bobs}"}}}}"#)).await.unwrap();
     assert_eq!(next_json(&mut ws).await["error"]["code"], 103);
-    let short = hs256(secret, serde_json::json!({ "sub": "alice", "channel": "vip:a", "exp": unix_now() + 3 }));
+    let short =
+        hs256(secret, serde_json::json!({ "sub": "alice", "channel": "vip:a", "exp": unix_now() + 3 }));
     ws.send_raw(&format!(r#"{{"id":4,"subscribe":{{"channel":"vip:a","token":"{short}"}}}}"#)).await.unwrap();
     let reply = next_json(&mut ws).await;
     assert_eq!(reply["subscribe"]["channel"], "vip:a", "{reply}");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, ErrorBody, HistoryRequest,
-    Notice, PublishRequest, RefreshReply, RefreshRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply,
+    ChannelRequest, ClientInfo, ConnectReply, ConnectRequest, Empty, ErrorBody, HistoryRequest, Notice,
+    PublishRequest, RefreshReply, RefreshRequest, Reply, ReplyBody, RpcReply, RpcRequest, SubscribeReply,
     SubscribeRequest, UnsubscribedBody,
 };
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode};
@@ -105,15 +105,23 @@ impl Session {
 
     /// A subscription token checked for this connection's user on `channel`: its expiry, or
     /// the error reply.
-    fn check_subscription_token(&self, now: Now, id: u64, channel: &ChannelName, token: &str) -> Result<Option<u64>, Reply> {
+    fn check_subscription_token(
+        &self,
+        now: Now,
+        id: u64,
+        channel: &ChannelName,
+        token: &str,
+    ) -> Result<Option<u64>, Reply> {
         use crate::policy::SubscriptionRefused as Refused;
         let checked = self.rules.auth().subscription(token, &self.identity.user, channel.as_str(), now.unix);
         checked.map_err(|refused| match refused {
             Refused::Invalid => Reply::error(id, ErrorCode::Unauthorized, "invalid subscription token"),
             Refused::Expired => Reply::error(id, ErrorCode::Unauthorized, "subscription token expired"),
-            Refused::NotYours => {
-                Reply::error(id, ErrorCode::PermissionDenied, "the subscription token is for another channel or user")
-            }
+            Refused::NotYours => Reply::error(
+                id,
+                ErrorCode::PermissionDenied,
+                "the subscription token is for another channel or user",
+            ),
         })
     }
 
@@ -154,7 +162,11 @@ impl Session {
             }
             self.revoke(&channel);
             let d = Disconnect::TOKEN_EXPIRED;
-            let body = UnsubscribedBody { channel: channel.to_string(), code: d.code, reason: "subscription token expired".into() };
+            let body = UnsubscribedBody {
+                channel: channel.to_string(),
+                code: d.code,
+                reason: "subscription token expired".into(),
+            };
             self.out.push_back(Output::Notice(Notice::Unsubscribed(body)));
         }
     }

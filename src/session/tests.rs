@@ -625,7 +625,8 @@ fn a_private_channel_takes_a_subscription_token_for_it_and_its_user() {
     let wrong = token(serde_json::json!({"sub": "al", "channel": "vip:b"}));
     let out = h.send(&format!(r#"{{"id":5,"subscribe":{{"channel":"vip:a","token":"{wrong}"}}}}"#));
     assert_eq!(error_code(&out), Some(103), "another channel's token");
-    let forged = crate::policy::tests::token("not-the-secret", serde_json::json!({"sub": "al", "channel": "vip:a"}));
+    let forged =
+        crate::policy::tests::token("not-the-secret", serde_json::json!({"sub": "al", "channel": "vip:a"}));
     let out = h.send(&format!(r#"{{"id":6,"subscribe":{{"channel":"vip:a","token":"{forged}"}}}}"#));
     assert_eq!(error_code(&out), Some(101), "a forged token");
     let good = token(serde_json::json!({"sub": "al", "channel": "vip:a"}));
@@ -633,7 +634,11 @@ fn a_private_channel_takes_a_subscription_token_for_it_and_its_user() {
     let (op, _) = subscribe_op(&out);
     h.s.handle_result(op, history("vip:a", "e", 0, []));
     assert_eq!(subscribe_reply(&h.drain()).channel, "vip:a");
-    assert_eq!(error_code(&h.send(r#"{"id":8,"history":{"channel":"vip:a"}}"#)), None, "history, once granted");
+    assert_eq!(
+        error_code(&h.send(r#"{"id":8,"history":{"channel":"vip:a"}}"#)),
+        None,
+        "history, once granted"
+    );
     h.send(r#"{"id":9,"unsubscribe":{"channel":"vip:a"}}"#);
     assert_eq!(error_code(&h.send(r#"{"id":10,"history":{"channel":"vip:a"}}"#)), Some(103), "revoked");
 }
@@ -655,7 +660,9 @@ fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
     // Refreshed at 1_010 until 1_040: nothing ends at 1_020.
     let second = token(serde_json::json!({"sub": "al", "channel": "vip:a", "exp": 1_040}));
     let out = h.send(&format!(r#"{{"id":3,"refresh":{{"channel":"vip:a","token":"{second}"}}}}"#));
-    assert!(matches!(&out[..], [Output::Reply(Reply { id: 3, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_040)));
+    assert!(
+        matches!(&out[..], [Output::Reply(Reply { id: 3, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_040))
+    );
     h.send(r#"{"pong":{}}"#);
     assert!(notices(&h.advance(20)).is_empty(), "refreshed");
     h.send(r#"{"pong":{}}"#);
@@ -666,7 +673,10 @@ fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
         reason: "subscription token expired".into(),
     });
     assert_eq!(notices(&out), vec![ended]);
-    assert!(out.iter().any(|o| matches!(o, Output::Op(_, Op::Unsubscribe { channel }) if channel.as_str() == "vip:a")));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Op(_, Op::Unsubscribe { channel }) if channel.as_str() == "vip:a"))
+    );
     assert_eq!(disconnect(&out), None, "the connection stays");
     h.s.handle_delivery(Delivery::Publication(publication("vip:a", "e", 1)));
     assert!(delivered(&h.drain()).is_empty(), "nothing after the end");

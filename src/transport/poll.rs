@@ -53,8 +53,9 @@ async fn poll(
     let mut p = OneWayParams::parse(query.as_deref(), &headers, config.max_subscriptions)?;
     let auth = state.rules.auth();
     let now = Now::current().unix;
-    let mut identity =
-        auth.authenticate(p.token.as_deref(), now).map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
+    let mut identity = auth
+        .authenticate(p.token.as_deref(), now)
+        .map_err(|d| HttpError::new(ErrorCode::Unauthorized, d.reason))?;
     // Subscription tokens (`sub_token=`) open their channels for this request.
     for c in &p.channels {
         if let Some(token) = p.subscription_token(c) {

@@ -23,8 +23,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
-    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, Notice, PublishRequest, Reply, ReplyBody, RpcKind,
-    RpcRequest, SubscribeRequest,
+    ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, Notice, PublishRequest, Reply, ReplyBody,
+    RpcKind, RpcRequest, SubscribeRequest,
 };
 use switchboard_protocol::{Disconnect, ErrorCode, Position, encode};
 use switchboard_stomp::negotiate::{HeartBeat, negotiate_heartbeat, negotiate_version};

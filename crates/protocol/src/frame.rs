@@ -646,9 +646,13 @@ mod tests {
         assert!(matches!(c, Command::Refresh(RefreshRequest { token, channel: None }) if token == "t"));
         let (_, c) = command(r#"{"id":10,"subscribe":{"channel":"a","token":"s"}}"#);
         assert!(matches!(c, Command::Subscribe(SubscribeRequest { token: Some(t), .. }) if t == "s"));
-        let n = Notice::Unsubscribed(UnsubscribedBody { channel: "a".into(), code: 3005, reason: "r".into() });
+        let n =
+            Notice::Unsubscribed(UnsubscribedBody { channel: "a".into(), code: 3005, reason: "r".into() });
         assert_eq!(n.to_json(), r#"{"unsubscribed":{"channel":"a","code":3005,"reason":"r"}}"#);
-        assert_eq!((n.name(), n.object_json().as_str()), ("unsubscribed", r#"{"channel":"a","code":3005,"reason":"r"}"#));
+        assert_eq!(
+            (n.name(), n.object_json().as_str()),
+            ("unsubscribed", r#"{"channel":"a","code":3005,"reason":"r"}"#)
+        );
         let r = Reply { id: 9, body: ReplyBody::Refresh(RefreshReply { expires: Some(5) }) };
         assert_eq!(r.to_json(), r#"{"id":9,"refresh":{"expires":5}}"#);
         let (_, c) = command(r#"{"id":7,"rpc":{"method":"m"}}"#);
