@@ -179,3 +179,42 @@ async fn joins_and_leaves_reach_the_subscriptions_that_ask_for_them() {
     assert!(!first.contains("\nevent:"), "{first:?}");
     assert!(first.ends_with("{\"n\":1}\0"), "{first:?}");
 }
+
+#[tokio::test]
+async fn a_private_destination_takes_a_subscription_token_header_and_an_expired_one_ends_the_connection() {
+    use jsonwebtoken::{EncodingKey, Header};
+    let secret = "stomp-sub-secret";
+    let sign = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap()
+    };
+    let server = TestServer::with(|c| {
+        c.token_secret = secret.into();
+        let private = switchboard::config::ChannelOptions { private: true, ..Default::default() };
+        c.namespaces.insert("vip".into(), private);
+    })
+    .await;
+    let connect = format!(
+        "CONNECT\naccept-version:1.2\nheart-beat:0,0\npasscode:{}\n\n\0",
+        sign(serde_json::json!({"sub": "al"}))
+    );
+
+    // Without the header: refused.
+    let mut socket = open(&server).await;
+    send(&mut socket, &connect).await;
+    send(&mut socket, "SUBSCRIBE\nid:0\ndestination:/topic/vip:a\nreceipt:r\n\n\0").await;
+    let (frames, _) = until_closed(&mut socket).await;
+    assert!(error_of(&frames).contains("subscription token"), "{frames:?}");
+
+    // With a token that expires in 2 s: subscribed, then an ERROR saying the token expired.
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 2;
+    let token = sign(serde_json::json!({"sub": "al", "channel": "vip:a", "exp": exp}));
+    let mut socket = open(&server).await;
+    send(&mut socket, &connect).await;
+    send(&mut socket, &format!("SUBSCRIBE\nid:0\ndestination:/topic/vip:a\ntoken:{token}\nreceipt:r\n\n\0"))
+        .await;
+    let (frames, _) = until_closed(&mut socket).await;
+    assert!(frames.iter().any(|f| f.starts_with("RECEIPT\n")), "subscribed first: {frames:?}");
+    assert!(error_of(&frames).contains("token expired"), "{frames:?}");
+    server.stop().await;
+}
