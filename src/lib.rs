@@ -48,6 +48,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod jwks;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod policy;
