@@ -322,13 +322,13 @@ impl Server {
         let (stop, hub) = (state.shutdown.clone(), state.hub.clone());
         let began = Arc::new(std::sync::OnceLock::new());
         let began_at = began.clone();
-        let signal = async move {
+        tokio::spawn(async move {
             shutdown.await;
             let _ = began_at.set(tokio::time::Instant::now());
             tracing::info!("shutting down: draining connections");
-            let _ = stop.send(true);
+            stop.send_replace(true);
             hub.close_all(switchboard_protocol::Disconnect::SHUTDOWN);
-        };
+        });
         let metrics = Arc::new(ListenerMetrics::default());
         let rendered = metrics.clone();
         state.metrics.add_source(move |out| rendered.render(out));
@@ -336,14 +336,10 @@ impl Server {
         if let Some(redirect) = self.redirect {
             let port = self.listener.local_addr()?.port();
             let listener = Listener::new(redirect, None, options.clone(), metrics.clone());
-            let mut stopped = state.shutdown.subscribe();
-            let stopped = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            tokio::spawn(listener.serve(redirect_router(port), stopped));
+            tokio::spawn(listener.serve(redirect_router(port), state.shutdown.subscribe()));
         }
         let listener = Listener::new(self.listener, self.tls, options, metrics);
-        listener.serve(app(state.clone(), &self.services), signal).await;
+        listener.serve(app(state.clone(), &self.services), state.shutdown.subscribe()).await;
         // What the listener's drain left of shutdown_timeout goes to upgraded connections
         // (WebSockets, told to go) and WebTransport sessions.
         let limit = Duration::from_secs(state.config.shutdown_timeout);

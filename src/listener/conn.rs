@@ -88,8 +88,10 @@ impl Activity {
         if first && bytes.starts_with(b"PRI * HTTP/2.0") {
             self.http2.store(true, Ordering::Relaxed);
         }
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ = self.head_since.compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed);
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        if idle && self.head_since.compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            // The header clock is shorter than the idle one the watchdog sleeps on.
+            self.changed.notify_one();
         }
     }
 

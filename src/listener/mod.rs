@@ -9,7 +9,6 @@ pub mod guard;
 pub mod tls;
 
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,14 +138,17 @@ impl Listener {
         Self { tcp, tls: tls.map(tokio_rustls::TlsAcceptor::from), options, metrics }
     }
 
-    /// Serves `router` until `shutdown` completes, then stops accepting, asks every connection
-    /// to finish (HTTP/1 keep-alive off, HTTP/2 GOAWAY; new requests get 503 with
+    /// Serves `router` until `draining` turns true, then stops accepting, asks every
+    /// connection to finish (HTTP/1 keep-alive off, HTTP/2 GOAWAY; new requests get 503 with
     /// `Retry-After`), and returns once they have or `shutdown_timeout` has passed, closing
     /// whatever is left (half-sent requests included).
-    pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()>) {
+    pub async fn serve(self, router: Router, draining: watch::Receiver<bool>) {
         let Self { tcp, tls, options, metrics } = self;
         let guard = IpGuard::new(options.max_sockets_per_ip, options.accept_rate_per_ip);
-        let (drain, draining) = watch::channel(false);
+        let mut stop = draining.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|d| *d).await;
+        };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // Our own clocks replace hyper's header timeout ([`conn`] says why).
         builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
@@ -230,7 +232,6 @@ impl Listener {
             }
         }
         drop(tcp);
-        let _ = drain.send(true);
         let open = tasks.len();
         let finished = tokio::time::timeout(options.shutdown, async {
             while tasks.join_next().await.is_some() {}
