@@ -178,8 +178,10 @@ async fn serve(config: Config) -> Result<(), String> {
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     // A reader that has gone (`serve | head -1`) does not stop the server.
     let scheme = if server.is_tls() { "https" } else { "http" };
-    let mut lines =
-        vec![format!("switchboard listening on {scheme}://{addr}{}", if demo { " (demo app at /)" } else { "" })];
+    let mut lines = vec![format!(
+        "switchboard listening on {scheme}://{addr}{}",
+        if demo { " (demo app at /)" } else { "" }
+    )];
     if let Some(redirect) = server.redirect_addr() {
         lines.push(format!("redirecting http://{redirect} to https"));
     }

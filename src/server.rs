@@ -240,13 +240,16 @@ impl Server {
         let tls = match config.tls_cert.is_empty() {
             true => None,
             false => {
-                let (cert, key) = (std::path::Path::new(&config.tls_cert), std::path::Path::new(&config.tls_key));
+                let (cert, key) =
+                    (std::path::Path::new(&config.tls_cert), std::path::Path::new(&config.tls_key));
                 Some(crate::listener::tls::server_config(cert, key).map_err(StartError::Tls)?)
             }
         };
         let redirect = match config.http_redirect_listen.parse::<SocketAddr>() {
             Ok(addr) => Some(
-                TcpListener::bind(addr).await.map_err(|source| StartError::RedirectListen { addr, source })?,
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::RedirectListen { addr, source })?,
             ),
             Err(_) => None,
         };

@@ -139,7 +139,8 @@ async fn a_stalled_body_gets_408() {
 
 async fn metrics_text(addr: SocketAddr) -> String {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n", addr.port());
+    let req =
+        format!("GET /metrics HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n", addr.port());
     tcp.write_all(req.as_bytes()).await.unwrap();
     read_until_closed(&mut tcp).await
 }
@@ -157,11 +158,19 @@ async fn the_socket_cap_refuses_one_more_and_frees_a_slot_on_close() {
     let _ = third.write_all(get("/healthz", server.addr.port()).as_bytes()).await;
     assert_eq!(read_until_closed(&mut third).await, "", "the third socket is closed unanswered");
     drop(first);
-    eventually_async("a freed slot serves a new socket", LIMIT, || async { served(server.addr).await.is_some() })
-        .await;
+    eventually_async("a freed slot serves a new socket", LIMIT, || async {
+        served(server.addr).await.is_some()
+    })
+    .await;
     let metrics = metrics_text(server.addr).await;
-    assert!(metrics.contains("switchboard_http_sockets_refused_total{reason=\"sockets_per_ip\"}"), "{metrics}");
-    assert!(!metrics.contains("switchboard_http_sockets_refused_total{reason=\"sockets_per_ip\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("switchboard_http_sockets_refused_total{reason=\"sockets_per_ip\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("switchboard_http_sockets_refused_total{reason=\"sockets_per_ip\"} 0"),
+        "{metrics}"
+    );
     server.stop().await;
 }
 
@@ -353,22 +362,76 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// `name.key` in `dir`.
 fn make_cert(dir: &Path, name: &str) {
     let ca = format!("{name}-ca");
-    openssl(dir, &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.pem"), "-days", "2", "-subj", &format!("/CN={ca}")]);
-    openssl(dir, &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", "/CN=localhost"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
     std::fs::write(dir.join(format!("{name}.ext")), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", &format!("{name}.csr"), "-CA", &format!("{ca}.pem"), "-CAkey",
-        &format!("{ca}.key"), "-CAcreateserial", "-out", &format!("{name}.pem"), "-days", "2", "-extfile",
-        &format!("{name}.ext")]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
 }
 
 /// `curl` over https trusting `ca`: the HTTP version and status (`"2 200"`), or its error.
 async fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, String> {
     let url = format!("https://localhost:{}/healthz", addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", addr.port());
-    let mut args = vec!["-sS".to_owned(), version.to_owned(), "--cacert".to_owned(), ca.display().to_string()];
-    args.extend(["--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url].map(String::from));
+    let mut args =
+        vec!["-sS".to_owned(), version.to_owned(), "--cacert".to_owned(), ca.display().to_string()];
+    args.extend(
+        ["--resolve", &resolve, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url]
+            .map(String::from),
+    );
     let out = run_curl(args).await;
     match out.status.success() {
         true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
@@ -378,7 +441,9 @@ async fn curl(addr: SocketAddr, ca: &Path, version: &str) -> Result<String, Stri
 
 /// `curl ARGS` off the runtime's threads (a blocking child process).
 async fn run_curl(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || Command::new("curl").args(args).output().expect("curl runs")).await.unwrap()
+    tokio::task::spawn_blocking(move || Command::new("curl").args(args).output().expect("curl runs"))
+        .await
+        .unwrap()
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -426,7 +491,8 @@ async fn https_serves_h2_and_http11_and_reloads_its_certificate() {
 async fn plain_tcp_serves_h2c_with_prior_knowledge() {
     let server = TestServer::start(Config::default()).await;
     let url = format!("http://127.0.0.1:{}/healthz", server.addr.port());
-    let args = ["-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url];
+    let args =
+        ["-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url];
     let out = run_curl(args.map(String::from).to_vec()).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{}", String::from_utf8_lossy(&out.stderr));
     server.stop().await;

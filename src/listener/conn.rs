@@ -89,7 +89,12 @@ impl Activity {
             self.http2.store(true, Ordering::Relaxed);
         }
         let idle = self.in_flight.load(Ordering::Relaxed) == 0;
-        if idle && self.head_since.compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if idle
+            && self
+                .head_since
+                .compare_exchange(NONE, self.now(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             // The header clock is shorter than the idle one the watchdog sleeps on.
             self.changed.notify_one();
         }
@@ -109,7 +114,9 @@ impl Activity {
         let at = |ms: u64, d: Duration| self.start + Duration::from_millis(ms) + d;
         let head = self.head_since.load(Ordering::Relaxed);
         match (head, t.header) {
-            (h, Some(d)) if h != NONE && !self.http2.load(Ordering::Relaxed) => Some((at(h, d), Expired::Header)),
+            (h, Some(d)) if h != NONE && !self.http2.load(Ordering::Relaxed) => {
+                Some((at(h, d), Expired::Header))
+            }
             _ => t.idle.map(|d| (at(self.idle_since.load(Ordering::Relaxed), d), Expired::Idle)),
         }
     }
@@ -166,7 +173,11 @@ impl<S> Tracked<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -299,12 +310,16 @@ fn is_probe(path: &str) -> bool {
 pub async fn serve(ctx: Ctx, req: Request<Incoming>) -> Result<Response<TrackedBody>, Infallible> {
     let in_flight = ctx.activity.request_started();
     let fired = Arc::new(AtomicBool::new(false));
-    let mut req = req.map(|inner| Body::new(TimedBody { inner, timeout: ctx.timeouts.body, sleep: None, fired: fired.clone() }));
+    let mut req = req.map(|inner| {
+        Body::new(TimedBody { inner, timeout: ctx.timeouts.body, sleep: None, fired: fired.clone() })
+    });
     req.extensions_mut().insert(ConnectInfo(ctx.peer));
     let response = if *ctx.draining.borrow() && !is_probe(req.uri().path()) {
         refusal(StatusCode::SERVICE_UNAVAILABLE, "shutting down: retry on another node\n")
     } else {
-        let response = match ctx.router.oneshot(req).await {
+        // Every line logged for the request, and for a connection it opens, names the peer.
+        let span = tracing::info_span!("http", remote = %ctx.peer);
+        let response = match tracing::Instrument::instrument(ctx.router.oneshot(req), span).await {
             Ok(r) => r,
             Err(never) => match never {},
         };

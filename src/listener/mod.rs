@@ -233,10 +233,9 @@ impl Listener {
         }
         drop(tcp);
         let open = tasks.len();
-        let finished = tokio::time::timeout(options.shutdown, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let finished =
+            tokio::time::timeout(options.shutdown, async { while tasks.join_next().await.is_some() {} })
+                .await;
         if finished.is_err() {
             let left = tasks.len();
             metrics.drain_aborted.add(left as u64);
@@ -251,7 +250,8 @@ async fn connection<S>(builder: Arc<auto::Builder<TokioExecutor>>, io: Tracked<S
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (activity, metrics, peer, timeouts) = (ctx.activity.clone(), ctx.metrics.clone(), ctx.peer, ctx.timeouts);
+    let (activity, metrics, peer, timeouts) =
+        (ctx.activity.clone(), ctx.metrics.clone(), ctx.peer, ctx.timeouts);
     let mut draining = ctx.draining.clone();
     let service = hyper::service::service_fn(move |req| conn::serve(ctx.clone(), req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -292,11 +292,16 @@ pub fn redirect_router(https_port: u16) -> Router {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
         // Drop the port the client used (the plain-HTTP one) and name the HTTPS one.
         let name = match host.rsplit_once(':') {
-            Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') => name,
+            Some((name, port))
+                if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']') =>
+            {
+                name
+            }
             _ => host,
         };
         if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
-            return (StatusCode::BAD_REQUEST, "a Host header is needed for the https redirect\n").into_response();
+            return (StatusCode::BAD_REQUEST, "a Host header is needed for the https redirect\n")
+                .into_response();
         }
         let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -304,4 +309,3 @@ pub fn redirect_router(https_port: u16) -> Router {
         (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response()
     })
 }
-

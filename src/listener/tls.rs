@@ -30,7 +30,8 @@ pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, String> {
         return Err(format!("tls_cert {}: no certificate in it", cert.display()));
     }
     let der = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
-    let signer = aws_lc_rs::sign::any_supported_type(&der).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+    let signer =
+        aws_lc_rs::sign::any_supported_type(&der).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
     let certified = CertifiedKey::new(chain, signer);
     certified.keys_match().map_err(|e| format!("tls_key {} does not match tls_cert: {e}", key.display()))?;
     Ok(Arc::new(certified))
