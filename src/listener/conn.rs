@@ -314,6 +314,13 @@ pub async fn serve(ctx: Ctx, req: Request<Incoming>) -> Result<Response<TrackedB
         Body::new(TimedBody { inner, timeout: ctx.timeouts.body, sleep: None, fired: fired.clone() })
     });
     req.extensions_mut().insert(ConnectInfo(ctx.peer));
+    // HTTP/2 names the host in `:authority`, not `Host`; handlers (Host checks, URLs handed out)
+    // read `Host`, so give them one.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(value) = req.uri().authority().and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, value);
+    }
     let response = if *ctx.draining.borrow() && !is_probe(req.uri().path()) {
         refusal(StatusCode::SERVICE_UNAVAILABLE, "shutting down: retry on another node\n")
     } else {
