@@ -317,7 +317,8 @@ pub async fn serve(ctx: Ctx, req: Request<Incoming>) -> Result<Response<TrackedB
     // HTTP/2 names the host in `:authority`, not `Host`; handlers (Host checks, URLs handed out)
     // read `Host`, so give them one.
     if !req.headers().contains_key(header::HOST)
-        && let Some(value) = req.uri().authority().and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
+        && let Some(value) =
+            req.uri().authority().and_then(|a| header::HeaderValue::from_str(a.as_str()).ok())
     {
         req.headers_mut().insert(header::HOST, value);
     }
