@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{TestServer, eventually_async, http_request};
+use futures_util::SinkExt;
 use switchboard::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -87,7 +88,7 @@ async fn a_socket_that_never_sends_is_closed_after_the_header_timeout() {
 }
 
 #[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_while_sse_lives_on() {
+async fn an_idle_keep_alive_connection_is_closed_while_sse_and_a_websocket_live_on() {
     let server = TestServer::with(|c| {
         c.http_idle_timeout = 1;
         c.heartbeat_interval = 60;
@@ -98,6 +99,13 @@ async fn an_idle_keep_alive_connection_is_closed_while_sse_lives_on() {
     sse.write_all(get("/sse?channel=news", port).as_bytes()).await.unwrap();
     let head = read_head(&mut sse).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // A WebSocket: upgraded, it leaves the idle clock behind too.
+    let ws_url = format!("ws://{}/ws", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let subscribe = r#"{"id":1,"subscribe":{"channel":"news"}}"#;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(subscribe)).await.unwrap();
+    ws_until(&mut ws, r#""id":1"#).await;
 
     let mut idle = served(server.addr).await.expect("a first response");
     // The rest of the /healthz response, then nothing until the idle timeout closes it.
@@ -118,7 +126,25 @@ async fn an_idle_keep_alive_connection_is_closed_while_sse_lives_on() {
     })
     .await
     .expect("the publication on the SSE response");
+    ws_until(&mut ws, "after-idle").await;
     server.stop().await;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Reads WebSocket messages until one contains `needle`; panics if the socket ends first.
+async fn ws_until(ws: &mut Ws, needle: &str) {
+    use futures_util::StreamExt;
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let msg = ws.next().await.expect("the WebSocket is open").expect("a message");
+            if msg.to_text().is_ok_and(|t| t.contains(needle)) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no WebSocket message with {needle}"));
 }
 
 #[tokio::test]
