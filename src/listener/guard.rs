@@ -63,6 +63,15 @@ impl Drop for Slot {
     }
 }
 
+/// The address a socket is counted against: an IPv4 address (also when a dual-stack listener
+/// sees it as `::ffff:a.b.c.d`), or an IPv6 /64, what one subscriber (or one attacker) gets.
+pub fn key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
 impl IpGuard {
     /// `max_sockets` and `rate` (per second) of 0 mean no limit.
     pub fn new(max_sockets: usize, rate: u32) -> Arc<Self> {
@@ -72,6 +81,7 @@ impl IpGuard {
     /// Counts a new socket from `ip`, or says why it is refused and whether to log it now
     /// (`true` at most once per [`WARN_EVERY`] per IP).
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Slot, (Refusal, bool)> {
+        let ip = key(ip);
         let mut table = self.table.lock();
         let burst = self.rate.max(1.0);
         let e = table.entry(ip).or_insert(Entry { open: 0, tokens: burst, refilled: now, warned: None });
@@ -155,6 +165,21 @@ mod tests {
         assert_eq!(guard.admit(IP, now).unwrap_err().0, Refusal::TooFast);
         assert!(guard.admit(IP, now + Duration::from_millis(500)).is_ok(), "one token in half a second");
         drop(slots);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let guard = IpGuard::new(1, 0);
+        let now = Instant::now();
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let _held = guard.admit(a, now).unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert_eq!(guard.admit(same_64, now).unwrap_err().0, Refusal::TooManySockets);
+        assert!(guard.admit("2001:db8:1:3::1".parse().unwrap(), now).is_ok(), "another /64");
+        let _v4 = guard.admit("192.0.2.7".parse().unwrap(), now).unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(guard.admit(mapped, now).unwrap_err().0, Refusal::TooManySockets, "the same IPv4 host");
+        assert!(guard.admit("::ffff:192.0.2.8".parse().unwrap(), now).is_ok(), "not all IPv4 in one /64");
     }
 
     #[test]
