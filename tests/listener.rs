@@ -148,6 +148,32 @@ async fn ws_until(ws: &mut Ws, needle: &str) {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_by_the_idle_clock_not_the_header_one() {
+    let server = TestServer::with(|c| {
+        c.http_header_timeout = 1;
+        c.http_idle_timeout = 2;
+    })
+    .await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let conn = tokio::spawn(conn);
+    let uri = format!("http://localhost:{}/healthz", server.addr.port());
+    let request = axum::http::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let response = send.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), axum::http::Version::HTTP_2);
+    drop(response);
+    let ended = tokio::time::timeout(LIMIT, conn).await;
+    assert!(ended.is_ok(), "the server closed the idle HTTP/2 connection");
+    let metrics = metrics_text(server.addr).await;
+    assert!(metrics.contains("switchboard_http_timeouts_total{timeout=\"idle\"} 1"), "{metrics}");
+    assert!(metrics.contains("switchboard_http_timeouts_total{timeout=\"header\"} 0"), "{metrics}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_stalled_body_gets_408() {
     let server = TestServer::with(|c| c.http_body_timeout = 1).await;
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
