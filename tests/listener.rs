@@ -348,11 +348,12 @@ fn exited_within(child: &mut Child, limit: Duration) -> Option<std::process::Exi
     None
 }
 
-fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) {
+/// The first log line containing `needle`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
     loop {
         let line = lines.recv_timeout(LIMIT).unwrap_or_else(|_| panic!("no log line with {needle:?}"));
         if line.contains(needle) {
-            return;
+            return line;
         }
     }
 }
@@ -378,7 +379,8 @@ async fn sigterm_exits_within_the_shutdown_timeout_despite_a_half_sent_request()
         tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
         tcp
     };
-    wait_for_line(&lines, "connection opened");
+    let opened = wait_for_line(&lines, "connection opened");
+    assert!(opened.contains("remote=127.0.0.1:"), "the peer in the line: {opened}");
     sigterm(&child);
     let status = exited_within(&mut child, LIMIT);
     if status.is_none() {
@@ -535,6 +537,26 @@ async fn https_serves_h2_and_http11_and_reloads_its_certificate() {
     })
     .await;
     assert!(curl(server.addr, &dir.join("one-ca.pem"), "--http2").await.is_err(), "the old one is gone");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_after_the_header_timeout() {
+    let dir = temp_dir("tls-stall");
+    make_cert(&dir, "one");
+    let server = TestServer::with(|c| {
+        c.tls_cert = dir.join("one.pem").display().to_string();
+        c.tls_key = dir.join("one.key").display().to_string();
+        c.webtransport = false;
+        c.turn = false;
+        c.http_header_timeout = 1;
+    })
+    .await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    // The first bytes of a TLS record header (a handshake), then nothing.
+    tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    assert_eq!(read_until_closed(&mut tcp).await, "");
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
