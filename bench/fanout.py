@@ -59,6 +59,8 @@ class Server:
         env = dict(os.environ)
         if kind == "ours":
             env.update({"RUST_LOG": "warn"})
+            # Thousands of sockets from one address (loopback): lift the per-IP caps.
+            env.update({"SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0", "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0"})
             env.update(env_extra or {})
             cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")

@@ -35,7 +35,7 @@ process.on('exit', () => {
   }
 });
 
-const LISTENING = /switchboard listening on http:\/\/([\d.]+):(\d+)/;
+const LISTENING = /switchboard listening on (https?):\/\/([\d.]+):(\d+)/;
 
 /**
  * Starts `switchboard serve --listen 127.0.0.1:<port>` (port 0: a free one) with extra `args` and
@@ -94,13 +94,14 @@ function spawnOnce(bin, argv, env, timeoutMs) {
       if (!m) return;
       settled = true;
       clearTimeout(timer);
-      const port = Number(m[2]);
+      const port = Number(m[3]);
+      const tls = m[1] === 'https';
       const server = {
         child,
         port,
-        host: m[1],
-        url: `http://127.0.0.1:${port}`,
-        wsUrl: `ws://127.0.0.1:${port}`,
+        host: m[2],
+        url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+        wsUrl: `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
         logs: () => `stdout:\n${out}\nstderr:\n${err}`,
         exited,
         /** SIGTERM, then SIGKILL after `graceMs`; resolves once the process is gone. */
@@ -128,8 +129,8 @@ function spawnOnce(bin, argv, env, timeoutMs) {
 export const FAKE_MEDIA_ARGS = ['--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream', '--autoplay-policy=no-user-gesture-required'];
 
 /** Launches headless Chromium (system binary) with CI-friendly flags; `media` adds a fake camera. */
-export function launchBrowser({ media = false } = {}) {
-  const args = media ? [...CHROMIUM_ARGS, ...FAKE_MEDIA_ARGS] : CHROMIUM_ARGS;
+export function launchBrowser({ media = false, args: extra = [] } = {}) {
+  const args = [...(media ? [...CHROMIUM_ARGS, ...FAKE_MEDIA_ARGS] : CHROMIUM_ARGS), ...extra];
   return chromium.launch({ executablePath: CHROMIUM, headless: true, args });
 }
 

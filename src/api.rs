@@ -203,6 +203,22 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// `GET /readyz`: whether this node should get new clients (a load balancer's check), 503
+/// while it drains for a shutdown or its broker is unreachable. `/healthz` is liveness.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let unready = |reason: &str| {
+        let body = Json(serde_json::json!({"status": "unavailable", "reason": reason}));
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], body).into_response()
+    };
+    if *state.shutdown.borrow() {
+        return unready("shutting down");
+    }
+    match state.broker.health() {
+        Health::Ok => Json(serde_json::json!({"status": "ready"})).into_response(),
+        Health::Unavailable(why) => unready(&why),
+    }
+}
+
 /// `GET /metrics`: open when no `api_key` is configured, else it takes the key (`X-API-Key`,
 /// `Authorization: apikey KEY`, or `Authorization: Bearer KEY` as Prometheus sends it).
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

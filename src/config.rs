@@ -83,6 +83,27 @@ pub struct Config {
     pub demo: bool,
     /// Most connections held at once (WebSocket, SSE and streaming).
     pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and finish a TLS handshake) once it
+    /// has started, nginx's `client_header_timeout`. 0: no limit.
+    pub http_header_timeout: u64,
+    /// Seconds a keep-alive connection may wait for its next request with none in flight,
+    /// nginx's `keepalive_timeout`; long responses (SSE, streaming, long polls) and WebSockets
+    /// are not cut by it. 0: no limit.
+    pub http_idle_timeout: u64,
+    /// Seconds a request body may stall between two reads before the request gets 408,
+    /// nginx's `client_body_timeout`. 0: no limit.
+    pub http_body_timeout: u64,
+    /// Most TCP (or TLS) connections open at once from one IP address; more are closed at
+    /// accept. 0: no limit.
+    pub http_max_sockets_per_ip: usize,
+    /// New TCP connections per second one IP address may open (a token bucket holding one
+    /// second's worth); more are closed at accept. 0: no limit.
+    pub http_accept_rate_per_ip: u32,
+    /// With TLS on: a plain-HTTP listener (e.g. `0.0.0.0:80`) that answers every request with a
+    /// 301 to the same path over https. Empty: none.
+    pub http_redirect_listen: String,
+    /// Seconds a shutdown waits for requests in flight before the process exits anyway.
+    pub shutdown_timeout: u64,
     /// Largest WebSocket message or HTTP request body accepted, in bytes.
     pub max_frame_bytes: usize,
     /// Largest publication payload, in bytes.
@@ -172,7 +193,8 @@ pub struct Config {
     pub sockjs_test_services: bool,
     /// Serve WebTransport over HTTP/3 at `/wt`, on UDP at the port number of `listen`.
     pub webtransport: bool,
-    /// PEM certificate chain for HTTP/3. Empty (with `tls_key` empty): a self-signed development
+    /// PEM certificate chain for HTTPS/WSS on `listen`, HTTP/3 and TURN over TLS, reloaded
+    /// when the file changes. Empty (with `tls_key` empty): a self-signed development
     /// certificate, renewed before it expires, whose hash `GET /wt/cert-hash` serves.
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
@@ -227,6 +249,13 @@ impl Default for Config {
             insecure_allow_open: false,
             demo: true,
             max_connections: 100_000,
+            http_header_timeout: 10,
+            http_idle_timeout: 75,
+            http_body_timeout: 30,
+            http_max_sockets_per_ip: 1000,
+            http_accept_rate_per_ip: 100,
+            http_redirect_listen: String::new(),
+            shutdown_timeout: 10,
             max_frame_bytes: 128 * 1024,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,
@@ -486,6 +515,14 @@ impl Config {
         }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return invalid("set both tls_cert and tls_key, or neither");
+        }
+        if !self.http_redirect_listen.is_empty() {
+            if self.http_redirect_listen.parse::<SocketAddr>().is_err() {
+                return invalid("http_redirect_listen must be IP:PORT");
+            }
+            if self.tls_cert.is_empty() {
+                return invalid("http_redirect_listen needs tls_cert and tls_key (it redirects to https)");
+            }
         }
         if self.webtransport_max_streams == 0 {
             return invalid("webtransport_max_streams must be > 0");

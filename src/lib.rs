@@ -37,7 +37,9 @@
 //! - [`turn`]: the built-in STUN/TURN server's wiring and `/api/ice-servers` (the server itself
 //!   is the crate `switchboard-turn`).
 //! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
-//! - [`server`]: start-up (listener, broker, the optional [`Services`]), the router, shutdown.
+//! - [`listener`]: the sockets: our accept loop in front of hyper (HTTP/1.1, HTTP/2, TLS with
+//!   certificate reload), per-IP socket caps, header/idle/body timeouts, the drain on shutdown.
+//! - [`server`]: start-up (binding, broker, the optional [`Services`]), the router, shutdown.
 
 pub mod api;
 pub mod app_proxy;
@@ -48,6 +50,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod jwks;
+pub mod listener;
 pub mod metrics;
 pub mod model;
 pub mod policy;

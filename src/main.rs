@@ -177,8 +177,14 @@ async fn serve(config: Config) -> Result<(), String> {
     let server = switchboard::Server::bind(config).await.map_err(|e| e.to_string())?;
     let addr = server.local_addr().map_err(|e| e.to_string())?;
     // A reader that has gone (`serve | head -1`) does not stop the server.
-    let mut lines =
-        vec![format!("switchboard listening on http://{addr}{}", if demo { " (demo app at /)" } else { "" })];
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    let mut lines = vec![format!(
+        "switchboard listening on {scheme}://{addr}{}",
+        if demo { " (demo app at /)" } else { "" }
+    )];
+    if let Some(redirect) = server.redirect_addr() {
+        lines.push(format!("redirecting http://{redirect} to https"));
+    }
     if let Some(wt) = server.services().webtransport.as_ref() {
         lines.push(format!("WebTransport (HTTP/3) on udp {}:{}/wt", addr.ip(), wt.port));
     }
@@ -197,7 +203,17 @@ async fn serve(config: Config) -> Result<(), String> {
     server.run(shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
+/// The first SIGTERM or ctrl-c starts a drain; a second one ends the process at once.
 async fn shutdown_signal() {
+    signal().await;
+    tokio::spawn(async {
+        signal().await;
+        eprintln!("switchboard: second signal, exiting without waiting for the drain");
+        std::process::exit(1);
+    });
+}
+
+async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

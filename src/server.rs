@@ -43,6 +43,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .route("/api/presence", get(api::presence))
         .route("/api/channels", get(api::channels))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .merge(crate::turn::routes(services.ice.clone()))
         .merge(transport::wt::routes(services.webtransport.clone()))
@@ -150,6 +151,17 @@ pub enum StartError {
          webtransport = false or SWITCHBOARD_WEBTRANSPORT=false turns it off)"
     )]
     WebTransport(transport::wt::WtError),
+    /// The TLS certificate or key of the HTTPS listener could not be loaded.
+    #[error("cannot serve HTTPS: {0}")]
+    Tls(String),
+    /// The plain-HTTP redirect listener could not be bound.
+    #[error("cannot listen on {addr} (http_redirect_listen): {source}")]
+    RedirectListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The WebRTC engine could not start.
     #[error("cannot start WebRTC: {0} (or run without it: --no-rtc, rtc = false)")]
     Rtc(String),
@@ -214,6 +226,8 @@ pub struct Server {
     state: Arc<AppState>,
     services: Services,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    redirect: Option<TcpListener>,
     webtransport: Option<transport::wt::WtEndpoint>,
 }
 
@@ -223,6 +237,22 @@ impl Server {
         let addr = config.listen;
         let listen_error = |source| StartError::Listen { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+        let tls = match config.tls_cert.is_empty() {
+            true => None,
+            false => {
+                let (cert, key) =
+                    (std::path::Path::new(&config.tls_cert), std::path::Path::new(&config.tls_key));
+                Some(crate::listener::tls::server_config(cert, key).map_err(StartError::Tls)?)
+            }
+        };
+        let redirect = match config.http_redirect_listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::RedirectListen { addr, source })?,
+            ),
+            Err(_) => None,
+        };
         // HTTP/3 on UDP at the port number TCP got (port 0 picks it once, for both).
         let webtransport = match config.webtransport {
             true => {
@@ -244,7 +274,7 @@ impl Server {
             let ip = listener.local_addr().map_err(listen_error)?.ip();
             services.rtc = Some(start_rtc(&state, ip).await?);
         }
-        Ok(Self { state, services, listener, webtransport })
+        Ok(Self { state, services, listener, tls, redirect, webtransport })
     }
 
     /// The WebRTC media address, when WebRTC runs.
@@ -267,35 +297,64 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Whether the listener serves HTTPS (`tls_cert` is set).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The plain-HTTP redirect listener's address, when `http_redirect_listen` is set.
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect.as_ref().and_then(|r| r.local_addr().ok())
+    }
+
     /// The shared state (for tests and embedding).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then tells every connection to go (code 3000) and
-    /// waits up to five seconds for them to drain.
+    /// Serves until `shutdown` completes, then drains: readiness turns 503, every real-time
+    /// connection is told to go (code 3000), the listener stops accepting and lets requests in
+    /// flight finish; all within `shutdown_timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
+        use crate::listener::{Listener, ListenerMetrics, Options, redirect_router};
         let state = self.state.clone();
         if state.config.demo {
             tokio::spawn(demo::ticker(state.clone()));
         }
         let webtransport = self.webtransport.map(|wt| tokio::spawn(wt.serve(state.clone())));
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let (stop, hub) = (state.shutdown.clone(), state.hub.clone());
-        let signal = async move {
+        let began = Arc::new(std::sync::OnceLock::new());
+        let began_at = began.clone();
+        tokio::spawn(async move {
             shutdown.await;
-            let _ = stop.send(true);
+            let _ = began_at.set(tokio::time::Instant::now());
+            tracing::info!("shutting down: draining connections");
+            stop.send_replace(true);
             hub.close_all(switchboard_protocol::Disconnect::SHUTDOWN);
-        };
-        axum::serve(listener, app(state.clone(), &self.services)).with_graceful_shutdown(signal).await?;
-        if let Some(wt) = webtransport {
-            let _ = wt.await;
+        });
+        let metrics = Arc::new(ListenerMetrics::default());
+        let rendered = metrics.clone();
+        state.metrics.add_source(move |out| rendered.render(out));
+        let options = Options::new(&state.config);
+        if let Some(redirect) = self.redirect {
+            let port = self.listener.local_addr()?.port();
+            let listener = Listener::new(redirect, None, options.clone(), metrics.clone());
+            tokio::spawn(listener.serve(redirect_router(port), state.shutdown.subscribe()));
         }
+        let listener = Listener::new(self.listener, self.tls, options, metrics);
+        listener.serve(app(state.clone(), &self.services), state.shutdown.subscribe()).await;
+        // What the listener's drain left of shutdown_timeout goes to upgraded connections
+        // (WebSockets, told to go) and WebTransport sessions.
+        let limit = Duration::from_secs(state.config.shutdown_timeout);
+        let left = began.get().map_or(limit, |t| limit.saturating_sub(t.elapsed()));
         let all = u32::try_from(state.config.max_connections).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(Duration::from_secs(5), state.admission.acquire_many(all)).await;
+        let rest = async {
+            if let Some(wt) = webtransport {
+                let _ = wt.await;
+            }
+            let _ = state.admission.acquire_many(all).await;
+        };
+        let _ = tokio::time::timeout(left, rest).await;
         Ok(())
     }
 }

@@ -228,6 +228,8 @@ async fn each_connection_logs_one_line_without_secrets_or_tokens() {
     assert_eq!(ws_line["level"], "INFO");
     assert_eq!(ws_line["fields"]["user"], "log-user", "{ws_line}");
     assert!(ws_line["fields"]["duration_ms"].is_u64(), "{ws_line}");
+    let remote = ws_line["span"]["remote"].as_str().unwrap_or_default();
+    assert!(remote.starts_with("127.0.0.1:"), "the peer address: {ws_line}");
     let sse_line = lines.iter().find(|l| l["fields"]["transport"] == "sse").expect("the SSE line");
     assert_eq!(sse_line["fields"]["user"], "log-user", "{sse_line}");
 }

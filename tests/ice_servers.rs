@@ -111,7 +111,22 @@ async fn a_configured_certificate_adds_turn_over_tls() {
     })
     .await;
     let tls = server.services.ice.as_ref().unwrap().tls_addr.expect("TURN over TLS runs with a certificate");
-    let (_, answer) = get(server.addr, "/api/ice-servers", &[]).await;
+    // The certificate makes the HTTP listener HTTPS too (the self-signed one is its own CA).
+    let port = server.addr.port();
+    let args = [
+        "-sS".to_owned(),
+        "--cacert".to_owned(),
+        cert.display().to_string(),
+        "--resolve".to_owned(),
+        format!("localhost:{port}:127.0.0.1"),
+        format!("https://localhost:{port}/api/ice-servers"),
+    ];
+    let out = tokio::task::spawn_blocking(move || std::process::Command::new("curl").args(args).output())
+        .await
+        .unwrap()
+        .expect("curl runs");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("JSON from curl: {}", String::from_utf8_lossy(&out.stderr)));
     assert!(urls(&answer).contains(&format!("turns:localhost:{}?transport=tcp", tls.port())), "{answer}");
     assert!(tokio::net::TcpStream::connect(tls).await.is_ok());
     server.stop().await;

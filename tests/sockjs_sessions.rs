@@ -214,6 +214,8 @@ async fn a_session_nobody_receives_from_is_cut_off_as_a_slow_consumer() {
         c.outbound_queue = 8;
         // Not the idle timeout: the queue's bound must end it.
         c.sockjs_disconnect_delay_ms = 60_000;
+        // 300 publishes, each on a fresh connection from loopback.
+        c.http_accept_rate_per_ip = 0;
     })
     .await;
     let addr = server.addr;

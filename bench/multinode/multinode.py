@@ -92,6 +92,9 @@ class Node:
     def __init__(self, broker_url):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         env["SWITCHBOARD_BROKER"] = broker_url
+        # Thousands of sockets from one address (loopback): lift the per-IP caps.
+        env["SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP"] = "0"
+        env["SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP"] = "0"
         self.proc = subprocess.Popen(
             [SWITCHBOARD, "serve", "--listen", "127.0.0.1:0", "--no-demo", "--log", "warn"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -74,6 +74,8 @@ listen = "127.0.0.1:0"
 demo = false
 turn = false
 log = "warn"
+http_max_sockets_per_ip = 0
+http_accept_rate_per_ip = 0
 [namespaces.room]
 rooms = true
 CONF

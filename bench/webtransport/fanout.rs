@@ -116,6 +116,9 @@ async fn main() {
         listen: "127.0.0.1:0".parse().unwrap(),
         demo: false,
         outbound_queue: 65_536,
+        // Every subscriber connects from loopback: lift the per-IP socket caps.
+        http_max_sockets_per_ip: 0,
+        http_accept_rate_per_ip: 0,
         ..Config::default()
     };
     config.max_connections = 100_000;

@@ -93,7 +93,7 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
     if format == Format::Sse {
         transport.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
-    tokio::spawn(async move {
+    let task = async move {
         // What came before the response: the `connected` and `subscribed` events.
         let mut refused = None;
         for out in first.into_iter().filter_map(pump::outgoing) {
@@ -110,7 +110,9 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
             }
         }
         drop((guard, permit));
-    });
+    };
+    // In the request's span, which names the peer (`remote`).
+    tokio::spawn(tracing::Instrument::instrument(task, tracing::Span::current()));
     let content_type = match format {
         Format::Sse => "text/event-stream",
         Format::Ndjson => "application/x-ndjson",

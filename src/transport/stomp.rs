@@ -56,10 +56,12 @@ pub async fn handler(
     match super::ws::admit(&state, &headers, ws) {
         Ok((ws, permit)) => {
             let token = bearer(&headers).map(str::to_owned);
-            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(move |socket| async move {
-                run(socket, state, token).await;
-                drop(permit);
-            })
+            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(super::ws::in_request_span(
+                move |socket| async move {
+                    run(socket, state, token).await;
+                    drop(permit);
+                },
+            ))
         }
         Err(refusal) => refusal.into_response(),
     }

@@ -44,7 +44,7 @@ pub async fn handler(
     };
     let token = bearer(&headers).map(str::to_owned);
     let protocols = std::iter::once(WS_SUBPROTOCOL).chain(stomp::SUBPROTOCOLS);
-    configure(ws, &state).protocols(protocols).on_upgrade(move |socket| async move {
+    configure(ws, &state).protocols(protocols).on_upgrade(in_request_span(move |socket| async move {
         // A client that offered only STOMP subprotocols speaks STOMP.
         let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
         if stomp::SUBPROTOCOLS.contains(&chosen) {
@@ -55,7 +55,16 @@ pub async fn handler(
             pump::run(transport, Driver::new(state.clone(), true)).await;
         }
         drop(permit);
-    })
+    }))
+}
+
+/// `f`, run in the upgrading request's span (which names the peer, `remote`) though axum runs
+/// it in a task of its own.
+pub(super) fn in_request_span<F: std::future::Future>(
+    f: impl FnOnce(WebSocket) -> F,
+) -> impl FnOnce(WebSocket) -> tracing::instrument::Instrumented<F> {
+    let span = tracing::Span::current();
+    move |socket| tracing::Instrument::instrument(f(socket), span)
 }
 
 /// Admits a WebSocket handshake: it must be one (400/107 otherwise), a page's origin must be
