@@ -103,6 +103,11 @@ pub struct Config {
     /// 301 to the same path over https. Empty: none.
     pub http_redirect_listen: String,
     /// Seconds a shutdown waits for requests in flight before the process exits anyway.
+    /// Seconds data sent on an HTTP connection may stay unacknowledged before the kernel drops
+    /// the connection (TCP_USER_TIMEOUT, Linux), with TCP keepalive probes after as long idle:
+    /// a client that vanished without a FIN (a laptop closed, a phone off the network) is found
+    /// by the next heartbeat instead of the kernel's default of about 15 minutes. 0: the kernel's.
+    pub tcp_user_timeout: u64,
     pub shutdown_timeout: u64,
     /// Largest WebSocket message or HTTP request body accepted, in bytes.
     pub max_frame_bytes: usize,
@@ -256,6 +261,7 @@ impl Default for Config {
             http_accept_rate_per_ip: 100,
             http_redirect_listen: String::new(),
             shutdown_timeout: 10,
+            tcp_user_timeout: 60,
             max_frame_bytes: 128 * 1024,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,

@@ -603,3 +603,45 @@ async fn the_redirect_listener_sends_plain_http_to_https() {
     let _ = task.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What `ss` shows of the server's side of the connection from local port `client` (queues
+/// and timers), once the server has read what the client sent (so it has set the socket up).
+async fn server_side(server: SocketAddr, client: u16) -> String {
+    let filter = format!("( sport = :{} and dport = :{client} )", server.port());
+    let mut line = String::new();
+    eventually_async("the server reads from the socket", LIMIT, || {
+        let out = Command::new("ss").args(["-tnoH", "state", "established", &filter]).output();
+        line = String::from_utf8_lossy(&out.expect("ss (iproute2) runs").stdout).into_owned();
+        let read = line.split_whitespace().next() == Some("0");
+        async move { read }
+    })
+    .await;
+    line
+}
+
+#[tokio::test]
+async fn accepted_sockets_probe_a_peer_that_vanished_without_a_fin() {
+    for (setting, expect_probes) in [(37, true), (0, false)] {
+        let server = TestServer::with(|c| c.tcp_user_timeout = setting).await;
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        // A request in progress holds the connection open.
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+        let line = server_side(server.addr, port).await;
+        match expect_probes {
+            // `timer:(keepalive,36sec,0)`: probed after 37 s idle, not the kernel's two hours.
+            true => {
+                let secs: u64 = line
+                    .split("timer:(keepalive,")
+                    .nth(1)
+                    .and_then(|t| t.split("sec").next())
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or_else(|| panic!("a keepalive timer on the server's socket: {line:?}"));
+                assert!(secs <= 37, "{line}");
+            }
+            false => assert!(!line.contains("keepalive"), "0 leaves the kernel's defaults: {line}"),
+        }
+        drop(tcp);
+        server.stop().await;
+    }
+}

@@ -96,6 +96,7 @@ pub struct Options {
     shutdown: Duration,
     max_sockets_per_ip: usize,
     accept_rate_per_ip: u32,
+    tcp_user_timeout: Option<Duration>,
 }
 
 impl Options {
@@ -111,8 +112,19 @@ impl Options {
             shutdown: Duration::from_secs(config.shutdown_timeout),
             max_sockets_per_ip: config.http_max_sockets_per_ip,
             accept_rate_per_ip: config.http_accept_rate_per_ip,
+            tcp_user_timeout: secs(config.tcp_user_timeout),
         }
     }
+}
+
+/// Finds a peer that vanished without a FIN: unacknowledged data (a heartbeat, a publication)
+/// ends the connection after `timeout`, and an idle one is probed after as long.
+fn dead_peer_detection(stream: &tokio::net::TcpStream, timeout: Duration) {
+    let socket = socket2::SockRef::from(stream);
+    let probes = socket2::TcpKeepalive::new().with_time(timeout).with_interval(timeout / 4).with_retries(4);
+    let _ = socket.set_tcp_keepalive(&probes);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = socket.set_tcp_user_timeout(Some(timeout));
 }
 
 /// A bound listener, served by [`Listener::serve`].
@@ -190,6 +202,9 @@ impl Listener {
                         }
                     };
                     let _ = stream.set_nodelay(true);
+                    if let Some(timeout) = options.tcp_user_timeout {
+                        dead_peer_detection(&stream, timeout);
+                    }
                     metrics.accepted.add(1);
                     metrics.open.add(1);
                     let open = OpenGuard(metrics.clone());
