@@ -20,6 +20,13 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+# Benchmarks open thousands of connections from loopback: lift the per-client limits.
+BENCH_LIMITS = {
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "0",
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "0",
+    "SWITCHBOARD_MAX_PUBLISH_RATE": "0",
+    "SWITCHBOARD_RTC_OFFERS_PER_IP_PER_MINUTE": "0",
+}
 SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target", "release", "switchboard")
 LOADGEN_DIR = os.path.join(BENCH, "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
@@ -59,6 +66,7 @@ class Server:
         env = dict(os.environ)
         if kind == "ours":
             env.update({"RUST_LOG": "warn"})
+            env.update(BENCH_LIMITS)
             env.update(env_extra or {})
             cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")

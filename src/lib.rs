@@ -18,6 +18,7 @@
 //!   calls and STOMP SENDs to `/app/...` go to.
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
+//! - [`admission`]: places for real-time connections, in all, per IP and per user.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
 //!   admission, shutdown, the application backend's client); no optional service.
 //!
@@ -39,6 +40,7 @@
 //! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
 //! - [`server`]: start-up (listener, broker, the optional [`Services`]), the router, shutdown.
 
+pub mod admission;
 pub mod api;
 pub mod app_proxy;
 pub mod broker;

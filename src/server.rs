@@ -290,7 +290,12 @@ impl Server {
             let _ = stop.send(true);
             hub.close_all(switchboard_protocol::Disconnect::SHUTDOWN);
         };
-        axum::serve(listener, app(state.clone(), &self.services)).with_graceful_shutdown(signal).await?;
+        axum::serve(
+            listener,
+            app(state.clone(), &self.services).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
         if let Some(wt) = webtransport {
             let _ = wt.await;
         }

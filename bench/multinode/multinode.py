@@ -92,6 +92,9 @@ class Node:
     def __init__(self, broker_url):
         env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
         env["SWITCHBOARD_BROKER"] = broker_url
+        # Benchmarks open thousands of connections from loopback: lift the per-client limits.
+        env.update({"SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "0", "SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "0",
+                    "SWITCHBOARD_MAX_PUBLISH_RATE": "0"})
         self.proc = subprocess.Popen(
             [SWITCHBOARD, "serve", "--listen", "127.0.0.1:0", "--no-demo", "--log", "warn"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -74,6 +74,10 @@ listen = "127.0.0.1:0"
 demo = false
 turn = false
 log = "warn"
+# Every peer comes from loopback: lift the per-client limits.
+max_connections_per_ip = 0
+max_connections_per_user = 0
+rtc_offers_per_ip_per_minute = 0
 [namespaces.room]
 rooms = true
 CONF

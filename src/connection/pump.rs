@@ -42,6 +42,18 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// Roughly the bytes it holds until written: a history reply weighs its publications.
+    pub fn weight(&self) -> usize {
+        match self {
+            Outgoing::Reply(_) | Outgoing::Ping => 128,
+            Outgoing::History { publications, .. } => {
+                128 + publications.iter().map(|p| p.weight()).sum::<usize>()
+            }
+            Outgoing::Publication(p) => p.weight(),
+            Outgoing::Presence(e) => Delivery::Presence(e.clone()).weight(),
+        }
+    }
+
     /// The frame of the bidirectional transports (WebSocket, WebTransport, data channels):
     /// publications and presence events reuse their shared encodings.
     pub fn message(&self) -> Message {
@@ -129,11 +141,18 @@ fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
 
 async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Option<u16>) {
     let metrics = driver.state().metrics.clone();
+    // A backlog (a long replay) is written in batches of about this much, so that what a
+    // connection holds stays within its outbox's byte bound.
+    let batch_bytes = (driver.state().config.outbound_queue_bytes / 4).max(1);
+    let outbox = driver.outbox().clone();
     loop {
         let mut framed = 0u64;
+        let mut weight = 0usize;
         let mut oldest = None;
         let mut disconnect = None;
-        while let Some(output) = driver.next_output() {
+        while weight < batch_bytes
+            && let Some(output) = driver.next_output()
+        {
             if let Output::Disconnect(d) = output {
                 disconnect = Some(d);
                 break;
@@ -146,6 +165,7 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
                 }
                 _ => false,
             };
+            weight += out.weight();
             if let Err(d) = transport.frame(out, datagram) {
                 disconnect = Some(d);
                 break;
@@ -153,11 +173,16 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
             framed += 1;
         }
         if transport.has_pending() {
+            // What is being written counts in the outbox's byte bound.
+            outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
             // it cannot be written to any more. Its client resumes from history.
             tokio::select! {
                 written = transport.flush() => match written {
-                    Ok(bytes) => metrics.bytes_out.add(bytes),
+                    Ok(bytes) => {
+                        outbox.set_in_flight(0);
+                        metrics.bytes_out.add(bytes);
+                    }
                     Err(()) => return finish(driver, None),
                 },
                 _ = driver.cut_off() => {
@@ -181,6 +206,10 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
             let ended = finish(driver, Some(d.code));
             transport.close(d).await;
             return ended;
+        }
+        if driver.has_output() {
+            // The rest of a backlog: the next batch.
+            continue;
         }
         tokio::select! {
             inbound = transport.recv() => match inbound {
