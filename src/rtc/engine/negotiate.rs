@@ -220,6 +220,11 @@ pub(crate) fn sdp_error_message(text: &str, message: &str) -> String {
         out.push_str(&rest[..i]);
         let hex: String = rest[i + 2..].chars().take_while(char::is_ascii_hexdigit).collect();
         rest = &rest[i + 2 + hex.len()..];
+        // `PointerOffset(0x...)` says nothing to a client but the position.
+        if let Some(kept) = out.strip_suffix("PointerOffset(") {
+            out.truncate(kept.len());
+            rest = rest.strip_prefix(')').unwrap_or(rest);
+        }
         let offset = usize::from_str_radix(&hex, 16)
             .ok()
             .and_then(|addr| addr.checked_sub(text.as_ptr() as usize))
@@ -260,7 +265,9 @@ mod tests {
         let text = "v=0\no=- 1 1 IN IP4 0.0.0.0\nbogus line\n";
         let err = SdpOffer::from_sdp_string(text).unwrap_err().to_string();
         let shown = super::sdp_error_message(text, &err);
-        assert!(!shown.contains("0x"), "no address in {shown:?} (from {err:?})");
+        assert!(!shown.contains("0x") && !shown.contains("Pointer"), "no address in {shown:?} (from {err:?})");
+        let wrapped = format!("Parse error at PointerOffset({:p})", &text.as_bytes()[4]);
+        assert_eq!(super::sdp_error_message(text, &wrapped), "Parse error at line 2, column 1");
         let addr = format!("at {:p}", &text.as_bytes()[4]);
         assert_eq!(super::sdp_error_message(text, &addr), "at line 2, column 1");
     }
