@@ -265,7 +265,10 @@ mod tests {
         let text = "v=0\no=- 1 1 IN IP4 0.0.0.0\nbogus line\n";
         let err = SdpOffer::from_sdp_string(text).unwrap_err().to_string();
         let shown = super::sdp_error_message(text, &err);
-        assert!(!shown.contains("0x") && !shown.contains("Pointer"), "no address in {shown:?} (from {err:?})");
+        assert!(
+            !shown.contains("0x") && !shown.contains("Pointer"),
+            "no address in {shown:?} (from {err:?})"
+        );
         let wrapped = format!("Parse error at PointerOffset({:p})", &text.as_bytes()[4]);
         assert_eq!(super::sdp_error_message(text, &wrapped), "Parse error at line 2, column 1");
         let addr = format!("at {:p}", &text.as_bytes()[4]);
