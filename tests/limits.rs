@@ -107,6 +107,45 @@ async fn connections_per_ip_count_every_transport_and_held_long_polls() {
 }
 
 #[tokio::test]
+async fn a_sockjs_session_is_a_connection_of_its_address() {
+    let server = TestServer::with(|c| c.max_connections_per_ip = 1).await;
+    let mut ws = server.client().websocket().await.unwrap();
+    ws.subscribe("a", None).await.unwrap();
+    // A new session from the same address is refused with the close frame of the limit.
+    let (status, _, _) = http_request(server.addr, "POST", "/sockjs/000/limited/xhr", &[], "").await;
+    assert_eq!(status, 200, "SockJS answers in its own frames");
+    let (_, body) = raw_body(server.addr, "/sockjs/000/limited2/xhr").await;
+    assert!(body.contains("c[3503,"), "{body}");
+    assert!(server.state.metrics.refused_per_ip.get() >= 1);
+    drop(ws);
+    common::eventually("the place comes back", Duration::from_secs(10), || {
+        server.state.admission.from_ip("127.0.0.1".parse().unwrap()) == 0
+    })
+    .await;
+    let (_, body) = raw_body(server.addr, "/sockjs/000/limited3/xhr").await;
+    assert!(body.starts_with('o'), "a session opens once there is room: {body}");
+    server.stop().await;
+}
+
+/// A `POST` answered with a body that is not JSON (SockJS frames): status and body.
+async fn raw_body(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        addr.port()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    // Chunked: the frame is the line after the chunk size.
+    let body = body.lines().find(|l| l.starts_with('o') || l.starts_with('c')).unwrap_or(body).to_owned();
+    (status, body)
+}
+
+#[tokio::test]
 async fn connections_per_user_are_counted_at_connect_or_at_the_request() {
     let server = TestServer::with(|c| {
         c.token_secret = SECRET.into();
