@@ -264,6 +264,35 @@ async fn a_client_that_never_reads_is_cut_off_by_bytes_with_3002() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_its_history_replies_is_cut_off_when_the_write_stalls() {
+    // Nothing is published while it waits: no outbox overflows, only the stalled write ends it
+    // (after two ping rounds, 4 s here).
+    let server = TestServer::with(|c| {
+        c.ping_interval = 1;
+        c.pong_timeout = 1;
+    })
+    .await;
+    let client = server.client();
+    let payload = "z".repeat(60_000);
+    for n in 0..100u64 {
+        client.publish("big", &json!({"n": n, "pad": payload})).await.unwrap();
+    }
+    let url = format!("ws://{}/ws", server.addr);
+    let (mut slow, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // 40 history replies of 1 MiB each: far more than the socket buffers take.
+    for id in 1..=40 {
+        let command = json!({"id": id, "history": {"channel": "big", "limit": 1000}});
+        slow.send(Message::text(command.to_string())).await.unwrap();
+    }
+    let metrics = server.state.metrics.clone();
+    common::eventually("the stalled client is cut off", Duration::from_secs(30), || {
+        metrics.slow_consumers.get() == 1
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn idle_channels_are_swept_and_come_back_with_a_new_epoch() {
     let server = TestServer::with(|c| {
         c.channel_idle_ttl = 1;

@@ -132,6 +132,15 @@ pub async fn run<T: Transport>(transport: T, driver: Driver) {
     tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed");
 }
 
+/// Resolves when a write must be given up: the outbox overflowed (or the node closed it), or
+/// the write has taken `stalled`.
+async fn cut_off(driver: &mut Driver, stalled: std::time::Duration) {
+    tokio::select! {
+        () = driver.cut_off() => {}
+        () = tokio::time::sleep(stalled) => {}
+    }
+}
+
 /// The connection's user (empty when anonymous) and close code, and the session's release.
 fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
     let user = driver.user().to_owned();
@@ -145,6 +154,10 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
     // connection holds stays within its outbox's byte bound.
     let batch_bytes = (driver.state().config.outbound_queue_bytes / 4).max(1);
     let outbox = driver.outbox().clone();
+    // A write that does not complete for two ping rounds: the client stopped reading (or its
+    // network is gone) even if nothing more is queued for it, and it could not answer a ping.
+    let config = &driver.state().config;
+    let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
     loop {
         let mut framed = 0u64;
         let mut weight = 0usize;
@@ -185,7 +198,7 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
                     }
                     Err(()) => return finish(driver, None),
                 },
-                _ = driver.cut_off() => {
+                () = cut_off(&mut driver, stalled) => {
                     metrics.slow_consumers.add(1);
                     let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
                     // The close goes after what the socket still holds: a client that catches
