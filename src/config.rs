@@ -794,6 +794,23 @@ mod tests {
     }
 
     #[test]
+    fn limits_take_zero_for_none_and_refuse_what_cannot_work() {
+        let load = |pairs: &[(&str, &str)]| {
+            let env =
+                pairs.iter().map(|(k, v)| (format!("SWITCHBOARD_{}", k.to_ascii_uppercase()), v.to_string()));
+            Config::load(None, env, toml::Table::new())
+        };
+        let c = load(&[("max_connections_per_ip", "0"), ("max_publish_rate", "0"), ("max_channels", "0")])
+            .unwrap();
+        assert_eq!((c.max_connections_per_ip, c.max_publish_rate, c.max_channels), (0, 0, 0));
+        let err = load(&[("outbound_queue_bytes", "1048576")]).unwrap_err().to_string();
+        assert!(err.contains("outbound_queue_bytes"), "a history reply must fit: {err}");
+        assert!(load(&[("channel_idle_ttl", "0")]).is_err());
+        assert!(load(&[("max_publish_burst", "0")]).is_err());
+        assert!(load(&[("max_publish_burst", "0"), ("max_publish_rate", "0")]).is_ok());
+    }
+
+    #[test]
     fn secrets_are_redacted_and_unset_ones_stay_empty() {
         let mut config = Config { token_secret: "t0ken".into(), api_key: "k3y".into(), ..Config::default() };
         config.turn_users.insert("alice".into(), "pw".into());
