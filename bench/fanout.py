@@ -20,6 +20,13 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
+# Benchmarks open thousands of connections from loopback: lift the per-client limits.
+BENCH_LIMITS = {
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "0",
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "0",
+    "SWITCHBOARD_MAX_PUBLISH_RATE": "0",
+    "SWITCHBOARD_RTC_OFFERS_PER_IP_PER_MINUTE": "0",
+}
 SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target", "release", "switchboard")
 LOADGEN_DIR = os.path.join(BENCH, "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
@@ -61,6 +68,7 @@ class Server:
             env.update({"RUST_LOG": "warn"})
             # Thousands of sockets from one address (loopback): lift the per-IP caps.
             env.update({"SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0", "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0"})
+            env.update(BENCH_LIMITS)
             env.update(env_extra or {})
             cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")

@@ -50,7 +50,10 @@ export async function startServer({ args = [], env = {}, port = 0, timeoutMs = 1
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('SWITCHBOARD_')) childEnv[k] = v;
   }
-  Object.assign(childEnv, { SWITCHBOARD_LOG: 'warn' }, env);
+  // Every page, peer and socket of a suite comes from loopback, many a second: lift the
+  // per-address limits (tests of the limits themselves set them).
+  const lifted = { SWITCHBOARD_MAX_CONNECTIONS_PER_IP: '0', SWITCHBOARD_RTC_OFFERS_PER_IP_PER_MINUTE: '0' };
+  Object.assign(childEnv, { SWITCHBOARD_LOG: 'warn' }, lifted, env);
   // A restart on the same port may race the old socket's release: retry the bind a few times.
   const attempts = port === 0 ? 1 : 20;
   let lastErr;

@@ -81,7 +81,8 @@ pub struct Config {
     pub insecure_allow_open: bool,
     /// Serve the demo app at `/` and run its ticker publisher.
     pub demo: bool,
-    /// Most connections held at once (WebSocket, SSE and streaming).
+    /// Most real-time connections held at once, of every transport (WebSocket, SSE, streaming,
+    /// held long polls, SockJS and WebTransport sessions, WebRTC data channels).
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers (and finish a TLS handshake) once it
     /// has started, nginx's `client_header_timeout`. 0: no limit.
@@ -102,13 +103,30 @@ pub struct Config {
     /// With TLS on: a plain-HTTP listener (e.g. `0.0.0.0:80`) that answers every request with a
     /// 301 to the same path over https. Empty: none.
     pub http_redirect_listen: String,
-    /// Seconds a shutdown waits for requests in flight before the process exits anyway.
     /// Seconds data sent on an HTTP connection may stay unacknowledged before the kernel drops
     /// the connection (TCP_USER_TIMEOUT, Linux), with TCP keepalive probes after as long idle:
     /// a client that vanished without a FIN (a laptop closed, a phone off the network) is found
     /// by the next heartbeat instead of the kernel's default of about 15 minutes. 0: the kernel's.
     pub tcp_user_timeout: u64,
+    /// Seconds a shutdown waits for requests in flight before the process exits anyway.
     pub shutdown_timeout: u64,
+    /// Most real-time connections from one client IP address (0: no limit). Counted per request,
+    /// not per socket: HTTP/2 carries many on one.
+    pub max_connections_per_ip: usize,
+    /// Most real-time connections of one user (a token's `sub`), counted once the user is known
+    /// (0: no limit; anonymous clients are not counted).
+    pub max_connections_per_user: usize,
+    /// Publishes one connection may make per second, on average (0: no limit); over it a
+    /// publish gets error 106 and the connection stays.
+    pub max_publish_rate: u32,
+    /// Publishes one connection may make in a burst above `max_publish_rate`.
+    pub max_publish_burst: u32,
+    /// Most channels whose state (history, epoch, idempotency keys) the node holds; a
+    /// subscription or publication that would create one more gets error 106 (0: no limit).
+    pub max_channels: usize,
+    /// Seconds a channel's state is kept once it has no subscribers, no history left and no
+    /// publications; then it is swept, and its next publication starts a new epoch.
+    pub channel_idle_ttl: u64,
     /// Largest WebSocket message or HTTP request body accepted, in bytes.
     pub max_frame_bytes: usize,
     /// Largest publication payload, in bytes.
@@ -121,6 +139,9 @@ pub struct Config {
     pub max_subscriptions: usize,
     /// Deliveries queued for one connection before it is dropped as a slow consumer.
     pub outbound_queue: usize,
+    /// Bytes queued for one connection (deliveries, and the replies being written, history
+    /// included) before it is dropped as a slow consumer (close 3002).
+    pub outbound_queue_bytes: usize,
     /// Seconds between WebSocket pings.
     pub ping_interval: u64,
     /// Seconds a WebSocket client has to answer a ping.
@@ -177,6 +198,8 @@ pub struct Config {
     pub turn_denied_peers: Vec<String>,
     /// Allocations one user may hold.
     pub turn_max_allocations_per_user: usize,
+    /// Allocations one client IP address may hold, whatever its users (0: no limit).
+    pub turn_max_allocations_per_ip: usize,
     /// Relayed bytes per second per allocation (0: unlimited).
     pub turn_bandwidth_bytes_per_sec: u64,
     /// Seconds the credentials from `/api/ice-servers` stay valid.
@@ -214,6 +237,9 @@ pub struct Config {
     pub rtc_external_ip: String,
     /// Most WebRTC peer connections the server holds at once.
     pub rtc_max_peers: usize,
+    /// WebRTC offers (`/rtc/dc`, WHIP, WHEP, rooms) one client IP address may make per minute
+    /// without a token (0: no limit); over it, `429` with code 106.
+    pub rtc_offers_per_ip_per_minute: u32,
     /// Most tracks one peer connection may publish, and most it may receive.
     pub rtc_max_tracks: usize,
     /// This node's base URL as clients reach it (`https://n1.example.com`). Set on every node of
@@ -262,12 +288,19 @@ impl Default for Config {
             http_redirect_listen: String::new(),
             shutdown_timeout: 10,
             tcp_user_timeout: 60,
+            max_connections_per_ip: 256,
+            max_connections_per_user: 64,
+            max_publish_rate: 200,
+            max_publish_burst: 400,
+            max_channels: 1_000_000,
+            channel_idle_ttl: 300,
             max_frame_bytes: 128 * 1024,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,
             max_history_reply_bytes: 1024 * 1024,
             max_subscriptions: 128,
             outbound_queue: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             ping_interval: 25,
             connect_timeout: 10,
             token_expiry_warning: 30,
@@ -296,6 +329,7 @@ impl Default for Config {
             turn_allowed_peers: Vec::new(),
             turn_denied_peers: Vec::new(),
             turn_max_allocations_per_user: 16,
+            turn_max_allocations_per_ip: 64,
             turn_bandwidth_bytes_per_sec: 5_000_000,
             turn_credential_ttl: 86_400,
             webtransport: true,
@@ -308,6 +342,7 @@ impl Default for Config {
             rtc_listen: String::new(),
             rtc_external_ip: String::new(),
             rtc_max_peers: 1000,
+            rtc_offers_per_ip_per_minute: 30,
             rtc_max_tracks: 64,
             rtc_video_send_buffer: 500,
             node_url: String::new(),
@@ -421,6 +456,7 @@ impl Config {
             denied_peers: config.turn_denied_peers.clone(),
             quotas: switchboard_turn::Quotas {
                 max_allocations_per_user: config.turn_max_allocations_per_user,
+                max_allocations_per_ip: config.turn_max_allocations_per_ip,
                 bandwidth_bytes_per_sec: config.turn_bandwidth_bytes_per_sec,
                 ..Default::default()
             },
@@ -506,6 +542,17 @@ impl Config {
         }
         if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
             return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
+        }
+        if self.outbound_queue_bytes < 2 * self.max_history_reply_bytes.max(self.max_frame_bytes) {
+            return invalid(
+                "outbound_queue_bytes must be at least twice max_history_reply_bytes and max_frame_bytes",
+            );
+        }
+        if self.channel_idle_ttl == 0 {
+            return invalid("channel_idle_ttl must be > 0");
+        }
+        if self.max_publish_rate > 0 && self.max_publish_burst == 0 {
+            return invalid("max_publish_burst must be > 0 when max_publish_rate is set");
         }
         if self.max_publication_bytes > self.max_frame_bytes {
             return invalid("max_publication_bytes must not exceed max_frame_bytes");
@@ -801,6 +848,23 @@ mod tests {
         assert!(err.to_string().contains("turn_external_ip"), "TURN needs an address to advertise: {err}");
         flags.insert("turn_external_ip".into(), "192.0.2.7".into());
         assert!(Config::load(None, [], flags).is_ok());
+    }
+
+    #[test]
+    fn limits_take_zero_for_none_and_refuse_what_cannot_work() {
+        let load = |pairs: &[(&str, &str)]| {
+            let env =
+                pairs.iter().map(|(k, v)| (format!("SWITCHBOARD_{}", k.to_ascii_uppercase()), v.to_string()));
+            Config::load(None, env, toml::Table::new())
+        };
+        let c = load(&[("max_connections_per_ip", "0"), ("max_publish_rate", "0"), ("max_channels", "0")])
+            .unwrap();
+        assert_eq!((c.max_connections_per_ip, c.max_publish_rate, c.max_channels), (0, 0, 0));
+        let err = load(&[("outbound_queue_bytes", "1048576")]).unwrap_err().to_string();
+        assert!(err.contains("outbound_queue_bytes"), "a history reply must fit: {err}");
+        assert!(load(&[("channel_idle_ttl", "0")]).is_err());
+        assert!(load(&[("max_publish_burst", "0")]).is_err());
+        assert!(load(&[("max_publish_burst", "0"), ("max_publish_rate", "0")]).is_ok());
     }
 
     #[test]

@@ -27,19 +27,51 @@ impl HttpError {
         Self { code, message: message.into(), status: None }
     }
 
-    /// The server holds `max_connections` already: `503`, code 106.
-    pub fn connection_limit() -> Self {
-        Self {
-            status: Some(StatusCode::SERVICE_UNAVAILABLE),
-            ..Self::new(ErrorCode::LimitExceeded, switchboard_protocol::Disconnect::CONNECTION_LIMIT.reason)
-        }
+    /// A connection limit refused the request: `503`, code 106 when the node is full
+    /// (`max_connections`); `429`, code 106 for one client's limits (per IP, per user).
+    pub fn connection_limit(why: crate::admission::Refused) -> Self {
+        let status = match why {
+            crate::admission::Refused::Total => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        Self { status: Some(status), ..Self::new(ErrorCode::LimitExceeded, why.message()) }
+    }
+}
+
+/// The client's IP address, when the listener put it in the request (`ConnectInfo`); `None`
+/// for a router called in-process, which then counts in no per-IP limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl ClientIp {
+    /// The address of `extensions`' `ConnectInfo`, if any.
+    pub fn from_extensions(extensions: &axum::http::Extensions) -> Self {
+        let info = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Self(info.map(|c| c.0.ip().to_canonical()))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_extensions(&parts.extensions))
     }
 }
 
 /// The broker failing a request: 503, code 109.
 impl From<crate::broker::BrokerError> for HttpError {
     fn from(e: crate::broker::BrokerError) -> Self {
-        HttpError::new(ErrorCode::BrokerUnavailable, e.to_string())
+        match e {
+            crate::broker::BrokerError::ChannelLimit(_) => HttpError {
+                status: Some(StatusCode::TOO_MANY_REQUESTS),
+                ..HttpError::new(ErrorCode::LimitExceeded, e.to_string())
+            },
+            _ => HttpError::new(ErrorCode::BrokerUnavailable, e.to_string()),
+        }
     }
 }
 

@@ -28,17 +28,24 @@ pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A connection's bounded outbound queue.
+/// A connection's bounded outbound queue, in deliveries and in bytes. The bytes count what is
+/// queued and what the connection's transport is writing now ([`Outbox::set_in_flight`]: a
+/// history reply counts), so a client that stops reading pins at most `capacity_bytes`.
 #[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
     notify: Notify,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 #[derive(Debug, Default)]
 struct OutboxInner {
     queue: Vec<Delivery>,
+    /// The queued deliveries' [`Delivery::weight`].
+    bytes: usize,
+    /// What the transport is writing.
+    in_flight: usize,
     overflowed: bool,
     closed: Option<Disconnect>,
 }
@@ -55,18 +62,21 @@ pub enum Taken {
 }
 
 impl Outbox {
-    /// A queue holding at most `capacity` deliveries.
-    pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(OutboxInner::default()), notify: Notify::new(), capacity }
+    /// A queue holding at most `capacity` deliveries and `capacity_bytes` bytes.
+    pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
+        Self { inner: Mutex::new(OutboxInner::default()), notify: Notify::new(), capacity, capacity_bytes }
     }
 
-    /// Queues a delivery; `false` when the queue is full (the connection is then flagged).
+    /// Queues a delivery; `false` when the queue is full (the connection is then flagged). One
+    /// delivery larger than the byte bound passes when nothing else is queued or being written.
     pub fn push(&self, delivery: Delivery) -> bool {
         let mut inner = self.inner.lock();
         if inner.overflowed {
             return false;
         }
-        if inner.queue.len() >= self.capacity {
+        let size = delivery.weight();
+        let held = inner.bytes + inner.in_flight;
+        if inner.queue.len() >= self.capacity || (held > 0 && held + size > self.capacity_bytes) {
             inner.overflowed = true;
             drop(inner);
             self.notify.notify_one();
@@ -74,6 +84,7 @@ impl Outbox {
         }
         let was_empty = inner.queue.is_empty();
         inner.queue.push(delivery);
+        inner.bytes += size;
         drop(inner);
         if was_empty {
             self.notify.notify_one();
@@ -97,7 +108,19 @@ impl Outbox {
             return Taken::Overflowed;
         }
         std::mem::swap(&mut inner.queue, into);
+        inner.bytes = 0;
         Taken::Ok
+    }
+
+    /// The transport is writing `bytes` (0: its write is done); they count in the byte bound.
+    pub fn set_in_flight(&self, bytes: usize) {
+        self.inner.lock().in_flight = bytes;
+    }
+
+    /// Bytes queued and being written.
+    pub fn held_bytes(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.bytes + inner.in_flight
     }
 
     /// Whether the connection must end (overflowed or closed by the node).
@@ -305,7 +328,7 @@ mod tests {
     async fn fans_out_the_same_allocation_to_every_subscriber() {
         let hub = Hub::new(Arc::new(Metrics::default()));
         let ch = ChannelName::new("a").unwrap();
-        let (a, b) = (Arc::new(Outbox::new(8)), Arc::new(Outbox::new(8)));
+        let (a, b) = (Arc::new(Outbox::new(8, 1 << 20)), Arc::new(Outbox::new(8, 1 << 20)));
         assert!(hub.subscribe(&ch, 1, a.clone()));
         assert!(!hub.subscribe(&ch, 2, b.clone()));
         hub.deliver(publication(&ch, 1));
@@ -326,7 +349,7 @@ mod tests {
     async fn a_full_outbox_flags_only_its_own_connection() {
         let hub = Hub::new(Arc::new(Metrics::default()));
         let ch = ChannelName::new("a").unwrap();
-        let (slow, fast) = (Arc::new(Outbox::new(2)), Arc::new(Outbox::new(100)));
+        let (slow, fast) = (Arc::new(Outbox::new(2, 1 << 20)), Arc::new(Outbox::new(100, 1 << 20)));
         hub.subscribe(&ch, 1, slow.clone());
         hub.subscribe(&ch, 2, fast.clone());
         for n in 1..=5 {
@@ -340,10 +363,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_byte_bound_counts_queued_and_in_flight_bytes() {
+        let ch = ChannelName::new("a").unwrap();
+        let big = |offset| {
+            Delivery::Publication(Arc::new(Publication::new(
+                ch.clone(),
+                offset,
+                "e".into(),
+                Payload::Json(bytes::Bytes::from(vec![b'1'; 10_000])),
+                None,
+            )))
+        };
+        let outbox = Outbox::new(1000, 35_000);
+        for n in 1..=3 {
+            assert!(outbox.push(big(n)), "three 10 kB publications fit in 35 kB");
+        }
+        assert!((30_000..35_000).contains(&outbox.held_bytes()));
+        assert!(!outbox.push(big(4)), "a fourth does not, whatever the message bound");
+        assert_eq!(outbox.take(&mut Vec::new()), Taken::Overflowed);
+
+        let outbox = Outbox::new(1000, 35_000);
+        assert!(outbox.push(big(1)));
+        let mut taken = Vec::new();
+        assert_eq!(outbox.take(&mut taken), Taken::Ok);
+        assert_eq!(outbox.held_bytes(), 0);
+        // A 30 kB reply being written counts: room for no more than one publication.
+        outbox.set_in_flight(30_000);
+        assert!(!outbox.push(big(2)));
+        let outbox = Outbox::new(1000, 5_000);
+        assert!(outbox.push(big(1)), "one delivery larger than the bound passes alone");
+        assert!(!outbox.push(big(2)));
+    }
+
+    #[tokio::test]
     async fn lost_deliveries_close_the_channels_subscribers() {
         let hub = Hub::new(Arc::new(Metrics::default()));
         let (a, b) = (ChannelName::new("a").unwrap(), ChannelName::new("b").unwrap());
-        let (on_a, on_b) = (Arc::new(Outbox::new(8)), Arc::new(Outbox::new(8)));
+        let (on_a, on_b) = (Arc::new(Outbox::new(8, 1 << 20)), Arc::new(Outbox::new(8, 1 << 20)));
         hub.subscribe(&a, 1, on_a.clone());
         hub.subscribe(&b, 2, on_b.clone());
         hub.lost(Some(&a), Disconnect::BROKER_UNAVAILABLE);

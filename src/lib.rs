@@ -18,6 +18,7 @@
 //!   calls and STOMP SENDs to `/app/...` go to.
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
+//! - [`admission`]: places for real-time connections, in all, per IP and per user.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
 //!   admission, shutdown, the application backend's client); no optional service.
 //!
@@ -41,6 +42,7 @@
 //!   certificate reload), per-IP socket caps, header/idle/body timeouts, the drain on shutdown.
 //! - [`server`]: start-up (binding, broker, the optional [`Services`]), the router, shutdown.
 
+pub mod admission;
 pub mod api;
 pub mod app_proxy;
 pub mod broker;

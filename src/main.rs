@@ -75,6 +75,12 @@ struct ConfigArgs {
     /// Serve /ws-echo for the Autobahn WebSocket test suite.
     #[arg(long, hide = true)]
     ws_echo_endpoint: bool,
+    /// Most real-time connections from one client IP address (0: no limit).
+    #[arg(long)]
+    max_connections_per_ip: Option<u64>,
+    /// Most real-time connections of one user (0: no limit).
+    #[arg(long)]
+    max_connections_per_user: Option<u64>,
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
@@ -110,6 +116,15 @@ impl ConfigArgs {
         for (key, value) in strings {
             if let Some(v) = value {
                 flags.insert(key.into(), v.clone().into());
+            }
+        }
+        let numbers = [
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_connections_per_user", self.max_connections_per_user),
+        ];
+        for (key, value) in numbers {
+            if let Some(v) = value.and_then(|v| i64::try_from(v).ok()) {
+                flags.insert(key.into(), v.into());
             }
         }
         // Switches set an option only when given: `--no-demo` is `demo = false`, and so on.

@@ -133,6 +133,22 @@ pub struct Metrics {
     pub bytes_out: Counter,
     /// Connections ended as slow consumers.
     pub slow_consumers: Counter,
+    /// Connections refused because the node held `max_connections`.
+    pub refused_total: Counter,
+    /// Connections refused by `max_connections_per_ip`.
+    pub refused_per_ip: Counter,
+    /// Connections refused by `max_connections_per_user`.
+    pub refused_per_user: Counter,
+    /// Publishes refused by `max_publish_rate`.
+    pub publish_rate_limited: Counter,
+    /// Subscriptions and publications refused by `max_channels`.
+    pub channel_limit_refused: Counter,
+    /// Channels whose state was swept after `channel_idle_ttl`.
+    pub channels_swept: Counter,
+    /// Channels whose state the node holds (the in-memory broker's streams).
+    pub channels: Gauge,
+    /// WebRTC offers refused by `rtc_offers_per_ip_per_minute`.
+    pub rtc_offers_refused: Counter,
     /// From publish to the socket write that carried it.
     pub fanout_latency: Histogram,
     /// WebRTC peer connections held (SFU, WHIP, WHEP, data channels).
@@ -164,6 +180,14 @@ impl Metrics {
         let i = transport as usize;
         self.connections[i].add(1);
         self.connections_total[i].add(1);
+        ConnectionGuard { metrics: self.clone(), index: i }
+    }
+
+    /// A request counted already (a poll) is held open as a connection (a long poll waiting);
+    /// the guard counts it down when dropped.
+    pub fn held(self: &std::sync::Arc<Self>, transport: TransportKind) -> ConnectionGuard {
+        let i = transport as usize;
+        self.connections[i].add(1);
         ConnectionGuard { metrics: self.clone(), index: i }
     }
 
@@ -211,6 +235,22 @@ impl Metrics {
             ("messages_out_total", "Frames and events written to clients.", &self.messages_out),
             ("bytes_out_total", "Bytes written to clients.", &self.bytes_out),
             ("slow_consumers_total", "Connections ended as slow consumers.", &self.slow_consumers),
+            (
+                "publish_rate_limited_total",
+                "Publishes refused by max_publish_rate.",
+                &self.publish_rate_limited,
+            ),
+            (
+                "channel_limit_refused_total",
+                "Subscriptions and publications refused by max_channels.",
+                &self.channel_limit_refused,
+            ),
+            ("channels_swept_total", "Idle channels whose state was swept.", &self.channels_swept),
+            (
+                "rtc_offers_refused_total",
+                "WebRTC offers refused by rtc_offers_per_ip_per_minute.",
+                &self.rtc_offers_refused,
+            ),
             ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
             (
                 "rtc_bytes_forwarded_total",
@@ -225,6 +265,19 @@ impl Metrics {
                 c.get()
             );
         }
+        s.push_str("# HELP switchboard_connections_refused_total Connections refused, by the limit that refused them.\n# TYPE switchboard_connections_refused_total counter\n");
+        for (reason, c) in [
+            ("total", &self.refused_total),
+            ("per_ip", &self.refused_per_ip),
+            ("per_user", &self.refused_per_user),
+        ] {
+            let _ = writeln!(s, "switchboard_connections_refused_total{{reason=\"{reason}\"}} {}", c.get());
+        }
+        let _ = write!(
+            s,
+            "# HELP switchboard_channels Channels whose state this node holds.\n# TYPE switchboard_channels gauge\nswitchboard_channels {}\n",
+            self.channels.get()
+        );
         let _ = write!(
             s,
             "# HELP switchboard_rtc_peers WebRTC peer connections held.\n# TYPE switchboard_rtc_peers gauge\nswitchboard_rtc_peers {}\n",

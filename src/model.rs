@@ -271,7 +271,25 @@ pub enum Delivery {
     Presence(Arc<PresenceEvent>),
 }
 
+/// Bytes a publication or event costs in a queue beyond its payload: its fields and framing.
+const ENTRY_OVERHEAD: usize = 128;
+
+impl Publication {
+    /// Roughly what it costs a connection's queue: its payload, channel name and fields.
+    pub fn weight(&self) -> usize {
+        self.payload.len() + self.channel.as_str().len() + ENTRY_OVERHEAD
+    }
+}
+
 impl Delivery {
+    /// Roughly what it costs a connection's queue ([`Publication::weight`]).
+    pub fn weight(&self) -> usize {
+        match self {
+            Delivery::Publication(p) => p.weight(),
+            Delivery::Presence(e) => e.channel.as_str().len() + 2 * ENTRY_OVERHEAD,
+        }
+    }
+
     /// The channel it belongs to.
     pub fn channel(&self) -> &ChannelName {
         match self {

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use switchboard_protocol::ChannelName;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
+use crate::admission::{Admission, PerIpRate};
 use crate::app_proxy::AppProxy;
 use crate::broker::memory::MemoryBroker;
 use crate::broker::{Broker, BrokerError, DeliverySink, NewPublication, PublishResult};
@@ -28,8 +29,10 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// One permit per open connection (`max_connections`).
-    pub admission: Arc<Semaphore>,
+    /// Places for real-time connections: in all, per IP and per user.
+    pub admission: Arc<Admission>,
+    /// WebRTC offers without a token, per IP (`rtc_offers_per_ip_per_minute`).
+    pub rtc_offers: PerIpRate,
     /// Flips to `true` when the server stops.
     pub shutdown: watch::Sender<bool>,
     /// The application's backend (`app_proxy_url`), when there is one.
@@ -60,16 +63,26 @@ impl AppState {
         broker: Arc<dyn Broker>,
     ) -> Arc<Self> {
         let config = Arc::new(config);
-        Arc::new(Self {
+        let admission = Admission::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+            config.max_connections_per_user,
+            metrics.clone(),
+        );
+        broker.limit_channels(config.max_channels, metrics.clone());
+        let state = Arc::new(Self {
             rules: Arc::new(Rules::new(config.clone())),
-            admission: Arc::new(Semaphore::new(config.max_connections)),
+            admission: Arc::new(admission),
+            rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),
             app_proxy: AppProxy::from_config(&config),
             config,
             broker,
             hub,
             metrics,
             shutdown: watch::Sender::new(false),
-        })
+        });
+        crate::broker::sweep::start(&state);
+        state
     }
 
     /// Publishes, and counts the publication (once: a retried duplicate is not counted). Every

@@ -19,9 +19,14 @@ struct Running {
 }
 
 async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tweak: impl FnOnce(&mut switchboard::config::Config)) -> Running {
     let server = TestServer::with(|config| {
         let game = ChannelOptions { datagrams: true, ..ChannelOptions::default() };
         config.namespaces.insert("game".into(), game);
+        tweak(config);
     })
     .await;
     let advert = server.services.webtransport.clone().expect("webtransport is on by default");
@@ -155,4 +160,29 @@ async fn other_paths_are_refused_and_garbage_closes_with_3500() {
     assert_eq!(v["disconnect"]["code"], 3500, "{v}");
     let closed = tokio::time::timeout(Duration::from_secs(5), p.conn.closed()).await.unwrap();
     assert!(closed.to_string().contains("3500") || closed.to_string().contains("bad request"), "{closed}");
+}
+
+#[tokio::test]
+async fn sessions_count_in_the_connections_per_ip_with_every_other_transport() {
+    let r = start_with(|c| c.max_connections_per_ip = 2).await;
+    let mut ws = r.server.client().websocket().await.unwrap();
+    ws.subscribe("a", None).await.unwrap();
+    let mut first = Peer::open(&r).await;
+    first.send(json!({"id": 1, "subscribe": {"channel": "a"}})).await;
+    first.reply(1).await;
+    // The address holds two connections: a WebSocket and a session. A third session is refused
+    // before it is established (429).
+    let refused = connect(&r, "/wt").await;
+    assert!(refused.is_err(), "a third connection from the address is refused");
+    assert_eq!(r.server.state.metrics.refused_per_ip.get(), 1);
+    // The WebSocket's place comes back when it closes; a session takes it.
+    drop(ws);
+    common::eventually("the WebSocket's place is free", Duration::from_secs(10), || {
+        r.server.state.admission.from_ip("127.0.0.1".parse().unwrap()) == 1
+    })
+    .await;
+    let mut second = Peer::open(&r).await;
+    second.send(json!({"id": 1, "subscribe": {"channel": "a"}})).await;
+    second.reply(1).await;
+    r.server.stop().await;
 }

@@ -95,6 +95,9 @@ class Node:
         # Thousands of sockets from one address (loopback): lift the per-IP caps.
         env["SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP"] = "0"
         env["SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP"] = "0"
+        # Benchmarks open thousands of connections from loopback: lift the per-client limits.
+        env.update({"SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "0", "SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "0",
+                    "SWITCHBOARD_MAX_PUBLISH_RATE": "0"})
         self.proc = subprocess.Popen(
             [SWITCHBOARD, "serve", "--listen", "127.0.0.1:0", "--no-demo", "--log", "warn"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -76,6 +76,10 @@ turn = false
 log = "warn"
 http_max_sockets_per_ip = 0
 http_accept_rate_per_ip = 0
+# Every peer comes from loopback: lift the per-client limits.
+max_connections_per_ip = 0
+max_connections_per_user = 0
+rtc_offers_per_ip_per_minute = 0
 [namespaces.room]
 rooms = true
 CONF

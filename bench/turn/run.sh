@@ -68,7 +68,7 @@ PIDS+=($!)
 
 # Ours.
 "$OURS_BIN" --listen 127.0.0.1:0 --user bench:benchpw --realm bench --allow-loopback-peers \
-  --bandwidth 0 --max-allocations-per-user 100000 >"$WORK/ours.out" 2>&1 &
+  --bandwidth 0 --max-allocations-per-user 100000 --max-allocations-per-ip 0 >"$WORK/ours.out" 2>&1 &
 OURS_PID=$!
 PIDS+=($OURS_PID)
 for _ in $(seq 50); do grep -q TURN_LISTEN "$WORK/ours.out" && break; sleep 0.1; done

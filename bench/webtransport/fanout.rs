@@ -122,6 +122,10 @@ async fn main() {
         ..Config::default()
     };
     config.max_connections = 100_000;
+    // Every subscriber comes from loopback: lift the per-address and per-connection limits.
+    config.max_connections_per_ip = 0;
+    config.max_connections_per_user = 0;
+    config.max_publish_rate = 0;
     let opts =
         ChannelOptions { datagrams: true, history_size: 0, presence: false, ..ChannelOptions::default() };
     config.namespaces.insert("bench".into(), opts.clone());

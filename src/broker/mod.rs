@@ -36,6 +36,7 @@ mod interest;
 pub mod memory;
 pub mod nats;
 pub mod redis;
+pub mod sweep;
 #[cfg(test)]
 pub mod testutil;
 
@@ -143,6 +144,9 @@ pub enum BrokerError {
     /// The backend answered something unexpected.
     #[error("broker error: {0}")]
     Backend(String),
+    /// The channel does not exist yet and the node holds `max_channels` already (error 106).
+    #[error("channel limit: this node holds {0} channels (max_channels)")]
+    ChannelLimit(usize),
 }
 
 /// See the module docs for the contract.
@@ -191,6 +195,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// How many times the connection to the backend was lost and made again (for `/metrics`).
     fn reconnects(&self) -> u64 {
+        0
+    }
+
+    /// Refuse to create a channel's state beyond `max` channels on this node (0: no limit),
+    /// counting in `metrics` (brokers whose channel state lives in the backend, with expiries of
+    /// its own, need do nothing).
+    fn limit_channels(&self, _max: usize, _metrics: Arc<crate::metrics::Metrics>) {}
+
+    /// Forgets the node-local state of channels idle for `idle`: no local subscribers, no
+    /// history left, no publication or idempotency key within `idle`. Returns how many went.
+    fn sweep(&self, _idle: Duration) -> usize {
         0
     }
 }

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use switchboard_protocol::Disconnect;
-use switchboard_protocol::frame::{ClientFrame, FrameError};
+use switchboard_protocol::ErrorCode;
+use switchboard_protocol::frame::{ClientFrame, Command, FrameError};
 use tokio::time::{Instant, Sleep};
 
+use crate::admission::Ticket;
 use crate::hub::{ConnId, Outbox, Taken, next_conn_id};
 use crate::model::Delivery;
 use crate::session::{Now, Op, OpId, OpResult, Output, Session, SessionConfig};
@@ -28,6 +30,34 @@ type OpFuture = Pin<Box<dyn Future<Output = Option<(OpId, OpResult)>> + Send>>;
 
 /// Longest a connection reclaiming a client id waits for the previous holder's clean-up.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { rate: f64::from(rate), burst, tokens: burst, at: Instant::now() }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return true;
+        }
+        false
+    }
+}
 
 /// Why the driver woke up.
 #[derive(Debug)]
@@ -57,6 +87,11 @@ pub struct Driver {
     recheck: bool,
     /// The client id this connection holds in the hub, and the signal that it let go of it.
     claim: Option<(String, tokio::sync::oneshot::Sender<()>)>,
+    /// The connection's place in the node's limits; it counts for its user once `connect` says
+    /// who that is. `None` for connections counted elsewhere (a SockJS session's requests).
+    ticket: Option<Ticket>,
+    /// Publishes allowed now (`max_publish_rate`).
+    publish_rate: Option<TokenBucket>,
 }
 
 impl Driver {
@@ -71,8 +106,10 @@ impl Driver {
         let conn = next_conn_id();
         let client_id = format!("{:016x}", rand::random::<u64>());
         let session = Session::new(state.rules.clone(), config, client_id, Now::current());
-        let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
+        let outbox = Arc::new(Outbox::new(state.config.outbound_queue, state.config.outbound_queue_bytes));
         state.hub.register(conn, &outbox);
+        let publish_rate = (state.config.max_publish_rate > 0)
+            .then(|| TokenBucket::new(state.config.max_publish_rate, state.config.max_publish_burst));
         Self {
             state,
             conn,
@@ -85,7 +122,25 @@ impl Driver {
             timer_at: None,
             recheck: false,
             claim: None,
+            ticket: None,
+            publish_rate,
         }
+    }
+
+    /// Holds `ticket` (the connection's admission) for the connection's life.
+    pub fn admitted(mut self, ticket: Ticket) -> Self {
+        self.ticket = Some(ticket);
+        self
+    }
+
+    /// The outbox, whose byte count the pump keeps up to date while it writes.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Whether the session has outputs waiting (the pump writes big backlogs in several turns).
+    pub fn has_output(&self) -> bool {
+        self.session.has_output()
     }
 
     /// Whether `connect` is still claiming the client id (later commands wait for it).
@@ -111,9 +166,29 @@ impl Driver {
     /// Feeds a client frame (or the error parsing it).
     pub fn on_frame(&mut self, frame: Result<ClientFrame, FrameError>) {
         self.state.metrics.messages_in.add(1);
+        let frame = match frame {
+            Ok(ClientFrame::Command { id, command: Command::Publish(_) })
+                if self.publish_rate.as_mut().is_some_and(|b| !b.take(Instant::now())) =>
+            {
+                // Over `max_publish_rate`: this publish is refused, the connection stays.
+                self.state.metrics.publish_rate_limited.add(1);
+                let m = format!("at most {} publishes a second", self.state.config.max_publish_rate);
+                Err(FrameError { id: Some(id), code: ErrorCode::LimitExceeded, message: m })
+            }
+            other => other,
+        };
+        let connected = self.session.client_info().is_some();
         match frame {
             Ok(f) => self.session.handle_frame(Now::current(), f),
             Err(e) => self.session.handle_frame_error(e),
+        }
+        let user = if connected { None } else { self.session.client_info().map(|i| i.user.clone()) };
+        // The user is known now: count the connection for it.
+        if let (Some(user), Some(ticket)) = (user, &mut self.ticket)
+            && let Err(why) = ticket.set_user(&user)
+        {
+            tracing::info!(user, limit = why.label(), "connection refused");
+            self.session.refuse(Disconnect::CONNECTION_LIMIT);
         }
     }
 

@@ -44,6 +44,18 @@ pub enum Outgoing {
 }
 
 impl Outgoing {
+    /// Roughly the bytes it holds until written: a history reply weighs its publications.
+    pub fn weight(&self) -> usize {
+        match self {
+            Outgoing::Reply(_) | Outgoing::Ping | Outgoing::Notice(_) => 128,
+            Outgoing::History { publications, .. } => {
+                128 + publications.iter().map(|p| p.weight()).sum::<usize>()
+            }
+            Outgoing::Publication(p) => p.weight(),
+            Outgoing::Presence(e) => Delivery::Presence(e.clone()).weight(),
+        }
+    }
+
     /// The frame of the bidirectional transports (WebSocket, WebTransport, data channels):
     /// publications and presence events reuse their shared encodings.
     pub fn message(&self) -> Message {
@@ -124,6 +136,15 @@ pub async fn run<T: Transport>(transport: T, driver: Driver) {
     tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed");
 }
 
+/// Resolves when a write must be given up: the outbox overflowed (or the node closed it), or
+/// the write has taken `stalled`.
+async fn cut_off(driver: &mut Driver, stalled: std::time::Duration) {
+    tokio::select! {
+        () = driver.cut_off() => {}
+        () = tokio::time::sleep(stalled) => {}
+    }
+}
+
 /// The connection's user (empty when anonymous) and close code, and the session's release.
 fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
     let user = driver.user().to_owned();
@@ -133,11 +154,22 @@ fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
 
 async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Option<u16>) {
     let metrics = driver.state().metrics.clone();
+    // A backlog (a long replay) is written in batches of about this much, so that what a
+    // connection holds stays within its outbox's byte bound.
+    let batch_bytes = (driver.state().config.outbound_queue_bytes / 4).max(1);
+    let outbox = driver.outbox().clone();
+    // A write that does not complete for two ping rounds: the client stopped reading (or its
+    // network is gone) even if nothing more is queued for it, and it could not answer a ping.
+    let config = &driver.state().config;
+    let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
     loop {
         let mut framed = 0u64;
+        let mut weight = 0usize;
         let mut oldest = None;
         let mut disconnect = None;
-        while let Some(output) = driver.next_output() {
+        while weight < batch_bytes
+            && let Some(output) = driver.next_output()
+        {
             if let Output::Disconnect(d) = output {
                 disconnect = Some(d);
                 break;
@@ -150,6 +182,7 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
                 }
                 _ => false,
             };
+            weight += out.weight();
             if let Err(d) = transport.frame(out, datagram) {
                 disconnect = Some(d);
                 break;
@@ -157,14 +190,19 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
             framed += 1;
         }
         if transport.has_pending() {
+            // What is being written counts in the outbox's byte bound.
+            outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
             // it cannot be written to any more. Its client resumes from history.
             tokio::select! {
                 written = transport.flush() => match written {
-                    Ok(bytes) => metrics.bytes_out.add(bytes),
+                    Ok(bytes) => {
+                        outbox.set_in_flight(0);
+                        metrics.bytes_out.add(bytes);
+                    }
                     Err(()) => return finish(driver, None),
                 },
-                _ = driver.cut_off() => {
+                () = cut_off(&mut driver, stalled) => {
                     metrics.slow_consumers.add(1);
                     let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
                     // The close goes after what the socket still holds: a client that catches
@@ -185,6 +223,10 @@ async fn pump<T: Transport>(mut transport: T, mut driver: Driver) -> (String, Op
             let ended = finish(driver, Some(d.code));
             transport.close(d).await;
             return ended;
+        }
+        if driver.has_output() {
+            // The rest of a backlog: the next batch.
+            continue;
         }
         tokio::select! {
             inbound = transport.recv() => match inbound {

@@ -15,7 +15,7 @@ use switchboard_protocol::{ChannelName, ErrorCode};
 
 use super::{EngineError, Negotiation, Role, RtcService};
 use crate::connection::Driver;
-use crate::http::{Caller, HttpError, bearer, caller};
+use crate::http::{Caller, ClientIp, HttpError, bearer, caller};
 use crate::metrics::TransportKind;
 use crate::rules::Actor;
 use crate::session::SessionConfig;
@@ -109,6 +109,32 @@ fn room(state: &AppState, name: &str) -> Result<ChannelName, HttpError> {
     Ok(room)
 }
 
+/// Counts an offer from `ip` of a caller without a token against `rtc_offers_per_ip_per_minute`
+/// (`429`, code 106 over it): peers cost the server a UDP flow, DTLS and memory each.
+fn offer_allowed(state: &AppState, ip: ClientIp, caller: &Caller) -> Result<(), HttpError> {
+    if matches!(caller, Caller::Open) && !state.rtc_offers.allow(ip.0) {
+        state.metrics.rtc_offers_refused.add(1);
+        let m = format!(
+            "at most {} WebRTC offers a minute from one address without a token",
+            state.config.rtc_offers_per_ip_per_minute
+        );
+        return Err(rtc_error(StatusCode::TOO_MANY_REQUESTS, ErrorCode::LimitExceeded, m));
+    }
+    Ok(())
+}
+
+/// The caller of an endpoint that creates peers: anyone on an open server; else a client
+/// token or the API key, as every other endpoint asks (`401` without).
+fn peer_caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, HttpError> {
+    if !state.config.requires_token() {
+        return Ok(Caller::Open);
+    }
+    caller(&state.rules, headers).map_err(|mut e| {
+        e.status = Some(StatusCode::UNAUTHORIZED);
+        e
+    })
+}
+
 fn forbidden() -> HttpError {
     rtc_error(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, "permission denied")
 }
@@ -189,12 +215,16 @@ fn created_sdp(state: &AppState, peer: &str, sdp: String) -> Response {
 async fn join_sfu(
     State(state): State<Arc<AppState>>,
     rtc: Engine,
+    ip: ClientIp,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let rtc = service(rtc)?;
     let room = room(&state, &name)?;
+    if !state.config.requires_token() {
+        offer_allowed(&state, ip, &Caller::Open)?;
+    }
     let body: JoinBody = serde_json::from_slice(&body)
         .map_err(|e| HttpError::new(ErrorCode::BadRequest, format!("bad request body: {e}")))?;
     let user = match state.config.requires_token() {
@@ -274,6 +304,7 @@ async fn close(rtc: Engine, Path(peer): Path<String>) -> Result<Response, HttpEr
 async fn whip_or_whep(
     State(state): State<Arc<AppState>>,
     rtc: Engine,
+    ip: ClientIp,
     Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
@@ -281,7 +312,9 @@ async fn whip_or_whep(
 ) -> Result<Response, HttpError> {
     let ingest = uri.path().starts_with("/whip/");
     let room = room(&state, &name)?;
-    if let Caller::Client(identity) = whip_caller(&state, &headers)? {
+    let who = whip_caller(&state, &headers)?;
+    offer_allowed(&state, ip, &who)?;
+    if let Caller::Client(identity) = who {
         let who = Actor::Client { identity: &identity, client: None };
         let allowed = if ingest {
             state.rules.may_publish(&who, &room).map(|_| ())
@@ -302,27 +335,33 @@ async fn whip_or_whep(
     Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }
 
+/// `POST /rtc/dc`: a data channel peer, the JSON protocol inside. Behind the same auth as every
+/// other endpoint when a token is required (the session inside still sends `connect`); a peer
+/// is a connection of the limits (total, IP, and the token's user).
 async fn data_channel(
     State(state): State<Arc<AppState>>,
     rtc: Engine,
+    ip: ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     let rtc = service(rtc)?;
+    let who = peer_caller(&state, &headers)?;
+    offer_allowed(&state, ip, &who)?;
     let offer = sdp_body(&headers, body)?;
-    let permit = state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())?;
+    let mut ticket = state.admission.admit(ip.0).map_err(HttpError::connection_limit)?;
+    ticket.set_user(who.user()).map_err(HttpError::connection_limit)?;
     let (events, rx) = tokio::sync::mpsc::channel(256);
     let opened =
         rtc.open(Role::Data { events }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
-    let driver = Driver::with_config(state.clone(), config);
+    let driver = Driver::with_config(state.clone(), config).admitted(ticket);
     let peer = opened.peer.clone();
     let created = created_sdp(&state, &opened.peer, opened.sdp);
     tokio::spawn(async move {
         let _guard = state.metrics.connection(TransportKind::WebRtc);
         super::datachannel::run(rtc, peer, rx, driver).await;
-        drop(permit);
     });
     Ok(created)
 }

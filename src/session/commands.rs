@@ -477,5 +477,9 @@ pub(super) fn refusal(id: u64, denied: Denied) -> Reply {
 }
 
 pub(super) fn broker_error(id: u64, e: &BrokerError) -> Reply {
-    Reply::error(id, ErrorCode::BrokerUnavailable, e.to_string())
+    let code = match e {
+        BrokerError::ChannelLimit(_) => ErrorCode::LimitExceeded,
+        _ => ErrorCode::BrokerUnavailable,
+    };
+    Reply::error(id, code, e.to_string())
 }

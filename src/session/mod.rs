@@ -209,6 +209,11 @@ impl Session {
         self.out.pop_front()
     }
 
+    /// Whether outputs wait for [`Session::poll_output`].
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// When [`Session::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.closed {
@@ -356,6 +361,15 @@ impl Session {
 
     /// The transport or the server ends the connection.
     pub fn handle_disconnect(&mut self, d: Disconnect) {
+        self.disconnect(d);
+    }
+
+    /// Refuses the connection right after `connect` (a connection limit of its user): nothing
+    /// queued goes out, not even the `connect` reply, only the disconnect.
+    pub fn refuse(&mut self, d: Disconnect) {
+        self.out.clear();
+        self.pending.clear();
+        self.deferred = None;
         self.disconnect(d);
     }
 

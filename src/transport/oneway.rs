@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::OneWayParams;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::http::HttpError;
+use crate::http::{ClientIp, HttpError};
 use crate::metrics::TransportKind;
 use crate::session::Output;
 use crate::state::AppState;
@@ -33,30 +33,39 @@ enum Format {
 /// `GET /sse`.
 pub async fn sse(
     State(state): State<Arc<AppState>>,
+    ip: ClientIp,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    open(state, query, headers, Format::Sse).await
+    open(state, ip, query, headers, Format::Sse).await
 }
 
 /// `GET /stream`.
 pub async fn stream(
     State(state): State<Arc<AppState>>,
+    ip: ClientIp,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    open(state, query, headers, Format::Ndjson).await
+    open(state, ip, query, headers, Format::Ndjson).await
 }
 
-async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, format: Format) -> Response {
+async fn open(
+    state: Arc<AppState>,
+    ip: ClientIp,
+    query: Option<String>,
+    headers: HeaderMap,
+    format: Format,
+) -> Response {
     let mut params = match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let Ok(permit) = state.admission.clone().try_acquire_owned() else {
-        return HttpError::connection_limit().into_response();
+    let ticket = match state.admission.admit(ip.0) {
+        Ok(ticket) => ticket,
+        Err(why) => return HttpError::connection_limit(why).into_response(),
     };
-    let mut driver = Driver::new(state.clone(), false);
+    let mut driver = Driver::new(state.clone(), false).admitted(ticket);
     let connect = ConnectRequest {
         token: params.token.take(),
         name: params.name.take(),
@@ -86,7 +95,9 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
         let wake = driver.wait().await;
         driver.on_wake(wake);
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    // Two batches in the pipe at most: a client that stops reading holds little beyond its
+    // outbox's byte bound.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     let kind = if format == Format::Sse { TransportKind::Sse } else { TransportKind::Stream };
     let guard = state.metrics.connection(kind);
     let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), tx };
@@ -109,7 +120,7 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
                 transport.close(d).await;
             }
         }
-        drop((guard, permit));
+        drop(guard);
     };
     // In the request's span, which names the peer (`remote`).
     tokio::spawn(tracing::Instrument::instrument(task, tracing::Span::current()));
@@ -134,6 +145,9 @@ async fn open(state: Arc<AppState>, query: Option<String>, headers: HeaderMap, f
 /// The HTTP error an output stands for, when it refuses the connection or a channel.
 fn refusal(output: &Output, channels: &[ChannelName]) -> Option<HttpError> {
     match output {
+        Output::Disconnect(d) if *d == Disconnect::CONNECTION_LIMIT => {
+            Some(HttpError::connection_limit(crate::admission::Refused::PerUser))
+        }
         Output::Disconnect(d) => Some(HttpError::new(
             if *d == Disconnect::UNAUTHORIZED || *d == Disconnect::TOKEN_EXPIRED {
                 ErrorCode::Unauthorized

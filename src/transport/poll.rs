@@ -13,10 +13,11 @@ use switchboard_protocol::{ChannelName, Cursor, ErrorCode};
 use tokio::time::Instant;
 
 use super::OneWayParams;
+use crate::admission::Ticket;
 use crate::broker::HistoryQuery;
-use crate::http::HttpError;
+use crate::http::{ClientIp, HttpError};
 use crate::hub::{ConnId, Outbox, next_conn_id};
-use crate::metrics::TransportKind;
+use crate::metrics::{ConnectionGuard, TransportKind};
 use crate::model::Publication;
 use crate::rules::Actor;
 use crate::session::Now;
@@ -29,10 +30,11 @@ pub const CURSOR_HEADER: &str = "switchboard-cursor";
 /// `GET /poll`.
 pub async fn handler(
     State(state): State<Arc<AppState>>,
+    ip: ClientIp,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    match poll(state, query, headers).await {
+    match poll(state, ip, query, headers).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -46,6 +48,7 @@ struct Found {
 
 async fn poll(
     state: Arc<AppState>,
+    ip: ClientIp,
     query: Option<String>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
@@ -91,7 +94,12 @@ async fn poll(
         }
         match &waiter {
             // Register first, then read again: a publication between the two reads is seen.
-            None => waiter = Some(Waiter::register(&state, &p.channels).await?),
+            // A held poll is a connection: it takes a place in the limits (total, IP, user).
+            None => {
+                let mut ticket = state.admission.admit(ip.0).map_err(HttpError::connection_limit)?;
+                ticket.set_user(&identity.user).map_err(HttpError::connection_limit)?;
+                waiter = Some(Waiter::register(&state, &p.channels, ticket).await?);
+            }
             Some(w) => {
                 let mut shutdown = state.shutdown.subscribe();
                 tokio::select! {
@@ -157,12 +165,26 @@ struct Waiter {
     conn: ConnId,
     outbox: Arc<Outbox>,
     channels: Vec<ChannelName>,
+    _ticket: Ticket,
+    _gauge: ConnectionGuard,
 }
 
 impl Waiter {
-    async fn register(state: &Arc<AppState>, channels: &[ChannelName]) -> Result<Self, HttpError> {
-        let outbox = Arc::new(Outbox::new(state.config.outbound_queue));
-        let mut waiter = Waiter { state: state.clone(), conn: next_conn_id(), outbox, channels: Vec::new() };
+    async fn register(
+        state: &Arc<AppState>,
+        channels: &[ChannelName],
+        ticket: Ticket,
+    ) -> Result<Self, HttpError> {
+        let config = &state.config;
+        let outbox = Arc::new(Outbox::new(config.outbound_queue, config.outbound_queue_bytes));
+        let mut waiter = Waiter {
+            state: state.clone(),
+            conn: next_conn_id(),
+            outbox,
+            channels: Vec::new(),
+            _ticket: ticket,
+            _gauge: state.metrics.held(TransportKind::LongPoll),
+        };
         for c in channels {
             // Pushed before the await: a failure or a dropped request still releases it.
             waiter.channels.push(c.clone());

@@ -50,16 +50,16 @@ const BYE: Disconnect = Disconnect { code: 1000, reason: "disconnect" };
 /// such as stomp.py).
 pub async fn handler(
     State(state): State<Arc<AppState>>,
+    ip: crate::http::ClientIp,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    match super::ws::admit(&state, &headers, ws) {
-        Ok((ws, permit)) => {
+    match super::ws::admit(&state, ip, &headers, ws) {
+        Ok((ws, ticket)) => {
             let token = bearer(&headers).map(str::to_owned);
             super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(super::ws::in_request_span(
                 move |socket| async move {
-                    run(socket, state, token).await;
-                    drop(permit);
+                    run(socket, state, token, ticket).await;
                 },
             ))
         }
@@ -68,12 +68,17 @@ pub async fn handler(
 }
 
 /// Runs a STOMP connection on an upgraded WebSocket; `token` is the upgrade's Bearer token, used
-/// when CONNECT carries no `passcode`.
-pub async fn run(socket: WebSocket, state: Arc<AppState>, token: Option<String>) {
+/// when CONNECT carries no `passcode`; `ticket` is its admission.
+pub async fn run(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    token: Option<String>,
+    ticket: crate::admission::Ticket,
+) {
     let _guard = state.metrics.connection(TransportKind::Stomp);
     let (codec, config) = StompCodec::new(&state, token, false);
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
-    pump::run(transport, Driver::with_config(state, config)).await;
+    pump::run(transport, Driver::with_config(state, config).admitted(ticket)).await;
 }
 
 /// STOMP over a WebSocket: the codec's messages as WebSocket messages.

@@ -14,9 +14,10 @@ use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
 
 use super::stomp;
+use crate::admission::Ticket;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::http::{HttpError, bearer};
+use crate::http::{ClientIp, HttpError, bearer};
 use crate::metrics::TransportKind;
 use crate::state::AppState;
 
@@ -35,10 +36,11 @@ pub(super) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
 /// `GET /ws`.
 pub async fn handler(
     State(state): State<Arc<AppState>>,
+    ip: ClientIp,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let (ws, permit) = match admit(&state, &headers, ws) {
+    let (ws, ticket) = match admit(&state, ip, &headers, ws) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -48,13 +50,12 @@ pub async fn handler(
         // A client that offered only STOMP subprotocols speaks STOMP.
         let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
         if stomp::SUBPROTOCOLS.contains(&chosen) {
-            stomp::run(socket, state, token).await;
+            stomp::run(socket, state, token, ticket).await;
         } else {
             let _guard = state.metrics.connection(TransportKind::WebSocket);
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-            pump::run(transport, Driver::new(state.clone(), true)).await;
+            pump::run(transport, Driver::new(state.clone(), true).admitted(ticket)).await;
         }
-        drop(permit);
     }))
 }
 
@@ -68,13 +69,14 @@ pub(super) fn in_request_span<F: std::future::Future>(
 }
 
 /// Admits a WebSocket handshake: it must be one (400/107 otherwise), a page's origin must be
-/// allowed, and the node must have room (`max_connections`). The permit is held for the
-/// connection's life.
+/// allowed, and the node must have room (`max_connections`, and `max_connections_per_ip` for
+/// `ip`). The ticket is held for the connection's life.
 pub(super) fn admit(
     state: &Arc<AppState>,
+    ip: ClientIp,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(WebSocketUpgrade, tokio::sync::OwnedSemaphorePermit), HttpError> {
+) -> Result<(WebSocketUpgrade, Ticket), HttpError> {
     let ws = ws.map_err(|rejection| HttpError::new(ErrorCode::BadRequest, rejection.body_text()))?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -82,8 +84,8 @@ pub(super) fn admit(
         let m = "this page's origin may not open WebSockets here: add it to allowed_origins";
         return Err(HttpError::new(ErrorCode::PermissionDenied, m));
     }
-    let permit = state.admission.clone().try_acquire_owned().map_err(|_| HttpError::connection_limit())?;
-    Ok((ws, permit))
+    let ticket = state.admission.admit(ip.0).map_err(HttpError::connection_limit)?;
+    Ok((ws, ticket))
 }
 
 /// The WebSocket framing of a connection.

@@ -44,6 +44,10 @@ fn parse_args() -> Result<TurnConfig, String> {
                 config.quotas.max_allocations_per_user =
                     value("--max-allocations-per-user")?.parse().map_err(|e| format!("{e}"))?;
             }
+            "--max-allocations-per-ip" => {
+                config.quotas.max_allocations_per_ip =
+                    value("--max-allocations-per-ip")?.parse().map_err(|e| format!("{e}"))?;
+            }
             "--no-tcp" => config.tcp = false,
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -15,6 +15,10 @@ pub struct Quotas {
     /// Allocations one user may hold at once (486 beyond). Default 16.
     /// For time-limited credentials the user is the part after `EXPIRY:`.
     pub max_allocations_per_user: usize,
+    /// Allocations one client IP address may hold at once, whatever its users (486 beyond), so
+    /// one host cannot take the server's relays with many credentials. 0 = unlimited.
+    /// Default 64.
+    pub max_allocations_per_ip: usize,
     /// Allocations the server holds at once (508 beyond). Default 4096.
     pub max_allocations: usize,
     /// Relayed bytes per second per allocation, each direction, token bucket with a burst of
@@ -32,6 +36,7 @@ impl Default for Quotas {
     fn default() -> Self {
         Self {
             max_allocations_per_user: 16,
+            max_allocations_per_ip: 64,
             max_allocations: 4096,
             bandwidth_bytes_per_sec: 5_000_000,
             max_permissions_per_allocation: 64,

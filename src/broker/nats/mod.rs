@@ -577,6 +577,16 @@ impl Broker for NatsBroker {
     fn health(&self) -> Health {
         self.shared.health.read().clone()
     }
+
+    /// The per-channel cache of last publications is the node's only channel state (history,
+    /// epochs and idempotency live in JetStream, with its own limits): entries no publish is
+    /// using go, and the next publish of their channel reads its last message again.
+    fn sweep(&self, _idle: Duration) -> usize {
+        let mut last = self.shared.last.lock();
+        let before = last.len();
+        last.retain(|_, v| Arc::strong_count(v) > 1);
+        before - last.len()
+    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,8 @@ impl Engine {
         if let Some(index) = unusable_media(text) {
             return Err(EngineError::NoUsableCodec { index });
         }
-        let offer = SdpOffer::from_sdp_string(text).map_err(|e| EngineError::MalformedSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(text)
+            .map_err(|e| EngineError::MalformedSdp(sdp_error_message(text, &e.to_string())))?;
         Ok((offer, media))
     }
 
@@ -210,6 +211,38 @@ fn unusable_media(offer: &str) -> Option<usize> {
     sections.iter().position(|(checked, _, usable)| *checked && !usable)
 }
 
+/// str0m's parse error names the failing position as a pointer into `text` (`Parse error at
+/// 0x7f...`): a heap address, which must not reach a client. It becomes a line and column.
+pub(crate) fn sdp_error_message(text: &str, message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("0x") {
+        out.push_str(&rest[..i]);
+        let hex: String = rest[i + 2..].chars().take_while(char::is_ascii_hexdigit).collect();
+        rest = &rest[i + 2 + hex.len()..];
+        // `PointerOffset(0x...)` says nothing to a client but the position.
+        if let Some(kept) = out.strip_suffix("PointerOffset(") {
+            out.truncate(kept.len());
+            rest = rest.strip_prefix(')').unwrap_or(rest);
+        }
+        let offset = usize::from_str_radix(&hex, 16)
+            .ok()
+            .and_then(|addr| addr.checked_sub(text.as_ptr() as usize))
+            .filter(|offset| *offset <= text.len() && text.is_char_boundary(*offset));
+        match offset {
+            Some(offset) => {
+                let before = &text[..offset];
+                let line = before.matches('\n').count() + 1;
+                let column = offset - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+                out.push_str(&format!("line {line}, column {column}"));
+            }
+            None => out.push_str("(position)"),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +258,20 @@ mod tests {
         assert_eq!(unusable_media(av1), Some(1), "VP8 is mapped but not offered on the m-line");
         let off = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 45\r\na=rtpmap:45 AV1/90000\r\nm=application 9 x\r\n";
         assert_eq!(unusable_media(off), None, "a disabled m-line needs nothing");
+    }
+
+    #[test]
+    fn a_malformed_sdp_is_reported_by_line_and_column_not_by_address() {
+        let text = "v=0\no=- 1 1 IN IP4 0.0.0.0\nbogus line\n";
+        let err = SdpOffer::from_sdp_string(text).unwrap_err().to_string();
+        let shown = super::sdp_error_message(text, &err);
+        assert!(
+            !shown.contains("0x") && !shown.contains("Pointer"),
+            "no address in {shown:?} (from {err:?})"
+        );
+        let wrapped = format!("Parse error at PointerOffset({:p})", &text.as_bytes()[4]);
+        assert_eq!(super::sdp_error_message(text, &wrapped), "Parse error at line 2, column 1");
+        let addr = format!("at {:p}", &text.as_bytes()[4]);
+        assert_eq!(super::sdp_error_message(text, &addr), "at line 2, column 1");
     }
 }

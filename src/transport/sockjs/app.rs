@@ -8,11 +8,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use switchboard_protocol::frame::parse_client_frame;
 use switchboard_protocol::{Disconnect, sockjs};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::cluster::Membership;
 use super::session::Shell;
+use crate::admission::Ticket;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::metrics::TransportKind;
@@ -35,7 +36,7 @@ pub enum Kind {
 }
 
 /// Starts what runs inside a new session.
-/// `permit` is the session's place among the node's `max_connections`, held while it lives. For
+/// `permit` is the session's place in the node's connection limits, held while it lives. For
 /// Switchboard sessions, the answer says when every node can reach the session (its open frame
 /// waits for that, or a client's first send through another node could miss it).
 pub fn start(
@@ -44,15 +45,14 @@ pub fn start(
     id: &str,
     shell: Arc<Shell>,
     rx: mpsc::Receiver<Vec<String>>,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Ticket>,
 ) -> Option<oneshot::Receiver<()>> {
     match kind {
         Kind::Switchboard => {
             let id = id.to_owned();
             let (reachable, ready) = oneshot::channel();
             tokio::spawn(async move {
-                switchboard(state, id, shell, rx, reachable).await;
-                drop(permit);
+                switchboard(state, id, shell, rx, reachable, permit).await;
             });
             return Some(ready);
         }
@@ -87,6 +87,7 @@ async fn switchboard(
     shell: Arc<Shell>,
     mut rx: mpsc::Receiver<Vec<String>>,
     reachable: oneshot::Sender<()>,
+    ticket: Option<Ticket>,
 ) {
     // WebSocket sessions are their socket's alone: no other node needs to find them.
     let membership = match id.starts_with(WEBSOCKET_SESSION) {
@@ -122,7 +123,12 @@ async fn switchboard(
             batch: Vec::new(),
             limit: state.config.max_frame_bytes.max(64 * 1024),
         };
-        pump::run(transport, Driver::with_config(state.clone(), config)).await;
+        let driver = Driver::with_config(state.clone(), config);
+        let driver = match ticket {
+            Some(ticket) => driver.admitted(ticket),
+            None => driver,
+        };
+        pump::run(transport, driver).await;
     }
     shell.close(1000, "Normal closure");
     if let Some(membership) = membership {

@@ -145,7 +145,7 @@ impl Membership {
     pub async fn join(state: &Arc<AppState>, id: &str, shell: Arc<Shell>) -> Option<Membership> {
         let inbox = inbox(id)?;
         let conn = next_conn_id();
-        let outbox = Arc::new(Outbox::new(QUEUE));
+        let outbox = Arc::new(Outbox::new(QUEUE, usize::MAX));
         state.subscribe_local(&inbox, conn, outbox.clone()).await.ok()?;
         // Findable before the session is announced to its client (the relay refreshes it).
         let _ = state.broker.presence_add(&inbox, holder(), false).await;
@@ -274,7 +274,7 @@ impl RemoteReceiver {
         let name = format!("{}sockjs.r.{:016x}", crate::rules::INTERNAL_PREFIX, rand::random::<u64>());
         let reply = ChannelName::new(&name).ok()?;
         let conn = next_conn_id();
-        let outbox = Arc::new(Outbox::new(QUEUE));
+        let outbox = Arc::new(Outbox::new(QUEUE, usize::MAX));
         // Subscribed before asking, so that no frame can come before we listen.
         state.subscribe_local(&reply, conn, outbox.clone()).await.ok()?;
         let mut r = RemoteReceiver {

@@ -59,6 +59,8 @@ struct Service {
     registry: Arc<Registry>,
     /// Sessions other nodes hold.
     directory: Arc<cluster::Directory>,
+    /// The address of the request being served (per request: the service is cloned for each).
+    ip: Option<std::net::IpAddr>,
 }
 
 /// The routes of `/sockjs` (when `sockjs` is on). Mounted outside the JSON error layer: SockJS
@@ -100,6 +102,7 @@ fn mount(state: &Arc<AppState>, services: &[(&'static str, Kind, bool, bool)]) -
             cookie_needed,
             registry: Registry::new(delay),
             directory: Default::default(),
+            ip: None,
         };
         router = router.merge(
             Router::new()
@@ -155,13 +158,15 @@ impl Transport {
 const MAX_SESSION_ID: usize = 128;
 
 async fn handle(
-    State(svc): State<Service>,
+    State(mut svc): State<Service>,
+    ip: crate::http::ClientIp,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     body: Bytes,
 ) -> Response {
+    svc.ip = ip.0;
     let path = uri.path().strip_prefix(svc.prefix).unwrap_or("");
     let query = uri.query().unwrap_or("");
     match path {
@@ -452,7 +457,7 @@ fn attach(svc: &Service, session: &str) -> (Attach, Option<oneshot::Receiver<()>
     let (kind, state) = (svc.kind, svc.state.clone());
     let mut permit = None;
     if kind == Kind::Switchboard && svc.registry.get(session).is_none() {
-        match state.admission.clone().try_acquire_owned() {
+        match state.admission.admit(svc.ip) {
             Ok(p) => permit = Some(p),
             Err(_) => {
                 let limit = switchboard_protocol::Disconnect::CONNECTION_LIMIT;
@@ -647,7 +652,7 @@ fn admit_ws(
     svc: &Service,
     headers: &HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(WebSocketUpgrade, Option<tokio::sync::OwnedSemaphorePermit>), Refusal> {
+) -> Result<(WebSocketUpgrade, Option<crate::admission::Ticket>), Refusal> {
     if !svc.websocket {
         return Err(Refusal::Off);
     }
@@ -655,7 +660,7 @@ fn admit_ws(
     if svc.kind != Kind::Switchboard {
         return Ok((ws, None));
     }
-    match super::ws::admit(&svc.state, headers, Ok(ws)) {
+    match super::ws::admit(&svc.state, crate::http::ClientIp(svc.ip), headers, Ok(ws)) {
         Ok((ws, permit)) => Ok((super::ws::configure(ws, &svc.state), Some(permit))),
         Err(e) => Err(Refusal::Http(e)),
     }
@@ -677,17 +682,22 @@ fn websocket(
     ws.on_upgrade(move |socket| async move {
         let raw = session.is_none();
         let session = session.unwrap_or_else(|| format!("raw-{:016x}", rand::random::<u64>()));
-        run_websocket(svc, session, socket, raw).await;
-        drop(permit);
+        run_websocket(svc, session, socket, raw, permit).await;
     })
 }
 
-async fn run_websocket(svc: Service, session: String, mut socket: WebSocket, raw: bool) {
+async fn run_websocket(
+    svc: Service,
+    session: String,
+    mut socket: WebSocket,
+    raw: bool,
+    ticket: Option<crate::admission::Ticket>,
+) {
     let (shell, rx) = session::Shell::new();
     let Ok(mut receiver) = shell.attach() else { return };
     let id = format!("{}{session}-{:016x}", app::WEBSOCKET_SESSION, rand::random::<u64>());
-    // The socket's admission permit covers the session.
-    app::start(svc.kind, svc.state.clone(), &id, shell.clone(), rx, None);
+    // The socket's admission ticket goes with the session, which lives as long.
+    app::start(svc.kind, svc.state.clone(), &id, shell.clone(), rx, ticket);
     if !raw && socket.send(Message::Text(Utf8Bytes::from_static("o"))).await.is_err() {
         return;
     }

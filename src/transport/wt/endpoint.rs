@@ -188,7 +188,10 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     if state.config.open_on_loopback() && !crate::http::host_allowed(&state.config, request.authority()) {
         return request.forbidden().await;
     }
-    let Ok(permit) = state.admission.clone().try_acquire_owned() else {
+    // A session is a connection: it counts in the node's, the address's and (after `connect`)
+    // the user's limits. Streams need no count of their own: QUIC caps each session's at
+    // `webtransport_max_streams`, so an address holds at most that many per session.
+    let Ok(ticket) = state.admission.admit(Some(request.remote_address().ip())) else {
         return request.too_many_requests().await;
     };
     let conn = match request.accept().await {
@@ -199,6 +202,5 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
     let max_streams = state.config.webtransport_max_streams;
-    super::run(conn, Driver::with_config(state, config), max_streams).await;
-    drop(permit);
+    super::run(conn, Driver::with_config(state, config).admitted(ticket), max_streams).await;
 }

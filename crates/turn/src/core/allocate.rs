@@ -90,6 +90,11 @@ impl TurnServer {
         if self.per_user.get(&quota_user).copied().unwrap_or(0) >= self.quotas.max_allocations_per_user {
             return self.error(client, msg, code::ALLOCATION_QUOTA_REACHED, Some(&auth));
         }
+        let ip = client.addr.ip().to_canonical();
+        let per_ip = self.quotas.max_allocations_per_ip;
+        if per_ip > 0 && self.per_ip.get(&ip).copied().unwrap_or(0) >= per_ip {
+            return self.error(client, msg, code::ALLOCATION_QUOTA_REACHED, Some(&auth));
+        }
         if self.allocations.len() + self.reservations.len() >= self.quotas.max_allocations {
             return self.error(client, msg, code::INSUFFICIENT_CAPACITY, Some(&auth));
         }
@@ -126,6 +131,7 @@ impl TurnServer {
         self.allocations.insert(id, alloc);
         self.by_client.insert(client, id);
         *self.per_user.entry(quota_user).or_insert(0) += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
         self.metrics.allocations_active.fetch_add(1, Relaxed);
         if let Some((_, local)) = reserved {
             return self.on_relay_bound(now, id, Some(local));

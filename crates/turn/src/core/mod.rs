@@ -167,6 +167,8 @@ pub struct TurnServer {
     allocations: HashMap<RelayId, Allocation>,
     by_client: HashMap<ClientKey, RelayId>,
     per_user: HashMap<String, usize>,
+    /// Allocations per client IP address (`max_allocations_per_ip`).
+    per_ip: HashMap<std::net::IpAddr, usize>,
     expiries: BTreeSet<(Instant, RelayId)>,
     reservations: HashMap<RelayId, allocate::Reservation>,
     tokens: HashMap<[u8; 8], RelayId>,
@@ -209,6 +211,7 @@ impl TurnServer {
             allocations: HashMap::new(),
             by_client: HashMap::new(),
             per_user: HashMap::new(),
+            per_ip: HashMap::new(),
             expiries: BTreeSet::new(),
             reservations: HashMap::new(),
             tokens: HashMap::new(),
@@ -503,6 +506,13 @@ impl TurnServer {
             *n -= 1;
             if *n == 0 {
                 self.per_user.remove(&a.quota_user);
+            }
+        }
+        let ip = a.client.addr.ip().to_canonical();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
             }
         }
         self.metrics.allocations_active.fetch_sub(1, Relaxed);

@@ -375,6 +375,21 @@ fn external_ip_is_advertised() {
 }
 
 #[test]
+fn allocations_per_ip_are_bounded_whatever_the_user() {
+    let mut cfg = config();
+    cfg.quotas.max_allocations_per_ip = 2;
+    let mut h = Harness::new(cfg);
+    for (port, user, pass) in [(1, "alice", "wonderland"), (2, "bob", "builder")] {
+        let mut c = Client::new(&format!("198.51.100.7:{port}"), user, pass);
+        success(&c.allocate(&mut h), method::ALLOCATE);
+    }
+    let mut third = Client::new("198.51.100.7:3", "bob", "builder");
+    assert_eq!(third.allocate(&mut h).code, Some(code::ALLOCATION_QUOTA_REACHED), "486 at the third");
+    let mut elsewhere = Client::new("198.51.100.8:3", "bob", "builder");
+    success(&elsewhere.allocate(&mut h), method::ALLOCATE);
+}
+
+#[test]
 fn allocate_checks_transport_family_and_quotas() {
     let mut cfg = config();
     cfg.quotas.max_allocations_per_user = 2;
