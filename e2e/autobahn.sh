@@ -41,7 +41,9 @@ log="$out/server.log"
 # Start the server on a free port; read the port it prints.
 fifo="$(mktemp -u)"
 mkfifo "$fifo"
-env SWITCHBOARD_LOG=warn "$bin" serve --listen 127.0.0.1:0 --no-demo --ws-echo-endpoint >"$fifo" 2>"$log" &
+# The suite opens hundreds of connections a second from loopback: lift the per-address limits.
+env SWITCHBOARD_LOG=warn SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP=0 SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP=0 \
+  SWITCHBOARD_MAX_CONNECTIONS_PER_IP=0 "$bin" serve --listen 127.0.0.1:0 --no-demo --ws-echo-endpoint >"$fifo" 2>"$log" &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true

@@ -104,24 +104,21 @@ impl Session {
     }
 
     /// A subscription token checked for this connection's user on `channel`: its expiry, or
-    /// the error reply.
+    /// the error to answer.
     fn check_subscription_token(
         &self,
         now: Now,
-        id: u64,
         channel: &ChannelName,
         token: &str,
-    ) -> Result<Option<u64>, Reply> {
+    ) -> Result<Option<u64>, (ErrorCode, &'static str)> {
         use crate::policy::SubscriptionRefused as Refused;
         let checked = self.rules.auth().subscription(token, &self.identity.user, channel.as_str(), now.unix);
         checked.map_err(|refused| match refused {
-            Refused::Invalid => Reply::error(id, ErrorCode::Unauthorized, "invalid subscription token"),
-            Refused::Expired => Reply::error(id, ErrorCode::Unauthorized, "subscription token expired"),
-            Refused::NotYours => Reply::error(
-                id,
-                ErrorCode::PermissionDenied,
-                "the subscription token is for another channel or user",
-            ),
+            Refused::Invalid => (ErrorCode::Unauthorized, "invalid subscription token"),
+            Refused::Expired => (ErrorCode::Unauthorized, "subscription token expired"),
+            Refused::NotYours => {
+                (ErrorCode::PermissionDenied, "the subscription token is for another channel or user")
+            }
         })
     }
 
@@ -133,9 +130,9 @@ impl Session {
         if !self.subs.contains_key(&channel) {
             return self.reply(Reply::error(id, ErrorCode::NotSubscribed, "not subscribed"));
         }
-        let expires = match self.check_subscription_token(now, id, &channel, token) {
+        let expires = match self.check_subscription_token(now, &channel, token) {
             Ok(expires) => expires,
-            Err(reply) => return self.reply(reply),
+            Err((code, m)) => return self.reply(Reply::error(id, code, m)),
         };
         self.grant(now, channel, expires);
         self.reply(Reply { id, body: ReplyBody::Refresh(RefreshReply { expires }) });
@@ -219,9 +216,9 @@ impl Session {
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
         if let Some(token) = &req.token {
-            match self.check_subscription_token(now, id, &channel, token) {
+            match self.check_subscription_token(now, &channel, token) {
                 Ok(expires) => self.grant(now, channel.clone(), expires),
-                Err(reply) => return self.reply(reply),
+                Err((code, m)) => return self.reply(Reply::error(id, code, m)),
             }
         }
         if let Err(denied) = self.rules.may_read(&self.actor(), &channel) {
