@@ -164,7 +164,8 @@ pub fn fuzz(target: &mut dyn Target, seed: u64, budget: Budget, crash_dir: &Path
         };
         let other = if corpus.is_empty() { &Vec::new() } else { &corpus[rng.below(corpus.len())] };
         let mut input = base.clone();
-        let rounds = 1 + rng.below(if rng.chance(1, 4) { 16 } else { 4 });
+        let most = if rng.chance(1, 4) { 16 } else { 4 };
+        let rounds = 1 + rng.below(most);
         for _ in 0..rounds {
             mutate::mutate(&mut rng, &mut input, other, dict, MAX_INPUT);
         }

@@ -69,7 +69,8 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8], dict: &[&[u8]], m
             let at = rng.below(len);
             let n = 1 + rng.below((len - at).min(256));
             let chunk = data[at..at + n].to_vec();
-            let times = 1 + rng.below(if rng.chance(1, 8) { 512 } else { 8 });
+            let most = if rng.chance(1, 8) { 512 } else { 8 };
+            let times = 1 + rng.below(most);
             let mut rep = Vec::with_capacity(n * times);
             for _ in 0..times {
                 rep.extend_from_slice(&chunk);

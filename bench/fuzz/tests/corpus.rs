@@ -4,7 +4,7 @@
 use switchboard_fuzz::{Budget, Target, all_targets, fuzz, quiet_panics};
 
 /// Inputs per target: a few seconds in all in a debug build.
-const INPUTS: u64 = 1_500;
+const INPUTS: u64 = 4_000;
 
 #[test]
 fn every_target_survives_a_fixed_seed_batch() {
@@ -46,4 +46,34 @@ fn a_panic_is_caught_and_its_input_saved() {
     let input = switchboard_fuzz::unhex(&saved).unwrap();
     assert!(input.contains(&b'!'));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The corpus reaches deep states, or the fuzzing would stay at the front door: signed TURN
+/// requests get an allocation, signed tokens authenticate, the frames and STOMP frames parse.
+#[test]
+fn the_corpus_is_valid() {
+    use switchboard_fuzz::targets::{jwt::Jwt, turn::Turn};
+    use switchboard_turn::codec::{self, Class, attr::method};
+
+    let turn = Turn::new();
+    let allocated = turn.corpus().iter().any(|input| {
+        turn.responses(input).iter().any(|frame| {
+            matches!(codec::decode(frame), Ok(codec::Frame::Stun(m))
+                if m.method == method::ALLOCATE && m.class == Class::Success)
+        })
+    });
+    assert!(allocated, "no signed Allocate in the TURN corpus succeeded");
+
+    let jwt = Jwt::new();
+    let corpus = jwt.corpus();
+    assert_eq!(jwt.check(&corpus[0]).map(|i| i.user), Ok("alice".to_owned()), "structured token");
+    assert_eq!(jwt.check(&corpus[1]).map(|i| i.user), Ok("alice".to_owned()), "raw token");
+    assert!(jwt.check(&corpus[5]).is_err(), "an expired token is refused");
+
+    for input in switchboard_fuzz::targets::protocol::Frames.corpus() {
+        let text = String::from_utf8_lossy(&input);
+        if !text.contains('\n') {
+            assert!(switchboard_protocol::frame::parse_client_frame(&text).is_ok(), "{text}");
+        }
+    }
 }

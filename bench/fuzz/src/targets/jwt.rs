@@ -7,7 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use switchboard::Config;
-use switchboard::policy::Policy;
+use switchboard::policy::{Identity, Policy};
+use switchboard_protocol::Disconnect;
 
 use crate::Target;
 
@@ -105,7 +106,14 @@ impl Target for Jwt {
     }
 
     fn run(&mut self, input: &[u8]) {
-        let Some((&mode, rest)) = input.split_first() else { return };
+        let _ = self.check(input);
+    }
+}
+
+impl Jwt {
+    /// What `authenticate` says of one input.
+    pub fn check(&self, input: &[u8]) -> Result<Identity, Disconnect> {
+        let Some((&mode, rest)) = input.split_first() else { return Err(Disconnect::UNAUTHORIZED) };
         let token = if mode == 1 {
             let (header, claims) = match rest.iter().position(|b| *b == 0x1e) {
                 Some(i) => (&rest[..i], &rest[i + 1..]),
@@ -115,6 +123,6 @@ impl Target for Jwt {
         } else {
             String::from_utf8_lossy(rest).into_owned()
         };
-        let _ = self.policy.authenticate(Some(&token), NOW);
+        self.policy.authenticate(Some(&token), NOW)
     }
 }

@@ -202,10 +202,18 @@ impl Target for Turn {
     }
 
     fn run(&mut self, input: &[u8]) {
+        self.responses(input);
+    }
+}
+
+impl Turn {
+    /// Runs one input; returns every frame the server sent to the client.
+    pub fn responses(&self, input: &[u8]) -> Vec<Vec<u8>> {
+        let mut sent = Vec::new();
         let start = Instant::now();
         let mut now = start;
         let Ok(mut server) = TurnServer::new(&self.config, Arc::new(Metrics::default()), now, 1_700_000_000) else {
-            return;
+            return sent;
         };
         let nonce = nonce(&mut server, now);
         let mut rest = input;
@@ -246,7 +254,8 @@ impl Target for Turn {
                 _ => continue,
             };
             server.handle_input(now, input);
-            drain(&mut server, now);
+            sent.extend(drain(&mut server, now));
         }
+        sent
     }
 }
