@@ -51,11 +51,13 @@ def rss_kib(pid):
     return None
 
 
-def server_env(broker="memory"):
+def server_env(broker="memory", config=None):
     """The environment of a node: ours without SWITCHBOARD_*, then SERVER_ENV's KEY=VALUE pairs
     (for limits the server grew after this script was written, e.g. per-IP caps)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env["SWITCHBOARD_BROKER"] = broker
+    if config:
+        env["SWITCHBOARD_CONFIG"] = config
     for pair in os.environ.get("SERVER_ENV", "").split():
         k, _, v = pair.partition("=")
         env[k] = v
@@ -65,20 +67,29 @@ def server_env(broker="memory"):
 class Node:
     """A release Switchboard on 127.0.0.1:port (0: any); restartable on the same port."""
 
-    def __init__(self, broker="memory", port=0, log="warn"):
-        self.broker, self.log, self.proc = broker, log, None
+    def __init__(self, broker="memory", port=0, log="warn", config=None):
+        self.broker, self.log, self.proc, self.config = broker, log, None, config
         self.port = port
         self.start()
 
-    def start(self):
-        self.proc = subprocess.Popen(
-            [SWITCHBOARD, "serve", "--listen", f"127.0.0.1:{self.port}", "--no-demo", "--log", self.log],
-            env=server_env(self.broker), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            start_new_session=True)
-        line = self.proc.stdout.readline()
-        addr = [w for w in line.split() if w.startswith("http://")]
-        if not addr:
-            raise RuntimeError(f"node did not start: {line!r}")
+    def start(self, attempts=20):
+        """Starts the node; a restart on the same port retries while the old one's port is busy."""
+        for attempt in range(attempts):
+            self.stderr = tempfile.TemporaryFile("w+")
+            self.proc = subprocess.Popen(
+                [SWITCHBOARD, "serve", "--listen", f"127.0.0.1:{self.port}", "--no-demo", "--no-turn", "--log", self.log],
+                env=server_env(self.broker, self.config), stdout=subprocess.PIPE, stderr=self.stderr,
+                text=True, start_new_session=True)
+            line = self.proc.stdout.readline()
+            addr = [w for w in line.split() if w.startswith("http://")]
+            if addr:
+                break
+            self.proc.wait()
+            self.stderr.seek(0)
+            err = self.stderr.read()[-300:]
+            if attempt == attempts - 1:
+                raise RuntimeError(f"node did not start: {line!r} {err}")
+            time.sleep(0.5)
         self.url = addr[0]
         self.port = int(self.url.rsplit(":", 1)[1])
 
@@ -121,6 +132,15 @@ class Broker:
             self.proc.kill()
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def namespace_config(history_size, history_ttl=600):
+    """A config file giving the `soak` namespace a history this size (small, so that it is full
+    early and the RSS slope after warm-up is not the history filling up)."""
+    f = tempfile.NamedTemporaryFile("w", prefix="sb-soak-", suffix=".toml", delete=False)
+    f.write(f"[namespaces.soak]\nhistory_size = {history_size}\nhistory_ttl = {history_ttl}\n")
+    f.close()
+    return f.name
 
 
 def parse_result(text):

@@ -27,11 +27,12 @@ def main():
     ap.add_argument("--drop-min", type=float, default=2)
     ap.add_argument("--drop-max", type=float, default=6)
     ap.add_argument("--warmup", type=float, default=None, help="seconds before the RSS slope (default: a fifth)")
+    ap.add_argument("--history", type=int, default=100, help="history_size of the soak namespace")
     ap.add_argument("--no-build", action="store_true")
     a = ap.parse_args()
     if not a.no_build:
         sbproc.build()
-    node = sbproc.Node()
+    node = sbproc.Node(config=sbproc.namespace_config(a.history))
     print(f"server {node.url} pid {node.proc.pid}, RSS {sbproc.rss_kib(node.proc.pid)} KiB", flush=True)
     warmup = a.warmup if a.warmup is not None else a.duration / 5
     cmd = ["nice", "-n", "10", sbproc.FLEET, "--url", node.url, "--conns", str(a.conns), "--duration",

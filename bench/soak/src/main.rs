@@ -149,6 +149,8 @@ struct Check {
     /// Connections the server or the network ended (not our drops).
     ended: u64,
     drops: u64,
+    /// Why the server ended a subscription or connection: code -> times.
+    end_codes: BTreeMap<u16, u64>,
 }
 
 impl Check {
@@ -183,7 +185,10 @@ impl Check {
                     self.last = Some(p.offset);
                 }
             }
-            Event::Disconnected { .. } | Event::Unsubscribed { .. } => return false,
+            Event::Disconnected { code, .. } | Event::Unsubscribed { code, .. } => {
+                *self.end_codes.entry(code).or_default() += 1;
+                return false;
+            }
             _ => {}
         }
         true
@@ -245,6 +250,7 @@ async fn subscriber(
         let drop_at = tokio::time::Instant::now() + Duration::from_secs_f64(rng.between(o.drop_min, o.drop_max));
         let mut dropping = matches!(*phase.borrow(), Phase::Run);
         let mut leave = false;
+        let mut ended = false;
         loop {
             let settling = if let Phase::Settle(finals) = &*phase.borrow() {
                 target = finals.get(&channel).cloned();
@@ -264,6 +270,7 @@ async fn subscriber(
                     Some(Ok(e)) => {
                         if !check.on_event(e, resumed) {
                             check.ended += 1;
+                            ended = true;
                             break;
                         }
                     }
@@ -271,6 +278,7 @@ async fn subscriber(
                     Some(Err(_)) if transport == Transport::LongPoll => {}
                     Some(Err(_)) | None => {
                         check.ended += 1;
+                        ended = true;
                         break;
                     }
                 },
@@ -293,8 +301,11 @@ async fn subscriber(
         if leave {
             break;
         }
-        if check.ended > 0 && o.urls.len() > 1 {
+        if ended {
+            // As a real client would: another node, after a short pause (the node may be
+            // refusing everyone while its broker is down).
             url_index = (url_index + 1) % o.urls.len();
+            tokio::time::sleep(Duration::from_millis(100 + rng.next() % 400)).await;
         }
     }
     (transport, check, target)
@@ -478,6 +489,9 @@ async fn main() {
         a.connect_errors += c.connect_errors;
         a.ended += c.ended;
         a.drops += c.drops;
+        for (code, n) in c.end_codes {
+            *a.end_codes.entry(code).or_default() += n;
+        }
     }
     // After everyone has gone, nothing may stay subscribed.
     let leave_deadline = Instant::now() + Duration::from_secs(20);
@@ -505,6 +519,9 @@ async fn main() {
             "{t:<10} {n:>6} {:>11} {:>6} {:>6} {:>9} {:>11} {:>5} {:>4} {:>14} {:>12}",
             c.subscribes, c.drops, c.ended, c.connect_errors, c.delivered, c.lost, c.duplicated, c.gaps_reported, c.epoch_jumps
         );
+        if !c.end_codes.is_empty() {
+            println!("{:<10} ended by the server with codes {:?}", "", c.end_codes);
+        }
         total.delivered += c.delivered;
         total.lost += c.lost;
         total.duplicated += c.duplicated;
@@ -539,7 +556,8 @@ async fn main() {
                 t.clone(),
                 serde_json::json!({"conns": n, "subscribes": c.subscribes, "drops": c.drops, "ended": c.ended,
                     "connect_errors": c.connect_errors, "delivered": c.delivered, "lost": c.lost,
-                    "duplicated": c.duplicated, "gaps_reported": c.gaps_reported, "epoch_jumps": c.epoch_jumps}),
+                    "duplicated": c.duplicated, "gaps_reported": c.gaps_reported, "epoch_jumps": c.epoch_jumps,
+                    "end_codes": c.end_codes}),
             )
         })
         .collect();
@@ -554,4 +572,50 @@ async fn main() {
     });
     println!("RESULT {result}");
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_client::{Publication, SubscribeReply};
+
+    fn publication(epoch: &str, offset: u64) -> Event {
+        Event::Publication(Publication {
+            channel: "soak:c0".into(),
+            offset,
+            epoch: epoch.into(),
+            data: None,
+            binary: None,
+            info: None,
+        })
+    }
+
+    fn subscribed(epoch: &str, offset: u64, recovered: bool) -> Event {
+        Event::Subscribed(SubscribeReply {
+            channel: "soak:c0".into(),
+            epoch: epoch.into(),
+            offset,
+            recovered,
+            replayed: 0,
+        })
+    }
+
+    #[test]
+    fn counts_losses_duplicates_and_reported_gaps() {
+        let mut c = Check::default();
+        c.on_event(subscribed("e", 3, true), false);
+        for offset in [4, 5, 5, 8] {
+            c.on_event(publication("e", offset), false);
+        }
+        assert_eq!((c.delivered, c.duplicated, c.lost), (3, 1, 2));
+        // A resume the server could not honour is a reported gap, not a loss.
+        c.on_event(subscribed("e", 20, false), true);
+        c.on_event(publication("e", 21), true);
+        assert_eq!((c.lost, c.gaps_reported, c.last), (2, 1, Some(21)));
+        // Another epoch without a report is counted as such.
+        c.on_event(publication("f", 1), true);
+        assert_eq!(c.epoch_jumps, 1);
+        assert!(c.caught_up(Some(&("f".into(), 1))));
+        assert!(!c.caught_up(Some(&("f".into(), 2))));
+    }
 }
