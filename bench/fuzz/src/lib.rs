@@ -152,7 +152,7 @@ pub fn fuzz(target: &mut dyn Target, seed: u64, budget: Budget, crash_dir: &Path
         match budget {
             Budget::Inputs(n) if inputs >= n => break,
             // Reading the clock every input would cost more than the cheapest targets.
-            Budget::Time(d) if inputs % 256 == 0 && started.elapsed() >= d => break,
+            Budget::Time(d) if inputs.is_multiple_of(256) && started.elapsed() >= d => break,
             _ => {}
         }
         let base = if !pool.is_empty() && rng.chance(1, 3) {

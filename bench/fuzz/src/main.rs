@@ -38,7 +38,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    let mut targets: Vec<_> = all_targets().into_iter().filter(|t| target == "all" || t.name() == target).collect();
+    let mut targets: Vec<_> =
+        all_targets().into_iter().filter(|t| target == "all" || t.name() == target).collect();
     if targets.is_empty() {
         eprintln!("no target {target:?}; --list shows them");
         return ExitCode::from(2);

@@ -4,8 +4,7 @@
 use crate::rng::Rng;
 
 /// Bytes that end, open or escape something in one format or another.
-const INTERESTING: &[u8] =
-    b"\x00\x01\x7f\x80\xff\n\r\t \"\\{}[]:,=.-+0129eE%&?#/\x1e\xc0\xe2\xef\xf0\xf4";
+const INTERESTING: &[u8] = b"\x00\x01\x7f\x80\xff\n\r\t \"\\{}[]:,=.-+0129eE%&?#/\x1e\xc0\xe2\xef\xf0\xf4";
 
 /// Numbers that overflow, underflow or sit on a boundary, as text.
 const NUMBERS: &[&str] = &[
@@ -52,7 +51,9 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, other: &[u8], dict: &[&[u8]], m
             let at = rng.below(len + 1);
             let n = 1 + rng.below(8);
             let bytes: Vec<u8> = (0..n)
-                .map(|_| if rng.chance(1, 2) { INTERESTING[rng.below(INTERESTING.len())] } else { rng.byte() })
+                .map(
+                    |_| if rng.chance(1, 2) { INTERESTING[rng.below(INTERESTING.len())] } else { rng.byte() },
+                )
                 .collect();
             data.splice(at..at, bytes);
         }

@@ -197,7 +197,9 @@ impl Check {
     fn caught_up(&self, target: Option<&(String, u64)>) -> bool {
         match target {
             None => true,
-            Some((epoch, offset)) => self.epoch.as_deref() == Some(epoch) && self.last.unwrap_or(0) >= *offset,
+            Some((epoch, offset)) => {
+                self.epoch.as_deref() == Some(epoch) && self.last.unwrap_or(0) >= *offset
+            }
         }
     }
 }
@@ -227,7 +229,9 @@ async fn subscriber(
             break;
         }
         let client = match Client::new(&o.urls[url_index]) {
-            Ok(c) => c.with_long_poll_wait(Duration::from_secs(5)).with_poll_interval(Duration::from_millis(200)),
+            Ok(c) => {
+                c.with_long_poll_wait(Duration::from_secs(5)).with_poll_interval(Duration::from_millis(200))
+            }
             Err(_) => usage(),
         };
         let resumed = cursor.is_some();
@@ -247,7 +251,8 @@ async fn subscriber(
         };
         check.subscribes += 1;
         shared.connected.fetch_add(1, Relaxed);
-        let drop_at = tokio::time::Instant::now() + Duration::from_secs_f64(rng.between(o.drop_min, o.drop_max));
+        let drop_at =
+            tokio::time::Instant::now() + Duration::from_secs_f64(rng.between(o.drop_min, o.drop_max));
         let mut dropping = matches!(*phase.borrow(), Phase::Run);
         let mut leave = false;
         let mut ended = false;
@@ -378,7 +383,10 @@ fn slope(samples: &[(f64, u64)]) -> Option<f64> {
 /// Subscribers per channel in `GET /api/channels` of the node at `base`.
 async fn channel_counts(base: &str) -> Option<BTreeMap<String, u64>> {
     let hostport = base.strip_prefix("http://")?.trim_end_matches('/');
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(hostport)).await.ok()?.ok()?;
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(hostport))
+        .await
+        .ok()?
+        .ok()?;
     let req = format!("GET /api/channels HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = Vec::new();
@@ -409,7 +417,11 @@ async fn total_subscribers(opts: &Opts) -> Option<u64> {
 async fn main() {
     let opts = Opts::parse();
     let started = Instant::now();
-    let shared = Arc::new(Shared { opts: opts.clone(), caught_up: AtomicUsize::new(0), connected: AtomicUsize::new(0) });
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        caught_up: AtomicUsize::new(0),
+        connected: AtomicUsize::new(0),
+    });
     let (phase_tx, phase_rx) = watch::channel(Phase::Run);
 
     let rss: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
@@ -435,12 +447,14 @@ async fn main() {
     }
     let acks = Arc::new(Acks::default());
     let stop = Arc::new(tokio::sync::Notify::new());
-    let pubs: Vec<_> =
-        (0..opts.publishers).map(|k| tokio::spawn(publisher(k, shared.clone(), acks.clone(), stop.clone()))).collect();
+    let pubs: Vec<_> = (0..opts.publishers)
+        .map(|k| tokio::spawn(publisher(k, shared.clone(), acks.clone(), stop.clone())))
+        .collect();
 
     let run_until = started + opts.duration;
     while Instant::now() < run_until {
-        tokio::time::sleep(Duration::from_secs(10).min(run_until.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(Duration::from_secs(10).min(run_until.saturating_duration_since(Instant::now())))
+            .await;
         eprintln!(
             "[{:>5.0}s] connected {} acked {} failed {}",
             started.elapsed().as_secs_f64(),
@@ -463,7 +477,8 @@ async fn main() {
     // Every subscriber holds its connection now: the nodes must count exactly them (long polls
     // count only while a poll is held, so they give a range).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let polling = (0..opts.conns).filter(|i| opts.transports[i % opts.transports.len()] == Transport::LongPoll).count();
+    let polling =
+        (0..opts.conns).filter(|i| opts.transports[i % opts.transports.len()] == Transport::LongPoll).count();
     let connected = shared.connected.load(Relaxed);
     let counted_while_connected = total_subscribers(&opts).await;
 
@@ -511,13 +526,25 @@ async fn main() {
     let rss_first = warm.first().map(|s| s.1);
     let rss_last = warm.last().map(|s| s.1);
     let rss_max = samples.iter().map(|s| s.1).max();
+    // After every client has gone: what the server gives back.
+    let rss_end = opts.pid.and_then(rss_kib);
 
-    println!("transport   conns  subscribes  drops  ended  conn_err   delivered  lost  dup  gaps_reported  epoch_jumps");
+    println!(
+        "transport   conns  subscribes  drops  ended  conn_err   delivered  lost  dup  gaps_reported  epoch_jumps"
+    );
     let mut total = Check::default();
     for (t, (n, c)) in &by_transport {
         println!(
             "{t:<10} {n:>6} {:>11} {:>6} {:>6} {:>9} {:>11} {:>5} {:>4} {:>14} {:>12}",
-            c.subscribes, c.drops, c.ended, c.connect_errors, c.delivered, c.lost, c.duplicated, c.gaps_reported, c.epoch_jumps
+            c.subscribes,
+            c.drops,
+            c.ended,
+            c.connect_errors,
+            c.delivered,
+            c.lost,
+            c.duplicated,
+            c.gaps_reported,
+            c.epoch_jumps
         );
         if !c.end_codes.is_empty() {
             println!("{:<10} ended by the server with codes {:?}", "", c.end_codes);
@@ -539,11 +566,12 @@ async fn main() {
     );
     if let Some(s) = rss_slope {
         println!(
-            "server RSS after {:.0}s warm-up: {} -> {} KiB, slope {s:+.0} KiB/min; max {} KiB",
+            "server RSS after {:.0}s warm-up: {} -> {} KiB, slope {s:+.0} KiB/min; max {} KiB; {} KiB once all left",
             opts.warmup.as_secs_f64(),
             rss_first.unwrap_or(0),
             rss_last.unwrap_or(0),
-            rss_max.unwrap_or(0)
+            rss_max.unwrap_or(0),
+            rss_end.unwrap_or(0)
         );
     }
     let non_poll = (connected - polling.min(connected)) as u64;
@@ -567,7 +595,7 @@ async fn main() {
         "lost": total.lost, "duplicated": total.duplicated, "gaps_reported": total.gaps_reported,
         "behind": behind, "caught_up": caught_up, "connected_at_end": connected, "long_polls": polling,
         "counted_while_connected": counted_while_connected, "leaked_after_leave": leaked,
-        "rss_slope_kib_per_min": rss_slope, "rss_first_kib": rss_first, "rss_last_kib": rss_last, "rss_max_kib": rss_max,
+        "rss_slope_kib_per_min": rss_slope, "rss_first_kib": rss_first, "rss_last_kib": rss_last, "rss_max_kib": rss_max, "rss_end_kib": rss_end,
         "transports": per_transport,
     });
     println!("RESULT {result}");

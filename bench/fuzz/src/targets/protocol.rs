@@ -106,11 +106,8 @@ impl Target for Cursors {
 
     fn run(&mut self, input: &[u8]) {
         let Some((&mode, rest)) = input.split_first() else { return };
-        let text = if mode == 0 {
-            URL_SAFE_NO_PAD.encode(rest)
-        } else {
-            String::from_utf8_lossy(rest).into_owned()
-        };
+        let text =
+            if mode == 0 { URL_SAFE_NO_PAD.encode(rest) } else { String::from_utf8_lossy(rest).into_owned() };
         if let Ok(cursor) = Cursor::decode(&text) {
             // What decodes must encode to a cursor that decodes to the same positions.
             let again = Cursor::decode(&cursor.encode());

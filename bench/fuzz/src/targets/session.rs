@@ -39,8 +39,10 @@ impl Sessions {
     pub fn new() -> Self {
         let mut c = Config { max_subscriptions: 4, max_publication_bytes: 256, ..Config::default() };
         c.namespaces.insert("chat".into(), ChannelOptions { join_leave: true, ..ChannelOptions::default() });
-        c.namespaces
-            .insert("feed".into(), ChannelOptions { client_publish: false, history_size: 0, ..ChannelOptions::default() });
+        c.namespaces.insert(
+            "feed".into(),
+            ChannelOptions { client_publish: false, history_size: 0, ..ChannelOptions::default() },
+        );
         let config = SessionConfig::from_config(&c, true);
         Self { rules: Arc::new(Rules::new(Arc::new(c))), config }
     }
@@ -53,7 +55,13 @@ impl Default for Sessions {
 }
 
 fn publication(channel: &ChannelName, epoch: &str, offset: u64) -> Arc<Publication> {
-    Arc::new(Publication::new(channel.clone(), offset, epoch.into(), Payload::Json(Bytes::from(offset.to_string())), None))
+    Arc::new(Publication::new(
+        channel.clone(),
+        offset,
+        epoch.into(),
+        Payload::Json(Bytes::from(offset.to_string())),
+        None,
+    ))
 }
 
 /// Answers the operations a session asked for; the input's own bytes pick which answers fail.
@@ -82,14 +90,21 @@ fn answer(s: &mut Session, rng: &mut Rng, subscribed: &mut Vec<ChannelName>) {
                         let from = rng.below(top as usize + 1) as u64;
                         Ok(HistoryResult {
                             top: StreamTop { epoch: epoch.into(), offset: top },
-                            publications: (from..=top).filter(|o| *o > 0).map(|o| publication(&channel, epoch, o)).collect(),
+                            publications: (from..=top)
+                                .filter(|o| *o > 0)
+                                .map(|o| publication(&channel, epoch, o))
+                                .collect(),
                         })
                     }))
                 }
                 Op::Publish(_) => Some(OpResult::Published(if fail {
                     Err(BrokerError::Backend("no".into()))
                 } else {
-                    Ok(PublishResult { epoch: epoch.into(), offset: rng.below(10) as u64, duplicate: rng.chance(1, 4) })
+                    Ok(PublishResult {
+                        epoch: epoch.into(),
+                        offset: rng.below(10) as u64,
+                        duplicate: rng.chance(1, 4),
+                    })
                 })),
                 Op::Signal { .. } => Some(OpResult::Refused(Denied {
                     code: ErrorCode::PermissionDenied,
@@ -133,7 +148,9 @@ impl Target for Sessions {
         let mut corpus = vec![frames.join("\x1e").into_bytes()];
         // Connect, then one command: short inputs that reach each command quickly.
         corpus.extend(frames[1..].iter().map(|f| format!("{}\x1e{f}", frames[0]).into_bytes()));
-        corpus.push(b"{\"id\":1,\"connect\":{}}\x1e{\"id\":2,\"publish\":{\"channel\":\"b\"}}\n\x00\x01".to_vec());
+        corpus.push(
+            b"{\"id\":1,\"connect\":{}}\x1e{\"id\":2,\"publish\":{\"channel\":\"b\"}}\n\x00\x01".to_vec(),
+        );
         corpus
     }
 

@@ -3,7 +3,9 @@
 
 use bytes::BytesMut;
 use switchboard_stomp::negotiate::HeartBeat;
-use switchboard_stomp::{Decoded, Decoder, Limits, Version, decode, encode, negotiate_heartbeat, negotiate_version};
+use switchboard_stomp::{
+    Decoded, Decoder, Limits, Version, decode, encode, negotiate_heartbeat, negotiate_version,
+};
 
 use crate::Target;
 
@@ -60,7 +62,10 @@ impl Target for Stomp {
             // Pieces of a size the input picks, so each input replays exactly.
             let piece = 1 + input.first().map_or(0, |b| usize::from(*b % 13));
             let pieces = streamed(input, version, &limits, piece);
-            assert_eq!(whole, pieces, "one-shot and streamed decoding differ ({version:?}, pieces of {piece})");
+            assert_eq!(
+                whole, pieces,
+                "one-shot and streamed decoding differ ({version:?}, pieces of {piece})"
+            );
         }
     }
 }

@@ -72,7 +72,9 @@ fn drain(server: &mut TurnServer, now: Instant) -> Vec<Vec<u8>> {
             Output::Timeout(_) => break,
             Output::Transmit { data, .. } => sent.push(data),
             Output::BindRelay { relay, reserve, .. } => {
-                let local = |id: RelayId| Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000 + (id.0 % 1000) as u16 * 2));
+                let local = |id: RelayId| {
+                    Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 50000 + (id.0 % 1000) as u16 * 2))
+                };
                 if let Some(r) = reserve {
                     server.handle_input(now, Input::RelayBound { relay: r, local: local(r) });
                 }
@@ -89,7 +91,8 @@ fn nonce(server: &mut TurnServer, now: Instant) -> Vec<u8> {
     let allocate = MessageBuilder::new(method::ALLOCATE, Class::Request, [7; 12])
         .attr(atype::REQUESTED_TRANSPORT, &[17, 0, 0, 0])
         .build();
-    server.handle_input(now, Input::FromClient { transport: Transport::Udp, from: client(), data: &allocate });
+    server
+        .handle_input(now, Input::FromClient { transport: Transport::Udp, from: client(), data: &allocate });
     for frame in drain(server, now) {
         if let Ok(codec::Frame::Stun(m)) = codec::decode(&frame)
             && let Some(n) = m.get(atype::NONCE)
@@ -117,7 +120,10 @@ fn signed(body: &[u8], nonce: &[u8], sha256: bool) -> Option<Vec<u8>> {
         b = b.attr(typ, &rest[4..4 + len]);
         rest = &rest[4 + len..];
     }
-    b = b.attr(atype::USERNAME, USER.as_bytes()).attr(atype::REALM, REALM.as_bytes()).attr(atype::NONCE, nonce);
+    b = b
+        .attr(atype::USERNAME, USER.as_bytes())
+        .attr(atype::REALM, REALM.as_bytes())
+        .attr(atype::NONCE, nonce);
     Some(if sha256 {
         b.integrity(IntegrityKind::Sha256, &KEY).fingerprint().build()
     } else {
@@ -164,10 +170,22 @@ impl Target for Turn {
     fn corpus(&self) -> Vec<Vec<u8>> {
         let peer = xor_peer();
         let binding = MessageBuilder::new(method::BINDING, Class::Request, [1; 12]).fingerprint().build();
-        let allocate = request(method::ALLOCATE, 2, &[(atype::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (atype::LIFETIME, &[0, 0, 2, 88])]);
-        let even = request(method::ALLOCATE, 3, &[(atype::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (atype::EVEN_PORT, &[0x80])]);
+        let allocate = request(
+            method::ALLOCATE,
+            2,
+            &[(atype::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (atype::LIFETIME, &[0, 0, 2, 88])],
+        );
+        let even = request(
+            method::ALLOCATE,
+            3,
+            &[(atype::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (atype::EVEN_PORT, &[0x80])],
+        );
         let perm = request(method::CREATE_PERMISSION, 4, &[(atype::XOR_PEER_ADDRESS, &peer)]);
-        let bind = request(method::CHANNEL_BIND, 5, &[(atype::CHANNEL_NUMBER, &[0x40, 0, 0, 0]), (atype::XOR_PEER_ADDRESS, &peer)]);
+        let bind = request(
+            method::CHANNEL_BIND,
+            5,
+            &[(atype::CHANNEL_NUMBER, &[0x40, 0, 0, 0]), (atype::XOR_PEER_ADDRESS, &peer)],
+        );
         let refresh = request(method::REFRESH, 6, &[(atype::LIFETIME, &[0, 0, 0, 0])]);
         let mut send = MessageBuilder::new(method::SEND, Class::Indication, [8; 12]);
         send = send.attr(atype::XOR_PEER_ADDRESS, &peer).attr(atype::DATA, b"hello peer");
@@ -198,7 +216,16 @@ impl Target for Turn {
     }
 
     fn dictionary(&self) -> &'static [&'static [u8]] {
-        &[b"\x21\x12\xa4\x42", b"\x80\x28\x00\x04", b"\x00\x08\x00\x14", b"\x00\x19\x00\x04\x11\x00\x00\x00", b"\x40\x00", b"\x7f\xff", b"\x00\x12\x00\x08\x00\x01", b"\x00\x12\x00\x14\x00\x02"]
+        &[
+            b"\x21\x12\xa4\x42",
+            b"\x80\x28\x00\x04",
+            b"\x00\x08\x00\x14",
+            b"\x00\x19\x00\x04\x11\x00\x00\x00",
+            b"\x40\x00",
+            b"\x7f\xff",
+            b"\x00\x12\x00\x08\x00\x01",
+            b"\x00\x12\x00\x14\x00\x02",
+        ]
     }
 
     fn run(&mut self, input: &[u8]) {
@@ -212,7 +239,8 @@ impl Turn {
         let mut sent = Vec::new();
         let start = Instant::now();
         let mut now = start;
-        let Ok(mut server) = TurnServer::new(&self.config, Arc::new(Metrics::default()), now, 1_700_000_000) else {
+        let Ok(mut server) = TurnServer::new(&self.config, Arc::new(Metrics::default()), now, 1_700_000_000)
+        else {
             return sent;
         };
         let nonce = nonce(&mut server, now);
