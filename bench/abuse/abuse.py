@@ -51,6 +51,8 @@ class Probe:
                 return
             if b'"seq":' in line:
                 i = line.index(b'"seq":') + 6
+                while line[i:i + 1] == b" ":
+                    i += 1
                 j = i
                 while j < len(line) and line[j:j + 1].isdigit():
                     j += 1
@@ -59,7 +61,7 @@ class Probe:
                     fut.set_result(time.perf_counter())
 
     async def publish(self, seq):
-        body = json.dumps({"channel": "probe:lat", "data": {"seq": seq}}).encode()
+        body = json.dumps({"channel": "probe:lat", "data": {"seq": seq}}, separators=(",", ":")).encode()
         r, w = self.pub
         w.write(b"POST /api/publish HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
