@@ -51,10 +51,23 @@ def rss_kib(pid):
     return None
 
 
+# Every client of these runs comes from loopback: the per-address and per-user limits would
+# refuse the fleet (they are tested in tests/listener.rs and tests/limits.rs). The timeouts and
+# byte bounds stay on: they are what the abuse run measures.
+LIFT_PER_CLIENT_LIMITS = {
+    "SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0",
+    "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0",
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_IP": "0",
+    "SWITCHBOARD_MAX_CONNECTIONS_PER_USER": "0",
+    "SWITCHBOARD_MAX_PUBLISH_RATE": "0",
+}
+
+
 def server_env(broker="memory", config=None):
-    """The environment of a node: ours without SWITCHBOARD_*, then SERVER_ENV's KEY=VALUE pairs
-    (for limits the server grew after this script was written, e.g. per-IP caps)."""
+    """The environment of a node: ours without SWITCHBOARD_*, the per-client limits lifted, then
+    SERVER_ENV's KEY=VALUE pairs (which may set them again)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(LIFT_PER_CLIENT_LIMITS)
     env["SWITCHBOARD_BROKER"] = broker
     if config:
         env["SWITCHBOARD_CONFIG"] = config
