@@ -36,6 +36,7 @@ pub fn sdk_routes() -> Router<Arc<AppState>> {
         "src/ice.js",
         "src/retry.js",
         "src/subscription.js",
+        "src/token.js",
         "src/rooms/mesh.js",
         "src/rooms/room.js",
         "src/rooms/sfu.js",

@@ -5,6 +5,7 @@ import { SwitchboardError, errorFromResponse } from './errors.js';
 import { Emitter } from './emitter.js';
 import { RETRYABLE_CODES, backoffDelay } from './retry.js';
 import { Subscription } from './subscription.js';
+import { ensureToken } from './token.js';
 import { WsConn } from './transports/websocket.js';
 import { WtConn } from './transports/webtransport.js';
 import { DcConn } from './transports/webrtc.js';
@@ -505,18 +506,7 @@ export class Switchboard extends Emitter {
   // --- token and HTTP API --------------------------------------------------------------------
 
   _ensureToken() {
-    if (!this._tokenStale || !this._getToken) return Promise.resolve(this._token);
-    if (!this._tokenPromise) {
-      this._tokenPromise = Promise.resolve()
-        .then(() => this._getToken())
-        .then((token) => {
-          this._token = token ?? null;
-          this._tokenStale = false;
-          return this._token;
-        })
-        .finally(() => { this._tokenPromise = null; });
-    }
-    return this._tokenPromise;
+    return ensureToken(this, this._getToken && (() => this._getToken()));
   }
 
   _url(path, query) {

@@ -1,6 +1,7 @@
 // One channel: its position, duplicate suppression, its events.
 
 import { Emitter } from './emitter.js';
+import { ensureToken } from './token.js';
 
 /** @typedef {import('../switchboard.js').Subscription} SubscriptionApi */
 
@@ -27,18 +28,7 @@ export class Subscription extends Emitter {
 
   /** The subscription token to send, fetched with `getToken` when there is none yet or the last expired. */
   _ensureToken() {
-    if (!this._tokenStale || !this._getToken) return Promise.resolve(this._token);
-    if (!this._tokenPromise) {
-      this._tokenPromise = Promise.resolve()
-        .then(() => this._getToken(this.channel))
-        .then((token) => {
-          this._token = token ?? null;
-          this._tokenStale = false;
-          return this._token;
-        })
-        .finally(() => { this._tokenPromise = null; });
-    }
-    return this._tokenPromise;
+    return ensureToken(this, this._getToken && (() => this._getToken(this.channel)));
   }
 
   /** Server says where the subscription stands (WS reply, SSE/stream `subscribed`, poll synthesised). */
