@@ -81,6 +81,11 @@ pub struct Config {
     pub insecure_allow_open: bool,
     /// Serve the demo app at `/` and run its ticker publisher.
     pub demo: bool,
+    /// Transport lab sessions (`/lab`, served with the demo) open at once; a page beyond it is
+    /// refused. 0: the lab is off.
+    pub lab_max_sessions: usize,
+    /// The most delay, and the most jitter, a lab page may apply to its own connections (ms).
+    pub lab_max_delay_ms: u64,
     /// Most real-time connections held at once, of every transport (WebSocket, SSE, streaming,
     /// held long polls, SockJS and WebTransport sessions, WebRTC data channels).
     pub max_connections: usize,
@@ -279,6 +284,8 @@ impl Default for Config {
             api_key: String::new(),
             insecure_allow_open: false,
             demo: true,
+            lab_max_sessions: 32,
+            lab_max_delay_ms: 2000,
             max_connections: 100_000,
             http_header_timeout: 10,
             http_idle_timeout: 75,
@@ -695,6 +702,16 @@ impl Config {
                 history_ttl: 60,
                 join_leave: true,
                 rooms: true,
+                ..ChannelOptions::default()
+            });
+            // The transport lab's sessions (`lab:ID`): history to resume from after its forced
+            // drops; datagrams for the unreliable techniques that ask for them.
+            self.namespaces.entry("lab".into()).or_insert(ChannelOptions {
+                history_size: 2000,
+                history_ttl: 600,
+                client_publish: false,
+                presence: false,
+                datagrams: true,
                 ..ChannelOptions::default()
             });
             self.namespaces.entry("cursors".into()).or_insert(ChannelOptions {

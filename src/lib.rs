@@ -52,6 +52,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod jwks;
+pub mod lab;
 pub mod listener;
 pub mod metrics;
 pub mod model;

@@ -49,8 +49,14 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
         .merge(demo::sdk_routes());
+    let lab = crate::lab::Lab::new(&state.config);
     if state.config.demo {
         router = router.merge(demo::routes());
+        if state.config.lab_max_sessions > 0 {
+            router = router.merge(crate::lab::routes(lab.clone()));
+            let rendered = lab.clone();
+            state.metrics.add_source(move |out| rendered.render(out));
+        }
     }
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
@@ -75,6 +81,8 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
     // The sockjs-protocol suite's services (test use only) take any page's writes, as its CORS
     // cases expect: they reach no channel.
     router = router.merge(transport::sockjs::test_routes(&state));
+    // Outermost but for the Host check: any endpoint's request may attach to a lab session.
+    router = router.layer(axum::middleware::from_fn_with_state(lab, crate::lab::tap));
     if state.config.open_on_loopback() {
         let config = state.config.clone();
         router = router.layer(axum::middleware::from_fn_with_state(config, crate::http::loopback_host));

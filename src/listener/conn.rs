@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use tower::ServiceExt;
 
 use super::ListenerMetrics;
 use super::guard::Slot;
+use crate::lab::{LabIo, Meter};
 
 const NONE: u64 = u64::MAX;
 
@@ -64,6 +66,9 @@ pub struct Activity {
     /// none is arriving). Accept counts as the first head's start.
     head_since: AtomicU64,
     changed: Notify,
+    /// The transport lab session this connection opted into (`?sb_lab=`), if any.
+    lab: OnceLock<Arc<Meter>>,
+    lab_attached: Notify,
 }
 
 impl Activity {
@@ -76,6 +81,8 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             changed: Notify::new(),
+            lab: OnceLock::new(),
+            lab_attached: Notify::new(),
         })
     }
 
@@ -97,6 +104,30 @@ impl Activity {
         {
             // The header clock is shorter than the idle one the watchdog sleeps on.
             self.changed.notify_one();
+        }
+    }
+
+    /// Counts this connection into a lab session from now on; `head` is the size of the request
+    /// head that asked for it (read before the meter was attached). False when the connection
+    /// is already in a session (its first one stays).
+    pub fn attach_lab(&self, meter: &Arc<Meter>, head: usize) -> bool {
+        if self.lab.set(meter.clone()).is_err() {
+            return false;
+        }
+        meter.rx.fetch_add(head as u64, Ordering::Relaxed);
+        meter.connections.fetch_add(1, Ordering::Relaxed);
+        self.lab_attached.notify_waiters();
+        true
+    }
+
+    /// Resolves when the lab drops the session this connection is in.
+    pub async fn lab_dropped(&self) {
+        loop {
+            let attached = self.lab_attached.notified();
+            if let Some(meter) = self.lab.get() {
+                return meter.dropped().await;
+            }
+            attached.await;
         }
     }
 
@@ -161,6 +192,9 @@ pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     read_any: bool,
+    /// Set once the connection opts into the lab: only then is anything counted or delayed,
+    /// so an ordinary socket pays one load of [`Activity::lab`] per read or write.
+    lab: Option<Box<LabIo>>,
     _slot: Slot,
     _open: super::OpenGuard,
 }
@@ -168,23 +202,42 @@ pub struct Tracked<S> {
 impl<S> Tracked<S> {
     /// Wraps an accepted socket.
     pub fn new(inner: S, activity: Arc<Activity>, slot: Slot, open: super::OpenGuard) -> Self {
-        Self { inner, activity, read_any: false, _slot: slot, _open: open }
+        Self { inner, activity, read_any: false, lab: None, _slot: slot, _open: open }
+    }
+
+    fn lab(&mut self) -> Option<&mut LabIo> {
+        if self.lab.is_none() {
+            self.lab = Some(Box::new(LabIo::new(self.activity.lab.get()?.clone())));
+        }
+        self.lab.as_deref_mut()
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.lab().is_some()
+            && let Some(lab) = this.lab.as_deref_mut()
+        {
+            lab.check(cx)?;
+            // Impaired writes fall due while the task waits to read (an idle WebSocket).
+            if let Poll::Ready(Err(e)) = lab.poll_drain(&mut this.inner, cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let got = &buf.filled()[before..];
         if !got.is_empty() {
             this.activity.read(got, !this.read_any);
             this.read_any = true;
+            if let Some(lab) = this.lab.as_deref() {
+                lab.read(got.len());
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -192,11 +245,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.lab().is_some()
+            && let Some(lab) = this.lab.as_deref_mut()
+        {
+            return lab.poll_write(&mut this.inner, cx, buf);
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if let Some(lab) = this.lab.as_deref_mut() {
+            lab.check(cx)?;
+            // Held writes do not hold up the flush (a writer that waits for its flush would
+            // otherwise send one message per delay); their timer wakes the task to send them.
+            if let Poll::Ready(Err(e)) = lab.poll_drain(&mut this.inner, cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -208,7 +276,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.lab().is_some() {
+            // Lab connections write one buffer at a time, through the counting path.
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &**b);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -289,6 +363,10 @@ impl hyper::body::Body for TrackedBody {
     }
 }
 
+/// The connection of a request that asked for the transport lab (`crate::lab::tap`).
+#[derive(Clone)]
+pub struct LabTap(pub Arc<Activity>);
+
 /// What every request of a connection shares.
 #[derive(Clone)]
 pub struct Ctx {
@@ -314,6 +392,10 @@ pub async fn serve(ctx: Ctx, req: Request<Incoming>) -> Result<Response<TrackedB
         Body::new(TimedBody { inner, timeout: ctx.timeouts.body, sleep: None, fired: fired.clone() })
     });
     req.extensions_mut().insert(ConnectInfo(ctx.peer));
+    // A request that names a transport lab session may attach its connection to it.
+    if req.uri().query().is_some_and(|q| q.contains("sb_lab=")) {
+        req.extensions_mut().insert(LabTap(ctx.activity.clone()));
+    }
     // HTTP/2 names the host in `:authority`, not `Host`; handlers (Host checks, URLs handed out)
     // read `Host`, so give them one.
     if !req.headers().contains_key(header::HOST)

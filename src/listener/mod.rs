@@ -290,6 +290,10 @@ where
                 tracing::debug!(remote = %peer, "closing the connection: {why:?} timeout");
                 return;
             }
+            () = activity.lab_dropped() => {
+                tracing::debug!(remote = %peer, "closing the connection: the transport lab dropped it");
+                return;
+            }
             _ = draining.wait_for(|d| *d), if !drain_started => {
                 drain_started = true;
                 conn.as_mut().graceful_shutdown();
