@@ -143,6 +143,7 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + 
 pub fn routes(lab: Arc<Lab>) -> Router<Arc<AppState>> {
     let html = asset("text/html; charset=utf-8", include_str!("../../demo/lab.html"));
     let js = asset("text/javascript; charset=utf-8", include_str!("../../demo/lab.js"));
+    let run_js = asset("text/javascript; charset=utf-8", include_str!("../../demo/lab-run.js"));
     let css = asset("text/css; charset=utf-8", include_str!("../../demo/lab.css"));
     let uplot = asset("text/javascript; charset=utf-8", include_str!("../../vendor/uplot/uPlot.iife.min.js"));
     let uplot_css = asset("text/css; charset=utf-8", include_str!("../../vendor/uplot/uPlot.min.css"));
@@ -150,6 +151,7 @@ pub fn routes(lab: Arc<Lab>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/lab", get(move || async move { html }))
         .route("/demo/lab.js", get(move || async move { js }))
+        .route("/demo/lab-run.js", get(move || async move { run_js }))
         .route("/demo/lab.css", get(move || async move { css }))
         .route("/vendor/uplot/uPlot.iife.min.js", get(move || async move { uplot }))
         .route("/vendor/uplot/uPlot.min.css", get(move || async move { uplot_css }))
