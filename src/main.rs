@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use switchboard::config::Config;
 
+mod bench;
 mod cli;
 
 #[derive(Parser)]
@@ -29,6 +30,8 @@ enum Commands {
     Publish(cli::PublishArgs),
     /// Subscribe to channels and print each event as a JSON line.
     Subscribe(cli::SubscribeArgs),
+    /// Measure latency and throughput over every transport (against --url or an in-process server).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -166,6 +169,7 @@ fn main() -> ExitCode {
             }
             Commands::Publish(args) => cli::publish(args).await,
             Commands::Subscribe(args) => cli::subscribe(args).await,
+            Commands::Bench(args) => bench::bench(args).await,
         }
     });
     match result {
