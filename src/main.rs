@@ -84,6 +84,12 @@ struct ConfigArgs {
     /// Most real-time connections of one user (0: no limit).
     #[arg(long)]
     max_connections_per_user: Option<u64>,
+    /// Transport lab sessions open at once (0: the lab is off).
+    #[arg(long)]
+    lab_max_sessions: Option<u64>,
+    /// The most delay or jitter a lab page may apply to its own connections (ms).
+    #[arg(long)]
+    lab_max_delay_ms: Option<u64>,
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
@@ -124,6 +130,8 @@ impl ConfigArgs {
         let numbers = [
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("max_connections_per_user", self.max_connections_per_user),
+            ("lab_max_sessions", self.lab_max_sessions),
+            ("lab_max_delay_ms", self.lab_max_delay_ms),
         ];
         for (key, value) in numbers {
             if let Some(v) = value.and_then(|v| i64::try_from(v).ok()) {
