@@ -11,7 +11,11 @@ fn bench(args: &[&str]) -> (bool, String, String) {
         .env_remove("SWITCHBOARD_API_KEY")
         .output()
         .expect("the binary runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -36,12 +40,16 @@ fn the_table_has_every_transport_with_every_message() {
 
 #[test]
 fn json_and_fanout() {
-    let (ok, stdout, stderr) = bench(&["--transports", "ws", "--fanout", "20", "--rate", "20", "--duration", "2", "--json"]);
+    let (ok, stdout, stderr) =
+        bench(&["--transports", "ws", "--fanout", "20", "--rate", "20", "--duration", "2", "--json"]);
     assert!(ok, "bench failed: {stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON document");
     let r = &v["results"][0];
     assert_eq!(r["transport"], "ws ×20");
-    assert_eq!((r["expected"].as_u64(), r["received"].as_u64(), r["lost"].as_u64()), (Some(800), Some(800), Some(0)));
+    assert_eq!(
+        (r["expected"].as_u64(), r["received"].as_u64(), r["lost"].as_u64()),
+        (Some(800), Some(800), Some(0))
+    );
     assert!(r["p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
 }
 

@@ -33,7 +33,8 @@ async fn start(max_sessions: usize) -> (std::net::SocketAddr, tokio::sync::onesh
 }
 
 async fn control(addr: std::net::SocketAddr) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/lab/control")).await.expect("opens");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/lab/control")).await.expect("opens");
     let hello = recv(&mut ws).await;
     (ws, hello)
 }
@@ -83,7 +84,8 @@ async fn control_commands_and_their_errors() {
     }
     ws.send(Message::Text("not json".into())).await.unwrap();
     assert_eq!(recv(&mut ws).await["error"]["code"], 107);
-    let set = call(&mut ws, json!({"id": 7, "op": "impair", "delay_ms": 100, "jitter_ms": 20, "loss": 0.05})).await;
+    let set =
+        call(&mut ws, json!({"id": 7, "op": "impair", "delay_ms": 100, "jitter_ms": 20, "loss": 0.05})).await;
     assert_eq!(set["stats"]["impairment"], json!({"delay_ms": 100, "jitter_ms": 20, "loss": 0.05}));
 }
 
@@ -115,7 +117,9 @@ async fn bytes_are_counted_exactly_and_only_on_tagged_connections() {
     let session = hello["session"].as_str().unwrap().to_owned();
     let plain = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     raw(addr, &plain).await;
-    let tagged = format!("GET /healthz?sb_lab={session} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lab-test\r\nConnection: close\r\n\r\n");
+    let tagged = format!(
+        "GET /healthz?sb_lab={session} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lab-test\r\nConnection: close\r\n\r\n"
+    );
     let answer = raw(addr, &tagged).await;
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
     let stats = &call(&mut ws, json!({"op": "stats"})).await["stats"];
@@ -123,7 +127,8 @@ async fn bytes_are_counted_exactly_and_only_on_tagged_connections() {
     assert_eq!(stats["tx"].as_u64(), Some(answer.len() as u64), "the whole response, to the byte");
     assert_eq!((stats["requests"].as_u64(), stats["connections"].as_u64()), (Some(1), Some(1)));
     // Another session's id, or none, is not counted here.
-    raw(addr, &format!("GET /healthz?sb_lab=0000 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await;
+    raw(addr, &format!("GET /healthz?sb_lab=0000 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"))
+        .await;
     assert_eq!(call(&mut ws, json!({"op": "stats"})).await["stats"]["requests"], 1);
 }
 
@@ -132,7 +137,11 @@ async fn a_forced_drop_closes_the_sessions_connections_and_no_other() {
     let (addr, _stop) = start(4).await;
     let (mut ws, hello) = control(addr).await;
     let (session, channel) = (hello["session"].as_str().unwrap(), hello["channel"].as_str().unwrap());
-    let sse = |tag: String| format!("GET /sse?channel={channel}{tag} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    let sse = |tag: String| {
+        format!(
+            "GET /sse?channel={channel}{tag} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+    };
     let mut lab = TcpStream::connect(addr).await.unwrap();
     lab.write_all(sse(format!("&sb_lab={session}")).as_bytes()).await.unwrap();
     let mut other = TcpStream::connect(addr).await.unwrap();
@@ -156,7 +165,8 @@ async fn a_forced_drop_closes_the_sessions_connections_and_no_other() {
     call(&mut ws, json!({"op": "pub", "n": 1, "size": 0})).await;
     let mut got = Vec::new();
     while !String::from_utf8_lossy(&got).contains("\"n\":1") {
-        let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf)).await.expect("data").unwrap();
+        let n =
+            tokio::time::timeout(Duration::from_secs(5), other.read(&mut buf)).await.expect("data").unwrap();
         assert!(n > 0, "the other stream is open");
         got.extend_from_slice(&buf[..n]);
     }
@@ -169,7 +179,11 @@ async fn the_impairment_delays_what_the_server_writes() {
     let session = hello["session"].as_str().unwrap().to_owned();
     call(&mut ws, json!({"op": "impair", "delay_ms": 300})).await;
     let began = Instant::now();
-    let answer = raw(addr, &format!("GET /healthz?sb_lab={session} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")).await;
+    let answer = raw(
+        addr,
+        &format!("GET /healthz?sb_lab={session} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
     assert!(answer.starts_with(b"HTTP/1.1 200"));
     // A lower bound only: the answer cannot come before its delay.
     assert!(began.elapsed() >= Duration::from_millis(300), "answered after {:?}", began.elapsed());

@@ -97,8 +97,13 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
         crate::cli::print_line(out)?;
     } else {
         let title = match args.fanout {
-            Some(n) => format!("fan-out: {n} subscribers, {} msg/s for {} s, {where_}", args.rate, args.duration),
-            None => format!("{} messages at {} msg/s, {} B padding, {where_}", args.messages, args.rate, args.size),
+            Some(n) => {
+                format!("fan-out: {n} subscribers, {} msg/s for {} s, {where_}", args.rate, args.duration)
+            }
+            None => format!(
+                "{} messages at {} msg/s, {} B padding, {where_}",
+                args.messages, args.rate, args.size
+            ),
         };
         crate::cli::print_line(report::table(&title, &rows, fan))?;
     }
@@ -114,7 +119,13 @@ async fn in_process() -> Result<(String, tokio::sync::oneshot::Sender<()>), Stri
     for k in ["demo", "turn", "rtc", "webtransport"] {
         flags.insert(k.into(), false.into());
     }
-    for k in ["max_connections_per_ip", "max_connections_per_user", "max_publish_rate", "http_max_sockets_per_ip", "http_accept_rate_per_ip"] {
+    for k in [
+        "max_connections_per_ip",
+        "max_connections_per_user",
+        "max_publish_rate",
+        "http_max_sockets_per_ip",
+        "http_accept_rate_per_ip",
+    ] {
         flags.insert(k.into(), 0.into());
     }
     let config =
@@ -149,7 +160,9 @@ fn reader(
                         return None;
                     }
                 }
-                Ok(Event::Disconnected { code, reason }) => return Some(format!("disconnected: {code} {reason}")),
+                Ok(Event::Disconnected { code, reason }) => {
+                    return Some(format!("disconnected: {code} {reason}"));
+                }
                 Ok(_) => {}
                 Err(e) => return Some(e.to_string()),
             }
@@ -227,7 +240,12 @@ async fn one(
 }
 
 /// Fan-out: `n` subscribers on one channel, publications at `rate` for `duration`.
-async fn fanout(client: &Client, (name, transport): &(String, Transport), n: usize, args: &BenchArgs) -> Result<Row, String> {
+async fn fanout(
+    client: &Client,
+    (name, transport): &(String, Transport),
+    n: usize,
+    args: &BenchArgs,
+) -> Result<Row, String> {
     let channel = channel("fanout");
     let start = Instant::now();
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -235,7 +253,8 @@ async fn fanout(client: &Client, (name, transport): &(String, Transport), n: usi
     let mut progress = Progress::new(n as u64);
     progress.label("subscribing");
     for _ in 0..n {
-        let sub = client.subscribe(*transport, &[&channel], None).await.map_err(|e| format!("{name}: {e}"))?;
+        let sub =
+            client.subscribe(*transport, &[&channel], None).await.map_err(|e| format!("{name}: {e}"))?;
         tasks.push(reader(sub, start, tx.clone()));
         progress.step();
     }

@@ -122,10 +122,8 @@ fn head_len(req: &Request) -> usize {
 /// session's meter and counts as one of its requests.
 pub async fn tap(State(lab): State<Arc<Lab>>, req: Request, next: Next) -> Response {
     if let Some(LabTap(activity)) = req.extensions().get::<LabTap>()
-        && let Some(id) = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sb_lab=")))
+        && let Some(id) =
+            req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("sb_lab=")))
         && let Some(meter) = lab.meter(id)
     {
         meter.requests.fetch_add(1, Ordering::Relaxed);
