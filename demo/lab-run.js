@@ -223,9 +223,13 @@ export async function measure(ctl, t, opts) {
     const perMin = 60000 / opts.idleMs;
     const dups = [...seen.values()].filter((c) => c > 1).length;
     let note = '';
-    if (t.udp) note = 'UDP: bytes not counted by the TCP listener; impairment not applied';
-    if (t.datagram && (missing.length || lostAcross.length)) note = 'datagrams are unreliable and latest-wins: no retransmission, no resume';
-    else if (lostAcross.length) note = 'lost across the drop';
+    if (t.udp) {
+      note = t.id === 'webtransport-dg'
+        ? 'UDP: bytes not counted by the TCP listener; the impairment drops and delays its datagrams for real'
+        : 'UDP: bytes not counted by the TCP listener; impairment and forced drop not applied';
+    }
+    if (t.datagram && (missing.length || lostAcross.length)) note += '; datagrams are unreliable and latest-wins: no retransmission, no resume';
+    else if (lostAcross.length) note += '; lost across the drop';
     return {
       id: t.id,
       technique: t.label,

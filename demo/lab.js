@@ -136,8 +136,10 @@ function charts(rows) {
   hist?.destroy(); timeline?.destroy();
   if (!rows.length) return;
   // Log-spaced buckets: polling's hundreds of ms and WebSocket's single ms on one axis.
+  const all = rows.flatMap((r) => r.latencies);
+  const [lo, hi] = [Math.max(0.1, Math.min(...all) / 1.5), Math.max(...all) * 1.5];
   const edges = [];
-  for (let x = 0.25; x < 20000; x *= 1.5) edges.push(x);
+  for (let x = lo; x < hi * 1.5; x *= 1.5) edges.push(x);
   const counts = rows.map((r) => edges.map((e, i) => r.latencies.filter((v) => v >= (i ? edges[i - 1] : 0) && v < e).length));
   const series = rows.map((r) => ({ label: label(r), stroke: color(r.id), fill: `${color(r.id)}22`, width: 2, paths: uPlot.paths.stepped({ align: 1 }) }));
   hist = new uPlot({

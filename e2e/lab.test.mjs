@@ -78,7 +78,7 @@ test('every technique runs the session with plausible figures and loses nothing 
 test('the impaired network control delays the lab connections and loss shows as head-of-line blocking', async () => {
   const clean = (await runLab('techniques=websocket')).rows[0];
   // 60 messages at 20% loss: some lost segment is all but certain (0.8^60 < 2e-6 for none).
-  const { rows } = await runLab('techniques=websocket,sse&delay=150&jitter=0&loss=20&count=60', { shot: 'lab-impaired.png' });
+  const { rows } = await runLab('techniques=websocket,sse,webtransport-dg&delay=150&jitter=0&loss=20&count=60', { shot: 'lab-impaired.png' });
   const ws = rows.find((r) => r.id === 'websocket');
   assert.deepEqual(ws.impairment, { delay_ms: 150, jitter_ms: 0, loss: 0.2 });
   assert.ok(ws.p50_ms >= 150, `WebSocket p50 ${ws.p50_ms} ms with 150 ms of delay (clean: ${clean.p50_ms})`);
@@ -86,6 +86,11 @@ test('the impaired network control delays the lab connections and loss shows as 
   // A lost segment's 200 ms retransmission holds it and the ones behind it back.
   assert.ok(ws.max_ms >= 150 + 150, `a lost segment's retransmission shows: max ${ws.max_ms} ms`);
   assert.equal(ws.lost + ws.lost_across_drop, 0, 'a reliable stream loses nothing, it is only late');
+  // Datagrams are really lost (and the page says why), and the ones that arrive are not held back.
+  const dg = rows.find((r) => r.id === 'webtransport-dg');
+  assert.ok(dg.lost > 0, `WebTransport datagrams lost some of 60 at 20% loss: ${dg.lost}`);
+  assert.match(dg.note, /unreliable/);
+  assert.ok(dg.max_ms < ws.max_ms, `no head-of-line blocking: datagram max ${dg.max_ms} ms, WebSocket max ${ws.max_ms} ms`);
 });
 
 test('the page fits a small screen', async () => {

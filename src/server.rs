@@ -49,7 +49,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
         .merge(demo::sdk_routes());
-    let lab = crate::lab::Lab::new(&state.config);
+    let lab = state.lab.clone();
     if state.config.demo {
         router = router.merge(demo::routes());
         if state.config.lab_max_sessions > 0 {

@@ -37,6 +37,8 @@ pub struct AppState {
     pub shutdown: watch::Sender<bool>,
     /// The application's backend (`app_proxy_url`), when there is one.
     pub app_proxy: Option<AppProxy>,
+    /// The transport lab's sessions (`/lab`).
+    pub lab: Arc<crate::lab::Lab>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
         );
         broker.limit_channels(config.max_channels, metrics.clone());
         let state = Arc::new(Self {
+            lab: crate::lab::Lab::new(&config),
             rules: Arc::new(Rules::new(config.clone())),
             admission: Arc::new(admission),
             rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),

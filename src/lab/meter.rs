@@ -19,6 +19,8 @@ pub struct Meter {
     pub connections: AtomicU64,
     /// Writes held back as if their segment was lost (a retransmission timeout each).
     pub lost_segments: AtomicU64,
+    /// Datagrams (WebTransport) dropped by the impairment: real loss, nothing resends them.
+    pub lost_datagrams: AtomicU64,
     /// Bumped by [`Meter::drop_all`]: a connection attached at an older generation closes.
     generation: AtomicU64,
     delay_ms: AtomicU32,
@@ -104,6 +106,17 @@ impl Meter {
         }
     }
 
+    /// What becomes of a datagram sent now: `None` when lost (counted), else how long to hold
+    /// it (`delay + U(0, jitter)`; datagrams may overtake each other, as on a real network).
+    pub fn datagram_delay(&self) -> Option<Duration> {
+        let i = self.impairment();
+        if i.loss > 0.0 && rand::random::<f64>() < i.loss {
+            self.lost_datagrams.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(i.delay + i.jitter.mul_f64(rand::random::<f64>()))
+    }
+
     /// The counters as the lab page reads them.
     pub fn snapshot(&self) -> serde_json::Value {
         let i = self.impairment();
@@ -113,6 +126,7 @@ impl Meter {
             "requests": self.requests.load(Ordering::Relaxed),
             "connections": self.connections.load(Ordering::Relaxed),
             "lost_segments": self.lost_segments.load(Ordering::Relaxed),
+            "lost_datagrams": self.lost_datagrams.load(Ordering::Relaxed),
             "impairment": {
                 "delay_ms": i.delay.as_millis() as u64,
                 "jitter_ms": i.jitter.as_millis() as u64,

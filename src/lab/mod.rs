@@ -82,6 +82,11 @@ impl Lab {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
+    /// The meter of the open session a query string (`...&sb_lab=ID&...`) names.
+    pub fn meter_of_query(&self, query: &str) -> Option<Arc<Meter>> {
+        self.meter(query.split('&').find_map(|kv| kv.strip_prefix("sb_lab="))?)
+    }
+
     /// Prometheus text.
     pub fn render(&self, s: &mut String) {
         let (open, rx, tx) = {

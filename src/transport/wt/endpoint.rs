@@ -194,6 +194,8 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     let Ok(ticket) = state.admission.admit(Some(request.remote_address().ip())) else {
         return request.too_many_requests().await;
     };
+    // A lab page's session (`?sb_lab=ID`): its datagrams get the lab's impairment.
+    let lab = request.path().split_once('?').and_then(|(_, q)| state.lab.meter_of_query(q));
     let conn = match request.accept().await {
         Ok(conn) => conn,
         Err(e) => return tracing::debug!(error = %e, "webtransport session not established"),
@@ -202,5 +204,5 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
     let max_streams = state.config.webtransport_max_streams;
-    super::run(conn, Driver::with_config(state, config).admitted(ticket), max_streams).await;
+    super::run(conn, Driver::with_config(state, config).admitted(ticket), max_streams, lab).await;
 }

@@ -74,7 +74,8 @@ async fn cert_hash(advert: Option<Arc<Advert>>) -> axum::response::Response {
 }
 
 /// Runs one accepted session until it ends.
-pub async fn run(conn: Connection, driver: Driver, max_streams: u32) {
+/// `lab`: the transport lab session it is in, whose impairment its datagrams get.
+pub async fn run(conn: Connection, driver: Driver, max_streams: u32, lab: Option<Arc<crate::lab::Meter>>) {
     let (send, recv) = match tokio::time::timeout(STREAM_WAIT, conn.accept_bi()).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(_)) => return driver.finish(),
@@ -95,6 +96,7 @@ pub async fn run(conn: Connection, driver: Driver, max_streams: u32) {
         chunk: vec![0u8; READ_BUFFER],
         out: BytesMut::new(),
         datagram: BytesMut::new(),
+        lab,
     };
     pump::run(transport, driver).await;
 }
@@ -112,6 +114,7 @@ struct WtTransport {
     chunk: Vec<u8>,
     out: BytesMut,
     datagram: BytesMut,
+    lab: Option<Arc<crate::lab::Meter>>,
 }
 
 impl Transport for WtTransport {
@@ -208,6 +211,19 @@ impl WtTransport {
         match self.conn.max_datagram_size() {
             Some(max) if body.len() < max => {
                 codec::put_datagram(&mut self.datagram, kind, body);
+                if let Some(meter) = &self.lab {
+                    // The lab's impairment: a lost datagram is gone (as sent, to the caller);
+                    // a delayed one leaves later from a task of its own.
+                    let Some(delay) = meter.datagram_delay() else { return true };
+                    if !delay.is_zero() {
+                        let (conn, bytes) = (self.conn.clone(), self.datagram.split().freeze());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = conn.send_datagram(&bytes[..]);
+                        });
+                        return true;
+                    }
+                }
                 self.conn.send_datagram(&self.datagram[..]).is_ok()
             }
             _ => false,
