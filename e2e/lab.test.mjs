@@ -28,7 +28,9 @@ async function runLab(query, { width = 1360, height = 1000, shot } = {}) {
   const page = await browser.newPage({ viewport: { width, height } });
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${server.url}/lab?autorun=1&idle=2&count=20&gap=50&poll=500&${query}`);
+  const params = new URLSearchParams({ autorun: '1', idle: '2', count: '20', gap: '50', poll: '500' });
+  for (const [k, v] of new URLSearchParams(query)) params.set(k, v);
+  await page.goto(`${server.url}/lab?${params}`);
   await page.waitForFunction(() => window.lab?.done, null, { timeout: 240_000 });
   const { rows, error, markdown } = await page.evaluate(() => ({ rows: window.lab.results, error: window.lab.error, markdown: window.lab.markdown() }));
   if (shot) await page.screenshot({ path: join(ARTIFACTS, shot), fullPage: true });
@@ -81,6 +83,7 @@ test('the impaired network control delays the lab connections and loss shows as 
   const { rows } = await runLab('techniques=websocket,sse,webtransport-dg&delay=150&jitter=0&loss=20&count=60', { shot: 'lab-impaired.png' });
   const ws = rows.find((r) => r.id === 'websocket');
   assert.deepEqual(ws.impairment, { delay_ms: 150, jitter_ms: 0, loss: 0.2 });
+  assert.equal(ws.messages, 60);
   assert.ok(ws.p50_ms >= 150, `WebSocket p50 ${ws.p50_ms} ms with 150 ms of delay (clean: ${clean.p50_ms})`);
   assert.ok(ws.p50_ms > clean.p50_ms + 100, 'the delay shows');
   // A lost segment's 200 ms retransmission holds it and the ones behind it back.
