@@ -50,7 +50,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(crate::rtc::http::routes(services.rtc.clone()))
         .merge(demo::sdk_routes());
     if state.config.demo {
-        router = router.merge(demo::routes());
+        router = router.merge(demo::routes()).merge(crate::game::routes());
     }
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
