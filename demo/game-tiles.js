@@ -50,8 +50,8 @@ export class Tiles {
     transport.className = 'badge transport';
     const role = document.createElement('span');
     role.className = 'badge role';
-    cap.append(who, role, transport, score);
-    el.append(video, initials, cap);
+    cap.append(who, score);
+    el.append(video, initials, role, transport, cap);
     this.root.append(el);
     t = { el, video, who, initials, score, transport, role };
     this.map.set(client, t);

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use switchboard_protocol::{ChannelName, ErrorCode};
@@ -95,7 +95,8 @@ async fn open(
         if !running.contains(&id) {
             if running.len() >= state.config.game_max_games {
                 let message = format!("{} games are running (game_max_games)", running.len());
-                return Err(HttpError::new(ErrorCode::LimitExceeded, message));
+                let full = HttpError::new(ErrorCode::LimitExceeded, message);
+                return Err(HttpError { status: Some(StatusCode::SERVICE_UNAVAILABLE), ..full });
             }
             running.insert(id.clone());
             state.metrics.games.add(1);
