@@ -691,8 +691,19 @@ impl Config {
 
     /// The `/game` demo's namespaces (`src/game/mod.rs` says what each is for).
     fn add_game_namespaces(&mut self) {
-        let kept = |size, ttl| ChannelOptions { history_size: size, history_ttl: ttl, presence: false, ..ChannelOptions::default() };
-        let call = ChannelOptions { history_size: 20, history_ttl: 600, join_leave: true, rooms: true, ..ChannelOptions::default() };
+        let kept = |size, ttl| ChannelOptions {
+            history_size: size,
+            history_ttl: ttl,
+            presence: false,
+            ..ChannelOptions::default()
+        };
+        let call = ChannelOptions {
+            history_size: 20,
+            history_ttl: 600,
+            join_leave: true,
+            rooms: true,
+            ..ChannelOptions::default()
+        };
         let games = [
             ("game", call),
             ("gamestate", ChannelOptions { client_publish: false, ..kept(100, 3600) }),

@@ -53,7 +53,12 @@ impl Channels {
             return None;
         }
         let ch = |ns: &str| ChannelName::new(&format!("{ns}:{id}")).ok();
-        Some(Self { room: ch("game")?, state: ch("gamestate")?, draw: ch("gamedraw")?, guess: ch("gameguess")? })
+        Some(Self {
+            room: ch("game")?,
+            state: ch("gamestate")?,
+            draw: ch("gamedraw")?,
+            guess: ch("gameguess")?,
+        })
     }
 }
 

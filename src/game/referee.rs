@@ -90,11 +90,14 @@ pub async fn run(state: Arc<AppState>, channels: Channels, round: Duration, grac
                     state.metrics.game_guesses.add(1);
                     match game.say(&info.client, &text, now()) {
                         Said::Chat { client, name, text } => {
-                            referee.say(json!({"type": "chat", "client": client, "name": name, "text": text})).await
+                            referee
+                                .say(json!({"type": "chat", "client": client, "name": name, "text": text}))
+                                .await
                         }
                         Said::Correct { client, name, points } => {
                             changed = true;
-                            let line = json!({"type": "correct", "client": client, "name": name, "points": points});
+                            let line =
+                                json!({"type": "correct", "client": client, "name": name, "points": points});
                             referee.say(line).await;
                         }
                         Said::Hidden => {}

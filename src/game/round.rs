@@ -69,7 +69,15 @@ pub struct Game {
 impl Game {
     /// A game whose rounds last `round_ms` and whose absent players are kept `grace_ms`.
     pub fn new(round_ms: u64, grace_ms: u64, pick: fn(u64) -> &'static str) -> Self {
-        Self { players: Vec::new(), phase: Phase::Waiting, round: 0, last_drawer: None, round_ms, grace_ms, pick }
+        Self {
+            players: Vec::new(),
+            phase: Phase::Waiting,
+            round: 0,
+            last_drawer: None,
+            round_ms,
+            grace_ms,
+            pick,
+        }
     }
 
     /// The players, in join order.

@@ -34,7 +34,10 @@ fn a_correct_guess_scores_the_guesser_and_the_drawer_and_ends_the_round_when_all
     let mut g = game();
     g.sync(&people(&[("a", "Ada"), ("b", "Bob"), ("c", "Cy")]), 0);
     g.tick(0);
-    assert_eq!(g.say("b", "cat", 1_000), Said::Chat { client: "b".into(), name: "Bob".into(), text: "cat".into() });
+    assert_eq!(
+        g.say("b", "cat", 1_000),
+        Said::Chat { client: "b".into(), name: "Bob".into(), text: "cat".into() }
+    );
     assert_eq!(g.say("a", "it's an OWL", 1_000), Said::Hidden, "the drawer cannot give it away");
     let Said::Correct { points, .. } = g.say("b", "  Owl ", 30_000) else { panic!("a correct guess") };
     assert_eq!(points, 20 + 40 + 20, "base, half the time left, first");
