@@ -86,6 +86,12 @@ pub struct Config {
     pub lab_max_sessions: usize,
     /// The most delay, and the most jitter, a lab page may apply to its own connections (ms).
     pub lab_max_delay_ms: u64,
+    /// Seconds one drawing round of the `/game` demo lasts.
+    pub game_round_secs: u64,
+    /// Seconds a `/game` player who left keeps their place and score.
+    pub game_grace_secs: u64,
+    /// Most `/game` games (referees) running on this node at once.
+    pub game_max_games: usize,
     /// Most real-time connections held at once, of every transport (WebSocket, SSE, streaming,
     /// held long polls, SockJS and WebTransport sessions, WebRTC data channels).
     pub max_connections: usize,
@@ -286,6 +292,9 @@ impl Default for Config {
             demo: true,
             lab_max_sessions: 32,
             lab_max_delay_ms: 2000,
+            game_round_secs: 80,
+            game_grace_secs: 30,
+            game_max_games: 32,
             max_connections: 100_000,
             http_header_timeout: 10,
             http_idle_timeout: 75,
@@ -593,6 +602,9 @@ impl Config {
         {
             return invalid("node_url must be an http:// or https:// URL");
         }
+        if self.game_round_secs == 0 {
+            return invalid("game_round_secs must be > 0");
+        }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
         }
@@ -684,6 +696,32 @@ impl Config {
         !self.requires_token() && self.listen.ip().is_loopback()
     }
 
+    /// The `/game` demo's namespaces (`src/game/mod.rs` says what each is for).
+    fn add_game_namespaces(&mut self) {
+        let kept = |size, ttl| ChannelOptions {
+            history_size: size,
+            history_ttl: ttl,
+            presence: false,
+            ..ChannelOptions::default()
+        };
+        let call = ChannelOptions {
+            history_size: 20,
+            history_ttl: 600,
+            join_leave: true,
+            rooms: true,
+            ..ChannelOptions::default()
+        };
+        let games = [
+            ("game", call),
+            ("gamestate", ChannelOptions { client_publish: false, ..kept(100, 3600) }),
+            ("gamedraw", ChannelOptions { datagrams: true, ..kept(4000, 3600) }),
+            ("gameguess", ChannelOptions { private: true, ..kept(0, 60) }),
+        ];
+        for (ns, options) in games {
+            self.namespaces.entry(ns.into()).or_insert(options);
+        }
+    }
+
     /// Adds the demo app's namespaces unless the configuration sets them.
     pub fn with_demo_namespaces(mut self) -> Self {
         if self.demo {
@@ -714,6 +752,7 @@ impl Config {
                 datagrams: true,
                 ..ChannelOptions::default()
             });
+            self.add_game_namespaces();
             self.namespaces.entry("cursors".into()).or_insert(ChannelOptions {
                 history_size: 0,
                 join_leave: true,

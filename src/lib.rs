@@ -49,6 +49,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod game;
 pub mod http;
 pub mod hub;
 pub mod jwks;

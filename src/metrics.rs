@@ -153,6 +153,10 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     /// WebRTC peer connections held (SFU, WHIP, WHEP, data channels).
     pub rtc_peers: Gauge,
+    /// Games of the `/game` demo whose referee runs on this node.
+    pub games: Gauge,
+    /// Guesses and chat lines the game referees received.
+    pub game_guesses: Counter,
     /// Media frames the SFU forwarded to receivers.
     pub rtc_frames_forwarded: Counter,
     /// Bytes of media the SFU forwarded (payload, before RTP packetization).
@@ -252,6 +256,7 @@ impl Metrics {
                 &self.rtc_offers_refused,
             ),
             ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
+            ("game_guesses_total", "Guesses and chat lines the game referees received.", &self.game_guesses),
             (
                 "rtc_bytes_forwarded_total",
                 "Media payload bytes the SFU forwarded.",
@@ -282,6 +287,11 @@ impl Metrics {
             s,
             "# HELP switchboard_rtc_peers WebRTC peer connections held.\n# TYPE switchboard_rtc_peers gauge\nswitchboard_rtc_peers {}\n",
             self.rtc_peers.get()
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_games Games whose referee runs on this node.\n# TYPE switchboard_games gauge\nswitchboard_games {}\n",
+            self.games.get()
         );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");

@@ -51,7 +51,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(demo::sdk_routes());
     let lab = state.lab.clone();
     if state.config.demo {
-        router = router.merge(demo::routes());
+        router = router.merge(demo::routes()).merge(crate::game::routes());
         if state.config.lab_max_sessions > 0 {
             router = router.merge(crate::lab::routes(lab.clone()));
             let rendered = lab.clone();
