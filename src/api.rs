@@ -35,7 +35,8 @@ pub struct PublishBody {
     session: Option<String>,
 }
 
-fn channel(name: &str) -> Result<ChannelName, HttpError> {
+/// `name` as a channel, or a 400 saying why not.
+pub fn channel(name: &str) -> Result<ChannelName, HttpError> {
     ChannelName::new(name).map_err(|e| HttpError::new(ErrorCode::BadRequest, e.to_string()))
 }
 

@@ -42,6 +42,7 @@
 //!   certificate reload), per-IP socket caps, header/idle/body timeouts, the drain on shutdown.
 //! - [`server`]: start-up (binding, broker, the optional [`Services`]), the router, shutdown.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app_proxy;

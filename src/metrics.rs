@@ -84,7 +84,8 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    const ALL: [TransportKind; 9] = [
+    /// Every transport.
+    pub const ALL: [TransportKind; 9] = [
         TransportKind::WebSocket,
         TransportKind::Sse,
         TransportKind::Stream,
@@ -157,6 +158,12 @@ pub struct Metrics {
     pub rtc_frames_forwarded: Counter,
     /// Bytes of media the SFU forwarded (payload, before RTP packetization).
     pub rtc_bytes_forwarded: Counter,
+    /// Disconnects and unsubscribes done through the admin endpoints.
+    pub admin_actions: Counter,
+    /// Admin endpoint requests refused (no or a wrong key or password).
+    pub admin_refused: Counter,
+    /// Stats snapshots this node published on `__admin:stats`.
+    pub admin_stats_published: Counter,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -250,6 +257,21 @@ impl Metrics {
                 "rtc_offers_refused_total",
                 "WebRTC offers refused by rtc_offers_per_ip_per_minute.",
                 &self.rtc_offers_refused,
+            ),
+            (
+                "admin_actions_total",
+                "Disconnects and unsubscribes done through the admin endpoints.",
+                &self.admin_actions,
+            ),
+            (
+                "admin_refused_total",
+                "Admin endpoint requests refused for a missing or wrong key.",
+                &self.admin_refused,
+            ),
+            (
+                "admin_stats_published_total",
+                "Stats snapshots published on __admin:stats.",
+                &self.admin_stats_published,
             ),
             ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
             (

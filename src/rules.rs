@@ -110,6 +110,15 @@ impl Rules {
     /// connection token's `subs`, and is what a `private` namespace requires; it opens no inbox
     /// and no other user's personal channel.
     pub fn may_read(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        // The node's stats: the server's and a dashboard's (admin ticket) alone.
+        if channel.as_str() == crate::admin::STATS_CHANNEL {
+            return match who {
+                Actor::Server | Actor::Client { identity: Identity { admin: true, .. }, .. } => Ok(()),
+                _ => {
+                    Err(Denied::forbidden("the stats channel takes an admin ticket (POST /api/admin/ticket)"))
+                }
+            };
+        }
         refuse_internal(channel)?;
         let (channel, inbox) = match self.inbox(channel) {
             Some(inbox) => {

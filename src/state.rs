@@ -29,6 +29,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// This node's name and message rates, for the dashboard ([`crate::admin::stats`]).
+    pub sampler: crate::admin::stats::Sampler,
     /// Places for real-time connections: in all, per IP and per user.
     pub admission: Arc<Admission>,
     /// WebRTC offers without a token, per IP (`rtc_offers_per_ip_per_minute`).
@@ -75,6 +77,7 @@ impl AppState {
             admission: Arc::new(admission),
             rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),
             app_proxy: AppProxy::from_config(&config),
+            sampler: crate::admin::stats::Sampler::new(&config.node_url),
             config,
             broker,
             hub,
