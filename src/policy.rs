@@ -500,4 +500,42 @@ pub(crate) mod tests {
         assert!(!p.api_key_ok(Some("k1 ")));
         assert!(!p.api_key_ok(None));
     }
+
+    #[test]
+    fn admin_tickets_open_the_stats_channel_only_and_expire() {
+        let policy =
+            Policy::new(std::sync::Arc::new(Config { token_secret: "s".into(), ..Config::default() }));
+        let ticket = policy.admin_ticket(1_000);
+        let id = policy.authenticate(Some(&ticket), 999).expect("a valid ticket");
+        assert!(id.admin);
+        assert_eq!(id.subs.as_deref(), Some(&[crate::admin::STATS_CHANNEL.to_owned()][..]));
+        assert_eq!(policy.authenticate(Some(&ticket), 1_000), Err(Disconnect::TOKEN_EXPIRED));
+        let forged = ticket.replace("sbadmin.1000.", "sbadmin.9999.");
+        assert_eq!(policy.authenticate(Some(&forged), 999), Err(Disconnect::UNAUTHORIZED));
+        assert_eq!(policy.authenticate(Some("sbadmin.x"), 0), Err(Disconnect::UNAUTHORIZED));
+        let other =
+            Policy::new(std::sync::Arc::new(Config { token_secret: "t".into(), ..Config::default() }));
+        assert_eq!(other.authenticate(Some(&ticket), 999), Err(Disconnect::UNAUTHORIZED), "another secret");
+    }
+
+    #[test]
+    fn the_admin_endpoints_take_the_password_or_the_key_and_are_never_open_off_loopback() {
+        let admin =
+            |config: Config, key: Option<&str>| Policy::new(std::sync::Arc::new(config)).admin_ok(key);
+        assert!(admin(Config::default(), None), "open loopback server, nothing configured");
+        let pw = Config { admin_password: "pw".into(), ..Config::default() };
+        assert!(!admin(pw.clone(), None));
+        assert!(admin(pw.clone(), Some("pw")));
+        let both = Config { api_key: "k".into(), ..pw };
+        assert!(admin(both.clone(), Some("k")) && admin(both.clone(), Some("pw")));
+        assert!(!admin(both, Some("x")));
+        let public = Config {
+            listen: "0.0.0.0:8080".parse().expect("an address"),
+            insecure_allow_open: true,
+            ..Config::default()
+        };
+        assert!(!admin(public, None), "insecure_allow_open does not open the admin endpoints");
+        let secured = Config { token_secret: "s".into(), ..Config::default() };
+        assert!(!admin(secured, None), "tokens required and no key: closed");
+    }
 }

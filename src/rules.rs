@@ -448,4 +448,20 @@ mod tests {
         assert!(!nesting_exceeds(&"[".repeat(64).into_bytes(), 64));
         assert!(nesting_exceeds(&"[".repeat(30_000).into_bytes(), 64));
     }
+
+    #[test]
+    fn the_stats_channel_is_read_by_the_server_and_admin_tickets_alone() {
+        let r = rules(Config::default());
+        let stats = ch(crate::admin::STATS_CHANNEL);
+        let admin = Identity { admin: true, ..Identity::default() };
+        let anyone = Identity::default();
+        assert!(r.may_read(&Actor::Server, &stats).is_ok());
+        assert!(r.may_read(&Actor::Client { identity: &admin, client: Some("a") }, &stats).is_ok());
+        assert!(r.may_read(&Actor::Client { identity: &anyone, client: Some("b") }, &stats).is_err());
+        assert!(r.may_read(&Actor::Open, &stats).is_err(), "an open API caller is not an administrator");
+        assert!(
+            r.may_read(&Actor::Client { identity: &admin, client: Some("a") }, &ch("__sockjs.x")).is_err()
+        );
+        assert!(r.may_publish(&Actor::Server, &stats).is_err(), "only the nodes publish stats");
+    }
 }
