@@ -147,8 +147,8 @@ pub struct Action {
     channel: Option<String>,
 }
 
-/// The close code an administrator chose: 3000–4999 (3000–3499 tell the client to reconnect,
-/// 3500–3999 not to, 4000–4999 are the application's).
+/// The close code an administrator chose: 3000–4999 (3000–3499 and 4000–4499 tell the client to
+/// reconnect, 3500–3999 and 4500–4999 not to; 4000–4999 are the application's).
 fn chosen(code: Option<u16>, default: Disconnect) -> Result<Disconnect, HttpError> {
     match code {
         None => Ok(default),
