@@ -85,6 +85,8 @@ pub struct Config {
     pub admin: bool,
     /// Milliseconds between two publications of this node's stats (at least 100).
     pub admin_stats_interval_ms: u64,
+    /// Most channels whose publication rate is tracked (the dashboard's busiest first).
+    pub admin_rate_channels: usize,
     /// Allow a non-loopback listener without authentication. Never do this in production.
     pub insecure_allow_open: bool,
     /// Serve the demo app at `/` and run its ticker publisher.
@@ -288,6 +290,7 @@ impl Default for Config {
             admin_password: String::new(),
             admin: true,
             admin_stats_interval_ms: 1000,
+            admin_rate_channels: 10_000,
             insecure_allow_open: false,
             demo: true,
             max_connections: 100_000,

@@ -49,6 +49,7 @@ pub mod admission;
 pub mod api;
 pub mod app_proxy;
 pub mod broker;
+pub mod channel_rates;
 pub mod config;
 pub mod connection;
 pub mod demo;

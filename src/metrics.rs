@@ -164,6 +164,8 @@ pub struct Metrics {
     pub admin_refused: Counter,
     /// Stats snapshots this node published on `__admin:stats`.
     pub admin_stats_published: Counter,
+    /// Publications per second by channel (the dashboard's busiest first).
+    pub channel_rates: crate::channel_rates::ChannelRates,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -273,6 +275,11 @@ impl Metrics {
                 "Stats snapshots published on __admin:stats.",
                 &self.admin_stats_published,
             ),
+            (
+                "channel_rates_untracked_total",
+                "Publications to channels whose rate went untracked (admin_rate_channels reached).",
+                &self.channel_rates.untracked,
+            ),
             ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
             (
                 "rtc_bytes_forwarded_total",
@@ -304,6 +311,11 @@ impl Metrics {
             s,
             "# HELP switchboard_rtc_peers WebRTC peer connections held.\n# TYPE switchboard_rtc_peers gauge\nswitchboard_rtc_peers {}\n",
             self.rtc_peers.get()
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_channel_rates_tracked Channels whose publication rate is tracked.\n# TYPE switchboard_channel_rates_tracked gauge\nswitchboard_channel_rates_tracked {}\n",
+            self.channel_rates.tracked.get()
         );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");

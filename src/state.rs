@@ -65,6 +65,7 @@ impl AppState {
         broker: Arc<dyn Broker>,
     ) -> Arc<Self> {
         let config = Arc::new(config);
+        metrics.channel_rates.set_max(config.admin_rate_channels);
         let admission = Admission::new(
             config.max_connections,
             config.max_connections_per_ip,

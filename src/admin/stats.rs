@@ -80,6 +80,7 @@ impl Sampler {
             ];
         }
         *last = Some((now, c));
+        state.metrics.channel_rates.prune(crate::channel_rates::now_seconds());
     }
 
     /// The node's snapshot now, with the rates of the last sample.
