@@ -6,9 +6,11 @@
 // Stable hooks (end-to-end tests drive the page through these):
 //   #login #key #login-form #login-error; #dash; #live (data-state: off | live)
 //   #by-transport tr[data-transport] > td.n; #kpi-conns
-//   #channels tr[data-channel][data-subscribers] > td.transports; #channel-panel #ch-history
+//   #channels tr[data-channel][data-subscribers][data-rate] > td.transports; #channel-panel #ch-history
 //   #connections tr[data-conn][data-transport]; #conn-panel #disconnect-code #disconnect-custom
 //   #disconnect; #conn-subs button[data-unsubscribe]
+//   #rooms .room[data-room] tr.track[data-track][data-codec][data-width][data-height][data-bitrate]
+//   #rooms .room tr.recv[data-peer][data-track][data-layer]
 // window.admin = { refresh(), nodes }
 
 import { Switchboard } from '/sdk/switchboard.js';
@@ -170,14 +172,17 @@ async function refresh() {
     m[c.transport] = (m[c.transport] || 0) + 1;
     transportsOf.set(ch, m);
   }
-  const list = channels.channels.sort((a, b) => b.subscribers - a.subscribers || a.channel.localeCompare(b.channel));
+  // Busiest first: the server's order (publications per second here, then subscribers).
+  const list = channels.channels;
+  const top = Math.max(1, ...list.map((c) => c.rate));
   $('kpi-channels').textContent = String(list.length);
   $('channels-node').textContent = conns.node;
   $('conns-node').textContent = `${conns.node} · ${conns.total}`;
   $('channels').tBodies[0].replaceChildren(...list.map((c) => {
     const t = transportsOf.get(c.channel) || {};
-    const tr = row({ 'data-channel': c.channel, 'data-subscribers': c.subscribers, tabindex: 0, class: c.channel === selectedChannel ? 'sel' : '' },
-      [`<code>${esc(c.channel)}</code>`, c.subscribers, { cls: 'transports', html: Object.entries(t).map(([k, n]) => `<span class="tag" style="--c:${COLORS[k]}">${k} ${n}</span>`).join(' ') }]);
+    const tr = row({ 'data-channel': c.channel, 'data-subscribers': c.subscribers, 'data-rate': c.rate, tabindex: 0, class: c.channel === selectedChannel ? 'sel' : '' },
+      [`<code>${esc(c.channel)}</code>`, { cls: 'rate', html: `<span class="bar" style="--w:${(100 * c.rate / top).toFixed(1)}%"></span>${c.rate}` },
+        c.subscribers, { cls: 'transports', html: Object.entries(t).map(([k, n]) => `<span class="tag" style="--c:${COLORS[k]}">${k} ${n}</span>`).join(' ') }]);
     tr.addEventListener('click', () => openChannel(c.channel));
     return tr;
   }));
@@ -309,9 +314,40 @@ $('disconnect-form').addEventListener('submit', async (e) => {
 function renderRooms(r) {
   if (!r.rtc) { $('rooms').innerHTML = '<p class="hint">WebRTC is off on this node.</p>'; return; }
   if (!r.rooms.length) { $('rooms').innerHTML = '<p class="hint">No WebRTC rooms with peers on this node.</p>'; return; }
-  $('rooms').innerHTML = r.rooms.map((room) => `<div class="room" data-room="${esc(room.room)}"><h3><code>${esc(room.room)}</code> <span class="pill muted">${room.participants.length}</span></h3><ul class="chips">${
-    room.participants.map((p) => `<li>${esc(p.name || p.user || p.client)}</li>`).join('')}</ul></div>`).join('');
+  $('rooms').innerHTML = r.rooms.map(renderRoom).join('');
 }
+
+// One room: who is in it, each published track (codec, size, bitrate, simulcast layers), and
+// what each subscriber gets of it (which layer, at which size and bitrate).
+function renderRoom(room) {
+  const who = (p) => p.name || p.participant || p.role.toUpperCase();
+  const tracks = new Map();
+  for (const p of room.peers) for (const t of p.published) tracks.set(t.id, { ...t, owner: who(p) });
+  const trackRows = [...tracks.values()].map((t) => `<tr class="track" data-track="${esc(t.id)}" data-codec="${esc(t.codec || '')}" data-width="${t.width ?? ''}" data-height="${t.height ?? ''}" data-bitrate="${t.bitrate}">
+    <td>${esc(t.owner)}</td><td><i class="kind ${t.kind}" title="${t.kind}"></i>${esc(t.label)}</td><td>${esc(t.codec || '…')}</td>
+    <td>${size(t)}</td><td class="num">${bps(t.bitrate)}</td>
+    <td>${t.layers.map((l) => `<span class="tag layer" style="--c:${l.bitrate ? '#1f9d55' : '#9aa3b2'}" title="${size(l)} · ${bps(l.bitrate)}">${esc(l.rid)} ${l.height ? `${l.height}p` : ''}</span>`).join(' ') || '<span class="hint">–</span>'}</td></tr>`).join('');
+  const recvRows = room.peers.flatMap((p) => p.receiving.filter((x) => x.track).map((x) => {
+    const t = tracks.get(x.track);
+    return `<tr class="recv" data-peer="${esc(p.peer)}" data-track="${esc(x.track)}" data-layer="${esc(x.layer || '')}">
+      <td>${esc(who(p))}</td><td>${esc(t ? `${t.owner} · ${t.label}` : x.track)}</td>
+      <td>${x.layer ? `<span class="tag" style="--c:#2f6fe4">${esc(x.layer)}</span>` : (t?.layers.length ? '<span class="hint">waiting</span>' : '–')}${x.wanted && x.wanted !== x.layer ? ` <span class="hint">wants ${esc(x.wanted)}</span>` : ''}</td>
+      <td>${size(x)}</td><td class="num">${bps(x.bitrate)}</td></tr>`;
+  })).join('');
+  const people = room.participants.map((p) => `<li>${esc(p.name || p.user || p.client)}</li>`).join('');
+  const peers = room.peers.length;
+  return `<div class="room" data-room="${esc(room.room)}">
+    <h3><code>${esc(room.room)}</code> <span class="pill muted">${room.participants.length} present · ${peers} peer${peers === 1 ? '' : 's'}</span></h3>
+    <ul class="chips">${people}</ul>
+    <h4>Published tracks</h4>
+    ${trackRows ? `<div class="scroll"><table class="tracks"><thead><tr><th>by</th><th>track</th><th>codec</th><th>size</th><th>bitrate</th><th>simulcast layers</th></tr></thead><tbody>${trackRows}</tbody></table></div>` : '<p class="hint">No tracks published.</p>'}
+    <h4>Subscribers</h4>
+    ${recvRows ? `<div class="scroll"><table class="recvs"><thead><tr><th>who</th><th>gets</th><th>layer</th><th>size</th><th>bitrate</th></tr></thead><tbody>${recvRows}</tbody></table></div>` : '<p class="hint">Nobody receives a track.</p>'}
+  </div>`;
+}
+
+function size(x) { return x.width ? `${x.width}×${x.height}` : '<span class="hint">–</span>'; }
+function bps(n) { return n >= 1e6 ? `${(n / 1e6).toFixed(2)} Mb/s` : n >= 1e3 ? `${Math.round(n / 1e3)} kb/s` : n ? `${n} b/s` : '–'; }
 
 function renderTurn(t) {
   if (!t.turn) { $('turn').innerHTML = '<dt>TURN</dt><dd>off on this node</dd>'; return; }

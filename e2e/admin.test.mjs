@@ -3,7 +3,10 @@
 // connections subscribed to one channel. The dashboard must refuse without the password (page
 // and API), then show those counts (its own connection is one more WebSocket, listed as user
 // `__admin`), disconnect a chosen connection with a chosen close code (the client sees that
-// code), and unsubscribe an SSE connection (the client gets `unsubscribed` 3506).
+// code), and unsubscribe an SSE connection (the client gets `unsubscribed` 3506). Channels are
+// listed busiest first (publications per second). Two pages with fake cameras in an SFU room
+// (one publishing simulcast) show up in the rooms panel with their tracks' codec, picture size,
+// bitrate and layers, and the layer the subscriber gets, which follows its choice.
 // Screenshots go to e2e/artifacts/ (desktop and phone widths).
 //
 // Run: cargo build && cd e2e && node --test admin.test.mjs
@@ -27,7 +30,7 @@ let browser;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   server = await startServer({ env: { SWITCHBOARD_API_KEY: API_KEY, SWITCHBOARD_ADMIN_PASSWORD: PASSWORD } });
-  browser = await launchBrowser();
+  browser = await launchBrowser({ media: true });
 });
 
 after(async () => {
@@ -138,3 +141,103 @@ test('the page refuses a wrong password, then shows counts, disconnects and unsu
   await clients.close();
   await page.close();
 });
+
+test('channels are listed busiest first, with their publication rate', async () => {
+  const publish = (channel, n) => Promise.all(Array.from({ length: n }, (_, i) =>
+    api('/api/publish', API_KEY, { method: 'POST', body: JSON.stringify({ channel, data: { i } }) })));
+  await publish('chat:admin-busy', 40);
+  await publish('chat:admin-quiet', 2);
+  const { body } = await api('/api/channels', API_KEY);
+  const names = body.channels.map((c) => c.channel);
+  const rate = (name) => body.channels.find((c) => c.channel === name).rate;
+  assert.ok(names.indexOf('chat:admin-busy') < names.indexOf('chat:admin-quiet'), names.join(', '));
+  assert.ok(rate('chat:admin-busy') > rate('chat:admin-quiet') && rate('chat:admin-quiet') > 0,
+    `busy ${rate('chat:admin-busy')} > quiet ${rate('chat:admin-quiet')} > 0`);
+  for (let i = 1; i < body.channels.length; i++) assert.ok(body.channels[i - 1].rate >= body.channels[i].rate, 'sorted by rate');
+
+  const page = await dashboard();
+  const first = () => page.getAttribute('#channels tbody tr:first-child', 'data-channel').catch(() => null);
+  // Keep it the busiest while the page looks (the rate decays over seconds).
+  await waitUntil(async () => { await publish('chat:admin-busy', 10); return (await first()) === 'chat:admin-busy'; },
+    { message: 'the busiest channel is the first row' });
+  assert.ok(Number(await page.getAttribute('#channels tr[data-channel="chat:admin-busy"]', 'data-rate')) > 0);
+  await page.close();
+});
+
+test('rooms: tracks with codec, size, bitrate and layers, and the layer each subscriber gets', async () => {
+  const room = 'room:admin-e2e';
+  const pub = await joinRoom(room, 'alice', { simulcast: true, width: 1280, height: 720 });
+  const sub = await joinRoom(room, 'bob', {});
+  const video = async () => (await sub.evaluate(() => window.room.stats())).find((s) => s.kind === 'video');
+  // The API: alice's video track is VP8 with 3 layers; bob's receiver gets one of them, and the
+  // picture size the server read from that layer's keyframes is what bob's decoder shows.
+  let detail;
+  let got;
+  await waitUntil(async () => {
+    const r = await api(`/api/rooms/${encodeURIComponent(room)}`, API_KEY);
+    if (r.status !== 200) return false;
+    detail = r.body;
+    const v = await video();
+    const recv = detail.peers.find((p) => p.name === 'bob')?.receiving.find((x) => x.kind === 'video' && x.layer);
+    got = { v, recv };
+    return v?.width >= 640 && recv?.width === v.width && recv.height === v.height && recv.bitrate > 0;
+  }, { timeoutMs: 40_000, intervalMs: 500, message: 'bob\'s receiver to match his decoder' })
+    .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(got)}`); });
+  const alice = detail.peers.find((p) => p.name === 'alice');
+  const track = alice.published.find((t) => t.kind === 'video');
+  assert.equal(track.codec, 'VP8');
+  assert.deepEqual(track.layers.map((l) => l.rid), ['q', 'h', 'f']);
+  assert.ok(track.bitrate > 0 && track.width >= 640, JSON.stringify(track));
+  assert.equal(alice.published.find((t) => t.kind === 'audio').codec, 'opus');
+  assert.equal((await api('/api/rooms/room:nobody-here', API_KEY)).status, 404);
+
+  // The page: the track row, and bob's row following his switch to the low layer.
+  const page = await dashboard();
+  const trackRow = `#rooms .room[data-room="${room}"] tr.track[data-track="${track.id}"]`;
+  await page.waitForSelector(`${trackRow}[data-codec="VP8"]`, { timeout: 15_000 });
+  assert.match(await page.textContent(trackRow), /alice/);
+  assert.match(await page.textContent(trackRow), /\d+×\d+/);
+  const bobRow = `#rooms tr.recv[data-track="${track.id}"]`;
+  await page.waitForSelector(bobRow);
+  await sub.evaluate((id) => window.room.setLayer(id, 'q'), track.id);
+  await waitUntil(async () => (await page.getAttribute(bobRow, 'data-layer').catch(() => null)) === 'q',
+    { timeoutMs: 20_000, message: 'bob\'s row shows the q layer' });
+  const low = (await api(`/api/rooms/${encodeURIComponent(room)}`, API_KEY)).body.peers
+    .find((p) => p.name === 'bob').receiving.find((x) => x.track === track.id);
+  assert.ok(low.wanted === 'q' && low.width < got.v.width, JSON.stringify(low));
+  await page.locator(`#rooms .room[data-room="${room}"]`).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-rooms.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-rooms-phone.png'), fullPage: true });
+  for (const p of [pub, sub]) {
+    await p.evaluate(() => window.room.leave());
+    await p.close();
+  }
+  await page.close();
+});
+
+/** A signed-in dashboard page. */
+async function dashboard() {
+  const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
+  await page.goto(`${server.url}/admin`);
+  await page.waitForSelector('#login:not([hidden])');
+  await page.fill('#key', PASSWORD);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#dash:not([hidden])');
+  return page;
+}
+
+/** A page in SFU room `room` as `name`, with a fake camera and microphone. */
+async function joinRoom(room, name, { width = 320, height = 240, ...opts }) {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  await page.goto(`${server.url}/healthz`);
+  await page.evaluate(async ({ room, name, width, height, opts }) => {
+    const { Switchboard } = await import('/sdk/switchboard.js');
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width, height }, audio: true });
+    window.sb = new Switchboard({ name, transports: ['websocket'] });
+    window.room = window.sb.room(room, { media, mode: 'sfu', ...opts });
+    await window.room.join();
+  }, { room, name, width, height, opts });
+  return page;
+}

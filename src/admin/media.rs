@@ -1,16 +1,18 @@
-//! The admin endpoints on media: `GET /api/rooms` (rooms with peers on this node, and their
-//! participants from the room's presence) and `GET /api/turn` (the TURN server's allocations and
-//! relayed bytes on this node).
+//! The admin endpoints on media: `GET /api/rooms` and `GET /api/rooms/{room}` (rooms with peers
+//! on this node: their participants from the room's presence, and the engine's snapshot of each
+//! peer's tracks and receivers) and `GET /api/turn` (the TURN server's allocations and relayed
+//! bytes on this node).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use serde_json::{Value, json};
+use switchboard_protocol::ErrorCode;
 
 use super::authorize;
 use crate::http::HttpError;
@@ -30,11 +32,18 @@ pub struct Media {
 /// `/api/rooms` and `/api/turn`.
 pub fn routes(media: Media) -> Router<Arc<AppState>> {
     let (rtc, ice) = (media.rtc, media.ice);
+    let one = rtc.clone();
     Router::new()
         .route(
             "/api/rooms",
             get(move |State(state): State<Arc<AppState>>, headers: HeaderMap| {
-                rooms(state, headers, rtc.clone())
+                rooms(state, headers, rtc.clone(), None)
+            }),
+        )
+        .route(
+            "/api/rooms/{room}",
+            get(move |State(state): State<Arc<AppState>>, headers: HeaderMap, Path(room): Path<String>| {
+                rooms(state, headers, one.clone(), Some(room))
             }),
         )
         .route(
@@ -45,21 +54,40 @@ pub fn routes(media: Media) -> Router<Arc<AppState>> {
         )
 }
 
+/// Every room with peers here, or only `only` (then one room, and an error when it has none).
 async fn rooms(
     state: Arc<AppState>,
     headers: HeaderMap,
     rtc: Option<RtcService>,
+    only: Option<String>,
 ) -> Result<Json<Value>, HttpError> {
     authorize(&state, &headers)?;
-    let Some(rtc) = rtc else { return Ok(Json(json!({"rtc": false, "rooms": []}))) };
+    let only = only.map(|r| crate::api::channel(&r)).transpose()?;
+    let snapshot = match rtc {
+        Some(rtc) => rtc.snapshot().await,
+        None if only.is_none() => return Ok(Json(json!({"rtc": false, "rooms": []}))),
+        None => Vec::new(),
+    };
     let mut out = Vec::new();
-    for room in rtc.rooms().await {
-        let present = state.broker.presence(&room).await?;
+    for room in snapshot.into_iter().filter(|r| only.as_ref().is_none_or(|o| o.as_str() == r.room)) {
+        let channel = crate::api::channel(&room.room)?;
+        let present = state.broker.presence(&channel).await?;
         let participants: Vec<Value> =
             present.iter().map(|c| json!({"client": c.client, "user": c.user, "name": c.name})).collect();
-        out.push(json!({"room": room.as_str(), "participants": participants}));
+        out.push(json!({"room": room.room, "participants": participants, "peers": room.peers}));
     }
-    Ok(Json(json!({"rtc": true, "node": state.sampler.node(), "rooms": out})))
+    let node = state.sampler.node();
+    match only {
+        None => Ok(Json(json!({"rtc": true, "node": node, "rooms": out}))),
+        Some(_) if out.is_empty() => {
+            Err(HttpError::new(ErrorCode::UnknownChannel, "no WebRTC peers in this room on this node"))
+        }
+        Some(_) => {
+            let mut room = out.swap_remove(0);
+            room["node"] = json!(node);
+            Ok(Json(room))
+        }
+    }
 }
 
 async fn turn(
