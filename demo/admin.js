@@ -340,9 +340,9 @@ function renderRoom(room) {
     <h3><code>${esc(room.room)}</code> <span class="pill muted">${room.participants.length} present · ${peers} peer${peers === 1 ? '' : 's'}</span></h3>
     <ul class="chips">${people}</ul>
     <h4>Published tracks</h4>
-    ${trackRows ? `<div class="scroll"><table class="tracks"><thead><tr><th>by</th><th>track</th><th>codec</th><th>size</th><th>bitrate</th><th>simulcast layers</th></tr></thead><tbody>${trackRows}</tbody></table></div>` : '<p class="hint">No tracks published.</p>'}
+    ${trackRows ? `<div class="scroll"><table class="tracks"><thead><tr><th>by</th><th>track</th><th>codec</th><th>size</th><th class="num">bitrate</th><th>simulcast layers</th></tr></thead><tbody>${trackRows}</tbody></table></div>` : '<p class="hint">No tracks published.</p>'}
     <h4>Subscribers</h4>
-    ${recvRows ? `<div class="scroll"><table class="recvs"><thead><tr><th>who</th><th>gets</th><th>layer</th><th>size</th><th>bitrate</th></tr></thead><tbody>${recvRows}</tbody></table></div>` : '<p class="hint">Nobody receives a track.</p>'}
+    ${recvRows ? `<div class="scroll"><table class="recvs"><thead><tr><th>who</th><th>gets</th><th>layer</th><th>size</th><th class="num">bitrate</th></tr></thead><tbody>${recvRows}</tbody></table></div>` : '<p class="hint">Nobody receives a track.</p>'}
   </div>`;
 }
 
