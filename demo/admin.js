@@ -172,8 +172,7 @@ async function refresh() {
     m[c.transport] = (m[c.transport] || 0) + 1;
     transportsOf.set(ch, m);
   }
-  // Busiest first: the server's order (publications per second here, then subscribers).
-  const list = channels.channels;
+  const list = busiest(channels.channels, conns.node);
   const top = Math.max(1, ...list.map((c) => c.rate));
   $('kpi-channels').textContent = String(list.length);
   $('channels-node').textContent = conns.node;
@@ -195,6 +194,22 @@ async function refresh() {
   if (selectedConn) renderConn(conns.connections.find((c) => c.id === selectedConn) || all.find((c) => c.id === selectedConn));
   renderRooms(rooms);
   renderTurn(turn);
+}
+
+// Busiest first across the cluster: this node's channels and rates (the API), plus the rates of
+// the channels the other live nodes report as their busiest (their stats on __admin:stats).
+function busiest(here, me) {
+  const rows = new Map(here.map((c) => [c.channel, { ...c }]));
+  const now = Date.now();
+  for (const n of nodes.values()) {
+    if (n.node === me || now - n.at_ms >= STALE_MS) continue;
+    for (const b of n.busiest || []) {
+      const row = rows.get(b.channel) || { channel: b.channel, subscribers: 0, rate: 0 };
+      row.rate = Math.round((row.rate + b.rate) * 10) / 10;
+      rows.set(b.channel, row);
+    }
+  }
+  return [...rows.values()].sort((a, b) => b.rate - a.rate || b.subscribers - a.subscribers || a.channel.localeCompare(b.channel));
 }
 
 // --- a channel: history, test publish, presence --------------------------------------------------

@@ -6,14 +6,17 @@
 // code), and unsubscribe an SSE connection (the client gets `unsubscribed` 3506). Channels are
 // listed busiest first (publications per second). Two pages with fake cameras in an SFU room
 // (one publishing simulcast) show up in the rooms panel with their tracks' codec, picture size,
-// bitrate and layers, and the layer the subscriber gets, which follows its choice.
+// bitrate and layers, and the layer the subscriber gets, which follows its choice. In a cluster
+// (two nodes on Redis), a channel busy on one node ranks first on the other node's dashboard.
 // Screenshots go to e2e/artifacts/ (desktop and phone widths).
 //
 // Run: cargo build && cd e2e && node --test admin.test.mjs
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -216,15 +219,62 @@ test('rooms: tracks with codec, size, bitrate and layers, and the layer each sub
   await page.close();
 });
 
-/** A signed-in dashboard page. */
-async function dashboard() {
+test('a cluster: the dashboard on one node ranks a channel busy on the other first', async () => {
+  const redisPort = await freePort();
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const nodes = [];
+  try {
+    await waitUntil(() => new Promise((resolve) => {
+      const s = connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); }).on('error', () => resolve(false));
+    }), { message: 'redis-server is up' });
+    for (let i = 0; i < 2; i++) {
+      const port = await freePort();
+      nodes.push(await startServer({
+        port,
+        env: { SWITCHBOARD_BROKER: `redis://127.0.0.1:${redisPort}`, SWITCHBOARD_NODE_URL: `http://127.0.0.1:${port}`, SWITCHBOARD_TURN: 'false' },
+      }));
+    }
+    const [a, b] = nodes;
+    const channel = 'chat:admin-cluster';
+    const publishOnB = () => Promise.all(Array.from({ length: 20 }, (_, i) => fetch(`${b.url}/api/publish`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ channel, data: { i } }),
+    })));
+    // An open loopback server: the dashboard needs no key.
+    const page = await dashboard(a.url, null);
+    const first = () => page.getAttribute('#channels tbody tr:first-child', 'data-channel').catch(() => null);
+    await waitUntil(async () => { await publishOnB(); return (await first()) === channel; },
+      { timeoutMs: 15_000, intervalMs: 300, message: `node A's dashboard ranks ${channel} (busy on node B) first` });
+    assert.ok(Number(await page.getAttribute(`#channels tr[data-channel="${channel}"]`, 'data-rate')) > 0);
+    const onA = (await (await fetch(`${a.url}/api/channels`)).json()).channels.find((c) => c.channel === channel);
+    assert.ok(!onA || onA.rate === 0, `node A accepted none of them itself: ${JSON.stringify(onA)}`);
+    await page.close();
+  } finally {
+    for (const n of nodes) await n.stop();
+    redis.kill();
+  }
+});
+
+/** A signed-in dashboard page (`key` null: an open server, no sign-in). */
+async function dashboard(url = server.url, key = PASSWORD) {
   const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
-  await page.goto(`${server.url}/admin`);
-  await page.waitForSelector('#login:not([hidden])');
-  await page.fill('#key', PASSWORD);
-  await page.click('#login-form button[type=submit]');
+  await page.goto(`${url}/admin`);
+  if (key !== null) {
+    await page.waitForSelector('#login:not([hidden])');
+    await page.fill('#key', key);
+    await page.click('#login-form button[type=submit]');
+  }
   await page.waitForSelector('#dash:not([hidden])');
   return page;
+}
+
+/** A free TCP port on loopback. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    }).on('error', reject);
+  });
 }
 
 /** A page in SFU room `room` as `name`, with a fake camera and microphone. */

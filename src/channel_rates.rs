@@ -102,6 +102,14 @@ impl ChannelRates {
         out
     }
 
+    /// The `n` busiest channels (at least 0.05 per second), busiest first.
+    pub fn busiest(&self, now: u64, n: usize) -> Vec<(ChannelName, f64)> {
+        let mut all: Vec<_> = self.all(now).into_iter().filter(|(_, r)| *r >= 0.05).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
     /// Forgets the channels silent for [`IDLE_SECONDS`].
     pub fn prune(&self, now: u64) {
         for shard in &self.shards {
@@ -195,10 +203,11 @@ mod tests {
             rates.count(&ch("busy"), 7);
         }
         rates.count(&ch("quiet"), 7);
-        let mut all = rates.all(7);
-        all.sort_by(|a, b| b.1.total_cmp(&a.1));
-        assert_eq!(all[0].0, ch("busy"));
-        assert!(all[1].1 > 0.0);
+        let top = rates.busiest(7, 10);
+        assert_eq!(top.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(), ["busy", "quiet"]);
+        assert!(top[1].1 > 0.0);
+        assert_eq!(rates.busiest(7, 1).len(), 1);
+        assert!(rates.busiest(40, 10).is_empty(), "long quiet: below 0.05 per second");
     }
 
     #[test]

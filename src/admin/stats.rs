@@ -15,6 +15,9 @@ use crate::metrics::TransportKind;
 use crate::model::Payload;
 use crate::state::AppState;
 
+/// The busiest channels each snapshot lists, so a dashboard on any node can rank the cluster's.
+pub const BUSIEST: usize = 10;
+
 /// Stats publications kept in the channel's history (per cluster, all nodes together).
 const HISTORY: usize = 300;
 
@@ -124,6 +127,12 @@ impl Sampler {
                 "slow_consumers": m.slow_consumers.get(),
             },
             "rtc_peers": m.rtc_peers.get(),
+            "busiest": m
+                .channel_rates
+                .busiest(crate::channel_rates::now_seconds(), BUSIEST)
+                .into_iter()
+                .map(|(c, r)| json!({"channel": c.as_str(), "rate": (r * 10.0).round() / 10.0}))
+                .collect::<Vec<_>>(),
         })
     }
 }
