@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use str0m::format::Codec;
-use str0m::media::{MediaData, Rid};
+use str0m::media::{MediaData, MediaKind, Rid};
 
 use super::frame_size::keyframe_size;
 use super::tracks::kind_name;
@@ -237,9 +237,12 @@ impl Engine {
             .receivers
             .iter()
             .map(|(mid, r)| {
-                let layer = r.forward.current().flatten();
+                let current = r.forward.current();
+                let layer = current.flatten();
                 let stats = r.track.as_ref().and_then(|t| self.tracks.get(t)).map(|t| &t.stats);
-                let got = stats.and_then(|s| s.layer(layer).or_else(|| s.layers.first()));
+                // Video flows from a keyframe on (audio has no such start): before it, nothing.
+                let flowing = r.kind == MediaKind::Audio || current.is_some();
+                let got = stats.filter(|_| flowing).and_then(|s| s.layer(layer));
                 ReceiverSnapshot {
                     mid: mid.to_string(),
                     kind: kind_name(r.kind),
