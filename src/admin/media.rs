@@ -29,7 +29,7 @@ pub struct Media {
     pub ice: Option<IceInfo>,
 }
 
-/// `/api/rooms` and `/api/turn`.
+/// `/api/rooms`, `/api/rooms/{room}` and `/api/turn`.
 pub fn routes(media: Media) -> Router<Arc<AppState>> {
     let (rtc, ice) = (media.rtc, media.ice);
     let one = rtc.clone();
