@@ -11,7 +11,7 @@ export type TransportName = 'webtransport' | 'websocket' | 'sse' | 'stream' | 'l
  * - `connecting`: opening a transport, or waiting (backoff) to reconnect after a drop.
  * - `connected`: a transport is open; subscriptions are (re)established on it.
  * - `disconnected`: initial state, and after `disconnect()`.
- * - `closed`: the server said not to reconnect (codes 3500–3999, or a refused request); call
+ * - `closed`: the server said not to reconnect (codes 3500–3999 and 4500–4999, or a refused request); call
  *   `connect()` again once the cause (credentials, client) is fixed.
  */
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected' | 'closed';

@@ -137,6 +137,11 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    /// The client's IP address, when the transport knew it.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
     /// Counts the connection for `user` once it is known (an anonymous user, empty, is not
     /// counted: the per-IP limit covers it). A ticket counts for one user, the first it is given.
     pub fn set_user(&mut self, user: &str) -> Result<(), Refused> {

@@ -35,7 +35,8 @@ pub struct PublishBody {
     session: Option<String>,
 }
 
-fn channel(name: &str) -> Result<ChannelName, HttpError> {
+/// `name` as a channel, or a 400 saying why not.
+pub fn channel(name: &str) -> Result<ChannelName, HttpError> {
     ChannelName::new(name).map_err(|e| HttpError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
@@ -174,7 +175,8 @@ pub async fn presence(
     }))
 }
 
-/// `GET /api/channels`: this node's channels with local subscribers.
+/// `GET /api/channels`: this node's channels with local subscribers or recent publications, busiest
+/// first (publications per second accepted here, [`crate::channel_rates`]), then by subscribers.
 pub async fn channels(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -182,11 +184,23 @@ pub async fn channels(
     if matches!(caller(&state.rules, &headers)?, Caller::Client(_)) {
         return Err(HttpError::new(ErrorCode::PermissionDenied, "the API key is required"));
     }
-    let list: Vec<_> = state
-        .hub
-        .channels()
+    let now = crate::channel_rates::now_seconds();
+    let mut rows: std::collections::HashMap<ChannelName, (usize, f64)> =
+        state.hub.channels().into_iter().map(|(c, n)| (c, (n, 0.0))).collect();
+    for (c, rate) in state.metrics.channel_rates.all(now) {
+        // A channel quiet long enough to read 0.0 and without subscribers here is not listed.
+        if rate >= 0.05 || rows.contains_key(&c) {
+            rows.entry(c).or_default().1 = rate;
+        }
+    }
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|(a, (an, ar)), (b, (bn, br))| br.total_cmp(ar).then(bn.cmp(an)).then(a.cmp(b)));
+    let list: Vec<_> = rows
         .into_iter()
-        .map(|(c, n)| serde_json::json!({"channel": c, "subscribers": n}))
+        .map(|(c, (n, rate))| {
+            let rate = (rate * 10.0).round() / 10.0;
+            serde_json::json!({"channel": c, "subscribers": n, "rate": rate})
+        })
         .collect();
     Ok(Json(serde_json::json!({ "channels": list })))
 }

@@ -77,6 +77,16 @@ pub struct Config {
     pub token_issuer: String,
     /// Key for the server API. Empty: the API is open when `token_secret` is empty too.
     pub api_key: String,
+    /// A second secret with the API key's rights, for the people at the dashboard (`/admin`):
+    /// typed into its login form, sent as `X-API-Key`. Empty: the dashboard takes the API key
+    /// (and is open only on an open loopback server).
+    pub admin_password: String,
+    /// Serve the dashboard page at `/admin` and publish this node's stats on `__admin:stats`.
+    pub admin: bool,
+    /// Milliseconds between two publications of this node's stats (at least 100).
+    pub admin_stats_interval_ms: u64,
+    /// Most channels whose publication rate is tracked (the dashboard's busiest first).
+    pub admin_rate_channels: usize,
     /// Allow a non-loopback listener without authentication. Never do this in production.
     pub insecure_allow_open: bool,
     /// Serve the demo app at `/` and run its ticker publisher.
@@ -288,6 +298,10 @@ impl Default for Config {
             token_audience: String::new(),
             token_issuer: String::new(),
             api_key: String::new(),
+            admin_password: String::new(),
+            admin: true,
+            admin_stats_interval_ms: 1000,
+            admin_rate_channels: 10_000,
             insecure_allow_open: false,
             demo: true,
             lab_max_sessions: 32,
@@ -564,6 +578,9 @@ impl Config {
                 "outbound_queue_bytes must be at least twice max_history_reply_bytes and max_frame_bytes",
             );
         }
+        if self.admin_stats_interval_ms < 100 {
+            return invalid("admin_stats_interval_ms must be at least 100");
+        }
         if self.channel_idle_ttl == 0 {
             return invalid("channel_idle_ttl must be > 0");
         }
@@ -660,12 +677,14 @@ impl Config {
     }
 
     /// The configuration with its secrets replaced by `"<redacted>"` (`switchboard config`
-    /// without `--show-secrets`): `token_secret`, `api_key`, `turn_secret`, the passwords of
+    /// without `--show-secrets`): `token_secret`, `api_key`, `turn_secret`, `admin_password`, the passwords of
     /// `turn_users`, and a password in the `broker` or `app_proxy_url` URL. Empty ones stay
     /// empty, so the output still tells set from unset.
     pub fn redacted(mut self) -> Self {
         const REDACTED: &str = "<redacted>";
-        for secret in [&mut self.token_secret, &mut self.api_key, &mut self.turn_secret] {
+        for secret in
+            [&mut self.token_secret, &mut self.api_key, &mut self.turn_secret, &mut self.admin_password]
+        {
             if !secret.is_empty() {
                 REDACTED.clone_into(secret);
             }

@@ -16,7 +16,8 @@ use crate::state::AppState;
 /// The channel the ticker publishes on.
 pub const TICKER_CHANNEL: &str = "demo:ticker";
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
+/// A static file's response.
+pub fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + Clone {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
 }
 

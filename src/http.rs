@@ -223,6 +223,7 @@ static ANONYMOUS: Identity = Identity {
     pubs: None,
     expires_at: None,
     granted: Vec::new(),
+    admin: false,
 };
 
 impl Caller {
@@ -254,7 +255,9 @@ pub fn caller(rules: &Rules, headers: &HeaderMap) -> Result<Caller, HttpError> {
         .and_then(|v| v.to_str().ok())
         .or_else(|| headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("apikey "));
     if rules.auth().api_key_ok(key) {
-        return Ok(if rules.config().api_key.is_empty() { Caller::Open } else { Caller::Server });
+        let open =
+            rules.config().api_key.is_empty() && key.is_none_or(|k| k != rules.config().admin_password);
+        return Ok(if open { Caller::Open } else { Caller::Server });
     }
     if let Some(token) = bearer(headers) {
         return rules

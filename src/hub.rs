@@ -48,6 +48,8 @@ struct OutboxInner {
     in_flight: usize,
     overflowed: bool,
     closed: Option<Disconnect>,
+    /// Channels the node unsubscribed the connection from (an administrator's action).
+    kicked: Vec<(ChannelName, Disconnect)>,
 }
 
 /// What [`Outbox::take`] found.
@@ -98,6 +100,17 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Unsubscribes the connection from `channel` at its next wake-up, telling it `reason`.
+    pub fn kick(&self, channel: ChannelName, reason: Disconnect) {
+        self.inner.lock().kicked.push((channel, reason));
+        self.notify.notify_one();
+    }
+
+    /// The channels [`Outbox::kick`] asked to leave since the last call.
+    pub fn take_kicked(&self) -> Vec<(ChannelName, Disconnect)> {
+        std::mem::take(&mut self.inner.lock().kicked)
+    }
+
     /// Moves every queued delivery into `into` (which should be empty; its capacity is reused).
     pub fn take(&self, into: &mut Vec<Delivery>) -> Taken {
         let mut inner = self.inner.lock();
@@ -137,8 +150,32 @@ impl Outbox {
 
 /// One shard of the channel → local subscribers map.
 type ChannelShard = RwLock<HashMap<ChannelName, Vec<(ConnId, Arc<Outbox>)>>>;
-/// One shard of the open connections.
-type ConnectionShard = Mutex<HashMap<ConnId, std::sync::Weak<Outbox>>>;
+/// One shard of the open connections: each one's outbox and what it says about itself.
+type ConnectionShard = Mutex<HashMap<ConnId, (std::sync::Weak<Outbox>, Arc<ConnMeta>)>>;
+
+/// What the node tells about an open connection (the server API's `/api/connections`).
+#[derive(Debug)]
+pub struct ConnMeta {
+    /// When it opened.
+    pub opened: std::time::SystemTime,
+    /// Its transport, once the transport said.
+    pub transport: std::sync::OnceLock<crate::metrics::TransportKind>,
+    /// The client's IP address, when the transport knows it.
+    pub remote: std::sync::OnceLock<std::net::IpAddr>,
+    /// Who it is, once `connect` succeeded.
+    pub client: std::sync::OnceLock<Arc<switchboard_protocol::frame::ClientInfo>>,
+}
+
+impl Default for ConnMeta {
+    fn default() -> Self {
+        Self {
+            opened: std::time::SystemTime::now(),
+            transport: Default::default(),
+            remote: Default::default(),
+            client: Default::default(),
+        }
+    }
+}
 
 /// The connection holding a client id on this node.
 struct Claim {
@@ -184,9 +221,53 @@ impl Hub {
         }
     }
 
-    /// Registers an open connection's outbox.
-    pub fn register(&self, conn: ConnId, outbox: &Arc<Outbox>) {
-        self.connections[conn as usize % SHARDS].lock().insert(conn, Arc::downgrade(outbox));
+    /// Registers an open connection's outbox and description.
+    pub fn register(&self, conn: ConnId, outbox: &Arc<Outbox>, meta: Arc<ConnMeta>) {
+        self.connections[conn as usize % SHARDS].lock().insert(conn, (Arc::downgrade(outbox), meta));
+    }
+
+    /// Every open connection's description, by id.
+    pub fn connections(&self) -> Vec<(ConnId, Arc<ConnMeta>)> {
+        let mut out: Vec<_> = self
+            .connections
+            .iter()
+            .flat_map(|s| s.lock().iter().map(|(id, (_, m))| (*id, m.clone())).collect::<Vec<_>>())
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// An open connection's outbox and description.
+    pub fn connection(&self, conn: ConnId) -> Option<(Arc<Outbox>, Arc<ConnMeta>)> {
+        let shard = self.connections[conn as usize % SHARDS].lock();
+        let (outbox, meta) = shard.get(&conn)?;
+        Some((outbox.upgrade()?, meta.clone()))
+    }
+
+    /// The channels `conn` is subscribed to here (a scan: for the server API, not hot paths).
+    pub fn subscriptions_of(&self, conn: ConnId) -> Vec<ChannelName> {
+        let mut out: Vec<ChannelName> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                let shard = s.read();
+                shard
+                    .iter()
+                    .filter(|(_, v)| v.iter().any(|(c, _)| *c == conn))
+                    .map(|(c, _)| c.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The local subscribers of `channel`, by connection id.
+    pub fn subscribers(&self, channel: &ChannelName) -> Vec<ConnId> {
+        self.shard(channel.as_str())
+            .read()
+            .get(channel)
+            .map_or_else(Vec::new, |v| v.iter().map(|(c, _)| *c).collect())
     }
 
     /// Forgets a closed connection.
@@ -228,7 +309,7 @@ impl Hub {
     /// Ends every open connection with `reason`.
     pub fn close_all(&self, reason: Disconnect) {
         for shard in self.connections.iter() {
-            for outbox in shard.lock().values().filter_map(std::sync::Weak::upgrade) {
+            for outbox in shard.lock().values().filter_map(|(o, _)| o.upgrade()) {
                 outbox.close(reason);
             }
         }

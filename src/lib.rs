@@ -35,6 +35,8 @@
 //! - [`http`]: HTTP helpers shared by every endpoint (the JSON error, the API caller, the
 //!   `Origin` check).
 //! - [`api`]: the server API (`/api/...`), health and metrics endpoints.
+//! - [`admin`]: the admin endpoints (connections with disconnect and unsubscribe, node stats,
+//!   rooms, TURN), the stats each node publishes on `__admin:stats`, and the `/admin` page.
 //! - [`turn`]: the built-in STUN/TURN server's wiring and `/api/ice-servers` (the server itself
 //!   is the crate `switchboard-turn`).
 //! - [`demo`]: the demo app, the SDK files and the demo's ticker publisher.
@@ -42,10 +44,12 @@
 //!   certificate reload), per-IP socket caps, header/idle/body timeouts, the drain on shutdown.
 //! - [`server`]: start-up (binding, broker, the optional [`Services`]), the router, shutdown.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app_proxy;
 pub mod broker;
+pub mod channel_rates;
 pub mod config;
 pub mod connection;
 pub mod demo;

@@ -84,7 +84,8 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    const ALL: [TransportKind; 9] = [
+    /// Every transport.
+    pub const ALL: [TransportKind; 9] = [
         TransportKind::WebSocket,
         TransportKind::Sse,
         TransportKind::Stream,
@@ -161,6 +162,14 @@ pub struct Metrics {
     pub rtc_frames_forwarded: Counter,
     /// Bytes of media the SFU forwarded (payload, before RTP packetization).
     pub rtc_bytes_forwarded: Counter,
+    /// Disconnects and unsubscribes done through the admin endpoints.
+    pub admin_actions: Counter,
+    /// Admin endpoint requests refused (no or a wrong key or password).
+    pub admin_refused: Counter,
+    /// Stats snapshots this node published on `__admin:stats`.
+    pub admin_stats_published: Counter,
+    /// Publications per second by channel (the dashboard's busiest first).
+    pub channel_rates: crate::channel_rates::ChannelRates,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -255,6 +264,26 @@ impl Metrics {
                 "WebRTC offers refused by rtc_offers_per_ip_per_minute.",
                 &self.rtc_offers_refused,
             ),
+            (
+                "admin_actions_total",
+                "Disconnects and unsubscribes done through the admin endpoints.",
+                &self.admin_actions,
+            ),
+            (
+                "admin_refused_total",
+                "Admin endpoint requests refused for a missing or wrong key.",
+                &self.admin_refused,
+            ),
+            (
+                "admin_stats_published_total",
+                "Stats snapshots published on __admin:stats.",
+                &self.admin_stats_published,
+            ),
+            (
+                "channel_rates_untracked_total",
+                "Publications to channels whose rate went untracked (admin_rate_channels reached).",
+                &self.channel_rates.untracked,
+            ),
             ("rtc_frames_forwarded_total", "Media frames the SFU forwarded.", &self.rtc_frames_forwarded),
             ("game_guesses_total", "Guesses and chat lines the game referees received.", &self.game_guesses),
             (
@@ -292,6 +321,11 @@ impl Metrics {
             s,
             "# HELP switchboard_games Games whose referee runs on this node.\n# TYPE switchboard_games gauge\nswitchboard_games {}\n",
             self.games.get()
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_channel_rates_tracked Channels whose publication rate is tracked.\n# TYPE switchboard_channel_rates_tracked gauge\nswitchboard_channel_rates_tracked {}\n",
+            self.channel_rates.tracked.get()
         );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");

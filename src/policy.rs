@@ -27,7 +27,15 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// Channels opened by verified subscription tokens (the session adds and removes them).
     pub granted: Vec<ChannelName>,
+    /// A dashboard's connection, from an admin ticket ([`Policy::admin_ticket`]): it may read
+    /// the node's stats channel and nothing else.
+    pub admin: bool,
 }
+
+/// What an admin ticket starts with: `sbadmin.EXP.TAG`.
+pub const ADMIN_TICKET_PREFIX: &str = "sbadmin.";
+/// The user an admin ticket's connection runs as.
+pub const ADMIN_USER: &str = "__admin";
 
 #[derive(Deserialize)]
 struct Claims {
@@ -152,6 +160,9 @@ impl Policy {
     /// `exp`, `nbf`, and `aud` and `iss` when configured. Without a key every connection is
     /// anonymous and a token is ignored.
     pub fn authenticate(&self, token: Option<&str>, unix_now: u64) -> Result<Identity, Disconnect> {
+        if let Some(ticket) = token.and_then(|t| t.strip_prefix(ADMIN_TICKET_PREFIX)) {
+            return self.admin_identity(ticket, unix_now);
+        }
         if !self.keys.any() {
             return Ok(Identity::default());
         }
@@ -170,7 +181,54 @@ impl Policy {
             pubs: claims.pubs,
             expires_at: claims.exp,
             granted: Vec::new(),
+            admin: false,
         })
+    }
+
+    /// A connection token for a dashboard, valid until `exp` (unix seconds): it reads the
+    /// node's stats channel only. Signed with the session key, so every node of a cluster
+    /// sharing `token_secret` takes it.
+    pub fn admin_ticket(&self, exp: u64) -> String {
+        let tag = hmac::sign(&self.session_key, format!("admin\0{exp}").as_bytes());
+        let mut out = format!("{ADMIN_TICKET_PREFIX}{exp}.");
+        for b in &tag.as_ref()[..SESSION_TAG_BYTES] {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    fn admin_identity(&self, ticket: &str, unix_now: u64) -> Result<Identity, Disconnect> {
+        let exp = ticket.split_once('.').and_then(|(exp, _)| exp.parse::<u64>().ok());
+        let Some(exp) = exp else { return Err(Disconnect::UNAUTHORIZED) };
+        let full = format!("{ADMIN_TICKET_PREFIX}{ticket}");
+        if !constant_time_eq(self.admin_ticket(exp).as_bytes(), full.as_bytes()) {
+            return Err(Disconnect::UNAUTHORIZED);
+        }
+        if exp <= unix_now {
+            return Err(Disconnect::TOKEN_EXPIRED);
+        }
+        Ok(Identity {
+            user: ADMIN_USER.into(),
+            subs: Some(vec![crate::admin::STATS_CHANNEL.into()]),
+            pubs: Some(Vec::new()),
+            admin: true,
+            ..Identity::default()
+        })
+    }
+
+    /// Whether `key` opens the dashboard's endpoints (`/api/admin/...`, `/api/connections`):
+    /// the admin password or the API key; with neither configured, whether the server runs
+    /// open (no secrets at all, loopback only).
+    pub fn admin_ok(&self, key: Option<&str>) -> bool {
+        let password = &self.config.admin_password;
+        if !password.is_empty() && key.is_some_and(|k| constant_time_eq(k.as_bytes(), password.as_bytes())) {
+            return true;
+        }
+        if !self.config.api_key.is_empty() {
+            return key.is_some_and(|k| constant_time_eq(k.as_bytes(), self.config.api_key.as_bytes()));
+        }
+        // Never open on another address, even with `insecure_allow_open`.
+        password.is_empty() && !self.config.requires_token() && self.config.listen.ip().is_loopback()
     }
 
     /// Verifies a subscription token for `user` on `channel` at `unix_now`: the same keys and
@@ -226,6 +284,11 @@ impl Policy {
     /// Whether `key` is the configured API key; with none configured, whether the API is open
     /// (no secrets at all, which `Config::validate` allows on loopback only).
     pub fn api_key_ok(&self, key: Option<&str>) -> bool {
+        // The admin password is a second API key, for the people at the dashboard.
+        let password = &self.config.admin_password;
+        if !password.is_empty() && key.is_some_and(|k| constant_time_eq(k.as_bytes(), password.as_bytes())) {
+            return true;
+        }
         if self.config.api_key.is_empty() {
             return !self.config.requires_token();
         }
@@ -436,5 +499,43 @@ pub(crate) mod tests {
         assert!(!p.api_key_ok(Some("k2")));
         assert!(!p.api_key_ok(Some("k1 ")));
         assert!(!p.api_key_ok(None));
+    }
+
+    #[test]
+    fn admin_tickets_open_the_stats_channel_only_and_expire() {
+        let policy =
+            Policy::new(std::sync::Arc::new(Config { token_secret: "s".into(), ..Config::default() }));
+        let ticket = policy.admin_ticket(1_000);
+        let id = policy.authenticate(Some(&ticket), 999).expect("a valid ticket");
+        assert!(id.admin);
+        assert_eq!(id.subs.as_deref(), Some(&[crate::admin::STATS_CHANNEL.to_owned()][..]));
+        assert_eq!(policy.authenticate(Some(&ticket), 1_000), Err(Disconnect::TOKEN_EXPIRED));
+        let forged = ticket.replace("sbadmin.1000.", "sbadmin.9999.");
+        assert_eq!(policy.authenticate(Some(&forged), 999), Err(Disconnect::UNAUTHORIZED));
+        assert_eq!(policy.authenticate(Some("sbadmin.x"), 0), Err(Disconnect::UNAUTHORIZED));
+        let other =
+            Policy::new(std::sync::Arc::new(Config { token_secret: "t".into(), ..Config::default() }));
+        assert_eq!(other.authenticate(Some(&ticket), 999), Err(Disconnect::UNAUTHORIZED), "another secret");
+    }
+
+    #[test]
+    fn the_admin_endpoints_take_the_password_or_the_key_and_are_never_open_off_loopback() {
+        let admin =
+            |config: Config, key: Option<&str>| Policy::new(std::sync::Arc::new(config)).admin_ok(key);
+        assert!(admin(Config::default(), None), "open loopback server, nothing configured");
+        let pw = Config { admin_password: "pw".into(), ..Config::default() };
+        assert!(!admin(pw.clone(), None));
+        assert!(admin(pw.clone(), Some("pw")));
+        let both = Config { api_key: "k".into(), ..pw };
+        assert!(admin(both.clone(), Some("k")) && admin(both.clone(), Some("pw")));
+        assert!(!admin(both, Some("x")));
+        let public = Config {
+            listen: "0.0.0.0:8080".parse().expect("an address"),
+            insecure_allow_open: true,
+            ..Config::default()
+        };
+        assert!(!admin(public, None), "insecure_allow_open does not open the admin endpoints");
+        let secured = Config { token_secret: "s".into(), ..Config::default() };
+        assert!(!admin(secured, None), "tokens required and no key: closed");
     }
 }

@@ -110,6 +110,15 @@ impl Rules {
     /// connection token's `subs`, and is what a `private` namespace requires; it opens no inbox
     /// and no other user's personal channel.
     pub fn may_read(&self, who: &Actor<'_>, channel: &ChannelName) -> Result<(), Denied> {
+        // The node's stats: the server's and a dashboard's (admin ticket) alone.
+        if channel.as_str() == crate::admin::STATS_CHANNEL {
+            return match who {
+                Actor::Server | Actor::Client { identity: Identity { admin: true, .. }, .. } => Ok(()),
+                _ => {
+                    Err(Denied::forbidden("the stats channel takes an admin ticket (POST /api/admin/ticket)"))
+                }
+            };
+        }
         refuse_internal(channel)?;
         let (channel, inbox) = match self.inbox(channel) {
             Some(inbox) => {
@@ -438,5 +447,21 @@ mod tests {
         assert!(r.check_publication(&json(r#"["[[[[\"["]"#), None).is_ok(), "brackets in strings");
         assert!(!nesting_exceeds(&"[".repeat(64).into_bytes(), 64));
         assert!(nesting_exceeds(&"[".repeat(30_000).into_bytes(), 64));
+    }
+
+    #[test]
+    fn the_stats_channel_is_read_by_the_server_and_admin_tickets_alone() {
+        let r = rules(Config::default());
+        let stats = ch(crate::admin::STATS_CHANNEL);
+        let admin = Identity { admin: true, ..Identity::default() };
+        let anyone = Identity::default();
+        assert!(r.may_read(&Actor::Server, &stats).is_ok());
+        assert!(r.may_read(&Actor::Client { identity: &admin, client: Some("a") }, &stats).is_ok());
+        assert!(r.may_read(&Actor::Client { identity: &anyone, client: Some("b") }, &stats).is_err());
+        assert!(r.may_read(&Actor::Open, &stats).is_err(), "an open API caller is not an administrator");
+        assert!(
+            r.may_read(&Actor::Client { identity: &admin, client: Some("a") }, &ch("__sockjs.x")).is_err()
+        );
+        assert!(r.may_publish(&Actor::Server, &stats).is_err(), "only the nodes publish stats");
     }
 }

@@ -48,6 +48,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(crate::turn::routes(services.ice.clone()))
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
+        .merge(crate::admin::routes(services))
         .merge(demo::sdk_routes());
     let lab = state.lab.clone();
     if state.config.demo {
@@ -57,6 +58,9 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
             let rendered = lab.clone();
             state.metrics.add_source(move |out| rendered.render(out));
         }
+    }
+    if state.config.admin {
+        router = router.merge(crate::admin::page_routes());
     }
     if state.config.ws_echo_endpoint {
         router = router.route("/ws-echo", get(transport::ws::echo_handler));
@@ -328,6 +332,9 @@ impl Server {
         let state = self.state.clone();
         if state.config.demo {
             tokio::spawn(demo::ticker(state.clone()));
+        }
+        if state.config.admin {
+            tokio::spawn(crate::admin::stats::publish(state.clone()));
         }
         let webtransport = self.webtransport.map(|wt| tokio::spawn(wt.serve(state.clone())));
         let (stop, hub) = (state.shutdown.clone(), state.hub.clone());

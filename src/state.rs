@@ -29,6 +29,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// This node's name and message rates, for the dashboard ([`crate::admin::stats`]).
+    pub sampler: crate::admin::stats::Sampler,
     /// Places for real-time connections: in all, per IP and per user.
     pub admission: Arc<Admission>,
     /// WebRTC offers without a token, per IP (`rtc_offers_per_ip_per_minute`).
@@ -65,6 +67,7 @@ impl AppState {
         broker: Arc<dyn Broker>,
     ) -> Arc<Self> {
         let config = Arc::new(config);
+        metrics.channel_rates.set_max(config.admin_rate_channels);
         let admission = Admission::new(
             config.max_connections,
             config.max_connections_per_ip,
@@ -78,6 +81,7 @@ impl AppState {
             admission: Arc::new(admission),
             rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),
             app_proxy: AppProxy::from_config(&config),
+            sampler: crate::admin::stats::Sampler::new(&config.node_url),
             config,
             broker,
             hub,

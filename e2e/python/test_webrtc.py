@@ -163,3 +163,52 @@ def test_aiortc_participants_publish_and_subscribe_through_the_sfu(server):
         await asyncio.gather(pc_a.close(), pc_b.close(), ws_a.close(), ws_b.close())
 
     run(main())
+
+
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+def test_admin_rooms_report_an_aiortc_whip_track_codec_size_and_bitrate(server, codec):
+    """`GET /api/rooms/{room}` (the dashboard's rooms panel): the server reads the picture size from
+    the keyframes' own headers (VP8's frame header, H.264's SPS), and measures the bitrate."""
+    from aiortc import RTCRtpSender
+
+    room = f"room:py-admin-{codec.lower()}"
+
+    async def main():
+        pub = RTCPeerConnection()
+        t = pub.addTransceiver(VideoStreamTrack(), direction="sendonly")
+        t.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                               if c.mimeType == f"video/{codec}"])
+        await pub.setLocalDescription(await pub.createOffer())
+        status, _, answer = await http_async("POST", f"{server.url}/whip/{room}", pub.localDescription.sdp,
+                                             "application/sdp")
+        assert status == 201, answer
+        await pub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        sub = RTCPeerConnection()
+        watch_tracks(sub)
+        sub.addTransceiver("video", direction="recvonly")
+        await sub.setLocalDescription(await sub.createOffer())
+        status, _, answer = await http_async("POST", f"{server.url}/whep/{room}", sub.localDescription.sdp,
+                                             "application/sdp")
+        assert status == 201, answer
+        await sub.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await frames_received(sub, 5)
+        detail = None
+        for _ in range(100):
+            status, _, body = await http_async("GET", f"{server.url}/api/rooms/{urllib.parse.quote(room)}", "", "text/plain")
+            assert status == 200, body
+            detail = json.loads(body)
+            whip = next(p for p in detail["peers"] if p["role"] == "whip")
+            whep = next(p for p in detail["peers"] if p["role"] == "whep")
+            track = whip["published"][0] if whip["published"] else {}
+            recv = next((r for r in whep["receiving"] if r["track"]), {})
+            if track.get("bitrate") and track.get("width") and recv.get("bitrate"):
+                break
+            await asyncio.sleep(0.2)
+        assert track["codec"] == codec, detail
+        assert (track["width"], track["height"]) == (640, 480), detail
+        assert track["bitrate"] > 0 and track["layers"] == [], detail
+        assert recv["track"] == track["id"] and recv["layer"] is None, detail
+        assert (recv["width"], recv["height"]) == (640, 480) and recv["bitrate"] > 0, detail
+        await asyncio.gather(pub.close(), sub.close())
+
+    run(main())

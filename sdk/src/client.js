@@ -14,6 +14,14 @@ import { StreamConn } from './transports/stream.js';
 import { PollConn } from './transports/poll.js';
 import { Room } from './rooms/room.js';
 
+/**
+ * Close codes that say "do not reconnect": ours 3500–3999, and the application's 4500–4999
+ * (Centrifugo's convention: an application's 4000–4499 reconnect, 4500–4999 do not).
+ */
+function doNotReconnect(code) {
+  return (code >= 3500 && code <= 3999) || (code >= 4500 && code <= 4999);
+}
+
 /** @typedef {import('../switchboard.js').TransportName} TransportName */
 /** @typedef {import('../switchboard.js').ConnectionState} ConnectionState */
 /** @typedef {import('../switchboard.js').Switchboard} SwitchboardApi */
@@ -311,7 +319,7 @@ export class Switchboard extends Emitter {
     this._unsettleSubs();
     const code = info.code ?? 0;
     const reason = info.reason ?? '';
-    if (info.fatal || (code >= 3500 && code <= 3999)) {
+    if (info.fatal || doNotReconnect(code)) {
       this._gen++;
       this._setState('closed', { code, reason });
       this._emit('error', { code, message: reason, fatal: true, transport: conn.name });

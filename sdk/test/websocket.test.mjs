@@ -221,8 +221,8 @@ test('websocket: recovered:false is passed on, and the subscription continues fr
   void clock;
 });
 
-test('websocket: close codes 3000-3499 and 1000-2999 reconnect; 3500-3999 stop with an error', async () => {
-  for (const code of [3000, 3002, 3499, 1000, 1006, 1011]) {
+test('websocket: close codes 3000-3499, 1000-2999 and 4000-4499 reconnect; 3500-3999 and 4500-4999 stop with an error', async () => {
+  for (const code of [3000, 3002, 3499, 1000, 1006, 1011, 4000, 4499]) {
     const { sb, ws, clock, events } = makeClient(WS_ONLY);
     sb.connect();
     ws[0].handshake();
@@ -232,7 +232,7 @@ test('websocket: close codes 3000-3499 and 1000-2999 reconnect; 3500-3999 stop w
     await clock.advance(100);
     assert.equal(ws.length, 2, `code ${code} reconnects`);
   }
-  for (const code of [3500, 3501, 3503, 3999]) {
+  for (const code of [3500, 3501, 3503, 3999, 4500, 4999]) {
     const { sb, ws, clock, events } = makeClient(WS_ONLY);
     const errors = [];
     sb.on('error', (e) => errors.push(e));

@@ -70,9 +70,11 @@ pub async fn publish(
     metrics: &crate::metrics::Metrics,
     request: NewPublication,
 ) -> Result<PublishResult, BrokerError> {
+    let channel = request.channel.clone();
     let result = broker.publish(request).await?;
     if !result.duplicate {
         metrics.publications.add(1);
+        metrics.channel_rates.count(&channel, crate::channel_rates::now_seconds());
     }
     Ok(result)
 }

@@ -21,7 +21,8 @@ use switchboard_protocol::frame::{ClientFrame, Command, FrameError};
 use tokio::time::{Instant, Sleep};
 
 use crate::admission::Ticket;
-use crate::hub::{ConnId, Outbox, Taken, next_conn_id};
+use crate::hub::{ConnId, ConnMeta, Outbox, Taken, next_conn_id};
+use crate::metrics::TransportKind;
 use crate::model::Delivery;
 use crate::session::{Now, Op, OpId, OpResult, Output, Session, SessionConfig};
 use crate::state::AppState;
@@ -75,6 +76,8 @@ pub struct Driver {
     state: Arc<AppState>,
     conn: ConnId,
     outbox: Arc<Outbox>,
+    /// What the server API tells about this connection.
+    meta: Arc<ConnMeta>,
     session: Session,
     ops: FuturesUnordered<OpFuture>,
     /// Calls to the application's backend. Apart from `ops` because a connection that ends does
@@ -107,13 +110,15 @@ impl Driver {
         let client_id = format!("{:016x}", rand::random::<u64>());
         let session = Session::new(state.rules.clone(), config, client_id, Now::current());
         let outbox = Arc::new(Outbox::new(state.config.outbound_queue, state.config.outbound_queue_bytes));
-        state.hub.register(conn, &outbox);
+        let meta = Arc::new(ConnMeta::default());
+        state.hub.register(conn, &outbox, meta.clone());
         let publish_rate = (state.config.max_publish_rate > 0)
             .then(|| TokenBucket::new(state.config.max_publish_rate, state.config.max_publish_burst));
         Self {
             state,
             conn,
             outbox,
+            meta,
             session,
             ops: FuturesUnordered::new(),
             calls: FuturesUnordered::new(),
@@ -129,7 +134,16 @@ impl Driver {
 
     /// Holds `ticket` (the connection's admission) for the connection's life.
     pub fn admitted(mut self, ticket: Ticket) -> Self {
+        if let Some(ip) = ticket.ip() {
+            let _ = self.meta.remote.set(ip);
+        }
         self.ticket = Some(ticket);
+        self
+    }
+
+    /// Names the connection's transport (for the server API's connection list).
+    pub fn on(self, transport: TransportKind) -> Self {
+        let _ = self.meta.transport.set(transport);
         self
     }
 
@@ -183,6 +197,9 @@ impl Driver {
             Err(e) => self.session.handle_frame_error(e),
         }
         let user = if connected { None } else { self.session.client_info().map(|i| i.user.clone()) };
+        if !connected && let Some(info) = self.session.client_info() {
+            let _ = self.meta.client.set(info.clone());
+        }
         // The user is known now: count the connection for it.
         if let (Some(user), Some(ticket)) = (user, &mut self.ticket)
             && let Err(why) = ticket.set_user(&user)
@@ -228,23 +245,39 @@ impl Driver {
     /// Feeds what [`Driver::wait`] returned into the session.
     pub fn on_wake(&mut self, wake: Wake) {
         match wake {
-            Wake::Outbox => match self.outbox.take(&mut self.batch) {
-                Taken::Overflowed => {
-                    self.state.metrics.slow_consumers.add(1);
-                    self.session.handle_overflow();
-                }
-                Taken::Closed(reason) => self.session.handle_disconnect(reason),
-                Taken::Ok => {
-                    for d in self.batch.drain(..) {
-                        self.session.handle_delivery(d);
-                    }
-                }
-            },
+            Wake::Outbox => {
+                // Unsubscribed first: what was queued for those channels is then dropped.
+                self.kicked();
+                let taken = self.outbox.take(&mut self.batch);
+                self.on_taken(taken);
+            }
             Wake::Op(Some((id, result))) => self.session.handle_result(id, result),
             Wake::Op(None) => {}
             Wake::Timer => {
                 self.timer_at = None;
                 self.session.handle_timeout(Now::current());
+            }
+        }
+    }
+
+    /// Applies the unsubscriptions the node asked for.
+    fn kicked(&mut self) {
+        for (channel, reason) in self.outbox.take_kicked() {
+            self.session.handle_kicked(&channel, reason);
+        }
+    }
+
+    fn on_taken(&mut self, taken: Taken) {
+        match taken {
+            Taken::Overflowed => {
+                self.state.metrics.slow_consumers.add(1);
+                self.session.handle_overflow();
+            }
+            Taken::Closed(reason) => self.session.handle_disconnect(reason),
+            Taken::Ok => {
+                for d in self.batch.drain(..) {
+                    self.session.handle_delivery(d);
+                }
             }
         }
     }

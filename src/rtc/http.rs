@@ -356,7 +356,7 @@ async fn data_channel(
         rtc.open(Role::Data { events }, Negotiation { offer: Some(offer), ..Default::default() }).await?;
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
-    let driver = Driver::with_config(state.clone(), config).admitted(ticket);
+    let driver = Driver::with_config(state.clone(), config).admitted(ticket).on(TransportKind::WebRtc);
     let peer = opened.peer.clone();
     let created = created_sdp(&state, &opened.peer, opened.sdp);
     tokio::spawn(async move {

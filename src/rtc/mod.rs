@@ -136,6 +136,7 @@ pub(crate) enum Command {
     Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, EngineError>> },
     Close { peer: String, reply: oneshot::Sender<bool> },
     Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
+    Snapshot { reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>> },
     Send { peer: String, reliable: bool, binary: bool, data: Bytes },
 }
 
@@ -176,6 +177,12 @@ impl RtcService {
     pub async fn rooms(&self) -> Vec<ChannelName> {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Rooms { reply }, rx).await.unwrap_or_default()
+    }
+
+    /// The rooms with peers here, their peers, tracks and receivers (for the admin API).
+    pub async fn snapshot(&self) -> Vec<engine::snapshot::RoomSnapshot> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Snapshot { reply }, rx).await.unwrap_or_default()
     }
 
     /// Queues a data channel message; waits while the engine is busy (back-pressure).

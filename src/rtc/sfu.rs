@@ -74,6 +74,11 @@ pub struct Verdict {
 }
 
 impl Forward {
+    /// The layer being sent; `None` until the first keyframe went out.
+    pub fn current(&self) -> Option<Option<Rid>> {
+        self.current
+    }
+
     /// Starts over (new source): the next frame sent must be a keyframe.
     pub fn restart(&mut self) {
         self.current = None;

@@ -168,6 +168,20 @@ impl Session {
         }
     }
 
+    /// The node unsubscribed this connection from `channel` (an administrator's action): the
+    /// client is told with `reason`'s code, as when a subscription token expires.
+    pub fn handle_kicked(&mut self, channel: &ChannelName, reason: Disconnect) {
+        if let Some(sub) = self.subs.remove(channel) {
+            self.release(channel, sub);
+            let body = UnsubscribedBody {
+                channel: channel.to_string(),
+                code: reason.code,
+                reason: reason.reason.into(),
+            };
+            self.out.push_back(Output::Notice(Notice::Unsubscribed(body)));
+        }
+    }
+
     /// `channel` is no longer open by a subscription token.
     fn revoke(&mut self, channel: &ChannelName) {
         self.sub_expiry.remove(channel);

@@ -65,7 +65,8 @@ async fn open(
         Ok(ticket) => ticket,
         Err(why) => return HttpError::connection_limit(why).into_response(),
     };
-    let mut driver = Driver::new(state.clone(), false).admitted(ticket);
+    let kind = if format == Format::Sse { TransportKind::Sse } else { TransportKind::Stream };
+    let mut driver = Driver::new(state.clone(), false).admitted(ticket).on(kind);
     let connect = ConnectRequest {
         token: params.token.take(),
         name: params.name.take(),
@@ -98,7 +99,6 @@ async fn open(
     // Two batches in the pipe at most: a client that stops reading holds little beyond its
     // outbox's byte bound.
     let (tx, rx) = mpsc::channel::<Bytes>(2);
-    let kind = if format == Format::Sse { TransportKind::Sse } else { TransportKind::Stream };
     let guard = state.metrics.connection(kind);
     let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), tx };
     if format == Format::Sse {

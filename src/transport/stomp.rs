@@ -78,7 +78,7 @@ pub async fn run(
     let _guard = state.metrics.connection(TransportKind::Stomp);
     let (codec, config) = StompCodec::new(&state, token, false);
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
-    pump::run(transport, Driver::with_config(state, config).admitted(ticket)).await;
+    pump::run(transport, Driver::with_config(state, config).admitted(ticket).on(TransportKind::Stomp)).await;
 }
 
 /// STOMP over a WebSocket: the codec's messages as WebSocket messages.

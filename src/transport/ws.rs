@@ -54,7 +54,11 @@ pub async fn handler(
         } else {
             let _guard = state.metrics.connection(TransportKind::WebSocket);
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-            pump::run(transport, Driver::new(state.clone(), true).admitted(ticket)).await;
+            pump::run(
+                transport,
+                Driver::new(state.clone(), true).admitted(ticket).on(TransportKind::WebSocket),
+            )
+            .await;
         }
     }))
 }

@@ -67,11 +67,14 @@ impl Error {
         }
     }
 
-    /// Whether reconnecting (with backoff) may help. False for close codes 3500–3999, which ask
-    /// the client to fix itself first, and for HTTP 4xx answers other than 429.
+    /// Whether reconnecting (with backoff) may help. False for close codes 3500–3999 (ours) and
+    /// 4500–4999 (the application's), which ask the client to fix itself first, and for HTTP 4xx
+    /// answers other than 429.
     pub fn should_reconnect(&self) -> bool {
         match self {
-            Error::Closed { code: Some(code), .. } => !(3500..4000).contains(code),
+            Error::Closed { code: Some(code), .. } => {
+                !(3500..4000).contains(code) && !(4500..5000).contains(code)
+            }
             Error::Http { status, .. } => *status >= 500 || *status == 429,
             Error::Url(_) | Error::InvalidArgument(_) | Error::Command { .. } | Error::Protocol(_) => false,
             _ => true,
@@ -108,6 +111,14 @@ mod tests {
         assert!(!e.should_reconnect());
         assert!(Error::Closed { code: Some(3002), reason: "slow consumer".into() }.should_reconnect());
         assert!(!Error::Closed { code: Some(3501), reason: "unauthorized".into() }.should_reconnect());
+        // The application's codes: 4000–4499 reconnect, 4500–4999 do not (Centrifugo's split).
+        for (code, again) in [(4000, true), (4499, true), (4500, false), (4999, false)] {
+            assert_eq!(
+                Error::Closed { code: Some(code), reason: "app".into() }.should_reconnect(),
+                again,
+                "{code}"
+            );
+        }
         assert!(Error::Closed { code: None, reason: "eof".into() }.should_reconnect());
         let http = Error::Http { status: 400, code: Some(107), message: "bad cursor".into() };
         assert_eq!(http.error_code(), Some(ErrorCode::BadRequest));

@@ -38,8 +38,9 @@ pub enum Event {
         /// The reason.
         reason: String,
     },
-    /// The server is ending the connection; nothing follows. 3000–3499: reconnect and resume
-    /// from [`Subscription::cursor`](crate::Subscription::cursor); 3500–3999: do not reconnect.
+    /// The server is ending the connection; nothing follows. 3000–3499 and 4000–4499: reconnect
+    /// and resume from [`Subscription::cursor`](crate::Subscription::cursor); 3500–3999 and
+    /// 4500–4999: do not reconnect.
     Disconnected {
         /// The close or disconnect code.
         code: u16,

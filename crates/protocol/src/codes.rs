@@ -145,7 +145,14 @@ impl Disconnect {
     /// A newer connection of the same client took over its client id (`connect.session`).
     pub const REPLACED: Self = Self::new(3504, "replaced");
 
-    const fn new(code: u16, reason: &'static str) -> Self {
+    /// An administrator ended the connection (the server API's default; any 3000–4999 code
+    /// may be chosen).
+    pub const BY_ADMIN: Self = Self::new(3505, "by an administrator");
+    /// An administrator ended one subscription (an `unsubscribed` push, not a disconnect).
+    pub const UNSUBSCRIBED_BY_ADMIN: Self = Self::new(3506, "unsubscribed by an administrator");
+
+    /// A code and reason; the server's own are the constants above.
+    pub const fn new(code: u16, reason: &'static str) -> Self {
         Self { code, reason }
     }
 

@@ -33,6 +33,7 @@ impl Engine {
             return;
         };
         track.layers.saw(data.rid, now);
+        track.stats.saw(&data, now);
         let video = track.kind == MediaKind::Video;
         if video && !data.contiguous {
             // Lost packets the NACKs did not recover: the decoder needs a fresh start.

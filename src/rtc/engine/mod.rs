@@ -16,10 +16,14 @@
 //! - [`forward`]: forwarding a publisher's frames to receivers (simulcast layers, header
 //!   extensions) and keyframe requests back to publishers.
 //! - [`channels`]: the data channel transport's two channels.
+//! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
+//!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
 
 mod channels;
 mod forward;
+mod frame_size;
 mod negotiate;
+pub mod snapshot;
 mod socket;
 mod tracks;
 
@@ -93,6 +97,8 @@ struct Track {
     created: u64,
     /// When a keyframe was last asked for, per layer (layers recover independently).
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
+    /// Codec, bitrate and picture size, for the admin API.
+    stats: snapshot::TrackStats,
 }
 
 /// See the module docs.
@@ -307,6 +313,9 @@ impl Engine {
                 rooms.sort();
                 rooms.dedup();
                 let _ = reply.send(rooms);
+            }
+            Command::Snapshot { reply } => {
+                let _ = reply.send(self.snapshot(Instant::now()));
             }
         }
     }

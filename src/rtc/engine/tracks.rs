@@ -69,6 +69,7 @@ impl Engine {
             layers: Layers::new(rids),
             created: self.track_seq,
             keyframe_requests: Vec::new(),
+            stats: Default::default(),
         };
         self.tracks.insert(id, track);
         self.dirty_rooms.insert(room);

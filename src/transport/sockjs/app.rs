@@ -123,7 +123,7 @@ async fn switchboard(
             batch: Vec::new(),
             limit: state.config.max_frame_bytes.max(64 * 1024),
         };
-        let driver = Driver::with_config(state.clone(), config);
+        let driver = Driver::with_config(state.clone(), config).on(TransportKind::Sockjs);
         let driver = match ticket {
             Some(ticket) => driver.admitted(ticket),
             None => driver,

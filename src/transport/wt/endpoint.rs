@@ -204,5 +204,11 @@ async fn session(incoming: IncomingSession, state: Arc<AppState>) {
     let mut config = SessionConfig::from_config(&state.config, true);
     config.datagrams = true;
     let max_streams = state.config.webtransport_max_streams;
-    super::run(conn, Driver::with_config(state, config).admitted(ticket), max_streams, lab).await;
+    super::run(
+        conn,
+        Driver::with_config(state, config).admitted(ticket).on(TransportKind::WebTransport),
+        max_streams,
+        lab,
+    )
+    .await;
 }
