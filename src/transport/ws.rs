@@ -50,7 +50,9 @@ pub async fn handler(
         // A client that offered only STOMP subprotocols speaks STOMP.
         let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
         if stomp::SUBPROTOCOLS.contains(&chosen) {
-            stomp::run(socket, state, token, ticket).await;
+            // Boxed: a STOMP connection's future is larger, and this task holds the largest of
+            // its branches for every connection.
+            Box::pin(stomp::run(socket, state, token, ticket)).await;
         } else {
             let _guard = state.metrics.connection(TransportKind::WebSocket);
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
@@ -190,4 +192,36 @@ pub async fn echo_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgra
             }
         }
     })
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+
+    fn ret<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn ret1<A, F>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn ret4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn sizes() {
+        eprintln!("Driver {}", std::mem::size_of::<Driver>());
+        eprintln!("Session {}", std::mem::size_of::<crate::session::Session>());
+        eprintln!("WsTransport {}", std::mem::size_of::<WsTransport>());
+        eprintln!("WebSocket {}", std::mem::size_of::<WebSocket>());
+        eprintln!("pump::run<Ws> {}", ret(pump::run::<WsTransport>));
+        eprintln!("stomp::run {}", ret4(stomp::run));
+        eprintln!("flush {}", ret1(|t: &'static mut WsTransport| t.flush()));
+        eprintln!("recv {}", ret1(|t: &'static mut WsTransport| t.recv()));
+        eprintln!("close {}", ret1(|t: WsTransport| t.close(Disconnect::INTERNAL)));
+        eprintln!("wait {}", ret1(|d: &'static mut Driver| d.wait()));
+        eprintln!("cutoff {}", ret1(|d: &'static mut Driver| d.cut_off()));
+        eprintln!("sleep {}", std::mem::size_of::<tokio::time::Sleep>());
+    }
 }
