@@ -286,8 +286,9 @@ where
     };
     let mut draining = ctx.draining.clone();
     let service = hyper::service::service_fn(move |req| conn::serve(ctx.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    // Boxed: the task's future holds the largest of its branches for the connection's life, and
+    // hyper's is the larger one while a stream needs only its own.
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut drain_started = false;
     loop {
         tokio::select! {

@@ -114,7 +114,9 @@ fn is_stream(target: &str) -> bool {
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: Request<Body>, ctx: Ctx) {
     let _in_flight = ctx.activity.request_started();
     let span = tracing::info_span!("http", remote = %ctx.peer);
-    let response = match tracing::Instrument::instrument(ctx.router.oneshot(req), span).await {
+    // Boxed: the router's future is dead once it answered, but would size the stream's future.
+    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(req), span));
+    let response = match routed.await {
         Ok(r) => r,
         Err(never) => match never {},
     };
@@ -132,7 +134,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: R
         head.extend_from_slice(b"\r\n");
     }
     if !parts.headers.contains_key(header::DATE) {
-        head.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
+        head.extend_from_slice(
+            format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes(),
+        );
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
     drop(parts);
@@ -185,7 +189,11 @@ impl<S> Prefixed<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.prefix.has_remaining() {
             let n = this.prefix.len().min(buf.remaining());
