@@ -30,7 +30,7 @@ const MAX_HEADERS: usize = 48;
 /// What the first read of a connection found.
 pub enum First<S> {
     /// A stream request, served by [`serve`].
-    Stream(Tracked<S>, Request<Body>),
+    Stream(Tracked<S>, Box<Request<Body>>),
     /// Anything else: hyper's, with what was read.
     Other(Prefixed<Tracked<S>>),
     /// The client went away.
@@ -60,7 +60,7 @@ pub async fn first<S: AsyncRead + Unpin>(mut io: Tracked<S>, ctx: &Ctx) -> First
 
 enum Parsed {
     Partial,
-    Stream(Request<Body>),
+    Stream(Box<Request<Body>>),
     Other,
 }
 
@@ -99,7 +99,7 @@ fn parse(buf: &[u8], ctx: &Ctx) -> Parsed {
         builder = builder.header(name, value);
     }
     match builder.extension(ConnectInfo(ctx.peer)).body(Body::empty()) {
-        Ok(req) => Parsed::Stream(req),
+        Ok(req) => Parsed::Stream(Box::new(req)),
         Err(_) => Parsed::Other,
     }
 }
@@ -111,11 +111,11 @@ fn is_stream(target: &str) -> bool {
 
 /// Serves a stream request: the router's response, chunked, until its body ends or the
 /// client goes away; then the connection closes.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: Request<Body>, ctx: Ctx) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: Box<Request<Body>>, ctx: Ctx) {
     let _in_flight = ctx.activity.request_started();
     let span = tracing::info_span!("http", remote = %ctx.peer);
     // Boxed: the router's future is dead once it answered, but would size the stream's future.
-    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(req), span));
+    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(*req), span));
     let response = match routed.await {
         Ok(r) => r,
         Err(never) => match never {},
