@@ -38,7 +38,7 @@ pub enum First<S> {
 }
 
 /// Reads the start of a connection until it knows whether it opens with a stream request.
-pub async fn first<S: AsyncRead + Unpin>(mut io: Tracked<S>, ctx: &Ctx) -> First<S> {
+pub async fn first<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, ctx: &Ctx) -> First<S> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         match io.read_buf(&mut buf).await {
