@@ -1033,8 +1033,8 @@ async fn sockjs_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Re
 }
 
 // ---------------------------------------------------------------------------------------------
-// Server-Sent Events: `GET /sse?channel=C`; `event: subscribed` answers, each `data: {"pub"...}`
-// line is a delivery. The body is chunked (ours, Node) or ends with the connection (the floor).
+// Server-Sent Events: `GET /sse?channel=C`; `event: subscribed` answers, each `data:` line with
+// a `"t":` timestamp is a delivery. The body is chunked (ours, Node) or ends with the connection (the floor).
 
 async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
     let mut t = Tcp::connect(o.addr, o.source).await?;
@@ -1054,9 +1054,10 @@ async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
             if line.starts_with(b"event: subscribed") {
                 rec.subscribed();
             } else if let Some(data) = line.strip_prefix(b"data: ")
-                && data.starts_with(JSON.publication)
+                && let Some(ts) = number_after(data, JSON.timestamp)
             {
-                rec.delivery(now, number_after(data, JSON.timestamp));
+                // Ours sends the publication itself, the peers `{"pub":...}`: both carry `"t":`.
+                rec.delivery(now, Some(ts));
             }
         }
         rec.flush(now);
