@@ -35,6 +35,8 @@ SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target",
 LOADGEN_DIR = os.path.join(BENCH, "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 PEER_DIR = os.path.join(BENCH, "peers", "node-ws")
+# `--servers base,...`: another build of ours (before a change), measured in the same rounds.
+BASE_BIN = os.environ.get("FANOUT_BASE_BIN", "")
 FLOOR_SRC = os.path.join(BENCH, "floor", "floor.c")
 FLOOR_BIN = os.path.join(BENCH, "floor", "floor")
 # --pin: `taskset` prefixes for servers and load generator processes (empty without --pin).
@@ -45,7 +47,7 @@ PER_PROCESS = 5000  # connections per load generator process (the limit is 20,00
 PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}/stomp",
              "sockjs": "http://127.0.0.1:{port}/sockjs", "sse": "http://127.0.0.1:{port}/sse"}
 # Which protocols each server's subscribers can speak.
-SPEAKS = {"ours": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
+SPEAKS = {"ours": set(PROTOCOLS), "base": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
           "floor-batch": {"json", "sse"}}
 
 # Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
@@ -75,13 +77,13 @@ class Server:
         self.logpath = os.path.join(outdir, f"{tag}-{kind}.log")
         self.logf = open(self.logpath, "w")
         env = dict(os.environ)
-        if kind == "ours":
+        if kind in ("ours", "base"):
             env.update({"RUST_LOG": "warn"})
             # Thousands of sockets from one address (loopback): lift the per-IP caps.
             env.update({"SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0", "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0"})
             env.update(BENCH_LIMITS)
             env.update(env_extra or {})
-            cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
+            cmd = [BASE_BIN if kind == "base" else SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")
         elif kind.startswith("floor"):
             cmd = [FLOOR_BIN] + (["--batch"] if kind == "floor-batch" else [])
@@ -494,7 +496,7 @@ def floor_ratios(runs, sizes, summary):
         for rate in rates:
             for proto in dict.fromkeys(p for _, p in rows):
                 kinds = [k for k, p in rows if p == proto]
-                refs = [k for k in ("floor", "floor-batch", "node") if k in kinds]
+                refs = [k for k in ("floor", "floor-batch", "node", "base") if k in kinds]
                 if not refs:
                     continue
                 by = {k: {r["round"]: r for r in runs if r["kind"] == k and r["proto"] == proto
@@ -542,8 +544,8 @@ def main():
     ap.add_argument("--no-search", action="store_true", help="skip the max-rate search")
     ap.add_argument("--only", choices=list(SPEAKS), help="run one server only")
     ap.add_argument("--servers", default="ours,node",
-                    help="the servers of each round, in order: ours, node, floor, floor-batch "
-                         "(default ours,node)")
+                    help="the servers of each round, in order: ours, node, floor, floor-batch, "
+                         "base (ours built from FANOUT_BASE_BIN, e.g. before a change) (default ours,node)")
     ap.add_argument("--pin", action="store_true",
                     help="servers on core 1 (taskset -c 1), load generator on core 0")
     ap.add_argument("--protocols", default="json",

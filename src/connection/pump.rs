@@ -207,8 +207,10 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> (String, Option<u16>) {
             // What is being written counts in the outbox's byte bound.
             outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
-            // it cannot be written to any more. Its client resumes from history.
+            // it cannot be written to any more. Its client resumes from history. Biased: a
+            // write that completes at once (the usual case) never arms the stall timer.
             tokio::select! {
+                biased;
                 written = transport.flush() => match written {
                     Ok(bytes) => {
                         outbox.set_in_flight(0);
