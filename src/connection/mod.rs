@@ -29,6 +29,34 @@ use crate::state::AppState;
 
 type OpFuture = Pin<Box<dyn Future<Output = Option<(OpId, OpResult)>> + Send>>;
 
+/// Futures a connection runs beside its session. `FuturesUnordered` allocates its queue up
+/// front (two allocations, about 150 bytes): made on first use, let go once idle.
+#[derive(Default)]
+struct Running(Option<FuturesUnordered<OpFuture>>);
+
+impl Running {
+    fn push(&mut self, f: OpFuture) {
+        self.0.get_or_insert_with(FuturesUnordered::new).push(f);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(FuturesUnordered::is_empty)
+    }
+
+    async fn next(&mut self) -> Option<Option<(OpId, OpResult)>> {
+        match &mut self.0 {
+            Some(running) => running.next().await,
+            None => None,
+        }
+    }
+
+    fn release_idle(&mut self) {
+        if self.0.as_ref().is_some_and(FuturesUnordered::is_empty) {
+            self.0 = None;
+        }
+    }
+}
+
 /// Longest a connection reclaiming a client id waits for the previous holder's clean-up.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -79,10 +107,10 @@ pub struct Driver {
     /// What the server API tells about this connection.
     meta: Arc<ConnMeta>,
     session: Session,
-    ops: FuturesUnordered<OpFuture>,
+    ops: Running,
     /// Calls to the application's backend. Apart from `ops` because a connection that ends does
     /// not wait for them: each runs as its own task and completes without it.
-    calls: FuturesUnordered<OpFuture>,
+    calls: Running,
     batch: Vec<Delivery>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
@@ -120,8 +148,8 @@ impl Driver {
             outbox,
             meta,
             session,
-            ops: FuturesUnordered::new(),
-            calls: FuturesUnordered::new(),
+            ops: Running::default(),
+            calls: Running::default(),
             batch: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
@@ -214,6 +242,9 @@ impl Driver {
         if std::mem::take(&mut self.recheck) {
             return Wake::Outbox;
         }
+        self.session.release_idle();
+        self.ops.release_idle();
+        self.calls.release_idle();
         let deadline = self.session.poll_timeout();
         if deadline != self.timer_at {
             self.timer_at = deadline;
@@ -390,7 +421,7 @@ impl Driver {
             .into_iter()
             .filter(|op| !matches!(op, Op::PresenceRemove { channel, .. } if kept.contains(channel)));
         let close: Vec<OpFuture> = ops.filter_map(|op| self.prepare(0, op)).collect();
-        let mut running = std::mem::take(&mut self.ops);
+        let mut running = std::mem::take(&mut self.ops.0).unwrap_or_default();
         let claim = self.claim.take();
         let (state, conn) = (self.state.clone(), self.conn);
         let release = move || {

@@ -9,17 +9,17 @@
 //! kept-alive connection) is handed to hyper with the bytes read so far.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderName, HeaderValue, Method, Request, Version, header};
 use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
-use super::conn::{Ctx, Tracked};
+use super::conn::{Ctx, InFlight, Tracked};
 
 /// The paths served here: their responses last as long as the connection.
 const PATHS: [&str; 2] = ["/sse", "/stream"];
@@ -111,18 +111,24 @@ fn is_stream(target: &str) -> bool {
     PATHS.contains(&path)
 }
 
-/// Serves a stream request: the router's response, chunked, until its body ends or the
-/// client goes away; then the connection closes.
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: Box<Request<Body>>, ctx: Ctx) {
-    let _in_flight = ctx.activity.request_started();
+/// Starts serving a stream request: runs the router and writes the response's head. The
+/// [`Relay`] returned sends the body; `None` when the client went away first.
+pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: Tracked<S>,
+    req: Box<Request<Body>>,
+    ctx: Ctx,
+) -> Option<Relay<S>> {
+    let in_flight = ctx.activity.request_started();
     let span = tracing::info_span!("http", remote = %ctx.peer);
-    // Boxed: the router's future is dead once it answered, but would size the stream's future.
-    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(*req), span));
+    // Boxed: the router's future is dead once it answered, but would size the caller's future.
+    // Unboxed in a call of its own, whose end frees the box: `*req` here would keep it (a
+    // moved-out box is freed at the end of its scope).
+    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(unbox(req)), span));
     let response = match routed.await {
         Ok(r) => r,
         Err(never) => match never {},
     };
-    let (parts, mut body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let mut head = Vec::with_capacity(256);
     let reason = parts.status.canonical_reason().unwrap_or("");
     head.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", parts.status.as_u16()).as_bytes());
@@ -141,63 +147,113 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut io: Tracked<S>, req: B
         );
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
-    drop(parts);
-    if io.write_all(&head).await.is_err() {
-        return;
-    }
-    drop(head);
-    // Whatever the client sends now is not read as a request; its end is the stream's end.
-    let mut scratch = [0u8; 32];
-    loop {
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
-                    if write_chunk(&mut io, &data).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Err(_)) => return,
-                None => break,
-            },
-            read = io.read(&mut scratch) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-        }
-    }
-    let _ = io.write_all(b"0\r\n\r\n").await;
-    let _ = io.shutdown().await;
+    io.write_all(&head).await.ok()?;
+    Some(Relay {
+        io,
+        body,
+        _in_flight: in_flight,
+        size_line: [0; 18],
+        size_len: 0,
+        data: Bytes::new(),
+        written: 0,
+        ending: false,
+    })
 }
 
-/// Writes `data` as one chunk: its size line, the data and the CRLF in one vectored write,
-/// without copying the data (a delivery's bytes); what the socket did not take goes on with
-/// plain writes.
-async fn write_chunk<W: AsyncWrite + Unpin>(io: &mut W, data: &[u8]) -> std::io::Result<()> {
-    let mut size = [0u8; 20];
-    let n = {
-        let mut cursor = std::io::Cursor::new(&mut size[..]);
-        std::io::Write::write_fmt(&mut cursor, format_args!("{:x}\r\n", data.len()))?;
-        usize::try_from(cursor.position()).unwrap_or(0)
-    };
-    let parts: [&[u8]; 3] = [&size[..n], data, b"\r\n"];
-    let slices = parts.map(std::io::IoSlice::new);
-    let mut written = io.write_vectored(&slices).await?;
-    if written == 0 {
-        return Err(std::io::ErrorKind::WriteZero.into());
+/// A stream response whose head is written, as a future that sends its body chunked until it
+/// ends or the client goes away; then the connection closes. Written by hand rather than as an
+/// async fn: it is what an idle subscriber's task holds, and an async fn's state (its argument,
+/// its locals, the write futures) came to 3 to 4 times this struct.
+pub struct Relay<S> {
+    io: Tracked<S>,
+    body: Body,
+    _in_flight: InFlight,
+    /// The chunk being written: its size line, its data (a delivery's bytes, not copied) and a
+    /// CRLF; `written` of those bytes are sent.
+    size_line: [u8; 18],
+    size_len: u8,
+    data: Bytes,
+    written: usize,
+    /// The body ended: the last chunk (`0\r\n\r\n`) goes, then the socket is shut down.
+    ending: bool,
+}
+
+impl<S> Relay<S> {
+    fn total(&self) -> usize {
+        if self.size_len == 0 { 0 } else { usize::from(self.size_len) + self.data.len() + 2 }
     }
-    for part in parts {
-        if written >= part.len() {
-            written -= part.len();
-            continue;
+
+    fn set_chunk(&mut self, data: Bytes) {
+        let mut cursor = std::io::Cursor::new(&mut self.size_line[..]);
+        // At most 16 hex digits and a CRLF: always fits.
+        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{:x}\r\n", data.len()));
+        self.size_len = u8::try_from(cursor.position()).unwrap_or(0);
+        self.data = data;
+        self.written = 0;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> std::future::Future for Relay<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            let total = this.total();
+            if this.written < total {
+                let size = usize::from(this.size_len);
+                let parts: [&[u8]; 3] = [&this.size_line[..size], &this.data, b"\r\n"];
+                let mut skip = this.written;
+                let mut slices = [std::io::IoSlice::new(&[]); 3];
+                for (slice, part) in slices.iter_mut().zip(parts) {
+                    let from = skip.min(part.len());
+                    skip -= from;
+                    *slice = std::io::IoSlice::new(&part[from..]);
+                }
+                match ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices)) {
+                    Ok(0) | Err(_) => return Poll::Ready(()),
+                    Ok(n) => this.written += n,
+                }
+                continue;
+            }
+            if this.ending {
+                let _ = ready!(Pin::new(&mut this.io).poll_shutdown(cx));
+                return Poll::Ready(());
+            }
+            this.size_len = 0;
+            this.data = Bytes::new();
+            // Whatever the client sends now is not read as a request; its end is the stream's.
+            let mut scratch = [0u8; 64];
+            loop {
+                let mut buf = ReadBuf::new(&mut scratch);
+                match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
+                    Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(())) => continue,
+                    Poll::Pending => break,
+                }
+            }
+            match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        this.set_chunk(data);
+                    }
+                }
+                Some(Err(_)) => return Poll::Ready(()),
+                None => {
+                    // The last chunk: a size line of `0\r\n` and the closing CRLF.
+                    this.set_chunk(Bytes::new());
+                    this.ending = true;
+                }
+            }
         }
-        io.write_all(&part[written..]).await?;
-        written = 0;
     }
-    Ok(())
+}
+
+fn unbox<T>(b: Box<T>) -> T {
+    *b
 }
 
 /// A socket whose first bytes were already read: they are read again first.

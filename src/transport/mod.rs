@@ -10,6 +10,7 @@
 //! - [`wt`]: `/wt`, the JSON protocol over WebTransport (HTTP/3 streams and datagrams).
 
 pub mod oneway;
+mod pipe;
 pub mod poll;
 pub mod sockjs;
 pub mod stomp;

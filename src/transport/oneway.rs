@@ -9,13 +9,14 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
+use futures_util::future::Either;
 use switchboard_protocol::encode;
 use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest};
 use switchboard_protocol::{ChannelName, Cursor, Disconnect, ErrorCode};
-use tokio::sync::mpsc;
 
 use super::OneWayParams;
+use super::pipe;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::{ClientIp, HttpError};
@@ -96,30 +97,33 @@ async fn open(
         let wake = driver.wait().await;
         driver.on_wake(wake);
     }
-    // Two batches in the pipe at most: a client that stops reading holds little beyond its
-    // outbox's byte bound.
-    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    // One batch in the pipe, one being written at most: a client that stops reading holds
+    // little beyond its outbox's byte bound.
+    let (tx, rx) = pipe::pipe();
     let guard = state.metrics.connection(kind);
     let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), tx };
     if format == Format::Sse {
         transport.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
+    // What came before the response: the `connected` and `subscribed` events. Framed here and
+    // the connection's future built before it is spawned: an async block keeps what it captured
+    // for its whole life, so capturing the transport and the driver would hold them twice.
+    let mut refused = None;
+    for out in first.into_iter().filter_map(pump::outgoing) {
+        if let Err(d) = transport.frame(out, false) {
+            refused = Some(d);
+            break;
+        }
+    }
+    let run = match refused {
+        None => Either::Left(pump::run(transport, driver)),
+        Some(d) => Either::Right(Box::pin(async move {
+            driver.finish();
+            transport.close(d).await;
+        })),
+    };
     let task = async move {
-        // What came before the response: the `connected` and `subscribed` events.
-        let mut refused = None;
-        for out in first.into_iter().filter_map(pump::outgoing) {
-            if let Err(d) = transport.frame(out, false) {
-                refused = Some(d);
-                break;
-            }
-        }
-        match refused {
-            None => pump::run(transport, driver).await,
-            Some(d) => {
-                driver.finish();
-                transport.close(d).await;
-            }
-        }
+        run.await;
         drop(guard);
     };
     // In the request's span, which names the peer (`remote`).
@@ -128,9 +132,7 @@ async fn open(
         Format::Sse => "text/event-stream",
         Format::Ndjson => "application/x-ndjson",
     };
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    }));
+    let body = Body::from_stream(rx);
     (
         [
             (header::CONTENT_TYPE, content_type),
@@ -171,7 +173,7 @@ struct OneWay {
     format: Format,
     cursor: Cursor,
     buf: BytesMut,
-    tx: mpsc::Sender<Bytes>,
+    tx: pipe::Sender,
 }
 
 impl Transport for OneWay {
@@ -228,9 +230,10 @@ impl Transport for OneWay {
     }
 
     async fn flush(&mut self) -> Result<u64, ()> {
-        let chunk = self.buf.split().freeze();
+        // Taken whole: a split would leave the rest of its allocation held while idle.
+        let chunk = std::mem::take(&mut self.buf).freeze();
         let bytes = chunk.len() as u64;
-        self.tx.send(chunk).await.map_err(|_| ())?;
+        self.tx.send(chunk).await?;
         Ok(bytes)
     }
 

@@ -57,11 +57,9 @@ pub async fn handler(
     match super::ws::admit(&state, ip, &headers, ws) {
         Ok((ws, ticket)) => {
             let token = bearer(&headers).map(str::to_owned);
-            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(super::ws::in_request_span(
-                move |socket| async move {
-                    run(socket, state, token, ticket).await;
-                },
-            ))
+            super::ws::configure(ws, &state)
+                .protocols(SUBPROTOCOLS)
+                .on_upgrade(super::ws::in_request_span(move |socket| run(socket, state, token, ticket)))
         }
         Err(refusal) => refusal.into_response(),
     }
@@ -69,16 +67,22 @@ pub async fn handler(
 
 /// Runs a STOMP connection on an upgraded WebSocket; `token` is the upgrade's Bearer token, used
 /// when CONNECT carries no `passcode`; `ticket` is its admission.
-pub async fn run(
+pub fn run(
     socket: WebSocket,
     state: Arc<AppState>,
     token: Option<String>,
     ticket: crate::admission::Ticket,
-) {
-    let _guard = state.metrics.connection(TransportKind::Stomp);
+) -> impl std::future::Future<Output = ()> + Send {
+    // Built before it is awaited, so the future holds only the write loop (see `ws::handler`).
+    let guard = state.metrics.connection(TransportKind::Stomp);
     let (codec, config) = StompCodec::new(&state, token, false);
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
-    pump::run(transport, Driver::with_config(state, config).admitted(ticket).on(TransportKind::Stomp)).await;
+    let run =
+        pump::run(transport, Driver::with_config(state, config).admitted(ticket).on(TransportKind::Stomp));
+    async move {
+        run.await;
+        drop(guard);
+    }
 }
 
 /// STOMP over a WebSocket: the codec's messages as WebSocket messages.

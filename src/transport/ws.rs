@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
+use futures_util::future::Either;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
 
@@ -24,7 +25,7 @@ use crate::state::AppState;
 /// Read buffer per connection: small, because most connections are idle subscribers sending
 /// small commands (tungstenite grows it for a larger frame). Measured: 4 KiB → 1 KiB took an idle
 /// subscribed connection from 9.6 to 6.6 KiB of RSS, and tungstenite zero-fills it per read.
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 512;
 /// The standard close code for a message over the size limit.
 const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
 
@@ -46,21 +47,24 @@ pub async fn handler(
     };
     let token = bearer(&headers).map(str::to_owned);
     let protocols = std::iter::once(WS_SUBPROTOCOL).chain(stomp::SUBPROTOCOLS);
-    configure(ws, &state).protocols(protocols).on_upgrade(in_request_span(move |socket| async move {
+    configure(ws, &state).protocols(protocols).on_upgrade(in_request_span(move |socket: WebSocket| {
+        // The connection's future is built here, before the task awaits it: an async block
+        // keeps what it captured (the socket, the state) for its whole life, beside the copies
+        // moved into the write loop, and every idle connection's task would hold both.
         // A client that offered only STOMP subprotocols speaks STOMP.
         let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
         if stomp::SUBPROTOCOLS.contains(&chosen) {
-            // Boxed: a STOMP connection's future is larger, and this task holds the largest of
-            // its branches for every connection.
-            Box::pin(stomp::run(socket, state, token, ticket)).await;
+            // Boxed: a STOMP connection's future is larger than the JSON protocol's.
+            Either::Left(Box::pin(stomp::run(socket, state, token, ticket)))
         } else {
-            let _guard = state.metrics.connection(TransportKind::WebSocket);
+            let guard = state.metrics.connection(TransportKind::WebSocket);
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-            pump::run(
-                transport,
-                Driver::new(state.clone(), true).admitted(ticket).on(TransportKind::WebSocket),
-            )
-            .await;
+            let driver = Driver::new(state, true).admitted(ticket).on(TransportKind::WebSocket);
+            let run = pump::run(transport, driver);
+            Either::Right(async move {
+                run.await;
+                drop(guard);
+            })
         }
     }))
 }
@@ -71,7 +75,10 @@ pub(super) fn in_request_span<F: std::future::Future>(
     f: impl FnOnce(WebSocket) -> F,
 ) -> impl FnOnce(WebSocket) -> tracing::instrument::Instrumented<F> {
     let span = tracing::Span::current();
-    move |socket| tracing::Instrument::instrument(f(socket), span)
+    move |socket| {
+        let future = span.in_scope(|| f(socket));
+        tracing::Instrument::instrument(future, span)
+    }
 }
 
 /// Admits a WebSocket handshake: it must be one (400/107 otherwise), a page's origin must be
@@ -125,6 +132,8 @@ impl Transport for WsTransport {
     /// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
     async fn flush(&mut self) -> Result<u64, ()> {
         write_batch(&mut self.socket, &mut self.batch).await?;
+        // An idle connection keeps no batch (one allocation per write is cheap beside it).
+        self.batch = Vec::new();
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
