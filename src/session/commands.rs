@@ -16,7 +16,7 @@ use switchboard_protocol::frame::{
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode};
 
 use super::recovery::{self, advance, latest_wins};
-use super::{MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Session, Subscription};
+use super::{MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Recovering, Session, Subscription};
 use crate::app_proxy::{AppCall, AppError};
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication};
 use crate::model::{Delivery, Payload};
@@ -190,7 +190,8 @@ impl Session {
 
     /// Leaves `channel`'s presence and the hub.
     fn release(&mut self, channel: &ChannelName, sub: Subscription) {
-        if let Subscription::Recovering { reply_id, .. } = &sub {
+        if let Subscription::Recovering(r) = &sub {
+            let reply_id = &r.reply_id;
             // Every command gets one reply: a subscribe still reading its history is answered
             // now (its history result, when it comes, finds nothing to complete).
             let m = "unsubscribed before the subscription completed";
@@ -254,7 +255,7 @@ impl Session {
         self.pending.insert(op, Pending::Subscribe(channel.clone()));
         let (held, datagram) = (Vec::new(), req.datagram);
         self.subs
-            .insert(channel, Subscription::Recovering { op, reply_id: id, since: req.since, held, datagram });
+            .insert(channel, Subscription::Recovering(Box::new(Recovering { op, reply_id: id, since: req.since, held, datagram })));
     }
 
     pub(super) fn subscribed(
@@ -263,17 +264,16 @@ impl Session {
         channel: ChannelName,
         result: Result<HistoryResult, BrokerError>,
     ) {
-        let Some(Subscription::Recovering { op: current, .. }) = self.subs.get(&channel) else {
+        let Some(Subscription::Recovering(current)) = self.subs.get(&channel) else {
             return;
         };
-        if *current != op {
+        if current.op != op {
             return;
         }
-        let Some(Subscription::Recovering { reply_id, since, held, datagram, .. }) =
-            self.subs.remove(&channel)
-        else {
+        let Some(Subscription::Recovering(recovering)) = self.subs.remove(&channel) else {
             return;
         };
+        let Recovering { reply_id, since, held, datagram, .. } = *recovering;
         let history = match result {
             Ok(h) => h,
             Err(e) => {

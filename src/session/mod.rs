@@ -114,14 +114,18 @@ impl SessionConfig {
     }
 }
 
+/// Boxed in [`Subscription`]: only while a subscription reads its history; a live one (what
+/// an idle connection holds, one per channel) is then a third of the size.
+struct Recovering {
+    op: OpId,
+    reply_id: u64,
+    since: Option<Position>,
+    held: Vec<Arc<Publication>>,
+    datagram: bool,
+}
+
 enum Subscription {
-    Recovering {
-        op: OpId,
-        reply_id: u64,
-        since: Option<Position>,
-        held: Vec<Arc<Publication>>,
-        datagram: bool,
-    },
+    Recovering(Box<Recovering>),
     Live {
         epoch: Epoch,
         offset: u64,
@@ -272,13 +276,11 @@ impl Session {
     pub fn datagram(&self, channel: &ChannelName) -> bool {
         // Most transports take no datagrams: skip the lookup on every delivery.
         self.config.datagrams
-            && matches!(
-                self.subs.get(channel),
-                Some(
-                    Subscription::Live { datagram: true, .. }
-                        | Subscription::Recovering { datagram: true, .. }
-                )
-            )
+            && match self.subs.get(channel) {
+                Some(Subscription::Live { datagram, .. }) => *datagram,
+                Some(Subscription::Recovering(r)) => r.datagram,
+                None => false,
+            }
     }
 
     /// A frame that could not be parsed.
@@ -351,11 +353,11 @@ impl Session {
         let max_held = self.config.max_held;
         match self.subs.get_mut(&publication.channel) {
             None => {}
-            Some(Subscription::Recovering { held, .. }) => {
-                if held.len() >= max_held {
+            Some(Subscription::Recovering(r)) => {
+                if r.held.len() >= max_held {
                     return self.disconnect(Disconnect::SLOW_CONSUMER);
                 }
-                held.push(publication);
+                r.held.push(publication);
             }
             Some(Subscription::Live { epoch, offset, datagram: true, .. }) => {
                 if !latest_wins(epoch, offset, &publication) {
