@@ -16,7 +16,9 @@ use switchboard_protocol::frame::{
 use switchboard_protocol::{ChannelName, Disconnect, ErrorCode};
 
 use super::recovery::{self, advance, latest_wins};
-use super::{MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Recovering, Session, Subscription};
+use super::{
+    MAX_NAME_CHARS, MAX_RPC_QUEUED, Now, Op, OpId, Output, Pending, Recovering, Session, Subscription,
+};
 use crate::app_proxy::{AppCall, AppError};
 use crate::broker::{BrokerError, HistoryQuery, HistoryResult, NewPublication};
 use crate::model::{Delivery, Payload};
@@ -254,8 +256,16 @@ impl Session {
         let op = self.op(Op::Subscribe { channel: channel.clone(), query });
         self.pending.insert(op, Pending::Subscribe(channel.clone()));
         let (held, datagram) = (Vec::new(), req.datagram);
-        self.subs
-            .insert(channel, Subscription::Recovering(Box::new(Recovering { op, reply_id: id, since: req.since, held, datagram })));
+        self.subs.insert(
+            channel,
+            Subscription::Recovering(Box::new(Recovering {
+                op,
+                reply_id: id,
+                since: req.since,
+                held,
+                datagram,
+            })),
+        );
     }
 
     pub(super) fn subscribed(

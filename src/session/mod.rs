@@ -126,12 +126,7 @@ struct Recovering {
 
 enum Subscription {
     Recovering(Box<Recovering>),
-    Live {
-        epoch: Epoch,
-        offset: u64,
-        present: bool,
-        datagram: bool,
-    },
+    Live { epoch: Epoch, offset: u64, present: bool, datagram: bool },
 }
 
 enum Pending {

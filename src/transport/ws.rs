@@ -69,15 +69,22 @@ pub async fn handler(
     }))
 }
 
-/// `f`, run in the upgrading request's span (which names the peer, `remote`) though axum runs
-/// it in a task of its own.
-pub(super) fn in_request_span<F: std::future::Future>(
+/// An upgrade callback that spawns `f`'s future as the connection's own task, in the
+/// upgrading request's span (which names the peer, `remote`), and lets axum's task end. axum's
+/// task keeps the socket it built beside the callback's future for as long as that runs
+/// (measured: a 1.75 KiB task per idle connection); a task of our own holds only the
+/// connection's future.
+pub(super) fn in_request_span<F>(
     f: impl FnOnce(WebSocket) -> F,
-) -> impl FnOnce(WebSocket) -> tracing::instrument::Instrumented<F> {
+) -> impl FnOnce(WebSocket) -> std::future::Ready<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let span = tracing::Span::current();
     move |socket| {
         let future = span.in_scope(|| f(socket));
-        tracing::Instrument::instrument(future, span)
+        tokio::spawn(tracing::Instrument::instrument(future, span));
+        std::future::ready(())
     }
 }
 
