@@ -121,9 +121,13 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     let in_flight = ctx.activity.request_started();
     let span = tracing::info_span!("http", remote = %ctx.peer);
     // Boxed: the router's future is dead once it answered, but would size the caller's future.
-    // Unboxed in a call of its own, whose end frees the box: `*req` here would keep it (a
+    // Unboxed in a block of its own, whose end frees the box: `*req` here would keep it (a
     // moved-out box is freed at the end of its scope).
-    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(unbox(req)), span));
+    let req = {
+        let boxed = req;
+        *boxed
+    };
+    let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(req), span));
     let response = match routed.await {
         Ok(r) => r,
         Err(never) => match never {},
@@ -250,10 +254,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> std::future::Future for Relay<S> {
             }
         }
     }
-}
-
-fn unbox<T>(b: Box<T>) -> T {
-    *b
 }
 
 /// A socket whose first bytes were already read: they are read again first.
