@@ -224,10 +224,10 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> (String, Option<u16>) {
                     let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
                     // The close goes after what the socket still holds: a client that catches
                     // up within the grace reads 3002 there; one that does not is dropped.
-                    // Boxed, like the other close: rare paths stay out of every connection's
-                    // future (its size is what each idle connection holds).
-                    let close = Box::pin(transport.close(Disconnect::SLOW_CONSUMER));
-                    let _ = tokio::time::timeout(SLOW_CLOSE_GRACE, close).await;
+                    // Boxed with its timer, like the other close: rare paths stay out of every
+                    // connection's future (its size is what each idle connection holds).
+                    let close = tokio::time::timeout(SLOW_CLOSE_GRACE, transport.close(Disconnect::SLOW_CONSUMER));
+                    let _ = Box::pin(close).await;
                     return ended;
                 }
             }

@@ -10,6 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
+use futures_util::FutureExt;
 use futures_util::future::Either;
 use switchboard_protocol::encode;
 use switchboard_protocol::frame::{ClientFrame, Command, ConnectRequest, Reply, ReplyBody, SubscribeRequest};
@@ -122,10 +123,9 @@ async fn open(
             transport.close(d).await;
         })),
     };
-    let task = async move {
-        run.await;
-        drop(guard);
-    };
+    // A combinator, not an async block: that would hold the write loop's future twice (what it
+    // captured, and what it awaits).
+    let task = run.map(move |()| drop(guard));
     // In the request's span, which names the peer (`remote`).
     tokio::spawn(tracing::Instrument::instrument(task, tracing::Span::current()));
     let content_type = match format {

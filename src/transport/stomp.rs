@@ -20,7 +20,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use serde_json::value::RawValue;
 use switchboard_protocol::frame::{
     ChannelRequest, ClientFrame, Command as Cmd, ConnectRequest, Notice, PublishRequest, Reply, ReplyBody,
@@ -79,10 +79,7 @@ pub fn run(
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
     let run =
         pump::run(transport, Driver::with_config(state, config).admitted(ticket).on(TransportKind::Stomp));
-    async move {
-        run.await;
-        drop(guard);
-    }
+    run.map(move |()| drop(guard))
 }
 
 /// STOMP over a WebSocket: the codec's messages as WebSocket messages.

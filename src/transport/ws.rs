@@ -9,8 +9,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
 use futures_util::future::Either;
+use futures_util::{FutureExt, SinkExt};
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
 
@@ -63,10 +63,9 @@ pub async fn handler(
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
             let driver = Driver::new(state, true).admitted(ticket).on(TransportKind::WebSocket);
             let run = pump::run(transport, driver);
-            Either::Right(async move {
-                run.await;
-                drop(guard);
-            })
+            // A combinator, not an async block: that would hold the write loop's future twice
+            // (what it captured, and what it awaits).
+            Either::Right(run.map(move |()| drop(guard)))
         }
     }))
 }
