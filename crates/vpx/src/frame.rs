@@ -97,8 +97,8 @@ impl I420 {
         let (cw, ch) = self.chroma_size();
         let bad = self.width == 0
             || self.height == 0
-            || self.width % 2 != 0
-            || self.height % 2 != 0
+            || !self.width.is_multiple_of(2)
+            || !self.height.is_multiple_of(2)
             || self.width > MAX_SIDE
             || self.height > MAX_SIDE
             || self.y.len() != (self.width * self.height) as usize

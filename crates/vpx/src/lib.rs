@@ -187,14 +187,13 @@ impl Encoder {
             let config = EncoderConfig { width: frame.width, height: frame.height, ..self.config };
             *self = Self::new(config)?;
         }
-        let mut image = frame.as_vpx_image();
+        let image = frame.as_vpx_image();
         let flags = if keyframe { sys::VPX_EFLAG_FORCE_KF as sys::vpx_enc_frame_flags_t } else { 0 };
         // SAFETY: `image` points into `frame`'s planes, which outlive the call; libvpx copies
         // what it needs before returning (no lag frames).
         check("encode", unsafe {
             sys::vpx_codec_encode(&mut *self.ctx, &image, self.pts, 1, flags, sys::VPX_DL_REALTIME as c_ulong)
         })?;
-        image.planes = [ptr::null_mut(); 4];
         self.pts += 1;
         let mut out = Vec::new();
         let mut iter: sys::vpx_codec_iter_t = ptr::null();
@@ -293,7 +292,12 @@ impl Drop for Decoder {
 }
 
 fn valid_size(width: u32, height: u32) -> Result<(), VpxError> {
-    if width == 0 || height == 0 || width % 2 != 0 || height % 2 != 0 || width > MAX_SIDE || height > MAX_SIDE
+    if width == 0
+        || height == 0
+        || !width.is_multiple_of(2)
+        || !height.is_multiple_of(2)
+        || width > MAX_SIDE
+        || height > MAX_SIDE
     {
         return Err(VpxError::BadSize { width, height });
     }
