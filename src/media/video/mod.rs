@@ -1,0 +1,26 @@
+//! Decoded video, sans-IO: what a composition (video MCU) and a filter pipeline are made of.
+//!
+//! - [`I420`], [`Encoder`], [`Decoder`]: frames and VP8, from the crate `switchboard-vpx` (the
+//!   workspace's one crate with unsafe code, over the system libvpx).
+//! - [`geom`]: rectangles on a frame, aligned to the chroma grid.
+//! - [`draw`]: fills, outlines, shading and blending on I420 planes.
+//! - [`scale`]: bilinear scaling of a frame into a tile (cover or contain), grey downscaling.
+//! - [`layout`]: where each participant's tile goes: a grid that adapts to N, or the active
+//!   speaker large with the others in a strip.
+//! - [`text`]: labels, rasterized from a system font (DejaVu, from `fonts-dejavu-core`).
+//! - [`compose`]: the compositor: tiles, labels, stalled participants, the active speaker.
+//! - [`filter`]: chains of filters on one frame (overlay, pixelate, faces) with their specs.
+//!
+//! Nothing here touches a socket, a clock or a thread: time is passed in, and the drivers that
+//! run them off the engine task live beside the engine.
+
+pub mod compose;
+pub mod draw;
+pub mod filter;
+pub mod geom;
+pub mod layout;
+pub mod scale;
+pub mod text;
+
+pub use switchboard_vpx::frame::{rgb_to_yuv, yuv_to_rgb};
+pub use switchboard_vpx::{Decoder, Encoded, Encoder, EncoderConfig, I420, VpxError};
