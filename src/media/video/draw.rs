@@ -30,7 +30,7 @@ pub fn shade(dst: &mut I420, rect: Rect, amount: u32) {
     for row in r.y..r.y + r.h {
         let s = (row * dst.width + r.x) as usize;
         for p in &mut dst.y[s..s + r.w as usize] {
-            *p = (16 + ((u32::from(*p).saturating_sub(16)) * keep >> 8)) as u8;
+            *p = (16 + ((u32::from(*p).saturating_sub(16) * keep) >> 8)) as u8;
         }
     }
     let (cw, _) = dst.chroma_size();
@@ -38,7 +38,7 @@ pub fn shade(dst: &mut I420, rect: Rect, amount: u32) {
         let s = (row * cw + r.x / 2) as usize;
         for plane in [&mut dst.u, &mut dst.v] {
             for p in &mut plane[s..s + r.w as usize / 2] {
-                *p = (128 + ((i32::from(*p) - 128) * keep as i32 >> 8)) as u8;
+                *p = (128 + (((i32::from(*p) - 128) * keep as i32) >> 8)) as u8;
             }
         }
     }
@@ -55,7 +55,7 @@ pub fn blend(dst: &mut I420, x: u32, y: u32, rgb: [u8; 3], alpha: f32) {
     let (cw, _) = dst.chroma_size();
     mix(&mut dst.y[(y * dst.width + x) as usize], ly);
     // Chroma is shared by 2×2 pixels: blend it once, from the top-left pixel of the block.
-    if x % 2 == 0 && y % 2 == 0 {
+    if x.is_multiple_of(2) && y.is_multiple_of(2) {
         let c = ((y / 2) * cw + x / 2) as usize;
         mix(&mut dst.u[c], lu);
         mix(&mut dst.v[c], lv);
