@@ -9,12 +9,17 @@
 //!   speaker large with the others in a strip.
 //! - [`text`]: labels, rasterized from a system font (DejaVu, from `fonts-dejavu-core`).
 //! - [`compose`]: the compositor: tiles, labels, stalled participants, the active speaker.
+//! - [`decode`]: one incoming track's decoder: waits for keyframes after gaps, asks for them.
+//! - [`composition`]: decoders + compositor + output filters + encoder: the room's video in, one
+//!   VP8 track out at a fixed size and rate.
 //! - [`filter`]: chains of filters on one frame (overlay, pixelate, faces) with their specs.
 //!
 //! Nothing here touches a socket, a clock or a thread: time is passed in, and the drivers that
 //! run them off the engine task live beside the engine.
 
 pub mod compose;
+pub mod composition;
+pub mod decode;
 pub mod draw;
 pub mod filter;
 pub mod geom;
