@@ -64,6 +64,8 @@ pub enum Input {
         keyframe: bool,
         /// No gap before it.
         contiguous: bool,
+        /// The source's RTP time (90 kHz, extended to 64 bits).
+        time: u64,
     },
     /// An audio level of a participant (RFC 6464).
     Level {
@@ -193,7 +195,7 @@ impl Composition {
                 self.compositor.leave(&track);
                 self.decoders.remove(&track);
             }
-            Input::Frame { track, payload, keyframe, contiguous } => {
+            Input::Frame { track, payload, keyframe, contiguous, .. } => {
                 let Some(decoder) = self.decoders.get_mut(&track) else { return };
                 let pushed = decoder.push(&payload, keyframe, contiguous, now);
                 if pushed.error {

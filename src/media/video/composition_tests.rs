@@ -50,7 +50,10 @@ fn two_publishers_compose_into_one_vp8_track_with_red_and_blue_tiles() {
     // Blue's first frame is a delta frame (joined late): a keyframe request goes out.
     let _ = blue(false);
     let (delta, _) = blue(false);
-    c.handle(Input::Frame { track: "b".into(), payload: delta, keyframe: false, contiguous: true }, t0);
+    c.handle(
+        Input::Frame { track: "b".into(), payload: delta, keyframe: false, contiguous: true, time: 0 },
+        t0,
+    );
     assert_eq!(c.poll_output(), Some(Output::RequestKeyframe { track: "b".into() }));
 
     let mut dec = Decoder::new().unwrap();
@@ -59,9 +62,9 @@ fn two_publishers_compose_into_one_vp8_track_with_red_and_blue_tiles() {
     for i in 0..20u32 {
         let now = t0 + Duration::from_millis(100 * u64::from(i));
         let (p, k) = red(i == 0);
-        c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true }, now);
+        c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, now);
         let (p, k) = blue(i == 0);
-        c.handle(Input::Frame { track: "b".into(), payload: p, keyframe: k, contiguous: true }, now);
+        c.handle(Input::Frame { track: "b".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, now);
         c.tick(now, 0);
         for o in frames(&mut c) {
             if let Output::Frame { data, keyframe, rtp_time } = o {
@@ -87,7 +90,7 @@ fn late_ticks_are_skipped_a_keyframe_comes_on_request_and_a_leaver_frees_its_til
     c.handle(Input::Track { track: "r".into(), participant: "rose".into(), name: "Rose".into() }, t0);
     let mut red = publisher(RED);
     let (p, k) = red(true);
-    c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true }, t0);
+    c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, t0);
     c.tick(t0, 0);
     assert_eq!(frames(&mut c).len(), 1);
     c.tick(t0 + Duration::from_millis(50), 0);
@@ -104,7 +107,7 @@ fn late_ticks_are_skipped_a_keyframe_comes_on_request_and_a_leaver_frees_its_til
     assert_eq!(c.compositor().tracks().count(), 0);
     // Frames of an unknown track are ignored.
     let (p, k) = red(false);
-    c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true }, t0);
+    c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, t0);
     assert!(frames(&mut c).is_empty());
 }
 
@@ -119,6 +122,7 @@ fn garbage_frames_count_as_decode_errors_and_ask_for_a_keyframe() {
             payload: Bytes::from_static(&[0x10, 0, 0, 0x9d, 0x01, 0x2a, 0xff, 0xff, 0xff, 0xff]),
             keyframe: true,
             contiguous: true,
+            time: 0,
         },
         t0,
     );

@@ -12,6 +12,8 @@
 //! - [`decode`]: one incoming track's decoder: waits for keyframes after gaps, asks for them.
 //! - [`composition`]: decoders + compositor + output filters + encoder: the room's video in, one
 //!   VP8 track out at a fixed size and rate.
+//! - [`pipeline`]: one track through a filter chain, frame for frame, capped in size.
+//! - [`run`]: the thread a composition or pipeline runs on, behind a bounded queue.
 //! - [`filter`]: chains of filters on one frame (overlay, pixelate, faces) with their specs.
 //!
 //! Nothing here touches a socket, a clock or a thread: time is passed in, and the drivers that
@@ -24,6 +26,8 @@ pub mod draw;
 pub mod filter;
 pub mod geom;
 pub mod layout;
+pub mod pipeline;
+pub mod run;
 pub mod scale;
 pub mod text;
 
