@@ -263,6 +263,23 @@ pub struct Config {
     pub rtc_offers_per_ip_per_minute: u32,
     /// Most tracks one peer connection may publish, and most it may receive.
     pub rtc_max_tracks: usize,
+    /// Compositions (video MCU) running on this node at once; one more is refused (`429`, code
+    /// 106). 0: compositions are off.
+    pub video_max_compositions: usize,
+    /// Filter pipelines running on this node at once; one more is refused (`429`, code 106).
+    /// 0: pipelines are off.
+    pub video_max_pipelines: usize,
+    /// The largest composition size, and the size a pipeline scales larger sources down to.
+    pub video_max_width: u32,
+    /// See `video_max_width`.
+    pub video_max_height: u32,
+    /// The highest composition frame rate.
+    pub video_max_fps: u32,
+    /// Frames queued towards one composition or pipeline thread; beyond it, new frames are
+    /// dropped (and the track's decoder waits for a keyframe) rather than queued.
+    pub video_queue_frames: usize,
+    /// The TrueType font for labels and overlay text.
+    pub video_font: String,
     /// This node's base URL as clients reach it (`https://n1.example.com`). Set on every node of
     /// a cluster: each room's WebRTC media then lives on one node, and the others send its
     /// clients there. Empty: every node serves the rooms it is asked for.
@@ -374,6 +391,13 @@ impl Default for Config {
             rtc_max_peers: 1000,
             rtc_offers_per_ip_per_minute: 30,
             rtc_max_tracks: 64,
+            video_max_compositions: 2,
+            video_max_pipelines: 4,
+            video_max_width: 1280,
+            video_max_height: 720,
+            video_max_fps: 30,
+            video_queue_frames: 16,
+            video_font: crate::media::video::text::DEFAULT_FONT.to_owned(),
             rtc_video_send_buffer: 500,
             node_url: String::new(),
             app_proxy_url: String::new(),
@@ -624,6 +648,13 @@ impl Config {
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
+        }
+        let (w, h) = (self.video_max_width, self.video_max_height);
+        if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) || !w.is_multiple_of(2) || !h.is_multiple_of(2) {
+            return invalid("video_max_width and video_max_height must be even, 16..=4096");
+        }
+        if !(1..=60).contains(&self.video_max_fps) || self.video_queue_frames == 0 {
+            return invalid("video_max_fps must be 1..=60 and video_queue_frames > 0");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

@@ -90,6 +90,12 @@ struct ConfigArgs {
     /// The most delay or jitter a lab page may apply to its own connections (ms).
     #[arg(long)]
     lab_max_delay_ms: Option<u64>,
+    /// Compositions (video MCU) running at once (0: off).
+    #[arg(long)]
+    video_max_compositions: Option<u64>,
+    /// Filter pipelines running at once (0: off).
+    #[arg(long)]
+    video_max_pipelines: Option<u64>,
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
@@ -132,6 +138,8 @@ impl ConfigArgs {
             ("max_connections_per_user", self.max_connections_per_user),
             ("lab_max_sessions", self.lab_max_sessions),
             ("lab_max_delay_ms", self.lab_max_delay_ms),
+            ("video_max_compositions", self.video_max_compositions),
+            ("video_max_pipelines", self.video_max_pipelines),
         ];
         for (key, value) in numbers {
             if let Some(v) = value.and_then(|v| i64::try_from(v).ok()) {
