@@ -287,6 +287,7 @@ async fn update(
         publish: body.publish,
         subscribe: body.subscribe,
         layers: body.layers,
+        ..Negotiation::default()
     };
     let answer = rtc.update(peer, nego).await?;
     Ok(Json(serde_json::json!({ "sdp": answer })).into_response())
@@ -331,7 +332,12 @@ async fn whip_or_whep(
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response());
     }
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
-    let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    // WHEP `?track=ID`: play that video track (a composition's) rather than the newest.
+    let pin = (!ingest)
+        .then(|| form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).find(|(k, _)| k == "track"))
+        .flatten()
+        .map(|(_, v)| v.into_owned());
+    let opened = rtc.open(role, Negotiation { offer: Some(offer), pin, ..Default::default() }).await?;
     Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }
 

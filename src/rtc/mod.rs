@@ -78,6 +78,9 @@ pub struct Negotiation {
     pub subscribe: HashMap<String, Option<String>>,
     /// `mid` → the simulcast layer wanted.
     pub layers: HashMap<String, String>,
+    /// WHEP `?track=ID`: the video receivers carry this track (a composition's, say) instead of
+    /// following the room's newest.
+    pub pin: Option<String>,
 }
 
 /// A new peer connection.
@@ -132,12 +135,102 @@ pub enum DcEvent {
 /// A request to the engine.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, EngineError>> },
-    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, EngineError>> },
-    Close { peer: String, reply: oneshot::Sender<bool> },
-    Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
-    Snapshot { reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>> },
-    Send { peer: String, reliable: bool, binary: bool, data: Bytes },
+    Open {
+        role: Role,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Opened, EngineError>>,
+    },
+    Update {
+        peer: String,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Option<String>, EngineError>>,
+    },
+    Close {
+        peer: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<ChannelName>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>>,
+    },
+    Send {
+        peer: String,
+        reliable: bool,
+        binary: bool,
+        data: Bytes,
+    },
+    ServeOpen {
+        room: ChannelName,
+        label: String,
+        name: String,
+        keyframes: mpsc::Sender<()>,
+        reply: oneshot::Sender<String>,
+    },
+    ServeFrame {
+        track: String,
+        data: Bytes,
+        keyframe: bool,
+        rtp_time: u32,
+    },
+    ServeClose {
+        track: String,
+    },
+}
+
+/// A served track's source end (see [`RtcService::serve`]).
+#[derive(Debug)]
+pub struct ServedTrack {
+    /// The track id.
+    pub id: String,
+    tx: mpsc::Sender<Command>,
+    /// Receivers want a keyframe.
+    pub keyframes: mpsc::Receiver<()>,
+}
+
+impl ServedTrack {
+    /// Sends one VP8 frame (RTP time at 90 kHz) to the track's receivers; never waits: a frame
+    /// that does not fit the engine's queue is dropped (`false`; the receivers' decoders ask for a
+    /// keyframe if they need one).
+    pub fn frame(&self, data: Bytes, keyframe: bool, rtp_time: u32) -> bool {
+        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, rtp_time }).is_ok()
+    }
+
+    /// A sender of frames usable from a thread (`ServedTrack` itself stays with its owner).
+    pub fn sender(&self) -> ServedSender {
+        ServedSender { id: self.id.clone(), tx: self.tx.clone() }
+    }
+}
+
+impl Drop for ServedTrack {
+    fn drop(&mut self) {
+        let close = Command::ServeClose { track: self.id.clone() };
+        if self.tx.try_send(close).is_err() {
+            // A full queue: close it from a task (the track must not outlive its source).
+            let tx = self.tx.clone();
+            let track = self.id.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tx.send(Command::ServeClose { track }).await;
+                });
+            }
+        }
+    }
+}
+
+/// Sends frames of a served track, from any thread.
+#[derive(Debug, Clone)]
+pub struct ServedSender {
+    id: String,
+    tx: mpsc::Sender<Command>,
+}
+
+impl ServedSender {
+    /// As [`ServedTrack::frame`].
+    pub fn frame(&self, data: Bytes, keyframe: bool, rtp_time: u32) -> bool {
+        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, rtp_time }).is_ok()
+    }
 }
 
 /// The handle the rest of the node uses; cheap to clone.
@@ -163,6 +256,23 @@ impl RtcService {
     pub async fn update(&self, peer: String, nego: Negotiation) -> Result<Option<String>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.call(Command::Update { peer, nego, reply }, rx).await?
+    }
+
+    /// Adds a served video track to `room` (a composition's or pipeline's output): in the room's
+    /// track list like any other, fed with [`ServedTrack::frame`]; receivers' keyframe requests
+    /// arrive on its [`ServedTrack::keyframes`]. Dropping it removes the track.
+    pub async fn serve(
+        &self,
+        room: ChannelName,
+        label: &str,
+        name: &str,
+    ) -> Result<ServedTrack, EngineError> {
+        let (keyframes, rx) = mpsc::channel(4);
+        let (reply, id) = oneshot::channel();
+        let command =
+            Command::ServeOpen { room, label: label.to_owned(), name: name.to_owned(), keyframes, reply };
+        let id = self.call(command, id).await?;
+        Ok(ServedTrack { id, tx: self.tx.clone(), keyframes: rx })
     }
 
     /// Closes a peer connection and forgets it: `true` when it was open, or had closed by itself

@@ -94,6 +94,9 @@ impl Engine {
     }
 
     pub(super) fn request_keyframe(&mut self, track: &str, rid: Option<Rid>, now: Instant) {
+        if self.serve_keyframe(track) {
+            return;
+        }
         let Some(t) = self.tracks.get_mut(track) else {
             return;
         };

@@ -15,6 +15,7 @@
 //!   track lists on their channels, and WHEP players following the newest tracks.
 //! - [`forward`]: forwarding a publisher's frames to receivers (simulcast layers, header
 //!   extensions) and keyframe requests back to publishers.
+//! - [`served`]: tracks whose frames come from inside the node (compositions, pipelines).
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
 //!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
@@ -23,6 +24,7 @@ mod channels;
 mod forward;
 mod frame_size;
 mod negotiate;
+mod served;
 pub mod snapshot;
 mod socket;
 mod tracks;
@@ -69,6 +71,8 @@ struct Peer {
     disconnected_at: Option<Instant>,
     /// Publisher labels by mid, applied when the m-line's track appears.
     labels: HashMap<Mid, String>,
+    /// WHEP `?track=`: its video receivers carry this track instead of the newest.
+    pin: Option<String>,
     /// Tracks this peer publishes, by its mid.
     published: HashMap<Mid, String>,
     /// What each sending m-line (from the server's side) carries.
@@ -111,6 +115,8 @@ pub(crate) struct Engine {
     peers: Vec<Peer>,
     by_addr: HashMap<SocketAddr, String>,
     tracks: HashMap<String, Track>,
+    /// Sources of the served tracks (compositions, pipelines), by track id.
+    served: HashMap<String, served::Source>,
     track_seq: u64,
     dirty_rooms: HashSet<ChannelName>,
     events: VecDeque<(usize, Event)>,
@@ -159,6 +165,7 @@ impl Engine {
             peers: Vec::new(),
             by_addr: HashMap::new(),
             tracks: HashMap::new(),
+            served: HashMap::new(),
             track_seq: 0,
             dirty_rooms: HashSet::new(),
             events: VecDeque::new(),
@@ -307,6 +314,13 @@ impl Engine {
                 let _ = reply.send(self.take_closed(&peer));
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
+            Command::ServeOpen { room, label, name, keyframes, reply } => {
+                let _ = reply.send(self.serve_open(room, label, name, keyframes));
+            }
+            Command::ServeFrame { track, data, keyframe, rtp_time } => {
+                self.serve_frame(&track, data, keyframe, rtp_time);
+            }
+            Command::ServeClose { track } => self.serve_close(&track),
             Command::Rooms { reply } => {
                 let mut rooms: Vec<ChannelName> =
                     self.peers.iter().filter_map(|p| p.role.room().cloned()).collect();

@@ -56,6 +56,7 @@ impl Engine {
             connected: false,
             disconnected_at: None,
             labels: labels(&nego.publish),
+            pin: nego.pin.clone(),
             published: HashMap::new(),
             receivers: HashMap::new(),
             reliable: None,

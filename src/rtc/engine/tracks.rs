@@ -123,10 +123,12 @@ impl Engine {
                 continue;
             }
             for r in peer.receivers.values_mut().filter(|r| r.auto) {
+                let pinned = peer.pin.as_ref().filter(|_| r.kind == MediaKind::Video);
                 let newest = self
                     .tracks
                     .values()
                     .filter(|t| &t.room == room && t.kind == r.kind && t.owner != peer.id)
+                    .filter(|t| pinned.is_none_or(|p| *p == t.info.id))
                     .max_by_key(|t| t.created)
                     .map(|t| t.info.id.clone());
                 if newest != r.track {
