@@ -650,7 +650,11 @@ impl Config {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
         }
         let (w, h) = (self.video_max_width, self.video_max_height);
-        if !(16..=4096).contains(&w) || !(16..=4096).contains(&h) || !w.is_multiple_of(2) || !h.is_multiple_of(2) {
+        if !(16..=4096).contains(&w)
+            || !(16..=4096).contains(&h)
+            || !w.is_multiple_of(2)
+            || !h.is_multiple_of(2)
+        {
             return invalid("video_max_width and video_max_height must be even, 16..=4096");
         }
         if !(1..=60).contains(&self.video_max_fps) || self.video_queue_frames == 0 {

@@ -43,14 +43,25 @@ fn cpu() -> Duration {
 }
 
 fn compose(args: &[String]) {
-    let (w, h, fps): (u32, u32, u32) = (args[0].parse().unwrap(), args[1].parse().unwrap(), args[2].parse().unwrap());
+    let (w, h, fps): (u32, u32, u32) =
+        (args[0].parse().unwrap(), args[1].parse().unwrap(), args[2].parse().unwrap());
     let inputs: Vec<Vec<Vec<u8>>> = args[3..].iter().map(|p| ivf(p)).collect();
     let frames = inputs.iter().map(Vec::len).min().unwrap_or(0);
-    let config = CompositionConfig { width: w, height: h, fps, bitrate_kbps: 1200, layout: Layout::Grid, stall: Duration::from_secs(2) };
+    let config = CompositionConfig {
+        width: w,
+        height: h,
+        fps,
+        bitrate_kbps: 1200,
+        layout: Layout::Grid,
+        stall: Duration::from_secs(2),
+    };
     let t0 = Instant::now();
     let mut c = Composition::new(config, None, None, t0).unwrap();
     for i in 0..inputs.len() {
-        c.handle(Input::Track { track: format!("t{i}"), participant: format!("p{i}"), name: format!("P{i}") }, t0);
+        c.handle(
+            Input::Track { track: format!("t{i}"), participant: format!("p{i}"), name: format!("P{i}") },
+            t0,
+        );
     }
     let period = Duration::from_secs(1) / fps;
     let (cpu0, wall0) = (cpu(), Instant::now());
@@ -61,7 +72,13 @@ fn compose(args: &[String]) {
         let now = t0 + period * f as u32;
         for (i, frames) in inputs.iter().enumerate() {
             let keyframe = frames[f].first().is_some_and(|b| b & 1 == 0);
-            let input = Input::Frame { track: format!("t{i}"), payload: frames[f].clone().into(), keyframe, contiguous: true, time: 0 };
+            let input = Input::Frame {
+                track: format!("t{i}"),
+                payload: frames[f].clone().into(),
+                keyframe,
+                contiguous: true,
+                time: 0,
+            };
             c.handle(input, now);
         }
         c.tick(now, 0);
@@ -86,13 +103,18 @@ fn filters(args: &[String]) {
     let frames = ivf(&args[0]);
     let mut dec = Decoder::new().unwrap();
     let decoded: Vec<I420> = frames.iter().filter_map(|f| dec.decode(f).ok().flatten()).collect();
-    let font = switchboard::media::video::text::Font::load(std::path::Path::new(switchboard::media::video::text::DEFAULT_FONT))
-        .ok()
-        .map(std::sync::Arc::new);
+    let font = switchboard::media::video::text::Font::load(std::path::Path::new(
+        switchboard::media::video::text::DEFAULT_FONT,
+    ))
+    .ok()
+    .map(std::sync::Arc::new);
     let specs = [
         ("overlay_text", serde_json::json!([{"type": "overlay", "text": "Live {time}"}])),
         ("pixelate_full", serde_json::json!([{"type": "pixelate"}])),
-        ("pixelate_quarter", serde_json::json!([{"type": "pixelate", "region": {"x": 0.25, "y": 0.25, "w": 0.5, "h": 0.5}}])),
+        (
+            "pixelate_quarter",
+            serde_json::json!([{"type": "pixelate", "region": {"x": 0.25, "y": 0.25, "w": 0.5, "h": 0.5}}]),
+        ),
         // Detection on every frame (rate 30 at 15 fps input): the cost of one detection.
         ("faces_detect_320", serde_json::json!([{"type": "faces", "rate": 30, "width": 320}])),
     ];
@@ -102,7 +124,8 @@ fn filters(args: &[String]) {
         let cpu0 = cpu();
         for (i, f) in decoded.iter().enumerate() {
             let mut f = f.clone();
-            chain.apply(&mut f, FrameContext { now: t0 + Duration::from_millis(67 * i as u64), wall_secs: 0 });
+            chain
+                .apply(&mut f, FrameContext { now: t0 + Duration::from_millis(67 * i as u64), wall_secs: 0 });
         }
         let cpu_ms = (cpu() - cpu0).as_secs_f64() * 1e3;
         println!(
