@@ -16,11 +16,13 @@
 //! - [`forward`]: forwarding a publisher's frames to receivers (simulcast layers, header
 //!   extensions) and keyframe requests back to publishers.
 //! - [`channels`]: the data channel transport's two channels.
+//! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
 mod negotiate;
 mod socket;
+mod taps;
 mod tracks;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -93,6 +95,8 @@ struct Track {
     created: u64,
     /// When a keyframe was last asked for, per layer (layers recover independently).
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
+    /// What taps are told of it, from its first frame on (when its codec is known).
+    tap: Option<Arc<crate::media::tap::TapTrack>>,
 }
 
 /// See the module docs.
@@ -113,6 +117,8 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
+    taps: Vec<crate::media::tap::TapSender>,
 }
 
 impl Engine {
@@ -159,6 +165,7 @@ impl Engine {
             announcements,
             current: None,
             closed: VecDeque::new(),
+            taps: Vec::new(),
         }
     }
 
@@ -308,6 +315,8 @@ impl Engine {
                 rooms.dedup();
                 let _ = reply.send(rooms);
             }
+            Command::TapOpen { room, tx } => self.tap_open(room, tx),
+            Command::Tap(request) => self.tap_request(request),
         }
     }
 }
