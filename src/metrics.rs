@@ -159,6 +159,12 @@ pub struct Metrics {
     pub rtc_bytes_forwarded: Counter,
     /// Frames a media tap dropped because its consumer (recording, mixer) was behind.
     pub media_tap_dropped: Counter,
+    /// Recordings running on this node.
+    pub recordings_active: Gauge,
+    /// Recordings that ended with an error (full disk, ...).
+    pub recordings_failed: Counter,
+    /// Bytes recordings wrote.
+    pub recording_bytes_written: Counter,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -264,6 +270,8 @@ impl Metrics {
                 "Frames media taps dropped because their consumer (recording, mixer) was behind.",
                 &self.media_tap_dropped,
             ),
+            ("recordings_failed_total", "Recordings that ended with an error.", &self.recordings_failed),
+            ("recording_bytes_written_total", "Bytes recordings wrote.", &self.recording_bytes_written),
         ];
         for (name, help, c) in counters {
             let _ = write!(
@@ -289,6 +297,11 @@ impl Metrics {
             s,
             "# HELP switchboard_rtc_peers WebRTC peer connections held.\n# TYPE switchboard_rtc_peers gauge\nswitchboard_rtc_peers {}\n",
             self.rtc_peers.get()
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_recordings_active Recordings running on this node.\n# TYPE switchboard_recordings_active gauge\nswitchboard_recordings_active {}\n",
+            self.recordings_active.get()
         );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");
