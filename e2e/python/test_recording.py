@@ -336,3 +336,57 @@ def test_bad_input_gets_codes_and_the_server_keeps_serving(tmp_path, rooms):
         assert http("GET", f"{server.url}/healthz")[0] == 200
     finally:
         server.stop()
+
+
+async def recording_events(ws_url: str, room: str):
+    """A WebSocket session subscribed to `room` (the channel recording events are published on)."""
+    from websockets.asyncio.client import connect as ws_connect
+    ws = await ws_connect(ws_url, subprotocols=["switchboard.v1.json"])
+    await ws.send(json.dumps({"id": 1, "connect": {"name": "watcher"}}))
+    while json.loads(await ws.recv()).get("id") != 1:
+        pass
+    await ws.send(json.dumps({"id": 2, "subscribe": {"channel": room}}))
+    while json.loads(await ws.recv()).get("id") != 2:
+        pass
+    return ws
+
+
+async def next_recording_event(ws) -> dict:
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        event = (msg.get("pub", {}).get("data") or {}).get("recording")
+        if event:
+            return event
+
+
+def test_a_full_disk_fails_the_recording_with_the_reason_and_the_room_goes_on(tmp_path, rooms):
+    recordings = tmp_path / "small"
+    recordings.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(recordings)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    server = start(tmp_path, rooms, recordings)
+    try:
+        async def main():
+            ws = await recording_events(server.ws_url, "room:full")
+            pc = await publish(f"{server.url}/whip/room:full")
+            await asyncio.sleep(1.5)
+            status, started = await asyncio.to_thread(http, "POST", f"{server.url}/api/rooms/room:full/recordings")
+            assert status == 201, started
+            first = await next_recording_event(ws)
+            assert (first["event"], first["id"]) == ("started", started["id"]), first
+            # 256 KiB fill in a few seconds of 320x240 VP8 and Opus.
+            failed = await next_recording_event(ws)
+            assert failed["event"] == "failed", failed
+            assert "No space left on device" in failed["reason"], failed
+            status, rec = await asyncio.to_thread(http, "GET", f"{server.url}/api/recordings/{started['id']}")
+            assert (status, rec["state"]) == (200, "failed") and "No space" in rec["reason"], rec
+            # The server and the room go on: a WHEP player still gets the room's media.
+            assert (await asyncio.to_thread(http, "GET", f"{server.url}/healthz"))[0] == 200
+            await pc.close()
+            await ws.close()
+
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()
+        subprocess.run(["umount", str(recordings)])

@@ -67,6 +67,8 @@ pub struct Recorder {
     rtc: RtcService,
     dir: PathBuf,
     active: parking_lot::Mutex<HashMap<String, Active>>,
+    /// How recordings that ended here ended: the manifest may not say so (a full disk).
+    ended: parking_lot::Mutex<HashMap<String, RecordingInfo>>,
     updates: mpsc::UnboundedSender<Update>,
     events: mpsc::UnboundedSender<(String, serde_json::Value)>,
 }
@@ -91,6 +93,7 @@ impl Recorder {
             rtc,
             dir,
             active: parking_lot::Mutex::new(HashMap::new()),
+            ended: parking_lot::Mutex::new(HashMap::new()),
             updates,
             events: events.clone(),
         });
@@ -99,6 +102,7 @@ impl Recorder {
             while let Some(Update::Ended(info)) = rx.recv().await {
                 let Some(recorder) = weak.upgrade() else { return };
                 recorder.active.lock().remove(&info.id);
+                recorder.ended.lock().insert(info.id.clone(), info.clone());
                 recorder.metrics.recordings_active.add(-1);
                 if info.state == State::Failed {
                     recorder.metrics.recordings_failed.add(1);
@@ -212,7 +216,7 @@ impl Recorder {
     /// A recording with its size on disk and duration; `None` for ids that are not ours.
     pub fn get(&self, id: &str) -> Option<serde_json::Value> {
         let dir = self.recording_dir(id)?;
-        let info = RecordingInfo::load(&dir).ok()?;
+        let info = self.load(&dir)?;
         Some(self.describe(&dir, info))
     }
 
@@ -239,7 +243,7 @@ impl Recorder {
         let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
         let mut all: Vec<(RecordingInfo, PathBuf)> = entries
             .flatten()
-            .filter_map(|e| RecordingInfo::load(&e.path()).ok().map(|i| (i, e.path())))
+            .filter_map(|e| self.load(&e.path()).map(|i| (i, e.path())))
             .filter(|(i, _)| room.is_none_or(|r| i.room == r))
             .collect();
         all.sort_by_key(|(i, _)| std::cmp::Reverse(i.started));
@@ -248,7 +252,7 @@ impl Recorder {
 
     /// The room of a recording.
     pub fn room_of(&self, id: &str) -> Option<String> {
-        RecordingInfo::load(&self.recording_dir(id)?).ok().map(|i| i.room)
+        self.load(&self.recording_dir(id)?).map(|i| i.room)
     }
 
     /// Whether it is running.
@@ -263,14 +267,21 @@ impl Recorder {
             return Err(RecordError::Unknown);
         }
         std::fs::remove_dir_all(dir)?;
+        self.ended.lock().remove(id);
         Ok(())
     }
 
     /// The path of a recording's file, if it has one of that name.
     pub fn file(&self, id: &str, name: &str) -> Option<PathBuf> {
         let dir = self.recording_dir(id)?;
-        let info = RecordingInfo::load(&dir).ok()?;
+        let info = self.load(&dir)?;
         info.files.iter().any(|f| f.name == name).then(|| dir.join(name))
+    }
+
+    /// The manifest in `dir`, or what this node knows better (how the recording ended).
+    fn load(&self, dir: &std::path::Path) -> Option<RecordingInfo> {
+        let info = RecordingInfo::load(dir).ok()?;
+        Some(self.ended.lock().get(&info.id).cloned().unwrap_or(info))
     }
 
     /// The directory of recording `id`; `None` for what is not an id (no path tricks).
