@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::media::{Direction, MediaKind, MediaTime, Mid};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One Opus frame (TOC 0xf8: CELT FB 20 ms, mono) carrying silence.
@@ -37,22 +37,42 @@ pub async fn post_text(
 
 /// Publishes Opus audio into `room` over WHIP until the task is aborted; the WHIP resource.
 pub async fn whip_audio(addr: SocketAddr, room: &str) -> (tokio::task::JoinHandle<()>, String) {
+    whip(addr, room, false, |_| OPUS_SILENCE.to_vec()).await
+}
+
+/// Publishes into `room` over WHIP until the task is aborted: an audio m-line, and a video one
+/// when `video`; `payload(n)` is the n-th frame's bytes (both lines send the same, every 20 ms).
+pub async fn whip(
+    addr: SocketAddr,
+    room: &str,
+    video: bool,
+    payload: impl FnMut(u64) -> Vec<u8> + Send + 'static,
+) -> (tokio::task::JoinHandle<()>, String) {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let local = socket.local_addr().unwrap();
     let mut rtc = str0m::Rtc::builder().build(Instant::now());
     rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
     let mut change = rtc.sdp_api();
-    let mid = change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let mut mids = vec![change.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None)];
+    if video {
+        mids.push(change.add_media(MediaKind::Video, Direction::SendOnly, None, None, None));
+    }
     let (offer, pending) = change.apply().unwrap();
     let (status, location, answer) =
         post_text(addr, &format!("/whip/{room}"), "application/sdp", &offer.to_sdp_string()).await;
     assert_eq!(status, 201, "{answer}");
     let answer = str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap();
     rtc.sdp_api().accept_answer(pending, answer).unwrap();
-    (tokio::spawn(drive(rtc, socket, local, mid)), location)
+    (tokio::spawn(drive(rtc, socket, local, mids, payload)), location)
 }
 
-async fn drive(mut rtc: str0m::Rtc, socket: tokio::net::UdpSocket, local: SocketAddr, mid: Mid) {
+async fn drive(
+    mut rtc: str0m::Rtc,
+    socket: tokio::net::UdpSocket,
+    local: SocketAddr,
+    mids: Vec<Mid>,
+    mut payload: impl FnMut(u64) -> Vec<u8>,
+) {
     let mut buf = vec![0u8; 2048];
     let mut connected = false;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -78,11 +98,18 @@ async fn drive(mut rtc: str0m::Rtc, socket: tokio::net::UdpSocket, local: Socket
                 let _ = rtc.handle_input(str0m::Input::Timeout(Instant::now()));
             }
             _ = tick.tick(), if connected => {
-                let Some(writer) = rtc.writer(mid) else { continue };
-                let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else { continue };
-                // Start near the top of the 32-bit RTP clock: the stream wraps after 2 s.
-                let time = MediaTime::new((u32::MAX as u64 - 96_000 + n * 960) & 0xffff_ffff, str0m::media::Frequency::FORTY_EIGHT_KHZ);
-                let _ = writer.write(pt, Instant::now(), time, OPUS_SILENCE.to_vec());
+                let data = payload(n);
+                for (i, mid) in mids.iter().enumerate() {
+                    let Some(writer) = rtc.writer(*mid) else { continue };
+                    let Some(pt) = writer.payload_params().next().map(|p| p.pt()) else { continue };
+                    // Audio starts near the top of the 32-bit RTP clock: it wraps after 2 s.
+                    let time = if i == 0 {
+                        MediaTime::new((u32::MAX as u64 - 96_000 + n * 960) & 0xffff_ffff, Frequency::FORTY_EIGHT_KHZ)
+                    } else {
+                        MediaTime::new(n * 1800, Frequency::NINETY_KHZ)
+                    };
+                    let _ = writer.write(pt, Instant::now(), time, data.clone());
+                }
                 n += 1;
             }
         }
