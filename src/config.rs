@@ -602,8 +602,13 @@ impl Config {
         {
             return invalid("node_url must be an http:// or https:// URL");
         }
-        if self.recordings_dir.is_empty() || self.recording_max_seconds == 0 || self.recording_buffer_frames == 0 {
-            return invalid("recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0");
+        if self.recordings_dir.is_empty()
+            || self.recording_max_seconds == 0
+            || self.recording_buffer_frames == 0
+        {
+            return invalid(
+                "recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0",
+            );
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");

@@ -25,7 +25,11 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 }
 
 /// Waits until recording `id` satisfies `check`; its JSON.
-async fn recording_until(server: &TestServer, id: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn recording_until(
+    server: &TestServer,
+    id: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (status, v) = http_json(server.addr, "GET", &format!("/api/recordings/{id}"), &[], "").await;
@@ -40,7 +44,8 @@ async fn recording_until(server: &TestServer, id: &str, check: impl Fn(&serde_js
 
 async fn start(server: &TestServer, room: &str, body: &str) -> String {
     let path = format!("/api/rooms/{room}/recordings");
-    let (status, v) = http_json(server.addr, "POST", &path, &[("Content-Type", "application/json")], body).await;
+    let (status, v) =
+        http_json(server.addr, "POST", &path, &[("Content-Type", "application/json")], body).await;
     assert_eq!(status, 201, "{v}");
     v["id"].as_str().unwrap().to_owned()
 }
@@ -61,10 +66,9 @@ async fn garbage_media_records_nothing_for_its_video_and_the_server_goes_on() {
     let dir = temp_dir("garbage");
     let server = TestServer::start(config(&dir)).await;
     // A publisher whose "VP8" and "Opus" frames are random bytes.
-    let (junk, junk_peer) = whip(server.addr, "room:junk", true, |n| {
-        (0..(n % 200 + 1)).map(|_| rand::random::<u8>()).collect()
-    })
-    .await;
+    let (junk, junk_peer) =
+        whip(server.addr, "room:junk", true, |n| (0..(n % 200 + 1)).map(|_| rand::random::<u8>()).collect())
+            .await;
     // And a well-behaved one in another room, recorded at the same time.
     let (good, _) = whip(server.addr, "room:good", false, |_| OPUS_SILENCE.to_vec()).await;
     room_up(&server, "room:junk").await;
@@ -73,7 +77,8 @@ async fn garbage_media_records_nothing_for_its_video_and_the_server_goes_on() {
     let fine = start(&server, "room:good", r#"{"audio_only": true}"#).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let v = recording_until(&server, &bad, |v| v["files"].as_array().is_some_and(|f| !f.is_empty())).await;
-    let kinds: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> =
+        v["files"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["audio"], "no VP8 keyframe ever came: no video file; the audio is kept as sent");
     assert_eq!(v["state"], "recording");
 

@@ -142,7 +142,9 @@ impl TrackFile {
         let shared = self.shared.clone();
         match self.muxer {
             Muxer::Webm { segment, .. } => {
-                segment.finalize(None).map_err(|_| shared.error().unwrap_or_else(|| "libwebm: finalize".into()))?;
+                segment
+                    .finalize(None)
+                    .map_err(|_| shared.error().unwrap_or_else(|| "libwebm: finalize".into()))?;
             }
             Muxer::Ogg(ogg) => {
                 ogg.finish().map_err(|e| e.to_string())?;

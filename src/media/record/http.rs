@@ -41,7 +41,9 @@ fn status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Ht
 impl From<RecordError> for HttpError {
     fn from(e: RecordError) -> Self {
         let (s, code) = match &e {
-            RecordError::Unknown | RecordError::EmptyRoom => (StatusCode::NOT_FOUND, ErrorCode::UnknownChannel),
+            RecordError::Unknown | RecordError::EmptyRoom => {
+                (StatusCode::NOT_FOUND, ErrorCode::UnknownChannel)
+            }
             RecordError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::LimitExceeded),
             RecordError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             RecordError::Engine => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable),
@@ -51,7 +53,9 @@ impl From<RecordError> for HttpError {
 }
 
 fn recorder(Extension(r): Rec) -> Result<Arc<Recorder>, HttpError> {
-    r.ok_or_else(|| status(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC is off: no recording"))
+    r.ok_or_else(|| {
+        status(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC is off: no recording")
+    })
 }
 
 /// The caller, with `?token=` standing in for a Bearer header.
@@ -79,7 +83,11 @@ fn may(caller: &Caller, room: &str) -> bool {
 }
 
 fn forbidden() -> HttpError {
-    status(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, "this token may not record that room (rec claim)")
+    status(
+        StatusCode::FORBIDDEN,
+        ErrorCode::PermissionDenied,
+        "this token may not record that room (rec claim)",
+    )
 }
 
 fn unknown() -> HttpError {
@@ -125,7 +133,8 @@ async fn start(
     }
     let info = recorder.record(&room, body.audio_only).await?;
     let location = format!("/api/recordings/{}", info.id);
-    let body = serde_json::json!({"id": info.id, "room": info.room, "started": info.started, "files": info.files});
+    let body =
+        serde_json::json!({"id": info.id, "room": info.room, "started": info.started, "files": info.files});
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
 }
 
@@ -138,7 +147,8 @@ async fn list(
     let caller = who(&state, &headers, &query)?;
     let recorder = recorder(rec)?;
     let all = recorder.list(query.get("room").map(String::as_str));
-    let mine: Vec<_> = all.into_iter().filter(|r| may(&caller, r["room"].as_str().unwrap_or_default())).collect();
+    let mine: Vec<_> =
+        all.into_iter().filter(|r| may(&caller, r["room"].as_str().unwrap_or_default())).collect();
     Ok(Json(serde_json::json!({ "recordings": mine })).into_response())
 }
 
@@ -197,7 +207,8 @@ async fn download(
     visible(&state, &recorder, &caller, &id)?;
     let path = recorder.file(&id, &name).ok_or_else(unknown)?;
     let mime = if name.ends_with(".ogg") { "audio/ogg" } else { "video/webm" };
-    let serve = tower_http::services::ServeFile::new_with_mime(path, &mime.parse().expect("a valid mime type"));
+    let serve =
+        tower_http::services::ServeFile::new_with_mime(path, &mime.parse().expect("a valid mime type"));
     match serve.oneshot(request).await {
         Ok(r) => Ok(r.map(Body::new)),
         Err(e) => Err(status(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, e.to_string())),

@@ -104,7 +104,8 @@ pub fn now_ms() -> u64 {
 /// UTC (`20261206-023000`) and anything but `[A-Za-z0-9-]` replaced by `-`.
 pub fn file_name(rec: &RecordingInfo, track: &TapTrack, ext: &str) -> String {
     let clean = |s: &str| -> String {
-        let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+        let s: String =
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
         s.chars().take(40).collect()
     };
     let who = track.name.as_deref().map(|n| format!("{}-{}", clean(n), clean(&track.participant)));

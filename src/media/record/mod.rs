@@ -117,8 +117,13 @@ impl Recorder {
                 let Ok(channel) = ChannelName::new(&room) else { continue };
                 let options = config.channel_options(&channel).clone();
                 let body = Bytes::from(serde_json::json!({ "recording": body }).to_string());
-                let request =
-                    NewPublication { channel, payload: Payload::Json(body), info: None, idempotency_key: None, options };
+                let request = NewPublication {
+                    channel,
+                    payload: Payload::Json(body),
+                    info: None,
+                    idempotency_key: None,
+                    options,
+                };
                 if let Err(e) = crate::broker::publish(broker.as_ref(), &metrics, request).await {
                     tracing::warn!(error = %e, "publishing a recording event failed");
                 }
@@ -142,7 +147,11 @@ impl Recorder {
     }
 
     /// Starts recording `room` (it must have participants on this node).
-    pub async fn record(self: &Arc<Self>, room: &ChannelName, audio_only: bool) -> Result<RecordingInfo, RecordError> {
+    pub async fn record(
+        self: &Arc<Self>,
+        room: &ChannelName,
+        audio_only: bool,
+    ) -> Result<RecordingInfo, RecordError> {
         if !self.rtc.rooms().await.contains(room) {
             return Err(RecordError::EmptyRoom);
         }
@@ -167,7 +176,11 @@ impl Recorder {
         };
         info.save(&dir)?;
         let started = Instant::now();
-        let tap = self.rtc.tap(room.clone(), self.config.recording_buffer_frames).await.map_err(|_| RecordError::Engine)?;
+        let tap = self
+            .rtc
+            .tap(room.clone(), self.config.recording_buffer_frames)
+            .await
+            .map_err(|_| RecordError::Engine)?;
         let (stop, stop_rx) = watch::channel(None);
         let (ended_tx, ended) = watch::channel(false);
         self.active.lock().insert(id.clone(), Active { stop, ended });
