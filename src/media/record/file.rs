@@ -1,6 +1,9 @@
-//! One recorded track's file: VP8 or Opus in WebM (libwebm in live mode: clusters are written
-//! as they close, nothing is rewritten at the end, so a file cut by a crash plays up to its last
-//! cluster), or Opus in Ogg. Runs on its recording's thread, never on the engine's.
+//! One recorded track's file: VP8 or Opus in WebM, or Opus in Ogg. Runs on its recording's
+//! thread, never on the engine's.
+//!
+//! libwebm writes each cluster as it goes (its size fixed by a seek once it closes) and only the
+//! cues and the duration at the end: a file cut by a crash lacks those and plays up to its last
+//! flushed bytes; a finished one seeks in a browser and shows its duration.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -97,7 +100,7 @@ impl TrackFile {
     pub(super) fn vp8(path: &Path, width: u32, height: u32) -> Result<Self, String> {
         let shared = Shared::create(path).map_err(|e| e.to_string())?;
         let builder = SegmentBuilder::new(Writer::new(shared.clone()))
-            .and_then(|b| b.set_mode(SegmentMode::Live))
+            .and_then(|b| b.set_mode(SegmentMode::File))
             .and_then(|b| b.set_writing_app("switchboard"))
             .and_then(|b| b.add_video_track(width.max(1), height.max(1), VideoCodecId::VP8, None))
             .map_err(|e| webm_error(e, &shared))?;
@@ -110,7 +113,7 @@ impl TrackFile {
     pub(super) fn opus_webm(path: &Path) -> Result<Self, String> {
         let shared = Shared::create(path).map_err(|e| e.to_string())?;
         let (builder, track) = SegmentBuilder::new(Writer::new(shared.clone()))
-            .and_then(|b| b.set_mode(SegmentMode::Live))
+            .and_then(|b| b.set_mode(SegmentMode::File))
             .and_then(|b| b.set_writing_app("switchboard"))
             .and_then(|b| b.add_audio_track(48_000, 2, AudioCodecId::Opus, None))
             .map_err(|e| webm_error(e, &shared))?;
