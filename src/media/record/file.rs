@@ -81,7 +81,12 @@ impl Seek for Shared {
 
 /// The container a track is written in.
 pub(super) enum Muxer {
-    Webm { segment: webm::mux::Segment<Shared>, track: u64, last_ns: u64 },
+    /// `last_ns`: the last frame's timestamp, `None` before the first.
+    Webm {
+        segment: webm::mux::Segment<Shared>,
+        track: u64,
+        last_ns: Option<u64>,
+    },
     Ogg(OggOpusWriter<Shared>),
 }
 
@@ -106,7 +111,7 @@ impl TrackFile {
             .map_err(|e| webm_error(e, &shared))?;
         let (builder, track) = builder;
         let segment = builder.build();
-        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: 0 } })
+        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: None } })
     }
 
     /// A WebM file of one Opus track (48 kHz, as WebRTC declares it: 2 channels).
@@ -119,7 +124,7 @@ impl TrackFile {
             .map_err(|e| webm_error(e, &shared))?;
         let builder = builder.set_codec_private(track, &opus_head()).map_err(|e| webm_error(e, &shared))?;
         let segment = builder.build();
-        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: 0 } })
+        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: None } })
     }
 
     /// An Ogg/Opus file.
@@ -133,8 +138,11 @@ impl TrackFile {
     pub(super) fn write(&mut self, data: &[u8], ns: u64, keyframe: bool) -> Result<(), String> {
         match &mut self.muxer {
             Muxer::Webm { segment, track, last_ns } => {
-                *last_ns = ns.max(*last_ns);
-                segment.add_frame(*track, data, *last_ns, keyframe).map_err(|e| webm_error(e, &self.shared))
+                // Strictly increasing at WebM's 1 ms resolution: a sender may encode a picture
+                // again with its RTP time (a keyframe asked for), and players drop equal ones.
+                let ns = last_ns.map_or(ns, |last| ns.max(last + 1_000_000));
+                *last_ns = Some(ns);
+                segment.add_frame(*track, data, ns, keyframe).map_err(|e| webm_error(e, &self.shared))
             }
             Muxer::Ogg(ogg) => ogg.write(data, ns * 48 / 1_000_000).map_err(|e| e.to_string()),
         }
