@@ -56,16 +56,16 @@ fn args() -> Result<Args, String> {
             continue;
         }
         let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
-        let bad = |_| format!("bad value for {k}: {v}");
+        let bad = |_: Box<dyn std::error::Error>| format!("bad value for {k}: {v}");
         match k.as_str() {
             "--url" => a.url = v.trim_end_matches('/').to_owned(),
-            "--tracks" => a.tracks = v.parse().map_err(bad)?,
-            "--fps" => a.fps = v.parse().map_err(bad)?,
-            "--frame-bytes" => a.frame_bytes = v.parse().map_err(bad)?,
-            "--warmup" => a.warmup = v.parse().map_err(bad)?,
-            "--duration" => a.duration = v.parse().map_err(bad)?,
-            "--server-pid" => a.server_pid = Some(v.parse().map_err(bad)?),
-            "--hz" => a.hz = v.parse().map_err(bad)?,
+            "--tracks" => a.tracks = v.parse().map_err(|e| bad(Box::new(e)))?,
+            "--fps" => a.fps = v.parse().map_err(|e| bad(Box::new(e)))?,
+            "--frame-bytes" => a.frame_bytes = v.parse().map_err(|e| bad(Box::new(e)))?,
+            "--warmup" => a.warmup = v.parse().map_err(|e| bad(Box::new(e)))?,
+            "--duration" => a.duration = v.parse().map_err(|e| bad(Box::new(e)))?,
+            "--server-pid" => a.server_pid = Some(v.parse().map_err(|e| bad(Box::new(e)))?),
+            "--hz" => a.hz = v.parse().map_err(|e| bad(Box::new(e)))?,
             _ => return Err(format!("unknown option {k}")),
         }
     }
