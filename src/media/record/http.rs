@@ -153,8 +153,7 @@ async fn list(
 }
 
 /// The recording `id` if the caller may see it (else as if there were none, or 403).
-fn visible(state: &AppState, recorder: &Recorder, caller: &Caller, id: &str) -> Result<String, HttpError> {
-    let _ = state;
+fn visible(recorder: &Recorder, caller: &Caller, id: &str) -> Result<String, HttpError> {
     let room = recorder.room_of(id).ok_or_else(unknown)?;
     if !may(caller, &room) {
         return Err(forbidden());
@@ -171,7 +170,7 @@ async fn one(
 ) -> Result<Response, HttpError> {
     let caller = who(&state, &headers, &query)?;
     let recorder = recorder(rec)?;
-    visible(&state, &recorder, &caller, &id)?;
+    visible(&recorder, &caller, &id)?;
     Ok(Json(recorder.get(&id).ok_or_else(unknown)?).into_response())
 }
 
@@ -186,7 +185,7 @@ async fn stop_or_delete(
 ) -> Result<Response, HttpError> {
     let caller = who(&state, &headers, &query)?;
     let recorder = recorder(rec)?;
-    visible(&state, &recorder, &caller, &id)?;
+    visible(&recorder, &caller, &id)?;
     if recorder.stop(&id, "stopped").await {
         return Ok(Json(recorder.get(&id).ok_or_else(unknown)?).into_response());
     }
@@ -204,7 +203,7 @@ async fn download(
 ) -> Result<Response, HttpError> {
     let caller = who(&state, &headers, &query)?;
     let recorder = recorder(rec)?;
-    visible(&state, &recorder, &caller, &id)?;
+    visible(&recorder, &caller, &id)?;
     let path = recorder.file(&id, &name).ok_or_else(unknown)?;
     let mime = if name.ends_with(".ogg") { "audio/ogg" } else { "video/webm" };
     let serve =
