@@ -356,6 +356,8 @@ export declare class Room {
   on(event: 'join' | 'leave', fn: (p: Participant) => void): () => void;
   on(event: 'track', fn: (e: RoomTrackEvent) => void): () => void;
   on(event: 'trackended', fn: (e: RoomTrackEndedEvent) => void): () => void;
+  /** A recording of the room started, stopped or failed (docs/recording.md). */
+  on(event: 'recording', fn: (e: RecordingEvent) => void): () => void;
   /**
    * Who is speaking, loudest first (this participant too, unless muted), whenever that list
    * changes. Listening starts the measurement: getStats every `speakerIntervalMs`, the level of
@@ -422,3 +424,13 @@ export declare function createLineSplitter(onLine: (line: string) => void): {
 };
 export declare function bytesToBase64(bytes: Uint8Array): string;
 export declare function base64ToBytes(b64: string): Uint8Array;
+
+/** A recording event, published on the room's channel (docs/recording.md). */
+export interface RecordingEvent {
+  event: 'started' | 'stopped' | 'failed';
+  id: string;
+  room: string;
+  /** Why it ended: `stopped`, `room_empty`, `max_duration`, `max_size`, `shutdown`, or an error. */
+  reason?: string;
+  files: string[];
+}

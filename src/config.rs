@@ -270,6 +270,17 @@ pub struct Config {
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
+    /// Where recordings are written (`docs/recording.md`), one directory per recording.
+    pub recordings_dir: String,
+    /// Most recordings running at once on this node; over it, `429` with code 106.
+    pub recordings_max: usize,
+    /// A recording stops by itself after this many seconds (reason `max_duration`).
+    pub recording_max_seconds: u64,
+    /// A recording stops by itself once its files hold this many bytes (reason `max_size`).
+    pub recording_max_bytes: u64,
+    /// Frames a recording's media tap holds while its writer is busy; beyond, frames are
+    /// dropped (`switchboard_media_tap_dropped_total`) and video restarts at a keyframe.
+    pub recording_buffer_frames: usize,
     /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
     /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
     /// application's backend"). Empty: there is none, and those calls get error 108.
@@ -375,6 +386,11 @@ impl Default for Config {
             rtc_offers_per_ip_per_minute: 30,
             rtc_max_tracks: 64,
             rtc_video_send_buffer: 500,
+            recordings_dir: "recordings".into(),
+            recordings_max: 16,
+            recording_max_seconds: 4 * 3600,
+            recording_max_bytes: 4 << 30,
+            recording_buffer_frames: 2048,
             node_url: String::new(),
             app_proxy_url: String::new(),
             app_proxy_timeout_ms: 5000,
@@ -621,6 +637,14 @@ impl Config {
         }
         if self.game_round_secs == 0 {
             return invalid("game_round_secs must be > 0");
+        }
+        if self.recordings_dir.is_empty()
+            || self.recording_max_seconds == 0
+            || self.recording_buffer_frames == 0
+        {
+            return invalid(
+                "recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0",
+            );
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");

@@ -168,7 +168,7 @@ fn peer_url(state: &AppState, peer: &str) -> String {
 
 /// In a cluster (`node_url` set) a room's media lives on the node holding its claim. `None`:
 /// this node serves `room` (and holds it a while longer); else the base URL of the one that does.
-async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
+pub(crate) async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
     let node = state.config.node_base();
     if node.is_empty() {
         return Ok(None);

@@ -342,6 +342,8 @@ export class Room extends Emitter {
 
   _onRoomPub(p) {
     const d = p.data;
+    // Recording events (docs/recording.md), in either mode.
+    if (d && typeof d === 'object' && d.recording && typeof d.recording === 'object') this._emit('recording', d.recording);
     if (this.mode !== 'sfu' || !d || typeof d !== 'object' || !d.sfu || !Array.isArray(d.sfu.tracks)) return;
     this._sfu.setTracks(d.sfu.tracks);
   }

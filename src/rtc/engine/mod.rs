@@ -18,6 +18,7 @@
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
 //!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
+//! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
@@ -25,6 +26,7 @@ mod frame_size;
 mod negotiate;
 pub mod snapshot;
 mod socket;
+mod taps;
 mod tracks;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -99,6 +101,8 @@ struct Track {
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Codec, bitrate and picture size, for the admin API.
     stats: snapshot::TrackStats,
+    /// What taps are told of it, from its first frame on (when its codec is known).
+    tap: Option<Arc<crate::media::tap::TapTrack>>,
 }
 
 /// See the module docs.
@@ -119,6 +123,8 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
+    taps: Vec<crate::media::tap::TapSender>,
 }
 
 impl Engine {
@@ -165,6 +171,7 @@ impl Engine {
             announcements,
             current: None,
             closed: VecDeque::new(),
+            taps: Vec::new(),
         }
     }
 
@@ -317,6 +324,8 @@ impl Engine {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(Instant::now()));
             }
+            Command::TapOpen { room, tx } => self.tap_open(room, tx),
+            Command::Tap(request) => self.tap_request(request),
         }
     }
 }
