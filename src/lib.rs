@@ -53,6 +53,7 @@ pub mod http;
 pub mod hub;
 pub mod jwks;
 pub mod listener;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod policy;
