@@ -32,6 +32,9 @@ pub struct ChannelOptions {
     /// Clients subscribe only with a subscription token naming the channel (a JWT with a
     /// `channel` claim, see `docs/protocol.md`), whatever their connection token allows.
     pub private: bool,
+    /// Rooms of this namespace mix audio: every participant receives one Opus track mixing
+    /// everyone else (`docs/webrtc.md`, "Mixed audio").
+    pub audio_mix: bool,
 }
 
 impl Default for ChannelOptions {
@@ -45,6 +48,7 @@ impl Default for ChannelOptions {
             datagrams: false,
             rooms: false,
             private: false,
+            audio_mix: false,
         }
     }
 }
@@ -249,6 +253,14 @@ pub struct Config {
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
+    /// Most rooms this node mixes audio for at once (then `503`, code 114).
+    pub max_mixed_rooms: usize,
+    /// Most receivers of mixed audio on this node at once (then `503`, code 114).
+    pub max_mixed_participants: usize,
+    /// Speakers mixed at once in a room (the loudest).
+    pub mix_speakers: usize,
+    /// The mixer's jitter buffer target, in milliseconds (20 to 80, a multiple of 20).
+    pub mix_jitter_ms: u64,
     /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
     /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
     /// application's backend"). Empty: there is none, and those calls get error 108.
@@ -345,6 +357,10 @@ impl Default for Config {
             rtc_offers_per_ip_per_minute: 30,
             rtc_max_tracks: 64,
             rtc_video_send_buffer: 500,
+            max_mixed_rooms: 16,
+            max_mixed_participants: 256,
+            mix_speakers: 3,
+            mix_jitter_ms: 40,
             node_url: String::new(),
             app_proxy_url: String::new(),
             app_proxy_timeout_ms: 5000,
@@ -588,6 +604,9 @@ impl Config {
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
+        }
+        if self.mix_speakers == 0 || !(20..=80).contains(&self.mix_jitter_ms) {
+            return invalid("mix_speakers must be > 0 and mix_jitter_ms within 20..=80");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

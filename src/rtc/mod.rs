@@ -78,6 +78,8 @@ pub struct Negotiation {
     pub subscribe: HashMap<String, Option<String>>,
     /// `mid` → the simulcast layer wanted.
     pub layers: HashMap<String, String>,
+    /// WHEP: receive the room's audio mix instead of its newest audio track (`?audio=mix`).
+    pub mix: bool,
 }
 
 /// A new peer connection.

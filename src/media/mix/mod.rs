@@ -11,6 +11,7 @@ pub mod codec;
 pub mod jitter;
 pub mod limiter;
 pub mod mixer;
+pub mod run;
 pub mod select;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,10 @@ impl Engine {
         };
         track.layers.saw(data.rid, now);
         let video = track.kind == MediaKind::Video;
+        if !video && !self.mixes.is_empty() {
+            let room = track.room.clone();
+            self.feed_mix(&room, &id, &data);
+        }
         if video && !data.contiguous {
             // Lost packets the NACKs did not recover: the decoder needs a fresh start.
             self.request_keyframe(&id, data.rid, now);

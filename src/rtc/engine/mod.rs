@@ -16,9 +16,11 @@
 //! - [`forward`]: forwarding a publisher's frames to receivers (simulcast layers, header
 //!   extensions) and keyframe requests back to publishers.
 //! - [`channels`]: the data channel transport's two channels.
+//! - [`mixing`]: receivers fed by the room's audio mixer instead of one track each.
 
 mod channels;
 mod forward;
+mod mixing;
 mod negotiate;
 mod socket;
 mod tracks;
@@ -71,6 +73,8 @@ struct Peer {
     receivers: HashMap<Mid, Receiver>,
     reliable: Option<ChannelId>,
     unreliable: Option<ChannelId>,
+    /// Its receiving audio m-lines carry the room's mix (WHEP `audio=mix`, `audio_mix` rooms).
+    mix_audio: bool,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ struct Receiver {
     track: Option<String>,
     /// WHEP: follow the room's newest track of this kind.
     auto: bool,
+    /// Fed by the room's audio mixer instead of a track.
+    mix: bool,
     forward: Forward,
 }
 
@@ -113,6 +119,13 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// The rooms' audio mixers ([`mixing`]).
+    mixes: HashMap<ChannelName, mixing::Mix>,
+    /// Mix receivers or audio tracks changed: [`Engine::sync_mixes`] has work.
+    mix_dirty: bool,
+    mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
+    mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
+    mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
 }
 
 impl Engine {
@@ -145,6 +158,10 @@ impl Engine {
                 }
             }
         });
+        let (mix_tx, mix_rx) = mpsc::channel(256);
+        let mix_metrics = Arc::new(crate::media::mix::run::MixMetrics::default());
+        let rendered = mix_metrics.clone();
+        metrics.add_source(move |s| rendered.render(s));
         Self {
             socket,
             candidate,
@@ -159,6 +176,11 @@ impl Engine {
             announcements,
             current: None,
             closed: VecDeque::new(),
+            mixes: HashMap::new(),
+            mix_dirty: false,
+            mix_tx,
+            mix_rx: Some(mix_rx),
+            mix_metrics,
         }
     }
 
@@ -262,6 +284,7 @@ impl Engine {
         if let Some(room) = peer.role.room() {
             self.dirty_rooms.insert(room.clone());
         }
+        self.mix_dirty = true;
         for id in peer.published.values() {
             self.tracks.remove(id);
             self.release(id);

@@ -107,6 +107,9 @@ impl Engine {
     /// Publishes the track list of every room whose tracks changed, and points WHEP players at
     /// their room's newest tracks.
     pub(super) fn announce(&mut self) {
+        if !self.dirty_rooms.is_empty() {
+            self.mix_dirty = true;
+        }
         for room in std::mem::take(&mut self.dirty_rooms) {
             self.follow_newest(&room);
             let tracks = self.room_tracks(&room);
