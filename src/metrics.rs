@@ -171,6 +171,8 @@ pub struct Metrics {
     pub rtc_frames_forwarded: Counter,
     /// Bytes of media the SFU forwarded (payload, before RTP packetization).
     pub rtc_bytes_forwarded: Counter,
+    /// Frames a media tap dropped because its consumer (recording, mixer) was behind.
+    pub media_tap_dropped: Counter,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -270,6 +272,11 @@ impl Metrics {
                 "rtc_bytes_forwarded_total",
                 "Media payload bytes the SFU forwarded.",
                 &self.rtc_bytes_forwarded,
+            ),
+            (
+                "media_tap_dropped_total",
+                "Frames media taps dropped because their consumer (recording, mixer) was behind.",
+                &self.media_tap_dropped,
             ),
         ];
         for (name, help, c) in counters {

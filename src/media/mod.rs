@@ -1,6 +1,12 @@
-//! Everything that looks inside media, off the SFU's forwarding path (see `DESIGN.md`, "Media").
+//! Media beyond forwarding: what looks inside a room's media off the engine task.
 //!
+//! - [`tap`]: the seam. A subscriber gets a room's tracks and depacketized frames through a
+//!   bounded channel and may ask for keyframes; the engine never waits for it.
 //! - [`mix`]: the audio MCU: decodes a room's Opus tracks, mixes the loudest few speakers with a
 //!   limiter, and encodes one shared mix plus one mix-minus per current speaker.
+//!
+//! Consumers (recording, mixing, compositions) run on their own tasks and do their blocking
+//! work (files, codecs) on `spawn_blocking` or threads of their own.
 
 pub mod mix;
+pub mod tap;

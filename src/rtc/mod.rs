@@ -28,6 +28,8 @@ use serde::Serialize;
 use switchboard_protocol::ChannelName;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::tap::MediaTap;
+
 /// What a peer connection is for.
 #[derive(Debug)]
 pub enum Role {
@@ -139,6 +141,8 @@ pub(crate) enum Command {
     Close { peer: String, reply: oneshot::Sender<bool> },
     Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
     Send { peer: String, reliable: bool, binary: bool, data: Bytes },
+    TapOpen { room: ChannelName, tx: mpsc::Sender<crate::media::tap::TapEvent> },
+    Tap(crate::media::tap::TapRequest),
 }
 
 /// The handle the rest of the node uses; cheap to clone.
@@ -183,6 +187,15 @@ impl RtcService {
     /// Queues a data channel message; waits while the engine is busy (back-pressure).
     pub async fn send(&self, peer: &str, reliable: bool, binary: bool, data: Bytes) -> bool {
         self.tx.send(Command::Send { peer: peer.to_owned(), reliable, binary, data }).await.is_ok()
+    }
+
+    /// Taps `room`'s media ([`crate::media::tap`]): its tracks and frames, through a channel of
+    /// `capacity` events (frames beyond it are dropped, never waited for).
+    pub async fn tap(&self, room: ChannelName, capacity: usize) -> Result<MediaTap, EngineError> {
+        let (tx, events) = mpsc::channel(capacity.max(1));
+        let command = Command::TapOpen { room: room.clone(), tx };
+        self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
+        Ok(MediaTap { events, requests: self.tx.clone(), room })
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {

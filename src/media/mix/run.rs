@@ -1,8 +1,10 @@
 //! The mixer's driver: one tokio task per mixed room, off the engine's task. Packets come in
-//! through a bounded channel (a full one drops the packet, as a lossy network would: the jitter
-//! buffer conceals it); every 20 ms the core mixes, and the encoded packets go out through `out`.
-//! The shared mix is also offered on a broadcast channel (for a room-mix recording).
+//! through the room's media tap ([`crate::media::tap`]: bounded, a full one drops frames, which
+//! the jitter buffer then conceals as network loss); every 20 ms the core mixes, and the encoded
+//! packets go out through `out`. The shared mix is also offered on a broadcast channel (for a
+//! room-mix recording).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,20 +12,17 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{MixConfig, Mixer, TICK};
+use crate::media::tap::{Codec, MediaKind, TapEvent};
 use crate::metrics::{Counter, Gauge, Histogram};
 
-/// Packets queued towards one mixer before new ones are dropped.
+/// Tap events queued towards one mixer before frames are dropped.
 pub const INPUT_QUEUE: usize = 512;
 
-/// What a mixer is told.
+/// What a mixer is told besides its room's media.
 #[derive(Debug)]
 pub enum MixIn {
-    /// A packet of input (track) `input`.
-    Packet { input: String, ts: u32, payload: Bytes, level: Option<u8>, at: Instant },
     /// Whether `input`'s owner listens to the mix (it then gets a mix-minus while speaking).
     Listen { input: String, listens: bool },
-    /// The track is gone.
-    Gone { input: String },
 }
 
 /// One tick's packets, all with RTP time `ts` (48 kHz).
@@ -77,30 +76,37 @@ impl MixMetrics {
 
 /// A running mixer: drop it (or every sender) and the task ends.
 pub struct MixHandle {
-    /// Packets and changes in.
+    /// Changes in.
     pub tx: mpsc::Sender<MixIn>,
     /// The shared mix's packets, `(RTP time, Opus packet)`, for whoever wants them (recording).
     pub shared: broadcast::Sender<(u32, Bytes)>,
 }
 
-/// Starts a mixer; each tick's packets go to `out` (which returns `false` once nobody wants them).
+/// Starts a mixer of the room `media` taps; each tick's packets go to `out` (which returns
+/// `false` once nobody wants them).
 pub fn spawn(
     config: MixConfig,
     metrics: Arc<MixMetrics>,
+    mut media: mpsc::Receiver<TapEvent>,
     out: impl Fn(MixOut) -> bool + Send + 'static,
 ) -> MixHandle {
-    let (tx, mut rx) = mpsc::channel(INPUT_QUEUE);
+    let (tx, mut rx) = mpsc::channel(64);
     let (shared, _) = broadcast::channel(64);
     let shared_tx = shared.clone();
     tokio::spawn(async move {
         metrics.mixers.add(1);
         let mut mixer = Mixer::new(config);
+        let mut opus = HashSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) => apply(&mut mixer, m),
+                    Some(MixIn::Listen { input, listens }) => mixer.set_listening(&input, listens),
+                    None => break,
+                },
+                e = media.recv() => match e {
+                    Some(e) => take(&mut mixer, &mut opus, e),
                     None => break,
                 },
                 _ = tick.tick() => {
@@ -123,11 +129,23 @@ pub fn spawn(
     MixHandle { tx, shared }
 }
 
-fn apply(mixer: &mut Mixer, m: MixIn) {
-    match m {
-        MixIn::Packet { input, ts, payload, level, at } => mixer.push(&input, ts, payload, level, at),
-        MixIn::Listen { input, listens } => mixer.set_listening(&input, listens),
-        MixIn::Gone { input } => mixer.remove(&input),
+/// Feeds the room's Opus tracks to the mixer; other tracks are not its business.
+fn take(mixer: &mut Mixer, opus: &mut HashSet<String>, e: TapEvent) {
+    match e {
+        TapEvent::TrackAdded(t) if t.kind == MediaKind::Audio && t.codec == Codec::Opus => {
+            opus.insert(t.id.clone());
+        }
+        TapEvent::TrackAdded(_) => {}
+        TapEvent::TrackRemoved { track } => {
+            opus.remove(&track);
+            mixer.remove(&track);
+        }
+        TapEvent::Frame(f) if opus.contains(&*f.track) => {
+            // RFC 6464 on the wire is -dBov (0 loudest); str0m gives it negated.
+            let level = f.audio_level.map(|l| (-i16::from(l)).clamp(0, 127) as u8);
+            mixer.push(&f.track, f.time as u32, f.payload, level, f.at);
+        }
+        TapEvent::Frame(_) => {}
     }
 }
 

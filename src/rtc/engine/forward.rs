@@ -33,11 +33,13 @@ impl Engine {
             return;
         };
         track.layers.saw(data.rid, now);
-        let video = track.kind == MediaKind::Video;
-        if !video && !self.mixes.is_empty() {
-            let room = track.room.clone();
-            self.feed_mix(&room, &id, &data);
+        if !self.taps.is_empty() {
+            self.tap_frame(&id, &data);
         }
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
+        let video = track.kind == MediaKind::Video;
         if video && !data.contiguous {
             // Lost packets the NACKs did not recover: the decoder needs a fresh start.
             self.request_keyframe(&id, data.rid, now);

@@ -1,15 +1,14 @@
 //! The audio MCU's seam in the engine: receiving audio m-lines marked `mix` are fed by the room's
-//! mixer ([`crate::media::mix`], a task of its own) instead of one track each. The engine hands
-//! each audio frame of a mixed room to that room's mixer (a bounded channel: never waits), and
-//! writes the packets the mixer sends back: a speaker's own mix-minus, else the shared mix.
-//! A room's mixer starts with its first mix receiver and stops with its last.
+//! mixer ([`crate::media::mix`], a task of its own) instead of one track each. The mixer reads
+//! the room through a media tap (bounded: the engine never waits for it), and the engine writes
+//! the packets it sends back: a speaker's own mix-minus, else the shared mix. A room's mixer
+//! starts with its first mix receiver and stops with its last (its tap closes with it).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use bytes::Bytes;
 use str0m::format::Codec;
-use str0m::media::{Frequency, MediaData, MediaKind, MediaTime, Mid};
+use str0m::media::{Frequency, MediaKind, MediaTime, Mid};
 use switchboard_protocol::ChannelName;
 
 use super::{Engine, Peer};
@@ -93,24 +92,11 @@ impl Engine {
         gauge.add(receivers - gauge.get());
         self.mixes.retain(|room, _| wanted.contains_key(room));
         for (room, inputs) in wanted {
-            let mix = self.mixes.entry(room.clone()).or_insert_with(|| {
-                let out = self.mix_tx.clone();
-                let config = MixConfig {
-                    speakers: self.config.mix_speakers,
-                    jitter_frames: (self.config.mix_jitter_ms / 20).max(1) as usize,
-                    bitrate: 32_000,
-                };
-                tracing::debug!(%room, "audio mixer started");
-                let r = room.clone();
-                let handle = run::spawn(config, self.mix_metrics.clone(), move |o| {
-                    // A busy engine drops a tick's packets (the players conceal them).
-                    !matches!(out.try_send((r.clone(), o)), Err(tokio::sync::mpsc::error::TrySendError::Closed(_)))
-                });
-                Mix { handle, inputs: HashMap::new() }
-            });
-            for gone in mix.inputs.keys().filter(|k| !inputs.contains_key(*k)) {
-                let _ = mix.handle.tx.try_send(MixIn::Gone { input: gone.clone() });
+            if !self.mixes.contains_key(&room) {
+                let mix = self.start_mix(&room);
+                self.mixes.insert(room.clone(), mix);
             }
+            let Some(mix) = self.mixes.get_mut(&room) else { continue };
             for (input, listens) in &inputs {
                 if mix.inputs.get(input) != Some(listens) {
                     let _ = mix.handle.tx.try_send(MixIn::Listen { input: input.clone(), listens: *listens });
@@ -120,22 +106,23 @@ impl Engine {
         }
     }
 
-    /// Hands an audio frame of track `id` to its room's mixer, if the room has one.
-    pub(super) fn feed_mix(&self, room: &ChannelName, id: &str, data: &MediaData) {
-        let Some(mix) = self.mixes.get(room) else {
-            return;
+    /// Starts `room`'s mixer, on a tap of the room.
+    fn start_mix(&mut self, room: &ChannelName) -> Mix {
+        let out = self.mix_tx.clone();
+        let config = MixConfig {
+            speakers: self.config.mix_speakers,
+            jitter_frames: (self.config.mix_jitter_ms / 20).max(1) as usize,
+            bitrate: 32_000,
         };
-        let level = data.ext_vals.audio_level.map(|l| (-i16::from(l)).clamp(0, 127) as u8);
-        let packet = MixIn::Packet {
-            input: id.to_owned(),
-            ts: data.time.numer() as u32,
-            payload: Bytes::copy_from_slice(&data.data),
-            level,
-            at: Instant::now(),
-        };
-        if mix.handle.tx.try_send(packet).is_err() {
-            self.mix_metrics.dropped.add(1);
-        }
+        tracing::debug!(%room, "audio mixer started");
+        let (media, rx) = tokio::sync::mpsc::channel(run::INPUT_QUEUE);
+        self.tap_open(room.clone(), media);
+        let r = room.clone();
+        let handle = run::spawn(config, self.mix_metrics.clone(), rx, move |o| {
+            // A busy engine drops a tick's packets (the players conceal them).
+            !matches!(out.try_send((r.clone(), o)), Err(tokio::sync::mpsc::error::TrySendError::Closed(_)))
+        });
+        Mix { handle, inputs: HashMap::new() }
     }
 
     /// Writes a tick of `room`'s mixer to its mix receivers.

@@ -17,12 +17,14 @@
 //!   extensions) and keyframe requests back to publishers.
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`mixing`]: receivers fed by the room's audio mixer instead of one track each.
+//! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
 mod mixing;
 mod negotiate;
 mod socket;
+mod taps;
 mod tracks;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -99,6 +101,8 @@ struct Track {
     created: u64,
     /// When a keyframe was last asked for, per layer (layers recover independently).
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
+    /// What taps are told of it, from its first frame on (when its codec is known).
+    tap: Option<Arc<crate::media::tap::TapTrack>>,
 }
 
 /// See the module docs.
@@ -126,6 +130,8 @@ pub(crate) struct Engine {
     mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
     mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
     mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
+    /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
+    taps: Vec<crate::media::tap::TapSender>,
 }
 
 impl Engine {
@@ -181,6 +187,7 @@ impl Engine {
             mix_tx,
             mix_rx: Some(mix_rx),
             mix_metrics,
+            taps: Vec::new(),
         }
     }
 
@@ -331,6 +338,8 @@ impl Engine {
                 rooms.dedup();
                 let _ = reply.send(rooms);
             }
+            Command::TapOpen { room, tx } => self.tap_open(room, tx),
+            Command::Tap(request) => self.tap_request(request),
         }
     }
 }

@@ -69,6 +69,7 @@ impl Engine {
             layers: Layers::new(rids),
             created: self.track_seq,
             keyframe_requests: Vec::new(),
+            tap: None,
         };
         self.tracks.insert(id, track);
         self.dirty_rooms.insert(room);
@@ -95,6 +96,9 @@ impl Engine {
 
     /// Receivers of a track that is gone go idle.
     pub(super) fn release(&mut self, track: &str) {
+        if !self.taps.is_empty() {
+            self.tap_removed(track);
+        }
         for p in &mut self.peers {
             for r in p.receivers.values_mut() {
                 if r.track.as_deref() == Some(track) {
