@@ -86,7 +86,7 @@ export interface SwitchboardErrorEvent {
 /** Error thrown by commands (`publish`, `presence`, `history`, `rpc`). */
 export declare class SwitchboardError extends Error {
   /**
-   * Server command error code (100–113; an `rpc` may also carry the application backend's own),
+   * Server command error code (100–114; an `rpc` may also carry the application backend's own),
    * or 0 for client-side errors.
    */
   code: number;

@@ -335,7 +335,8 @@ async fn whip_or_whep(
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
     // `/whep/{room}?audio=mix`: the whole room's audio as one mixed track.
     let mix = !ingest
-        && form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).any(|(k, v)| k == "audio" && v == "mix");
+        && form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "audio" && v == "mix");
     let opened = rtc.open(role, Negotiation { offer: Some(offer), mix, ..Default::default() }).await?;
     Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }

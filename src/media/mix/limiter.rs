@@ -51,8 +51,7 @@ mod tests {
     fn never_clips_and_recovers_slowly() {
         let mut l = Limiter::default();
         let mut out = [0i16; FRAME as usize];
-        let loud: [f32; FRAME as usize] =
-            std::array::from_fn(|k| 3.0 * 32767.0 * (k as f32 * 0.0576).sin());
+        let loud: [f32; FRAME as usize] = std::array::from_fn(|k| 3.0 * 32767.0 * (k as f32 * 0.0576).sin());
         for _ in 0..10 {
             l.process(&loud, &mut out);
             let peak = out.iter().map(|s| s.unsigned_abs()).max().unwrap();

@@ -82,9 +82,8 @@ impl Engine {
         }
         for t in self.tracks.values().filter(|t| t.kind == MediaKind::Audio) {
             if let Some(inputs) = wanted.get_mut(&t.room) {
-                let listens = self
-                    .index(&t.owner)
-                    .is_some_and(|o| self.peers[o].receivers.values().any(|r| r.mix));
+                let listens =
+                    self.index(&t.owner).is_some_and(|o| self.peers[o].receivers.values().any(|r| r.mix));
                 inputs.insert(t.info.id.clone(), listens);
             }
         }
@@ -143,7 +142,8 @@ impl Engine {
             };
             for mid in mids {
                 let Some(writer) = peer.rtc.writer(mid) else { continue };
-                let Some(pt) = writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt())
+                let Some(pt) =
+                    writer.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt())
                 else {
                     continue;
                 };

@@ -132,7 +132,11 @@ impl Engine {
             let room_mixes = self.room_mixes(peer) && r.kind == MediaKind::Audio;
             if id == MIX_TRACK || room_mixes {
                 if r.kind != MediaKind::Audio {
-                    return Err(EngineError::KindMismatch { mid: mid.to_string(), line: "video", track: "audio" });
+                    return Err(EngineError::KindMismatch {
+                        mid: mid.to_string(),
+                        line: "video",
+                        track: "audio",
+                    });
                 }
                 let mix = !has_mix;
                 if mix && !r.mix {
