@@ -23,22 +23,31 @@ pub(super) struct Mix {
     inputs: HashMap<String, bool>,
 }
 
+/// Whether `p` receives (or, a WHEP player not connected yet, will receive) the room's mix.
+fn mixed(p: &Peer) -> bool {
+    p.mix_audio || p.receivers.values().any(|r| r.mix)
+}
+
+impl Mix {
+    /// A receiver of the shared mix's packets.
+    pub(super) fn shared(&self) -> tokio::sync::broadcast::Receiver<(u32, bytes::Bytes)> {
+        self.handle.shared.subscribe()
+    }
+}
+
 /// The track id that asks for the room's mix in `subscribe`.
 pub const MIX_TRACK: &str = "mix";
 
 impl Engine {
-    /// Rooms with mix receivers, and the mix receivers, on this node.
+    /// Rooms with mixed participants, and the mixed participants, on this node.
     fn mix_load(&self) -> (HashSet<&ChannelName>, usize) {
         let mut rooms = HashSet::new();
-        let mut receivers = 0;
-        for p in &self.peers {
-            let n = p.receivers.values().filter(|r| r.mix).count();
-            if n > 0 {
-                receivers += n;
-                rooms.extend(p.role.room());
-            }
+        let mut participants = 0;
+        for p in self.peers.iter().filter(|p| mixed(p)) {
+            participants += 1;
+            rooms.extend(p.role.room());
         }
-        (rooms, receivers)
+        (rooms, participants)
     }
 
     /// Whether one more mix receiver fits in `room` (`max_mixed_rooms`, `max_mixed_participants`).
@@ -72,23 +81,21 @@ impl Engine {
             return;
         }
         let mut wanted: HashMap<ChannelName, HashMap<String, bool>> = HashMap::new();
-        let mut receivers = 0i64;
-        for p in &self.peers {
-            let n = p.receivers.values().filter(|r| r.mix).count();
-            receivers += n as i64;
-            if let (true, Some(room)) = (n > 0, p.role.room()) {
+        let mut participants = 0i64;
+        for p in self.peers.iter().filter(|p| mixed(p)) {
+            participants += 1;
+            if let Some(room) = p.role.room() {
                 wanted.entry(room.clone()).or_default();
             }
         }
         for t in self.tracks.values().filter(|t| t.kind == MediaKind::Audio) {
             if let Some(inputs) = wanted.get_mut(&t.room) {
-                let listens =
-                    self.index(&t.owner).is_some_and(|o| self.peers[o].receivers.values().any(|r| r.mix));
+                let listens = self.index(&t.owner).is_some_and(|o| mixed(&self.peers[o]));
                 inputs.insert(t.info.id.clone(), listens);
             }
         }
         let gauge = &self.mix_metrics.participants;
-        gauge.add(receivers - gauge.get());
+        gauge.add(participants - gauge.get());
         self.mixes.retain(|room, _| wanted.contains_key(room));
         for (room, inputs) in wanted {
             if !self.mixes.contains_key(&room) {
@@ -162,5 +169,75 @@ impl Engine {
             (Role::Whep { room }, true) => self.admit_mix(room),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use str0m::Rtc;
+    use str0m::media::Direction;
+    use tokio::net::UdpSocket;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::rtc::Negotiation;
+
+    async fn engine(config: Config) -> Engine {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let candidate = socket.local_addr().unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let hub = Arc::new(crate::hub::Hub::new(metrics.clone()));
+        let broker = Arc::new(crate::broker::memory::MemoryBroker::new(hub));
+        Engine::new(socket, candidate, Arc::new(config), broker, metrics)
+    }
+
+    /// A WHEP player's offer: one audio m-line, receive only.
+    fn whep_offer() -> Negotiation {
+        let mut client = Rtc::builder().build(Instant::now());
+        let mut change = client.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        let (offer, _pending) = change.apply().unwrap();
+        Negotiation { offer: Some(offer.to_sdp_string()), mix: true, ..Negotiation::default() }
+    }
+
+    fn room(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_whep_mix_player_starts_the_room_mixer_whose_shared_mix_is_offered_and_the_caps_hold() {
+        let config = Config { max_mixed_rooms: 1, max_mixed_participants: 2, ..Config::default() };
+        let mut engine = engine(config).await;
+        let a = room("room:a");
+        engine.open(Role::Whep { room: a.clone() }, whep_offer()).unwrap();
+        engine.sync_mixes();
+        assert_eq!(engine.mixes.len(), 1, "the room's mixer runs");
+        assert_eq!(engine.mix_metrics.participants.get(), 1);
+        // The shared mix is offered to whoever wants it (a room-mix recording): a packet per tick.
+        let mut shared = engine.mixes[&a].shared();
+        let (ts, packet) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), shared.recv()).await.unwrap().unwrap();
+        assert!(!packet.is_empty());
+        let (next, _) = shared.recv().await.unwrap();
+        assert_eq!(next.wrapping_sub(ts), crate::media::mix::FRAME, "20 ms of RTP time apart");
+
+        // A second room is over max_mixed_rooms; a second player of the first room is not.
+        let err = engine.open(Role::Whep { room: room("room:b") }, whep_offer()).unwrap_err();
+        assert_eq!(err, EngineError::MixerFull { what: "rooms", max: 1 });
+        engine.open(Role::Whep { room: a.clone() }, whep_offer()).unwrap();
+        // A third mix receiver is over max_mixed_participants.
+        let err = engine.open(Role::Whep { room: a.clone() }, whep_offer()).unwrap_err();
+        assert_eq!(err, EngineError::MixerFull { what: "participants", max: 2 });
+        assert_eq!(engine.mix_metrics.refused.get(), 2);
+
+        // The last mix receiver gone, the mixer stops.
+        for p in std::mem::take(&mut engine.peers) {
+            engine.forget(p);
+        }
+        engine.sync_mixes();
+        assert!(engine.mixes.is_empty());
+        assert_eq!(engine.mix_metrics.participants.get(), 0);
     }
 }
