@@ -129,7 +129,8 @@ impl Engine {
             // The room's mix: asked for by name, or any audio track in an `audio_mix` room (on
             // one m-line of the peer; its other audio m-lines stay idle).
             let has_mix = peer.receivers.iter().any(|(m, r)| r.mix && *m != mid);
-            let room_mixes = self.room_mixes(peer) && r.kind == MediaKind::Audio;
+            let audio_track = self.tracks.get(id).is_some_and(|t| t.kind == MediaKind::Audio);
+            let room_mixes = self.room_mixes(peer) && r.kind == MediaKind::Audio && audio_track;
             if id == MIX_TRACK || room_mixes {
                 if r.kind != MediaKind::Audio {
                     return Err(EngineError::KindMismatch {
