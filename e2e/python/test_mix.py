@@ -204,6 +204,10 @@ def test_mixed_participant_hears_the_others_not_itself_and_whep_hears_the_room(s
         assert "switchboard_mixers 1" in metrics, metrics
         assert "switchboard_mixed_participants 2" in metrics
         assert "switchboard_mix_refused_total 1" in metrics
+        figures = dict(line.split(" ", 1) for line in metrics.splitlines() if line.startswith("switchboard_mix_added"))
+        count = float(figures["switchboard_mix_added_latency_seconds_count"])
+        assert count > 0, "the mixer measures the latency it adds"
+        print("mixer added latency, mean ms:", round(1000 * float(figures["switchboard_mix_added_latency_seconds_sum"]) / count, 1))
 
         for t in (ear_a.task, ear_v.task):
             t.cancel()
