@@ -95,6 +95,9 @@ pub struct Opened {
     pub tracks: Vec<TrackInfo>,
     /// The peer's resource, absolute when `node_url` is set (PATCH and DELETE go there).
     pub url: String,
+    /// The room's namespace mixes audio (`audio_mix`): receive the mix, not the audio tracks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audio_mix: bool,
 }
 
 /// A track of a room, as published on the room channel.

@@ -175,6 +175,7 @@ export class SfuCall {
       sfu.url = res.url || null;
       await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
       if (Array.isArray(res.tracks)) this.tracks = res.tracks;
+      if (res.audio_mix === true) this.audioMix = true;
     } catch (err) {
       if (sfu !== this.link) return;
       this.teardown();

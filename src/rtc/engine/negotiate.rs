@@ -74,8 +74,9 @@ impl Engine {
             self.remove(peer);
             return Err(e);
         }
+        let audio_mix = room.as_ref().is_some_and(|r| self.config.channel_options(r).audio_mix);
         let tracks = room.map(|r| self.room_tracks(&r)).unwrap_or_default();
-        Ok(Opened { peer: id, sdp: answer, tracks, url: String::new() })
+        Ok(Opened { peer: id, sdp: answer, tracks, url: String::new(), audio_mix })
     }
 
     pub(super) fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, EngineError> {
@@ -113,7 +114,11 @@ impl Engine {
     /// Applies `subscribe` and `layers`: which track and layer each receive m-line carries.
     fn point(&mut self, i: usize, nego: &Negotiation) -> Result<(), EngineError> {
         let now = Instant::now();
-        for (mid, track) in &nego.subscribe {
+        // Releases first: a PATCH that moves the mix from one m-line to another frees it before
+        // taking it again, whatever the map's order.
+        let mut subscribe: Vec<_> = nego.subscribe.iter().collect();
+        subscribe.sort_by_key(|(_, track)| track.is_some());
+        for (mid, track) in subscribe {
             let mid = to_mid(mid)?;
             self.ensure_receiver(i, mid);
             let peer = &self.peers[i];
