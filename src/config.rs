@@ -32,6 +32,9 @@ pub struct ChannelOptions {
     /// Clients subscribe only with a subscription token naming the channel (a JWT with a
     /// `channel` claim, see `docs/protocol.md`), whatever their connection token allows.
     pub private: bool,
+    /// Rooms of this namespace mix audio: every participant receives one Opus track mixing
+    /// everyone else (`docs/webrtc.md`, "Mixed audio").
+    pub audio_mix: bool,
 }
 
 impl Default for ChannelOptions {
@@ -45,6 +48,7 @@ impl Default for ChannelOptions {
             datagrams: false,
             rooms: false,
             private: false,
+            audio_mix: false,
         }
     }
 }
@@ -281,6 +285,14 @@ pub struct Config {
     /// Frames a recording's media tap holds while its writer is busy; beyond, frames are
     /// dropped (`switchboard_media_tap_dropped_total`) and video restarts at a keyframe.
     pub recording_buffer_frames: usize,
+    /// Most rooms this node mixes audio for at once (then `503`, code 114).
+    pub max_mixed_rooms: usize,
+    /// Most receivers of mixed audio on this node at once (then `503`, code 114).
+    pub max_mixed_participants: usize,
+    /// Speakers mixed at once in a room (the loudest).
+    pub mix_speakers: usize,
+    /// The mixer's jitter buffer target, in milliseconds (20 to 80, a multiple of 20).
+    pub mix_jitter_ms: u64,
     /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
     /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
     /// application's backend"). Empty: there is none, and those calls get error 108.
@@ -391,6 +403,10 @@ impl Default for Config {
             recording_max_seconds: 4 * 3600,
             recording_max_bytes: 4 << 30,
             recording_buffer_frames: 2048,
+            max_mixed_rooms: 16,
+            max_mixed_participants: 256,
+            mix_speakers: 3,
+            mix_jitter_ms: 40,
             node_url: String::new(),
             app_proxy_url: String::new(),
             app_proxy_timeout_ms: 5000,
@@ -648,6 +664,9 @@ impl Config {
         }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
+        }
+        if self.mix_speakers == 0 || !(20..=80).contains(&self.mix_jitter_ms) {
+            return invalid("mix_speakers must be > 0 and mix_jitter_ms within 20..=80");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

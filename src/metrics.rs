@@ -58,6 +58,20 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
+
+    /// Appends this histogram as Prometheus text, `switchboard_{name}` in seconds.
+    pub fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = write!(s, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(s, "switchboard_{name}_bucket{{le=\"{}\"}} {cumulative}", b / 1000.0);
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "switchboard_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(s, "switchboard_{name}_sum {sum}\nswitchboard_{name}_count {count}");
+    }
 }
 
 /// The transports, as metric labels.

@@ -4,10 +4,13 @@
 //!   bounded channel and may ask for keyframes; the engine never waits for it.
 //! - [`record`]: room recording without transcoding, and its API.
 //! - [`ogg`]: Ogg/Opus files (recordings, the room mix).
+//! - [`mix`]: the audio MCU: decodes a room's Opus tracks, mixes the loudest few speakers with a
+//!   limiter, and encodes one shared mix plus one mix-minus per current speaker.
 //!
 //! Consumers (recording, mixing, compositions) run on their own tasks and do their blocking
 //! work (files, codecs) on `spawn_blocking` or threads of their own.
 
+pub mod mix;
 pub mod ogg;
 pub mod record;
 pub mod tap;

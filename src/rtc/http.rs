@@ -78,6 +78,7 @@ impl From<EngineError> for HttpError {
             | NoReceiveLine { .. }
             | NoSuchLayer { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             Stopped => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable),
+            MixerFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MixerFull),
             LocalCandidate(_) | Failed => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         rtc_error(status, code, e.to_string())
@@ -287,6 +288,7 @@ async fn update(
         publish: body.publish,
         subscribe: body.subscribe,
         layers: body.layers,
+        mix: false,
     };
     let answer = rtc.update(peer, nego).await?;
     Ok(Json(serde_json::json!({ "sdp": answer })).into_response())
@@ -331,7 +333,11 @@ async fn whip_or_whep(
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response());
     }
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
-    let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    // `/whep/{room}?audio=mix`: the whole room's audio as one mixed track.
+    let mix = !ingest
+        && form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "audio" && v == "mix");
+    let opened = rtc.open(role, Negotiation { offer: Some(offer), mix, ..Default::default() }).await?;
     Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }
 
@@ -383,6 +389,7 @@ mod tests {
             (EngineError::TooManyMediaLines { max: 8 }, 413, 106),
             (EngineError::TooManyPeers { max: 8 }, 413, 106),
             (EngineError::Stopped, 503, 108),
+            (EngineError::MixerFull { what: "rooms", max: 1 }, 503, 114),
             (EngineError::Failed, 500, 100),
         ];
         for (e, status, code) in cases {

@@ -80,6 +80,8 @@ pub struct Negotiation {
     pub subscribe: HashMap<String, Option<String>>,
     /// `mid` → the simulcast layer wanted.
     pub layers: HashMap<String, String>,
+    /// WHEP: receive the room's audio mix instead of its newest audio track (`?audio=mix`).
+    pub mix: bool,
 }
 
 /// A new peer connection.
@@ -93,6 +95,9 @@ pub struct Opened {
     pub tracks: Vec<TrackInfo>,
     /// The peer's resource, absolute when `node_url` is set (PATCH and DELETE go there).
     pub url: String,
+    /// The room's namespace mixes audio (`audio_mix`): receive the mix, not the audio tracks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audio_mix: bool,
 }
 
 /// A track of a room, as published on the room channel.
@@ -134,14 +139,41 @@ pub enum DcEvent {
 /// A request to the engine.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, EngineError>> },
-    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, EngineError>> },
-    Close { peer: String, reply: oneshot::Sender<bool> },
-    Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
-    Snapshot { reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>> },
-    Send { peer: String, reliable: bool, binary: bool, data: Bytes },
-    TapOpen { room: ChannelName, tx: mpsc::Sender<crate::media::tap::TapEvent> },
+    Open {
+        role: Role,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Opened, EngineError>>,
+    },
+    Update {
+        peer: String,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Option<String>, EngineError>>,
+    },
+    Close {
+        peer: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<ChannelName>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>>,
+    },
+    Send {
+        peer: String,
+        reliable: bool,
+        binary: bool,
+        data: Bytes,
+    },
+    TapOpen {
+        room: ChannelName,
+        tx: mpsc::Sender<crate::media::tap::TapEvent>,
+    },
     Tap(crate::media::tap::TapRequest),
+    RoomMix {
+        room: ChannelName,
+        reply: oneshot::Sender<Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>>>,
+    },
 }
 
 /// The handle the rest of the node uses; cheap to clone.
@@ -201,6 +233,17 @@ impl RtcService {
         let command = Command::TapOpen { room: room.clone(), tx };
         self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
         Ok(MediaTap { events, requests: self.tx.clone(), room })
+    }
+
+    /// The encoded packets of `room`'s shared audio mix, `(RTP time at 48 kHz, Opus packet)`
+    /// every 20 ms, while the room is being mixed (`None`: it is not). For a room-mix recording
+    /// (one Ogg/Opus file): the stream ends when the mixer stops; a slow reader lags (broadcast).
+    pub async fn room_mix(
+        &self,
+        room: ChannelName,
+    ) -> Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::RoomMix { room, reply }, rx).await.ok().flatten()
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {

@@ -18,11 +18,13 @@
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
 //!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
+//! - [`mixing`]: receivers fed by the room's audio mixer instead of one track each.
 //! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
 mod frame_size;
+mod mixing;
 mod negotiate;
 pub mod snapshot;
 mod socket;
@@ -77,6 +79,8 @@ struct Peer {
     receivers: HashMap<Mid, Receiver>,
     reliable: Option<ChannelId>,
     unreliable: Option<ChannelId>,
+    /// Its receiving audio m-lines carry the room's mix (WHEP `audio=mix`, `audio_mix` rooms).
+    mix_audio: bool,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,8 @@ struct Receiver {
     track: Option<String>,
     /// WHEP: follow the room's newest track of this kind.
     auto: bool,
+    /// Fed by the room's audio mixer instead of a track.
+    mix: bool,
     forward: Forward,
 }
 
@@ -123,6 +129,13 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// The rooms' audio mixers ([`mixing`]).
+    mixes: HashMap<ChannelName, mixing::Mix>,
+    /// Mix receivers or audio tracks changed: [`Engine::sync_mixes`] has work.
+    mix_dirty: bool,
+    mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
+    mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
+    mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
     /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
     taps: Vec<crate::media::tap::TapSender>,
 }
@@ -157,6 +170,10 @@ impl Engine {
                 }
             }
         });
+        let (mix_tx, mix_rx) = mpsc::channel(256);
+        let mix_metrics = Arc::new(crate::media::mix::run::MixMetrics::default());
+        let rendered = mix_metrics.clone();
+        metrics.add_source(move |s| rendered.render(s));
         Self {
             socket,
             candidate,
@@ -171,6 +188,11 @@ impl Engine {
             announcements,
             current: None,
             closed: VecDeque::new(),
+            mixes: HashMap::new(),
+            mix_dirty: false,
+            mix_tx,
+            mix_rx: Some(mix_rx),
+            mix_metrics,
             taps: Vec::new(),
         }
     }
@@ -275,6 +297,7 @@ impl Engine {
         if let Some(room) = peer.role.room() {
             self.dirty_rooms.insert(room.clone());
         }
+        self.mix_dirty = true;
         for id in peer.published.values() {
             self.tracks.remove(id);
             self.release(id);
@@ -326,6 +349,9 @@ impl Engine {
             }
             Command::TapOpen { room, tx } => self.tap_open(room, tx),
             Command::Tap(request) => self.tap_request(request),
+            Command::RoomMix { room, reply } => {
+                let _ = reply.send(self.mixes.get(&room).map(|m| m.shared()));
+            }
         }
     }
 }
