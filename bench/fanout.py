@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Fan-out benchmark: Switchboard vs a minimal Node `ws` broadcast server, same run, interleaved.
 
+With --servers floor,floor-batch the floor (bench/floor/floor.c: the least a fan-out server can do)
+runs in the same rounds, and each row is also given as a ratio of the floor's; --pin runs each server
+on core 1 and the load generator on core 0 (bench/floor.sh does both).
+
 With --protocols, ours is also measured with STOMP and SockJS (xhr-streaming) subscribers, each
 row beside the Node peer's JSON WebSocket row of the same round. See bench/README.md. Everything
 runs on loopback, is bounded in time and stops by itself.
@@ -31,11 +35,20 @@ SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target",
 LOADGEN_DIR = os.path.join(BENCH, "loadgen")
 LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 PEER_DIR = os.path.join(BENCH, "peers", "node-ws")
+# `--servers base,...`: another build of ours (before a change), measured in the same rounds.
+BASE_BIN = os.environ.get("FANOUT_BASE_BIN", "")
+FLOOR_SRC = os.path.join(BENCH, "floor", "floor.c")
+FLOOR_BIN = os.path.join(BENCH, "floor", "floor")
+# --pin: `taskset` prefixes for servers and load generator processes (empty without --pin).
+PIN = {"server": [], "loadgen": []}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000  # connections per load generator process (the limit is 20,000 files)
 # How our server's subscribers connect, by protocol (publishing is always JSON over /ws).
 PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}/stomp",
-             "sockjs": "http://127.0.0.1:{port}/sockjs"}
+             "sockjs": "http://127.0.0.1:{port}/sockjs", "sse": "http://127.0.0.1:{port}/sse"}
+# Which protocols each server's subscribers can speak.
+SPEAKS = {"ours": set(PROTOCOLS), "base": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
+          "floor-batch": {"json", "sse"}}
 
 # Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
 # per source address, and closed connections linger in TIME_WAIT for a minute).
@@ -64,19 +77,22 @@ class Server:
         self.logpath = os.path.join(outdir, f"{tag}-{kind}.log")
         self.logf = open(self.logpath, "w")
         env = dict(os.environ)
-        if kind == "ours":
+        if kind in ("ours", "base"):
             env.update({"RUST_LOG": "warn"})
             # Thousands of sockets from one address (loopback): lift the per-IP caps.
             env.update({"SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0", "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0"})
             env.update(BENCH_LIMITS)
             env.update(env_extra or {})
-            cmd = [SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
+            cmd = [BASE_BIN if kind == "base" else SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")
+        elif kind.startswith("floor"):
+            cmd = [FLOOR_BIN] + (["--batch"] if kind == "floor-batch" else [])
+            pattern = re.compile(r"floor listening on http://127\.0\.0\.1:(\d+)")
         else:
             env["PORT"] = "0"
             cmd = ["node", os.path.join(PEER_DIR, "server.js")]
             pattern = re.compile(r"node-ws listening on http://127\.0\.0\.1:(\d+)")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
+        self.proc = subprocess.Popen(PIN["server"] + cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid = self.proc.pid
         deadline = time.time() + 15
@@ -95,8 +111,8 @@ class Server:
 
     def sub_url(self, proto):
         """Where `proto` subscribers connect (the Node peer speaks json only)."""
-        if proto != "json" and self.kind != "ours":
-            raise ValueError(f"the {self.kind} peer speaks json only")
+        if proto not in SPEAKS[self.kind]:
+            raise ValueError(f"the {self.kind} peer does not speak {proto}")
         return PROTOCOLS[proto].format(port=self.port)
 
     def cpu_seconds(self):
@@ -130,7 +146,7 @@ class Subs:
         self.conns = conns
         self.source = next_source()
         self.proc = subprocess.Popen(
-            [LOADGEN, "sub", "--url", url, "--conns", str(conns), "--source", self.source,
+            PIN["loadgen"] + [LOADGEN, "sub", "--url", url, "--conns", str(conns), "--source", self.source,
              "--proto", proto],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, bufsize=1, start_new_session=True)
@@ -282,7 +298,7 @@ def publish_phase(server, subs, rate, duration, size):
     lg0 = sum(sum(proc_cpu(s.proc.pid)) for s in subs)
     t0 = time.time()
     pub = subprocess.run(
-        [LOADGEN, "pub", "--url", server.url, "--rate", str(rate), "--duration", str(duration),
+        PIN["loadgen"] + [LOADGEN, "pub", "--url", server.url, "--rate", str(rate), "--duration", str(duration),
          "--size", str(size), "--source", next_source()],
         capture_output=True, text=True, timeout=duration + 60)
     pline = [l for l in pub.stdout.splitlines() if l.startswith("published")]
@@ -450,6 +466,8 @@ def build(args):
     # Its own target dir, whatever CARGO_TARGET_DIR says: LOADGEN names the binary there.
     target = os.path.join(LOADGEN_DIR, "target")
     subprocess.run(["nice", "cargo", "build", "--release", "--target-dir", target], cwd=LOADGEN_DIR, check=True)
+    if any(k.startswith("floor") for k in args.kinds):
+        subprocess.run(["cc", "-O2", "-o", FLOOR_BIN, FLOOR_SRC], check=True)
     if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")):
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=PEER_DIR, check=True)
 
@@ -468,6 +486,40 @@ def median(xs):
         return float("nan")
     m = len(xs) // 2
     return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+
+
+def floor_ratios(runs, sizes, summary):
+    """Per load and protocol: each server's deliveries per CPU-second against the floor's,
+    floor-batch's and the Node peer's rows of the same round and protocol (median of the rounds)."""
+    out = []
+    for n, rates, rows in sizes:
+        for rate in rates:
+            for proto in dict.fromkeys(p for _, p in rows):
+                kinds = [k for k, p in rows if p == proto]
+                refs = [k for k in ("floor", "floor-batch", "node", "base") if k in kinds]
+                if not refs:
+                    continue
+                by = {k: {r["round"]: r for r in runs if r["kind"] == k and r["proto"] == proto
+                          and r["subscribers"] == n and r["rate"] == rate} for k in kinds}
+                out.append(f"N={n}, {rate} msg/s, {proto}: medians over rounds; ratios of deliveries/CPU-s per round")
+                out.append("    server        deliv/cpu-s  user%  p50(ms)  p99(ms)   compl  "
+                           + "  ".join(f"vs {k:<11}" for k in refs))
+                for k in kinds:
+                    rs = list(by[k].values())
+                    if not rs:
+                        continue
+                    user = median([r["server_user_s"] / max(r["server_cpu_s"], 1e-9) for r in rs])
+                    row = (f"    {k:<12} {median([r['deliveries_per_cpu_s'] for r in rs]):>12,.0f} {user:>6.0%} "
+                           f"{median([r['p50_ms'] for r in rs]):>8.2f} {median([r['p99_ms'] for r in rs]):>8.2f} "
+                           f"{min(r['complete'] for r in rs):>7.3f}")
+                    for ref in refs:
+                        ratios = [r["deliveries_per_cpu_s"] / by[ref][r["round"]]["deliveries_per_cpu_s"]
+                                  for r in rs if r["round"] in by[ref]]
+                        m = median(ratios)
+                        summary[f"vs_{ref}_{k}_{proto}_{n}_{rate}"] = m
+                        row += f"  {m:>13.2f}"
+                    out.append(row)
+    return out
 
 
 def main():
@@ -490,12 +542,18 @@ def main():
     ap.add_argument("--search-max", type=int, default=2000)
     ap.add_argument("--search-duration", type=float, default=6)
     ap.add_argument("--no-search", action="store_true", help="skip the max-rate search")
-    ap.add_argument("--only", choices=["ours", "node"], help="run one server only")
+    ap.add_argument("--only", choices=list(SPEAKS), help="run one server only")
+    ap.add_argument("--servers", default="ours,node",
+                    help="the servers of each round, in order: ours, node, floor, floor-batch, "
+                         "base (ours built from FANOUT_BASE_BIN, e.g. before a change) (default ours,node)")
+    ap.add_argument("--pin", action="store_true",
+                    help="servers on core 1 (taskset -c 1), load generator on core 0")
     ap.add_argument("--protocols", default="json",
                     help="how our server's subscribers subscribe at --small, one row each, beside "
                          "the Node peer's json row: a list of json, stomp (STOMP 1.2 over a "
                          "WebSocket at /stomp), sockjs (the JSON protocol over SockJS "
-                         "xhr_streaming at /sockjs); default json. Publishing is always JSON over /ws")
+                         "xhr_streaming at /sockjs), sse (GET /sse; every server but ours "
+                         "only speaks json and sse); default json. Publishing is always JSON over /ws")
     ap.add_argument("--no-big", action="store_true", help="skip the --big subscriber rows")
     ap.add_argument("--skip-build", action="store_true")
     args = ap.parse_args()
@@ -503,6 +561,11 @@ def main():
     if not protocols or any(p not in PROTOCOLS for p in protocols) or len(set(protocols)) < len(protocols):
         sys.exit(f"--protocols: a list of {', '.join(PROTOCOLS)}")
 
+    args.kinds = [args.only] if args.only else [k.strip() for k in args.servers.split(",") if k.strip()]
+    if not args.kinds or any(k not in SPEAKS for k in args.kinds):
+        sys.exit(f"--servers: a list of {', '.join(SPEAKS)}")
+    if args.pin:
+        PIN["server"], PIN["loadgen"] = ["taskset", "-c", "1"], ["taskset", "-c", "0"]
     build(args)
     for path in (SERVER_BIN, LOADGEN):
         if not os.path.exists(path):
@@ -511,13 +574,13 @@ def main():
     outdir = os.path.join(BENCH, "results", stamp)
     os.makedirs(outdir, exist_ok=True)
     started = time.time()
-    kinds = [args.only] if args.only else ["ours", "node"]
+    kinds = args.kinds
     rates_small = [int(x) for x in args.rates_small.split(",")]
     rates_big = [int(x) for x in args.rates_big.split(",")]
     big_steps = sorted({min(args.big, s) for s in (1000, 4000, 7000, args.big)})
     # The rows of each round, in order: at --small, ours with each protocol, then the Node peer
     # (json only); at --big, ours and node with json.
-    small_rows = [("ours", p) for p in protocols if "ours" in kinds] + [("node", "json")] * ("node" in kinds)
+    small_rows = [(k, p) for p in protocols for k in kinds if p in SPEAKS[k]]
     big_rows = [(k, "json") for k in kinds]
     sizes = [(args.small, rates_small, small_rows)]
     if not args.no_big:
@@ -641,6 +704,7 @@ def main():
             lines.append(f"  at half ({h['rate']} msg/s, {h['deliveries_per_s']:,.0f} deliveries/s): "
                          f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.1f} ms"
                          "   target p99 <= 50")
+    lines += floor_ratios(runs, sizes, summary)
     lines.append(f"total time {time.time() - started:.0f} s")
     text = "\n".join(lines)
     log(text)

@@ -32,6 +32,9 @@ pub struct ChannelOptions {
     /// Clients subscribe only with a subscription token naming the channel (a JWT with a
     /// `channel` claim, see `docs/protocol.md`), whatever their connection token allows.
     pub private: bool,
+    /// Rooms of this namespace mix audio: every participant receives one Opus track mixing
+    /// everyone else (`docs/webrtc.md`, "Mixed audio").
+    pub audio_mix: bool,
 }
 
 impl Default for ChannelOptions {
@@ -45,6 +48,7 @@ impl Default for ChannelOptions {
             datagrams: false,
             rooms: false,
             private: false,
+            audio_mix: false,
         }
     }
 }
@@ -287,6 +291,25 @@ pub struct Config {
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
+    /// Where recordings are written (`docs/recording.md`), one directory per recording.
+    pub recordings_dir: String,
+    /// Most recordings running at once on this node; over it, `429` with code 106.
+    pub recordings_max: usize,
+    /// A recording stops by itself after this many seconds (reason `max_duration`).
+    pub recording_max_seconds: u64,
+    /// A recording stops by itself once its files hold this many bytes (reason `max_size`).
+    pub recording_max_bytes: u64,
+    /// Frames a recording's media tap holds while its writer is busy; beyond, frames are
+    /// dropped (`switchboard_media_tap_dropped_total`) and video restarts at a keyframe.
+    pub recording_buffer_frames: usize,
+    /// Most rooms this node mixes audio for at once (then `503`, code 114).
+    pub max_mixed_rooms: usize,
+    /// Most receivers of mixed audio on this node at once (then `503`, code 114).
+    pub max_mixed_participants: usize,
+    /// Speakers mixed at once in a room (the loudest).
+    pub mix_speakers: usize,
+    /// The mixer's jitter buffer target, in milliseconds (20 to 80, a multiple of 20).
+    pub mix_jitter_ms: u64,
     /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
     /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
     /// application's backend"). Empty: there is none, and those calls get error 108.
@@ -399,6 +422,15 @@ impl Default for Config {
             video_queue_frames: 16,
             video_font: crate::media::video::text::DEFAULT_FONT.to_owned(),
             rtc_video_send_buffer: 500,
+            recordings_dir: "recordings".into(),
+            recordings_max: 16,
+            recording_max_seconds: 4 * 3600,
+            recording_max_bytes: 4 << 30,
+            recording_buffer_frames: 2048,
+            max_mixed_rooms: 16,
+            max_mixed_participants: 256,
+            mix_speakers: 3,
+            mix_jitter_ms: 40,
             node_url: String::new(),
             app_proxy_url: String::new(),
             app_proxy_timeout_ms: 5000,
@@ -646,6 +678,14 @@ impl Config {
         if self.game_round_secs == 0 {
             return invalid("game_round_secs must be > 0");
         }
+        if self.recordings_dir.is_empty()
+            || self.recording_max_seconds == 0
+            || self.recording_buffer_frames == 0
+        {
+            return invalid(
+                "recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0",
+            );
+        }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
         }
@@ -659,6 +699,9 @@ impl Config {
         }
         if !(1..=60).contains(&self.video_max_fps) || self.video_queue_frames == 0 {
             return invalid("video_max_fps must be 1..=60 and video_queue_frames > 0");
+        }
+        if self.mix_speakers == 0 || !(20..=80).contains(&self.mix_jitter_ms) {
+            return invalid("mix_speakers must be > 0 and mix_jitter_ms within 20..=80");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

@@ -113,7 +113,16 @@ impl Outbox {
 
     /// Moves every queued delivery into `into` (which should be empty; its capacity is reused).
     pub fn take(&self, into: &mut Vec<Delivery>) -> Taken {
+        self.take_all(into, &mut Vec::new())
+    }
+
+    /// [`Outbox::take_kicked`] into `kicked`, then [`Outbox::take`], under one lock: a
+    /// connection's every wake-up takes the lock once (the publisher's `push` contends for it).
+    pub fn take_all(&self, into: &mut Vec<Delivery>, kicked: &mut Vec<(ChannelName, Disconnect)>) -> Taken {
         let mut inner = self.inner.lock();
+        if !inner.kicked.is_empty() {
+            std::mem::swap(&mut inner.kicked, kicked);
+        }
         if let Some(reason) = inner.closed {
             return Taken::Closed(reason);
         }

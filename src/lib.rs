@@ -30,7 +30,7 @@
 //! - [`transport`]: one adapter per technique (`/ws`, `/sse`, `/stream`, `/poll`, `/wt`), framing
 //!   only.
 //! - [`rtc`]: WebRTC on str0m: the SFU, the data channel transport, WHIP and WHEP.
-//! - [`media`]: media beyond forwarding: decoded video (VP8, the compositor, filters).
+//! - [`media`]: looking inside media off the engine task ([`media::tap`]): recording, mixing, composed video and filters.
 //!
 //! The edge:
 //! - [`http`]: HTTP helpers shared by every endpoint (the JSON error, the API caller, the

@@ -69,6 +69,9 @@ struct ConfigArgs {
     /// Do not serve WebRTC (SFU, data channels, WHIP/WHEP).
     #[arg(long)]
     no_rtc: bool,
+    /// Where room recordings are written (docs/recording.md).
+    #[arg(long)]
+    recordings_dir: Option<String>,
     /// This node's base URL as clients reach it, in a cluster (each room's media on one node).
     #[arg(long)]
     node_url: Option<String>,
@@ -123,6 +126,7 @@ impl ConfigArgs {
             ("turn_external_ip", &self.turn_external_ip),
             ("rtc_listen", &self.rtc_listen),
             ("rtc_external_ip", &self.rtc_external_ip),
+            ("recordings_dir", &self.recordings_dir),
             ("node_url", &self.node_url),
             ("app_proxy_url", &self.app_proxy_url),
             ("log", &self.log),

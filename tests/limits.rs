@@ -203,7 +203,12 @@ async fn publishes_over_the_rate_get_106_and_the_connection_stays() {
 
 #[tokio::test]
 async fn channels_beyond_max_channels_are_refused_with_106() {
-    let server = TestServer::with(|c| c.max_channels = 2).await;
+    let server = TestServer::with(|c| {
+        c.max_channels = 2;
+        // The node's stats channel (`__admin:stats`) would hold one of the two.
+        c.admin = false;
+    })
+    .await;
     let client = server.client();
     client.publish("one", &json!(1)).await.unwrap();
     client.publish("two", &json!(1)).await.unwrap();
@@ -296,6 +301,8 @@ async fn a_client_that_stops_reading_its_history_replies_is_cut_off_when_the_wri
 async fn idle_channels_are_swept_and_come_back_with_a_new_epoch() {
     let server = TestServer::with(|c| {
         c.channel_idle_ttl = 1;
+        // No stats channel (`__admin:stats`) among the channels counted here.
+        c.admin = false;
         // History that outlives the idle time keeps a channel; this one expires at once.
         c.namespaces.insert("once".into(), ChannelOptions { history_size: 0, ..ChannelOptions::default() });
     })

@@ -247,8 +247,11 @@ impl Driver {
         match wake {
             Wake::Outbox => {
                 // Unsubscribed first: what was queued for those channels is then dropped.
-                self.kicked();
-                let taken = self.outbox.take(&mut self.batch);
+                let mut kicked = Vec::new();
+                let taken = self.outbox.take_all(&mut self.batch, &mut kicked);
+                for (channel, reason) in kicked {
+                    self.session.handle_kicked(&channel, reason);
+                }
                 self.on_taken(taken);
             }
             Wake::Op(Some((id, result))) => self.session.handle_result(id, result),
@@ -257,13 +260,6 @@ impl Driver {
                 self.timer_at = None;
                 self.session.handle_timeout(Now::current());
             }
-        }
-    }
-
-    /// Applies the unsubscriptions the node asked for.
-    fn kicked(&mut self) {
-        for (channel, reason) in self.outbox.take_kicked() {
-            self.session.handle_kicked(&channel, reason);
         }
     }
 

@@ -86,6 +86,11 @@ impl Activity {
         })
     }
 
+    /// Whether the connection speaks HTTP/2 (ALPN said so).
+    pub fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
     fn now(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
@@ -131,7 +136,7 @@ impl Activity {
         }
     }
 
-    fn request_started(self: &Arc<Self>) -> InFlight {
+    pub(super) fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(NONE, Ordering::Relaxed);
         InFlight(self.clone())
@@ -175,7 +180,7 @@ impl Activity {
 
 /// A request in flight; dropping it (with the response body) may make the connection idle.
 #[derive(Debug)]
-struct InFlight(Arc<Activity>);
+pub(super) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

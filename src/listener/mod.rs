@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod guard;
+mod stream;
 pub mod tls;
 
 use std::fmt::Write as _;
@@ -267,12 +268,27 @@ where
 {
     let (activity, metrics, peer, timeouts) =
         (ctx.activity.clone(), ctx.metrics.clone(), ctx.peer, ctx.timeouts);
-    let mut draining = ctx.draining.clone();
-    let service = hyper::service::service_fn(move |req| conn::serve(ctx.clone(), req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
     let expired = activity.expired(timeouts);
     tokio::pin!(expired);
+    // A plain HTTP/1 connection opening with a stream request is served without hyper.
+    let io = if activity.is_http2() {
+        stream::Prefixed::new(io)
+    } else {
+        let first = tokio::select! {
+            first = stream::first(io, &ctx) => first,
+            why = &mut expired => return timed_out(&metrics, peer, why),
+        };
+        match first {
+            stream::First::Stream(io, req) => return stream::serve(io, req, ctx).await,
+            stream::First::Other(io) => io,
+            stream::First::Gone => return,
+        }
+    };
+    let mut draining = ctx.draining.clone();
+    let service = hyper::service::service_fn(move |req| conn::serve(ctx.clone(), req));
+    // Boxed: the task's future holds the largest of its branches for the connection's life, and
+    // hyper's is the larger one while a stream needs only its own.
+    let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut drain_started = false;
     loop {
         tokio::select! {
@@ -282,14 +298,7 @@ where
                 }
                 return;
             }
-            why = &mut expired => {
-                match why {
-                    Expired::Header => metrics.header_timeouts.add(1),
-                    Expired::Idle => metrics.idle_timeouts.add(1),
-                }
-                tracing::debug!(remote = %peer, "closing the connection: {why:?} timeout");
-                return;
-            }
+            why = &mut expired => return timed_out(&metrics, peer, why),
             () = activity.lab_dropped() => {
                 tracing::debug!(remote = %peer, "closing the connection: the transport lab dropped it");
                 return;
@@ -300,6 +309,14 @@ where
             }
         }
     }
+}
+
+fn timed_out(metrics: &ListenerMetrics, peer: std::net::SocketAddr, why: Expired) {
+    match why {
+        Expired::Header => metrics.header_timeouts.add(1),
+        Expired::Idle => metrics.idle_timeouts.add(1),
+    }
+    tracing::debug!(remote = %peer, "closing the connection: {why:?} timeout");
 }
 
 /// The router of `http_redirect_listen`: every request gets a 301 to the same host and path

@@ -28,6 +28,8 @@ use serde::Serialize;
 use switchboard_protocol::ChannelName;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::tap::MediaTap;
+
 /// What a peer connection is for.
 #[derive(Debug)]
 pub enum Role {
@@ -78,6 +80,8 @@ pub struct Negotiation {
     pub subscribe: HashMap<String, Option<String>>,
     /// `mid` → the simulcast layer wanted.
     pub layers: HashMap<String, String>,
+    /// WHEP: receive the room's audio mix instead of its newest audio track (`?audio=mix`).
+    pub mix: bool,
     /// WHEP `?track=ID`: the video receivers carry this track (a composition's, say) instead of
     /// following the room's newest.
     pub pin: Option<String>,
@@ -94,6 +98,9 @@ pub struct Opened {
     pub tracks: Vec<TrackInfo>,
     /// The peer's resource, absolute when `node_url` is set (PATCH and DELETE go there).
     pub url: String,
+    /// The room's namespace mixes audio (`audio_mix`): receive the mix, not the audio tracks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audio_mix: bool,
 }
 
 /// A track of a room, as published on the room channel.
@@ -161,6 +168,15 @@ pub(crate) enum Command {
         binary: bool,
         data: Bytes,
     },
+    TapOpen {
+        room: ChannelName,
+        tx: mpsc::Sender<crate::media::tap::TapEvent>,
+    },
+    Tap(crate::media::tap::TapRequest),
+    RoomMix {
+        room: ChannelName,
+        reply: oneshot::Sender<Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>>>,
+    },
     ServeOpen {
         room: ChannelName,
         label: String,
@@ -172,7 +188,7 @@ pub(crate) enum Command {
         track: String,
         data: Bytes,
         keyframe: bool,
-        rtp_time: u32,
+        time: u64,
     },
     ServeClose {
         track: String,
@@ -190,11 +206,11 @@ pub struct ServedTrack {
 }
 
 impl ServedTrack {
-    /// Sends one VP8 frame (RTP time at 90 kHz) to the track's receivers; never waits: a frame
-    /// that does not fit the engine's queue is dropped (`false`; the receivers' decoders ask for a
-    /// keyframe if they need one).
-    pub fn frame(&self, data: Bytes, keyframe: bool, rtp_time: u32) -> bool {
-        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, rtp_time }).is_ok()
+    /// Sends one VP8 frame (`time`: RTP time at 90 kHz, extended) to the track's receivers;
+    /// never waits: a frame that does not fit the engine's queue is dropped (`false`; the
+    /// receivers' decoders ask for a keyframe if they need one).
+    pub fn frame(&self, data: Bytes, keyframe: bool, time: u64) -> bool {
+        self.sender().frame(data, keyframe, time)
     }
 
     /// A sender of frames usable from a thread (`ServedTrack` itself stays with its owner).
@@ -228,8 +244,8 @@ pub struct ServedSender {
 
 impl ServedSender {
     /// As [`ServedTrack::frame`].
-    pub fn frame(&self, data: Bytes, keyframe: bool, rtp_time: u32) -> bool {
-        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, rtp_time }).is_ok()
+    pub fn frame(&self, data: Bytes, keyframe: bool, time: u64) -> bool {
+        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, time }).is_ok()
     }
 }
 
@@ -258,23 +274,6 @@ impl RtcService {
         self.call(Command::Update { peer, nego, reply }, rx).await?
     }
 
-    /// Adds a served video track to `room` (a composition's or pipeline's output): in the room's
-    /// track list like any other, fed with [`ServedTrack::frame`]; receivers' keyframe requests
-    /// arrive on its [`ServedTrack::keyframes`]. Dropping it removes the track.
-    pub async fn serve(
-        &self,
-        room: ChannelName,
-        label: &str,
-        name: &str,
-    ) -> Result<ServedTrack, EngineError> {
-        let (keyframes, rx) = mpsc::channel(4);
-        let (reply, id) = oneshot::channel();
-        let command =
-            Command::ServeOpen { room, label: label.to_owned(), name: name.to_owned(), keyframes, reply };
-        let id = self.call(command, id).await?;
-        Ok(ServedTrack { id, tx: self.tx.clone(), keyframes: rx })
-    }
-
     /// Closes a peer connection and forgets it: `true` when it was open, or had closed by itself
     /// lately and was not closed through here yet (the engine remembers closed peers a while);
     /// `false` when this node has no such peer (any more).
@@ -298,6 +297,43 @@ impl RtcService {
     /// Queues a data channel message; waits while the engine is busy (back-pressure).
     pub async fn send(&self, peer: &str, reliable: bool, binary: bool, data: Bytes) -> bool {
         self.tx.send(Command::Send { peer: peer.to_owned(), reliable, binary, data }).await.is_ok()
+    }
+
+    /// Taps `room`'s media ([`crate::media::tap`]): its tracks and frames, through a channel of
+    /// `capacity` events (frames beyond it are dropped, never waited for).
+    pub async fn tap(&self, room: ChannelName, capacity: usize) -> Result<MediaTap, EngineError> {
+        let (tx, events) = mpsc::channel(capacity.max(1));
+        let command = Command::TapOpen { room: room.clone(), tx };
+        self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
+        Ok(MediaTap { events, requests: self.tx.clone(), room })
+    }
+
+    /// The encoded packets of `room`'s shared audio mix, `(RTP time at 48 kHz, Opus packet)`
+    /// every 20 ms, while the room is being mixed (`None`: it is not). For a room-mix recording
+    /// (one Ogg/Opus file): the stream ends when the mixer stops; a slow reader lags (broadcast).
+    pub async fn room_mix(
+        &self,
+        room: ChannelName,
+    ) -> Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::RoomMix { room, reply }, rx).await.ok().flatten()
+    }
+
+    /// Adds a served video track to `room` (a composition's or pipeline's output): in the room's
+    /// track list like any other, fed with [`ServedTrack::frame`]; receivers' keyframe requests
+    /// arrive on its [`ServedTrack::keyframes`]. Dropping it removes the track.
+    pub async fn serve(
+        &self,
+        room: ChannelName,
+        label: &str,
+        name: &str,
+    ) -> Result<ServedTrack, EngineError> {
+        let (keyframes, rx) = mpsc::channel(4);
+        let (reply, id) = oneshot::channel();
+        let command =
+            Command::ServeOpen { room, label: label.to_owned(), name: name.to_owned(), keyframes, reply };
+        let id = self.call(command, id).await?;
+        Ok(ServedTrack { id, tx: self.tx.clone(), keyframes: rx })
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {

@@ -59,7 +59,8 @@ fn usage() -> ! {
         "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
          loadgen pub --url ws://HOST:PORT/PATH --rate MSGS_PER_S --duration SECS [--channel C] [--size BYTES] [--source 127.0.0.X]\n\n\
          --proto json: our JSON protocol, URL ws://HOST:PORT/ws; stomp: STOMP 1.2, ws://HOST:PORT/stomp;\n\
-         sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix)\n\n\
+         sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix);\n\
+         sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added)\n\n\
          sub reads commands on stdin: stats | reset | hist | quit"
     );
     std::process::exit(2)
@@ -71,6 +72,7 @@ enum Proto {
     Json,
     Stomp,
     Sockjs,
+    Sse,
 }
 
 struct Opts {
@@ -113,6 +115,7 @@ impl Opts {
                         "json" => Proto::Json,
                         "stomp" => Proto::Stomp,
                         "sockjs" => Proto::Sockjs,
+                        "sse" => Proto::Sse,
                         _ => usage(),
                     }
                 }
@@ -481,6 +484,7 @@ async fn sub_main(o: Opts) {
                 Proto::Json => json_subscriber(i, &o, &mut rec).await,
                 Proto::Stomp => stomp_subscriber(i, &o, &mut rec).await,
                 Proto::Sockjs => sockjs_subscriber(i, &o, &mut rec).await,
+                Proto::Sse => sse_subscriber(&o, &mut rec).await,
             };
             // One that ends unanswered counts as failed, so that `ready` still comes.
             match result {
@@ -865,6 +869,14 @@ impl SockjsBody {
         self.chunked.as_ref().is_some_and(Chunked::done)
     }
 
+    /// The next complete line.
+    fn next_line(&mut self) -> Option<&[u8]> {
+        let rest = &self.body[self.pos..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        self.pos += end + 1;
+        Some(&rest[..end])
+    }
+
     /// The next complete line's frame.
     fn next_frame(&mut self) -> Option<SockjsFrame<'_>> {
         let rest = &self.body[self.pos..];
@@ -1016,6 +1028,42 @@ async fn sockjs_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Re
         }
         if keep_alive {
             kept = Some(t);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events: `GET /sse?channel=C`; `event: subscribed` answers, each `data:` line with
+// a `"t":` timestamp is a delivery. The body is chunked (ours, Node) or ends with the connection (the floor).
+
+async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+    let mut t = Tcp::connect(o.addr, o.source).await?;
+    let request = format!("GET {}?channel={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", o.path, o.channel, o.host);
+    t.stream.write_all(request.as_bytes()).await?;
+    let (status, head) = t.read_head().await?;
+    if status != 200 {
+        return Err(other(format!("sse: {}", status_line(&head))));
+    }
+    rec.stats.connected.fetch_add(1, Relaxed);
+    let chunked = header(&head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let mut body = SockjsBody::new(chunked);
+    loop {
+        body.take(&mut t)?;
+        let now = unix_micros();
+        while let Some(line) = body.next_line() {
+            if line.starts_with(b"event: subscribed") {
+                rec.subscribed();
+            } else if let Some(data) = line.strip_prefix(b"data: ")
+                && let Some(ts) = number_after(data, JSON.timestamp)
+            {
+                // Ours sends the publication itself, the peers `{"pub":...}`: both carry `"t":`.
+                rec.delivery(now, Some(ts));
+            }
+        }
+        rec.flush(now);
+        if body.done() || !t.fill().await? {
+            rec.stats.closed(1006);
+            return Ok(());
         }
     }
 }

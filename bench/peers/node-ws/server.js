@@ -5,6 +5,8 @@
 //   {"id":N,"publish":{"channel":C,"data":D}}   -> broadcast {"pub":{"channel","offset","epoch","data"}}
 //                                                  to the room; reply {"id":N,"publish":{"epoch","offset"}}
 //   {"pong":{}}                                  -> ignored (this server sends no pings)
+//   GET /sse?channel=C                          -> an SSE stream: `event: subscribed`, then each
+//                                                  broadcast as `data: {"pub":...}` (the Node SSE peer)
 // Fair by construction: no compression (perMessageDeflate: false), the broadcast frame's text is
 // serialized once per publication into one Buffer that every send shares.
 'use strict';
@@ -16,9 +18,18 @@ const EPOCH = 'nodepeer';
 const PROTOCOL = 'switchboard.v1.json';
 const port = Number(process.env.PORT || 0);
 
+// SSE subscribers: plain `http` responses kept open, one `write` of a shared Buffer each.
+const sseRoom = new Set();
 const server = http.createServer((req, res) => {
-  res.writeHead(404);
-  res.end();
+  if (req.method !== 'GET' || !req.url.startsWith('/sse')) {
+    res.writeHead(404);
+    res.end();
+    return;
+  }
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+  res.write(`event: subscribed\ndata: {"epoch":"${EPOCH}","offset":${offset}}\n\n`);
+  sseRoom.add(res);
+  req.on('close', () => sseRoom.delete(res));
 });
 const wss = new WebSocketServer({
   server,
@@ -51,6 +62,10 @@ wss.on('connection', (ws) => {
       const frame = Buffer.from(text); // once per publication, shared by every send
       for (const peer of room) {
         peer.send(frame, { binary: false });
+      }
+      if (sseRoom.size) {
+        const event = Buffer.from(`data: ${text}\nid: ${offset}\n\n`);
+        for (const res of sseRoom) res.write(event);
       }
       if (msg.id) ws.send(JSON.stringify({ id: msg.id, publish: { epoch: EPOCH, offset } }));
     } else if (msg.subscribe) {

@@ -89,8 +89,9 @@ pub enum Output {
         data: Bytes,
         /// A keyframe.
         keyframe: bool,
-        /// RTP time, 90 kHz, from the composition's start.
-        rtp_time: u32,
+        /// RTP time, 90 kHz, extended to 64 bits: from the composition's start, or the source's
+        /// (a pipeline).
+        time: u64,
     },
     /// Ask the publisher of `track` for a keyframe.
     RequestKeyframe {
@@ -224,7 +225,7 @@ impl Composition {
             (now.saturating_duration_since(self.next_tick()).as_nanos() / period.as_nanos().max(1)) as u64;
         self.stats.skipped += behind;
         self.ticks += behind;
-        let rtp_time = (self.ticks * 90_000 / u64::from(self.config.fps.max(1))) as u32;
+        let time = self.ticks * 90_000 / u64::from(self.config.fps.max(1));
         self.ticks += 1;
         let mut canvas = self.compositor.render(now).clone();
         if let Some(chain) = &mut self.chain {
@@ -241,7 +242,7 @@ impl Composition {
                     self.out.push_back(Output::Frame {
                         data: Bytes::from(p.data),
                         keyframe: p.keyframe,
-                        rtp_time,
+                        time,
                     });
                 }
             }

@@ -67,9 +67,9 @@ fn two_publishers_compose_into_one_vp8_track_with_red_and_blue_tiles() {
         c.handle(Input::Frame { track: "b".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, now);
         c.tick(now, 0);
         for o in frames(&mut c) {
-            if let Output::Frame { data, keyframe, rtp_time } = o {
+            if let Output::Frame { data, keyframe, time } = o {
                 assert_eq!(keyframe, outputs == 0, "the first output frame is a keyframe, then deltas");
-                assert_eq!(rtp_time, outputs * 9000, "10 fps on a 90 kHz clock");
+                assert_eq!(time, outputs * 9000, "10 fps on a 90 kHz clock");
                 outputs += 1;
                 last = dec.decode(&data).unwrap();
             }
@@ -98,7 +98,7 @@ fn late_ticks_are_skipped_a_keyframe_comes_on_request_and_a_leaver_frees_its_til
     // Half a second late: one frame, four ticks skipped.
     c.tick(t0 + Duration::from_millis(500), 0);
     let out = frames(&mut c);
-    assert!(matches!(&out[..], [Output::Frame { keyframe: false, rtp_time: 45_000, .. }]), "{out:?}");
+    assert!(matches!(&out[..], [Output::Frame { keyframe: false, time: 45_000, .. }]), "{out:?}");
     assert_eq!(c.stats().skipped, 4);
     c.handle(Input::Keyframe, t0);
     c.tick(t0 + Duration::from_millis(600), 0);

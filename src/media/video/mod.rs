@@ -10,6 +10,7 @@
 //! - [`text`]: labels, rasterized from a system font (DejaVu, from `fonts-dejavu-core`).
 //! - [`compose`]: the compositor: tiles, labels, stalled participants, the active speaker.
 //! - [`decode`]: one incoming track's decoder: waits for keyframes after gaps, asks for them.
+//! - [`feed`]: a room's media tap to a composition's or pipeline's inputs.
 //! - [`composition`]: decoders + compositor + output filters + encoder: the room's video in, one
 //!   VP8 track out at a fixed size and rate.
 //! - [`pipeline`]: one track through a filter chain, frame for frame, capped in size.
@@ -23,6 +24,7 @@ pub mod compose;
 pub mod composition;
 pub mod decode;
 pub mod draw;
+pub mod feed;
 pub mod filter;
 pub mod geom;
 pub mod layout;

@@ -121,7 +121,7 @@ impl Pipeline {
                 for p in packets {
                     self.stats.composed += 1;
                     let data = Bytes::from(p.data);
-                    self.out.push_back(Output::Frame { data, keyframe: p.keyframe, rtp_time: time as u32 });
+                    self.out.push_back(Output::Frame { data, keyframe: p.keyframe, time });
                 }
             }
             Err(e) => tracing::warn!(error = %e, "pipeline: encode failed"),
@@ -193,8 +193,8 @@ mod tests {
             p.handle(input, t0 + Duration::from_millis(33 * i), 0);
             while let Some(o) = p.poll_output() {
                 match o {
-                    Output::Frame { data, rtp_time, .. } => {
-                        assert_eq!(u64::from(rtp_time), 1000 + i * 3000, "the source's RTP time");
+                    Output::Frame { data, time, .. } => {
+                        assert_eq!(time, 1000 + i * 3000, "the source's RTP time");
                         decoded = dec.decode(&data).unwrap();
                     }
                     Output::Events(ev) => {

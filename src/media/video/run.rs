@@ -169,7 +169,7 @@ mod tests {
                 let _ = self.started.send(());
                 let _ = self.go.recv();
                 let data = Bytes::from(vec![u8::from(contiguous)]);
-                self.seen.push(Output::Frame { data, keyframe: false, rtp_time: 0 });
+                self.seen.push(Output::Frame { data, keyframe: false, time: 0 });
             }
         }
         fn poll_output(&mut self) -> Option<Output> {

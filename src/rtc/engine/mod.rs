@@ -19,14 +19,18 @@
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
 //!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
+//! - [`mixing`]: receivers fed by the room's audio mixer instead of one track each.
+//! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
 mod frame_size;
+mod mixing;
 mod negotiate;
 mod served;
 pub mod snapshot;
 mod socket;
+mod taps;
 mod tracks;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -79,6 +83,8 @@ struct Peer {
     receivers: HashMap<Mid, Receiver>,
     reliable: Option<ChannelId>,
     unreliable: Option<ChannelId>,
+    /// Its receiving audio m-lines carry the room's mix (WHEP `audio=mix`, `audio_mix` rooms).
+    mix_audio: bool,
 }
 
 #[derive(Debug)]
@@ -88,6 +94,8 @@ struct Receiver {
     track: Option<String>,
     /// WHEP: follow the room's newest track of this kind.
     auto: bool,
+    /// Fed by the room's audio mixer instead of a track.
+    mix: bool,
     forward: Forward,
 }
 
@@ -103,6 +111,8 @@ struct Track {
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Codec, bitrate and picture size, for the admin API.
     stats: snapshot::TrackStats,
+    /// What taps are told of it, from its first frame on (when its codec is known).
+    tap: Option<Arc<crate::media::tap::TapTrack>>,
 }
 
 /// See the module docs.
@@ -125,6 +135,15 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// The rooms' audio mixers ([`mixing`]).
+    mixes: HashMap<ChannelName, mixing::Mix>,
+    /// Mix receivers or audio tracks changed: [`Engine::sync_mixes`] has work.
+    mix_dirty: bool,
+    mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
+    mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
+    mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
+    /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
+    taps: Vec<crate::media::tap::TapSender>,
 }
 
 impl Engine {
@@ -157,6 +176,10 @@ impl Engine {
                 }
             }
         });
+        let (mix_tx, mix_rx) = mpsc::channel(256);
+        let mix_metrics = Arc::new(crate::media::mix::run::MixMetrics::default());
+        let rendered = mix_metrics.clone();
+        metrics.add_source(move |s| rendered.render(s));
         Self {
             socket,
             candidate,
@@ -172,6 +195,12 @@ impl Engine {
             announcements,
             current: None,
             closed: VecDeque::new(),
+            mixes: HashMap::new(),
+            mix_dirty: false,
+            mix_tx,
+            mix_rx: Some(mix_rx),
+            mix_metrics,
+            taps: Vec::new(),
         }
     }
 
@@ -275,6 +304,7 @@ impl Engine {
         if let Some(room) = peer.role.room() {
             self.dirty_rooms.insert(room.clone());
         }
+        self.mix_dirty = true;
         for id in peer.published.values() {
             self.tracks.remove(id);
             self.release(id);
@@ -317,8 +347,8 @@ impl Engine {
             Command::ServeOpen { room, label, name, keyframes, reply } => {
                 let _ = reply.send(self.serve_open(room, label, name, keyframes));
             }
-            Command::ServeFrame { track, data, keyframe, rtp_time } => {
-                self.serve_frame(&track, data, keyframe, rtp_time);
+            Command::ServeFrame { track, data, keyframe, time } => {
+                self.serve_frame(&track, data, keyframe, time);
             }
             Command::ServeClose { track } => self.serve_close(&track),
             Command::Rooms { reply } => {
@@ -330,6 +360,11 @@ impl Engine {
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(Instant::now()));
+            }
+            Command::TapOpen { room, tx } => self.tap_open(room, tx),
+            Command::Tap(request) => self.tap_request(request),
+            Command::RoomMix { room, reply } => {
+                let _ = reply.send(self.mixes.get(&room).map(|m| m.shared()));
             }
         }
     }

@@ -3,6 +3,7 @@
 //! other, receivers subscribe to them the same way, and receivers' keyframe requests go to their
 //! source (over a channel it reads). A served track goes when its source closes it or is gone.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use switchboard_protocol::ChannelName;
 use tokio::sync::mpsc;
 
 use super::{Engine, Track};
+use crate::media::tap::{TapFrame, TapTrack};
 use crate::rtc::TrackInfo;
 use crate::rtc::sfu::Layers;
 
@@ -38,9 +40,9 @@ impl Engine {
         let info = TrackInfo {
             id: id.clone(),
             participant: SERVER.to_owned(),
-            name: Some(name),
+            name: Some(name.clone()),
             kind: "video",
-            label,
+            label: label.clone(),
             layers: Vec::new(),
         };
         let track = Track {
@@ -53,6 +55,17 @@ impl Engine {
             created: self.track_seq,
             keyframe_requests: Vec::new(),
             stats: Default::default(),
+            tap: Some(Arc::new(TapTrack {
+                id: id.clone(),
+                room: room.clone(),
+                participant: SERVER.to_owned(),
+                name: Some(name),
+                label,
+                kind: MediaKind::Video,
+                codec: Codec::Vp8,
+                clock_rate: 90_000,
+                rids: Vec::new(),
+            })),
         };
         self.tracks.insert(id.clone(), track);
         self.served.insert(id.clone(), Source { keyframes });
@@ -67,6 +80,9 @@ impl Engine {
         {
             self.dirty_rooms.insert(t.room);
             self.release(track);
+            if !self.taps.is_empty() {
+                self.tap_removed(track);
+            }
         }
     }
 
@@ -84,13 +100,33 @@ impl Engine {
         true
     }
 
-    /// Writes a served VP8 frame (RTP time at 90 kHz) to the track's receivers.
-    pub(super) fn serve_frame(&mut self, track: &str, data: Bytes, keyframe: bool, rtp_time: u32) {
+    /// Writes a served VP8 frame (`time`: 90 kHz, extended) to the track's receivers and taps
+    /// (a recording of the room records it like any track).
+    pub(super) fn serve_frame(&mut self, track: &str, data: Bytes, keyframe: bool, time: u64) {
         if !self.served.contains_key(track) {
             return;
         }
         let now = Instant::now();
-        let time = MediaTime::new(u64::from(rtp_time), Frequency::NINETY_KHZ);
+        if !self.taps.is_empty() {
+            self.taps.retain(|t| !t.closed());
+            if let Some(info) = self.tracks.get(track).and_then(|t| t.tap.clone()) {
+                let frame = TapFrame {
+                    track: Arc::from(track),
+                    rid: None,
+                    payload: data.clone(),
+                    time,
+                    clock_rate: 90_000,
+                    keyframe,
+                    contiguous: true,
+                    lost: 0,
+                    audio_level: None,
+                    voice: None,
+                    at: now,
+                };
+                self.tap_offer(&info, frame);
+            }
+        }
+        let time = MediaTime::new(time, Frequency::NINETY_KHZ);
         let mut sent = 0u64;
         let mut wanted = false;
         for peer in &mut self.peers {
@@ -167,6 +203,25 @@ mod tests {
     fn carried(engine: &Engine, peer: &str) -> Option<String> {
         let p = engine.peers.iter().find(|p| p.id == peer).unwrap();
         p.receivers.values().next().and_then(|r| r.track.clone())
+    }
+
+    #[tokio::test]
+    async fn a_served_track_is_tapped_like_a_published_one() {
+        let mut engine = engine().await;
+        let room = ChannelName::new("room:a").unwrap();
+        let (tx, mut tap) = mpsc::channel(8);
+        engine.tap_open(room.clone(), tx);
+        let (kf, _keyframes) = mpsc::channel(4);
+        let id = engine.serve_open(room.clone(), "composition".into(), "Composition".into(), kf);
+        engine.serve_frame(&id, Bytes::from_static(b"vp8"), true, 1 << 33);
+        let Ok(crate::media::tap::TapEvent::TrackAdded(t)) = tap.try_recv() else { panic!() };
+        assert_eq!((t.id.as_str(), t.codec, t.clock_rate), (id.as_str(), Codec::Vp8, 90_000));
+        let Ok(crate::media::tap::TapEvent::Frame(f)) = tap.try_recv() else { panic!() };
+        assert_eq!((f.time, f.keyframe, &f.payload[..]), (1 << 33, true, &b"vp8"[..]));
+        engine.serve_close(&id);
+        assert!(
+            matches!(tap.try_recv(), Ok(crate::media::tap::TapEvent::TrackRemoved { track }) if track == id)
+        );
     }
 
     #[tokio::test]

@@ -1,0 +1,110 @@
+//! `/sse` and `/stream` on a connection they open are served by the listener itself, without
+//! hyper (`listener::stream`): chunked, `connection: close`. Anything else on the same paths
+//! (a second request of a kept-alive connection, a body, another method) is still hyper's.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, http_request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// Reads until `needle` was read (or the socket closed, which fails); everything read.
+async fn read_until(tcp: &mut TcpStream, needle: &str) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(LIMIT, async {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(needle) {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            assert!(n > 0, "closed before {needle:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} within {LIMIT:?}: {seen}"));
+    seen
+}
+
+async fn read_to_end(tcp: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(LIMIT, tcp.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the server did not close the socket");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+async fn publish(server: &TestServer, data: &str) {
+    let body = format!(r#"{{"channel":"news","data":"{data}"}}"#);
+    let ct = [("Content-Type", "application/json")];
+    assert_eq!(http_request(server.addr, "POST", "/api/publish", &ct, &body).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_stream_opening_its_connection_is_chunked_and_ends_the_connection() {
+    let server = TestServer::with(|_| {}).await;
+    let port = server.addr.port();
+    for (path, marker) in [("/sse?channel=news", "event: subscribed"), ("/stream?channel=news", "subscribed")]
+    {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        // The head in two reads: the listener waits for the rest.
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nAccept: */*\r\n\r\n");
+        tcp.write_all(&request.as_bytes()[..9]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tcp.write_all(&request.as_bytes()[9..]).await.unwrap();
+        let head = read_until(&mut tcp, marker).await.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        assert!(head.contains("cache-control: no-cache\r\n"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        publish(&server, "first").await;
+        let body = read_until(&mut tcp, "first").await;
+        // One chunk: its size in hex, then exactly that many bytes.
+        let (size, rest) = body.split_once("\r\n").expect("a chunk");
+        let size = usize::from_str_radix(size, 16).expect("a chunk size");
+        assert_eq!(&rest[size..size + 2], "\r\n", "{body:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_stream_gets_its_error_and_the_connection_closes() {
+    let server = TestServer::with(|_| {}).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let all = read_to_end(&mut tcp).await;
+    assert!(all.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{all}");
+    assert!(all.contains("channel="), "the error says what is missing: {all}");
+    assert!(all.ends_with("0\r\n\r\n"), "the chunked body is ended: {all}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn streams_that_do_not_open_their_connection_are_served_by_hyper() {
+    let server = TestServer::with(|_| {}).await;
+    // A second request on a kept-alive connection.
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut tcp, "\r\n\r\n").await;
+    tcp.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let head = read_until(&mut tcp, "event: subscribed").await.to_ascii_lowercase();
+    let second =
+        &head[head.find("http/1.1 200 ok\r\ncontent-type: text/event-stream").expect("the SSE head")..];
+    assert!(!second.contains("connection: close"), "{second}");
+    publish(&server, "kept-alive").await;
+    read_until(&mut tcp, "kept-alive").await;
+
+    // Another method, and a body: not a stream request.
+    for request in [
+        "POST /sse?channel=news HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+        "GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}",
+    ] {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let head = read_until(&mut tcp, "\r\n\r\n").await.to_ascii_lowercase();
+        assert!(!head.contains("transfer-encoding: chunked\r\nconnection: close"), "{head}");
+    }
+    server.stop().await;
+}
