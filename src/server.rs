@@ -30,6 +30,8 @@ pub struct Services {
     pub rtc: Option<RtcService>,
     /// Room recording (with WebRTC).
     pub recorder: Option<Arc<crate::media::record::Recorder>>,
+    /// Compositions and filter pipelines (with WebRTC).
+    pub video: Option<Arc<crate::media::video::service::VideoService>>,
 }
 
 /// The HTTP application: every endpoint on one router.
@@ -51,6 +53,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
         .merge(crate::media::record::http::routes(services.recorder.clone()))
+        .merge(crate::media::video::http::routes(services.video.clone()))
         .merge(crate::admin::routes(services))
         .merge(demo::sdk_routes());
     let lab = state.lab.clone();
@@ -295,6 +298,12 @@ impl Server {
                 state.metrics.clone(),
             )
             .map_err(|e| StartError::Rtc(format!("recordings_dir {}: {e}", state.config.recordings_dir)))?;
+            services.video = Some(crate::media::video::service::VideoService::new(
+                state.config.clone(),
+                rtc.clone(),
+                state.broker.clone(),
+                state.metrics.clone(),
+            ));
             services.rtc = Some(rtc);
             services.recorder = Some(recorder);
         }
@@ -353,8 +362,12 @@ impl Server {
         let began = Arc::new(std::sync::OnceLock::new());
         let began_at = began.clone();
         let recorder = self.services.recorder.clone();
+        let video = self.services.video.clone();
         tokio::spawn(async move {
             shutdown.await;
+            if let Some(video) = video {
+                video.stop_all();
+            }
             if let Some(recorder) = recorder {
                 // Close the files: their manifests say `stopped`, not `interrupted`.
                 recorder.stop_all().await;

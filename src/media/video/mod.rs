@@ -15,6 +15,8 @@
 //!   VP8 track out at a fixed size and rate.
 //! - [`pipeline`]: one track through a filter chain, frame for frame, capped in size.
 //! - [`run`]: the thread a composition or pipeline runs on, behind a bounded queue.
+//! - [`service`]: compositions and pipelines of this node (caps, taps, served tracks, events).
+//! - [`http`]: their API under `/api/rooms/{room}/`.
 //! - [`filter`]: chains of filters on one frame (overlay, pixelate, faces) with their specs.
 //!
 //! Nothing here touches a socket, a clock or a thread: time is passed in, and the drivers that
@@ -27,10 +29,12 @@ pub mod draw;
 pub mod feed;
 pub mod filter;
 pub mod geom;
+pub mod http;
 pub mod layout;
 pub mod pipeline;
 pub mod run;
 pub mod scale;
+pub mod service;
 pub mod text;
 
 pub use switchboard_vpx::frame::{rgb_to_yuv, yuv_to_rgb};
