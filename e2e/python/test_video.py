@@ -171,7 +171,7 @@ def test_two_publishers_compose_into_one_track_a_third_joins_and_bad_input_gets_
         assert status == 200 and stopped["id"] == comp["id"], stopped
         status, err = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/compositions/{comp['id']}")
         assert status == 404 and err["error"]["code"] == 102, err
-        status, metrics, text = await http_async("GET", f"{server.url}/metrics")
+        status, _, text = await http_async("GET", f"{server.url}/metrics", "", "text/plain")
         assert "switchboard_video_frames_total" in text and "switchboard_video_refused_total 1" in text, text[-2000:]
         await asyncio.gather(blue.close(), green.close(), viewer.close(), sfu.close())
         return joined
@@ -195,7 +195,7 @@ def test_a_pipeline_pixelates_a_track_and_reports_faces_on_the_room_channel(serv
             data = pub.get("data") if isinstance(pub, dict) else None
             if isinstance(data, dict) and "sfu" in data:
                 tracks = [t["id"] for t in data["sfu"]["tracks"] if t["kind"] == "video"]
-        filters = [{"type": "faces", "rate": 2, "width": 480}, {"type": "pixelate", "region": {"x": 0.5, "y": 0.5, "w": 0.5, "h": 0.5}, "block": 16}]
+        filters = [{"type": "faces", "rate": 2, "width": 480}, {"type": "pixelate", "region": {"x": 0.5, "y": 0.5, "w": 0.5, "h": 0.5}, "block": 32}]
         status, pipe = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
                                  {"track": tracks[0], "filters": filters})
         assert status == 201, pipe
@@ -231,8 +231,9 @@ def test_a_pipeline_pixelates_a_track_and_reports_faces_on_the_room_channel(serv
             out = await asyncio.wait_for(track.recv(), 20)
         xs, ys = range(240, 480), range(140, 270)
         before, after = grey_variance(first, xs, ys), grey_variance(out, xs, ys)
-        assert after < 0.5 * before, (after, before)
-        block = grey_variance(out, range(258, 270), range(146, 158))
+        assert after < 0.6 * before, (after, before)
+        # One block (the region starts at 240, 134; blocks are 32 wide), inside its edges.
+        block = grey_variance(out, range(244, 268), range(138, 162))
         assert block < 30, block
         # The upper-left quarter is the picture still (within codec noise).
         xs, ys = range(0, 200), range(0, 120)
