@@ -245,3 +245,52 @@ def test_a_pipeline_pixelates_a_track_and_reports_faces_on_the_room_channel(serv
         await ws.close()
 
     run(main(), 55)
+
+
+def test_a_recording_of_the_room_records_the_composition_as_one_webm_that_ffmpeg_decodes(make_server, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg (Debian's) is not installed")
+    config = tmp_path / "rooms.toml"
+    config.write_text("[namespaces.room]\nrooms = true\njoin_leave = true\n")
+    recordings = tmp_path / "recordings"
+    server = make_server(env={"SWITCHBOARD_RECORDINGS_DIR": str(recordings)}, args=["--no-demo", "--config", str(config)])
+
+    async def main():
+        red = await publish(server.url, Picture(RED))
+        blue = await publish(server.url, Picture(BLUE))
+        status, comp = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {"fps": 10})
+        assert status == 201, comp
+        # Recording starts once the composition shows both tiles (a WHEP player sees them).
+        viewer, track = await play(server.url, comp["track"])
+        await frame_where(track, lambda f: near(rgb(f, 160, 180), RED) and near(rgb(f, 480, 180), BLUE), 20)
+        status, rec = await api("POST", f"{server.url}/api/rooms/{ROOM}/recordings")
+        assert status == 201, rec
+        for _ in range(30):  # 3 s of the composition at 10 fps
+            await asyncio.wait_for(track.recv(), 10)
+        status, stopped = await api("DELETE", f"{server.url}/api/recordings/{rec['id']}")
+        assert status == 200, stopped
+        await asyncio.gather(red.close(), blue.close(), viewer.close())
+        return rec["id"], stopped
+
+    rid, stopped = run(main(), 55)
+    composed = [f for f in stopped["files"] if f["participant"] == "server" and f["kind"] == "video"]
+    assert len(composed) == 1, stopped["files"]
+    path = recordings / rid / composed[0]["name"]
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("vp8", 640, 360), stream
+    assert int(stream["nb_read_frames"]) >= 10, stream
+    # The last frame: red on the left, blue on the right.
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    assert len(raw) == 640 * 360 * 3, len(raw)
+
+    def px(x, y):
+        i = (y * 640 + x) * 3
+        return tuple(raw[i:i + 3])
+
+    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
