@@ -272,7 +272,8 @@ impl VideoService {
     ) -> Result<Running, VideoError> {
         let c = &self.config;
         let bad = |m: String| Err(VideoError::Bad(m));
-        if req.width < 16 || req.height < 16 || req.width % 2 != 0 || req.height % 2 != 0 {
+        if req.width < 16 || req.height < 16 || !req.width.is_multiple_of(2) || !req.height.is_multiple_of(2)
+        {
             return bad(format!(
                 "width and height must be even and at least 16, not {}x{}",
                 req.width, req.height
