@@ -16,8 +16,10 @@ const SIMULCAST_LAYERS = [
 
 /**
  * What an SFU participant changes so that its receive m-lines carry exactly the room's tracks
- * that are not its own. `receivers`: `[{mid, kind, trackId}]` (trackId null: free); `tracks`: the
- * room's whole track list; `self`: own client id(s). Returns `{release: [{mid, trackId}],
+ * that are not its own, nor served by the server (a composition's or a filter pipeline's output,
+ * participant `server`: each would cost every participant a stream; a page plays one with WHEP
+ * `?track=`, docs/video.md). `receivers`: `[{mid, kind, trackId}]` (trackId null: free); `tracks`:
+ * the room's whole track list; `self`: own client id(s). Returns `{release: [{mid, trackId}],
  * assign: [{mid, track}], create: [track]}`: m-lines to stop (a released one may be assigned again
  * in the same plan), free m-lines to point at a track, and tracks that need a new m-line.
  */
@@ -25,7 +27,9 @@ export function planSubscriptions(receivers, tracks, self) {
   const mine = new Set(typeof self === 'string' ? [self] : self || []);
   const wanted = new Map();
   for (const t of tracks || []) {
-    if (t && t.id != null && KINDS.includes(t.kind) && !mine.has(t.participant) && !wanted.has(t.id)) wanted.set(t.id, t);
+    if (t && t.id != null && KINDS.includes(t.kind) && !mine.has(t.participant) && t.participant !== 'server' && !wanted.has(t.id)) {
+      wanted.set(t.id, t);
+    }
   }
   const release = [];
   const free = [];
