@@ -95,3 +95,83 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use switchboard_protocol::ChannelName;
+
+    use super::*;
+    use crate::media::tap::TapFrame;
+
+    fn track(id: &str, kind: MediaKind, codec: Codec, rids: &[&str]) -> TapEvent {
+        TapEvent::TrackAdded(Arc::new(TapTrack {
+            id: id.into(),
+            room: ChannelName::new("room:r").unwrap(),
+            participant: format!("p-{id}"),
+            name: Some(format!("Name {id}")),
+            label: "camera".into(),
+            kind,
+            codec,
+            clock_rate: 90_000,
+            rids: rids.iter().map(|r| Rid::from(*r)).collect(),
+        }))
+    }
+
+    fn frame(id: &str, rid: Option<&str>, level: Option<i8>) -> TapEvent {
+        TapEvent::Frame(TapFrame {
+            track: Arc::from(id),
+            rid: rid.map(Rid::from),
+            payload: Bytes::from_static(b"f"),
+            time: 7,
+            clock_rate: 90_000,
+            keyframe: true,
+            contiguous: true,
+            lost: 0,
+            audio_level: level,
+            voice: None,
+            at: Instant::now(),
+        })
+    }
+
+    #[test]
+    fn a_room_feed_takes_vp8_video_at_its_highest_layer_and_audio_levels() {
+        let mut feed = Feed::room(vec!["out".into()]);
+        assert!(matches!(feed.event(track("v", MediaKind::Video, Codec::Vp8, &["q", "h", "f"])),
+            Some(Input::Track { track, participant, name }) if track == "v" && participant == "p-v" && name == "Name v"));
+        assert!(feed.event(track("h264", MediaKind::Video, Codec::H264, &[])).is_none(), "not VP8: skipped");
+        assert!(
+            feed.event(track("out", MediaKind::Video, Codec::Vp8, &[])).is_none(),
+            "its own output: skipped"
+        );
+        assert!(feed.event(track("a", MediaKind::Audio, Codec::Opus, &[])).is_none());
+        assert!(feed.event(frame("v", Some("q"), None)).is_none(), "a lower layer");
+        assert!(
+            matches!(feed.event(frame("v", Some("f"), None)), Some(Input::Frame { track, time: 7, .. }) if track == "v")
+        );
+        assert_eq!(feed.layer("v"), Some(Rid::from("f")));
+        assert!(
+            matches!(feed.event(frame("a", None, Some(-30))), Some(Input::Level { participant, level: -30 }) if participant == "p-a")
+        );
+        assert!(feed.event(frame("a", None, None)).is_none(), "no level sent");
+        assert!(feed.event(frame("h264", None, None)).is_none());
+        assert!(
+            matches!(feed.event(TapEvent::TrackRemoved { track: "v".into() }), Some(Input::Gone { track }) if track == "v")
+        );
+        assert!(feed.event(TapEvent::TrackRemoved { track: "a".into() }).is_none());
+        assert!(!feed.has("v"));
+    }
+
+    #[test]
+    fn a_track_feed_takes_only_its_track() {
+        let mut feed = Feed::track("v");
+        assert!(feed.event(track("w", MediaKind::Video, Codec::Vp8, &[])).is_none());
+        assert!(feed.event(track("a", MediaKind::Audio, Codec::Opus, &[])).is_none());
+        assert!(feed.event(track("v", MediaKind::Video, Codec::Vp8, &[])).is_some());
+        assert!(feed.event(frame("w", None, None)).is_none());
+        assert!(feed.event(frame("a", None, Some(-10))).is_none(), "no levels for a pipeline");
+        assert!(feed.event(frame("v", None, None)).is_some());
+    }
+}
