@@ -7,7 +7,8 @@
 //!
 //! Errors: `400` code 107 (bad request, with the filter's own code in the message), `404` code
 //! 102 (no such track, composition or pipeline), `429` code 106 (a cap), `503` code 108 (no
-//! WebRTC), `401`/`403` (codes 101/103) for callers that are not the server.
+//! WebRTC), `401`/`403` (codes 101/103) for callers that are not the server; in a cluster, `421`
+//! code 111 with `node` when another node holds the room's media (as the recording API).
 
 use std::sync::Arc;
 
@@ -78,6 +79,15 @@ fn authorize(
     Ok((video, room))
 }
 
+/// `421` with code 111 and the node when another node holds the room's media (a cluster).
+async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<Response>, HttpError> {
+    let Some(holder) = crate::rtc::http::elsewhere(state, room).await? else { return Ok(None) };
+    let m = format!("{room} is served by {holder}");
+    let body =
+        serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
+    Ok(Some((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()))
+}
+
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     let body = if body.is_empty() { b"{}".as_slice() } else { body };
     serde_json::from_slice(body)
@@ -93,6 +103,9 @@ async fn compose(
 ) -> Result<Response, HttpError> {
     let (video, room) = authorize(&state, &headers, video, &room)?;
     let req: CompositionRequest = json(&body)?;
+    if let Some(moved) = elsewhere(&state, &room).await? {
+        return Ok(moved);
+    }
     let running = video.compose(room, req).await?;
     Ok((StatusCode::CREATED, Json(running)).into_response())
 }
@@ -106,6 +119,9 @@ async fn pipeline(
 ) -> Result<Response, HttpError> {
     let (video, room) = authorize(&state, &headers, video, &room)?;
     let req: PipelineRequest = json(&body)?;
+    if let Some(moved) = elsewhere(&state, &room).await? {
+        return Ok(moved);
+    }
     let running = video.pipeline(room, req).await?;
     Ok((StatusCode::CREATED, Json(running)).into_response())
 }
