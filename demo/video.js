@@ -11,12 +11,14 @@
 //     simulcast, select.layer (q | h | f). Remote audio plays in <audio data-track> inside the tile.
 //     Camera tiles of whoever is speaking have data-speaking.
 //   #record, #recordings: see recordings.js.
+//   #composed, #composed-view: see composed.js.
 //   Query: ?name=&room=&mode=sfu&transport=webrtc&simulcast=0&autojoin=1 preset the form.
 //
 // window.video = { sb, room, stats: Map<trackId, stats>, join(), leave() }
 
 import { Switchboard } from '/sdk/switchboard.js';
 import { followRoom } from '/demo/recordings.js';
+import { closeComposed, offerComposed } from '/demo/composed.js';
 
 const $ = (id) => document.getElementById(id);
 const STATS_MS = 1000;
@@ -101,6 +103,7 @@ async function join() {
   }
   showState('joined');
   followRoom(room);
+  if (mode === 'sfu') offerComposed(channel(), status);
   statsTimer = setInterval(refreshStats, STATS_MS);
   return room;
 }
@@ -108,6 +111,7 @@ async function join() {
 async function leave() {
   clearInterval(statsTimer);
   followRoom(null);
+  closeComposed();
   const r = room;
   room = null;
   if (r) await r.leave();

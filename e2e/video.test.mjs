@@ -4,7 +4,12 @@
 // <video> element, which decodes frames of the configured size and receives the mixed audio (a screenshot goes to $E2E_ARTIFACTS when set).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { launchBrowser, startServer, waitUntil } from './helpers.mjs';
+
+const artifacts = process.env.E2E_ARTIFACTS ?? join(tmpdir(), 'switchboard-e2e-artifacts');
 
 let server;
 let browser;
@@ -78,7 +83,6 @@ test('a page plays a composition of two WHIP publishers in one <video>', async (
   });
   const size = await viewer.evaluate(() => [window.video.videoWidth, window.video.videoHeight]);
   assert.deepEqual(size, [640, 360], 'one track at the composition\'s size');
-  if (process.env.E2E_ARTIFACTS) await viewer.screenshot({ path: `${process.env.E2E_ARTIFACTS}/composition.png` });
   const tracks = await viewer.evaluate(() => window.whep.getReceivers().map((r) => r.track.kind).sort());
   assert.deepEqual(tracks, ['audio', 'video'], 'one video track (the composition) and one audio track (the mix)');
   await waitUntil(async () => viewer.evaluate(async () => {
@@ -89,4 +93,37 @@ test('a page plays a composition of two WHIP publishers in one <video>', async (
 
   await fetch(`${server.url}/api/rooms/${ROOM}/compositions/${comp.id}`, { method: 'DELETE' });
   for (const p of [...publishers, viewer]) await p.close();
+});
+
+test('the /video demo switches a participant to the composed view and back', async () => {
+  const room = `cmp${Date.now() % 100000}`;
+  const open = async (name) => {
+    const p = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+    p.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+    await p.goto(`${server.url}/video?name=${name}&room=${room}&mode=sfu&simulcast=0&transport=websocket&autojoin=1`);
+    await p.waitForSelector('#state[data-state="joined"]', { timeout: 20_000 });
+    return p;
+  };
+  const ann = await open('Ann');
+  const bob = await open('Bob');
+  await ann.waitForSelector('#composed:not([hidden])', { timeout: 10_000 });
+  await ann.click('#composed');
+  await waitUntil(async () => ann.evaluate(() => {
+    const v = document.querySelector('#composed-view video');
+    return v && v.videoWidth === 640 && v.videoHeight === 360 && v.currentTime > 0.5;
+  }), { timeoutMs: 30_000, message: 'the composed view plays the composition' });
+  assert.equal(await ann.getAttribute('#composed', 'aria-pressed'), 'true');
+  assert.equal(await ann.isHidden('#tiles'), true, 'the tiles give way to the one stream');
+  const list = await (await fetch(`${server.url}/api/rooms/room:${room}/compositions`)).json();
+  assert.equal(list.running.length, 1, 'one composition for the room');
+  mkdirSync(artifacts, { recursive: true });
+  await ann.screenshot({ path: join(artifacts, 'composed-demo.png'), fullPage: true });
+  await ann.setViewportSize({ width: 390, height: 844 });
+  await ann.screenshot({ path: join(artifacts, 'composed-demo-phone.png'), fullPage: true });
+  await ann.click('#composed');
+  assert.equal(await ann.isHidden('#composed-view'), true);
+  assert.equal(await ann.isHidden('#tiles'), false);
+  await fetch(`${server.url}/api/rooms/room:${room}/compositions/${list.running[0].id}`, { method: 'DELETE' });
+  await ann.close();
+  await bob.close();
 });

@@ -70,6 +70,7 @@ pub fn routes() -> Router<Arc<AppState>> {
     let video_html = asset("text/html; charset=utf-8", include_str!("../demo/video.html"));
     let video_js = asset("text/javascript; charset=utf-8", include_str!("../demo/video.js"));
     let recordings_js = asset("text/javascript; charset=utf-8", include_str!("../demo/recordings.js"));
+    let composed_js = asset("text/javascript; charset=utf-8", include_str!("../demo/composed.js"));
     Router::new()
         .route("/", get(move || async move { html }))
         .route("/demo/demo.js", get(move || async move { js }))
@@ -79,6 +80,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/video", get(move || async move { video_html }))
         .route("/demo/video.js", get(move || async move { video_js }))
         .route("/demo/recordings.js", get(move || async move { recordings_js }))
+        .route("/demo/composed.js", get(move || async move { composed_js }))
 }
 
 /// Publishes a made-up price every 500 ms on [`TICKER_CHANNEL`] until the server stops.
