@@ -174,6 +174,34 @@ pub(crate) enum Command {
         room: ChannelName,
         reply: oneshot::Sender<Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>>>,
     },
+    MixRecord {
+        room: ChannelName,
+        reply: oneshot::Sender<Result<tokio::sync::broadcast::Receiver<(u32, Bytes)>, EngineError>>,
+    },
+    MixRelease {
+        room: ChannelName,
+    },
+}
+
+/// A room-mix recording's hold on its room's mixer ([`RtcService::mix_record`]): the packets of
+/// the shared mix, and the demand that keeps the mixer running, released when dropped.
+#[derive(Debug)]
+pub struct MixLease {
+    /// `(RTP time at 48 kHz, Opus packet)` every 20 ms; a slow reader lags.
+    pub packets: tokio::sync::broadcast::Receiver<(u32, Bytes)>,
+    room: ChannelName,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for MixLease {
+    fn drop(&mut self) {
+        let release = Command::MixRelease { room: self.room.clone() };
+        if let Err(mpsc::error::TrySendError::Full(release)) = self.tx.try_send(release) {
+            // A busy engine: wait for room on a thread (a drop cannot await).
+            let tx = self.tx.clone();
+            std::thread::spawn(move || tx.blocking_send(release));
+        }
+    }
 }
 
 /// The handle the rest of the node uses; cheap to clone.
@@ -244,6 +272,14 @@ impl RtcService {
     ) -> Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>> {
         let (reply, rx) = oneshot::channel();
         self.call(Command::RoomMix { room, reply }, rx).await.ok().flatten()
+    }
+
+    /// Keeps `room`'s mixer running for a room-mix recording (starting it if no one is mixed yet;
+    /// `MixerFull` over `max_mixed_rooms`) and gives its shared mix until the lease is dropped.
+    pub async fn mix_record(&self, room: ChannelName) -> Result<MixLease, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let packets = self.call(Command::MixRecord { room: room.clone(), reply }, rx).await??;
+        Ok(MixLease { packets, room, tx: self.tx.clone() })
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {
