@@ -276,4 +276,38 @@ mod tests {
         assert!(engine.mixes.is_empty());
         assert_eq!(engine.mix_metrics.participants.get(), 0);
     }
+
+    #[tokio::test]
+    async fn a_mix_recording_holds_the_room_mixer_within_max_mixed_rooms_and_releases_it() {
+        let config = Config { max_mixed_rooms: 1, ..Config::default() };
+        let mut engine = engine(config).await;
+        let (a, b) = (room("room:a"), room("room:b"));
+        let mut shared = engine.mix_record(&a).unwrap();
+        assert_eq!(engine.mixes.len(), 1, "the recording alone starts the room's mixer");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), shared.recv()).await;
+        assert!(got.unwrap().is_ok(), "it receives the shared mix");
+        // The recording's room counts against max_mixed_rooms, for players and recordings alike.
+        let err = engine.open(Role::Whep { room: b.clone() }, whep_offer()).unwrap_err();
+        assert_eq!(err, EngineError::MixerFull { what: "rooms", max: 1 });
+        assert_eq!(engine.mix_record(&b).unwrap_err(), EngineError::MixerFull { what: "rooms", max: 1 });
+        // A mixed player of the same room shares the mixer; the recording gone, it keeps running.
+        let player = engine.open(Role::Whep { room: a.clone() }, whep_offer()).unwrap();
+        engine.sync_mixes();
+        engine.mix_release(&a);
+        assert_eq!(engine.mixes.len(), 1, "the player still needs it");
+        let _ = player;
+        for p in std::mem::take(&mut engine.peers) {
+            engine.forget(p);
+        }
+        engine.mix_dirty = true;
+        engine.sync_mixes();
+        assert!(engine.mixes.is_empty(), "nobody needs it: stopped");
+        // Two recordings of one room: the mixer runs until the last one ends.
+        let _one = engine.mix_record(&b).unwrap();
+        let _two = engine.mix_record(&b).unwrap();
+        engine.mix_release(&b);
+        assert_eq!(engine.mixes.len(), 1);
+        engine.mix_release(&b);
+        assert!(engine.mixes.is_empty());
+    }
 }
