@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import statistics
 import subprocess
 import urllib.parse
 from array import array
@@ -110,10 +111,10 @@ def test_the_room_mix_is_recorded_into_one_ogg_opus_file_with_every_tone(server)
     assert abs(seconds - SECONDS) <= 0.1 * SECONDS, seconds
     assert abs(float(probe["format"]["duration"]) - SECONDS) <= 0.1 * SECONDS, probe["format"]
 
-    # Every speaker is in the mix (no mix-minus), from the middle of the file.
-    mid = len(pcm) // 2
-    block = pcm[mid: mid + 24000]
-    got = {hz: round(amplitude(block, hz)) for hz in (440, 660, 880, 500)}
-    print("room mix tones", got)
+    # Every speaker is in the mix (no mix-minus): each tone's median over the file's 250 ms blocks
+    # (a loaded machine may starve the senders or the mixer for a moment; the file keeps that).
+    blocks = [pcm[i: i + 12000] for i in range(12000, len(pcm) - 12000, 12000)]
+    got = {hz: round(statistics.median(amplitude(b, hz) for b in blocks)) for hz in (440, 660, 880, 500)}
+    print("room mix tones (median of", len(blocks), "blocks)", got)
     assert all(got[hz] > 1500 for hz in (440, 660, 880)), got
     assert got[500] < 0.1 * min(got[440], got[660], got[880]), "the other room's tone is not in it"

@@ -13,7 +13,11 @@ use super::Recorder;
 use super::file::TrackFile;
 use super::manifest::{FileInfo, RecordingInfo};
 use super::session::{End, conclude};
+use crate::media::mix::FRAME;
 use crate::rtc::{MixLease, RtcService};
+
+/// An Opus packet of 20 ms of silence (CELT, fullband, mono: TOC 0xf8, then a silent frame).
+const SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
 pub(super) struct MixSession {
     pub(super) info: RecordingInfo,
@@ -64,6 +68,8 @@ impl MixSession {
         let mut file: Option<TrackFile> = None;
         let mut clock = Clock::default();
         let mut base_ns = 0u64;
+        // The RTP time (from the first packet) the next packet should have.
+        let mut next = 0u64;
         let mut written_before = 0u64;
         let end = loop {
             tokio::select! {
@@ -77,12 +83,25 @@ impl MixSession {
                             }
                             base_ns = self.started.elapsed().as_nanos() as u64;
                         }
-                        let ns = base_ns + at * 1_000_000_000 / 48_000;
-                        if let Some(f) = file.as_mut()
-                            && let Err(e) = f.write(&packet, ns, true)
-                        {
+                        let Some(f) = file.as_mut() else { continue };
+                        // Ticks the mixer skipped or this thread lost: silence, so the file keeps
+                        // its length and its place beside the room's other files.
+                        // (A jump past a minute is no gap but a new clock: the file skips it.)
+                        if at.saturating_sub(next) > 60 * 48_000 {
+                            next = at;
+                        }
+                        let mut failed = None;
+                        while next < at && failed.is_none() {
+                            failed = f.write(&SILENCE, base_ns + next * 1_000_000_000 / 48_000, true).err();
+                            next += u64::from(FRAME);
+                        }
+                        if let Some(e) = failed {
                             break End::Failed(e);
                         }
+                        if let Err(e) = f.write(&packet, base_ns + at * 1_000_000_000 / 48_000, true) {
+                            break End::Failed(e);
+                        }
+                        next = at + u64::from(FRAME);
                     }
                     // A slow disk: those packets are gone (the file has a gap, as a tap drop).
                     Err(RecvError::Lagged(n)) => self.recorder.metrics.media_tap_dropped.add(n),
