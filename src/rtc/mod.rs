@@ -199,7 +199,9 @@ impl Drop for MixLease {
         if let Err(mpsc::error::TrySendError::Full(release)) = self.tx.try_send(release) {
             // A busy engine: wait for room on a thread (a drop cannot await).
             let tx = self.tx.clone();
-            std::thread::spawn(move || tx.blocking_send(release));
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(release);
+            });
         }
     }
 }
