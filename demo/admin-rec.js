@@ -28,7 +28,7 @@ export function renderRecordings(room, list, esc) {
   const rows = list.map((r) => {
     const kinds = r.mix ? 'room mix' : [...new Set(r.files.map((f) => f.kind))].join(' + ') || '–';
     const files = r.files.map((f) => `<a href="${esc(f.url)}" data-file="${esc(f.name)}" download="${esc(f.name)}" title="${esc(f.name)}">${esc(fileLabel(f))}</a>`).join('') || '<span class="hint">waiting for media</span>';
-    const why = r.reason && r.state !== 'recording' ? ` <span class="hint">${esc(r.reason)}</span>` : '';
+    const why = r.reason && r.reason !== r.state && r.state !== 'recording' ? ` <span class="hint">${esc(r.reason)}</span>` : '';
     return `<tr class="rec" data-rec="${esc(r.id)}" data-state="${esc(r.state)}">
       <td><span class="tag" style="--c:${STATE_COLOR[r.state] || '#999'}">${esc(r.state)}</span>${why}</td>
       <td>${new Date(r.started).toLocaleTimeString()}</td><td class="num">${duration(r.duration_ms)}</td>

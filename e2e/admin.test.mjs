@@ -265,6 +265,9 @@ test('rooms: recordings start from the page, show as recording, stop from the pa
   assert.ok(file, download.suggestedFilename());
   assert.equal(bytes, file.bytes);
   await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings-stopped.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.locator(block).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings-phone.png') });
   await carol.evaluate(() => window.room.leave());
   await carol.close();
   await page.close();
