@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 from test_mix import amplitude, publish_tone, tracks_announced, whep_mix  # noqa: E402
+from test_recording import next_recording_event, recording_events  # noqa: E402
 from test_webrtc import http_async  # noqa: E402
 
 if not shutil.which("ffprobe"):
@@ -57,6 +58,7 @@ def test_the_room_mix_is_recorded_into_one_ogg_opus_file_with_every_tone(server)
         await tracks_announced(peers[0][0], 3)
         # A participant in another room, so that room can be asked for a mix too.
         other = await publish_tone(server, OTHER, 500, mixed=False)
+        events = await recording_events(server.ws_url, ROOM)
 
         status, started = await api(server, "POST", recordings_path(ROOM), {"mix": True})
         assert status == 201, started
@@ -78,6 +80,13 @@ def test_the_room_mix_is_recorded_into_one_ogg_opus_file_with_every_tone(server)
         await asyncio.sleep(SECONDS)
         status, stopped = await api(server, "DELETE", f"/api/recordings/{rid}")
         assert status == 200, stopped
+        # The room's members learn of it as of any recording: started, then stopped with the file.
+        ev = await next_recording_event(events)
+        assert (ev["event"], ev["id"], ev["files"]) == ("started", rid, []), ev
+        ev = await next_recording_event(events)
+        assert (ev["event"], ev["reason"]) == ("stopped", "stopped"), ev
+        assert ev["files"] == [f["name"] for f in stopped["files"]], ev
+        await events.close()
 
         # Stopped, the recording no longer holds the mixer: the other room may mix now.
         viewer, _, status, answer = await whep_mix(server, OTHER)
