@@ -170,10 +170,6 @@ pub(crate) enum Command {
         tx: mpsc::Sender<crate::media::tap::TapEvent>,
     },
     Tap(crate::media::tap::TapRequest),
-    RoomMix {
-        room: ChannelName,
-        reply: oneshot::Sender<Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>>>,
-    },
     MixRecord {
         room: ChannelName,
         reply: oneshot::Sender<Result<tokio::sync::broadcast::Receiver<(u32, Bytes)>, EngineError>>,
@@ -263,17 +259,6 @@ impl RtcService {
         let command = Command::TapOpen { room: room.clone(), tx };
         self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
         Ok(MediaTap { events, requests: self.tx.clone(), room })
-    }
-
-    /// The encoded packets of `room`'s shared audio mix, `(RTP time at 48 kHz, Opus packet)`
-    /// every 20 ms, while the room is being mixed (`None`: it is not). For a room-mix recording
-    /// (one Ogg/Opus file): the stream ends when the mixer stops; a slow reader lags (broadcast).
-    pub async fn room_mix(
-        &self,
-        room: ChannelName,
-    ) -> Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>> {
-        let (reply, rx) = oneshot::channel();
-        self.call(Command::RoomMix { room, reply }, rx).await.ok().flatten()
     }
 
     /// Keeps `room`'s mixer running for a room-mix recording (starting it if no one is mixed yet;

@@ -352,9 +352,6 @@ impl Engine {
             }
             Command::TapOpen { room, tx } => self.tap_open(room, tx),
             Command::Tap(request) => self.tap_request(request),
-            Command::RoomMix { room, reply } => {
-                let _ = reply.send(self.mixes.get(&room).map(|m| m.shared()));
-            }
             Command::MixRecord { room, reply } => {
                 let _ = reply.send(self.mix_record(&room));
             }
