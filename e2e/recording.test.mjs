@@ -88,7 +88,13 @@ test('the demo records an SFU room of two pages, lists the recording on both and
     const v = document.querySelector(`li.recording[data-id="${id}"] video`);
     v.muted = true;
     await v.play();
-    await new Promise((r) => setTimeout(r, 1500));
+    // Plays past half a second (a busy machine decodes slowly: wait on its progress, not a clock).
+    await new Promise((resolve) => {
+      const check = () => { if (v.currentTime > 0.5) resolve(); };
+      v.addEventListener('timeupdate', check);
+      setTimeout(resolve, 20_000);
+      check();
+    });
     const t = v.currentTime;
     v.currentTime = 1;
     await new Promise((r) => v.addEventListener('seeked', r, { once: true }));

@@ -19,6 +19,9 @@ pub struct OggOpusWriter<W: Write> {
     /// The granule position (48 kHz samples) of the end of the last packet.
     granule: u64,
     in_page: u32,
+    /// The last packet, held back so that the stream's end marks it: an empty end-of-stream
+    /// packet is not Opus, and decoders refuse it.
+    pending: Option<(Vec<u8>, u64)>,
 }
 
 impl<W: Write> OggOpusWriter<W> {
@@ -40,7 +43,7 @@ impl<W: Write> OggOpusWriter<W> {
         tags.extend_from_slice(vendor);
         tags.extend_from_slice(&0u32.to_le_bytes());
         ogg.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)?;
-        Ok(Self { ogg, serial, granule: 0, in_page: 0 })
+        Ok(Self { ogg, serial, granule: 0, in_page: 0, pending: None })
     }
 
     /// Writes a packet that starts `start` samples (48 kHz) after the stream's start: a gap
@@ -48,6 +51,9 @@ impl<W: Write> OggOpusWriter<W> {
     pub fn write(&mut self, packet: &[u8], start: u64) -> std::io::Result<()> {
         let samples = packet_samples(packet).unwrap_or(960);
         self.granule = self.granule.max(start) + samples;
+        let Some((last, granule)) = self.pending.replace((packet.to_vec(), self.granule)) else {
+            return Ok(());
+        };
         self.in_page += 1;
         let end = if self.in_page >= PACKETS_PER_PAGE {
             self.in_page = 0;
@@ -55,12 +61,14 @@ impl<W: Write> OggOpusWriter<W> {
         } else {
             PacketWriteEndInfo::NormalPacket
         };
-        self.ogg.write_packet(packet.to_vec(), self.serial, end, self.granule)
+        self.ogg.write_packet(last, self.serial, end, granule)
     }
 
     /// Ends the stream (the last page is marked so); the writer back.
     pub fn finish(mut self) -> std::io::Result<W> {
-        self.ogg.write_packet(Vec::new(), self.serial, PacketWriteEndInfo::EndStream, self.granule)?;
+        if let Some((last, granule)) = self.pending.take() {
+            self.ogg.write_packet(last, self.serial, PacketWriteEndInfo::EndStream, granule)?;
+        }
         Ok(self.ogg.into_inner())
     }
 
@@ -113,9 +121,17 @@ mod tests {
         assert!(head.data.starts_with(b"OpusHead"));
         assert!(r.read_packet_expected().unwrap().data.starts_with(b"OpusTags"));
         let mut last = 0;
+        let mut packets = 0;
+        let mut ended = false;
         while let Some(p) = r.read_packet().unwrap() {
+            assert!(!p.data.is_empty(), "every packet is Opus (decoders refuse empty ones)");
+            assert!(!ended, "nothing after the end of the stream");
             last = p.absgp_page();
+            packets += 1;
+            ended = p.last_in_stream();
         }
+        assert_eq!(packets, 4);
+        assert!(ended, "the last packet ends the stream");
         assert_eq!(last, 11 * 960, "the gap is kept");
     }
 }

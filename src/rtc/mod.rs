@@ -173,9 +173,12 @@ pub(crate) enum Command {
         tx: mpsc::Sender<crate::media::tap::TapEvent>,
     },
     Tap(crate::media::tap::TapRequest),
-    RoomMix {
+    MixRecord {
         room: ChannelName,
-        reply: oneshot::Sender<Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>>>,
+        reply: oneshot::Sender<Result<tokio::sync::broadcast::Receiver<(u32, Bytes)>, EngineError>>,
+    },
+    MixRelease {
+        room: ChannelName,
     },
     ServeOpen {
         room: ChannelName,
@@ -193,6 +196,29 @@ pub(crate) enum Command {
     ServeClose {
         track: String,
     },
+}
+
+/// A room-mix recording's hold on its room's mixer ([`RtcService::mix_record`]): the packets of
+/// the shared mix, and the demand that keeps the mixer running, released when dropped.
+#[derive(Debug)]
+pub struct MixLease {
+    /// `(RTP time at 48 kHz, Opus packet)` every 20 ms; a slow reader lags.
+    pub packets: tokio::sync::broadcast::Receiver<(u32, Bytes)>,
+    room: ChannelName,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for MixLease {
+    fn drop(&mut self) {
+        let release = Command::MixRelease { room: self.room.clone() };
+        if let Err(mpsc::error::TrySendError::Full(release)) = self.tx.try_send(release) {
+            // A busy engine: wait for room on a thread (a drop cannot await).
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(release);
+            });
+        }
+    }
 }
 
 /// A served track's source end (see [`RtcService::serve`]).
@@ -222,15 +248,13 @@ impl ServedTrack {
 impl Drop for ServedTrack {
     fn drop(&mut self) {
         let close = Command::ServeClose { track: self.id.clone() };
-        if self.tx.try_send(close).is_err() {
-            // A full queue: close it from a task (the track must not outlive its source).
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.tx.try_send(close) {
+            // A busy engine: wait for room on a thread (a drop cannot await); the track must not
+            // outlive its source.
             let tx = self.tx.clone();
-            let track = self.id.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = tx.send(Command::ServeClose { track }).await;
-                });
-            }
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(close);
+            });
         }
     }
 }
@@ -308,15 +332,12 @@ impl RtcService {
         Ok(MediaTap { events, requests: self.tx.clone(), room })
     }
 
-    /// The encoded packets of `room`'s shared audio mix, `(RTP time at 48 kHz, Opus packet)`
-    /// every 20 ms, while the room is being mixed (`None`: it is not). For a room-mix recording
-    /// (one Ogg/Opus file): the stream ends when the mixer stops; a slow reader lags (broadcast).
-    pub async fn room_mix(
-        &self,
-        room: ChannelName,
-    ) -> Option<tokio::sync::broadcast::Receiver<(u32, Bytes)>> {
+    /// Keeps `room`'s mixer running for a room-mix recording (starting it if no one is mixed yet;
+    /// `MixerFull` over `max_mixed_rooms`) and gives its shared mix until the lease is dropped.
+    pub async fn mix_record(&self, room: ChannelName) -> Result<MixLease, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.call(Command::RoomMix { room, reply }, rx).await.ok().flatten()
+        let packets = self.call(Command::MixRecord { room: room.clone(), reply }, rx).await??;
+        Ok(MixLease { packets, room, tx: self.tx.clone() })
     }
 
     /// Adds a served video track to `room` (a composition's or pipeline's output): in the room's

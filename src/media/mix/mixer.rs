@@ -115,6 +115,17 @@ impl Mixer {
         self.minus.remove(id);
     }
 
+    /// Ticks mixed so far: the mix's RTP clock, in frames.
+    pub fn frames(&self) -> u32 {
+        self.frames
+    }
+
+    /// Moves the mix's RTP clock on by `frames` ticks that were never mixed (a late task): the
+    /// stream keeps real time, and its receivers conceal the gap as a loss.
+    pub fn skip(&mut self, frames: u32) {
+        self.frames = self.frames.wrapping_add(frames);
+    }
+
     /// Mixes the next 20 ms; call once per 20 ms.
     pub fn tick(&mut self, now: Instant) -> Tick {
         let mut tick = Tick { ts: self.frames.wrapping_mul(FRAME), ..Tick::default() };

@@ -99,6 +99,7 @@ pub fn spawn(
         let mut opus = HashSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let start = Instant::now();
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
@@ -111,6 +112,13 @@ pub fn spawn(
                 },
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    // Skipped ticks (a busy machine) still pass in RTP time: a recording of the
+                    // mix keeps its length, and players conceal the gap as a loss.
+                    let due = (now.duration_since(start).as_millis() / TICK.as_millis()) as u32;
+                    let behind = due.wrapping_sub(mixer.frames());
+                    if behind > 1 && behind < u32::MAX / 2 {
+                        mixer.skip(behind - 1);
+                    }
                     let t = mixer.tick(now);
                     if let Some(waited) = t.waited {
                         metrics.added_latency.observe(waited + now.elapsed());

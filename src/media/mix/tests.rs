@@ -210,3 +210,17 @@ fn a_removed_input_leaves_the_mix_at_once() {
     assert!(room.shared.tone(440.0) > 0.5 * AMP);
     assert_eq!(room.mixer.inputs(), 1);
 }
+
+#[test]
+fn skipped_ticks_move_the_mix_clock_on_and_the_silence_packet_decodes_to_silence() {
+    let mut mixer = Mixer::new(MixConfig::default());
+    let now = Instant::now();
+    assert_eq!(mixer.tick(now).ts, 0);
+    mixer.skip(3);
+    assert_eq!(mixer.tick(now).ts, 4 * FRAME, "three ticks were never mixed: their time passed");
+    // The packet a room-mix recording fills such gaps with is 20 ms of Opus silence.
+    let mut decoder = Decoder::new().unwrap();
+    let mut pcm = [1f32; FRAME as usize];
+    assert!(decoder.decode(Some(&[0xf8, 0xff, 0xfe]), false, &mut pcm));
+    assert!(pcm.iter().all(|s| s.abs() < 1.0), "silence");
+}

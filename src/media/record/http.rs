@@ -47,6 +47,7 @@ impl From<RecordError> for HttpError {
             RecordError::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::LimitExceeded),
             RecordError::Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             RecordError::Engine => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable),
+            RecordError::Mixer(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MixerFull),
         };
         status(s, code, e.to_string())
     }
@@ -99,6 +100,9 @@ struct StartBody {
     /// Audio only, in Ogg/Opus.
     #[serde(default)]
     audio_only: bool,
+    /// The room's audio mix, in one Ogg/Opus file.
+    #[serde(default)]
+    mix: bool,
 }
 
 async fn start(
@@ -131,7 +135,7 @@ async fn start(
             serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
         return Ok((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response());
     }
-    let info = recorder.record(&room, body.audio_only).await?;
+    let info = recorder.record(&room, body.audio_only, body.mix).await?;
     let location = format!("/api/recordings/{}", info.id);
     let body =
         serde_json::json!({"id": info.id, "room": info.room, "started": info.started, "files": info.files});

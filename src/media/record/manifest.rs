@@ -69,6 +69,9 @@ pub struct RecordingInfo {
     /// Audio only, in Ogg/Opus.
     #[serde(default)]
     pub audio_only: bool,
+    /// The room's mix (every speaker) in one Ogg/Opus file, rather than a file per track.
+    #[serde(default)]
+    pub mix: bool,
     /// Its files, in the order they started.
     pub files: Vec<FileInfo>,
     /// Tracks that could not be recorded without transcoding (track id and codec).
@@ -117,6 +120,17 @@ pub fn file_name(rec: &RecordingInfo, track: &TapTrack, ext: &str) -> String {
         clean(&track.label),
         clean(&track.id),
     )
+}
+
+/// The room-mix file's name: `ROOM_START_room-mix.ogg`.
+pub fn mix_file_name(rec: &RecordingInfo) -> String {
+    let room: String = rec
+        .room
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(40)
+        .collect();
+    format!("{room}_{}_room-mix.ogg", utc_stamp(rec.started / 1000))
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) of Unix seconds `t` (days to civil date: Howard Hinnant's method).

@@ -4,6 +4,7 @@
 //!
 //! - [`Recorder`]: starts, stops, lists and deletes recordings; publishes their events.
 //! - [`session`]: one recording's thread, reading the room's media tap.
+//! - [`mix`]: a room-mix recording's thread, writing the room's audio mix to one file.
 //! - [`file`]: one track's file (libwebm, `ogg`).
 //! - [`manifest`]: the manifest, file names.
 //! - [`http`]: the API.
@@ -11,6 +12,7 @@
 mod file;
 pub mod http;
 pub mod manifest;
+mod mix;
 mod session;
 
 use std::collections::HashMap;
@@ -47,6 +49,9 @@ pub enum RecordError {
     /// The WebRTC engine is gone.
     #[error("the WebRTC engine stopped")]
     Engine,
+    /// A room-mix recording could not hold the room's mixer (`max_mixed_rooms`).
+    #[error(transparent)]
+    Mixer(crate::rtc::EngineError),
 }
 
 /// A running recording's handles.
@@ -146,11 +151,13 @@ impl Recorder {
         let _ = self.updates.send(update);
     }
 
-    /// Starts recording `room` (it must have participants on this node).
+    /// Starts recording `room` (it must have participants on this node): a file per track, or
+    /// with `mix` the room's audio mix in one Ogg/Opus file.
     pub async fn record(
         self: &Arc<Self>,
         room: &ChannelName,
         audio_only: bool,
+        mix: bool,
     ) -> Result<RecordingInfo, RecordError> {
         if !self.rtc.rooms().await.contains(room) {
             return Err(RecordError::EmptyRoom);
@@ -169,33 +176,57 @@ impl Recorder {
             reason: None,
             started: now_ms(),
             stopped: None,
-            audio_only,
+            audio_only: audio_only || mix,
+            mix,
             files: Vec::new(),
             skipped: Vec::new(),
             closed_bytes: 0,
         };
-        info.save(&dir)?;
         let started = Instant::now();
-        let tap = self
-            .rtc
-            .tap(room.clone(), self.config.recording_buffer_frames)
-            .await
-            .map_err(|_| RecordError::Engine)?;
+        let source = if mix {
+            match self.rtc.mix_record(room.clone()).await {
+                Ok(lease) => Source::Mix(lease),
+                Err(e @ crate::rtc::EngineError::MixerFull { .. }) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(RecordError::Mixer(e));
+                }
+                Err(_) => return Err(RecordError::Engine),
+            }
+        } else {
+            let tap = self.rtc.tap(room.clone(), self.config.recording_buffer_frames).await;
+            Source::Tap(tap.map_err(|_| RecordError::Engine)?)
+        };
+        info.save(&dir)?;
         let (stop, stop_rx) = watch::channel(None);
         let (ended_tx, ended) = watch::channel(false);
         self.active.lock().insert(id.clone(), Active { stop, ended });
         self.metrics.recordings_active.add(1);
-        let session = session::Session {
-            info: info.clone(),
-            dir,
-            tap,
-            rtc: self.rtc.clone(),
-            stop: stop_rx,
-            recorder: self.clone(),
-            started,
-            ended: ended_tx,
+        let (rtc, recorder, info2) = (self.rtc.clone(), self.clone(), info.clone());
+        let spawned = match source {
+            Source::Tap(tap) => session::Session {
+                info: info2,
+                dir,
+                tap,
+                rtc,
+                stop: stop_rx,
+                recorder,
+                started,
+                ended: ended_tx,
+            }
+            .spawn(),
+            Source::Mix(lease) => mix::MixSession {
+                info: info2,
+                dir,
+                lease,
+                rtc,
+                stop: stop_rx,
+                recorder,
+                started,
+                ended: ended_tx,
+            }
+            .spawn(),
         };
-        if let Err(e) = session.spawn() {
+        if let Err(e) = spawned {
             self.active.lock().remove(&id);
             self.metrics.recordings_active.add(-1);
             return Err(e.into());
@@ -301,6 +332,12 @@ impl Recorder {
     fn recording_dir(&self, id: &str) -> Option<PathBuf> {
         (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.dir.join(id))
     }
+}
+
+/// What a recording reads: the room's tracks, or its mix.
+enum Source {
+    Tap(crate::media::tap::MediaTap),
+    Mix(crate::rtc::MixLease),
 }
 
 /// Manifests still saying `recording` belong to a server that died: `interrupted`.

@@ -249,16 +249,29 @@ impl Session {
                 end = End::Failed(e);
             }
         }
-        let (state, reason) = match end {
-            End::Stopped(r) => (State::Stopped, r),
-            End::Failed(r) => (State::Failed, r),
-        };
-        tracing::info!(recording = %self.info.id, ?state, %reason, "recording ended");
-        self.info.state = state;
-        self.info.reason = Some(reason);
-        self.info.stopped = Some(now_ms());
-        self.save();
-        self.recorder.update(Update::Ended(self.info.clone()));
-        let _ = self.ended.send(true);
+        conclude(&mut self.info, &self.dir, &self.recorder, &self.ended, end);
     }
+}
+
+/// Says in the manifest how a recording ended and tells the recorder (files closed already).
+pub(super) fn conclude(
+    info: &mut RecordingInfo,
+    dir: &std::path::Path,
+    recorder: &Recorder,
+    ended: &watch::Sender<bool>,
+    end: End,
+) {
+    let (state, reason) = match end {
+        End::Stopped(r) => (State::Stopped, r),
+        End::Failed(r) => (State::Failed, r),
+    };
+    tracing::info!(recording = %info.id, ?state, %reason, "recording ended");
+    info.state = state;
+    info.reason = Some(reason);
+    info.stopped = Some(now_ms());
+    if let Err(e) = info.save(dir) {
+        tracing::warn!(recording = %info.id, error = %e, "writing a recording's manifest failed");
+    }
+    recorder.update(Update::Ended(info.clone()));
+    let _ = ended.send(true);
 }

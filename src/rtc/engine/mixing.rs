@@ -2,7 +2,9 @@
 //! mixer ([`crate::media::mix`], a task of its own) instead of one track each. The mixer reads
 //! the room through a media tap (bounded: the engine never waits for it), and the engine writes
 //! the packets it sends back: a speaker's own mix-minus, else the shared mix. A room's mixer
-//! starts with its first mix receiver and stops with its last (its tap closes with it).
+//! starts with its first mix receiver and stops with its last (its tap closes with it); a
+//! room-mix recording is a demand beside them ([`Engine::mix_record`]), counted against
+//! `max_mixed_rooms`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -47,6 +49,7 @@ impl Engine {
             participants += 1;
             rooms.extend(p.role.room());
         }
+        rooms.extend(self.mix_recordings.keys());
         (rooms, participants)
     }
 
@@ -82,6 +85,9 @@ impl Engine {
         }
         let mut wanted: HashMap<ChannelName, HashMap<String, bool>> = HashMap::new();
         let mut participants = 0i64;
+        for room in self.mix_recordings.keys() {
+            wanted.entry(room.clone()).or_default();
+        }
         for p in self.peers.iter().filter(|p| mixed(p)) {
             participants += 1;
             if let Some(room) = p.role.room() {
@@ -110,6 +116,36 @@ impl Engine {
             }
             mix.inputs = inputs;
         }
+    }
+
+    /// A room-mix recording's demand: keeps `room`'s mixer running (started if need be, within
+    /// `max_mixed_rooms`) and gives its shared mix, until [`Engine::mix_release`].
+    pub(super) fn mix_record(
+        &mut self,
+        room: &ChannelName,
+    ) -> Result<tokio::sync::broadcast::Receiver<(u32, bytes::Bytes)>, EngineError> {
+        let (rooms, _) = self.mix_load();
+        let max = self.config.max_mixed_rooms;
+        if !rooms.contains(room) && rooms.len() >= max {
+            self.mix_metrics_refused();
+            return Err(EngineError::MixerFull { what: "rooms", max });
+        }
+        *self.mix_recordings.entry(room.clone()).or_default() += 1;
+        self.mix_dirty = true;
+        self.sync_mixes();
+        self.mixes.get(room).map(Mix::shared).ok_or(EngineError::Failed)
+    }
+
+    /// A room-mix recording ended: its room's mixer stops unless someone else needs it.
+    pub(super) fn mix_release(&mut self, room: &ChannelName) {
+        if let Some(n) = self.mix_recordings.get_mut(room) {
+            *n -= 1;
+            if *n == 0 {
+                self.mix_recordings.remove(room);
+            }
+        }
+        self.mix_dirty = true;
+        self.sync_mixes();
     }
 
     /// Starts `room`'s mixer, on a tap of the room.
@@ -239,5 +275,39 @@ mod tests {
         engine.sync_mixes();
         assert!(engine.mixes.is_empty());
         assert_eq!(engine.mix_metrics.participants.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_mix_recording_holds_the_room_mixer_within_max_mixed_rooms_and_releases_it() {
+        let config = Config { max_mixed_rooms: 1, ..Config::default() };
+        let mut engine = engine(config).await;
+        let (a, b) = (room("room:a"), room("room:b"));
+        let mut shared = engine.mix_record(&a).unwrap();
+        assert_eq!(engine.mixes.len(), 1, "the recording alone starts the room's mixer");
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), shared.recv()).await;
+        assert!(got.unwrap().is_ok(), "it receives the shared mix");
+        // The recording's room counts against max_mixed_rooms, for players and recordings alike.
+        let err = engine.open(Role::Whep { room: b.clone() }, whep_offer()).unwrap_err();
+        assert_eq!(err, EngineError::MixerFull { what: "rooms", max: 1 });
+        assert_eq!(engine.mix_record(&b).unwrap_err(), EngineError::MixerFull { what: "rooms", max: 1 });
+        // A mixed player of the same room shares the mixer; the recording gone, it keeps running.
+        let player = engine.open(Role::Whep { room: a.clone() }, whep_offer()).unwrap();
+        engine.sync_mixes();
+        engine.mix_release(&a);
+        assert_eq!(engine.mixes.len(), 1, "the player still needs it");
+        let _ = player;
+        for p in std::mem::take(&mut engine.peers) {
+            engine.forget(p);
+        }
+        engine.mix_dirty = true;
+        engine.sync_mixes();
+        assert!(engine.mixes.is_empty(), "nobody needs it: stopped");
+        // Two recordings of one room: the mixer runs until the last one ends.
+        let _one = engine.mix_record(&b).unwrap();
+        let _two = engine.mix_record(&b).unwrap();
+        engine.mix_release(&b);
+        assert_eq!(engine.mixes.len(), 1);
+        engine.mix_release(&b);
+        assert!(engine.mixes.is_empty());
     }
 }

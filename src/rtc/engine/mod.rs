@@ -139,6 +139,8 @@ pub(crate) struct Engine {
     mixes: HashMap<ChannelName, mixing::Mix>,
     /// Mix receivers or audio tracks changed: [`Engine::sync_mixes`] has work.
     mix_dirty: bool,
+    /// Room-mix recordings per room: each keeps the room's mixer running.
+    mix_recordings: HashMap<ChannelName, usize>,
     mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
     mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
     mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
@@ -197,6 +199,7 @@ impl Engine {
             closed: VecDeque::new(),
             mixes: HashMap::new(),
             mix_dirty: false,
+            mix_recordings: HashMap::new(),
             mix_tx,
             mix_rx: Some(mix_rx),
             mix_metrics,
@@ -363,9 +366,10 @@ impl Engine {
             }
             Command::TapOpen { room, tx } => self.tap_open(room, tx),
             Command::Tap(request) => self.tap_request(request),
-            Command::RoomMix { room, reply } => {
-                let _ = reply.send(self.mixes.get(&room).map(|m| m.shared()));
+            Command::MixRecord { room, reply } => {
+                let _ = reply.send(self.mix_record(&room));
             }
+            Command::MixRelease { room } => self.mix_release(&room),
         }
     }
 }
