@@ -11,10 +11,12 @@
 //   #disconnect; #conn-subs button[data-unsubscribe]
 //   #rooms .room[data-room] tr.track[data-track][data-codec][data-width][data-height][data-bitrate]
 //   #rooms .room tr.recv[data-peer][data-track][data-layer]
+//   recordings: see admin-rec.js
 // window.admin = { refresh(), nodes }
 
 import { Switchboard } from '/sdk/switchboard.js';
 import { LineChart, short } from '/admin/chart.js';
+import { loadRecordings, renderRecordings, wireRecordings } from '/admin/admin-rec.js';
 
 const $ = (id) => document.getElementById(id);
 const STATS = '__admin:stats';
@@ -191,8 +193,9 @@ async function refresh() {
     tr.addEventListener('click', () => openConn(c.id));
     return tr;
   }));
+  const recordings = rooms.rtc ? await loadRecordings(api, rooms.rooms.map((r) => r.room)) : new Map();
   if (selectedConn) renderConn(conns.connections.find((c) => c.id === selectedConn) || all.find((c) => c.id === selectedConn));
-  renderRooms(rooms);
+  renderRooms(rooms, recordings);
   renderTurn(turn);
 }
 
@@ -326,15 +329,17 @@ $('disconnect-form').addEventListener('submit', async (e) => {
 
 // --- rooms and TURN --------------------------------------------------------------------------
 
-function renderRooms(r) {
+wireRecordings($('rooms'), { api, key: () => key, status: (t) => { $('status').textContent = t; }, changed: refresh });
+
+function renderRooms(r, recordings) {
   if (!r.rtc) { $('rooms').innerHTML = '<p class="hint">WebRTC is off on this node.</p>'; return; }
   if (!r.rooms.length) { $('rooms').innerHTML = '<p class="hint">No WebRTC rooms with peers on this node.</p>'; return; }
-  $('rooms').innerHTML = r.rooms.map(renderRoom).join('');
+  $('rooms').innerHTML = r.rooms.map((room) => renderRoom(room, recordings.get(room.room))).join('');
 }
 
 // One room: who is in it, each published track (codec, size, bitrate, simulcast layers), and
-// what each subscriber gets of it (which layer, at which size and bitrate).
-function renderRoom(room) {
+// what each subscriber gets of it (which layer, at which size and bitrate); its recordings.
+function renderRoom(room, recordings) {
   const who = (p) => p.name || p.participant || p.role.toUpperCase();
   const tracks = new Map();
   for (const p of room.peers) for (const t of p.published) tracks.set(t.id, { ...t, owner: who(p) });
@@ -358,6 +363,7 @@ function renderRoom(room) {
     ${trackRows ? `<div class="scroll"><table class="tracks"><thead><tr><th>by</th><th>track</th><th>codec</th><th>size</th><th class="num">bitrate</th><th>simulcast layers</th></tr></thead><tbody>${trackRows}</tbody></table></div>` : '<p class="hint">No tracks published.</p>'}
     <h4>Subscribers</h4>
     ${recvRows ? `<div class="scroll"><table class="recvs"><thead><tr><th>who</th><th>gets</th><th>layer</th><th>size</th><th class="num">bitrate</th></tr></thead><tbody>${recvRows}</tbody></table></div>` : '<p class="hint">Nobody receives a track.</p>'}
+    ${renderRecordings(room.room, recordings ?? null, esc)}
   </div>`;
 }
 

@@ -10,11 +10,15 @@
 //     .overlay[data-width][data-height][data-frames][data-bitrate] and, in SFU mode with
 //     simulcast, select.layer (q | h | f). Remote audio plays in <audio data-track> inside the tile.
 //     Camera tiles of whoever is speaking have data-speaking.
+//   #record, #recordings: see recordings.js.
+//   #composed, #composed-view: see composed.js.
 //   Query: ?name=&room=&mode=sfu&transport=webrtc&simulcast=0&autojoin=1 preset the form.
 //
 // window.video = { sb, room, stats: Map<trackId, stats>, join(), leave() }
 
 import { Switchboard } from '/sdk/switchboard.js';
+import { followRoom } from '/demo/recordings.js';
+import { closeComposed, offerComposed } from '/demo/composed.js';
 
 const $ = (id) => document.getElementById(id);
 const STATS_MS = 1000;
@@ -39,6 +43,7 @@ $('room').addEventListener('input', () => { $('channel').textContent = channel()
 $('channel').textContent = channel();
 
 let statusTimer = null;
+document.addEventListener('demo-status', (e) => status(e.detail));
 function status(text) {
   $('status').textContent = text;
   clearTimeout(statusTimer);
@@ -50,7 +55,7 @@ function showState(state) {
   $('state').dataset.state = state;
   const inCall = state === 'joining' || state === 'joined';
   for (const id of ['name', 'room', 'mode', 'simulcast', 'transport', 'join']) $(id).disabled = inCall;
-  for (const id of ['mute-audio', 'mute-video', 'screen', 'leave']) $(id).disabled = !inCall;
+  for (const id of ['mute-audio', 'mute-video', 'screen', 'record', 'leave']) $(id).disabled = !inCall;
 }
 
 function toggle(id, on, [offText, onText]) {
@@ -97,12 +102,16 @@ async function join() {
     return null;
   }
   showState('joined');
+  followRoom(room);
+  if (mode === 'sfu') offerComposed(channel(), status);
   statsTimer = setInterval(refreshStats, STATS_MS);
   return room;
 }
 
 async function leave() {
   clearInterval(statsTimer);
+  followRoom(null);
+  closeComposed();
   const r = room;
   room = null;
   if (r) await r.leave();

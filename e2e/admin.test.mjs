@@ -15,7 +15,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,7 +33,10 @@ let browser;
 
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  server = await startServer({ env: { SWITCHBOARD_API_KEY: API_KEY, SWITCHBOARD_ADMIN_PASSWORD: PASSWORD } });
+  const recordings = mkdtempSync(join(tmpdir(), 'admin-recordings-'));
+  server = await startServer({
+    env: { SWITCHBOARD_API_KEY: API_KEY, SWITCHBOARD_ADMIN_PASSWORD: PASSWORD, SWITCHBOARD_RECORDINGS_DIR: recordings },
+  });
   browser = await launchBrowser({ media: true });
 });
 
@@ -216,6 +220,56 @@ test('rooms: tracks with codec, size, bitrate and layers, and the layer each sub
     await p.evaluate(() => window.room.leave());
     await p.close();
   }
+  await page.close();
+});
+
+test('rooms: recordings start from the page, show as recording, stop from the page and download', async () => {
+  const room = 'room:admin-rec';
+  const carol = await joinRoom(room, 'carol', {});
+  const page = await dashboard(); // signed in with the admin password, which the recording API takes
+  const block = `#rooms .room[data-room="${room}"]`;
+  await page.click(`${block} button[data-record="tracks"]`, { timeout: 20_000 });
+  const rec = `${block} tr.rec[data-state="recording"]`;
+  await page.waitForSelector(rec, { timeout: 15_000 });
+  const id = await page.getAttribute(rec, 'data-rec');
+  const listed = await api(`/api/recordings?room=${encodeURIComponent(room)}`, PASSWORD);
+  assert.equal(listed.status, 200);
+  assert.deepEqual(listed.body.recordings.map((r) => [r.id, r.state]), [[id, 'recording']]);
+  // Carol's camera and microphone files appear in the row as they start.
+  await page.waitForSelector(`${block} tr.rec[data-rec="${id}"] a[data-file$=".webm"] + a[data-file$=".webm"]`, { timeout: 20_000 });
+  // The room's mix too, as its own recording of one Ogg file.
+  await page.click(`${block} button[data-record="mix"]`);
+  await waitUntil(async () => (await page.$$(`${block} tr.rec[data-state="recording"]`)).length === 2,
+    { timeoutMs: 15_000, message: 'two recordings running' });
+  const mixRow = `${block} tr.rec[data-state="recording"]:not([data-rec="${id}"])`;
+  await page.waitForSelector(`${mixRow} a[data-file$="_room-mix.ogg"]`, { timeout: 15_000 });
+  await page.locator(block).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings.png'), fullPage: true });
+
+  // Stop both from the page: the rows say stopped, and so does the API.
+  for (let n = 0; n < 2; n++) await page.click(`${block} tr.rec[data-state="recording"] button[data-stop]`);
+  await page.waitForSelector(`${block} tr.rec[data-rec="${id}"][data-state="stopped"]`, { timeout: 15_000 });
+  await waitUntil(async () => (await page.$$(`${block} tr.rec[data-state="stopped"]`)).length === 2,
+    { timeoutMs: 15_000, message: 'both stopped' });
+  const after = (await api(`/api/recordings?room=${encodeURIComponent(room)}`, PASSWORD)).body.recordings;
+  assert.deepEqual(after.map((r) => r.state), ['stopped', 'stopped']);
+  assert.ok(after.some((r) => r.mix && r.files.length === 1) && after.some((r) => !r.mix && r.files.length === 2));
+  assert.equal(await page.$(`${block} button[data-stop]`), null, 'nothing left to stop');
+
+  // A file downloads from its link (the page sends the password; a plain link could not).
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click(`${block} tr.rec[data-rec="${id}"] a[data-file]`)]);
+  const body = await download.createReadStream();
+  let bytes = 0;
+  for await (const chunk of body) bytes += chunk.length;
+  const file = after.find((r) => r.id === id).files.find((f) => f.name === download.suggestedFilename());
+  assert.ok(file, download.suggestedFilename());
+  assert.equal(bytes, file.bytes);
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings-stopped.png'), fullPage: true });
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.locator(block).scrollIntoViewIfNeeded();
+  await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings-phone.png') });
+  await carol.evaluate(() => window.room.leave());
+  await carol.close();
   await page.close();
 });
 

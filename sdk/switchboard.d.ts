@@ -86,7 +86,7 @@ export interface SwitchboardErrorEvent {
 /** Error thrown by commands (`publish`, `presence`, `history`, `rpc`). */
 export declare class SwitchboardError extends Error {
   /**
-   * Server command error code (100–113; an `rpc` may also carry the application backend's own),
+   * Server command error code (100–114; an `rpc` may also carry the application backend's own),
    * or 0 for client-side errors.
    */
   code: number;
@@ -274,6 +274,13 @@ export interface RoomOptions {
   iceServers?: RTCIceServer[];
   /** SFU: send video as three simulcast layers, rids `q`, `h`, `f` (1/4, 1/2, full size). */
   simulcast?: boolean;
+  /**
+   * SFU: `tracks` (default) receives one audio track per participant; `mixed` receives ONE audio
+   * track from the server's mixer, everyone but this participant (`trackId` and `label` `mix`,
+   * participant `{client: 'mix'}`). Rooms of a namespace with `audio_mix = true` are mixed anyway.
+   * Over the node's `max_mixed_rooms`/`max_mixed_participants` the room's `error` event gets code 114.
+   */
+  audio?: 'tracks' | 'mixed';
   /** `relay` forces TURN. Default `all`. */
   iceTransportPolicy?: RTCIceTransportPolicy;
   /**
@@ -356,6 +363,8 @@ export declare class Room {
   on(event: 'join' | 'leave', fn: (p: Participant) => void): () => void;
   on(event: 'track', fn: (e: RoomTrackEvent) => void): () => void;
   on(event: 'trackended', fn: (e: RoomTrackEndedEvent) => void): () => void;
+  /** A recording of the room started, stopped or failed (docs/recording.md). */
+  on(event: 'recording', fn: (e: RecordingEvent) => void): () => void;
   /**
    * Who is speaking, loudest first (this participant too, unless muted), whenever that list
    * changes. Listening starts the measurement: getStats every `speakerIntervalMs`, the level of
@@ -422,3 +431,13 @@ export declare function createLineSplitter(onLine: (line: string) => void): {
 };
 export declare function bytesToBase64(bytes: Uint8Array): string;
 export declare function base64ToBytes(b64: string): Uint8Array;
+
+/** A recording event, published on the room's channel (docs/recording.md). */
+export interface RecordingEvent {
+  event: 'started' | 'stopped' | 'failed';
+  id: string;
+  room: string;
+  /** Why it ended: `stopped`, `room_empty`, `max_duration`, `max_size`, `shutdown`, or an error. */
+  reason?: string;
+  files: string[];
+}

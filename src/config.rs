@@ -32,6 +32,9 @@ pub struct ChannelOptions {
     /// Clients subscribe only with a subscription token naming the channel (a JWT with a
     /// `channel` claim, see `docs/protocol.md`), whatever their connection token allows.
     pub private: bool,
+    /// Rooms of this namespace mix audio: every participant receives one Opus track mixing
+    /// everyone else (`docs/webrtc.md`, "Mixed audio").
+    pub audio_mix: bool,
 }
 
 impl Default for ChannelOptions {
@@ -45,6 +48,7 @@ impl Default for ChannelOptions {
             datagrams: false,
             rooms: false,
             private: false,
+            audio_mix: false,
         }
     }
 }
@@ -263,6 +267,23 @@ pub struct Config {
     pub rtc_offers_per_ip_per_minute: u32,
     /// Most tracks one peer connection may publish, and most it may receive.
     pub rtc_max_tracks: usize,
+    /// Compositions (video MCU) running on this node at once; one more is refused (`429`, code
+    /// 106). 0: compositions are off.
+    pub video_max_compositions: usize,
+    /// Filter pipelines running on this node at once; one more is refused (`429`, code 106).
+    /// 0: pipelines are off.
+    pub video_max_pipelines: usize,
+    /// The largest composition size, and the size a pipeline scales larger sources down to.
+    pub video_max_width: u32,
+    /// See `video_max_width`.
+    pub video_max_height: u32,
+    /// The highest composition frame rate.
+    pub video_max_fps: u32,
+    /// Frames queued towards one composition or pipeline thread; beyond it, new frames are
+    /// dropped (and the track's decoder waits for a keyframe) rather than queued.
+    pub video_queue_frames: usize,
+    /// The TrueType font for labels and overlay text.
+    pub video_font: String,
     /// This node's base URL as clients reach it (`https://n1.example.com`). Set on every node of
     /// a cluster: each room's WebRTC media then lives on one node, and the others send its
     /// clients there. Empty: every node serves the rooms it is asked for.
@@ -270,6 +291,25 @@ pub struct Config {
     /// Video packets kept per sent stream for retransmissions (NACK), at most 3 s' worth: the
     /// bulk of the SFU's memory per subscriber.
     pub rtc_video_send_buffer: usize,
+    /// Where recordings are written (`docs/recording.md`), one directory per recording.
+    pub recordings_dir: String,
+    /// Most recordings running at once on this node; over it, `429` with code 106.
+    pub recordings_max: usize,
+    /// A recording stops by itself after this many seconds (reason `max_duration`).
+    pub recording_max_seconds: u64,
+    /// A recording stops by itself once its files hold this many bytes (reason `max_size`).
+    pub recording_max_bytes: u64,
+    /// Frames a recording's media tap holds while its writer is busy; beyond, frames are
+    /// dropped (`switchboard_media_tap_dropped_total`) and video restarts at a keyframe.
+    pub recording_buffer_frames: usize,
+    /// Most rooms this node mixes audio for at once (then `503`, code 114).
+    pub max_mixed_rooms: usize,
+    /// Most receivers of mixed audio on this node at once (then `503`, code 114).
+    pub max_mixed_participants: usize,
+    /// Speakers mixed at once in a room (the loudest).
+    pub mix_speakers: usize,
+    /// The mixer's jitter buffer target, in milliseconds (20 to 80, a multiple of 20).
+    pub mix_jitter_ms: u64,
     /// The application's backend, `http://HOST[:PORT]/PATH`: the JSON protocol's `rpc` and
     /// STOMP SENDs to `app_destination_prefix` are POSTed here (`docs/protocol.md`, "The
     /// application's backend"). Empty: there is none, and those calls get error 108.
@@ -374,7 +414,23 @@ impl Default for Config {
             rtc_max_peers: 1000,
             rtc_offers_per_ip_per_minute: 30,
             rtc_max_tracks: 64,
+            video_max_compositions: 2,
+            video_max_pipelines: 4,
+            video_max_width: 1280,
+            video_max_height: 720,
+            video_max_fps: 30,
+            video_queue_frames: 16,
+            video_font: crate::media::video::text::DEFAULT_FONT.to_owned(),
             rtc_video_send_buffer: 500,
+            recordings_dir: "recordings".into(),
+            recordings_max: 16,
+            recording_max_seconds: 4 * 3600,
+            recording_max_bytes: 4 << 30,
+            recording_buffer_frames: 2048,
+            max_mixed_rooms: 16,
+            max_mixed_participants: 256,
+            mix_speakers: 3,
+            mix_jitter_ms: 40,
             node_url: String::new(),
             app_proxy_url: String::new(),
             app_proxy_timeout_ms: 5000,
@@ -622,8 +678,30 @@ impl Config {
         if self.game_round_secs == 0 {
             return invalid("game_round_secs must be > 0");
         }
+        if self.recordings_dir.is_empty()
+            || self.recording_max_seconds == 0
+            || self.recording_buffer_frames == 0
+        {
+            return invalid(
+                "recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0",
+            );
+        }
         if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
             return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
+        }
+        let (w, h) = (self.video_max_width, self.video_max_height);
+        if !(16..=4096).contains(&w)
+            || !(16..=4096).contains(&h)
+            || !w.is_multiple_of(2)
+            || !h.is_multiple_of(2)
+        {
+            return invalid("video_max_width and video_max_height must be even, 16..=4096");
+        }
+        if !(1..=60).contains(&self.video_max_fps) || self.video_queue_frames == 0 {
+            return invalid("video_max_fps must be 1..=60 and video_queue_frames > 0");
+        }
+        if self.mix_speakers == 0 || !(20..=80).contains(&self.mix_jitter_ms) {
+            return invalid("mix_speakers must be > 0 and mix_jitter_ms within 20..=80");
         }
         if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
             return invalid("rtc_listen must be IP:PORT");

@@ -69,6 +69,8 @@ pub fn routes() -> Router<Arc<AppState>> {
     let cursors_js = asset("text/javascript; charset=utf-8", include_str!("../demo/cursors.js"));
     let video_html = asset("text/html; charset=utf-8", include_str!("../demo/video.html"));
     let video_js = asset("text/javascript; charset=utf-8", include_str!("../demo/video.js"));
+    let recordings_js = asset("text/javascript; charset=utf-8", include_str!("../demo/recordings.js"));
+    let composed_js = asset("text/javascript; charset=utf-8", include_str!("../demo/composed.js"));
     Router::new()
         .route("/", get(move || async move { html }))
         .route("/demo/demo.js", get(move || async move { js }))
@@ -77,6 +79,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/demo/cursors.js", get(move || async move { cursors_js }))
         .route("/video", get(move || async move { video_html }))
         .route("/demo/video.js", get(move || async move { video_js }))
+        .route("/demo/recordings.js", get(move || async move { recordings_js }))
+        .route("/demo/composed.js", get(move || async move { composed_js }))
 }
 
 /// Publishes a made-up price every 500 ms on [`TICKER_CHANNEL`] until the server stops.

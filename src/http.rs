@@ -221,6 +221,7 @@ static ANONYMOUS: Identity = Identity {
     name: None,
     subs: None,
     pubs: None,
+    rec: None,
     expires_at: None,
     granted: Vec::new(),
     admin: false,

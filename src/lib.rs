@@ -30,6 +30,7 @@
 //! - [`transport`]: one adapter per technique (`/ws`, `/sse`, `/stream`, `/poll`, `/wt`), framing
 //!   only.
 //! - [`rtc`]: WebRTC on str0m: the SFU, the data channel transport, WHIP and WHEP.
+//! - [`media`]: looking inside media off the engine task ([`media::tap`]): recording, mixing, composed video and filters.
 //!
 //! The edge:
 //! - [`http`]: HTTP helpers shared by every endpoint (the JSON error, the API caller, the
@@ -59,6 +60,7 @@ pub mod hub;
 pub mod jwks;
 pub mod lab;
 pub mod listener;
+pub mod media;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -69,6 +69,9 @@ struct ConfigArgs {
     /// Do not serve WebRTC (SFU, data channels, WHIP/WHEP).
     #[arg(long)]
     no_rtc: bool,
+    /// Where room recordings are written (docs/recording.md).
+    #[arg(long)]
+    recordings_dir: Option<String>,
     /// This node's base URL as clients reach it, in a cluster (each room's media on one node).
     #[arg(long)]
     node_url: Option<String>,
@@ -90,6 +93,12 @@ struct ConfigArgs {
     /// The most delay or jitter a lab page may apply to its own connections (ms).
     #[arg(long)]
     lab_max_delay_ms: Option<u64>,
+    /// Compositions (video MCU) running at once (0: off).
+    #[arg(long)]
+    video_max_compositions: Option<u64>,
+    /// Filter pipelines running at once (0: off).
+    #[arg(long)]
+    video_max_pipelines: Option<u64>,
     /// Log filter, e.g. `debug`.
     #[arg(long)]
     log: Option<String>,
@@ -117,6 +126,7 @@ impl ConfigArgs {
             ("turn_external_ip", &self.turn_external_ip),
             ("rtc_listen", &self.rtc_listen),
             ("rtc_external_ip", &self.rtc_external_ip),
+            ("recordings_dir", &self.recordings_dir),
             ("node_url", &self.node_url),
             ("app_proxy_url", &self.app_proxy_url),
             ("log", &self.log),
@@ -132,6 +142,8 @@ impl ConfigArgs {
             ("max_connections_per_user", self.max_connections_per_user),
             ("lab_max_sessions", self.lab_max_sessions),
             ("lab_max_delay_ms", self.lab_max_delay_ms),
+            ("video_max_compositions", self.video_max_compositions),
+            ("video_max_pipelines", self.video_max_pipelines),
         ];
         for (key, value) in numbers {
             if let Some(v) = value.and_then(|v| i64::try_from(v).ok()) {

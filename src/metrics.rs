@@ -58,6 +58,20 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
+
+    /// Appends this histogram as Prometheus text, `switchboard_{name}` in seconds.
+    pub fn render(&self, s: &mut String, name: &str, help: &str) {
+        let _ = write!(s, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} histogram\n");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(s, "switchboard_{name}_bucket{{le=\"{}\"}} {cumulative}", b / 1000.0);
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(s, "switchboard_{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(s, "switchboard_{name}_sum {sum}\nswitchboard_{name}_count {count}");
+    }
 }
 
 /// The transports, as metric labels.
@@ -170,6 +184,14 @@ pub struct Metrics {
     pub admin_stats_published: Counter,
     /// Publications per second by channel (the dashboard's busiest first).
     pub channel_rates: crate::channel_rates::ChannelRates,
+    /// Frames a media tap dropped because its consumer (recording, mixer) was behind.
+    pub media_tap_dropped: Counter,
+    /// Recordings running on this node.
+    pub recordings_active: Gauge,
+    /// Recordings that ended with an error (full disk, ...).
+    pub recordings_failed: Counter,
+    /// Bytes recordings wrote.
+    pub recording_bytes_written: Counter,
     /// Metrics of the optional services (the TURN server's), appended to [`Metrics::render`].
     sources: Sources,
 }
@@ -291,6 +313,13 @@ impl Metrics {
                 "Media payload bytes the SFU forwarded.",
                 &self.rtc_bytes_forwarded,
             ),
+            (
+                "media_tap_dropped_total",
+                "Frames media taps dropped because their consumer (recording, mixer) was behind.",
+                &self.media_tap_dropped,
+            ),
+            ("recordings_failed_total", "Recordings that ended with an error.", &self.recordings_failed),
+            ("recording_bytes_written_total", "Bytes recordings wrote.", &self.recording_bytes_written),
         ];
         for (name, help, c) in counters {
             let _ = write!(
@@ -326,6 +355,11 @@ impl Metrics {
             s,
             "# HELP switchboard_channel_rates_tracked Channels whose publication rate is tracked.\n# TYPE switchboard_channel_rates_tracked gauge\nswitchboard_channel_rates_tracked {}\n",
             self.channel_rates.tracked.get()
+        );
+        let _ = write!(
+            s,
+            "# HELP switchboard_recordings_active Recordings running on this node.\n# TYPE switchboard_recordings_active gauge\nswitchboard_recordings_active {}\n",
+            self.recordings_active.get()
         );
         let h = &self.fanout_latency;
         s.push_str("# HELP switchboard_fanout_latency_seconds From publish to the write that carried it.\n# TYPE switchboard_fanout_latency_seconds histogram\n");

@@ -23,6 +23,8 @@ pub struct Identity {
     pub subs: Option<Vec<String>>,
     /// Channel patterns the client may publish on; `None` means as the namespace allows.
     pub pubs: Option<Vec<String>>,
+    /// Room patterns the client may record (the `rec` claim, `docs/recording.md`); none without.
+    pub rec: Option<Vec<String>>,
     /// Unix seconds at which the token expires.
     pub expires_at: Option<u64>,
     /// Channels opened by verified subscription tokens (the session adds and removes them).
@@ -50,6 +52,8 @@ struct Claims {
     subs: Option<Vec<String>>,
     #[serde(default)]
     pubs: Option<Vec<String>>,
+    #[serde(default)]
+    rec: Option<Vec<String>>,
     /// Only subscription tokens carry it: one is never taken for a connection token.
     #[serde(default)]
     channel: Option<serde::de::IgnoredAny>,
@@ -179,6 +183,7 @@ impl Policy {
             name: claims.name,
             subs: claims.subs,
             pubs: claims.pubs,
+            rec: claims.rec,
             expires_at: claims.exp,
             granted: Vec::new(),
             admin: false,

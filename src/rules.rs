@@ -302,6 +302,11 @@ fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     false
 }
 
+/// Whether a client's token lets it record `room` (its `rec` claim, patterns as `subs`).
+pub fn may_record(identity: &Identity, room: &ChannelName) -> bool {
+    identity.rec.as_deref().is_some_and(|p| matches_any(p, room.as_str()))
+}
+
 fn matches_any(patterns: &[String], channel: &str) -> bool {
     patterns.iter().any(|p| match p.strip_suffix('*') {
         Some(prefix) => channel.starts_with(prefix),

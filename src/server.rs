@@ -28,6 +28,10 @@ pub struct Services {
     pub ice: Option<IceInfo>,
     /// The WebRTC engine (SFU, data channels, WHIP/WHEP).
     pub rtc: Option<RtcService>,
+    /// Room recording (with WebRTC).
+    pub recorder: Option<Arc<crate::media::record::Recorder>>,
+    /// Compositions and filter pipelines (with WebRTC).
+    pub video: Option<Arc<crate::media::video::service::VideoService>>,
 }
 
 /// The HTTP application: every endpoint on one router.
@@ -48,6 +52,8 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(crate::turn::routes(services.ice.clone()))
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
+        .merge(crate::media::record::http::routes(services.recorder.clone()))
+        .merge(crate::media::video::http::routes(services.video.clone()))
         .merge(crate::admin::routes(services))
         .merge(demo::sdk_routes());
     let lab = state.lab.clone();
@@ -284,7 +290,22 @@ impl Server {
         }
         if state.config.rtc {
             let ip = listener.local_addr().map_err(listen_error)?.ip();
-            services.rtc = Some(start_rtc(&state, ip).await?);
+            let rtc = start_rtc(&state, ip).await?;
+            let recorder = crate::media::record::Recorder::start(
+                state.config.clone(),
+                rtc.clone(),
+                state.broker.clone(),
+                state.metrics.clone(),
+            )
+            .map_err(|e| StartError::Rtc(format!("recordings_dir {}: {e}", state.config.recordings_dir)))?;
+            services.video = Some(crate::media::video::service::VideoService::new(
+                state.config.clone(),
+                rtc.clone(),
+                state.broker.clone(),
+                state.metrics.clone(),
+            ));
+            services.rtc = Some(rtc);
+            services.recorder = Some(recorder);
         }
         Ok(Self { state, services, listener, tls, redirect, webtransport })
     }
@@ -340,8 +361,17 @@ impl Server {
         let (stop, hub) = (state.shutdown.clone(), state.hub.clone());
         let began = Arc::new(std::sync::OnceLock::new());
         let began_at = began.clone();
+        let recorder = self.services.recorder.clone();
+        let video = self.services.video.clone();
         tokio::spawn(async move {
             shutdown.await;
+            if let Some(video) = video {
+                video.stop_all();
+            }
+            if let Some(recorder) = recorder {
+                // Close the files: their manifests say `stopped`, not `interrupted`.
+                recorder.stop_all().await;
+            }
             let _ = began_at.set(tokio::time::Instant::now());
             tracing::info!("shutting down: draining connections");
             stop.send_replace(true);

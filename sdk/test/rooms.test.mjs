@@ -100,6 +100,7 @@ test('planSubscriptions: own tracks skipped, free m-lines reused by kind, new on
     { id: 'MINE', participant: 'me', kind: 'video' },
     { id: 'OLD', participant: 'me-before', kind: 'audio' },
     { id: 'X', participant: 'bob', kind: 'data' },
+    { id: 'server-composition-7', participant: 'server', kind: 'video' },
   ];
   const receivers = [{ mid: '0', kind: 'audio', trackId: null }, { mid: '1', kind: 'video', trackId: null }];
   const plan = planSubscriptions(receivers, tracks, ['me', 'me-before']);

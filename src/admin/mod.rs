@@ -45,12 +45,14 @@ pub fn page_routes() -> Router<Arc<AppState>> {
     let html = crate::demo::asset("text/html; charset=utf-8", include_str!("../../demo/admin.html"));
     let js = crate::demo::asset("text/javascript; charset=utf-8", include_str!("../../demo/admin.js"));
     let css = crate::demo::asset("text/css; charset=utf-8", include_str!("../../demo/admin.css"));
+    let rec = crate::demo::asset("text/javascript; charset=utf-8", include_str!("../../demo/admin-rec.js"));
     let chart = crate::demo::asset("text/javascript; charset=utf-8", include_str!("../../demo/chart.js"));
     let demo_css = crate::demo::asset("text/css; charset=utf-8", include_str!("../../demo/demo.css"));
     Router::new()
         .route("/admin", get(move || async move { html }))
         .route("/admin/admin.js", get(move || async move { js }))
         .route("/admin/admin.css", get(move || async move { css }))
+        .route("/admin/admin-rec.js", get(move || async move { rec }))
         .route("/admin/chart.js", get(move || async move { chart }))
         .route("/admin/demo.css", get(move || async move { demo_css }))
 }

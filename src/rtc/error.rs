@@ -81,6 +81,14 @@ pub enum EngineError {
     /// The engine's own ICE candidate is unusable (the configured address): a server fault.
     #[error("the server's ICE candidate is unusable: {0}")]
     LocalCandidate(String),
+    /// The node mixes audio for `max_mixed_rooms` rooms or `max_mixed_participants` receivers.
+    #[error("this node mixes audio for at most {max} {what}")]
+    MixerFull {
+        /// `rooms` or `participants`.
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
     /// The engine has stopped (the node is shutting down).
     #[error("WebRTC stopped")]
     Stopped,

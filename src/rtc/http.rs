@@ -78,6 +78,7 @@ impl From<EngineError> for HttpError {
             | NoReceiveLine { .. }
             | NoSuchLayer { .. } => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             Stopped => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable),
+            MixerFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::MixerFull),
             LocalCandidate(_) | Failed => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         rtc_error(status, code, e.to_string())
@@ -168,7 +169,7 @@ fn peer_url(state: &AppState, peer: &str) -> String {
 
 /// In a cluster (`node_url` set) a room's media lives on the node holding its claim. `None`:
 /// this node serves `room` (and holds it a while longer); else the base URL of the one that does.
-async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
+pub(crate) async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<String>, HttpError> {
     let node = state.config.node_base();
     if node.is_empty() {
         return Ok(None);
@@ -287,6 +288,7 @@ async fn update(
         publish: body.publish,
         subscribe: body.subscribe,
         layers: body.layers,
+        ..Negotiation::default()
     };
     let answer = rtc.update(peer, nego).await?;
     Ok(Json(serde_json::json!({ "sdp": answer })).into_response())
@@ -331,7 +333,17 @@ async fn whip_or_whep(
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response());
     }
     let role = if ingest { Role::Whip { room } } else { Role::Whep { room } };
-    let opened = rtc.open(role, Negotiation { offer: Some(offer), ..Default::default() }).await?;
+    // `/whep/{room}?audio=mix`: the whole room's audio as one mixed track.
+    let mix = !ingest
+        && form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "audio" && v == "mix");
+    // WHEP `?track=ID`: play that video track (a composition's) rather than the newest.
+    let pin = (!ingest)
+        .then(|| form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()).find(|(k, _)| k == "track"))
+        .flatten()
+        .map(|(_, v)| v.into_owned());
+    let nego = Negotiation { offer: Some(offer), mix, pin, ..Default::default() };
+    let opened = rtc.open(role, nego).await?;
     Ok(created_sdp(&state, &opened.peer, opened.sdp))
 }
 
@@ -383,6 +395,7 @@ mod tests {
             (EngineError::TooManyMediaLines { max: 8 }, 413, 106),
             (EngineError::TooManyPeers { max: 8 }, 413, 106),
             (EngineError::Stopped, 503, 108),
+            (EngineError::MixerFull { what: "rooms", max: 1 }, 503, 114),
             (EngineError::Failed, 500, 100),
         ];
         for (e, status, code) in cases {

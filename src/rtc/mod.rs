@@ -28,6 +28,8 @@ use serde::Serialize;
 use switchboard_protocol::ChannelName;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::media::tap::MediaTap;
+
 /// What a peer connection is for.
 #[derive(Debug)]
 pub enum Role {
@@ -78,6 +80,11 @@ pub struct Negotiation {
     pub subscribe: HashMap<String, Option<String>>,
     /// `mid` → the simulcast layer wanted.
     pub layers: HashMap<String, String>,
+    /// WHEP: receive the room's audio mix instead of its newest audio track (`?audio=mix`).
+    pub mix: bool,
+    /// WHEP `?track=ID`: the video receivers carry this track (a composition's, say) instead of
+    /// following the room's newest.
+    pub pin: Option<String>,
 }
 
 /// A new peer connection.
@@ -91,6 +98,9 @@ pub struct Opened {
     pub tracks: Vec<TrackInfo>,
     /// The peer's resource, absolute when `node_url` is set (PATCH and DELETE go there).
     pub url: String,
+    /// The room's namespace mixes audio (`audio_mix`): receive the mix, not the audio tracks.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub audio_mix: bool,
 }
 
 /// A track of a room, as published on the room channel.
@@ -132,12 +142,135 @@ pub enum DcEvent {
 /// A request to the engine.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Open { role: Role, nego: Negotiation, reply: oneshot::Sender<Result<Opened, EngineError>> },
-    Update { peer: String, nego: Negotiation, reply: oneshot::Sender<Result<Option<String>, EngineError>> },
-    Close { peer: String, reply: oneshot::Sender<bool> },
-    Rooms { reply: oneshot::Sender<Vec<ChannelName>> },
-    Snapshot { reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>> },
-    Send { peer: String, reliable: bool, binary: bool, data: Bytes },
+    Open {
+        role: Role,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Opened, EngineError>>,
+    },
+    Update {
+        peer: String,
+        nego: Negotiation,
+        reply: oneshot::Sender<Result<Option<String>, EngineError>>,
+    },
+    Close {
+        peer: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Rooms {
+        reply: oneshot::Sender<Vec<ChannelName>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Vec<engine::snapshot::RoomSnapshot>>,
+    },
+    Send {
+        peer: String,
+        reliable: bool,
+        binary: bool,
+        data: Bytes,
+    },
+    TapOpen {
+        room: ChannelName,
+        tx: mpsc::Sender<crate::media::tap::TapEvent>,
+    },
+    Tap(crate::media::tap::TapRequest),
+    MixRecord {
+        room: ChannelName,
+        reply: oneshot::Sender<Result<tokio::sync::broadcast::Receiver<(u32, Bytes)>, EngineError>>,
+    },
+    MixRelease {
+        room: ChannelName,
+    },
+    ServeOpen {
+        room: ChannelName,
+        label: String,
+        name: String,
+        keyframes: mpsc::Sender<()>,
+        reply: oneshot::Sender<String>,
+    },
+    ServeFrame {
+        track: String,
+        data: Bytes,
+        keyframe: bool,
+        time: u64,
+    },
+    ServeClose {
+        track: String,
+    },
+}
+
+/// A room-mix recording's hold on its room's mixer ([`RtcService::mix_record`]): the packets of
+/// the shared mix, and the demand that keeps the mixer running, released when dropped.
+#[derive(Debug)]
+pub struct MixLease {
+    /// `(RTP time at 48 kHz, Opus packet)` every 20 ms; a slow reader lags.
+    pub packets: tokio::sync::broadcast::Receiver<(u32, Bytes)>,
+    room: ChannelName,
+    tx: mpsc::Sender<Command>,
+}
+
+impl Drop for MixLease {
+    fn drop(&mut self) {
+        let release = Command::MixRelease { room: self.room.clone() };
+        if let Err(mpsc::error::TrySendError::Full(release)) = self.tx.try_send(release) {
+            // A busy engine: wait for room on a thread (a drop cannot await).
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(release);
+            });
+        }
+    }
+}
+
+/// A served track's source end (see [`RtcService::serve`]).
+#[derive(Debug)]
+pub struct ServedTrack {
+    /// The track id.
+    pub id: String,
+    tx: mpsc::Sender<Command>,
+    /// Receivers want a keyframe.
+    pub keyframes: mpsc::Receiver<()>,
+}
+
+impl ServedTrack {
+    /// Sends one VP8 frame (`time`: RTP time at 90 kHz, extended) to the track's receivers;
+    /// never waits: a frame that does not fit the engine's queue is dropped (`false`; the
+    /// receivers' decoders ask for a keyframe if they need one).
+    pub fn frame(&self, data: Bytes, keyframe: bool, time: u64) -> bool {
+        self.sender().frame(data, keyframe, time)
+    }
+
+    /// A sender of frames usable from a thread (`ServedTrack` itself stays with its owner).
+    pub fn sender(&self) -> ServedSender {
+        ServedSender { id: self.id.clone(), tx: self.tx.clone() }
+    }
+}
+
+impl Drop for ServedTrack {
+    fn drop(&mut self) {
+        let close = Command::ServeClose { track: self.id.clone() };
+        if let Err(mpsc::error::TrySendError::Full(close)) = self.tx.try_send(close) {
+            // A busy engine: wait for room on a thread (a drop cannot await); the track must not
+            // outlive its source.
+            let tx = self.tx.clone();
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(close);
+            });
+        }
+    }
+}
+
+/// Sends frames of a served track, from any thread.
+#[derive(Debug, Clone)]
+pub struct ServedSender {
+    id: String,
+    tx: mpsc::Sender<Command>,
+}
+
+impl ServedSender {
+    /// As [`ServedTrack::frame`].
+    pub fn frame(&self, data: Bytes, keyframe: bool, time: u64) -> bool {
+        self.tx.try_send(Command::ServeFrame { track: self.id.clone(), data, keyframe, time }).is_ok()
+    }
 }
 
 /// The handle the rest of the node uses; cheap to clone.
@@ -188,6 +321,40 @@ impl RtcService {
     /// Queues a data channel message; waits while the engine is busy (back-pressure).
     pub async fn send(&self, peer: &str, reliable: bool, binary: bool, data: Bytes) -> bool {
         self.tx.send(Command::Send { peer: peer.to_owned(), reliable, binary, data }).await.is_ok()
+    }
+
+    /// Taps `room`'s media ([`crate::media::tap`]): its tracks and frames, through a channel of
+    /// `capacity` events (frames beyond it are dropped, never waited for).
+    pub async fn tap(&self, room: ChannelName, capacity: usize) -> Result<MediaTap, EngineError> {
+        let (tx, events) = mpsc::channel(capacity.max(1));
+        let command = Command::TapOpen { room: room.clone(), tx };
+        self.tx.send(command).await.map_err(|_| EngineError::Stopped)?;
+        Ok(MediaTap { events, requests: self.tx.clone(), room })
+    }
+
+    /// Keeps `room`'s mixer running for a room-mix recording (starting it if no one is mixed yet;
+    /// `MixerFull` over `max_mixed_rooms`) and gives its shared mix until the lease is dropped.
+    pub async fn mix_record(&self, room: ChannelName) -> Result<MixLease, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        let packets = self.call(Command::MixRecord { room: room.clone(), reply }, rx).await??;
+        Ok(MixLease { packets, room, tx: self.tx.clone() })
+    }
+
+    /// Adds a served video track to `room` (a composition's or pipeline's output): in the room's
+    /// track list like any other, fed with [`ServedTrack::frame`]; receivers' keyframe requests
+    /// arrive on its [`ServedTrack::keyframes`]. Dropping it removes the track.
+    pub async fn serve(
+        &self,
+        room: ChannelName,
+        label: &str,
+        name: &str,
+    ) -> Result<ServedTrack, EngineError> {
+        let (keyframes, rx) = mpsc::channel(4);
+        let (reply, id) = oneshot::channel();
+        let command =
+            Command::ServeOpen { room, label: label.to_owned(), name: name.to_owned(), keyframes, reply };
+        let id = self.call(command, id).await?;
+        Ok(ServedTrack { id, tx: self.tx.clone(), keyframes: rx })
     }
 
     async fn call<T>(&self, command: Command, rx: oneshot::Receiver<T>) -> Result<T, EngineError> {

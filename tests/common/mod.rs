@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod events;
 pub mod http;
+pub mod media;
 pub mod process;
 pub mod server;
 pub mod sockjs;

@@ -40,6 +40,9 @@ pub enum ErrorCode {
     /// The application's backend did not answer within `app_proxy_timeout_ms`: the call may or
     /// may not have taken effect.
     BackendTimeout,
+    /// This node mixes audio for as many rooms or participants as it may
+    /// (`max_mixed_rooms`, `max_mixed_participants`); receive the tracks one by one instead.
+    MixerFull,
 }
 
 impl ErrorCode {
@@ -60,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Elsewhere => 111,
             ErrorCode::BackendUnavailable => 112,
             ErrorCode::BackendTimeout => 113,
+            ErrorCode::MixerFull => 114,
         }
     }
 
@@ -85,11 +89,12 @@ impl ErrorCode {
             ErrorCode::Elsewhere => 421,
             ErrorCode::BackendUnavailable => 502,
             ErrorCode::BackendTimeout => 504,
+            ErrorCode::MixerFull => 503,
         }
     }
 }
 
-const ALL_ERROR_CODES: [ErrorCode; 14] = [
+const ALL_ERROR_CODES: [ErrorCode; 15] = [
     ErrorCode::Internal,
     ErrorCode::Unauthorized,
     ErrorCode::UnknownChannel,
@@ -104,6 +109,7 @@ const ALL_ERROR_CODES: [ErrorCode; 14] = [
     ErrorCode::Elsewhere,
     ErrorCode::BackendUnavailable,
     ErrorCode::BackendTimeout,
+    ErrorCode::MixerFull,
 ];
 
 /// Why the server ends a connection: a close code and a short reason.

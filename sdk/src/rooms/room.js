@@ -46,6 +46,11 @@ export class Room extends Emitter {
     this._iceServers = [];
     this._icePolicy = opts.iceTransportPolicy ?? 'all';
     this._simulcast = !!opts.simulcast;
+    const audio = opts.audio ?? 'tracks';
+    if (audio !== 'tracks' && audio !== 'mixed') throw new TypeError(`Switchboard: unknown room audio ${audio}`);
+    if (audio === 'mixed' && mode !== 'sfu') throw new TypeError('Switchboard: mixed audio needs mode sfu');
+    /** SFU: receive one mixed audio track (everyone but this participant) instead of one per participant. */
+    this._audioMixed = audio === 'mixed';
     this._muted = { audio: false, video: false };
     /** What this participant sends: {track, label, stream, media (from `media`/setMedia)}. */
     this._local = opts.media
@@ -342,8 +347,10 @@ export class Room extends Emitter {
 
   _onRoomPub(p) {
     const d = p.data;
+    // Recording events (docs/recording.md), in either mode.
+    if (d && typeof d === 'object' && d.recording && typeof d.recording === 'object') this._emit('recording', d.recording);
     if (this.mode !== 'sfu' || !d || typeof d !== 'object' || !d.sfu || !Array.isArray(d.sfu.tracks)) return;
-    this._sfu.setTracks(d.sfu.tracks);
+    this._sfu.setTracks(d.sfu.tracks, d.sfu.audio_mix === true);
   }
 
   _teardownMedia() {

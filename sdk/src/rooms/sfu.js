@@ -16,8 +16,10 @@ const SIMULCAST_LAYERS = [
 
 /**
  * What an SFU participant changes so that its receive m-lines carry exactly the room's tracks
- * that are not its own. `receivers`: `[{mid, kind, trackId}]` (trackId null: free); `tracks`: the
- * room's whole track list; `self`: own client id(s). Returns `{release: [{mid, trackId}],
+ * that are not its own, nor served by the server (a composition's or a filter pipeline's output,
+ * participant `server`: each would cost every participant a stream; a page plays one with WHEP
+ * `?track=`, docs/video.md). `receivers`: `[{mid, kind, trackId}]` (trackId null: free); `tracks`:
+ * the room's whole track list; `self`: own client id(s). Returns `{release: [{mid, trackId}],
  * assign: [{mid, track}], create: [track]}`: m-lines to stop (a released one may be assigned again
  * in the same plan), free m-lines to point at a track, and tracks that need a new m-line.
  */
@@ -25,7 +27,9 @@ export function planSubscriptions(receivers, tracks, self) {
   const mine = new Set(typeof self === 'string' ? [self] : self || []);
   const wanted = new Map();
   for (const t of tracks || []) {
-    if (t && t.id != null && KINDS.includes(t.kind) && !mine.has(t.participant) && !wanted.has(t.id)) wanted.set(t.id, t);
+    if (t && t.id != null && KINDS.includes(t.kind) && !mine.has(t.participant) && t.participant !== 'server' && !wanted.has(t.id)) {
+      wanted.set(t.id, t);
+    }
   }
   const release = [];
   const free = [];
@@ -61,6 +65,7 @@ export class SfuCall {
     this.link = null;
     this.failures = 0;
     this.tracks = []; // the SFU's latest track list
+    this.audioMix = false; // the room's namespace mixes audio (`audio_mix`)
     this.syncQueued = false;
     this.queue = Promise.resolve(); // negotiations, one at a time
   }
@@ -82,10 +87,16 @@ export class SfuCall {
     return this.enqueue(() => this._start(gen));
   }
 
-  /** The room's track list changed (`{"sfu": {"tracks"}}` on the room channel). */
-  setTracks(tracks) {
+  /** The room's track list changed (`{"sfu": {"tracks", "audio_mix"}}` on the room channel). */
+  setTracks(tracks, audioMix = false) {
     this.tracks = tracks;
+    this.audioMix = audioMix;
     this.syncSoon();
+  }
+
+  /** Whether audio comes as the room's one mixed track (asked for, or the room's namespace mixes). */
+  get mixed() {
+    return this.room._audioMixed || !!this.audioMix;
   }
 
   publish(e) {
@@ -168,6 +179,7 @@ export class SfuCall {
       sfu.url = res.url || null;
       await pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
       if (Array.isArray(res.tracks)) this.tracks = res.tracks;
+      if (res.audio_mix === true) this.audioMix = true;
     } catch (err) {
       if (sfu !== this.link) return;
       this.teardown();
@@ -243,8 +255,11 @@ export class SfuCall {
     if (!sfu || !sfu.peer) return;
     const live = sfu.receivers.filter((r) => r.t.mid != null);
     const mine = [room.clientId, ...room._pastIds];
-    const plan = planSubscriptions(live.map((r) => ({ mid: r.t.mid, kind: r.kind, trackId: r.trackId })), this.tracks, mine);
-    if (!plan.release.length && !plan.assign.length && !plan.create.length) return;
+    // Mixed audio: the others' audio tracks come as one, on an m-line of its own.
+    const tracks = this.mixed ? this.tracks.filter((t) => t && t.kind !== 'audio') : this.tracks;
+    const plan = planSubscriptions(live.map((r) => ({ mid: r.t.mid, kind: r.kind, trackId: r.trackId })), tracks, mine);
+    const mix = this.mixed && !sfu.mix ? { t: sfu.pc.addTransceiver('audio', { direction: 'recvonly' }) } : null;
+    if (!mix && !plan.release.length && !plan.assign.length && !plan.create.length) return;
     const at = (mid) => live.find((r) => r.t.mid === mid);
     const subscribe = {};
     for (const { mid, trackId } of plan.release) {
@@ -257,8 +272,9 @@ export class SfuCall {
     for (const [r, track] of fresh) r.trackId = track.id;
     try {
       const body = { subscribe };
-      if (created.length) body.sdp = await this._offer(sfu.pc);
+      if (created.length || mix) body.sdp = await this._offer(sfu.pc);
       for (const [r, track] of fresh) subscribe[r.t.mid] = track.id;
+      if (mix) subscribe[mix.t.mid] = 'mix';
       const res = await room._sb._api('PATCH', this._peerPath(sfu), { body });
       if (body.sdp && sfu === this.link) await sfu.pc.setRemoteDescription({ type: 'answer', sdp: res.sdp });
     } catch (err) {
@@ -266,6 +282,7 @@ export class SfuCall {
       // Free what the server did not take; the next track list tries again.
       for (const [r] of fresh) r.trackId = null;
       await this._rollback(sfu);
+      if (mix) try { mix.t.stop(); } catch { /* never negotiated */ }
       for (const [r] of created) {
         try { r.t.stop(); } catch { /* never negotiated */ }
         sfu.receivers = sfu.receivers.filter((x) => x !== r);
@@ -273,6 +290,21 @@ export class SfuCall {
       throw err;
     }
     if (sfu !== this.link) return;
+    if (mix) {
+      sfu.mix = mix;
+      const mst = mix.t.receiver.track;
+      room._addRemote({
+        participant: { client: 'mix', user: null, name: 'Room mix' },
+        track: mst,
+        stream: streamOf(mst),
+        kind: 'audio',
+        label: 'mix',
+        trackId: 'mix',
+        mid: mix.t.mid,
+        layers: [],
+        pc: sfu.pc,
+      });
+    }
     for (const [r, track] of fresh) {
       const mst = r.t.receiver.track;
       room._addRemote({

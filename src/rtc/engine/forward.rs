@@ -34,6 +34,12 @@ impl Engine {
         };
         track.layers.saw(data.rid, now);
         track.stats.saw(&data, now);
+        if !self.taps.is_empty() {
+            self.tap_frame(&id, &data);
+        }
+        let Some(track) = self.tracks.get_mut(&id) else {
+            return;
+        };
         let video = track.kind == MediaKind::Video;
         if video && !data.contiguous {
             // Lost packets the NACKs did not recover: the decoder needs a fresh start.
@@ -94,6 +100,9 @@ impl Engine {
     }
 
     pub(super) fn request_keyframe(&mut self, track: &str, rid: Option<Rid>, now: Instant) {
+        if self.serve_keyframe(track) {
+            return;
+        }
         let Some(t) = self.tracks.get_mut(track) else {
             return;
         };

@@ -15,16 +15,22 @@
 //!   track lists on their channels, and WHEP players following the newest tracks.
 //! - [`forward`]: forwarding a publisher's frames to receivers (simulcast layers, header
 //!   extensions) and keyframe requests back to publishers.
+//! - [`served`]: tracks whose frames come from inside the node (compositions, pipelines).
 //! - [`channels`]: the data channel transport's two channels.
 //! - [`snapshot`]: rooms, peers, tracks and receivers as they are now, measured as frames pass
 //!   (bitrate, codec, picture size from keyframes: [`frame_size`]), for the admin API.
+//! - [`mixing`]: receivers fed by the room's audio mixer instead of one track each.
+//! - [`taps`]: media taps ([`crate::media::tap`]): frames offered to subscribers off the task.
 
 mod channels;
 mod forward;
 mod frame_size;
+mod mixing;
 mod negotiate;
+mod served;
 pub mod snapshot;
 mod socket;
+mod taps;
 mod tracks;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -69,12 +75,16 @@ struct Peer {
     disconnected_at: Option<Instant>,
     /// Publisher labels by mid, applied when the m-line's track appears.
     labels: HashMap<Mid, String>,
+    /// WHEP `?track=`: its video receivers carry this track instead of the newest.
+    pin: Option<String>,
     /// Tracks this peer publishes, by its mid.
     published: HashMap<Mid, String>,
     /// What each sending m-line (from the server's side) carries.
     receivers: HashMap<Mid, Receiver>,
     reliable: Option<ChannelId>,
     unreliable: Option<ChannelId>,
+    /// Its receiving audio m-lines carry the room's mix (WHEP `audio=mix`, `audio_mix` rooms).
+    mix_audio: bool,
 }
 
 #[derive(Debug)]
@@ -84,6 +94,8 @@ struct Receiver {
     track: Option<String>,
     /// WHEP: follow the room's newest track of this kind.
     auto: bool,
+    /// Fed by the room's audio mixer instead of a track.
+    mix: bool,
     forward: Forward,
 }
 
@@ -99,6 +111,8 @@ struct Track {
     keyframe_requests: Vec<(Option<Rid>, Instant)>,
     /// Codec, bitrate and picture size, for the admin API.
     stats: snapshot::TrackStats,
+    /// What taps are told of it, from its first frame on (when its codec is known).
+    tap: Option<Arc<crate::media::tap::TapTrack>>,
 }
 
 /// See the module docs.
@@ -111,6 +125,8 @@ pub(crate) struct Engine {
     peers: Vec<Peer>,
     by_addr: HashMap<SocketAddr, String>,
     tracks: HashMap<String, Track>,
+    /// Sources of the served tracks (compositions, pipelines), by track id.
+    served: HashMap<String, served::Source>,
     track_seq: u64,
     dirty_rooms: HashSet<ChannelName>,
     events: VecDeque<(usize, Event)>,
@@ -119,6 +135,17 @@ pub(crate) struct Engine {
     current: Option<usize>,
     /// Peers that closed lately, oldest first, with when ([`CLOSED_MEMORY`]).
     closed: VecDeque<(String, Instant)>,
+    /// The rooms' audio mixers ([`mixing`]).
+    mixes: HashMap<ChannelName, mixing::Mix>,
+    /// Mix receivers or audio tracks changed: [`Engine::sync_mixes`] has work.
+    mix_dirty: bool,
+    /// Room-mix recordings per room: each keeps the room's mixer running.
+    mix_recordings: HashMap<ChannelName, usize>,
+    mix_tx: mpsc::Sender<(ChannelName, crate::media::mix::run::MixOut)>,
+    mix_rx: Option<mpsc::Receiver<(ChannelName, crate::media::mix::run::MixOut)>>,
+    mix_metrics: Arc<crate::media::mix::run::MixMetrics>,
+    /// Media taps ([`crate::media::tap`]); empty unless something records or mixes.
+    taps: Vec<crate::media::tap::TapSender>,
 }
 
 impl Engine {
@@ -151,6 +178,10 @@ impl Engine {
                 }
             }
         });
+        let (mix_tx, mix_rx) = mpsc::channel(256);
+        let mix_metrics = Arc::new(crate::media::mix::run::MixMetrics::default());
+        let rendered = mix_metrics.clone();
+        metrics.add_source(move |s| rendered.render(s));
         Self {
             socket,
             candidate,
@@ -159,12 +190,20 @@ impl Engine {
             peers: Vec::new(),
             by_addr: HashMap::new(),
             tracks: HashMap::new(),
+            served: HashMap::new(),
             track_seq: 0,
             dirty_rooms: HashSet::new(),
             events: VecDeque::new(),
             announcements,
             current: None,
             closed: VecDeque::new(),
+            mixes: HashMap::new(),
+            mix_dirty: false,
+            mix_recordings: HashMap::new(),
+            mix_tx,
+            mix_rx: Some(mix_rx),
+            mix_metrics,
+            taps: Vec::new(),
         }
     }
 
@@ -268,6 +307,7 @@ impl Engine {
         if let Some(room) = peer.role.room() {
             self.dirty_rooms.insert(room.clone());
         }
+        self.mix_dirty = true;
         for id in peer.published.values() {
             self.tracks.remove(id);
             self.release(id);
@@ -307,6 +347,13 @@ impl Engine {
                 let _ = reply.send(self.take_closed(&peer));
             }
             Command::Send { peer, reliable, binary, data } => self.send(&peer, reliable, binary, &data),
+            Command::ServeOpen { room, label, name, keyframes, reply } => {
+                let _ = reply.send(self.serve_open(room, label, name, keyframes));
+            }
+            Command::ServeFrame { track, data, keyframe, time } => {
+                self.serve_frame(&track, data, keyframe, time);
+            }
+            Command::ServeClose { track } => self.serve_close(&track),
             Command::Rooms { reply } => {
                 let mut rooms: Vec<ChannelName> =
                     self.peers.iter().filter_map(|p| p.role.room().cloned()).collect();
@@ -317,6 +364,12 @@ impl Engine {
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot(Instant::now()));
             }
+            Command::TapOpen { room, tx } => self.tap_open(room, tx),
+            Command::Tap(request) => self.tap_request(request),
+            Command::MixRecord { room, reply } => {
+                let _ = reply.send(self.mix_record(&room));
+            }
+            Command::MixRelease { room } => self.mix_release(&room),
         }
     }
 }

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use str0m::change::SdpOffer;
-use str0m::media::{Direction, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 use str0m::{Candidate, Rtc};
 
+use super::mixing::MIX_TRACK;
 use super::tracks::kind_name;
 use super::{Engine, Peer, Receiver};
 use crate::rtc::sfu::Forward;
@@ -28,6 +29,9 @@ impl Engine {
         if matches!(role, Role::Whip { .. } | Role::Whep { .. }) && media == 0 {
             return Err(EngineError::NoMedia);
         }
+        let whep_mix = matches!(role, Role::Whep { .. })
+            && (nego.mix || role.room().is_some_and(|r| self.config.channel_options(r).audio_mix));
+        self.check_whep_mix(&role, whep_mix)?;
         let now = Instant::now();
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
@@ -56,11 +60,14 @@ impl Engine {
             connected: false,
             disconnected_at: None,
             labels: labels(&nego.publish),
+            pin: nego.pin.clone(),
             published: HashMap::new(),
             receivers: HashMap::new(),
             reliable: None,
             unreliable: None,
+            mix_audio: whep_mix,
         });
+        self.mix_dirty |= whep_mix;
         self.drive();
         let i = self.peers.len() - 1;
         if let Err(e) = self.point(i, &nego) {
@@ -68,8 +75,9 @@ impl Engine {
             self.remove(peer);
             return Err(e);
         }
+        let audio_mix = room.as_ref().is_some_and(|r| self.config.channel_options(r).audio_mix);
         let tracks = room.map(|r| self.room_tracks(&r)).unwrap_or_default();
-        Ok(Opened { peer: id, sdp: answer, tracks, url: String::new() })
+        Ok(Opened { peer: id, sdp: answer, tracks, url: String::new(), audio_mix })
     }
 
     pub(super) fn update(&mut self, peer: &str, nego: Negotiation) -> Result<Option<String>, EngineError> {
@@ -107,7 +115,11 @@ impl Engine {
     /// Applies `subscribe` and `layers`: which track and layer each receive m-line carries.
     fn point(&mut self, i: usize, nego: &Negotiation) -> Result<(), EngineError> {
         let now = Instant::now();
-        for (mid, track) in &nego.subscribe {
+        // Releases first: a PATCH that moves the mix from one m-line to another frees it before
+        // taking it again, whatever the map's order.
+        let mut subscribe: Vec<_> = nego.subscribe.iter().collect();
+        subscribe.sort_by_key(|(_, track)| track.is_some());
+        for (mid, track) in subscribe {
             let mid = to_mid(mid)?;
             self.ensure_receiver(i, mid);
             let peer = &self.peers[i];
@@ -115,9 +127,34 @@ impl Engine {
                 return Err(EngineError::NotAReceiver { mid: mid.to_string() });
             };
             let Some(id) = track else {
-                self.peers[i].receivers.get_mut(&mid).expect("checked").track = None;
+                let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
+                (r.track, r.mix) = (None, false);
+                self.mix_dirty = true;
                 continue;
             };
+            // The room's mix: asked for by name, or any audio track in an `audio_mix` room (on
+            // one m-line of the peer; its other audio m-lines stay idle).
+            let has_mix = peer.receivers.iter().any(|(m, r)| r.mix && *m != mid);
+            let audio_track = self.tracks.get(id).is_some_and(|t| t.kind == MediaKind::Audio);
+            let room_mixes = self.room_mixes(peer) && r.kind == MediaKind::Audio && audio_track;
+            if id == MIX_TRACK || room_mixes {
+                if r.kind != MediaKind::Audio {
+                    return Err(EngineError::KindMismatch {
+                        mid: mid.to_string(),
+                        line: "video",
+                        track: "audio",
+                    });
+                }
+                let mix = !has_mix;
+                if mix && !r.mix {
+                    let room = peer.role.room().cloned().ok_or(EngineError::UnknownTrack)?;
+                    self.admit_mix(&room)?;
+                }
+                let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
+                (r.track, r.mix, r.auto) = (None, mix, false);
+                self.mix_dirty = true;
+                continue;
+            }
             let t = self
                 .tracks
                 .get(id)
@@ -129,7 +166,7 @@ impl Engine {
             }
             let r = self.peers[i].receivers.get_mut(&mid).expect("checked");
             r.track = Some(id.clone());
-            r.auto = false;
+            (r.auto, r.mix) = (false, false);
             r.forward.restart();
             let target = t.layers.target(r.forward.want, now);
             self.request_keyframe(id, target, now);
@@ -160,9 +197,13 @@ impl Engine {
         if let Some(m) = peer.rtc.media(mid)
             && matches!(m.direction(), Direction::SendOnly | Direction::SendRecv)
         {
-            let auto = matches!(peer.role, Role::Whep { .. });
-            peer.receivers
-                .insert(mid, Receiver { kind: m.kind(), track: None, auto, forward: Forward::default() });
+            let mix = peer.mix_audio && m.kind() == MediaKind::Audio;
+            let auto = matches!(peer.role, Role::Whep { .. }) && !mix;
+            peer.receivers.insert(
+                mid,
+                Receiver { kind: m.kind(), track: None, auto, mix, forward: Forward::default() },
+            );
+            self.mix_dirty |= mix;
         }
     }
 }

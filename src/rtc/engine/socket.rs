@@ -19,11 +19,13 @@ impl Engine {
     /// Runs until every [`crate::rtc::RtcService`] handle is gone.
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut buf = vec![0u8; 2048];
+        let Some(mut mixed) = self.mix_rx.take() else { return };
         loop {
             self.guarded(|e| {
                 e.drive();
                 e.reap(Instant::now());
                 e.announce();
+                e.sync_mixes();
             });
             let next = self.peers.iter().map(|p| p.deadline).min();
             let sleep_until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -33,6 +35,7 @@ impl Engine {
                         self.guarded(|e| e.receive_batch(&mut buf, n, source));
                     }
                 }
+                Some((room, out)) = mixed.recv() => self.guarded(|e| e.mix_out(&room, out)),
                 c = commands.recv() => match c {
                     Some(c) => self.guarded(|e| e.command(c)),
                     None => return,

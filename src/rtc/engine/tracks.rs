@@ -70,6 +70,7 @@ impl Engine {
             created: self.track_seq,
             keyframe_requests: Vec::new(),
             stats: Default::default(),
+            tap: None,
         };
         self.tracks.insert(id, track);
         self.dirty_rooms.insert(room);
@@ -96,6 +97,9 @@ impl Engine {
 
     /// Receivers of a track that is gone go idle.
     pub(super) fn release(&mut self, track: &str) {
+        if !self.taps.is_empty() {
+            self.tap_removed(track);
+        }
         for p in &mut self.peers {
             for r in p.receivers.values_mut() {
                 if r.track.as_deref() == Some(track) {
@@ -108,11 +112,19 @@ impl Engine {
     /// Publishes the track list of every room whose tracks changed, and points WHEP players at
     /// their room's newest tracks.
     pub(super) fn announce(&mut self) {
+        if !self.dirty_rooms.is_empty() {
+            self.mix_dirty = true;
+        }
         for room in std::mem::take(&mut self.dirty_rooms) {
             self.follow_newest(&room);
             let tracks = self.room_tracks(&room);
-            let body = serde_json::json!({"sfu": {"tracks": tracks}}).to_string();
             let options = self.config.channel_options(&room).clone();
+            // Participants of an `audio_mix` room receive the room's mix, not the audio tracks.
+            let body = match options.audio_mix {
+                true => serde_json::json!({"sfu": {"tracks": tracks, "audio_mix": true}}),
+                false => serde_json::json!({"sfu": {"tracks": tracks}}),
+            }
+            .to_string();
             let _ = self.announcements.send((room, Bytes::from(body), options));
         }
     }
@@ -123,10 +135,12 @@ impl Engine {
                 continue;
             }
             for r in peer.receivers.values_mut().filter(|r| r.auto) {
+                let pinned = peer.pin.as_ref().filter(|_| r.kind == MediaKind::Video);
                 let newest = self
                     .tracks
                     .values()
                     .filter(|t| &t.room == room && t.kind == r.kind && t.owner != peer.id)
+                    .filter(|t| pinned.is_none_or(|p| *p == t.info.id))
                     .max_by_key(|t| t.created)
                     .map(|t| t.info.id.clone());
                 if newest != r.track {

@@ -1,0 +1,296 @@
+"""Compositions (video MCU) and filter pipelines with real peers: aiortc publishes flat red, blue
+and green video over WHIP; a composition of the room is played over WHEP (`?track=`) by aiortc,
+which decodes it: its tiles have the publishers' colours where the grid puts them, at the
+configured size and RTP rate, and a third publisher turns the grid into three tiles. A pipeline
+pixelates a publisher showing rustface's test picture and reports the faces on the room channel.
+Bad input gets its codes; the SFU keeps forwarding throughout. Waits are on decoded frames and
+events, with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+aiortc = pytest.importorskip("aiortc")
+import av  # noqa: E402
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import VideoStreamTrack  # noqa: E402
+
+from test_webrtc import http_async, join_room, run  # noqa: E402
+
+ROOM = "room:py-video"
+RED, BLUE, GREEN = (230, 20, 20), (20, 20, 230), (20, 200, 20)
+FACES = Path(__file__).resolve().parents[2] / "vendor" / "rustface" / "faces.png"
+
+
+@pytest.fixture
+def server(make_server, tmp_path):
+    config = tmp_path / "rooms.toml"
+    config.write_text("video_max_compositions = 1\n[namespaces.room]\nrooms = true\njoin_leave = true\n")
+    return make_server(args=["--no-demo", "--config", str(config)])
+
+
+class Picture(VideoStreamTrack):
+    """A still picture (a flat colour, or an image), 320x240 unless the image says otherwise."""
+
+    def __init__(self, colour=None, image: av.VideoFrame | None = None):
+        super().__init__()
+        if image is None:
+            image = av.VideoFrame(320, 240, "rgb24")
+            image.planes[0].update(bytes(colour) * (image.planes[0].buffer_size // 3))
+        self.frame = image.reformat(format="yuv420p")
+
+    async def recv(self):
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(self.frame.width, self.frame.height, "yuv420p")
+        for dst, src in zip(frame.planes, self.frame.planes):
+            dst.update(bytes(src))
+        frame.pts, frame.time_base = pts, time_base
+        return frame
+
+
+async def publish(url: str, track) -> RTCPeerConnection:
+    pc = RTCPeerConnection()
+    pc.addTransceiver(track, direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    status, _, answer = await http_async("POST", f"{url}/whip/{ROOM}", pc.localDescription.sdp, "application/sdp")
+    assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc
+
+
+async def play(url: str, track: str | None = None):
+    """A WHEP player (of `track`, else of the room's newest video); returns it and its track."""
+    pc = RTCPeerConnection()
+    ready = asyncio.get_running_loop().create_future()
+
+    @pc.on("track")
+    def on_track(t):
+        if t.kind == "video" and not ready.done():
+            ready.set_result(t)
+
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    query = f"?track={track}" if track else ""
+    status, _, answer = await http_async("POST", f"{url}/whep/{ROOM}{query}", pc.localDescription.sdp,
+                                         "application/sdp")
+    assert status == 201, answer
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc, await asyncio.wait_for(ready, 20)
+
+
+async def api(method: str, url: str, body=None):
+    status, _, text = await http_async(method, url, json.dumps(body) if body is not None else "",
+                                       "application/json")
+    return status, json.loads(text) if text.startswith("{") else text
+
+
+def rgb(frame, x: int, y: int):
+    plane = frame.reformat(format="rgb24").planes[0]
+    i = y * plane.line_size + 3 * x
+    return tuple(bytes(plane)[i:i + 3])
+
+
+def grey_variance(frame, xs: range, ys: range) -> float:
+    """The luma variance of a region (no numpy here: plain Python)."""
+    plane = frame.reformat(format="gray").planes[0]
+    data = bytes(plane)
+    values = [data[y * plane.line_size + x] for y in ys for x in xs]
+    mean = sum(values) / len(values)
+    return sum((v - mean) ** 2 for v in values) / len(values)
+
+
+def near(a, b, tolerance=45) -> bool:
+    return all(abs(p - q) <= tolerance for p, q in zip(a, b))
+
+
+async def frame_where(track, ok, limit: float):
+    """The first decoded frame for which `ok(frame)` holds, within `limit` seconds."""
+    deadline = time.monotonic() + limit
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.wait_for(track.recv(), 20)
+        if ok(last):
+            return last
+    samples = {p: rgb(last, *p) for p in [(160, 90), (480, 90), (320, 270)]} if last is not None else None
+    raise AssertionError(f"no matching frame in {limit} s; last: {samples}")
+
+
+def test_two_publishers_compose_into_one_track_a_third_joins_and_bad_input_gets_codes(server):
+    async def main():
+        red = await publish(server.url, Picture(RED))
+        blue = await publish(server.url, Picture(BLUE))
+        status, comp = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions",
+                                 {"width": 640, "height": 360, "fps": 15})
+        assert status == 201, comp
+        assert comp["kind"] == "composition" and comp["track"].startswith("server-composition")
+        viewer, track = await play(server.url, comp["track"])
+
+        two = await frame_where(track, lambda f: near(rgb(f, 160, 180), RED) and near(rgb(f, 480, 180), BLUE), 20)
+        assert (two.width, two.height) == (640, 360)
+        # RTP time advances by 90000/15 per frame: the configured rate (the clock of the stream,
+        # not of this machine).
+        frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(10)]
+        steps = [(b.pts - a.pts) for a, b in zip(frames, frames[1:])]
+        assert sorted(steps)[len(steps) // 2] == 6000, steps
+
+        green = await publish(server.url, Picture(GREEN))
+        three = await frame_where(
+            track, lambda f: near(rgb(f, 160, 90), RED) and near(rgb(f, 480, 90), BLUE) and near(rgb(f, 320, 270), GREEN),
+            10)
+        joined = time.monotonic()
+        assert (three.width, three.height) == (640, 360)
+
+        # Bad input and the caps: codes, and nothing stops.
+        status, err = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {})
+        assert status == 429 and err["error"]["code"] == 106, err
+        status, err = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
+                                {"track": "nope", "filters": [{"type": "pixelate"}]})
+        assert status == 404 and err["error"]["code"] == 102, err
+        status, err = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
+                                {"track": comp["track"], "filters": [{"type": "sepia"}]})
+        assert status == 400 and err["error"]["code"] == 107 and "unknown_filter" in err["error"]["message"], err
+        status, err = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {"width": 4000, "height": 360})
+        assert status == 400 and err["error"]["code"] == 107, err
+
+        # The publisher that stops: its tile goes, the others stay; the SFU goes on forwarding
+        # (a plain WHEP player gets frames of the newest track).
+        await red.close()
+        await frame_where(track, lambda f: near(rgb(f, 160, 180), BLUE) and near(rgb(f, 480, 180), GREEN), 15)
+        sfu, sfu_track = await play(server.url)
+        await asyncio.wait_for(sfu_track.recv(), 20)
+
+        status, listed = await api("GET", f"{server.url}/api/rooms/{ROOM}/compositions")
+        assert status == 200 and [r["id"] for r in listed["running"]] == [comp["id"]], listed
+        status, stopped = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/compositions/{comp['id']}")
+        assert status == 200 and stopped["id"] == comp["id"], stopped
+        status, err = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/compositions/{comp['id']}")
+        assert status == 404 and err["error"]["code"] == 102, err
+        status, _, text = await http_async("GET", f"{server.url}/metrics", "", "text/plain")
+        assert "switchboard_video_frames_total" in text and "switchboard_video_refused_total 1" in text, text[-2000:]
+        await asyncio.gather(blue.close(), green.close(), viewer.close(), sfu.close())
+        return joined
+
+    run(main(), 55)
+
+
+def test_a_pipeline_pixelates_a_track_and_reports_faces_on_the_room_channel(server):
+    async def main():
+        image = next(av.open(str(FACES)).decode(video=0))
+        ws, _ = await join_room(server.ws_url, ROOM, "watcher")
+        source = await publish(server.url, Picture(image=image))
+        probe, probe_track = await play(server.url)
+        first = await asyncio.wait_for(probe_track.recv(), 20)
+        assert (first.width, first.height) == (480, 270)
+        tracks = []
+        # The source's id: the room's track list arrives on the room channel.
+        while not tracks:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            pub = msg.get("pub") or {}
+            data = pub.get("data") if isinstance(pub, dict) else None
+            if isinstance(data, dict) and "sfu" in data:
+                tracks = [t["id"] for t in data["sfu"]["tracks"] if t["kind"] == "video"]
+        filters = [{"type": "faces", "rate": 2, "width": 480}, {"type": "pixelate", "region": {"x": 0.5, "y": 0.5, "w": 0.5, "h": 0.5}, "block": 32}]
+        status, pipe = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
+                                 {"track": tracks[0], "filters": filters})
+        assert status == 201, pipe
+        viewer, track = await play(server.url, pipe["track"])
+
+        # Faces, on the room channel: boxes over the three faces of the picture (detections run
+        # twice a second; the first frames of a fresh WebRTC stream may be blurry: wait for one).
+        known = [(5, 50, 55, 55), (207, 35, 61, 60), (385, 33, 60, 62)]
+
+        def overlap(a, b):
+            w = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+            h = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+            return w * h
+
+        def all_found(faces):
+            return all(any(overlap((f["x"], f["y"], f["w"], f["h"]), k) * 2 > k[2] * k[3] for f in faces)
+                       for k in known)
+
+        deadline, seen = time.monotonic() + 15, []
+        while not (seen and all_found(seen[-1])):
+            assert time.monotonic() < deadline, seen[-3:]
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+            pub = msg.get("pub") or {}
+            data = pub.get("data") if isinstance(pub, dict) else None
+            if isinstance(data, dict) and "video" in data and data["video"]["id"] == pipe["id"]:
+                event = data["video"]["event"]
+                assert event["event"] == "faces" and (event["width"], event["height"]) == (480, 270), event
+                seen.append(event["faces"])
+
+        # The filtered track: the lower-right quarter is blocks, the rest is the picture.
+        out = await asyncio.wait_for(track.recv(), 20)
+        for _ in range(5):
+            out = await asyncio.wait_for(track.recv(), 20)
+        xs, ys = range(240, 480), range(140, 270)
+        before, after = grey_variance(first, xs, ys), grey_variance(out, xs, ys)
+        assert after < 0.6 * before, (after, before)
+        # One block (the region starts at 240, 134; blocks are 32 wide), inside its edges.
+        block = grey_variance(out, range(244, 268), range(138, 162))
+        assert block < 30, block
+        # The upper-left quarter is the picture still (within codec noise).
+        xs, ys = range(0, 200), range(0, 120)
+        assert grey_variance(out, xs, ys) > 0.5 * grey_variance(first, xs, ys)
+
+        status, stopped = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/pipelines/{pipe['id']}")
+        assert status == 200, stopped
+        await asyncio.gather(source.close(), probe.close(), viewer.close())
+        await ws.close()
+
+    run(main(), 55)
+
+
+def test_a_recording_of_the_room_records_the_composition_as_one_webm_that_ffmpeg_decodes(make_server, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg (Debian's) is not installed")
+    config = tmp_path / "rooms.toml"
+    config.write_text("[namespaces.room]\nrooms = true\njoin_leave = true\n")
+    recordings = tmp_path / "recordings"
+    server = make_server(env={"SWITCHBOARD_RECORDINGS_DIR": str(recordings)}, args=["--no-demo", "--config", str(config)])
+
+    async def main():
+        red = await publish(server.url, Picture(RED))
+        blue = await publish(server.url, Picture(BLUE))
+        status, comp = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {"fps": 10})
+        assert status == 201, comp
+        # Recording starts once the composition shows both tiles (a WHEP player sees them).
+        viewer, track = await play(server.url, comp["track"])
+        await frame_where(track, lambda f: near(rgb(f, 160, 180), RED) and near(rgb(f, 480, 180), BLUE), 20)
+        status, rec = await api("POST", f"{server.url}/api/rooms/{ROOM}/recordings")
+        assert status == 201, rec
+        for _ in range(30):  # 3 s of the composition at 10 fps
+            await asyncio.wait_for(track.recv(), 10)
+        status, stopped = await api("DELETE", f"{server.url}/api/recordings/{rec['id']}")
+        assert status == 200, stopped
+        await asyncio.gather(red.close(), blue.close(), viewer.close())
+        return rec["id"], stopped
+
+    rid, stopped = run(main(), 55)
+    composed = [f for f in stopped["files"] if f["participant"] == "server" and f["kind"] == "video"]
+    assert len(composed) == 1, stopped["files"]
+    path = recordings / rid / composed[0]["name"]
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+                           capture_output=True, text=True, check=True)
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("vp8", 640, 360), stream
+    assert int(stream["nb_read_frames"]) >= 10, stream
+    # The last frame: red on the left, blue on the right.
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    assert len(raw) == 640 * 360 * 3, len(raw)
+
+    def px(x, y):
+        i = (y * 640 + x) * 3
+        return tuple(raw[i:i + 3])
+
+    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))

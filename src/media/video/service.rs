@@ -1,0 +1,491 @@
+//! Compositions and pipelines on this node: admission (count and size caps), starting each on a
+//! thread of its own fed by a tap of its room, publishing its output as a served track, faces
+//! events on the room channel, stopping. The HTTP API ([`super::http`]) is a thin layer on it.
+//!
+//! Per running unit, a tokio task moves events: tap → [`Feed`] → the worker's bounded queue
+//! ([`run`]); the worker's outputs → the served track (frames), the tap (keyframe requests to
+//! publishers), the room channel (faces). Its CPU work never runs on tokio or the engine.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use switchboard_protocol::ChannelName;
+use tokio::sync::mpsc;
+
+use super::composition::{Composition, CompositionConfig, Input, Output};
+use super::feed::Feed;
+use super::filter::{self, Chain, FilterError, FilterEvent, FilterSpec};
+use super::layout::Layout;
+use super::pipeline::{Pipeline, PipelineConfig};
+use super::run::{self, Worker};
+use super::text::Font;
+use crate::broker::{Broker, NewPublication};
+use crate::config::Config;
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::model::Payload;
+use crate::rtc::RtcService;
+
+/// Why a composition or pipeline was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VideoError {
+    /// A bad request: size, rate, layout, filters (with the filter's own code).
+    #[error("{0}")]
+    Bad(String),
+    /// A bad filter chain.
+    #[error("{code}: {error}", code = .0.code(), error = .0)]
+    Filter(#[from] FilterError),
+    /// The cap of this kind is reached.
+    #[error("{what} running on this node: at most {max} (video_max_{what})")]
+    TooMany {
+        /// `compositions` or `pipelines`.
+        what: &'static str,
+        /// The cap.
+        max: usize,
+    },
+    /// No such track in the room (a pipeline's source), or no such composition/pipeline.
+    #[error("{0}")]
+    NotFound(String),
+    /// The WebRTC engine is gone, or a worker could not start.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// `POST /api/rooms/{room}/compositions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositionRequest {
+    /// `grid` or `speaker`.
+    #[serde(default)]
+    pub layout: Layout,
+    /// Output width (even).
+    #[serde(default = "default_width")]
+    pub width: u32,
+    /// Output height (even).
+    #[serde(default = "default_height")]
+    pub height: u32,
+    /// Frames per second.
+    #[serde(default = "default_fps")]
+    pub fps: u32,
+    /// kbit/s.
+    #[serde(default = "default_bitrate")]
+    pub bitrate: u32,
+    /// Filters on the composed output.
+    #[serde(default)]
+    pub filters: Option<serde_json::Value>,
+}
+
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    360
+}
+fn default_fps() -> u32 {
+    15
+}
+fn default_bitrate() -> u32 {
+    800
+}
+
+/// `POST /api/rooms/{room}/pipelines`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineRequest {
+    /// The source track (video, VP8).
+    pub track: String,
+    /// The filter chain.
+    pub filters: serde_json::Value,
+    /// kbit/s.
+    #[serde(default = "default_bitrate")]
+    pub bitrate: u32,
+}
+
+/// A running composition or pipeline, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    /// Its id.
+    pub id: String,
+    /// `composition` or `pipeline`.
+    pub kind: &'static str,
+    /// The room.
+    pub room: String,
+    /// The output track (subscribe to it, WHEP `?track=` it, record it).
+    pub track: String,
+    /// A pipeline's source track.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A composition's size, rate and layout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// See `width`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// See `width`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fps: Option<u32>,
+    /// See `width`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+/// The metrics of compositions and pipelines.
+#[derive(Default)]
+pub struct VideoMetrics {
+    /// Compositions running.
+    pub compositions: Gauge,
+    /// Pipelines running.
+    pub pipelines: Gauge,
+    /// Requests refused by the caps.
+    pub refused: Counter,
+    /// Frames encoded and sent to the served tracks.
+    pub frames: Counter,
+    /// Input frames dropped because a worker was behind.
+    pub dropped: Counter,
+}
+
+impl VideoMetrics {
+    /// Appends the metrics as Prometheus text.
+    pub fn render(&self, s: &mut String) {
+        use std::fmt::Write;
+        let rows: [(&str, &str, &str, i64); 5] = [
+            ("video_compositions", "gauge", "Compositions (video MCU) running.", self.compositions.get()),
+            ("video_pipelines", "gauge", "Filter pipelines running.", self.pipelines.get()),
+            (
+                "video_refused_total",
+                "counter",
+                "Compositions and pipelines refused by their caps.",
+                self.refused.get() as i64,
+            ),
+            (
+                "video_frames_total",
+                "counter",
+                "Frames composed or filtered, encoded and sent.",
+                self.frames.get() as i64,
+            ),
+            (
+                "video_dropped_total",
+                "counter",
+                "Input frames dropped because a composition or pipeline was behind.",
+                self.dropped.get() as i64,
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            let _ = write!(
+                s,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}\nswitchboard_{name} {value}\n"
+            );
+        }
+    }
+}
+
+struct Entry {
+    info: Running,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Compositions and pipelines of this node.
+pub struct VideoService {
+    config: Arc<Config>,
+    rtc: RtcService,
+    broker: Arc<dyn Broker>,
+    node_metrics: Arc<Metrics>,
+    font: Option<Arc<Font>>,
+    metrics: Arc<VideoMetrics>,
+    running: Mutex<HashMap<String, Entry>>,
+}
+
+impl VideoService {
+    /// The service; loads `video_font` (without it: no labels, no overlay text).
+    pub fn new(
+        config: Arc<Config>,
+        rtc: RtcService,
+        broker: Arc<dyn Broker>,
+        node_metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let font = match Font::load(std::path::Path::new(&config.video_font)) {
+            Ok(f) => Some(Arc::new(f)),
+            Err(e) => {
+                tracing::warn!(error = %e, "video_font: compositions go without labels");
+                None
+            }
+        };
+        let metrics = Arc::new(VideoMetrics::default());
+        let rendered = metrics.clone();
+        node_metrics.add_source(move |out| rendered.render(out));
+        Arc::new(Self {
+            config,
+            rtc,
+            broker,
+            node_metrics,
+            font,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &VideoMetrics {
+        &self.metrics
+    }
+
+    /// The running compositions and pipelines of `room`.
+    pub fn list(&self, room: &str) -> Vec<Running> {
+        let mut all: Vec<Running> =
+            self.running.lock().values().filter(|e| e.info.room == room).map(|e| e.info.clone()).collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.running.lock().values().filter(|e| e.info.kind == kind).count()
+    }
+
+    fn admit(&self, kind: &'static str) -> Result<(), VideoError> {
+        let (what, max) = match kind {
+            "composition" => ("compositions", self.config.video_max_compositions),
+            _ => ("pipelines", self.config.video_max_pipelines),
+        };
+        if self.count(kind) >= max {
+            self.metrics.refused.add(1);
+            return Err(VideoError::TooMany { what, max });
+        }
+        Ok(())
+    }
+
+    /// Checks filters now (a chain is built on its thread later; this one is thrown away).
+    fn check_filters(&self, value: &serde_json::Value) -> Result<Vec<FilterSpec>, VideoError> {
+        let specs = filter::parse(value)?;
+        Chain::build(&specs, self.font.clone())?;
+        Ok(specs)
+    }
+
+    /// Starts a composition of `room`.
+    pub async fn compose(
+        self: &Arc<Self>,
+        room: ChannelName,
+        req: CompositionRequest,
+    ) -> Result<Running, VideoError> {
+        let c = &self.config;
+        let bad = |m: String| Err(VideoError::Bad(m));
+        if req.width < 16 || req.height < 16 || !req.width.is_multiple_of(2) || !req.height.is_multiple_of(2)
+        {
+            return bad(format!(
+                "width and height must be even and at least 16, not {}x{}",
+                req.width, req.height
+            ));
+        }
+        if req.width > c.video_max_width || req.height > c.video_max_height {
+            return bad(format!(
+                "{}x{} is over video_max_width x video_max_height ({}x{})",
+                req.width, req.height, c.video_max_width, c.video_max_height
+            ));
+        }
+        if req.fps == 0 || req.fps > c.video_max_fps {
+            return bad(format!("fps must be 1..={}", c.video_max_fps));
+        }
+        if !(50..=20_000).contains(&req.bitrate) {
+            return bad("bitrate must be 50..=20000 kbit/s".into());
+        }
+        let specs = req.filters.as_ref().map(|f| self.check_filters(f)).transpose()?;
+        self.admit("composition")?;
+        let config = CompositionConfig {
+            width: req.width,
+            height: req.height,
+            fps: req.fps,
+            bitrate_kbps: req.bitrate,
+            layout: req.layout,
+            stall: Duration::from_secs(2),
+        };
+        let font = self.font.clone();
+        let make = move || {
+            let chain =
+                specs.map(|s| Chain::build(&s, font.clone())).transpose().map_err(|e| e.to_string())?;
+            Composition::new(config, font, chain, Instant::now()).map_err(|e| e.to_string())
+        };
+        let mut info = Running {
+            id: new_id("cmp"),
+            kind: "composition",
+            room: room.as_str().to_owned(),
+            track: String::new(),
+            source: None,
+            width: Some(req.width),
+            height: Some(req.height),
+            fps: Some(req.fps),
+            layout: Some(req.layout),
+        };
+        self.start(&mut info, room, "composition", "Composition", Feed::room(Vec::new()), make).await?;
+        Ok(info)
+    }
+
+    /// Starts a pipeline on a track of `room`.
+    pub async fn pipeline(
+        self: &Arc<Self>,
+        room: ChannelName,
+        req: PipelineRequest,
+    ) -> Result<Running, VideoError> {
+        let specs = self.check_filters(&req.filters)?;
+        if !(50..=20_000).contains(&req.bitrate) {
+            return Err(VideoError::Bad("bitrate must be 50..=20000 kbit/s".into()));
+        }
+        let snapshot = self.rtc.snapshot().await;
+        let found = snapshot
+            .iter()
+            .filter(|r| r.room == room.as_str())
+            .flat_map(|r| r.peers.iter().flat_map(|p| p.published.iter()))
+            .find(|t| t.id == req.track);
+        match found {
+            None => return Err(VideoError::NotFound(format!("no track {} in {}", req.track, room.as_str()))),
+            Some(t) if t.kind != "video" => {
+                return Err(VideoError::Bad(format!("track {} is not video", req.track)));
+            }
+            Some(_) => {}
+        }
+        self.admit("pipeline")?;
+        let config = PipelineConfig {
+            bitrate_kbps: req.bitrate,
+            max_width: self.config.video_max_width,
+            max_height: self.config.video_max_height,
+        };
+        let (font, source) = (self.font.clone(), req.track.clone());
+        let make = move || {
+            let chain = Chain::build(&specs, font).map_err(|e| e.to_string())?;
+            Ok::<_, String>(Pipeline::new(config, &source, chain))
+        };
+        let mut info = Running {
+            id: new_id("pip"),
+            kind: "pipeline",
+            room: room.as_str().to_owned(),
+            track: String::new(),
+            source: Some(req.track.clone()),
+            width: None,
+            height: None,
+            fps: None,
+            layout: None,
+        };
+        self.start(&mut info, room, "filtered", "Filtered", Feed::track(&req.track), make).await?;
+        Ok(info)
+    }
+
+    async fn start<W, M>(
+        self: &Arc<Self>,
+        info: &mut Running,
+        room: ChannelName,
+        label: &str,
+        name: &str,
+        mut feed: Feed,
+        make: M,
+    ) -> Result<(), VideoError>
+    where
+        W: Worker,
+        M: FnOnce() -> Result<W, String> + Send + 'static,
+    {
+        let unavailable = |e: crate::rtc::EngineError| VideoError::Unavailable(e.to_string());
+        let mut served = self.rtc.serve(room.clone(), label, name).await.map_err(unavailable)?;
+        feed.skip(&served.id);
+        let mut tap = self.rtc.tap(room.clone(), 256).await.map_err(unavailable)?;
+        info.track = served.id.clone();
+        let sender = served.sender();
+        let (asks_tx, mut asks) = mpsc::unbounded_channel::<Output>();
+        let metrics = self.metrics.clone();
+        let out = move |o: Output| match o {
+            Output::Frame { data, keyframe, time } => {
+                if sender.frame(data, keyframe, time) {
+                    metrics.frames.add(1);
+                }
+            }
+            other => {
+                let _ = asks_tx.send(other);
+            }
+        };
+        let thread = format!("video-{}", info.id);
+        let mut worker = run::spawn(&thread, self.config.video_queue_frames, make, out)
+            .map_err(VideoError::Unavailable)?;
+        let gauge =
+            if info.kind == "composition" { &self.metrics.compositions } else { &self.metrics.pipelines };
+        gauge.add(1);
+        let (this, id, room_name) = (self.clone(), info.id.clone(), room.clone());
+        let output_track = served.id.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = tap.recv() => {
+                        let Some(event) = event else { break };
+                        if let Some(input) = feed.event(event) {
+                            let frame = matches!(input, Input::Frame { .. });
+                            if !worker.send(input) && frame {
+                                this.metrics.dropped.add(1);
+                            }
+                        }
+                    }
+                    Some(()) = served.keyframes.recv() => {
+                        worker.send(Input::Keyframe);
+                    }
+                    Some(ask) = asks.recv() => match ask {
+                        Output::RequestKeyframe { track } => tap.request_keyframe(&track, feed.layer(&track)),
+                        Output::Events(events) => this.publish_events(&room_name, &id, &output_track, events).await,
+                        Output::Frame { .. } => {}
+                    },
+                }
+            }
+            tracing::debug!(id = %id, "video worker's room tap ended");
+        });
+        let entry = Entry { info: info.clone(), task };
+        self.running.lock().insert(info.id.clone(), entry);
+        tracing::info!(id = %info.id, kind = info.kind, room = %info.room, track = %info.track, "video worker started");
+        Ok(())
+    }
+
+    async fn publish_events(&self, room: &ChannelName, id: &str, track: &str, events: Vec<FilterEvent>) {
+        for event in events {
+            let body = serde_json::json!({ "video": { "id": id, "track": track, "event": event } });
+            let request = NewPublication {
+                channel: room.clone(),
+                payload: Payload::Json(Bytes::from(body.to_string())),
+                info: None,
+                idempotency_key: None,
+                options: self.config.channel_options(room).clone(),
+            };
+            if let Err(e) = crate::broker::publish(self.broker.as_ref(), &self.node_metrics, request).await {
+                tracing::debug!(error = %e, "publishing a faces event failed");
+            }
+        }
+    }
+
+    /// Stops a composition or pipeline of `room`.
+    pub fn stop(&self, room: &str, id: &str) -> Result<Running, VideoError> {
+        let mut running = self.running.lock();
+        let Some(entry) = running.get(id).filter(|e| e.info.room == room) else {
+            return Err(VideoError::NotFound(format!("no composition or pipeline {id} in {room}")));
+        };
+        let _ = entry;
+        let entry = running.remove(id).expect("checked");
+        drop(running);
+        // Aborting drops the tap, the worker's queue (its thread ends) and the served track.
+        entry.task.abort();
+        let gauge = if entry.info.kind == "composition" {
+            &self.metrics.compositions
+        } else {
+            &self.metrics.pipelines
+        };
+        gauge.add(-1);
+        Ok(entry.info)
+    }
+
+    /// Stops everything (shutdown).
+    pub fn stop_all(&self) {
+        let all: Vec<(String, String)> =
+            self.running.lock().values().map(|e| (e.info.room.clone(), e.info.id.clone())).collect();
+        for (room, id) in all {
+            let _ = self.stop(&room, &id);
+        }
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", rand::random::<u64>())
+}
