@@ -186,6 +186,7 @@ impl Session {
             (MediaKind::Audio, Codec::Opus) if audio_only => ("ogg", "opus"),
             (MediaKind::Audio, Codec::Opus) => ("webm", "opus"),
             (MediaKind::Video, Codec::Vp8) if !audio_only => ("webm", "vp8"),
+            (MediaKind::Video, Codec::H264) if !audio_only => ("mkv", "h264"),
             (MediaKind::Video, _) if audio_only => return Ok(Opened::Skip),
             (_, c) => {
                 tracing::info!(track = %info.id, codec = ?c, "a track's codec cannot be recorded without transcoding");
@@ -203,6 +204,10 @@ impl Session {
                 };
                 TrackFile::vp8(&path, w, h)?
             }
+            "h264" => match TrackFile::h264(&path, &f.payload)? {
+                Some(file) => file,
+                None => return Ok(Opened::NotYet), // a keyframe without SPS/PPS: wait for one
+            },
             _ if ext == "ogg" => TrackFile::opus_ogg(&path)?,
             _ => TrackFile::opus_webm(&path)?,
         };
