@@ -313,7 +313,7 @@ def test_aiortc_h264_is_recorded_into_matroska_that_ffmpeg_decodes_even_cut_in_h
         cut = tmp_path / "cut.mkv"
         data = video.read_bytes()
         cut.write_bytes(data[: len(data) // 2])
-        r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(cut), "-f", "null", "-"], capture_output=True,
+        r = subprocess.run(["ffmpeg", "-xerror", "-v", "error", "-i", str(cut), "-f", "null", "-"], capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stderr
         cut_frames = int(probe(cut)["streams"][0]["nb_read_frames"])
