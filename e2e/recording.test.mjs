@@ -150,8 +150,9 @@ test('a Chromium WHIP publisher sending H.264 is recorded into an .mkv that ffmp
     return !!started;
   }, { timeoutMs: 15_000, message: 'the room exists once the publisher connects' });
   const id = started.id;
-  await waitUntil(async () => (await (await fetch(`${server.url}/api/recordings/${id}`)).json()).files.length === 2,
-    { timeoutMs: 15_000, message: 'a file per track' });
+  let last;
+  await waitUntil(async () => (last = await (await fetch(`${server.url}/api/recordings/${id}`)).json()).files.length === 2,
+    { timeoutMs: 15_000, message: 'a file per track' }).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
   await sleep(3000);
   const res = await fetch(`${server.url}/api/recordings/${id}`, { method: 'DELETE' });
   const rec = await res.json();

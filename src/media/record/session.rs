@@ -140,6 +140,9 @@ impl Session {
 
     fn frame(&mut self, t: &mut Track, f: TapFrame, started: Instant) -> Result<(), String> {
         let video = t.info.kind == MediaKind::Video;
+        if f.payload.is_empty() {
+            return Ok(()); // nothing to store (a padding-only packet); libwebm refuses empty frames
+        }
         if video && !t.info.rids.is_empty() && f.rid != t.info.rids.last().copied() {
             return Ok(()); // the highest layer only
         }
