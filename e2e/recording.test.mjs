@@ -112,8 +112,8 @@ test('the demo records an SFU room of two pages, lists the recording on both and
   await bob.close();
 });
 
-// Chromium's own H.264 (its encoder, its packetization: SPS/PPS in STAP-A, resolution changes
-// as the bandwidth estimate ramps up) over WHIP, recorded into Matroska.
+// Chromium's own H.264 (its encoder, its packetization) over WHIP, recorded into Matroska, which
+// ffmpeg decodes and Chromium plays and seeks.
 test('a Chromium WHIP publisher sending H.264 is recorded into an .mkv that ffmpeg decodes', { skip: !hasFfprobe && 'no ffprobe' }, async (t) => {
   const room = `room:rech264${Date.now() % 100000}`;
   const page = await browser.newPage();
@@ -170,6 +170,28 @@ test('a Chromium WHIP publisher sending H.264 is recorded into an .mkv that ffmp
   assert.ok(Number(s.nb_read_packets) >= 30, `${s.nb_read_packets} packets in ~3 s`);
   console.log(`chromium h264: ${s.width}x${s.height} ${s.profile}, ${s.nb_read_packets} packets, ${probe.format.duration} s`);
   execFileSync('ffmpeg', ['-v', 'error', '-xerror', '-i', path, '-fps_mode', 'passthrough', '-f', 'null', '-']); // throws on a decode error
+
+  // Chromium plays the .mkv from the server (range requests) and seeks it, cues or not.
+  const played = await page.evaluate(async (url) => {
+    const v = document.createElement('video');
+    v.muted = true;
+    v.src = url;
+    document.body.append(v);
+    await v.play();
+    await new Promise((resolve) => {
+      const check = () => { if (v.currentTime > 0.5) resolve(); };
+      v.addEventListener('timeupdate', check);
+      setTimeout(resolve, 20_000);
+      check();
+    });
+    const t = v.currentTime;
+    v.currentTime = 1;
+    await new Promise((r) => v.addEventListener('seeked', r, { once: true }));
+    return { t, width: v.videoWidth, duration: v.duration, seeked: v.currentTime };
+  }, video.url);
+  assert.ok(played.t > 0.5 && played.width > 0, JSON.stringify(played));
+  assert.ok(Math.abs(played.seeked - 1) < 0.5, JSON.stringify(played));
+  assert.ok(Math.abs(played.duration - Number(probe.format.duration)) < 0.1, `the Duration element: ${JSON.stringify(played)}`);
   await page.evaluate(() => window.whip.close());
   await page.close();
 });

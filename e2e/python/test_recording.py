@@ -285,6 +285,7 @@ def test_aiortc_h264_is_recorded_into_matroska_that_ffmpeg_decodes_even_cut_in_h
         video = recordings / rid / files["video"]["name"]
         assert video.suffix == ".mkv" and files["audio"]["name"].endswith(".webm")
         assert files["video"]["bytes"] == video.stat().st_size > 0
+        assert abs(files["audio"]["offset_ms"] - files["video"]["offset_ms"]) < 500, files
 
         r = subprocess.run(["ffmpeg", "-xerror", "-v", "error", "-i", str(video), "-f", "null", "-"],
                            capture_output=True, text=True)
