@@ -111,3 +111,87 @@ test('the demo records an SFU room of two pages, lists the recording on both and
   await ann.close();
   await bob.close();
 });
+
+// Chromium's own H.264 (its encoder, its packetization) over WHIP, recorded into Matroska, which
+// ffmpeg decodes and Chromium plays and seeks.
+test('a Chromium WHIP publisher sending H.264 is recorded into an .mkv that ffmpeg decodes', { skip: !hasFfprobe && 'no ffprobe' }, async (t) => {
+  const room = `room:rech264${Date.now() % 100000}`;
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/healthz`);
+  const published = await page.evaluate(async (path) => {
+    const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264');
+    if (!codecs.length) return { skip: 'this Chromium has no H.264 encoder' };
+    const media = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 360 }, audio: true });
+    window.whip = new RTCPeerConnection();
+    for (const track of media.getTracks()) {
+      const t = window.whip.addTransceiver(track, { direction: 'sendonly' });
+      if (track.kind === 'video') t.setCodecPreferences(codecs);
+    }
+    await window.whip.setLocalDescription(await window.whip.createOffer());
+    await new Promise((r) => {
+      if (window.whip.iceGatheringState === 'complete') return r();
+      window.whip.addEventListener('icegatheringstatechange', () => window.whip.iceGatheringState === 'complete' && r());
+      setTimeout(r, 2000);
+    });
+    const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: window.whip.localDescription.sdp });
+    if (res.status !== 201) throw new Error(`${path} ${res.status}: ${await res.text()}`);
+    await window.whip.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    return { ok: true };
+  }, `/whip/${room}`);
+  if (published.skip) {
+    await page.close();
+    t.skip(published.skip);
+    return;
+  }
+  let started;
+  await waitUntil(async () => {
+    const res = await fetch(`${server.url}/api/rooms/${encodeURIComponent(room)}/recordings`, { method: 'POST' });
+    if (res.status === 201) started = await res.json();
+    return !!started;
+  }, { timeoutMs: 15_000, message: 'the room exists once the publisher connects' });
+  const id = started.id;
+  let last;
+  await waitUntil(async () => (last = await (await fetch(`${server.url}/api/recordings/${id}`)).json()).files.length === 2,
+    { timeoutMs: 15_000, message: 'a file per track' }).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
+  await sleep(3000);
+  const res = await fetch(`${server.url}/api/recordings/${id}`, { method: 'DELETE' });
+  const rec = await res.json();
+  assert.equal(rec.state, 'stopped', JSON.stringify(rec));
+  assert.deepEqual(rec.skipped ?? [], []);
+  const video = rec.files.find((f) => f.kind === 'video');
+  assert.equal(video.codec, 'h264');
+  assert.match(video.name, /\.mkv$/);
+  const path = join(dir, id, video.name);
+  const probe = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-count_packets', '-show_streams', '-show_format', '-of', 'json', path]));
+  const s = probe.streams[0];
+  assert.match(probe.format.format_name, /matroska/);
+  assert.equal(s.codec_name, 'h264');
+  assert.ok(s.width > 0 && s.height > 0, `${s.width}x${s.height}`);
+  assert.ok(Number(s.nb_read_packets) >= 30, `${s.nb_read_packets} packets in ~3 s`);
+  console.log(`chromium h264: ${s.width}x${s.height} ${s.profile}, ${s.nb_read_packets} packets, ${probe.format.duration} s`);
+  execFileSync('ffmpeg', ['-v', 'error', '-xerror', '-i', path, '-fps_mode', 'passthrough', '-f', 'null', '-']); // throws on a decode error
+
+  // Chromium plays the .mkv from the server (range requests) and seeks it, cues or not.
+  const played = await page.evaluate(async (url) => {
+    const v = document.createElement('video');
+    v.muted = true;
+    v.src = url;
+    document.body.append(v);
+    await v.play();
+    await new Promise((resolve) => {
+      const check = () => { if (v.currentTime > 0.5) resolve(); };
+      v.addEventListener('timeupdate', check);
+      setTimeout(resolve, 20_000);
+      check();
+    });
+    const t = v.currentTime;
+    v.currentTime = 1;
+    await new Promise((r) => v.addEventListener('seeked', r, { once: true }));
+    return { t, width: v.videoWidth, duration: v.duration, seeked: v.currentTime };
+  }, video.url);
+  assert.ok(played.t > 0.5 && played.width > 0, JSON.stringify(played));
+  assert.ok(Math.abs(played.seeked - 1) < 0.5, JSON.stringify(played));
+  assert.ok(Math.abs(played.duration - Number(probe.format.duration)) < 0.1, `the Duration element: ${JSON.stringify(played)}`);
+  await page.evaluate(() => window.whip.close());
+  await page.close();
+});

@@ -92,9 +92,13 @@ def http(method: str, url: str, body: str | None = None, headers: dict | None = 
         return e.code, json.loads(text) if text.startswith("{") else {"text": text}
 
 
-async def publish(url: str, headers: dict | None = None) -> RTCPeerConnection:
+async def publish(url: str, headers: dict | None = None, video_codec: str | None = None) -> RTCPeerConnection:
     pc = RTCPeerConnection()
-    pc.addTransceiver(ColourTrack(), direction="sendonly")
+    video = pc.addTransceiver(ColourTrack(), direction="sendonly")
+    if video_codec:
+        from aiortc import RTCRtpSender
+        video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                   if c.mimeType == f"video/{video_codec}"])
     pc.addTransceiver(SineTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     req = urllib.request.Request(url, data=pc.localDescription.sdp.encode(), method="POST",
@@ -252,6 +256,70 @@ def test_aiortc_over_whip_is_recorded_and_ffmpeg_decodes_every_file(tmp_path, ro
         assert not (recordings / rid).exists()
         status, body = http("DELETE", f"{server.url}/api/recordings/{rid}")
         assert (status, body["error"]["code"]) == (404, 102)
+    finally:
+        server.stop()
+
+
+def test_aiortc_h264_is_recorded_into_matroska_that_ffmpeg_decodes_even_cut_in_half(tmp_path, rooms):
+    """H.264 is written as it arrives into .mkv (our own Matroska writer): ffprobe sees h264 in
+    matroska with the SPS's size, ffmpeg -xerror decodes it, and half the file still plays."""
+    recordings = tmp_path / "recordings"
+    server = start(tmp_path, rooms, recordings)
+    try:
+        async def main():
+            pc = await publish(f"{server.url}/whip/room:h264", video_codec="H264")
+            await asyncio.sleep(1.5)
+            status, started = await asyncio.to_thread(http, "POST", f"{server.url}/api/rooms/room:h264/recordings")
+            assert status == 201, started
+            rec = await asyncio.to_thread(wait_for_files, server.url, started["id"], {"audio", "video"})
+            assert not rec.get("skipped"), rec
+            await asyncio.sleep(4)
+            status, stopped = await asyncio.to_thread(http, "DELETE", f"{server.url}/api/recordings/{started['id']}")
+            await pc.close()
+            return started["id"], status, stopped
+
+        rid, status, stopped = asyncio.run(asyncio.wait_for(main(), 50))
+        assert status == 200 and stopped["state"] == "stopped", stopped
+        files = {f["kind"]: f for f in stopped["files"]}
+        assert (files["video"]["codec"], files["audio"]["codec"]) == ("h264", "opus"), stopped
+        video = recordings / rid / files["video"]["name"]
+        assert video.suffix == ".mkv" and files["audio"]["name"].endswith(".webm")
+        assert files["video"]["bytes"] == video.stat().st_size > 0
+        assert abs(files["audio"]["offset_ms"] - files["video"]["offset_ms"]) < 500, files
+
+        r = subprocess.run(["ffmpeg", "-xerror", "-v", "error", "-i", str(video), "-f", "null", "-"],
+                           capture_output=True, text=True)
+        assert (r.returncode, r.stderr.strip()) == (0, ""), r.stderr
+        info = probe(video)
+        assert "matroska" in info["format"]["format_name"], info["format"]
+        v = info["streams"][0]
+        assert (v["codec_name"], v["width"], v["height"]) == ("h264", 320, 240), v
+        frames = int(v["nb_read_frames"])
+        colours = frame_colours(video)
+        duration = colours[-1][0] - colours[0][0]
+        print(f"h264 video: {frames} frames over {duration:.2f} s, format duration {info['format'].get('duration')}")
+        assert 3.6 <= duration <= 5.5, duration  # 4 s (+ the wait for the files) ±10 %
+        assert abs(frames - duration * FPS) <= 0.1 * duration * FPS, (frames, duration)
+        assert abs(float(info["format"]["duration"]) - files["video"]["offset_ms"] / 1000 - duration) < 0.5, info
+        # The frames are in order: colours go red, green, blue, ...
+        order = [nearest(rgb) for _, rgb in colours]
+        changes = [(a, b) for a, b in zip(order, order[1:]) if a != b]
+        assert len(changes) >= 3 and all(b == (a + 1) % 3 for a, b in changes), changes
+        req = urllib.request.Request(f"{server.url}{files['video']['url']}", headers={"Range": "bytes=0-3"})
+        with urllib.request.urlopen(req) as res:
+            assert res.status == 206 and res.read() == bytes([0x1A, 0x45, 0xDF, 0xA3]), "EBML magic"
+            assert res.headers["Content-Type"] == "video/x-matroska"
+
+        # Cut in the middle (a crash mid-write): what is before the cut still decodes.
+        cut = tmp_path / "cut.mkv"
+        data = video.read_bytes()
+        cut.write_bytes(data[: len(data) // 2])
+        r = subprocess.run(["ffmpeg", "-xerror", "-v", "error", "-i", str(cut), "-f", "null", "-"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        cut_frames = int(probe(cut)["streams"][0]["nb_read_frames"])
+        print(f"cut in half: {cut_frames} of {frames} frames decode ({r.stderr.strip()!r})")
+        assert frames * 0.3 <= cut_frames < frames, (cut_frames, frames)
     finally:
         server.stop()
 

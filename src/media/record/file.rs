@@ -1,4 +1,4 @@
-//! One recorded track's file: VP8 or Opus in WebM, or Opus in Ogg. Runs on its recording's
+//! One recorded track's file: VP8 or Opus in WebM, Opus in Ogg, or H.264 in Matroska. Runs on its recording's
 //! thread, never on the engine's.
 //!
 //! libwebm writes each cluster as it goes (its size fixed by a seek once it closes) and only the
@@ -13,6 +13,8 @@ use std::rc::Rc;
 
 use webm::mux::{AudioCodecId, SegmentBuilder, SegmentMode, VideoCodecId, Writer};
 
+use super::avc;
+use super::mkv::MkvWriter;
 use crate::media::ogg::OggOpusWriter;
 
 /// The file under a muxer, shared so the recording can flush it and learn of write errors
@@ -88,6 +90,8 @@ pub(super) enum Muxer {
         last_ns: Option<u64>,
     },
     Ogg(OggOpusWriter<Shared>),
+    /// H.264 (our own writer: libwebm's FFI has no H.264 codec id).
+    Mkv(MkvWriter),
 }
 
 /// A track's open file.
@@ -127,6 +131,17 @@ impl TrackFile {
         Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: None } })
     }
 
+    /// A Matroska file of one H.264 track, from a keyframe (Annex B) that carries its SPS and
+    /// PPS; `None` when it lacks them (or an SPS that says the picture size).
+    pub(super) fn h264(path: &Path, keyframe: &[u8]) -> Result<Option<Self>, String> {
+        let size = crate::rtc::engine::frame_size::keyframe_size(str0m::format::Codec::H264, keyframe);
+        let (Some((w, h)), Some(avcc)) = (size, avc::avcc_record(keyframe)) else { return Ok(None) };
+        let mut shared = Shared::create(path).map_err(|e| e.to_string())?;
+        let (writer, head) = MkvWriter::new(w.into(), h.into(), &avcc);
+        shared.write_all(&head).map_err(|e| e.to_string())?;
+        Ok(Some(Self { shared, muxer: Muxer::Mkv(writer) }))
+    }
+
     /// An Ogg/Opus file.
     pub(super) fn opus_ogg(path: &Path) -> Result<Self, String> {
         let shared = Shared::create(path).map_err(|e| e.to_string())?;
@@ -145,6 +160,10 @@ impl TrackFile {
                 segment.add_frame(*track, data, ns, keyframe).map_err(|e| webm_error(e, &self.shared))
             }
             Muxer::Ogg(ogg) => ogg.write(data, ns * 48 / 1_000_000).map_err(|e| e.to_string()),
+            Muxer::Mkv(mkv) => {
+                let bytes = mkv.frame(&avc::to_avcc(data), ns / 1_000_000, keyframe);
+                self.shared.write_all(&bytes).map_err(|e| self.shared.error().unwrap_or(e.to_string()))
+            }
         }
     }
 
@@ -159,6 +178,15 @@ impl TrackFile {
             }
             Muxer::Ogg(ogg) => {
                 ogg.finish().map_err(|e| e.to_string())?;
+            }
+            Muxer::Mkv(mkv) => {
+                // The one patch: the Duration over its Void (a cut file simply has none).
+                if let Some((at, bytes)) = mkv.duration() {
+                    let mut file = shared.clone();
+                    file.seek(SeekFrom::Start(at)).map_err(|e| e.to_string())?;
+                    file.write_all(&bytes).map_err(|e| e.to_string())?;
+                    file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+                }
             }
         }
         shared.flush().map_err(|e| e.to_string())

@@ -209,7 +209,11 @@ async fn download(
     let recorder = recorder(rec)?;
     visible(&recorder, &caller, &id)?;
     let path = recorder.file(&id, &name).ok_or_else(unknown)?;
-    let mime = if name.ends_with(".ogg") { "audio/ogg" } else { "video/webm" };
+    let mime = match name.rsplit('.').next() {
+        Some("ogg") => "audio/ogg",
+        Some("mkv") => "video/x-matroska",
+        _ => "video/webm",
+    };
     let serve =
         tower_http::services::ServeFile::new_with_mime(path, &mime.parse().expect("a valid mime type"));
     match serve.oneshot(request).await {

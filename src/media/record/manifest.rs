@@ -38,7 +38,7 @@ pub struct FileInfo {
     pub label: String,
     /// `audio` or `video`.
     pub kind: String,
-    /// `vp8` or `opus`.
+    /// `vp8`, `h264` or `opus`.
     pub codec: String,
     /// When its first frame came, in ms after the recording started: files of one participant
     /// line up at these offsets (their timestamps also start there).

@@ -1,18 +1,21 @@
 //! Room recording without transcoding (`docs/recording.md`): every track of a room, as it
-//! arrives, into its own file (VP8 and Opus in WebM, or audio only in Ogg/Opus) under
-//! `recordings_dir/{id}/`, beside a manifest that survives a crash.
+//! arrives, into its own file (VP8 and Opus in WebM, H.264 in Matroska, or audio only in
+//! Ogg/Opus) under `recordings_dir/{id}/`, beside a manifest that survives a crash.
 //!
 //! - [`Recorder`]: starts, stops, lists and deletes recordings; publishes their events.
 //! - [`session`]: one recording's thread, reading the room's media tap.
 //! - [`mix`]: a room-mix recording's thread, writing the room's audio mix to one file.
-//! - [`file`]: one track's file (libwebm, `ogg`).
+//! - [`file`]: one track's file (libwebm, `ogg`, [`mkv`]).
+//! - [`mkv`]: a small Matroska writer for H.264; [`avc`]: Annex B to AVCC.
 //! - [`manifest`]: the manifest, file names.
 //! - [`http`]: the API.
 
+mod avc;
 mod file;
 pub mod http;
 pub mod manifest;
 mod mix;
+mod mkv;
 mod session;
 
 use std::collections::HashMap;

@@ -140,6 +140,9 @@ impl Session {
 
     fn frame(&mut self, t: &mut Track, f: TapFrame, started: Instant) -> Result<(), String> {
         let video = t.info.kind == MediaKind::Video;
+        if f.payload.is_empty() {
+            return Ok(()); // nothing to store (a padding-only packet); libwebm refuses empty frames
+        }
         if video && !t.info.rids.is_empty() && f.rid != t.info.rids.last().copied() {
             return Ok(()); // the highest layer only
         }
@@ -186,6 +189,7 @@ impl Session {
             (MediaKind::Audio, Codec::Opus) if audio_only => ("ogg", "opus"),
             (MediaKind::Audio, Codec::Opus) => ("webm", "opus"),
             (MediaKind::Video, Codec::Vp8) if !audio_only => ("webm", "vp8"),
+            (MediaKind::Video, Codec::H264) if !audio_only => ("mkv", "h264"),
             (MediaKind::Video, _) if audio_only => return Ok(Opened::Skip),
             (_, c) => {
                 tracing::info!(track = %info.id, codec = ?c, "a track's codec cannot be recorded without transcoding");
@@ -203,6 +207,10 @@ impl Session {
                 };
                 TrackFile::vp8(&path, w, h)?
             }
+            "h264" => match TrackFile::h264(&path, &f.payload)? {
+                Some(file) => file,
+                None => return Ok(Opened::NotYet), // a keyframe without SPS/PPS: wait for one
+            },
             _ if ext == "ogg" => TrackFile::opus_ogg(&path)?,
             _ => TrackFile::opus_webm(&path)?,
         };

@@ -2,7 +2,7 @@
 //! keyframe header (RFC 6386 §9.1) and H.264's sequence parameter set (ITU-T H.264 §7.3.2.1).
 
 /// The width and height a keyframe announces, when its codec is one of these and it says so.
-pub(super) fn keyframe_size(codec: str0m::format::Codec, frame: &[u8]) -> Option<(u16, u16)> {
+pub(crate) fn keyframe_size(codec: str0m::format::Codec, frame: &[u8]) -> Option<(u16, u16)> {
     match codec {
         str0m::format::Codec::Vp8 => vp8(frame),
         str0m::format::Codec::H264 => h264(frame),

@@ -24,7 +24,7 @@
 
 mod channels;
 mod forward;
-mod frame_size;
+pub(crate) mod frame_size;
 mod mixing;
 mod negotiate;
 mod served;
