@@ -179,6 +179,15 @@ pub(crate) async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Op
     Ok((holder != node).then_some(holder))
 }
 
+/// `421` with code 111 and the node that holds `room`'s media. JSON, not a redirect: the SDK
+/// posts there itself (a redirect would cost its CORS origin).
+pub(crate) fn served_elsewhere(room: &ChannelName, holder: &str) -> Response {
+    let m = format!("{room} is served by {holder}");
+    let body =
+        serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
+    (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+}
+
 /// Keeps the claims of the rooms this node serves while they have peers here, until the node
 /// stops.
 pub async fn renew_claims(
@@ -251,11 +260,7 @@ async fn join_sfu(
         return Err(forbidden());
     }
     if let Some(holder) = elsewhere(&state, &room).await? {
-        // JSON for the SDK, which posts there itself: a redirect would cost its CORS origin.
-        let m = format!("{room} is served by {holder}");
-        let body =
-            serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
-        return Ok((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response());
+        return Ok(served_elsewhere(&room, &holder));
     }
     let role = Role::Participant { room, client: body.client, name: me.name.clone() };
     let nego = Negotiation {

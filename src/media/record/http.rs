@@ -130,10 +130,7 @@ async fn start(
     };
     if let Some(holder) = crate::rtc::http::elsewhere(&state, &room).await? {
         // As the SFU's endpoints: the room's media, and so its recording, is on another node.
-        let m = format!("{room} is served by {holder}");
-        let body =
-            serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
-        return Ok((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response());
+        return Ok(crate::rtc::http::served_elsewhere(&room, &holder));
     }
     let info = recorder.record(&room, body.audio_only, body.mix).await?;
     let location = format!("/api/recordings/{}", info.id);

@@ -81,11 +81,8 @@ fn authorize(
 
 /// `421` with code 111 and the node when another node holds the room's media (a cluster).
 async fn elsewhere(state: &AppState, room: &ChannelName) -> Result<Option<Response>, HttpError> {
-    let Some(holder) = crate::rtc::http::elsewhere(state, room).await? else { return Ok(None) };
-    let m = format!("{room} is served by {holder}");
-    let body =
-        serde_json::json!({"error": {"code": ErrorCode::Elsewhere.code(), "message": m}, "node": holder});
-    Ok(Some((StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()))
+    let holder = crate::rtc::http::elsewhere(state, room).await?;
+    Ok(holder.map(|holder| crate::rtc::http::served_elsewhere(room, &holder)))
 }
 
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
