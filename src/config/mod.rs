@@ -1,6 +1,10 @@
 //! Configuration: defaults, then a TOML file, then `SWITCHBOARD_*` environment variables, then
 //! command-line flags, each overriding the one before. Every option has a documented default
 //! (`docs/configuration.md`); unknown keys are errors, so a typo never passes silently.
+//!
+//! Here the options and their defaults, loading and the small accessors; by job beside it:
+//! `validate.rs` (checks the schema cannot express), `demo.rs` (the demo pages' namespaces) and
+//! `turn.rs` (the TURN server's configuration from ours).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,6 +12,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use switchboard_protocol::ChannelName;
+
+mod demo;
+mod turn;
+mod validate;
 
 /// Options of the channels of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -480,78 +488,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The built-in TURN server's configuration (its own crate's), from ours.
-    pub fn turn_server(&self) -> Result<switchboard_turn::TurnConfig, String> {
-        let config = self;
-        let listen: SocketAddr = if config.turn_listen.is_empty() {
-            let port = if config.listen.port() == 0 { 0 } else { 3478 };
-            SocketAddr::new(config.listen.ip(), port)
-        } else {
-            config
-                .turn_listen
-                .parse()
-                .map_err(|_| format!("turn_listen {:?} is not ADDR:PORT", config.turn_listen))?
-        };
-        let external_ip = match config.turn_external_ip.as_str() {
-            "" => None,
-            ip => Some(
-                ip.parse::<std::net::IpAddr>()
-                    .map_err(|_| format!("turn_external_ip {ip:?} is not an IP"))?,
-            ),
-        };
-        if listen.ip().is_unspecified() && external_ip.is_none() {
-            return Err(format!(
-                "listening on {} needs turn_external_ip (the address peers reach the relay at; \
-                 --turn-external-ip), or turn = false (--no-turn)",
-                listen.ip()
-            ));
-        }
-        let (low, high) = config
-            .turn_relay_ports
-            .split_once('-')
-            .and_then(|(l, h)| Some((l.trim().parse::<u16>().ok()?, h.trim().parse::<u16>().ok()?)))
-            .filter(|(l, h)| l <= h)
-            .ok_or_else(|| format!("turn_relay_ports {:?} is not LOW-HIGH", config.turn_relay_ports))?;
-        let tls = if config.tls_cert.is_empty() {
-            None
-        } else {
-            let tls_listen: SocketAddr = if config.turn_tls_listen.is_empty() {
-                SocketAddr::new(listen.ip(), if config.listen.port() == 0 { 0 } else { 5349 })
-            } else {
-                config
-                    .turn_tls_listen
-                    .parse()
-                    .map_err(|_| format!("turn_tls_listen {:?} is not ADDR:PORT", config.turn_tls_listen))?
-            };
-            let read = |path: &str| std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"));
-            let (cert, key) = (read(&config.tls_cert)?, read(&config.tls_key)?);
-            Some(
-                switchboard_turn::TlsListener::from_pem(tls_listen, &cert, &key)
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        let turn = switchboard_turn::TurnConfig {
-            listen,
-            tls,
-            external_ip,
-            relay_port_range: low..=high,
-            static_users: config.turn_users.clone().into_iter().collect(),
-            auth_secret: Some(config.turn_secret.clone()).filter(|s| !s.is_empty()),
-            allow_loopback_peers: config.turn_allow_loopback_peers,
-            allowed_peers: config.turn_allowed_peers.clone(),
-            denied_peers: config.turn_denied_peers.clone(),
-            quotas: switchboard_turn::Quotas {
-                max_allocations_per_user: config.turn_max_allocations_per_user,
-                max_allocations_per_ip: config.turn_max_allocations_per_ip,
-                bandwidth_bytes_per_sec: config.turn_bandwidth_bytes_per_sec,
-                ..Default::default()
-            },
-            ..switchboard_turn::TurnConfig::default()
-        };
-        turn.validate().map_err(|e| e.to_string())?;
-        Ok(turn)
-    }
-
     /// Loads the configuration: defaults < `file` < `SWITCHBOARD_*` variables in `env` < `flags`
     /// (flags as `key = value` TOML pairs).
     pub fn load(
@@ -610,140 +546,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what the schema cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if !self.listen.ip().is_loopback() && !self.requires_token() && !self.insecure_allow_open {
-            return Err(ConfigError::OpenOnPublicAddress(self.listen));
-        }
-        if let Err(e) = crate::token_keys::TokenKeys::new(&self.token_secret, &self.token_public_key) {
-            return invalid(&format!("token_public_key: {e}"));
-        }
-        let jwks = &self.token_jwks_url;
-        if !(jwks.is_empty() || jwks.starts_with("https://") || jwks.starts_with("http://")) {
-            return invalid("token_jwks_url must be an http:// or https:// URL");
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            return invalid("log_format must be \"text\" or \"json\"");
-        }
-        if self.outbound_queue == 0 || self.max_subscriptions == 0 || self.max_connections == 0 {
-            return invalid("outbound_queue, max_subscriptions and max_connections must be > 0");
-        }
-        if self.outbound_queue_bytes < 2 * self.max_history_reply_bytes.max(self.max_frame_bytes) {
-            return invalid(
-                "outbound_queue_bytes must be at least twice max_history_reply_bytes and max_frame_bytes",
-            );
-        }
-        if self.admin_stats_interval_ms < 100 {
-            return invalid("admin_stats_interval_ms must be at least 100");
-        }
-        if self.channel_idle_ttl == 0 {
-            return invalid("channel_idle_ttl must be > 0");
-        }
-        if self.max_publish_rate > 0 && self.max_publish_burst == 0 {
-            return invalid("max_publish_burst must be > 0 when max_publish_rate is set");
-        }
-        if self.max_publication_bytes > self.max_frame_bytes {
-            return invalid("max_publication_bytes must not exceed max_frame_bytes");
-        }
-        if self.ping_interval == 0
-            || self.pong_timeout == 0
-            || self.heartbeat_interval == 0
-            || self.connect_timeout == 0
-        {
-            return invalid(
-                "ping_interval, pong_timeout, heartbeat_interval and connect_timeout must be > 0",
-            );
-        }
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            return invalid("set both tls_cert and tls_key, or neither");
-        }
-        if !self.http_redirect_listen.is_empty() {
-            if self.http_redirect_listen.parse::<SocketAddr>().is_err() {
-                return invalid("http_redirect_listen must be IP:PORT");
-            }
-            if self.tls_cert.is_empty() {
-                return invalid("http_redirect_listen needs tls_cert and tls_key (it redirects to https)");
-            }
-        }
-        if self.webtransport_max_streams == 0 {
-            return invalid("webtransport_max_streams must be > 0");
-        }
-        if !self.node_url.is_empty()
-            && !self.node_url.starts_with("http://")
-            && !self.node_url.starts_with("https://")
-        {
-            return invalid("node_url must be an http:// or https:// URL");
-        }
-        if self.game_round_secs == 0 {
-            return invalid("game_round_secs must be > 0");
-        }
-        if self.recordings_dir.is_empty()
-            || self.recording_max_seconds == 0
-            || self.recording_buffer_frames == 0
-        {
-            return invalid(
-                "recordings_dir must be set, recording_max_seconds and recording_buffer_frames > 0",
-            );
-        }
-        if self.rtc_max_peers == 0 || self.rtc_max_tracks == 0 || self.rtc_video_send_buffer < 64 {
-            return invalid("rtc_max_peers and rtc_max_tracks must be > 0, rtc_video_send_buffer >= 64");
-        }
-        let (w, h) = (self.video_max_width, self.video_max_height);
-        if !(16..=4096).contains(&w)
-            || !(16..=4096).contains(&h)
-            || !w.is_multiple_of(2)
-            || !h.is_multiple_of(2)
-        {
-            return invalid("video_max_width and video_max_height must be even, 16..=4096");
-        }
-        if !(1..=60).contains(&self.video_max_fps) || self.video_queue_frames == 0 {
-            return invalid("video_max_fps must be 1..=60 and video_queue_frames > 0");
-        }
-        if self.mix_speakers == 0 || !(20..=80).contains(&self.mix_jitter_ms) {
-            return invalid("mix_speakers must be > 0 and mix_jitter_ms within 20..=80");
-        }
-        if !self.rtc_listen.is_empty() && self.rtc_listen.parse::<SocketAddr>().is_err() {
-            return invalid("rtc_listen must be IP:PORT");
-        }
-        if !self.rtc_external_ip.is_empty() && self.rtc_external_ip.parse::<std::net::IpAddr>().is_err() {
-            return invalid("rtc_external_ip must be an IP address");
-        }
-        if !self.app_proxy_url.is_empty() {
-            check_backend_url(&self.app_proxy_url).map_err(ConfigError::Invalid)?;
-        }
-        if self.app_proxy_timeout_ms == 0 {
-            return invalid("app_proxy_timeout_ms must be > 0");
-        }
-        let prefix = self.app_destination_prefix.as_str();
-        if prefix.len() < 3 || !prefix.starts_with('/') || !prefix.ends_with('/') {
-            return invalid(
-                "app_destination_prefix must start and end with / and name something, e.g. /app/",
-            );
-        }
-        if ["/topic/", "/queue/", "/user/"].iter().any(|d| prefix.starts_with(d) || d.starts_with(prefix)) {
-            return invalid("app_destination_prefix must not overlap /topic/, /queue/ or /user/");
-        }
-        let private = std::iter::once(&self.defaults).chain(self.namespaces.values()).any(|o| o.private);
-        if private && !self.requires_token() {
-            return invalid(
-                "a private namespace needs token keys (token_secret, token_public_key or token_jwks_url)",
-            );
-        }
-        if self.presence_ttl < 3 {
-            return invalid("presence_ttl must be at least 3 seconds");
-        }
-        if self.turn {
-            self.turn_server().map_err(|e| ConfigError::Invalid(format!("turn: {e}")))?;
-        }
-        for ns in self.namespaces.keys() {
-            if ns.is_empty() || ChannelName::new(ns).is_err() || ns.contains(':') {
-                return invalid(&format!("namespace name {ns:?} is not a valid channel prefix"));
-            }
-        }
-        Ok(())
-    }
-
     /// The options of `channel`'s namespace.
     pub fn channel_options(&self, channel: &ChannelName) -> &ChannelOptions {
         self.namespaces.get(channel.namespace()).unwrap_or(&self.defaults)
@@ -791,73 +593,6 @@ impl Config {
     /// (Open on another address takes `insecure_allow_open`, and then no `Host` is checked.)
     pub fn open_on_loopback(&self) -> bool {
         !self.requires_token() && self.listen.ip().is_loopback()
-    }
-
-    /// The `/game` demo's namespaces (`src/game/mod.rs` says what each is for).
-    fn add_game_namespaces(&mut self) {
-        let kept = |size, ttl| ChannelOptions {
-            history_size: size,
-            history_ttl: ttl,
-            presence: false,
-            ..ChannelOptions::default()
-        };
-        let call = ChannelOptions {
-            history_size: 20,
-            history_ttl: 600,
-            join_leave: true,
-            rooms: true,
-            ..ChannelOptions::default()
-        };
-        let games = [
-            ("game", call),
-            ("gamestate", ChannelOptions { client_publish: false, ..kept(100, 3600) }),
-            ("gamedraw", ChannelOptions { datagrams: true, ..kept(4000, 3600) }),
-            ("gameguess", ChannelOptions { private: true, ..kept(0, 60) }),
-        ];
-        for (ns, options) in games {
-            self.namespaces.entry(ns.into()).or_insert(options);
-        }
-    }
-
-    /// Adds the demo app's namespaces unless the configuration sets them.
-    pub fn with_demo_namespaces(mut self) -> Self {
-        if self.demo {
-            self.namespaces.entry("chat".into()).or_insert(ChannelOptions {
-                history_size: 200,
-                join_leave: true,
-                ..ChannelOptions::default()
-            });
-            self.namespaces.entry("demo".into()).or_insert(ChannelOptions {
-                client_publish: false,
-                presence: false,
-                ..ChannelOptions::default()
-            });
-            self.namespaces.entry("room".into()).or_insert(ChannelOptions {
-                history_size: 100,
-                history_ttl: 60,
-                join_leave: true,
-                rooms: true,
-                ..ChannelOptions::default()
-            });
-            // The transport lab's sessions (`lab:ID`): history to resume from after its forced
-            // drops; datagrams for the unreliable techniques that ask for them.
-            self.namespaces.entry("lab".into()).or_insert(ChannelOptions {
-                history_size: 2000,
-                history_ttl: 600,
-                client_publish: false,
-                presence: false,
-                datagrams: true,
-                ..ChannelOptions::default()
-            });
-            self.add_game_namespaces();
-            self.namespaces.entry("cursors".into()).or_insert(ChannelOptions {
-                history_size: 0,
-                join_leave: true,
-                datagrams: true,
-                ..ChannelOptions::default()
-            });
-        }
-        self
     }
 }
 
