@@ -1,9 +1,9 @@
 // The rooms panel's recordings: each room's recordings from the documented recording API
 // (`GET /api/recordings?room=`, docs/recording.md), with a download per file, and Start (tracks,
-// or the room's audio mix) and Stop through the same API. The page holds the API key or the
+// the room's audio mix, or composed: the grid and the mix in one WebM) and Stop through the same API. The page holds the API key or the
 // admin password, which that API takes as any script's key.
 //
-// Stable hooks: #rooms .room[data-room] button[data-record] (value: tracks | mix);
+// Stable hooks: #rooms .room[data-room] button[data-record] (value: tracks | mix | composed);
 //   .room tr.rec[data-rec][data-state] button[data-stop]; a[data-file]
 
 /** Each room's recordings, newest first: `Map(room → [recording])`. */
@@ -21,12 +21,13 @@ export function renderRecordings(room, list, esc) {
   const actions = list === null ? '' : `<span class="rec-actions">
       <button type="button" class="small" data-record="tracks" data-room="${esc(room)}" title="Every track in its own file">● Record</button>
       <button type="button" class="ghost small" data-record="mix" data-room="${esc(room)}" title="The room's audio mix in one Ogg/Opus file">● Record mix</button>
+      <button type="button" class="ghost small" data-record="composed" data-room="${esc(room)}" title="The room's video grid and its audio mix in one WebM file">● Record composed</button>
     </span>`;
   const head = `<h4 class="rec-head">Recordings ${running ? '<span class="rec-dot" title="recording"></span>' : ''}${actions}</h4>`;
   if (list === null) return `${head}<p class="hint">Recording is not available here.</p>`;
   if (!list.length) return `${head}<p class="hint">No recordings of this room yet.</p>`;
   const rows = list.map((r) => {
-    const kinds = r.mix ? 'room mix' : [...new Set(r.files.map((f) => f.kind))].join(' + ') || '–';
+    const kinds = r.mix ? 'room mix' : r.composition ? 'composed' : [...new Set(r.files.map((f) => f.kind))].join(' + ') || '–';
     const files = r.files.map((f) => `<a href="${esc(f.url)}" data-file="${esc(f.name)}" download="${esc(f.name)}" title="${esc(f.name)}">${esc(fileLabel(f))}</a>`).join('') || '<span class="hint">waiting for media</span>';
     const why = r.reason && r.reason !== r.state && r.state !== 'recording' ? ` <span class="hint">${esc(r.reason)}</span>` : '';
     return `<tr class="rec" data-rec="${esc(r.id)}" data-state="${esc(r.state)}">
@@ -48,9 +49,10 @@ export function wireRecordings(container, { api, key, status, changed }) {
     try {
       if (record) {
         record.disabled = true;
-        const mix = record.dataset.record === 'mix';
-        const r = await api(`/api/rooms/${encodeURIComponent(record.dataset.room)}/recordings`, { method: 'POST', body: { mix } });
-        status(`recording ${record.dataset.room}${mix ? ' (mix)' : ''}: ${r.id}`);
+        const how = record.dataset.record;
+        const body = how === 'mix' ? { mix: true } : how === 'composed' ? { composed: true } : {};
+        const r = await api(`/api/rooms/${encodeURIComponent(record.dataset.room)}/recordings`, { method: 'POST', body });
+        status(`recording ${record.dataset.room}${how === 'tracks' ? '' : ` (${how})`}: ${r.id}`);
         await changed();
       } else if (stop) {
         stop.disabled = true;
@@ -77,6 +79,7 @@ export function wireRecordings(container, { api, key, status, changed }) {
 
 function fileLabel(f) {
   if (f.track === 'mix') return '♪ room mix';
+  if (f.label === 'composed') return '▶♪ composed';
   return `${f.kind === 'video' ? '▶' : '♪'} ${f.participant_name || f.participant} · ${f.label}`;
 }
 function duration(ms) { const s = Math.round(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`; }

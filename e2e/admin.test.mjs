@@ -243,17 +243,23 @@ test('rooms: recordings start from the page, show as recording, stop from the pa
     { timeoutMs: 15_000, message: 'two recordings running' });
   const mixRow = `${block} tr.rec[data-state="recording"]:not([data-rec="${id}"])`;
   await page.waitForSelector(`${mixRow} a[data-file$="_room-mix.ogg"]`, { timeout: 15_000 });
+  // And composed: the room's grid and its mix in one WebM (a composition started for it).
+  await page.click(`${block} button[data-record="composed"]`);
+  await page.waitForSelector(`${block} tr.rec[data-state="recording"] a[data-file$="_composed.webm"]`, { timeout: 20_000 });
   await page.locator(block).scrollIntoViewIfNeeded();
   await page.screenshot({ path: join(ARTIFACTS, 'admin-recordings.png'), fullPage: true });
 
-  // Stop both from the page: the rows say stopped, and so does the API.
-  for (let n = 0; n < 2; n++) await page.click(`${block} tr.rec[data-state="recording"] button[data-stop]`);
+  // Stop all three from the page: the rows say stopped, and so does the API.
+  for (let n = 0; n < 3; n++) await page.click(`${block} tr.rec[data-state="recording"] button[data-stop]`);
   await page.waitForSelector(`${block} tr.rec[data-rec="${id}"][data-state="stopped"]`, { timeout: 15_000 });
-  await waitUntil(async () => (await page.$$(`${block} tr.rec[data-state="stopped"]`)).length === 2,
-    { timeoutMs: 15_000, message: 'both stopped' });
+  await waitUntil(async () => (await page.$$(`${block} tr.rec[data-state="stopped"]`)).length === 3,
+    { timeoutMs: 15_000, message: 'all three stopped' });
   const after = (await api(`/api/recordings?room=${encodeURIComponent(room)}`, PASSWORD)).body.recordings;
-  assert.deepEqual(after.map((r) => r.state), ['stopped', 'stopped']);
-  assert.ok(after.some((r) => r.mix && r.files.length === 1) && after.some((r) => !r.mix && r.files.length === 2));
+  assert.deepEqual(after.map((r) => r.state), ['stopped', 'stopped', 'stopped']);
+  assert.ok(after.some((r) => r.mix && r.files.length === 1) && after.some((r) => !r.mix && !r.composition
+    // carol's camera and microphone (and the composed recording's composition, a track of the room too)
+    && r.files.filter((f) => f.participant !== 'server').length === 2));
+  assert.ok(after.some((r) => r.composition && r.files.length === 1 && r.files[0].codec === 'vp8+opus'), JSON.stringify(after));
   assert.equal(await page.$(`${block} button[data-stop]`), null, 'nothing left to stop');
 
   // A file downloads from its link (the page sends the password; a plain link could not).

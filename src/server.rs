@@ -52,7 +52,7 @@ pub fn app(state: Arc<AppState>, services: &Services) -> Router {
         .merge(crate::turn::routes(services.ice.clone()))
         .merge(transport::wt::routes(services.webtransport.clone()))
         .merge(crate::rtc::http::routes(services.rtc.clone()))
-        .merge(crate::media::record::http::routes(services.recorder.clone()))
+        .merge(crate::media::record::http::routes(services.recorder.clone(), services.video.clone()))
         .merge(crate::media::video::http::routes(services.video.clone()))
         .merge(crate::admin::routes(services))
         .merge(demo::sdk_routes());

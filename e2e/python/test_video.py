@@ -54,9 +54,10 @@ class Picture(VideoStreamTrack):
         return frame
 
 
-async def publish(url: str, track) -> RTCPeerConnection:
+async def publish(url: str, track, *more) -> RTCPeerConnection:
     pc = RTCPeerConnection()
-    pc.addTransceiver(track, direction="sendonly")
+    for t in (track, *more):
+        pc.addTransceiver(t, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     status, _, answer = await http_async("POST", f"{url}/whip/{ROOM}", pc.localDescription.sdp, "application/sdp")
     assert status == 201, answer
@@ -294,3 +295,100 @@ def test_a_recording_of_the_room_records_the_composition_as_one_webm_that_ffmpeg
         return tuple(raw[i:i + 3])
 
     assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
+
+
+def test_a_composed_recording_is_one_webm_of_the_grid_and_the_rooms_mixed_audio(make_server, tmp_path):
+    """OpenVidu's COMPOSED mode without a browser: `{"composed": true}` starts a composition for
+    the recording, and its one WebM holds the grid (red left, blue right) and the mix of both
+    publishers' tones; stopping the recording stops that composition. Bad choices get codes."""
+    import shutil
+    import subprocess
+    from array import array
+
+    from test_mix import Tone, amplitude
+
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg (Debian's) is not installed")
+    config = tmp_path / "rooms.toml"
+    config.write_text("video_max_compositions = 1\n[namespaces.room]\nrooms = true\njoin_leave = true\n")
+    recordings = tmp_path / "recordings"
+    server = make_server(env={"SWITCHBOARD_RECORDINGS_DIR": str(recordings)}, args=["--no-demo", "--config", str(config)])
+    path = f"{server.url}/api/rooms/{ROOM}"
+
+    async def main():
+        red = await publish(server.url, Picture(RED), Tone(440))
+        blue = await publish(server.url, Picture(BLUE), Tone(660))
+        # The node's one composition runs: a recording that needs a new one is refused (429, 106),
+        # one naming a composition that is not there too (404, 102), and two ways at once (400).
+        status, other = await api("POST", f"{path}/compositions", {"fps": 10})
+        assert status == 201, other
+        status, body = await api("POST", f"{path}/recordings", {"composed": True})
+        assert (status, body["error"]["code"]) == (429, 106), body
+        status, body = await api("POST", f"{path}/recordings", {"composition": "cmp-0000000000000000"})
+        assert (status, body["error"]["code"]) == (404, 102), body
+        status, body = await api("POST", f"{path}/recordings", {"composed": True, "mix": True})
+        assert (status, body["error"]["code"]) == (400, 107), body
+        status, _ = await api("DELETE", f"{path}/compositions/{other['id']}")
+        assert status == 200
+
+        status, rec = await api("POST", f"{path}/recordings", {"composed": True, "composition": {"fps": 10}})
+        assert status == 201, rec
+        status, listed = await api("GET", f"{path}/compositions")
+        [comp] = listed["running"]
+        assert comp["id"] == rec["composition"], (listed, rec)
+        # Watch the composition (a WHEP player) until it shows both tiles, then 3 s of it.
+        viewer, track = await play(server.url, comp["track"])
+        await frame_where(track, lambda f: near(rgb(f, 160, 180), RED) and near(rgb(f, 480, 180), BLUE), 20)
+        for _ in range(30):
+            await asyncio.wait_for(track.recv(), 10)
+        status, stopped = await api("DELETE", f"{server.url}/api/recordings/{rec['id']}")
+        assert status == 200, stopped
+        # The composition was the recording's own: it stopped with it.
+        status, listed = await api("GET", f"{path}/compositions")
+        assert (status, listed["running"]) == (200, []), listed
+        await asyncio.gather(red.close(), blue.close(), viewer.close())
+        return rec["id"], stopped
+
+    rid, stopped = run(main(), 70)
+    assert (stopped["state"], stopped["reason"]) == ("stopped", "stopped"), stopped
+    [f] = stopped["files"]
+    assert (f["kind"], f["codec"], f["label"]) == ("video", "vp8+opus", "composed"), f
+    file = recordings / rid / f["name"]
+    assert f["name"].endswith("_composed.webm") and f["bytes"] == file.stat().st_size > 0, f
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", str(file)],
+        capture_output=True, text=True, check=True).stdout)
+    streams = {s["codec_type"]: s for s in probe["streams"]}
+    assert len(probe["streams"]) == 2, probe["streams"]
+    video, audio = streams["video"], streams["audio"]
+    assert (video["codec_name"], video["width"], video["height"]) == ("vp8", 640, 360), video
+    assert audio["codec_name"] == "opus", audio
+    duration = float(probe["format"]["duration"])
+    print(f"composed recording: {duration:.2f} s, {video['nb_read_frames']} video frames, "
+          f"{audio['nb_read_frames']} audio packets")
+    # About 3 s at 10 fps (ended after the player's 30 frames; the file starts at a keyframe).
+    assert 2.0 <= duration <= 8.0, probe["format"]
+    assert int(video["nb_read_frames"]) >= 20, video
+    assert int(audio["nb_read_frames"]) >= duration * 50 * 0.8, audio  # a 20 ms packet each tick
+
+    # The last picture: red on the left, blue on the right.
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(file), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    assert len(raw) == 640 * 360 * 3, len(raw)
+
+    def px(x, y):
+        i = (y * 640 + x) * 3
+        return tuple(raw[i:i + 3])
+
+    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
+    # The audio: both publishers' tones, mixed (the median over 250 ms blocks).
+    pcm = array("h")
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(file), "-vn", "-f", "s16le", "-ac", "1", "-ar", "48000",
+                              "-"], capture_output=True, check=True).stdout
+    pcm.frombytes(decoded[: len(decoded) // 2 * 2])
+    blocks = [pcm[i: i + 12000] for i in range(0, len(pcm) - 12000, 12000)]
+    assert blocks, len(pcm)
+    got = {hz: round(sorted(amplitude(b, hz) for b in blocks)[len(blocks) // 2]) for hz in (440, 660, 880)}
+    print("composed recording tones (median of", len(blocks), "blocks)", got)
+    assert got[440] > 1500 and got[660] > 1500, got
+    assert got[880] < 0.1 * min(got[440], got[660]), got

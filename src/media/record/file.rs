@@ -1,5 +1,6 @@
-//! One recorded track's file: VP8 or Opus in WebM, Opus in Ogg, or H.264 in Matroska. Runs on its recording's
-//! thread, never on the engine's.
+//! One recording file: a track's VP8 or Opus in WebM, Opus in Ogg, or H.264 in Matroska, or a
+//! composed recording's VP8 and Opus together in one WebM. Runs on its recording's thread, never
+//! on the engine's.
 //!
 //! libwebm writes each cluster as it goes (its size fixed by a seek once it closes) and only the
 //! cues and the duration at the end: a file cut by a crash lacks those and plays up to its last
@@ -83,11 +84,10 @@ impl Seek for Shared {
 
 /// The container a track is written in.
 pub(super) enum Muxer {
-    /// `last_ns`: the last frame's timestamp, `None` before the first.
+    /// Per track: its number and its last frame's timestamp (`None` before the first).
     Webm {
         segment: webm::mux::Segment<Shared>,
-        track: u64,
-        last_ns: Option<u64>,
+        tracks: Vec<(u64, Option<u64>)>,
     },
     Ogg(OggOpusWriter<Shared>),
     /// H.264 (our own writer: libwebm's FFI has no H.264 codec id).
@@ -115,7 +115,25 @@ impl TrackFile {
             .map_err(|e| webm_error(e, &shared))?;
         let (builder, track) = builder;
         let segment = builder.build();
-        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: None } })
+        Ok(Self { shared, muxer: Muxer::Webm { segment, tracks: vec![(track.into(), None)] } })
+    }
+
+    /// A WebM file of a VP8 track of `width`×`height` (written with `track` 0) and an Opus
+    /// track (`track` 1): a composed recording.
+    pub(super) fn vp8_opus(path: &Path, width: u32, height: u32) -> Result<Self, String> {
+        let shared = Shared::create(path).map_err(|e| e.to_string())?;
+        let (builder, video) = SegmentBuilder::new(Writer::new(shared.clone()))
+            .and_then(|b| b.set_mode(SegmentMode::File))
+            .and_then(|b| b.set_writing_app("switchboard"))
+            .and_then(|b| b.add_video_track(width.max(1), height.max(1), VideoCodecId::VP8, None))
+            .map_err(|e| webm_error(e, &shared))?;
+        let (builder, audio) = builder
+            .add_audio_track(48_000, 2, AudioCodecId::Opus, None)
+            .map_err(|e| webm_error(e, &shared))?;
+        let builder = builder.set_codec_private(audio, &opus_head()).map_err(|e| webm_error(e, &shared))?;
+        let segment = builder.build();
+        let tracks = vec![(video.into(), None), (audio.into(), None)];
+        Ok(Self { shared, muxer: Muxer::Webm { segment, tracks } })
     }
 
     /// A WebM file of one Opus track (48 kHz, as WebRTC declares it: 2 channels).
@@ -128,7 +146,7 @@ impl TrackFile {
             .map_err(|e| webm_error(e, &shared))?;
         let builder = builder.set_codec_private(track, &opus_head()).map_err(|e| webm_error(e, &shared))?;
         let segment = builder.build();
-        Ok(Self { shared, muxer: Muxer::Webm { segment, track: track.into(), last_ns: None } })
+        Ok(Self { shared, muxer: Muxer::Webm { segment, tracks: vec![(track.into(), None)] } })
     }
 
     /// A Matroska file of one H.264 track, from a keyframe (Annex B) that carries its SPS and
@@ -151,8 +169,22 @@ impl TrackFile {
 
     /// Writes a frame at `ns` nanoseconds after the file's start (never before the last).
     pub(super) fn write(&mut self, data: &[u8], ns: u64, keyframe: bool) -> Result<(), String> {
+        self.write_track(0, data, ns, keyframe)
+    }
+
+    /// Writes a frame of the file's `index`th track (the order it was made with).
+    pub(super) fn write_track(
+        &mut self,
+        index: usize,
+        data: &[u8],
+        ns: u64,
+        keyframe: bool,
+    ) -> Result<(), String> {
         match &mut self.muxer {
-            Muxer::Webm { segment, track, last_ns } => {
+            Muxer::Webm { segment, tracks } => {
+                let Some((track, last_ns)) = tracks.get_mut(index) else {
+                    return Err(format!("no track {index} in this file"));
+                };
                 // Strictly increasing at WebM's 1 ms resolution: a sender may encode a picture
                 // again with its RTP time (a keyframe asked for), and players drop equal ones.
                 let ns = last_ns.map_or(ns, |last| ns.max(last + 1_000_000));

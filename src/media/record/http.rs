@@ -18,21 +18,24 @@ use serde::Deserialize;
 use switchboard_protocol::{ChannelName, ErrorCode};
 use tower::ServiceExt;
 
-use super::{RecordError, Recorder};
+use super::{Mode, RecordError, Recorder};
 use crate::http::{Caller, HttpError, caller};
+use crate::media::video::service::{CompositionRequest, Running, VideoService};
 use crate::state::AppState;
 
-/// The routes, under the app's state.
-pub fn routes(recorder: Option<Arc<Recorder>>) -> Router<Arc<AppState>> {
+/// The routes, under the app's state (`video`: for composed recordings).
+pub fn routes(recorder: Option<Arc<Recorder>>, video: Option<Arc<VideoService>>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/rooms/{room}/recordings", post(start))
         .route("/api/recordings", get(list))
         .route("/api/recordings/{id}", get(one).delete(stop_or_delete))
         .route("/api/recordings/{id}/files/{name}", get(download))
         .layer(Extension(recorder))
+        .layer(Extension(video))
 }
 
 type Rec = Extension<Option<Arc<Recorder>>>;
+type Video = Extension<Option<Arc<VideoService>>>;
 
 fn status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
     HttpError { status: Some(status), ..HttpError::new(code, message) }
@@ -103,11 +106,65 @@ struct StartBody {
     /// The room's audio mix, in one Ogg/Opus file.
     #[serde(default)]
     mix: bool,
+    /// A composition's video and the room's mix, in one WebM file.
+    #[serde(default)]
+    composed: bool,
+    /// For `composed`: a running composition's id, or the settings of one to start for this
+    /// recording (default: a 640×360 grid at 15 fps), stopped with it.
+    #[serde(default)]
+    composition: Option<CompositionChoice>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CompositionChoice {
+    Running(String),
+    New(CompositionRequest),
+}
+
+fn bad(message: impl Into<String>) -> HttpError {
+    status(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+}
+
+/// The composition a composed recording takes: the one named, or a new one it owns (and
+/// whether it does).
+async fn composition_for(
+    video: Option<Arc<VideoService>>,
+    room: &ChannelName,
+    choice: Option<CompositionChoice>,
+) -> Result<(Arc<VideoService>, Running, bool), HttpError> {
+    let video = video.ok_or_else(|| {
+        status(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotAvailable, "WebRTC is off: no composition")
+    })?;
+    let default = || serde_json::from_value::<CompositionRequest>(serde_json::json!({}));
+    match choice {
+        Some(CompositionChoice::Running(id)) => {
+            let running =
+                video.list(room.as_str()).into_iter().find(|r| r.id == id && r.kind == "composition");
+            let running = running.ok_or_else(|| {
+                status(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::UnknownChannel,
+                    format!("no composition {id} in {room}"),
+                )
+            })?;
+            Ok((video, running, false))
+        }
+        choice => {
+            let request = match choice {
+                Some(CompositionChoice::New(r)) => r,
+                _ => default().map_err(|e| bad(e.to_string()))?,
+            };
+            let running = video.compose(room.clone(), request).await?;
+            Ok((video, running, true))
+        }
+    }
 }
 
 async fn start(
     State(state): State<Arc<AppState>>,
     rec: Rec,
+    Extension(video): Video,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -132,10 +189,34 @@ async fn start(
         // As the SFU's endpoints: the room's media, and so its recording, is on another node.
         return Ok(crate::rtc::http::served_elsewhere(&room, &holder));
     }
-    let info = recorder.record(&room, body.audio_only, body.mix).await?;
+    if [body.audio_only, body.mix, body.composed || body.composition.is_some()].iter().filter(|b| **b).count()
+        > 1
+    {
+        return Err(bad("audio_only, mix and composed are ways of recording: choose one"));
+    }
+    let info = if body.composed || body.composition.is_some() {
+        let (video, running, owned) = composition_for(video, &room, body.composition).await?;
+        let on_end: Option<super::OnEnd> = owned.then(|| {
+            let (video, room, id) = (video.clone(), running.room.clone(), running.id.clone());
+            Box::new(move || drop(video.stop(&room, &id))) as super::OnEnd
+        });
+        let mode = Mode::Composed { composition: running.id.clone(), track: running.track.clone(), on_end };
+        let recorded = recorder.record(&room, mode).await;
+        if recorded.is_err() && owned {
+            let _ = video.stop(room.as_str(), &running.id);
+        }
+        recorded?
+    } else if body.mix {
+        recorder.record(&room, Mode::Mix).await?
+    } else {
+        recorder.record(&room, Mode::Tracks { audio_only: body.audio_only }).await?
+    };
     let location = format!("/api/recordings/{}", info.id);
-    let body =
+    let mut body =
         serde_json::json!({"id": info.id, "room": info.room, "started": info.started, "files": info.files});
+    if let Some(composition) = &info.composition {
+        body["composition"] = composition.clone().into();
+    }
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
 }
 

@@ -72,6 +72,10 @@ pub struct RecordingInfo {
     /// The room's mix (every speaker) in one Ogg/Opus file, rather than a file per track.
     #[serde(default)]
     pub mix: bool,
+    /// A composed recording: the composition whose video, with the room's mix, is its one
+    /// WebM file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composition: Option<String>,
     /// Its files, in the order they started.
     pub files: Vec<FileInfo>,
     /// Tracks that could not be recorded without transcoding (track id and codec).
@@ -124,13 +128,16 @@ pub fn file_name(rec: &RecordingInfo, track: &TapTrack, ext: &str) -> String {
 
 /// The room-mix file's name: `ROOM_START_room-mix.ogg`.
 pub fn mix_file_name(rec: &RecordingInfo) -> String {
-    let room: String = rec
-        .room
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
-        .take(40)
-        .collect();
-    format!("{room}_{}_room-mix.ogg", utc_stamp(rec.started / 1000))
+    format!("{}_{}_room-mix.ogg", clean_room(rec), utc_stamp(rec.started / 1000))
+}
+
+/// A composed recording's file name: `ROOM_START_composed.webm`.
+pub fn composed_file_name(rec: &RecordingInfo) -> String {
+    format!("{}_{}_composed.webm", clean_room(rec), utc_stamp(rec.started / 1000))
+}
+
+fn clean_room(rec: &RecordingInfo) -> String {
+    rec.room.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(40).collect()
 }
 
 /// `YYYYMMDD-HHMMSS` (UTC) of Unix seconds `t` (days to civil date: Howard Hinnant's method).

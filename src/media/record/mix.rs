@@ -17,7 +17,7 @@ use crate::media::mix::FRAME;
 use crate::rtc::{MixLease, RtcService};
 
 /// An Opus packet of 20 ms of silence (CELT, fullband, mono: TOC 0xf8, then a silent frame).
-const SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+pub(super) const SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
 pub(super) struct MixSession {
     pub(super) info: RecordingInfo,
@@ -28,6 +28,38 @@ pub(super) struct MixSession {
     pub(super) recorder: Arc<Recorder>,
     pub(super) started: Instant,
     pub(super) ended: watch::Sender<bool>,
+}
+
+/// Places the mix's packets on a recording's clock: from the first packet's arrival on, by the
+/// mixer's RTP time, with the ticks the mixer skipped or this reader lost filled with silence, so
+/// the audio keeps its length and its place beside the recording's other files or track.
+#[derive(Default)]
+pub(super) struct MixTimeline {
+    clock: Clock,
+    /// The first packet's time on the recording's clock.
+    base_ns: Option<u64>,
+    /// The RTP time (from the first packet) the next packet should have.
+    next: u64,
+}
+
+impl MixTimeline {
+    /// For a packet of RTP time `ts` that arrived `now_ns` into the recording: the times of the
+    /// silent packets ([`SILENCE`]) to write before it, and its own time.
+    pub(super) fn place(&mut self, ts: u32, now_ns: u64) -> (Vec<u64>, u64) {
+        let at = self.clock.extend(ts);
+        let base = *self.base_ns.get_or_insert(now_ns);
+        // A jump past a minute is no gap but a new clock: skip it.
+        if at.saturating_sub(self.next) > 60 * 48_000 {
+            self.next = at;
+        }
+        let mut silence = Vec::new();
+        while self.next < at {
+            silence.push(base + self.next * 1_000_000_000 / 48_000);
+            self.next += u64::from(FRAME);
+        }
+        self.next = at + u64::from(FRAME);
+        (silence, base + at * 1_000_000_000 / 48_000)
+    }
 }
 
 /// The mix's RTP clock (48 kHz), extended past its 32-bit wrap.
@@ -66,42 +98,27 @@ impl MixSession {
         let max = Duration::from_secs(config.recording_max_seconds);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut file: Option<TrackFile> = None;
-        let mut clock = Clock::default();
-        let mut base_ns = 0u64;
-        // The RTP time (from the first packet) the next packet should have.
-        let mut next = 0u64;
+        let mut timeline = MixTimeline::default();
         let mut written_before = 0u64;
         let end = loop {
             tokio::select! {
                 packet = self.lease.packets.recv() => match packet {
                     Ok((ts, packet)) => {
-                        let at = clock.extend(ts);
                         if file.is_none() {
                             match self.open() {
                                 Ok(f) => file = Some(f),
                                 Err(e) => break End::Failed(e),
                             }
-                            base_ns = self.started.elapsed().as_nanos() as u64;
                         }
                         let Some(f) = file.as_mut() else { continue };
-                        // Ticks the mixer skipped or this thread lost: silence, so the file keeps
-                        // its length and its place beside the room's other files.
-                        // (A jump past a minute is no gap but a new clock: the file skips it.)
-                        if at.saturating_sub(next) > 60 * 48_000 {
-                            next = at;
-                        }
-                        let mut failed = None;
-                        while next < at && failed.is_none() {
-                            failed = f.write(&SILENCE, base_ns + next * 1_000_000_000 / 48_000, true).err();
-                            next += u64::from(FRAME);
-                        }
-                        if let Some(e) = failed {
+                        let (silence, at) = timeline.place(ts, self.started.elapsed().as_nanos() as u64);
+                        let written = silence
+                            .into_iter()
+                            .try_for_each(|ns| f.write(&SILENCE, ns, true))
+                            .and_then(|()| f.write(&packet, at, true));
+                        if let Err(e) = written {
                             break End::Failed(e);
                         }
-                        if let Err(e) = f.write(&packet, base_ns + at * 1_000_000_000 / 48_000, true) {
-                            break End::Failed(e);
-                        }
-                        next = at + u64::from(FRAME);
                     }
                     // A slow disk: those packets are gone (the file has a gap, as a tap drop).
                     Err(RecvError::Lagged(n)) => self.recorder.metrics.media_tap_dropped.add(n),
@@ -171,7 +188,7 @@ impl MixSession {
 
 #[cfg(test)]
 mod tests {
-    use super::Clock;
+    use super::{Clock, MixTimeline};
 
     #[test]
     fn the_mix_clock_runs_on_past_the_wrap() {
@@ -181,5 +198,17 @@ mod tests {
         assert_eq!(c.extend(start + 960), 960);
         assert_eq!(c.extend(start.wrapping_add(1920)), 1920, "across the wrap");
         assert_eq!(c.extend(960), 2880);
+    }
+
+    #[test]
+    fn the_timeline_fills_skipped_ticks_with_silence_from_the_first_arrival() {
+        let mut t = MixTimeline::default();
+        assert_eq!(t.place(1000, 5_000_000), (vec![], 5_000_000), "the first packet sets the base");
+        assert_eq!(t.place(1960, 99_000_000), (vec![], 25_000_000), "RTP time, not arrival, places it");
+        // Two ticks lost: silence at 45 and 65 ms, the packet at 85 ms.
+        assert_eq!(t.place(1000 + 4 * 960, 0), (vec![45_000_000, 65_000_000], 85_000_000));
+        // A jump past a minute is a new clock: no minute of silence.
+        let (silence, _) = t.place(1000 + 4 * 960 + 61 * 48_000, 0);
+        assert!(silence.is_empty());
     }
 }

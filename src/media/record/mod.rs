@@ -5,12 +5,15 @@
 //! - [`Recorder`]: starts, stops, lists and deletes recordings; publishes their events.
 //! - [`session`]: one recording's thread, reading the room's media tap.
 //! - [`mix`]: a room-mix recording's thread, writing the room's audio mix to one file.
+//! - [`composed`]: a composed recording's thread, a composition's video and the room's mix in
+//!   one WebM file.
 //! - [`file`]: one track's file (libwebm, `ogg`, [`mkv`]).
 //! - [`mkv`]: a small Matroska writer for H.264; [`avc`]: Annex B to AVCC.
 //! - [`manifest`]: the manifest, file names.
 //! - [`http`]: the API.
 
 mod avc;
+mod composed;
 mod file;
 pub mod http;
 pub mod manifest;
@@ -55,6 +58,19 @@ pub enum RecordError {
     /// A room-mix recording could not hold the room's mixer (`max_mixed_rooms`).
     #[error(transparent)]
     Mixer(crate::rtc::EngineError),
+}
+
+pub use composed::OnEnd;
+
+/// What a recording records.
+pub enum Mode {
+    /// A file per track; `audio_only`: the Opus tracks only, each in Ogg.
+    Tracks { audio_only: bool },
+    /// The room's audio mix in one Ogg/Opus file.
+    Mix,
+    /// A composition's video (its `track`) and the room's audio mix in one WebM file;
+    /// `on_end` runs when the recording ends (it stops a composition started for it).
+    Composed { composition: String, track: String, on_end: Option<OnEnd> },
 }
 
 /// A running recording's handles.
@@ -154,13 +170,11 @@ impl Recorder {
         let _ = self.updates.send(update);
     }
 
-    /// Starts recording `room` (it must have participants on this node): a file per track, or
-    /// with `mix` the room's audio mix in one Ogg/Opus file.
+    /// Starts recording `room` (it must have participants on this node), as `mode` says.
     pub async fn record(
         self: &Arc<Self>,
         room: &ChannelName,
-        audio_only: bool,
-        mix: bool,
+        mode: Mode,
     ) -> Result<RecordingInfo, RecordError> {
         if !self.rtc.rooms().await.contains(room) {
             return Err(RecordError::EmptyRoom);
@@ -179,25 +193,44 @@ impl Recorder {
             reason: None,
             started: now_ms(),
             stopped: None,
-            audio_only: audio_only || mix,
-            mix,
+            audio_only: matches!(mode, Mode::Mix | Mode::Tracks { audio_only: true }),
+            mix: matches!(mode, Mode::Mix),
+            composition: match &mode {
+                Mode::Composed { composition, .. } => Some(composition.clone()),
+                _ => None,
+            },
             files: Vec::new(),
             skipped: Vec::new(),
             closed_bytes: 0,
         };
         let started = Instant::now();
-        let source = if mix {
-            match self.rtc.mix_record(room.clone()).await {
-                Ok(lease) => Source::Mix(lease),
+        let lease = match &mode {
+            Mode::Tracks { .. } => None,
+            Mode::Mix | Mode::Composed { .. } => match self.rtc.mix_record(room.clone()).await {
+                Ok(lease) => Some(lease),
                 Err(e @ crate::rtc::EngineError::MixerFull { .. }) => {
                     let _ = std::fs::remove_dir(&dir);
                     return Err(RecordError::Mixer(e));
                 }
                 Err(_) => return Err(RecordError::Engine),
+            },
+        };
+        let tap = match &mode {
+            Mode::Mix => None,
+            _ => Some(
+                self.rtc
+                    .tap(room.clone(), self.config.recording_buffer_frames)
+                    .await
+                    .map_err(|_| RecordError::Engine)?,
+            ),
+        };
+        let source = match (mode, tap, lease) {
+            (Mode::Composed { track, on_end, .. }, Some(tap), Some(lease)) => {
+                Source::Composed { tap, lease, track, on_end }
             }
-        } else {
-            let tap = self.rtc.tap(room.clone(), self.config.recording_buffer_frames).await;
-            Source::Tap(tap.map_err(|_| RecordError::Engine)?)
+            (_, Some(tap), _) => Source::Tap(tap),
+            (_, None, Some(lease)) => Source::Mix(lease),
+            (_, None, None) => return Err(RecordError::Engine),
         };
         info.save(&dir)?;
         let (stop, stop_rx) = watch::channel(None);
@@ -226,6 +259,20 @@ impl Recorder {
                 recorder,
                 started,
                 ended: ended_tx,
+            }
+            .spawn(),
+            Source::Composed { tap, lease, track, on_end } => composed::ComposedSession {
+                info: info2,
+                dir,
+                tap,
+                lease,
+                track,
+                rtc,
+                stop: stop_rx,
+                recorder,
+                started,
+                ended: ended_tx,
+                on_end,
             }
             .spawn(),
         };
@@ -337,10 +384,16 @@ impl Recorder {
     }
 }
 
-/// What a recording reads: the room's tracks, or its mix.
+/// What a recording reads: the room's tracks, its mix, or a composition and the mix.
 enum Source {
     Tap(crate::media::tap::MediaTap),
     Mix(crate::rtc::MixLease),
+    Composed {
+        tap: crate::media::tap::MediaTap,
+        lease: crate::rtc::MixLease,
+        track: String,
+        on_end: Option<OnEnd>,
+    },
 }
 
 /// Manifests still saying `recording` belong to a server that died: `interrupted`.
