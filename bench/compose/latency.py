@@ -7,10 +7,12 @@ white blocks, big enough to survive VP8 and a 3x3 grid's downscale). Two WHEP pl
 the same process, on the same clock:
 
 - `direct`: a plain SFU subscriber of one publisher's track (the SFU path alone);
-- `composed`: a player of a composition of the room, reading the stamp in the top-left tile.
+- `composed`: a player of a composition of the room, reading the stamps of all its tiles (each
+  publisher's frames arrive at their own phase against the composition's ticks).
 
 latency = receive time - stamp, publisher encode and player decode included in both, so the
-difference of the two is what the composition adds (decode, wait for its tick, compose, encode).
+difference of the two is what the composition adds: decode, the wait for its next tick (0 to
+1/fps), compose, encode.
 
 `--hold` instead keeps the publishers and `--compositions` compositions running (no players)
 until stdin closes: the load under which run.sh measures the SFU's latency in another room.
@@ -72,11 +74,12 @@ def read_stamp(frame: av.VideoFrame, x0: int, y0: int, w: int, h: int) -> int | 
     return value if check == (~value & 0xFFF) else None
 
 
-def tile0(n: int) -> tuple[int, int, int, int]:
-    """The top-left tile of a grid of `n` on the canvas (layout.rs: cols = ceil(sqrt(n)))."""
+def tiles(n: int) -> list[tuple[int, int, int, int]]:
+    """The tiles of a full grid of `n` (4, 9) on the canvas (layout.rs: cols = ceil(sqrt(n)))."""
     cols = math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    return 0, 0, (W - GAP * (cols - 1)) // cols & ~1, (H - GAP * (rows - 1)) // rows & ~1
+    tw, th = (W - GAP * (cols - 1)) // cols & ~1, (H - GAP * (rows - 1)) // rows & ~1
+    return [(c * (tw + GAP) & ~1, r * (th + GAP) & ~1, tw, th) for r in range(rows) for c in range(cols)][:n]
 
 
 class Stamped(VideoStreamTrack):
@@ -112,7 +115,7 @@ async def publish(url: str, fps: int) -> RTCPeerConnection:
     return pc
 
 
-async def play(url: str, query: str, rect, samples: list, measuring: asyncio.Event):
+async def play(url: str, query: str, rects: list, samples: list, measuring: asyncio.Event):
     pc = RTCPeerConnection()
     ready = asyncio.get_running_loop().create_future()
 
@@ -131,9 +134,10 @@ async def play(url: str, query: str, rect, samples: list, measuring: asyncio.Eve
         while True:
             frame = await track.recv()
             got = now_ms()
-            stamp = read_stamp(frame, *rect)
-            if measuring.is_set() and stamp is not None:
-                samples.append((got - stamp) & 0xFFF)
+            for rect in rects if measuring.is_set() else ():
+                stamp = read_stamp(frame, *rect)
+                if stamp is not None:
+                    samples.append((got - stamp) & 0xFFF)
 
     return pc, asyncio.ensure_future(consume())
 
@@ -167,10 +171,10 @@ async def main(a) -> None:
         measuring = asyncio.Event()
         direct, composed = [], []
         comp = await compose(a.url, a.fps)
-        c_pc, c_task = await play(a.url, f"?track={comp['track']}", tile0(a.publishers), composed, measuring)
+        c_pc, c_task = await play(a.url, f"?track={comp['track']}", tiles(a.publishers), composed, measuring)
         pubs = [await publish(a.url, a.fps) for _ in range(a.publishers)]
         # A WHEP player without `?track` plays the room's newest video: the last publisher's.
-        d_pc, d_task = await play(a.url, "", (0, 0, W, H), direct, measuring)
+        d_pc, d_task = await play(a.url, "", [(0, 0, W, H)], direct, measuring)
         await asyncio.sleep(a.warmup)
         measuring.set()
         await asyncio.sleep(a.duration)
@@ -179,7 +183,7 @@ async def main(a) -> None:
             task.cancel()
         out = {"what": "composition_latency", "publishers": a.publishers, "fps": a.fps, "size": f"{W}x{H}"}
         for name, s in (("direct", direct), ("composed", composed)):
-            out[name] = {"frames": len(s), "p50_ms": pct(s, 0.5), "p95_ms": pct(s, 0.95)}
+            out[name] = {"samples": len(s), "p50_ms": pct(s, 0.5), "p95_ms": pct(s, 0.95)}
         if direct and composed:
             out["added_p50_ms"] = pct(composed, 0.5) - pct(direct, 0.5)
             out["added_p95_ms"] = pct(composed, 0.95) - pct(direct, 0.95)

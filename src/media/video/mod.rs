@@ -27,8 +27,8 @@
 pub mod compose;
 pub mod composition;
 pub mod decode;
-pub mod driver;
 pub mod draw;
+pub mod driver;
 pub mod feed;
 pub mod filter;
 pub mod geom;

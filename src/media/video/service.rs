@@ -17,11 +17,11 @@ use switchboard_protocol::ChannelName;
 use tokio::sync::mpsc;
 
 use super::composition::{Composition, CompositionConfig, Input, Output};
+use super::driver::{Driver, End as Ended};
 use super::feed::Feed;
 use super::filter::{self, Chain, FilterError, FilterSpec};
 use super::layout::Layout;
 use super::pipeline::{Pipeline, PipelineConfig};
-use super::driver::{Driver, End as Ended};
 use super::run::{self, Worker};
 use super::text::Font;
 use crate::broker::{Broker, NewPublication};
@@ -486,8 +486,7 @@ impl VideoService {
     /// Changes a running composition of `room` (its layout), live.
     pub fn update(&self, room: &str, id: &str, req: CompositionUpdate) -> Result<Running, VideoError> {
         let mut running = self.running.lock();
-        let Some(entry) =
-            running.get_mut(id).filter(|e| e.info.room == room && e.info.kind == "composition")
+        let Some(entry) = running.get_mut(id).filter(|e| e.info.room == room && e.info.kind == "composition")
         else {
             return Err(VideoError::NotFound(format!("no composition {id} in {room}")));
         };
@@ -510,7 +509,7 @@ impl VideoService {
 
     fn remove(&self, room: &str, id: &str) -> Result<Running, VideoError> {
         let mut running = self.running.lock();
-        if !running.get(id).is_some_and(|e| e.info.room == room) {
+        if running.get(id).is_none_or(|e| e.info.room != room) {
             return Err(VideoError::NotFound(format!("no composition or pipeline {id} in {room}")));
         }
         let entry = running.remove(id).expect("checked");
