@@ -495,6 +495,8 @@ def test_a_publisher_switching_resolution_then_stopping_keeps_the_composition_an
         assert event == {"event": "stopped", "kind": "pipeline", "reason": "source_gone"}, event
         status, listed = await api("GET", url)
         assert [r["id"] for r in listed["running"]] == [comp["id"]], listed
+        status, err = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/pipelines/{pipe['id']}")
+        assert status == 404 and err["error"]["code"] == 102, err
         status, again = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
                                   {"track": blue_id, "filters": [{"type": "pixelate"}]})
         assert status == 201, again
