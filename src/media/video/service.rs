@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -209,6 +210,33 @@ pub struct VideoService {
     font: Option<Arc<Font>>,
     metrics: Arc<VideoMetrics>,
     running: Mutex<HashMap<String, Entry>>,
+    /// Units admitted and still starting (compositions, pipelines); changed under `running`'s
+    /// lock.
+    starting: [AtomicUsize; 2],
+}
+
+/// A place under a cap, from admission until the unit is in `running` (or failed to start).
+struct Place<'a> {
+    service: &'a VideoService,
+    kind: &'static str,
+    held: bool,
+}
+
+impl Place<'_> {
+    /// The unit is in `running` (whose lock the caller holds): it counts there from now on.
+    fn settle(mut self, _running: &mut HashMap<String, Entry>) {
+        self.service.starting(self.kind).fetch_sub(1, Ordering::Relaxed);
+        self.held = false;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let _running = self.service.running.lock();
+            self.service.starting(self.kind).fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl VideoService {
@@ -237,6 +265,7 @@ impl VideoService {
             font,
             metrics,
             running: Mutex::new(HashMap::new()),
+            starting: Default::default(),
         })
     }
 
@@ -253,20 +282,25 @@ impl VideoService {
         all
     }
 
-    fn count(&self, kind: &str) -> usize {
-        self.running.lock().values().filter(|e| e.info.kind == kind).count()
+    fn starting(&self, kind: &str) -> &AtomicUsize {
+        &self.starting[usize::from(kind != "composition")]
     }
 
-    fn admit(&self, kind: &'static str) -> Result<(), VideoError> {
+    /// A place under the cap of `kind`, counted from now on: units still starting count too, so
+    /// two requests at once never both pass the last place.
+    fn admit(&self, kind: &'static str) -> Result<Place<'_>, VideoError> {
         let (what, max) = match kind {
             "composition" => ("compositions", self.config.video_max_compositions),
             _ => ("pipelines", self.config.video_max_pipelines),
         };
-        if self.count(kind) >= max {
+        let running = self.running.lock();
+        let taken = running.values().filter(|e| e.info.kind == kind).count();
+        if taken + self.starting(kind).load(Ordering::Relaxed) >= max {
             self.metrics.refused.add(1);
             return Err(VideoError::TooMany { what, max });
         }
-        Ok(())
+        self.starting(kind).fetch_add(1, Ordering::Relaxed);
+        Ok(Place { service: self, kind, held: true })
     }
 
     /// Checks filters now (a chain is built on its thread later; this one is thrown away).
@@ -304,7 +338,7 @@ impl VideoService {
             return bad("bitrate must be 50..=20000 kbit/s".into());
         }
         let specs = req.filters.as_ref().map(|f| self.check_filters(f)).transpose()?;
-        self.admit("composition")?;
+        let place = self.admit("composition")?;
         let config = CompositionConfig {
             width: req.width,
             height: req.height,
@@ -330,7 +364,7 @@ impl VideoService {
             fps: Some(req.fps),
             layout: Some(req.layout),
         };
-        self.start(&mut info, room, "composition", "Composition", Feed::room(Vec::new()), make).await?;
+        self.start(&mut info, place, room, Feed::room(Vec::new()), make).await?;
         Ok(info)
     }
 
@@ -357,7 +391,7 @@ impl VideoService {
             }
             Some(_) => {}
         }
-        self.admit("pipeline")?;
+        let place = self.admit("pipeline")?;
         let config = PipelineConfig {
             bitrate_kbps: req.bitrate,
             max_width: self.config.video_max_width,
@@ -379,16 +413,15 @@ impl VideoService {
             fps: None,
             layout: None,
         };
-        self.start(&mut info, room, "filtered", "Filtered", Feed::track(&req.track), make).await?;
+        self.start(&mut info, place, room, Feed::track(&req.track), make).await?;
         Ok(info)
     }
 
     async fn start<W, M>(
         self: &Arc<Self>,
         info: &mut Running,
+        place: Place<'_>,
         room: ChannelName,
-        label: &str,
-        name: &str,
         mut feed: Feed,
         make: M,
     ) -> Result<(), VideoError>
@@ -397,6 +430,12 @@ impl VideoService {
         M: FnOnce() -> Result<W, String> + Send + 'static,
     {
         let unavailable = |e: crate::rtc::EngineError| VideoError::Unavailable(e.to_string());
+        // The output's label and name in the room's track list.
+        let (label, name) = if info.kind == "composition" {
+            ("composition", "Composition")
+        } else {
+            ("filtered", "Filtered")
+        };
         let served = self.rtc.serve(room.clone(), label, name).await.map_err(unavailable)?;
         feed.skip(&served.id);
         let tap = self.rtc.tap(room.clone(), 256).await.map_err(unavailable)?;
@@ -439,7 +478,10 @@ impl VideoService {
             this.ended(&id, end).await;
         });
         let entry = Entry { info: info.clone(), task, control: control_tx };
-        self.running.lock().insert(info.id.clone(), entry);
+        let mut running = self.running.lock();
+        running.insert(info.id.clone(), entry);
+        place.settle(&mut running);
+        drop(running);
         tracing::info!(id = %info.id, kind = info.kind, room = %info.room, track = %info.track, "video worker started");
         Ok(())
     }
