@@ -35,15 +35,18 @@ def server(make_server, tmp_path):
     return make_server(args=["--no-demo", "--config", str(config)])
 
 
+def flat(colour, width: int = 320, height: int = 240) -> av.VideoFrame:
+    image = av.VideoFrame(width, height, "rgb24")
+    image.planes[0].update(bytes(colour) * (image.planes[0].buffer_size // 3))
+    return image.reformat(format="yuv420p")
+
+
 class Picture(VideoStreamTrack):
     """A still picture (a flat colour, or an image), 320x240 unless the image says otherwise."""
 
     def __init__(self, colour=None, image: av.VideoFrame | None = None):
         super().__init__()
-        if image is None:
-            image = av.VideoFrame(320, 240, "rgb24")
-            image.planes[0].update(bytes(colour) * (image.planes[0].buffer_size // 3))
-        self.frame = image.reformat(format="yuv420p")
+        self.frame = flat(colour) if image is None else image.reformat(format="yuv420p")
 
     async def recv(self):
         pts, time_base = await self.next_timestamp()
@@ -120,6 +123,109 @@ async def frame_where(track, ok, limit: float):
             return last
     samples = {p: rgb(last, *p) for p in [(160, 90), (480, 90), (320, 270)]} if last is not None else None
     raise AssertionError(f"no matching frame in {limit} s; last: {samples}")
+
+
+class Switching(Picture):
+    """A flat colour at 640x360, then at 320x240 once `shrink()` is called: one track, so one
+    encoder, which starts the new size with a keyframe as a camera switching modes does."""
+
+    def __init__(self, colour):
+        super().__init__(colour)
+        self.frame = flat(colour, 640, 360)
+        self.small = flat(colour)
+
+    def shrink(self):
+        self.frame = self.small
+
+
+class Watch:
+    """Decodes a track in the background, keeping `sample(frame)` of every frame, so that a test
+    can wait for what it expects without a backlog of old frames in between."""
+
+    def __init__(self, track, sample=lambda f: None):
+        self.samples: list = []
+        self.changed = asyncio.Event()
+        self.task = asyncio.ensure_future(self.run(track, sample))
+
+    async def run(self, track, sample):
+        try:
+            while True:
+                frame = await track.recv()
+                self.samples.append(sample(frame))
+                self.changed.set()
+        except Exception:  # the track ended (MediaStreamError): no more frames
+            self.changed.set()
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+    async def until(self, ok, limit: float = 15):
+        """Waits until `ok(self)` holds, for at most `limit` seconds of decoded frames."""
+        deadline = time.monotonic() + limit
+        while not (self.samples and ok(self)):
+            left = deadline - time.monotonic()
+            assert left > 0 and not self.task.done(), f"not reached in {limit} s; last: {self.samples[-3:]}"
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def more(self, n: int, limit: float = 15):
+        """Waits for `n` more frames."""
+        target = self.count + n
+        await self.until(lambda w: w.count >= target, limit)
+
+
+def room_data(msg: dict):
+    pub = msg.get("pub") or {}
+    return pub.get("data") if isinstance(pub, dict) else None
+
+
+async def room_message(ws, pick, limit: float = 15):
+    """The first `pick(data)` that is not None of the room channel's publications."""
+    deadline = time.monotonic() + limit
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no matching room message in {limit} s"
+        data = room_data(json.loads(await asyncio.wait_for(ws.recv(), left)))
+        if isinstance(data, dict) and (found := pick(data)) is not None:
+            return found
+
+
+async def new_video_track(ws, known: set) -> str:
+    """The id of the next publisher's video track (the room's track list on its channel)."""
+    def pick(data):
+        if "sfu" not in data:
+            return None
+        new = [t["id"] for t in data["sfu"]["tracks"]
+               if t["kind"] == "video" and t.get("participant") != "server" and t["id"] not in known]
+        return new[0] if new else None
+
+    track = await room_message(ws, pick)
+    known.add(track)
+    return track
+
+
+async def video_event(ws, unit: str, event: str):
+    """The next `event` of composition or pipeline `unit` on the room channel."""
+    def pick(data):
+        video = data.get("video")
+        return video["event"] if video and video["id"] == unit and video["event"]["event"] == event else None
+
+    return await room_message(ws, pick)
+
+
+def config(tmp_path, extra: str = "") -> list[str]:
+    path = tmp_path / "rooms.toml"
+    path.write_text(extra + "[namespaces.room]\nrooms = true\njoin_leave = true\n")
+    return ["--no-demo", "--config", str(path)]
+
+
+def no_panic(server):
+    log = server.stderr_path.read_text(errors="replace")
+    assert "panicked" not in log, log[-3000:]
 
 
 def test_two_publishers_compose_into_one_track_a_third_joins_and_bad_input_gets_codes(server):
@@ -392,3 +498,147 @@ def test_a_composed_recording_is_one_webm_of_the_grid_and_the_rooms_mixed_audio(
     print("composed recording tones (median of", len(blocks), "blocks)", got)
     assert got[440] > 1500 and got[660] > 1500, got
     assert got[880] < 0.1 * min(got[440], got[660]), got
+
+
+# Grid of two: tiles at x 0..318 and 322..640. Speaker of two: the speaker over y 0..270 at full
+# width, the other in the strip from y 274.
+POINTS = [(160, 180), (480, 180), (320, 130), (320, 320)]
+
+
+def composed(frame):
+    return [rgb(frame, *p) for p in POINTS]
+
+
+def grid(a, b):
+    """Two tiles of colours `a` and `b`, either way round (tiles of tracks present when the
+    composition starts come in no set order)."""
+    def ok(w):
+        left, right = w.samples[-1][:2]
+        return (near(left, a) and near(right, b)) or (near(left, b) and near(right, a))
+
+    return ok
+
+
+def test_a_publisher_switching_resolution_then_stopping_keeps_the_composition_and_the_sfu_going(make_server, tmp_path):
+    server = make_server(args=config(tmp_path, "video_max_compositions = 1\nvideo_max_pipelines = 1\n"))
+
+    async def main():
+        ws, _ = await join_room(server.ws_url, ROOM, "watcher")
+        known: set = set()
+        red_track = Switching(RED)
+        red = await publish(server.url, red_track)
+        red_id = await new_video_track(ws, known)
+        blue = await publish(server.url, Picture(BLUE))
+        blue_id = await new_video_track(ws, known)
+        # A plain SFU subscriber of blue's own track: forwarding must never stop.
+        sfu_pc, sfu_track = await play(server.url, blue_id)
+        sfu = Watch(sfu_track)
+
+        status, comp = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {"fps": 15})
+        assert status == 201, comp
+        comp_pc, comp_track = await play(server.url, comp["track"])
+        grid_watch = Watch(comp_track, composed)
+        status, pipe = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
+                                 {"track": red_id, "filters": [{"type": "pixelate", "region": {"x": 0, "y": 0, "w": 0.25, "h": 0.25}}]})
+        assert status == 201, pipe
+        pipe_pc, pipe_track = await play(server.url, pipe["track"])
+        filtered = Watch(pipe_track, lambda f: (f.width, f.height, rgb(f, f.width * 3 // 4, f.height * 3 // 4)))
+
+        def filtered_at(w, h):
+            return lambda watch: watch.samples[-1][:2] == (w, h) and near(watch.samples[-1][2], RED)
+
+        await grid_watch.until(grid(RED, BLUE), 20)
+        await filtered.until(filtered_at(640, 360), 20)
+
+        # The switch: the pipeline's output follows the source's new size...
+        red_track.shrink()
+        await filtered.until(filtered_at(320, 240))
+        # ...and the composition goes on with red in its tile: over 3 s of composed frames (past
+        # the 2 s after which a stalled tile would turn into a placeholder) every frame is red and
+        # blue.
+        switched = grid_watch.count
+        red_at = 0 if near(grid_watch.samples[-1][0], RED) else 1
+        await grid_watch.more(45)
+        for sample in grid_watch.samples[switched:]:
+            assert near(sample[red_at], RED) and near(sample[1 - red_at], BLUE), sample
+        await sfu.more(15)
+
+        # The layout, live: speaker (one tile large, the other in the strip), and bad updates.
+        url = f"{server.url}/api/rooms/{ROOM}/compositions"
+        status, changed = await api("PATCH", f"{url}/{comp['id']}", {"layout": "speaker"})
+        assert status == 200 and changed["layout"] == "speaker", changed
+
+        def speaker(w):
+            big, strip = w.samples[-1][2], w.samples[-1][3]
+            return (near(big, RED) and near(strip, BLUE)) or (near(big, BLUE) and near(strip, RED))
+
+        await grid_watch.until(speaker)
+        status, err = await api("PATCH", f"{url}/{comp['id']}", {"layout": "mosaic"})
+        assert status == 400 and err["error"]["code"] == 107, err
+        status, err = await api("PATCH", f"{url}/{pipe['id']}", {"layout": "grid"})
+        assert status == 404 and err["error"]["code"] == 102, err
+        status, err = await api("PATCH", f"{url}/cmp-nope", {"layout": "grid"})
+        assert status == 404 and err["error"]["code"] == 102, err
+        status, listed = await api("GET", url)
+        assert [(r["id"], r.get("layout")) for r in listed["running"]] == [(comp["id"], "speaker"), (pipe["id"], None)], listed
+        status, _ = await api("PATCH", f"{url}/{comp['id']}", {"layout": "grid"})
+        assert status == 200
+        await grid_watch.until(grid(RED, BLUE))
+
+        # Red stops: its tile goes (blue alone fills the canvas), its pipeline stops by itself with
+        # an event, freeing its place under the cap; the SFU goes on forwarding blue.
+        await red.close()
+        await grid_watch.until(grid(BLUE, BLUE))
+        event = await video_event(ws, pipe["id"], "stopped")
+        assert event == {"event": "stopped", "kind": "pipeline", "reason": "source_gone"}, event
+        status, listed = await api("GET", url)
+        assert [r["id"] for r in listed["running"]] == [comp["id"]], listed
+        status, err = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/pipelines/{pipe['id']}")
+        assert status == 404 and err["error"]["code"] == 102, err
+        status, again = await api("POST", f"{server.url}/api/rooms/{ROOM}/pipelines",
+                                  {"track": blue_id, "filters": [{"type": "pixelate"}]})
+        assert status == 201, again
+        status, _ = await api("DELETE", f"{server.url}/api/rooms/{ROOM}/pipelines/{again['id']}")
+        assert status == 200
+        event = await video_event(ws, again["id"], "stopped")
+        assert event["reason"] == "stopped", event
+        await sfu.more(15)
+        await grid_watch.more(15)
+        no_panic(server)
+        await asyncio.gather(blue.close(), sfu_pc.close(), comp_pc.close(), pipe_pc.close())
+        await ws.close()
+
+    run(main(), 55)
+
+
+def test_a_composition_whose_room_empties_stops_by_itself_and_frees_its_place(make_server, tmp_path):
+    server = make_server(args=config(tmp_path, "video_max_compositions = 1\nvideo_room_empty_seconds = 1\n"))
+
+    async def main():
+        ws, _ = await join_room(server.ws_url, ROOM, "watcher")
+        blue = await publish(server.url, Picture(BLUE))
+        await new_video_track(ws, set())
+        status, comp = await api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {"fps": 10})
+        assert status == 201, comp
+        viewer, track = await play(server.url, comp["track"])
+        await frame_where(track, lambda f: near(rgb(f, 320, 180), BLUE), 20)
+        # The publisher and the viewer leave: nobody is in the room on this node any more (the
+        # watcher is on the room channel, not a WebRTC peer).
+        await asyncio.gather(blue.close(), viewer.close())
+        event = await video_event(ws, comp["id"], "stopped")
+        assert event == {"event": "stopped", "kind": "composition", "reason": "room_empty"}, event
+        status, listed = await api("GET", f"{server.url}/api/rooms/{ROOM}/compositions")
+        assert listed["running"] == [], listed
+        status, _, text = await http_async("GET", f"{server.url}/metrics", "", "text/plain")
+        assert "switchboard_video_compositions 0" in text, text[-2000:]
+        # Its place is free, for one of two asked for at once (a place is taken at admission, not
+        # once the composition runs); a composition of a room nobody joins stops as well.
+        both = await asyncio.gather(*(api("POST", f"{server.url}/api/rooms/{ROOM}/compositions", {}) for _ in range(2)))
+        assert sorted(status for status, _ in both) == [201, 429], both
+        again = next(body for status, body in both if status == 201)
+        event = await video_event(ws, again["id"], "stopped")
+        assert event["reason"] == "room_empty", event
+        no_panic(server)
+        await ws.close()
+
+    run(main(), 55)

@@ -292,6 +292,9 @@ pub struct Config {
     pub video_queue_frames: usize,
     /// The TrueType font for labels and overlay text.
     pub video_font: String,
+    /// Seconds a composition or pipeline goes on in a room with no peer on this node before it
+    /// stops by itself (reason `room_empty`). 0: never.
+    pub video_room_empty_seconds: u64,
     /// This node's base URL as clients reach it (`https://n1.example.com`). Set on every node of
     /// a cluster: each room's WebRTC media then lives on one node, and the others send its
     /// clients there. Empty: every node serves the rooms it is asked for.
@@ -429,6 +432,7 @@ impl Default for Config {
             video_max_fps: 30,
             video_queue_frames: 16,
             video_font: crate::media::video::text::DEFAULT_FONT.to_owned(),
+            video_room_empty_seconds: 10,
             rtc_video_send_buffer: 500,
             recordings_dir: "recordings".into(),
             recordings_max: 16,

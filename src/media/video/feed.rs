@@ -17,12 +17,14 @@ pub struct Feed {
     audio: HashMap<String, String>,
     /// Only this track (a pipeline); `None`: every video track (a composition).
     only: Option<String>,
-    /// Tracks never to use (the composition's own output, pipelines' outputs).
+    /// Tracks never to use (its own output).
     skip: Vec<String>,
 }
 
 impl Feed {
-    /// A feed of every VP8 video track of the room but those in `skip`.
+    /// A feed of every VP8 video track of the room's participants but those in `skip`: served
+    /// tracks (other compositions, pipelines' outputs) are not participants, and two
+    /// compositions of one room would otherwise show each other, recursively.
     pub fn room(skip: Vec<String>) -> Self {
         Self { skip, ..Self::default() }
     }
@@ -48,7 +50,12 @@ impl Feed {
     }
 
     fn wanted(&self, t: &TapTrack) -> bool {
-        !self.skip.contains(&t.id) && self.only.as_ref().is_none_or(|o| *o == t.id)
+        let served = t.participant == crate::rtc::engine::SERVER;
+        !self.skip.contains(&t.id)
+            && match &self.only {
+                Some(only) => *only == t.id,
+                None => !served,
+            }
     }
 
     /// The inputs one tap event makes.
@@ -147,6 +154,14 @@ mod tests {
             "its own output: skipped"
         );
         assert!(feed.event(track("a", MediaKind::Audio, Codec::Opus, &[])).is_none());
+        let TapEvent::TrackAdded(t) = track("server-filtered-3", MediaKind::Video, Codec::Vp8, &[]) else {
+            unreachable!()
+        };
+        let served = TapTrack { participant: crate::rtc::engine::SERVER.into(), ..(*t).clone() };
+        assert!(
+            feed.event(TapEvent::TrackAdded(Arc::new(served))).is_none(),
+            "a served track (another composition, a pipeline's output): skipped"
+        );
         assert!(feed.event(frame("v", Some("q"), None)).is_none(), "a lower layer");
         assert!(
             matches!(feed.event(frame("v", Some("f"), None)), Some(Input::Frame { track, time: 7, .. }) if track == "v")

@@ -2,7 +2,8 @@
 //! key; or anyone on a server without secrets):
 //!
 //! - `POST /api/rooms/{room}/compositions` → `201` with the composition and its output track;
-//!   `GET` lists the room's compositions and pipelines; `DELETE .../compositions/{id}` stops one.
+//!   `GET` lists the room's compositions and pipelines; `DELETE .../compositions/{id}` stops one;
+//!   `PATCH .../compositions/{id}` changes its layout live.
 //! - `POST /api/rooms/{room}/pipelines` → `201`; `DELETE .../pipelines/{id}` stops one.
 //!
 //! Errors: `400` code 107 (bad request, with the filter's own code in the message), `404` code
@@ -19,7 +20,7 @@ use axum::routing::{delete, post};
 use axum::{Extension, Json, Router};
 use switchboard_protocol::{ChannelName, ErrorCode};
 
-use super::service::{CompositionRequest, PipelineRequest, VideoError, VideoService};
+use super::service::{CompositionRequest, CompositionUpdate, PipelineRequest, VideoError, VideoService};
 use crate::http::{Caller, HttpError, caller};
 use crate::state::AppState;
 
@@ -27,7 +28,7 @@ use crate::state::AppState;
 pub fn routes(video: Option<Arc<VideoService>>) -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/rooms/{room}/compositions", post(compose).get(list))
-        .route("/api/rooms/{room}/compositions/{id}", delete(stop))
+        .route("/api/rooms/{room}/compositions/{id}", delete(stop).patch(update))
         .route("/api/rooms/{room}/pipelines", post(pipeline).get(list))
         .route("/api/rooms/{room}/pipelines/{id}", delete(stop))
         .layer(Extension(video))
@@ -140,6 +141,19 @@ async fn stop(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let (video, room) = authorize(&state, &headers, video, &room)?;
-    let stopped = video.stop(room.as_str(), &id)?;
+    let stopped = video.stop(room.as_str(), &id).await?;
     Ok(Json(stopped).into_response())
+}
+
+async fn update(
+    State(state): State<Arc<AppState>>,
+    video: Video,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let (video, room) = authorize(&state, &headers, video, &room)?;
+    let req: CompositionUpdate = json(&body)?;
+    let updated = video.update(room.as_str(), &id, req)?;
+    Ok(Json(updated).into_response())
 }

@@ -14,6 +14,8 @@
 //! - [`composition`]: decoders + compositor + output filters + encoder: the room's video in, one
 //!   VP8 track out at a fixed size and rate.
 //! - [`pipeline`]: one track through a filter chain, frame for frame, capped in size.
+//! - [`driver`]: the task between a unit's tap, worker and served track; when a unit ends by
+//!   itself (its room empty, its source gone).
 //! - [`run`]: the thread a composition or pipeline runs on, behind a bounded queue.
 //! - [`service`]: compositions and pipelines of this node (caps, taps, served tracks, events).
 //! - [`http`]: their API under `/api/rooms/{room}/`.
@@ -26,6 +28,7 @@ pub mod compose;
 pub mod composition;
 pub mod decode;
 pub mod draw;
+pub mod driver;
 pub mod feed;
 pub mod filter;
 pub mod geom;

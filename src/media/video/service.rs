@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,8 +18,9 @@ use switchboard_protocol::ChannelName;
 use tokio::sync::mpsc;
 
 use super::composition::{Composition, CompositionConfig, Input, Output};
+use super::driver::{Driver, End as Ended};
 use super::feed::Feed;
-use super::filter::{self, Chain, FilterError, FilterEvent, FilterSpec};
+use super::filter::{self, Chain, FilterError, FilterSpec};
 use super::layout::Layout;
 use super::pipeline::{Pipeline, PipelineConfig};
 use super::run::{self, Worker};
@@ -105,6 +107,15 @@ pub struct PipelineRequest {
     pub bitrate: u32,
 }
 
+/// `PATCH /api/rooms/{room}/compositions/{id}`: what to change, live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompositionUpdate {
+    /// `grid` or `speaker`.
+    #[serde(default)]
+    pub layout: Option<Layout>,
+}
+
 /// A running composition or pipeline, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Running {
@@ -186,6 +197,8 @@ impl VideoMetrics {
 struct Entry {
     info: Running,
     task: tokio::task::JoinHandle<()>,
+    /// Inputs for the worker from the API (a layout change).
+    control: mpsc::UnboundedSender<Input>,
 }
 
 /// Compositions and pipelines of this node.
@@ -197,6 +210,33 @@ pub struct VideoService {
     font: Option<Arc<Font>>,
     metrics: Arc<VideoMetrics>,
     running: Mutex<HashMap<String, Entry>>,
+    /// Units admitted and still starting (compositions, pipelines); changed under `running`'s
+    /// lock.
+    starting: [AtomicUsize; 2],
+}
+
+/// A place under a cap, from admission until the unit is in `running` (or failed to start).
+struct Place<'a> {
+    service: &'a VideoService,
+    kind: &'static str,
+    held: bool,
+}
+
+impl Place<'_> {
+    /// The unit is in `running` (whose lock the caller holds): it counts there from now on.
+    fn settle(mut self, _running: &mut HashMap<String, Entry>) {
+        self.service.starting(self.kind).fetch_sub(1, Ordering::Relaxed);
+        self.held = false;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            let _running = self.service.running.lock();
+            self.service.starting(self.kind).fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl VideoService {
@@ -225,6 +265,7 @@ impl VideoService {
             font,
             metrics,
             running: Mutex::new(HashMap::new()),
+            starting: Default::default(),
         })
     }
 
@@ -241,20 +282,25 @@ impl VideoService {
         all
     }
 
-    fn count(&self, kind: &str) -> usize {
-        self.running.lock().values().filter(|e| e.info.kind == kind).count()
+    fn starting(&self, kind: &str) -> &AtomicUsize {
+        &self.starting[usize::from(kind != "composition")]
     }
 
-    fn admit(&self, kind: &'static str) -> Result<(), VideoError> {
+    /// A place under the cap of `kind`, counted from now on: units still starting count too, so
+    /// two requests at once never both pass the last place.
+    fn admit(&self, kind: &'static str) -> Result<Place<'_>, VideoError> {
         let (what, max) = match kind {
             "composition" => ("compositions", self.config.video_max_compositions),
             _ => ("pipelines", self.config.video_max_pipelines),
         };
-        if self.count(kind) >= max {
+        let running = self.running.lock();
+        let taken = running.values().filter(|e| e.info.kind == kind).count();
+        if taken + self.starting(kind).load(Ordering::Relaxed) >= max {
             self.metrics.refused.add(1);
             return Err(VideoError::TooMany { what, max });
         }
-        Ok(())
+        self.starting(kind).fetch_add(1, Ordering::Relaxed);
+        Ok(Place { service: self, kind, held: true })
     }
 
     /// Checks filters now (a chain is built on its thread later; this one is thrown away).
@@ -292,7 +338,7 @@ impl VideoService {
             return bad("bitrate must be 50..=20000 kbit/s".into());
         }
         let specs = req.filters.as_ref().map(|f| self.check_filters(f)).transpose()?;
-        self.admit("composition")?;
+        let place = self.admit("composition")?;
         let config = CompositionConfig {
             width: req.width,
             height: req.height,
@@ -318,7 +364,7 @@ impl VideoService {
             fps: Some(req.fps),
             layout: Some(req.layout),
         };
-        self.start(&mut info, room, "composition", "Composition", Feed::room(Vec::new()), make).await?;
+        self.start(&mut info, place, room, Feed::room(Vec::new()), make).await?;
         Ok(info)
     }
 
@@ -345,7 +391,7 @@ impl VideoService {
             }
             Some(_) => {}
         }
-        self.admit("pipeline")?;
+        let place = self.admit("pipeline")?;
         let config = PipelineConfig {
             bitrate_kbps: req.bitrate,
             max_width: self.config.video_max_width,
@@ -367,16 +413,15 @@ impl VideoService {
             fps: None,
             layout: None,
         };
-        self.start(&mut info, room, "filtered", "Filtered", Feed::track(&req.track), make).await?;
+        self.start(&mut info, place, room, Feed::track(&req.track), make).await?;
         Ok(info)
     }
 
     async fn start<W, M>(
         self: &Arc<Self>,
         info: &mut Running,
+        place: Place<'_>,
         room: ChannelName,
-        label: &str,
-        name: &str,
         mut feed: Feed,
         make: M,
     ) -> Result<(), VideoError>
@@ -385,12 +430,18 @@ impl VideoService {
         M: FnOnce() -> Result<W, String> + Send + 'static,
     {
         let unavailable = |e: crate::rtc::EngineError| VideoError::Unavailable(e.to_string());
-        let mut served = self.rtc.serve(room.clone(), label, name).await.map_err(unavailable)?;
+        // The output's label and name in the room's track list.
+        let (label, name) = if info.kind == "composition" {
+            ("composition", "Composition")
+        } else {
+            ("filtered", "Filtered")
+        };
+        let served = self.rtc.serve(room.clone(), label, name).await.map_err(unavailable)?;
         feed.skip(&served.id);
-        let mut tap = self.rtc.tap(room.clone(), 256).await.map_err(unavailable)?;
+        let tap = self.rtc.tap(room.clone(), 256).await.map_err(unavailable)?;
         info.track = served.id.clone();
         let sender = served.sender();
-        let (asks_tx, mut asks) = mpsc::unbounded_channel::<Output>();
+        let (asks_tx, asks) = mpsc::unbounded_channel::<Output>();
         let metrics = self.metrics.clone();
         let out = move |o: Output| match o {
             Output::Frame { data, keyframe, time } => {
@@ -403,85 +454,120 @@ impl VideoService {
             }
         };
         let thread = format!("video-{}", info.id);
-        let mut worker = run::spawn(&thread, self.config.video_queue_frames, make, out)
+        let worker = run::spawn(&thread, self.config.video_queue_frames, make, out)
             .map_err(VideoError::Unavailable)?;
-        let gauge =
-            if info.kind == "composition" { &self.metrics.compositions } else { &self.metrics.pipelines };
-        gauge.add(1);
-        let (this, id, room_name) = (self.clone(), info.id.clone(), room.clone());
-        let output_track = served.id.clone();
+        self.gauge(info.kind).add(1);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let secs = self.config.video_room_empty_seconds;
+        let driver = Driver {
+            id: info.id.clone(),
+            room,
+            pipeline: info.kind == "pipeline",
+            tap,
+            feed,
+            worker,
+            served,
+            asks,
+            control,
+            empty_after: (secs > 0).then(|| Duration::from_secs(secs)),
+        };
+        let this = self.clone();
         let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    event = tap.recv() => {
-                        let Some(event) = event else { break };
-                        if let Some(input) = feed.event(event) {
-                            let frame = matches!(input, Input::Frame { .. });
-                            if !worker.send(input) && frame {
-                                this.metrics.dropped.add(1);
-                            }
-                        }
-                    }
-                    Some(()) = served.keyframes.recv() => {
-                        worker.send(Input::Keyframe);
-                    }
-                    Some(ask) = asks.recv() => match ask {
-                        Output::RequestKeyframe { track } => tap.request_keyframe(&track, feed.layer(&track)),
-                        Output::Events(events) => this.publish_events(&room_name, &id, &output_track, events).await,
-                        Output::Frame { .. } => {}
-                    },
-                }
-            }
-            tracing::debug!(id = %id, "video worker's room tap ended");
+            let id = driver.id.clone();
+            let end = driver.run(this.clone()).await;
+            this.ended(&id, end).await;
         });
-        let entry = Entry { info: info.clone(), task };
-        self.running.lock().insert(info.id.clone(), entry);
+        let entry = Entry { info: info.clone(), task, control: control_tx };
+        let mut running = self.running.lock();
+        running.insert(info.id.clone(), entry);
+        place.settle(&mut running);
+        drop(running);
         tracing::info!(id = %info.id, kind = info.kind, room = %info.room, track = %info.track, "video worker started");
         Ok(())
     }
 
-    async fn publish_events(&self, room: &ChannelName, id: &str, track: &str, events: Vec<FilterEvent>) {
-        for event in events {
-            let body = serde_json::json!({ "video": { "id": id, "track": track, "event": event } });
-            let request = NewPublication {
-                channel: room.clone(),
-                payload: Payload::Json(Bytes::from(body.to_string())),
-                info: None,
-                idempotency_key: None,
-                options: self.config.channel_options(room).clone(),
-            };
-            if let Err(e) = crate::broker::publish(self.broker.as_ref(), &self.node_metrics, request).await {
-                tracing::debug!(error = %e, "publishing a faces event failed");
-            }
+    fn gauge(&self, kind: &str) -> &Gauge {
+        if kind == "composition" { &self.metrics.compositions } else { &self.metrics.pipelines }
+    }
+
+    /// Whether `room` has a peer on this node (a unit of an empty room stops by itself).
+    pub(super) async fn room_has_peers(&self, room: &ChannelName) -> bool {
+        self.rtc.rooms().await.contains(room)
+    }
+
+    /// A unit's task ended by itself: forget it (its tap, worker and served track are dropped
+    /// with the task) and say why on the room channel, unless it was stopped meanwhile.
+    async fn ended(&self, id: &str, end: Ended) {
+        let Some(entry) = self.running.lock().remove(id) else { return };
+        self.gauge(entry.info.kind).add(-1);
+        tracing::info!(id, reason = end.reason(), "video worker ended");
+        self.publish_stopped(&entry.info, end.reason()).await;
+    }
+
+    async fn publish_stopped(&self, info: &Running, reason: &str) {
+        let Ok(room) = ChannelName::new(&info.room) else { return };
+        let event = serde_json::json!({ "event": "stopped", "kind": info.kind, "reason": reason });
+        self.publish(&room, &info.id, &info.track, event).await;
+    }
+
+    /// Publishes one event of unit `id` on its room channel (`{"video": {id, track, event}}`).
+    pub(super) async fn publish(&self, room: &ChannelName, id: &str, track: &str, event: serde_json::Value) {
+        let body = serde_json::json!({ "video": { "id": id, "track": track, "event": event } });
+        let request = NewPublication {
+            channel: room.clone(),
+            payload: Payload::Json(Bytes::from(body.to_string())),
+            info: None,
+            idempotency_key: None,
+            options: self.config.channel_options(room).clone(),
+        };
+        if let Err(e) = crate::broker::publish(self.broker.as_ref(), &self.node_metrics, request).await {
+            tracing::debug!(error = %e, "publishing a video event failed");
         }
     }
 
-    /// Stops a composition or pipeline of `room`.
-    pub fn stop(&self, room: &str, id: &str) -> Result<Running, VideoError> {
+    /// Changes a running composition of `room` (its layout), live.
+    pub fn update(&self, room: &str, id: &str, req: CompositionUpdate) -> Result<Running, VideoError> {
         let mut running = self.running.lock();
-        let Some(entry) = running.get(id).filter(|e| e.info.room == room) else {
-            return Err(VideoError::NotFound(format!("no composition or pipeline {id} in {room}")));
+        let Some(entry) = running.get_mut(id).filter(|e| e.info.room == room && e.info.kind == "composition")
+        else {
+            return Err(VideoError::NotFound(format!("no composition {id} in {room}")));
         };
-        let _ = entry;
+        if let Some(layout) = req.layout {
+            // The task forwards it to the worker; a task that just ended drops it (the unit is
+            // gone then, and its stopped event says so).
+            let _ = entry.control.send(Input::Layout(layout));
+            entry.info.layout = Some(layout);
+        }
+        Ok(entry.info.clone())
+    }
+
+    /// Stops a composition or pipeline of `room` (`DELETE`): a `stopped` event with reason
+    /// `stopped` follows on the room channel.
+    pub async fn stop(&self, room: &str, id: &str) -> Result<Running, VideoError> {
+        let info = self.remove(room, id)?;
+        self.publish_stopped(&info, "stopped").await;
+        Ok(info)
+    }
+
+    fn remove(&self, room: &str, id: &str) -> Result<Running, VideoError> {
+        let mut running = self.running.lock();
+        if running.get(id).is_none_or(|e| e.info.room != room) {
+            return Err(VideoError::NotFound(format!("no composition or pipeline {id} in {room}")));
+        }
         let entry = running.remove(id).expect("checked");
         drop(running);
         // Aborting drops the tap, the worker's queue (its thread ends) and the served track.
         entry.task.abort();
-        let gauge = if entry.info.kind == "composition" {
-            &self.metrics.compositions
-        } else {
-            &self.metrics.pipelines
-        };
-        gauge.add(-1);
+        self.gauge(entry.info.kind).add(-1);
         Ok(entry.info)
     }
 
-    /// Stops everything (shutdown).
+    /// Stops everything (shutdown; no events).
     pub fn stop_all(&self) {
         let all: Vec<(String, String)> =
             self.running.lock().values().map(|e| (e.info.room.clone(), e.info.id.clone())).collect();
         for (room, id) in all {
-            let _ = self.stop(&room, &id);
+            let _ = self.remove(&room, &id);
         }
     }
 }

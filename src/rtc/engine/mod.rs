@@ -28,6 +28,7 @@ pub(crate) mod frame_size;
 mod mixing;
 mod negotiate;
 mod served;
+pub use served::SERVER;
 pub mod snapshot;
 mod socket;
 mod taps;

@@ -18,7 +18,7 @@ use crate::rtc::TrackInfo;
 use crate::rtc::sfu::Layers;
 
 /// The owner of every served track (no peer has this id).
-pub(super) const SERVER: &str = "server";
+pub const SERVER: &str = "server";
 
 /// What the engine keeps of a served track's source.
 pub(super) struct Source {
