@@ -55,6 +55,9 @@ pub struct TapTrack {
     pub clock_rate: u32,
     /// Simulcast layers (rids), low to high; empty without simulcast.
     pub rids: Vec<Rid>,
+    /// When it was published on this node, as a sequence: earlier tracks have smaller ones
+    /// (a tap may learn of tracks in another order, at their first frames).
+    pub order: u64,
 }
 
 /// One depacketized frame.
@@ -225,6 +228,7 @@ mod tests {
             codec: Codec::Opus,
             clock_rate: 48_000,
             rids: Vec::new(),
+            order: 0,
         })
     }
 

@@ -198,12 +198,14 @@ async fn start(
         let (video, running, owned) = composition_for(video, &room, body.composition).await?;
         let on_end: Option<super::OnEnd> = owned.then(|| {
             let (video, room, id) = (video.clone(), running.room.clone(), running.id.clone());
-            Box::new(move || drop(video.stop(&room, &id))) as super::OnEnd
+            // It runs on the recording's thread: the stopped event is published on this runtime.
+            let runtime = tokio::runtime::Handle::current();
+            Box::new(move || drop(video.stop_on(&runtime, &room, &id))) as super::OnEnd
         });
         let mode = Mode::Composed { composition: running.id.clone(), track: running.track.clone(), on_end };
         let recorded = recorder.record(&room, mode).await;
         if recorded.is_err() && owned {
-            let _ = video.stop(room.as_str(), &running.id);
+            let _ = video.stop(room.as_str(), &running.id).await;
         }
         recorded?
     } else if body.mix {

@@ -45,6 +45,8 @@ pub struct CompositorConfig {
 struct Tile {
     /// The video track.
     track: String,
+    /// Its place: tiles are in this order.
+    order: u64,
     participant: String,
     name: String,
     frame: Option<I420>,
@@ -82,17 +84,28 @@ impl Compositor {
 
     /// A video track joins (or its name changes): it gets a tile at the end.
     pub fn join(&mut self, track: &str, participant: &str, name: &str) {
+        self.join_in_order(track, participant, name, u64::MAX);
+    }
+
+    /// A video track joins with its place among the room's tracks: its tile goes after those
+    /// of smaller or equal `order`, before the others.
+    pub fn join_in_order(&mut self, track: &str, participant: &str, name: &str, order: u64) {
         if let Some(t) = self.tiles.iter_mut().find(|t| t.track == track) {
             t.name = name.to_owned();
             return;
         }
-        self.tiles.push(Tile {
-            track: track.to_owned(),
-            participant: participant.to_owned(),
-            name: name.to_owned(),
-            frame: None,
-            at: None,
-        });
+        let at = self.tiles.iter().position(|t| t.order > order).unwrap_or(self.tiles.len());
+        self.tiles.insert(
+            at,
+            Tile {
+                track: track.to_owned(),
+                order,
+                participant: participant.to_owned(),
+                name: name.to_owned(),
+                frame: None,
+                at: None,
+            },
+        );
     }
 
     /// A video track leaves; its tile goes and the layout adapts.

@@ -129,3 +129,22 @@ fn a_bad_canvas_size_is_an_error() {
     let bad = CompositorConfig { width: 0, ..config(Layout::Grid) };
     assert!(Compositor::new(bad, None).is_err());
 }
+
+#[test]
+fn tiles_follow_the_tracks_publish_order_not_the_order_their_first_frames_came_in() {
+    let now = Instant::now();
+    let mut c = Compositor::new(config(Layout::Grid), None).unwrap();
+    // Blue was published second but its first frame came first.
+    c.join_in_order("b", "bob", "Bob", 2);
+    c.join_in_order("a", "alice", "Alice", 1);
+    c.frame("a", I420::filled(320, 240, RED).unwrap(), now);
+    c.frame("b", I420::filled(320, 240, BLUE).unwrap(), now);
+    let canvas = c.render(now).clone();
+    assert!(close(canvas.rgb_at(160, 180).unwrap(), RED), "the first published on the left");
+    assert!(close(canvas.rgb_at(480, 180).unwrap(), BLUE));
+    // A later one goes last; a rejoin of a known track keeps its place.
+    c.join_in_order("g", "gina", "Gina", 3);
+    c.join_in_order("a", "alice", "Alice (renamed)", 1);
+    assert_eq!(c.tile_of("a").unwrap().y, 0);
+    assert!(c.tile_of("g").unwrap().y > 0, "the third is below");
+}

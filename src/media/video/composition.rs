@@ -48,6 +48,9 @@ pub enum Input {
         participant: String,
         /// The label.
         name: String,
+        /// Its place among the room's tracks ([`crate::media::tap::TapTrack::order`]): tiles
+        /// follow it, so they do not depend on which track's first frame came first.
+        order: u64,
     },
     /// A track is gone.
     Gone {
@@ -188,8 +191,8 @@ impl Composition {
     /// Takes one input.
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Track { track, participant, name } => {
-                self.compositor.join(&track, &participant, &name);
+            Input::Track { track, participant, name, order } => {
+                self.compositor.join_in_order(&track, &participant, &name, order);
                 self.decoders.entry(track).or_default();
             }
             Input::Gone { track } => {

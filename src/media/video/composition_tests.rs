@@ -45,7 +45,10 @@ fn two_publishers_compose_into_one_vp8_track_with_red_and_blue_tiles() {
     let mut c = Composition::new(config(), None, None, t0).unwrap();
     let (mut red, mut blue) = (publisher(RED), publisher(BLUE));
     for (track, who) in [("r", "rose"), ("b", "bill")] {
-        c.handle(Input::Track { track: track.into(), participant: who.into(), name: who.into() }, t0);
+        c.handle(
+            Input::Track { track: track.into(), participant: who.into(), name: who.into(), order: 0 },
+            t0,
+        );
     }
     // Blue's first frame is a delta frame (joined late): a keyframe request goes out.
     let _ = blue(false);
@@ -87,7 +90,10 @@ fn two_publishers_compose_into_one_vp8_track_with_red_and_blue_tiles() {
 fn late_ticks_are_skipped_a_keyframe_comes_on_request_and_a_leaver_frees_its_tile() {
     let t0 = Instant::now();
     let mut c = Composition::new(config(), None, None, t0).unwrap();
-    c.handle(Input::Track { track: "r".into(), participant: "rose".into(), name: "Rose".into() }, t0);
+    c.handle(
+        Input::Track { track: "r".into(), participant: "rose".into(), name: "Rose".into(), order: 0 },
+        t0,
+    );
     let mut red = publisher(RED);
     let (p, k) = red(true);
     c.handle(Input::Frame { track: "r".into(), payload: p, keyframe: k, contiguous: true, time: 0 }, t0);
@@ -115,7 +121,7 @@ fn late_ticks_are_skipped_a_keyframe_comes_on_request_and_a_leaver_frees_its_til
 fn garbage_frames_count_as_decode_errors_and_ask_for_a_keyframe() {
     let t0 = Instant::now();
     let mut c = Composition::new(config(), None, None, t0).unwrap();
-    c.handle(Input::Track { track: "x".into(), participant: "x".into(), name: "X".into() }, t0);
+    c.handle(Input::Track { track: "x".into(), participant: "x".into(), name: "X".into(), order: 0 }, t0);
     c.handle(
         Input::Frame {
             track: "x".into(),

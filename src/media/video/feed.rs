@@ -96,7 +96,12 @@ impl Feed {
             MediaKind::Video if t.codec == Codec::Vp8 && self.wanted(t) => {
                 self.video.insert(t.id.clone(), t.rids.last().copied());
                 let name = t.name.clone().unwrap_or_else(|| t.participant.clone());
-                Some(Input::Track { track: t.id.clone(), participant: t.participant.clone(), name })
+                Some(Input::Track {
+                    track: t.id.clone(),
+                    participant: t.participant.clone(),
+                    name,
+                    order: t.order,
+                })
             }
             _ => None,
         }
@@ -124,6 +129,7 @@ mod tests {
             codec,
             clock_rate: 90_000,
             rids: rids.iter().map(|r| Rid::from(*r)).collect(),
+            order: 0,
         }))
     }
 
@@ -147,7 +153,7 @@ mod tests {
     fn a_room_feed_takes_vp8_video_at_its_highest_layer_and_audio_levels() {
         let mut feed = Feed::room(vec!["out".into()]);
         assert!(matches!(feed.event(track("v", MediaKind::Video, Codec::Vp8, &["q", "h", "f"])),
-            Some(Input::Track { track, participant, name }) if track == "v" && participant == "p-v" && name == "Name v"));
+            Some(Input::Track { track, participant, name, .. }) if track == "v" && participant == "p-v" && name == "Name v"));
         assert!(feed.event(track("h264", MediaKind::Video, Codec::H264, &[])).is_none(), "not VP8: skipped");
         assert!(
             feed.event(track("out", MediaKind::Video, Codec::Vp8, &[])).is_none(),

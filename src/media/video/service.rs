@@ -549,6 +549,20 @@ impl VideoService {
         Ok(info)
     }
 
+    /// Stops a composition or pipeline at once, from any thread (a recording's, whose own
+    /// composition ends with it); its `stopped` event follows on `runtime`.
+    pub fn stop_on(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        room: &str,
+        id: &str,
+    ) -> Result<Running, VideoError> {
+        let info = self.remove(room, id)?;
+        let (this, event) = (self.clone(), info.clone());
+        runtime.spawn(async move { this.publish_stopped(&event, "stopped").await });
+        Ok(info)
+    }
+
     fn remove(&self, room: &str, id: &str) -> Result<Running, VideoError> {
         let mut running = self.running.lock();
         if running.get(id).is_none_or(|e| e.info.room != room) {

@@ -65,6 +65,7 @@ impl Engine {
                 codec: Codec::Vp8,
                 clock_rate: 90_000,
                 rids: Vec::new(),
+                order: self.track_seq,
             })),
         };
         self.tracks.insert(id.clone(), track);

@@ -55,6 +55,7 @@ impl Engine {
                     codec: spec.codec,
                     clock_rate: spec.clock_rate.get(),
                     rids: track.layers.rids().to_vec(),
+                    order: track.created,
                 })
             })
             .clone();
