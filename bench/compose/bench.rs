@@ -59,7 +59,12 @@ fn compose(args: &[String]) {
     let mut c = Composition::new(config, None, None, t0).unwrap();
     for i in 0..inputs.len() {
         c.handle(
-            Input::Track { track: format!("t{i}"), participant: format!("p{i}"), name: format!("P{i}") },
+            Input::Track {
+                track: format!("t{i}"),
+                participant: format!("p{i}"),
+                name: format!("P{i}"),
+                order: i as u64,
+            },
             t0,
         );
     }
