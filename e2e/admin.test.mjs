@@ -14,14 +14,12 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { launchBrowser, startServer, waitUntil } from './helpers.mjs';
+import { freePort, launchBrowser, startRedis, startServer, waitUntil } from './helpers.mjs';
 
 const ARTIFACTS = join(dirname(fileURLToPath(import.meta.url)), 'artifacts');
 const API_KEY = 'e2e-admin-api-key';
@@ -281,13 +279,10 @@ test('rooms: recordings start from the page, show as recording, stop from the pa
 });
 
 test('a cluster: the dashboard on one node ranks a channel busy on the other first', async () => {
-  const redisPort = await freePort();
-  const redis = spawn('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const redis = await startRedis();
+  const redisPort = redis.port;
   const nodes = [];
   try {
-    await waitUntil(() => new Promise((resolve) => {
-      const s = connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); }).on('error', () => resolve(false));
-    }), { message: 'redis-server is up' });
     for (let i = 0; i < 2; i++) {
       const port = await freePort();
       nodes.push(await startServer({
@@ -311,7 +306,7 @@ test('a cluster: the dashboard on one node ranks a channel busy on the other fir
     await page.close();
   } finally {
     for (const n of nodes) await n.stop();
-    redis.kill();
+    redis.stop();
   }
 });
 
@@ -326,16 +321,6 @@ async function dashboard(url = server.url, key = PASSWORD) {
   }
   await page.waitForSelector('#dash:not([hidden])');
   return page;
-}
-
-/** A free TCP port on loopback. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    }).on('error', reject);
-  });
 }
 
 /** A page in SFU room `room` as `name`, with a fake camera and microphone. */

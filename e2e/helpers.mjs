@@ -5,6 +5,7 @@
 // (relative to this directory). Build it first with `cargo build`.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -184,4 +185,47 @@ export async function publish(baseUrl, channel, data, extra = {}) {
   const text = await res.text();
   if (!res.ok) throw new Error(`publish ${channel}: HTTP ${res.status} ${text}`);
   return JSON.parse(text);
+}
+
+/** A free TCP port on loopback (free now: something else may take it before it is used). */
+export function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolvePort(port));
+    }).on('error', reject);
+  });
+}
+
+/**
+ * A real redis-server on a free loopback port, once it says it accepts connections; `stop()`
+ * ends it. A port taken between choosing and binding (other tests start servers too) makes
+ * redis exit at once: then it tries another port, up to three times.
+ */
+export async function startRedis() {
+  let last = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    const up = await new Promise((resolveUp) => {
+      let out = '';
+      const timer = setTimeout(() => resolveUp(false), 15_000);
+      const seen = (chunk) => {
+        out += chunk;
+        if (out.includes('Ready to accept connections')) { clearTimeout(timer); resolveUp(true); }
+      };
+      proc.stdout.on('data', seen);
+      proc.stderr.on('data', seen);
+      proc.on('exit', () => { clearTimeout(timer); last = out.trim().split('\n').slice(-2).join(' | '); resolveUp(false); });
+      proc.on('error', (e) => { clearTimeout(timer); last = e.message; resolveUp(false); });
+    });
+    if (up) {
+      proc.stdout.resume();
+      proc.stderr.resume();
+      return { port, url: `redis://127.0.0.1:${port}`, stop: () => proc.kill() };
+    }
+    proc.kill();
+  }
+  throw new Error(`redis-server did not start: ${last}`);
 }

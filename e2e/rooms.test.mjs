@@ -5,12 +5,10 @@
 // only way through.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join as join_ } from 'node:path';
-import { launchBrowser, startServer, waitUntil } from './helpers.mjs';
+import { freePort, launchBrowser, startRedis, startServer, waitUntil } from './helpers.mjs';
 
 let server;
 let browser;
@@ -24,16 +22,6 @@ after(async () => {
   await browser?.close();
   await server?.stop();
 });
-
-/** A free TCP port on loopback. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    }).on('error', reject);
-  });
-}
 
 /** A page joined to `room` as `name`; `window.room` is the SDK room, `window.events` its log. */
 async function join(room, name, opts = {}) {
@@ -220,17 +208,14 @@ for (const mode of ['sfu', 'mesh']) {
 }
 
 test('a cluster: pages on two nodes share an SFU room, whose media lives on the node that claimed it', async () => {
-  const redisPort = await freePort();
-  const redis = spawn('redis-server', ['--port', String(redisPort), '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const redis = await startRedis();
+  const redisPort = redis.port;
   const dir = mkdtempSync(join_(tmpdir(), 'sb-cluster-'));
   const config = join_(dir, 'switchboard.toml');
   // The page of node B posts its offer to node A: A must take B's origin (CORS).
   writeFileSync(config, 'allowed_origins = ["*"]\n');
   const nodes = [];
   try {
-    await waitUntil(() => new Promise((resolve) => {
-      const s = connect(redisPort, '127.0.0.1', () => { s.end(); resolve(true); }).on('error', () => resolve(false));
-    }), { message: 'redis-server is up' });
     for (let i = 0; i < 2; i++) {
       const port = await freePort();
       nodes.push(await startServer({
@@ -250,7 +235,7 @@ test('a cluster: pages on two nodes share an SFU room, whose media lives on the 
     }
   } finally {
     for (const n of nodes) await n.stop();
-    redis.kill();
+    redis.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 });
