@@ -142,10 +142,10 @@ impl Session {
 
     /// `channel` is open to this connection by a subscription token expiring at `exp`.
     fn grant(&mut self, now: Now, channel: ChannelName, exp: Option<u64>) {
-        match expiry(now, exp) {
-            Some(at) => self.sub_expiry.insert(channel.clone(), at),
-            None => self.sub_expiry.remove(&channel),
-        };
+        self.sub_expiry.retain(|(c, _)| *c != channel);
+        if let Some(at) = expiry(now, exp) {
+            self.sub_expiry.push((channel.clone(), at));
+        }
         if !self.identity.granted.contains(&channel) {
             self.identity.granted.push(channel);
         }
@@ -154,7 +154,7 @@ impl Session {
     /// Ends the subscriptions whose subscription token expired by `t` without a refresh.
     pub(super) fn end_expired_subscriptions(&mut self, t: tokio::time::Instant) {
         let expired: Vec<ChannelName> =
-            self.sub_expiry.iter().filter(|(_, at)| **at <= t).map(|(c, _)| c.clone()).collect();
+            self.sub_expiry.iter().filter(|(_, at)| *at <= t).map(|(c, _)| c.clone()).collect();
         for channel in expired {
             if let Some(sub) = self.subs.remove(&channel) {
                 self.release(&channel, sub);
@@ -186,7 +186,7 @@ impl Session {
 
     /// `channel` is no longer open by a subscription token.
     fn revoke(&mut self, channel: &ChannelName) {
-        self.sub_expiry.remove(channel);
+        self.sub_expiry.retain(|(c, _)| c != channel);
         self.identity.granted.retain(|c| c != channel);
     }
 

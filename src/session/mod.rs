@@ -13,6 +13,7 @@
 mod commands;
 mod io;
 pub mod recovery;
+mod subs;
 
 pub use io::{Op, OpId, OpResult, Output};
 
@@ -141,11 +142,11 @@ enum Pending {
 /// See the module docs.
 pub struct Session {
     rules: Arc<Rules>,
-    config: SessionConfig,
+    config: Arc<SessionConfig>,
     client_id: String,
     info: Option<Arc<ClientInfo>>,
     identity: Identity,
-    subs: HashMap<ChannelName, Subscription>,
+    subs: subs::Subs,
     pending: HashMap<OpId, Pending>,
     next_op: OpId,
     out: VecDeque<Output>,
@@ -156,7 +157,8 @@ pub struct Session {
     /// When to send the `expiring` notice, and the expiry (Unix seconds) it announces.
     expiry_warning: Option<(Instant, u64)>,
     /// When each subscription opened by a subscription token ends, unless refreshed.
-    sub_expiry: HashMap<ChannelName, Instant>,
+    /// A vector: few subscriptions have one, and a map's hasher alone is 16 bytes per session.
+    sub_expiry: Vec<(ChannelName, Instant)>,
     /// Commands that came while `connect` claimed the client id, run once it has.
     deferred: Option<VecDeque<(u64, Command, Now)>>,
     /// Backend calls waiting for the one that runs: a connection's calls reach the backend one
@@ -171,7 +173,8 @@ pub struct Session {
 
 impl Session {
     /// A new session for the connection `client_id`, opened at `now`.
-    pub fn new(rules: Arc<Rules>, config: SessionConfig, client_id: String, now: Now) -> Self {
+    pub fn new(rules: Arc<Rules>, config: impl Into<Arc<SessionConfig>>, client_id: String, now: Now) -> Self {
+        let config = config.into();
         // A token is required: a connection that never authenticates does not hold a place.
         let connect_deadline = rules.config().requires_token().then(|| now.instant + config.connect_timeout);
         Self {
@@ -183,14 +186,14 @@ impl Session {
             client_id,
             info: None,
             identity: Identity::default(),
-            subs: HashMap::new(),
+            subs: subs::Subs::default(),
             pending: HashMap::new(),
             next_op: 1,
             out: VecDeque::new(),
             pong_deadline: None,
             expires_at: None,
             expiry_warning: None,
-            sub_expiry: HashMap::new(),
+            sub_expiry: Vec::new(),
             deferred: None,
             rpc_queue: VecDeque::new(),
             rpc_running: false,
@@ -235,7 +238,7 @@ impl Session {
             self.expires_at,
             self.connect_deadline(),
             self.expiry_warning.map(|(at, _)| at),
-            self.sub_expiry.values().min().copied(),
+            self.sub_expiry.iter().map(|(_, at)| *at).min(),
         ];
         [Some(self.next_ping), Some(self.next_presence_refresh)].into_iter().chain(deadlines).flatten().min()
     }

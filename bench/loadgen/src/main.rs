@@ -56,11 +56,12 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
+        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
          loadgen pub --url ws://HOST:PORT/PATH --rate MSGS_PER_S --duration SECS [--channel C] [--size BYTES] [--source 127.0.0.X]\n\n\
          --proto json: our JSON protocol, URL ws://HOST:PORT/ws; stomp: STOMP 1.2, ws://HOST:PORT/stomp;\n\
          sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix);\n\
-         sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added)\n\n\
+         sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added);\n\
+         stream: NDJSON streaming, http://HOST:PORT/stream (`?channel=C` is added)\n\n\
          sub reads commands on stdin: stats | reset | hist | quit"
     );
     std::process::exit(2)
@@ -73,6 +74,8 @@ enum Proto {
     Stomp,
     Sockjs,
     Sse,
+    /// NDJSON streaming: `GET /stream?channel=C`, one JSON object a line.
+    Stream,
 }
 
 struct Opts {
@@ -116,6 +119,7 @@ impl Opts {
                         "stomp" => Proto::Stomp,
                         "sockjs" => Proto::Sockjs,
                         "sse" => Proto::Sse,
+                        "stream" => Proto::Stream,
                         _ => usage(),
                     }
                 }
@@ -484,7 +488,8 @@ async fn sub_main(o: Opts) {
                 Proto::Json => json_subscriber(i, &o, &mut rec).await,
                 Proto::Stomp => stomp_subscriber(i, &o, &mut rec).await,
                 Proto::Sockjs => sockjs_subscriber(i, &o, &mut rec).await,
-                Proto::Sse => sse_subscriber(&o, &mut rec).await,
+                Proto::Sse => sse_subscriber(&o, &mut rec, false).await,
+                Proto::Stream => sse_subscriber(&o, &mut rec, true).await,
             };
             // One that ends unanswered counts as failed, so that `ready` still comes.
             match result {
@@ -1036,9 +1041,12 @@ async fn sockjs_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Re
 // Server-Sent Events: `GET /sse?channel=C`; `event: subscribed` answers, each `data:` line with
 // a `"t":` timestamp is a delivery. The body is chunked (ours, Node) or ends with the connection (the floor).
 
-async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+/// With `ndjson`, HTTP streaming (`GET /stream`): a line with `"subscribed"` answers, each line
+/// with a `"t":` timestamp is a delivery.
+async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>, ndjson: bool) -> io::Result<()> {
     let mut t = Tcp::connect(o.addr, o.source).await?;
-    let request = format!("GET {}?channel={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", o.path, o.channel, o.host);
+    let accept = if ndjson { "application/x-ndjson" } else { "text/event-stream" };
+    let request = format!("GET {}?channel={} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\n\r\n", o.path, o.channel, o.host);
     t.stream.write_all(request.as_bytes()).await?;
     let (status, head) = t.read_head().await?;
     if status != 200 {
@@ -1051,7 +1059,13 @@ async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
         body.take(&mut t)?;
         let now = unix_micros();
         while let Some(line) = body.next_line() {
-            if line.starts_with(b"event: subscribed") {
+            if ndjson {
+                if let Some(ts) = number_after(line, JSON.timestamp) {
+                    rec.delivery(now, Some(ts));
+                } else if line.windows(12).any(|w| w == b"\"subscribed\"") {
+                    rec.subscribed();
+                }
+            } else if line.starts_with(b"event: subscribed") {
                 rec.subscribed();
             } else if let Some(data) = line.strip_prefix(b"data: ")
                 && let Some(ts) = number_after(data, JSON.timestamp)
