@@ -162,6 +162,9 @@ pub struct Config {
     pub channel_idle_ttl: u64,
     /// Largest WebSocket message or HTTP request body accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// A WebSocket's read buffer, in bytes: what each connection holds while idle, and the most
+    /// read per call (a larger message grows the buffer and takes one read per this many bytes).
+    pub ws_read_buffer_bytes: usize,
     /// Largest publication payload, in bytes.
     pub max_publication_bytes: usize,
     /// Deepest nesting of arrays and objects in a publication's JSON data.
@@ -373,6 +376,7 @@ impl Default for Config {
             max_channels: 1_000_000,
             channel_idle_ttl: 300,
             max_frame_bytes: 128 * 1024,
+            ws_read_buffer_bytes: 256,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,
             max_history_reply_bytes: 1024 * 1024,

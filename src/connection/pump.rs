@@ -159,6 +159,32 @@ async fn cut_off(driver: &mut Driver, stalled: std::time::Duration) {
     }
 }
 
+/// Writes the transport's batch; `None` when the write was given up ([`cut_off`]). Its own
+/// async fn, so that the write is one future in the loop's: a local kept across two awaits
+/// would have a place of its own in every connection's future.
+async fn write<T: Transport>(
+    transport: &mut T,
+    driver: &mut Driver,
+    stalled: std::time::Duration,
+) -> Option<Result<u64, ()>> {
+    let mut flush = std::pin::pin!(transport.flush());
+    match std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
+        // The usual case: the socket took it all at once, no timer armed.
+        Poll::Ready(written) => Some(written),
+        // The race with the cut-off, boxed: the stall timer and the outbox's wake-up would
+        // otherwise be stored in every connection's future (what each idle connection holds),
+        // for the rare write that waits.
+        Poll::Pending => {
+            let cut = Box::pin(cut_off(driver, stalled));
+            tokio::select! {
+                biased;
+                written = flush => Some(written),
+                () = cut => None,
+            }
+        }
+    }
+}
+
 /// How a connection ended: its user (empty when anonymous), close code and log span.
 type Ended = (String, Option<u16>, tracing::Span);
 
@@ -213,25 +239,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
             // it cannot be written to any more. Its client resumes from history.
-            let written = {
-                let mut flush = std::pin::pin!(transport.flush());
-                match std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
-                    // The usual case: the socket took it all at once, no timer armed.
-                    Poll::Ready(written) => Some(written),
-                    // The race with the cut-off, boxed: the stall timer and the outbox's wake-up
-                    // would otherwise be stored in every connection's future (what each idle
-                    // connection holds), for the rare write that waits.
-                    Poll::Pending => {
-                        let cut = Box::pin(cut_off(driver, stalled));
-                        tokio::select! {
-                            biased;
-                            written = flush => Some(written),
-                            () = cut => None,
-                        }
-                    }
-                }
-            };
-            match written {
+            match write(transport, driver, stalled).await {
                 Some(Ok(bytes)) => {
                     outbox.set_in_flight(0);
                     metrics.bytes_out.add(bytes);

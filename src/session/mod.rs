@@ -160,10 +160,11 @@ pub struct Session {
     /// A vector: few subscriptions have one, and a map's hasher alone is 16 bytes per session.
     sub_expiry: Vec<(ChannelName, Instant)>,
     /// Commands that came while `connect` claimed the client id, run once it has.
-    deferred: Option<VecDeque<(u64, Command, Now)>>,
+    /// Boxed, as `rpc_queue`: a session rarely has one, and every idle one would hold its room.
+    deferred: Option<Box<VecDeque<(u64, Command, Now)>>>,
     /// Backend calls waiting for the one that runs: a connection's calls reach the backend one
     /// at a time, in the order they were made.
-    rpc_queue: VecDeque<(u64, AppCall)>,
+    rpc_queue: Option<Box<VecDeque<(u64, AppCall)>>>,
     /// A backend call is running.
     rpc_running: bool,
     /// When a connection that has not sent `connect` is closed (a token is required).
@@ -195,7 +196,7 @@ impl Session {
             expiry_warning: None,
             sub_expiry: Vec::new(),
             deferred: None,
-            rpc_queue: VecDeque::new(),
+            rpc_queue: None,
             rpc_running: false,
             closed: false,
         }
@@ -250,7 +251,7 @@ impl Session {
 
     /// The channels of subscriptions waiting for `connect` to claim the client id.
     pub fn deferred_channels(&self) -> Vec<ChannelName> {
-        let deferred = self.deferred.iter().flatten();
+        let deferred = self.deferred.iter().flat_map(|d| d.iter());
         deferred
             .filter_map(|(_, c, _)| match c {
                 Command::Subscribe(req) => ChannelName::new(&req.channel).ok(),
@@ -401,7 +402,7 @@ impl Session {
         match (pending, result) {
             (Pending::Connect(id, reply), OpResult::Claimed) => {
                 self.reply(Reply { id, body: ReplyBody::Connect(reply) });
-                for (id, command, now) in self.deferred.take().unwrap_or_default() {
+                for (id, command, now) in self.deferred.take().map(|d| *d).unwrap_or_default() {
                     if matches!(command, Command::Connect(_)) {
                         self.reply(Reply::error(id, ErrorCode::BadRequest, "already connected"));
                     } else {

@@ -22,18 +22,16 @@ use crate::http::{ClientIp, HttpError, Peer, bearer};
 use crate::metrics::TransportKind;
 use crate::state::AppState;
 
-/// Read buffer per connection: small, because most connections are idle subscribers sending
-/// small commands (tungstenite grows it for a larger frame). Measured: 4 KiB → 1 KiB took an idle
-/// subscribed connection from 9.6 to 6.6 KiB of RSS, and tungstenite zero-fills it per read;
-/// 1 KiB → 512 B saved 512 more. It is also the most read per call: a larger frame (which
-/// grows the buffer) takes one read per 512 bytes.
-const READ_BUFFER: usize = 512;
 /// The standard close code for a message over the size limit.
 const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
 
 pub(super) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER).max_message_size(max).max_frame_size(max)
+    // Small by default (`ws_read_buffer_bytes`), because most connections are idle subscribers
+    // sending small commands, and tungstenite grows it for a larger frame. Measured: 4 KiB →
+    // 1 KiB took an idle subscribed connection from 9.6 to 6.6 KiB of RSS (tungstenite also
+    // zero-fills it per read), 512 B and 256 B saved 512 and 256 more.
+    ws.read_buffer_size(state.config.ws_read_buffer_bytes).max_message_size(max).max_frame_size(max)
 }
 
 /// `GET /ws`.
