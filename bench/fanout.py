@@ -17,6 +17,7 @@ import math
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +51,10 @@ PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}
              "stream": "http://127.0.0.1:{port}/stream"}
 # Which protocols each server's subscribers can speak.
 SPEAKS = {"ours": set(PROTOCOLS), "base": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
-          "floor-batch": {"json", "sse"}}
+          "floor-batch": {"json", "sse"}, "nats": {"json"}}
+# nats-server's WebSocket listener (Debian `nats-server`): its rows are those of the JSON
+# protocol, its subscribers and publisher speak NATS (CONNECT/SUB/PUB/MSG/PING) instead.
+NATS_SERVER = os.environ.get("FANOUT_NATS_BIN", "nats-server")
 
 # Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
 # per source address, and closed connections linger in TIME_WAIT for a minute).
@@ -88,6 +92,18 @@ class Server:
             env.update(env_extra or {})
             cmd = [BASE_BIN if kind == "base" else SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")
+        elif kind == "nats":
+            # Its WebSocket port must be named up front: a free one, taken from the kernel.
+            import socket
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ws_port = s.getsockname()[1]
+            conf = os.path.join(outdir, f"{tag}-nats.conf")
+            with open(conf, "w") as f:
+                f.write(f"host: 127.0.0.1\nport: -1\nwebsocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n"
+                        "  no_tls: true\n}\n")
+            cmd = [NATS_SERVER, "-c", conf]
+            pattern = re.compile(r"Listening for websocket clients on ws://127\.0\.0\.1:(\d+)")
         elif kind.startswith("floor"):
             cmd = [FLOOR_BIN] + (["--batch"] if kind == "floor-batch" else [])
             pattern = re.compile(r"floor listening on http://127\.0\.0\.1:(\d+)")
@@ -104,7 +120,7 @@ class Server:
                 m = pattern.search(f.read())
             if m:
                 self.port = int(m.group(1))
-                self.url = f"ws://127.0.0.1:{self.port}/ws"
+                self.url = f"ws://127.0.0.1:{self.port}/" + ("" if kind == "nats" else "ws")
                 return
             if self.proc.poll() is not None:
                 break
@@ -116,7 +132,13 @@ class Server:
         """Where `proto` subscribers connect (the Node peer speaks json only)."""
         if proto not in SPEAKS[self.kind]:
             raise ValueError(f"the {self.kind} peer does not speak {proto}")
+        if self.kind == "nats":
+            return self.url
         return PROTOCOLS[proto].format(port=self.port)
+
+    def wire(self, proto):
+        """What the load generator speaks for a `proto` row of this server."""
+        return "nats" if self.kind == "nats" else proto
 
     def cpu_seconds(self):
         return sum(proc_cpu(self.pid))
@@ -302,7 +324,7 @@ def publish_phase(server, subs, rate, duration, size):
     t0 = time.time()
     pub = subprocess.run(
         PIN["loadgen"] + [LOADGEN, "pub", "--url", server.url, "--rate", str(rate), "--duration", str(duration),
-         "--size", str(size), "--source", next_source()],
+         "--size", str(size), "--source", next_source(), "--proto", server.wire("json")],
         capture_output=True, text=True, timeout=duration + 60)
     pline = [l for l in pub.stdout.splitlines() if l.startswith("published")]
     if not pline:
@@ -374,7 +396,7 @@ def run_one(kind, n, rates, args, outdir, tag, memory_steps=None, proto="json"):
         steps = memory_steps or [n]
         have = 0
         for target in steps:
-            subs += open_subs(server.sub_url(proto), target - have, first=not subs, proto=proto)
+            subs += open_subs(server.sub_url(proto), target - have, first=not subs, proto=server.wire(proto))
             have = target
             time.sleep(args.settle)
             mem.append((target, server.rss_kib()))
@@ -407,7 +429,7 @@ def find_max_rate(kind, args, outdir):
         nonlocal server, subs
         stop_all(subs, server)
         server = Server(kind, outdir, f"maxrate-{len(phases)}")
-        subs = open_subs(server.url, n, first=True)
+        subs = open_subs(server.url, n, first=True, proto=server.wire("json"))
         time.sleep(args.settle)
 
     def ok(r):
@@ -469,6 +491,8 @@ def build(args):
         target = os.path.join(LOADGEN_DIR, "target")
         subprocess.run(["nice", "cargo", "build", "--release", "--target-dir", target], cwd=LOADGEN_DIR,
                        check=True)
+    if "nats" in args.kinds and not shutil.which(NATS_SERVER):
+        sys.exit(f"{NATS_SERVER} not found: apt-get install nats-server, or --servers without nats")
     if any(k.startswith("floor") for k in args.kinds):
         subprocess.run(["cc", "-O2", "-o", FLOOR_BIN, FLOOR_SRC], check=True)
     if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")):

@@ -56,12 +56,13 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
+        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream|nats] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
          loadgen pub --url ws://HOST:PORT/PATH --rate MSGS_PER_S --duration SECS [--channel C] [--size BYTES] [--source 127.0.0.X]\n\n\
          --proto json: our JSON protocol, URL ws://HOST:PORT/ws; stomp: STOMP 1.2, ws://HOST:PORT/stomp;\n\
          sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix);\n\
          sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added);\n\
-         stream: NDJSON streaming, http://HOST:PORT/stream (`?channel=C` is added)\n\n\
+         stream: NDJSON streaming, http://HOST:PORT/stream (`?channel=C` is added);\n\
+         nats: the NATS protocol over a WebSocket, ws://HOST:PORT/ (nats-server's websocket listener; `pub` too)\n\n\
          sub reads commands on stdin: stats | reset | hist | quit"
     );
     std::process::exit(2)
@@ -76,6 +77,8 @@ enum Proto {
     Sse,
     /// NDJSON streaming: `GET /stream?channel=C`, one JSON object a line.
     Stream,
+    /// The NATS client protocol over a WebSocket (nats-server's `websocket` listener).
+    Nats,
 }
 
 struct Opts {
@@ -120,6 +123,7 @@ impl Opts {
                         "sockjs" => Proto::Sockjs,
                         "sse" => Proto::Sse,
                         "stream" => Proto::Stream,
+                        "nats" => Proto::Nats,
                         _ => usage(),
                     }
                 }
@@ -313,7 +317,8 @@ impl Conn {
             t.start = p1;
             match opcode {
                 0x1 | 0x2 if fin => {
-                    return Some(if opcode == 1 { Frame::Text(&t.buf[p0..p1]) } else { Frame::Other });
+                    // A binary message is data as well (nats-server sends nothing else).
+                    return Some(Frame::Text(&t.buf[p0..p1]));
                 }
                 0x1 | 0x2 => self.partial = Some((opcode, t.buf[p0..p1].to_vec())),
                 0x0 => {
@@ -330,7 +335,8 @@ impl Conn {
                         t.buf.resize(total, 0);
                         t.start = acc.len();
                         t.end = acc.len() + rest.len();
-                        return Some(if op == 1 { Frame::Text(&t.buf[..acc.len()]) } else { Frame::Other });
+                        let _ = op;
+                        return Some(Frame::Text(&t.buf[..acc.len()]));
                     }
                 }
                 0x8 => {
@@ -490,6 +496,7 @@ async fn sub_main(o: Opts) {
                 Proto::Sockjs => sockjs_subscriber(i, &o, &mut rec).await,
                 Proto::Sse => sse_subscriber(&o, &mut rec, false).await,
                 Proto::Stream => sse_subscriber(&o, &mut rec, true).await,
+                Proto::Nats => nats_subscriber(i, &o, &mut rec).await,
             };
             // One that ends unanswered counts as failed, so that `ready` still comes.
             match result {
@@ -644,6 +651,106 @@ async fn json_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Resu
             return Ok(());
         }
         read.answer(&mut c, rec.stats).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS over a WebSocket: CONNECT, SUB and PING in one message; the PONG answers (the SUB is in
+// place by then); each MSG is a delivery, its latency from the `"t":` of its payload. The
+// server's messages are a byte stream cut into WebSocket messages anywhere.
+
+/// The NATS protocol's messages in `buf` (what the WebSocket messages carried, in order).
+#[derive(Default)]
+struct NatsStream {
+    buf: Vec<u8>,
+}
+
+enum NatsEvent<'a> {
+    Msg(&'a [u8]),
+    Ping,
+    Pong,
+    Err(String),
+    Other,
+}
+
+impl NatsStream {
+    /// The next whole protocol message, if any; `consumed` is how much of `buf` it took.
+    fn next(&self, at: usize) -> Option<(NatsEvent<'_>, usize)> {
+        let b = &self.buf[at..];
+        let eol = find(b, b"\r\n")?;
+        let line = &b[..eol];
+        if line.starts_with(b"MSG ") {
+            let len: usize = std::str::from_utf8(line.rsplit(|&c| c == b' ').next()?).ok()?.parse().ok()?;
+            let end = eol + 2 + len + 2;
+            if b.len() < end {
+                return None;
+            }
+            return Some((NatsEvent::Msg(&b[eol + 2..eol + 2 + len]), end));
+        }
+        let event = match line {
+            b"PING" => NatsEvent::Ping,
+            b"PONG" => NatsEvent::Pong,
+            _ if line.starts_with(b"-ERR") => NatsEvent::Err(String::from_utf8_lossy(line).into_owned()),
+            _ => NatsEvent::Other,
+        };
+        Some((event, eol + 2))
+    }
+}
+
+/// No `+OK` per command (`verbose` off), no echo of a connection's own publications.
+const NATS_CONNECT: &str = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"echo\":false}\r\n";
+
+fn nats_connect_and_sub(channel: &str) -> String {
+    format!("{NATS_CONNECT}SUB {channel} 1\r\nPING\r\n")
+}
+
+async fn nats_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+    let mut c = ws_connect(i, o, "nats", rec).await?;
+    c.send(0x2, nats_connect_and_sub(&o.channel).as_bytes()).await?;
+    let mut stream = NatsStream::default();
+    let mut subscribed = false;
+    loop {
+        if !ws_fill(&mut c, rec.stats).await? {
+            return Ok(());
+        }
+        let now = unix_micros();
+        let mut read = WsRead::default();
+        let mut pongs = 0;
+        while let Some(frame) = c.next_frame() {
+            match frame {
+                Frame::Text(t) => stream.buf.extend_from_slice(t),
+                Frame::Other => {}
+                Frame::Ping(p) => read.pings.push(p),
+                Frame::Close(code) => {
+                    read.closed = Some(code);
+                    break;
+                }
+            }
+        }
+        let mut at = 0;
+        while let Some((event, used)) = stream.next(at) {
+            match event {
+                NatsEvent::Msg(payload) => rec.delivery(now, number_after(payload, JSON.timestamp)),
+                NatsEvent::Ping => pongs += 1,
+                NatsEvent::Pong if !subscribed => {
+                    subscribed = true;
+                    rec.subscribed();
+                }
+                NatsEvent::Err(e) => rec.error(e),
+                NatsEvent::Pong | NatsEvent::Other => {}
+            }
+            at += used;
+        }
+        stream.buf.drain(..at);
+        rec.flush(now);
+        if let Some(code) = read.closed {
+            rec.stats.closed(code);
+            return Ok(());
+        }
+        read.answer(&mut c, rec.stats).await?;
+        for _ in 0..pongs {
+            c.send(0x2, b"PONG\r\n").await?;
+        }
     }
 }
 
@@ -1169,7 +1276,8 @@ async fn control(o: Arc<Opts>, stats: Arc<Stats>, hist: Arc<Mutex<Histogram<u64>
 // Publisher.
 
 async fn pub_main(o: Opts) {
-    let c = match Conn::connect(&o, SUBPROTOCOL).await {
+    let nats = o.proto == Proto::Nats;
+    let c = match Conn::connect(&o, if nats { "nats" } else { SUBPROTOCOL }).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("publisher: {e}");
@@ -1242,6 +1350,15 @@ async fn pub_main(o: Opts) {
         });
     }
     let pad = "x".repeat(o.size.saturating_sub(30));
+    if nats {
+        // No acknowledgements (`verbose` off): NATS publishes are fire-and-forget.
+        let mut out = Vec::new();
+        enc.encode(&mut out, 0x2, NATS_CONNECT.as_bytes());
+        if let Err(e) = wr.write_all(&out).await {
+            eprintln!("publisher: {e}");
+            std::process::exit(1)
+        }
+    }
     let total = (o.rate * o.duration).round() as u64;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -1260,6 +1377,13 @@ async fn pub_main(o: Opts) {
         max_batch = max_batch.max(due - sent);
         for _ in sent..due {
             sent += 1;
+            if nats {
+                let data = format!("{{\"t\":{t},\"p\":\"{pad}\"}}");
+                let cmd = format!("PUB {} {}\r\n{data}\r\n", o.channel, data.len());
+                enc.encode(&mut out, 0x2, cmd.as_bytes());
+                acked.fetch_add(1, Relaxed);
+                continue;
+            }
             let cmd = format!(
                 "{{\"id\":{sent},\"publish\":{{\"channel\":\"{}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}}}",
                 o.channel
