@@ -80,8 +80,9 @@ impl AppState {
         broker.limit_channels(config.max_channels, metrics.clone());
         let state = Arc::new(Self {
             lab: crate::lab::Lab::new(&config),
-            session_configs: [false, true]
-                .map(|bidirectional| Arc::new(crate::session::SessionConfig::from_config(&config, bidirectional))),
+            session_configs: [false, true].map(|bidirectional| {
+                Arc::new(crate::session::SessionConfig::from_config(&config, bidirectional))
+            }),
             rules: Arc::new(Rules::new(config.clone())),
             admission: Arc::new(admission),
             rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),

@@ -229,9 +229,7 @@ impl Driver {
     pub fn on_frame(&mut self, frame: Result<ClientFrame, FrameError>) {
         self.state.metrics.messages_in.add(1);
         let frame = match frame {
-            Ok(ClientFrame::Command { id, command: Command::Publish(_) })
-                if !self.may_publish() =>
-            {
+            Ok(ClientFrame::Command { id, command: Command::Publish(_) }) if !self.may_publish() => {
                 // Over `max_publish_rate`: this publish is refused, the connection stays.
                 self.state.metrics.publish_rate_limited.add(1);
                 let m = format!("at most {} publishes a second", self.state.config.max_publish_rate);
@@ -263,9 +261,9 @@ impl Driver {
         if config.max_publish_rate == 0 {
             return true;
         }
-        let bucket = self
-            .publish_rate
-            .get_or_insert_with(|| Box::new(TokenBucket::new(config.max_publish_rate, config.max_publish_burst)));
+        let bucket = self.publish_rate.get_or_insert_with(|| {
+            Box::new(TokenBucket::new(config.max_publish_rate, config.max_publish_burst))
+        });
         bucket.take(Instant::now())
     }
 

@@ -4,8 +4,8 @@
 //! session's outputs, cut-off of consumers that stop reading, metrics, the close) once for all.
 
 use std::future::Future;
-use std::task::Poll;
 use std::sync::Arc;
+use std::task::Poll;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
@@ -140,7 +140,9 @@ pub fn run<T: Transport>(transport: T, driver: Driver) -> impl Future<Output = (
         let started = std::time::Instant::now();
         let (user, code, span) = pump(conn).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        span.in_scope(|| tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed"));
+        span.in_scope(|| {
+            tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed")
+        });
     }
 }
 
@@ -253,7 +255,8 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                     // up within the grace reads 3002 there; one that does not is dropped.
                     // Boxed with its timer, like the other close: rare paths stay out of every
                     // connection's future (its size is what each idle connection holds).
-                    let close = tokio::time::timeout(SLOW_CLOSE_GRACE, transport.close(Disconnect::SLOW_CONSUMER));
+                    let close =
+                        tokio::time::timeout(SLOW_CLOSE_GRACE, transport.close(Disconnect::SLOW_CONSUMER));
                     let _ = Box::pin(close).await;
                     return ended;
                 }

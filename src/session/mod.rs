@@ -174,7 +174,12 @@ pub struct Session {
 
 impl Session {
     /// A new session for the connection `client_id`, opened at `now`.
-    pub fn new(rules: Arc<Rules>, config: impl Into<Arc<SessionConfig>>, client_id: String, now: Now) -> Self {
+    pub fn new(
+        rules: Arc<Rules>,
+        config: impl Into<Arc<SessionConfig>>,
+        client_id: String,
+        now: Now,
+    ) -> Self {
         let config = config.into();
         // A token is required: a connection that never authenticates does not hold a place.
         let connect_deadline = rules.config().requires_token().then(|| now.instant + config.connect_timeout);

@@ -58,9 +58,9 @@ pub async fn handler(
     match super::ws::admit(&state, ip, &headers, ws) {
         Ok((ws, ticket)) => {
             let token = bearer(&headers).map(str::to_owned);
-            super::ws::configure(ws, &state)
-                .protocols(SUBPROTOCOLS)
-                .on_upgrade(super::ws::spawn_connection(move |socket| run(socket, state, token, ticket, peer)))
+            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(super::ws::spawn_connection(
+                move |socket| run(socket, state, token, ticket, peer),
+            ))
         }
         Err(refusal) => refusal.into_response(),
     }
@@ -79,8 +79,10 @@ pub fn run(
     let guard = state.metrics.connection(TransportKind::Stomp);
     let (codec, config) = StompCodec::new(&state, token, false);
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
-    let run =
-        pump::run(transport, Driver::with_config(state, config).admitted(ticket).from(peer).on(TransportKind::Stomp));
+    let run = pump::run(
+        transport,
+        Driver::with_config(state, config).admitted(ticket).from(peer).on(TransportKind::Stomp),
+    );
     run.map(move |()| drop(guard))
 }
 
