@@ -374,7 +374,7 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
         if b.is_ascii_digit() {
             v = v * 10 + (b - b'0') as u64;
             any = true;
-        } else if !(b == b' ' && !any) {
+        } else if b != b' ' || any {
             break;
         }
     }
@@ -1375,7 +1375,7 @@ async fn pub_main(o: Opts) {
         out.clear();
         let t = unix_micros();
         max_batch = max_batch.max(due - sent);
-        for _ in sent..due {
+        while sent < due {
             sent += 1;
             if nats {
                 let data = format!("{{\"t\":{t},\"p\":\"{pad}\"}}");
