@@ -48,7 +48,7 @@ PER_PROCESS = 5000  # connections per load generator process (the limit is 20,00
 # How our server's subscribers connect, by protocol (publishing is always JSON over /ws).
 PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}/stomp",
              "sockjs": "http://127.0.0.1:{port}/sockjs", "sse": "http://127.0.0.1:{port}/sse",
-             "stream": "http://127.0.0.1:{port}/stream"}
+             "stream": "http://127.0.0.1:{port}/stream", "poll": "http://127.0.0.1:{port}/poll"}
 # Which protocols each server's subscribers can speak.
 SPEAKS = {"ours": set(PROTOCOLS), "base": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
           "floor-batch": {"json", "sse"}, "nats": {"json"}}

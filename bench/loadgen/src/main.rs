@@ -56,13 +56,14 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream|nats] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
+        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream|nats|poll] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
          loadgen pub --url ws://HOST:PORT/PATH --rate MSGS_PER_S --duration SECS [--channel C] [--size BYTES] [--source 127.0.0.X]\n\n\
          --proto json: our JSON protocol, URL ws://HOST:PORT/ws; stomp: STOMP 1.2, ws://HOST:PORT/stomp;\n\
          sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix);\n\
          sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added);\n\
          stream: NDJSON streaming, http://HOST:PORT/stream (`?channel=C` is added);\n\
-         nats: the NATS protocol over a WebSocket, ws://HOST:PORT/ (nats-server's websocket listener; `pub` too)\n\n\
+         nats: the NATS protocol over a WebSocket, ws://HOST:PORT/ (nats-server's websocket listener; `pub` too);\n\
+         poll: long polling, http://HOST:PORT/poll (`?channel=C&since=&wait=25` is added)\n\n\
          sub reads commands on stdin: stats | reset | hist | quit"
     );
     std::process::exit(2)
@@ -79,6 +80,8 @@ enum Proto {
     Stream,
     /// The NATS client protocol over a WebSocket (nats-server's `websocket` listener).
     Nats,
+    /// Long polling: `GET /poll?channel=C&since=CURSOR&wait=25`, again at once after each answer.
+    Poll,
 }
 
 struct Opts {
@@ -124,6 +127,7 @@ impl Opts {
                         "sse" => Proto::Sse,
                         "stream" => Proto::Stream,
                         "nats" => Proto::Nats,
+                        "poll" => Proto::Poll,
                         _ => usage(),
                     }
                 }
@@ -497,6 +501,7 @@ async fn sub_main(o: Opts) {
                 Proto::Sse => sse_subscriber(&o, &mut rec, false).await,
                 Proto::Stream => sse_subscriber(&o, &mut rec, true).await,
                 Proto::Nats => nats_subscriber(i, &o, &mut rec).await,
+                Proto::Poll => poll_subscriber(&o, &mut rec).await,
             };
             // One that ends unanswered counts as failed, so that `ready` still comes.
             match result {
@@ -1185,6 +1190,58 @@ async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>, ndjson: bool) -> io::R
         if body.done() || !t.fill().await? {
             rec.stats.closed(1006);
             return Ok(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long polling: `GET /poll?channel=C` first (a 204 with the cursor: subscribed), then
+// `&since=CURSOR&wait=25` again and again on the same kept-alive connection; each `"t":` in a
+// 200's publications is a delivery; the next request carries the answer's cursor.
+
+async fn poll_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+    let mut t = Tcp::connect(o.addr, o.source).await?;
+    rec.stats.connected.fetch_add(1, Relaxed);
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("channel={}&since={c}&wait=25", o.channel),
+            None => format!("channel={}", o.channel),
+        };
+        let request = format!("GET {}?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", o.path, o.host);
+        t.stream.write_all(request.as_bytes()).await?;
+        let (status, head) = match t.read_head().await {
+            Ok(r) => r,
+            Err(_) => {
+                rec.stats.closed(1006);
+                return Ok(());
+            }
+        };
+        if status != 200 && status != 204 {
+            return Err(other(format!("poll: {}", status_line(&head))));
+        }
+        let len: usize = header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while t.end - t.start < len {
+            if !t.fill().await? {
+                rec.stats.closed(1006);
+                return Ok(());
+            }
+        }
+        let now = unix_micros();
+        let body = &t.buf[t.start..t.start + len];
+        let mut at = 0;
+        while let Some(i) = find(&body[at..], JSON.timestamp) {
+            rec.delivery(now, number_after(&body[at + i..], JSON.timestamp));
+            at += i + JSON.timestamp.len();
+        }
+        t.start += len;
+        rec.flush(now);
+        cursor = header(&head, "switchboard-cursor").map(str::to_owned);
+        if cursor.is_none() {
+            return Err(other("poll: no Switchboard-Cursor header"));
+        }
+        if !rec.answered {
+            rec.subscribed();
         }
     }
 }
