@@ -757,6 +757,9 @@ mod tests {
         assert!(load(&[("channel_idle_ttl", "0")]).is_err());
         assert!(load(&[("max_publish_burst", "0")]).is_err());
         assert!(load(&[("max_publish_burst", "0"), ("max_publish_rate", "0")]).is_ok());
+        let err = load(&[("ws_read_buffer_bytes", "16")]).unwrap_err().to_string();
+        assert!(err.contains("ws_read_buffer_bytes"), "{err}");
+        assert_eq!(load(&[("ws_read_buffer_bytes", "4096")]).unwrap().ws_read_buffer_bytes, 4096);
     }
 
     #[test]
