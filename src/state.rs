@@ -41,6 +41,9 @@ pub struct AppState {
     pub app_proxy: Option<AppProxy>,
     /// The transport lab's sessions (`/lab`).
     pub lab: Arc<crate::lab::Lab>,
+    /// The session configuration of one-way (`[0]`) and bidirectional (`[1]`) connections,
+    /// shared: each connection would otherwise hold a 128-byte copy.
+    pub session_configs: [Arc<crate::session::SessionConfig>; 2],
 }
 
 impl AppState {
@@ -77,6 +80,9 @@ impl AppState {
         broker.limit_channels(config.max_channels, metrics.clone());
         let state = Arc::new(Self {
             lab: crate::lab::Lab::new(&config),
+            session_configs: [false, true].map(|bidirectional| {
+                Arc::new(crate::session::SessionConfig::from_config(&config, bidirectional))
+            }),
             rules: Arc::new(Rules::new(config.clone())),
             admission: Arc::new(admission),
             rtc_offers: PerIpRate::new(config.rtc_offers_per_ip_per_minute),

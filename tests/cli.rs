@@ -232,4 +232,7 @@ async fn each_connection_logs_one_line_without_secrets_or_tokens() {
     assert!(remote.starts_with("127.0.0.1:"), "the peer address: {ws_line}");
     let sse_line = lines.iter().find(|l| l["fields"]["transport"] == "sse").expect("the SSE line");
     assert_eq!(sse_line["fields"]["user"], "log-user", "{sse_line}");
+    // The connection holds no span; its line makes one that names the peer all the same.
+    let remote = sse_line["span"]["remote"].as_str().unwrap_or_default();
+    assert!(remote.starts_with("127.0.0.1:"), "the peer address: {sse_line}");
 }

@@ -162,6 +162,9 @@ pub struct Config {
     pub channel_idle_ttl: u64,
     /// Largest WebSocket message or HTTP request body accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// A WebSocket's read buffer, in bytes: what each connection holds while idle, and the most
+    /// read per call (a larger message grows the buffer and takes one read per this many bytes).
+    pub ws_read_buffer_bytes: usize,
     /// Largest publication payload, in bytes.
     pub max_publication_bytes: usize,
     /// Deepest nesting of arrays and objects in a publication's JSON data.
@@ -376,6 +379,7 @@ impl Default for Config {
             max_channels: 1_000_000,
             channel_idle_ttl: 300,
             max_frame_bytes: 128 * 1024,
+            ws_read_buffer_bytes: 256,
             max_publication_bytes: 64 * 1024,
             max_json_depth: 64,
             max_history_reply_bytes: 1024 * 1024,
@@ -757,6 +761,9 @@ mod tests {
         assert!(load(&[("channel_idle_ttl", "0")]).is_err());
         assert!(load(&[("max_publish_burst", "0")]).is_err());
         assert!(load(&[("max_publish_burst", "0"), ("max_publish_rate", "0")]).is_ok());
+        let err = load(&[("ws_read_buffer_bytes", "16")]).unwrap_err().to_string();
+        assert!(err.contains("ws_read_buffer_bytes"), "{err}");
+        assert_eq!(load(&[("ws_read_buffer_bytes", "4096")]).unwrap().ws_read_buffer_bytes, 4096);
     }
 
     #[test]

@@ -40,6 +40,9 @@ impl Config {
         if self.max_publish_rate > 0 && self.max_publish_burst == 0 {
             return invalid("max_publish_burst must be > 0 when max_publish_rate is set");
         }
+        if self.ws_read_buffer_bytes < 64 {
+            return invalid("ws_read_buffer_bytes must be at least 64");
+        }
         if self.max_publication_bytes > self.max_frame_bytes {
             return invalid("max_publication_bytes must not exceed max_frame_bytes");
         }

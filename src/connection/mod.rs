@@ -117,31 +117,34 @@ pub struct Driver {
     /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
     recheck: bool,
     /// The client id this connection holds in the hub, and the signal that it let go of it.
-    claim: Option<(String, tokio::sync::oneshot::Sender<()>)>,
+    /// Boxed, as `publish_rate`: most connections never have one, and every idle one would
+    /// hold the room.
+    claim: Option<Box<(String, tokio::sync::oneshot::Sender<()>)>>,
     /// The connection's place in the node's limits; it counts for its user once `connect` says
     /// who that is. `None` for connections counted elsewhere (a SockJS session's requests).
     ticket: Option<Ticket>,
-    /// Publishes allowed now (`max_publish_rate`).
-    publish_rate: Option<TokenBucket>,
+    /// Publishes allowed now (`max_publish_rate`): made full at the first publish, which is
+    /// where a bucket made at connect would be too (it only fills up meanwhile).
+    publish_rate: Option<Box<TokenBucket>>,
+    /// The client's address, named by the connection's log lines.
+    peer: Option<std::net::SocketAddr>,
 }
 
 impl Driver {
     /// A driver for a new connection; `bidirectional` sessions expect pongs.
     pub fn new(state: Arc<AppState>, bidirectional: bool) -> Self {
-        let config = SessionConfig::from_config(&state.config, bidirectional);
+        let config = state.session_configs[usize::from(bidirectional)].clone();
         Self::with_config(state, config)
     }
 
     /// A driver whose session has `config` (WebTransport turns datagram delivery on).
-    pub fn with_config(state: Arc<AppState>, config: SessionConfig) -> Self {
+    pub fn with_config(state: Arc<AppState>, config: impl Into<Arc<SessionConfig>>) -> Self {
         let conn = next_conn_id();
         let client_id = format!("{:016x}", rand::random::<u64>());
         let session = Session::new(state.rules.clone(), config, client_id, Now::current());
         let outbox = Arc::new(Outbox::new(state.config.outbound_queue, state.config.outbound_queue_bytes));
         let meta = Arc::new(ConnMeta::default());
         state.hub.register(conn, &outbox, meta.clone());
-        let publish_rate = (state.config.max_publish_rate > 0)
-            .then(|| TokenBucket::new(state.config.max_publish_rate, state.config.max_publish_burst));
         Self {
             state,
             conn,
@@ -156,7 +159,8 @@ impl Driver {
             recheck: false,
             claim: None,
             ticket: None,
-            publish_rate,
+            publish_rate: None,
+            peer: None,
         }
     }
 
@@ -167,6 +171,22 @@ impl Driver {
         }
         self.ticket = Some(ticket);
         self
+    }
+
+    /// Names the client's address in the connection's log lines.
+    pub fn from(mut self, peer: crate::http::Peer) -> Self {
+        self.peer = peer.0;
+        self
+    }
+
+    /// The span the connection's log lines go in: the request's (`http`, naming the peer),
+    /// made again when a line is logged. An idle connection does not hold a span: the tracing
+    /// registry keeps about 350 bytes for each one open.
+    pub fn log_span(&self) -> tracing::Span {
+        match self.peer {
+            Some(remote) => tracing::info_span!("http", %remote),
+            None => tracing::Span::none(),
+        }
     }
 
     /// Names the connection's transport (for the server API's connection list).
@@ -209,9 +229,7 @@ impl Driver {
     pub fn on_frame(&mut self, frame: Result<ClientFrame, FrameError>) {
         self.state.metrics.messages_in.add(1);
         let frame = match frame {
-            Ok(ClientFrame::Command { id, command: Command::Publish(_) })
-                if self.publish_rate.as_mut().is_some_and(|b| !b.take(Instant::now())) =>
-            {
+            Ok(ClientFrame::Command { id, command: Command::Publish(_) }) if !self.may_publish() => {
                 // Over `max_publish_rate`: this publish is refused, the connection stays.
                 self.state.metrics.publish_rate_limited.add(1);
                 let m = format!("at most {} publishes a second", self.state.config.max_publish_rate);
@@ -232,9 +250,21 @@ impl Driver {
         if let (Some(user), Some(ticket)) = (user, &mut self.ticket)
             && let Err(why) = ticket.set_user(&user)
         {
-            tracing::info!(user, limit = why.label(), "connection refused");
+            self.log_span().in_scope(|| tracing::info!(user, limit = why.label(), "connection refused"));
             self.session.refuse(Disconnect::CONNECTION_LIMIT);
         }
+    }
+
+    /// Takes a token of `max_publish_rate` (always there when it is 0).
+    fn may_publish(&mut self) -> bool {
+        let config = &self.state.config;
+        if config.max_publish_rate == 0 {
+            return true;
+        }
+        let bucket = self.publish_rate.get_or_insert_with(|| {
+            Box::new(TokenBucket::new(config.max_publish_rate, config.max_publish_burst))
+        });
+        bucket.take(Instant::now())
     }
 
     /// Waits for the next thing to feed the session. Cancel-safe.
@@ -383,7 +413,7 @@ impl Driver {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let joining = self.session.deferred_channels();
                 let displaced = state.hub.claim(&client, self.conn, &self.outbox, rx, joining);
-                self.claim = Some((client, tx));
+                self.claim = Some(Box::new((client, tx)));
                 Box::pin(async move {
                     if let Some(d) = displaced {
                         if let Some(outbox) = d.outbox {
@@ -411,7 +441,7 @@ impl Driver {
     pub fn finish(mut self) {
         self.state.hub.deregister(self.conn);
         // Displaced by a newer connection of the same client: what it joins stays present.
-        let kept = match &self.claim {
+        let kept = match self.claim.as_deref() {
             Some((client, _)) => self.state.hub.successor_joins(client, self.conn),
             None => Vec::new(),
         };
@@ -422,7 +452,7 @@ impl Driver {
             .filter(|op| !matches!(op, Op::PresenceRemove { channel, .. } if kept.contains(channel)));
         let close: Vec<OpFuture> = ops.filter_map(|op| self.prepare(0, op)).collect();
         let mut running = std::mem::take(&mut self.ops.0).unwrap_or_default();
-        let claim = self.claim.take();
+        let claim = self.claim.take().map(|c| *c);
         let (state, conn) = (self.state.clone(), self.conn);
         let release = move || {
             if let Some((client, released)) = claim {

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
@@ -137,9 +138,11 @@ pub fn run<T: Transport>(transport: T, driver: Driver) -> impl Future<Output = (
     async move {
         let kind = conn.transport.kind();
         let started = std::time::Instant::now();
-        let (user, code) = pump(conn).await;
+        let (user, code, span) = pump(conn).await;
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed");
+        span.in_scope(|| {
+            tracing::info!(transport = kind.label(), user, duration_ms, code, "connection closed")
+        });
     }
 }
 
@@ -158,14 +161,44 @@ async fn cut_off(driver: &mut Driver, stalled: std::time::Duration) {
     }
 }
 
-/// The connection's user (empty when anonymous) and close code, and the session's release.
-fn finish(driver: Driver, code: Option<u16>) -> (String, Option<u16>) {
-    let user = driver.user().to_owned();
-    driver.finish();
-    (user, code)
+/// Writes the transport's batch; `None` when the write was given up ([`cut_off`]). Its own
+/// async fn, so that the write is one future in the loop's: a local kept across two awaits
+/// would have a place of its own in every connection's future.
+async fn write<T: Transport>(
+    transport: &mut T,
+    driver: &mut Driver,
+    stalled: std::time::Duration,
+) -> Option<Result<u64, ()>> {
+    let mut flush = std::pin::pin!(transport.flush());
+    match std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
+        // The usual case: the socket took it all at once, no timer armed.
+        Poll::Ready(written) => Some(written),
+        // The race with the cut-off, boxed: the stall timer and the outbox's wake-up would
+        // otherwise be stored in every connection's future (what each idle connection holds),
+        // for the rare write that waits.
+        Poll::Pending => {
+            let cut = Box::pin(cut_off(driver, stalled));
+            tokio::select! {
+                biased;
+                written = flush => Some(written),
+                () = cut => None,
+            }
+        }
+    }
 }
 
-async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> (String, Option<u16>) {
+/// How a connection ended: its user (empty when anonymous), close code and log span.
+type Ended = (String, Option<u16>, tracing::Span);
+
+/// The connection's [`Ended`], and the session's release.
+fn finish(driver: Driver, code: Option<u16>) -> Ended {
+    let user = driver.user().to_owned();
+    let span = driver.log_span();
+    driver.finish();
+    (user, code, span)
+}
+
+async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
     let Conn { transport, driver } = &mut *conn;
     let metrics = driver.state().metrics.clone();
     // A backlog (a long replay) is written in batches of about this much, so that what a
@@ -207,18 +240,14 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> (String, Option<u16>) {
             // What is being written counts in the outbox's byte bound.
             outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
-            // it cannot be written to any more. Its client resumes from history. Biased: a
-            // write that completes at once (the usual case) never arms the stall timer.
-            tokio::select! {
-                biased;
-                written = transport.flush() => match written {
-                    Ok(bytes) => {
-                        outbox.set_in_flight(0);
-                        metrics.bytes_out.add(bytes);
-                    }
-                    Err(()) => return finish(conn.driver, None),
-                },
-                () = cut_off(driver, stalled) => {
+            // it cannot be written to any more. Its client resumes from history.
+            match write(transport, driver, stalled).await {
+                Some(Ok(bytes)) => {
+                    outbox.set_in_flight(0);
+                    metrics.bytes_out.add(bytes);
+                }
+                Some(Err(())) => return finish(conn.driver, None),
+                None => {
                     metrics.slow_consumers.add(1);
                     let Conn { transport, driver } = *conn;
                     let ended = finish(driver, Some(Disconnect::SLOW_CONSUMER.code));
@@ -226,7 +255,8 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> (String, Option<u16>) {
                     // up within the grace reads 3002 there; one that does not is dropped.
                     // Boxed with its timer, like the other close: rare paths stay out of every
                     // connection's future (its size is what each idle connection holds).
-                    let close = tokio::time::timeout(SLOW_CLOSE_GRACE, transport.close(Disconnect::SLOW_CONSUMER));
+                    let close =
+                        tokio::time::timeout(SLOW_CLOSE_GRACE, transport.close(Disconnect::SLOW_CONSUMER));
                     let _ = Box::pin(close).await;
                     return ended;
                 }

@@ -3,7 +3,6 @@
 //! `rpc` (and its completion once the backend answered).
 //! Each checks the channel rules, then asks the driver for what it needs through an [`Op`].
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +50,7 @@ impl Session {
                     expires: identity.expires_at,
                 };
                 self.connect_as(now, identity, req.name);
-                self.deferred = Some(VecDeque::new());
+                self.deferred = Some(Box::default());
                 let op = self.op(Op::Claim { client: self.client_id.clone() });
                 self.pending.insert(op, Pending::Connect(id, reply));
             }
@@ -142,10 +141,10 @@ impl Session {
 
     /// `channel` is open to this connection by a subscription token expiring at `exp`.
     fn grant(&mut self, now: Now, channel: ChannelName, exp: Option<u64>) {
-        match expiry(now, exp) {
-            Some(at) => self.sub_expiry.insert(channel.clone(), at),
-            None => self.sub_expiry.remove(&channel),
-        };
+        self.sub_expiry.retain(|(c, _)| *c != channel);
+        if let Some(at) = expiry(now, exp) {
+            self.sub_expiry.push((channel.clone(), at));
+        }
         if !self.identity.granted.contains(&channel) {
             self.identity.granted.push(channel);
         }
@@ -154,7 +153,7 @@ impl Session {
     /// Ends the subscriptions whose subscription token expired by `t` without a refresh.
     pub(super) fn end_expired_subscriptions(&mut self, t: tokio::time::Instant) {
         let expired: Vec<ChannelName> =
-            self.sub_expiry.iter().filter(|(_, at)| **at <= t).map(|(c, _)| c.clone()).collect();
+            self.sub_expiry.iter().filter(|(_, at)| *at <= t).map(|(c, _)| c.clone()).collect();
         for channel in expired {
             if let Some(sub) = self.subs.remove(&channel) {
                 self.release(&channel, sub);
@@ -186,7 +185,7 @@ impl Session {
 
     /// `channel` is no longer open by a subscription token.
     fn revoke(&mut self, channel: &ChannelName) {
-        self.sub_expiry.remove(channel);
+        self.sub_expiry.retain(|(c, _)| c != channel);
         self.identity.granted.retain(|c| c != channel);
     }
 
@@ -442,7 +441,7 @@ impl Session {
             let m = format!("rpc data is larger than {} bytes", self.config.max_publication_bytes);
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
-        if self.rpc_queue.len() >= MAX_RPC_QUEUED {
+        if self.rpc_queue.as_ref().is_some_and(|q| q.len() >= MAX_RPC_QUEUED) {
             let m = format!("at most {MAX_RPC_QUEUED} rpc calls may wait per connection");
             return self.reply(Reply::error(id, ErrorCode::LimitExceeded, m));
         }
@@ -454,7 +453,7 @@ impl Session {
             data: req.data,
             binary: req.binary,
         };
-        self.rpc_queue.push_back((id, call));
+        self.rpc_queue.get_or_insert_default().push_back((id, call));
         self.next_rpc();
     }
 
@@ -472,7 +471,11 @@ impl Session {
         if self.rpc_running {
             return;
         }
-        if let Some((id, call)) = self.rpc_queue.pop_front() {
+        let next = self.rpc_queue.as_mut().and_then(|q| q.pop_front());
+        if self.rpc_queue.as_ref().is_some_and(|q| q.is_empty()) {
+            self.rpc_queue = None;
+        }
+        if let Some((id, call)) = next {
             let op = self.op(Op::Rpc(call));
             self.pending.insert(op, Pending::Rpc(id));
             self.rpc_running = true;

@@ -412,7 +412,7 @@ fn datagram_harness() -> Harness {
     let mut config = config();
     config.namespaces.insert("game".into(), ChannelOptions { datagrams: true, ..ChannelOptions::default() });
     let mut h = Harness::new(config);
-    h.s.config.datagrams = true;
+    Arc::make_mut(&mut h.s.config).datagrams = true;
     h
 }
 

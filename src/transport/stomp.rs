@@ -51,15 +51,16 @@ const BYE: Disconnect = Disconnect { code: 1000, reason: "disconnect" };
 pub async fn handler(
     State(state): State<Arc<AppState>>,
     ip: crate::http::ClientIp,
+    peer: crate::http::Peer,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match super::ws::admit(&state, ip, &headers, ws) {
         Ok((ws, ticket)) => {
             let token = bearer(&headers).map(str::to_owned);
-            super::ws::configure(ws, &state)
-                .protocols(SUBPROTOCOLS)
-                .on_upgrade(super::ws::in_request_span(move |socket| run(socket, state, token, ticket)))
+            super::ws::configure(ws, &state).protocols(SUBPROTOCOLS).on_upgrade(super::ws::spawn_connection(
+                move |socket| run(socket, state, token, ticket, peer),
+            ))
         }
         Err(refusal) => refusal.into_response(),
     }
@@ -72,13 +73,16 @@ pub fn run(
     state: Arc<AppState>,
     token: Option<String>,
     ticket: crate::admission::Ticket,
+    peer: crate::http::Peer,
 ) -> impl std::future::Future<Output = ()> + Send {
     // Built before it is awaited, so the future holds only the write loop (see `ws::handler`).
     let guard = state.metrics.connection(TransportKind::Stomp);
     let (codec, config) = StompCodec::new(&state, token, false);
     let transport = WsStomp { socket, codec, batch: Vec::new(), pending_bytes: 0 };
-    let run =
-        pump::run(transport, Driver::with_config(state, config).admitted(ticket).on(TransportKind::Stomp));
+    let run = pump::run(
+        transport,
+        Driver::with_config(state, config).admitted(ticket).from(peer).on(TransportKind::Stomp),
+    );
     run.map(move |()| drop(guard))
 }
 

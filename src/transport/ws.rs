@@ -18,28 +18,27 @@ use super::stomp;
 use crate::admission::Ticket;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
-use crate::http::{ClientIp, HttpError, bearer};
+use crate::http::{ClientIp, HttpError, Peer, bearer};
 use crate::metrics::TransportKind;
 use crate::state::AppState;
 
-/// Read buffer per connection: small, because most connections are idle subscribers sending
-/// small commands (tungstenite grows it for a larger frame). Measured: 4 KiB → 1 KiB took an idle
-/// subscribed connection from 9.6 to 6.6 KiB of RSS, and tungstenite zero-fills it per read;
-/// 1 KiB → 512 B saved 512 more. It is also the most read per call: a larger frame (which
-/// grows the buffer) takes one read per 512 bytes.
-const READ_BUFFER: usize = 512;
 /// The standard close code for a message over the size limit.
 const TOO_BIG: Disconnect = Disconnect { code: 1009, reason: "message too big" };
 
 pub(super) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgrade {
     let max = state.config.max_frame_bytes;
-    ws.read_buffer_size(READ_BUFFER).max_message_size(max).max_frame_size(max)
+    // Small by default (`ws_read_buffer_bytes`), because most connections are idle subscribers
+    // sending small commands, and tungstenite grows it for a larger frame. Measured: 4 KiB →
+    // 1 KiB took an idle subscribed connection from 9.6 to 6.6 KiB of RSS (tungstenite also
+    // zero-fills it per read), 512 B and 256 B saved 512 and 256 more.
+    ws.read_buffer_size(state.config.ws_read_buffer_bytes).max_message_size(max).max_frame_size(max)
 }
 
 /// `GET /ws`.
 pub async fn handler(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
+    peer: Peer,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -49,7 +48,7 @@ pub async fn handler(
     };
     let token = bearer(&headers).map(str::to_owned);
     let protocols = std::iter::once(WS_SUBPROTOCOL).chain(stomp::SUBPROTOCOLS);
-    configure(ws, &state).protocols(protocols).on_upgrade(in_request_span(move |socket: WebSocket| {
+    configure(ws, &state).protocols(protocols).on_upgrade(spawn_connection(move |socket: WebSocket| {
         // The connection's future is built here, before the task awaits it: an async block
         // keeps what it captured (the socket, the state) for its whole life, beside the copies
         // moved into the write loop, and every idle connection's task would hold both.
@@ -57,11 +56,11 @@ pub async fn handler(
         let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
         if stomp::SUBPROTOCOLS.contains(&chosen) {
             // Boxed: a STOMP connection's future is larger than the JSON protocol's.
-            Either::Left(Box::pin(stomp::run(socket, state, token, ticket)))
+            Either::Left(Box::pin(stomp::run(socket, state, token, ticket, peer)))
         } else {
             let guard = state.metrics.connection(TransportKind::WebSocket);
             let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-            let driver = Driver::new(state, true).admitted(ticket).on(TransportKind::WebSocket);
+            let driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
             let run = pump::run(transport, driver);
             // A combinator, not an async block: that would hold the write loop's future twice
             // (what it captured, and what it awaits).
@@ -70,21 +69,19 @@ pub async fn handler(
     }))
 }
 
-/// An upgrade callback that spawns `f`'s future as the connection's own task, in the
-/// upgrading request's span (which names the peer, `remote`), and lets axum's task end. axum's
-/// task keeps the socket it built beside the callback's future for as long as that runs
-/// (measured: a 1.75 KiB task per idle connection); a task of our own holds only the
-/// connection's future.
-pub(super) fn in_request_span<F>(
+/// An upgrade callback that spawns `f`'s future as the connection's own task and lets axum's
+/// task end. axum's task keeps the socket it built beside the callback's future for as long as
+/// that runs (measured: a 1.75 KiB task per idle connection); a task of our own holds only the
+/// connection's future. Not in the request's span: the registry keeps about 350 bytes for each
+/// open span, and the connection's lines make theirs when logged ([`Driver::log_span`]).
+pub(super) fn spawn_connection<F>(
     f: impl FnOnce(WebSocket) -> F,
 ) -> impl FnOnce(WebSocket) -> std::future::Ready<()>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let span = tracing::Span::current();
     move |socket| {
-        let future = span.in_scope(|| f(socket));
-        tokio::spawn(tracing::Instrument::instrument(future, span));
+        tokio::spawn(f(socket));
         std::future::ready(())
     }
 }
@@ -223,7 +220,7 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    fn future_size4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+    fn future_size5<A, B, C, D, E, F>(_: impl Fn(A, B, C, D, E) -> F) -> usize {
         std::mem::size_of::<F>()
     }
 
@@ -233,7 +230,7 @@ mod tests {
     fn a_connections_future_stays_small() {
         let size = future_size(pump::run::<WsTransport>);
         assert!(size <= 1024, "pump::run's future is {size} bytes");
-        let stomp = future_size4(stomp::run);
+        let stomp = future_size5(stomp::run);
         assert!(stomp <= 2048, "stomp::run's future is {stomp} bytes");
     }
 }

@@ -56,11 +56,14 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
+        "usage:\n  loadgen sub --url ws://HOST:PORT/PATH --conns N [--proto json|stomp|sockjs|sse|stream|nats|poll] [--source 127.0.0.X] [--channel C] [--inflight K]\n  \
          loadgen pub --url ws://HOST:PORT/PATH --rate MSGS_PER_S --duration SECS [--channel C] [--size BYTES] [--source 127.0.0.X]\n\n\
          --proto json: our JSON protocol, URL ws://HOST:PORT/ws; stomp: STOMP 1.2, ws://HOST:PORT/stomp;\n\
          sockjs: the JSON protocol over SockJS xhr_streaming, http://HOST:PORT/sockjs (the service's prefix);\n\
-         sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added)\n\n\
+         sse: Server-Sent Events, http://HOST:PORT/sse (`?channel=C` is added);\n\
+         stream: NDJSON streaming, http://HOST:PORT/stream (`?channel=C` is added);\n\
+         nats: the NATS protocol over a WebSocket, ws://HOST:PORT/ (nats-server's websocket listener; `pub` too);\n\
+         poll: long polling, http://HOST:PORT/poll (`?channel=C&since=&wait=25` is added)\n\n\
          sub reads commands on stdin: stats | reset | hist | quit"
     );
     std::process::exit(2)
@@ -73,6 +76,12 @@ enum Proto {
     Stomp,
     Sockjs,
     Sse,
+    /// NDJSON streaming: `GET /stream?channel=C`, one JSON object a line.
+    Stream,
+    /// The NATS client protocol over a WebSocket (nats-server's `websocket` listener).
+    Nats,
+    /// Long polling: `GET /poll?channel=C&since=CURSOR&wait=25`, again at once after each answer.
+    Poll,
 }
 
 struct Opts {
@@ -116,6 +125,9 @@ impl Opts {
                         "stomp" => Proto::Stomp,
                         "sockjs" => Proto::Sockjs,
                         "sse" => Proto::Sse,
+                        "stream" => Proto::Stream,
+                        "nats" => Proto::Nats,
+                        "poll" => Proto::Poll,
                         _ => usage(),
                     }
                 }
@@ -309,7 +321,8 @@ impl Conn {
             t.start = p1;
             match opcode {
                 0x1 | 0x2 if fin => {
-                    return Some(if opcode == 1 { Frame::Text(&t.buf[p0..p1]) } else { Frame::Other });
+                    // A binary message is data as well (nats-server sends nothing else).
+                    return Some(Frame::Text(&t.buf[p0..p1]));
                 }
                 0x1 | 0x2 => self.partial = Some((opcode, t.buf[p0..p1].to_vec())),
                 0x0 => {
@@ -326,7 +339,8 @@ impl Conn {
                         t.buf.resize(total, 0);
                         t.start = acc.len();
                         t.end = acc.len() + rest.len();
-                        return Some(if op == 1 { Frame::Text(&t.buf[..acc.len()]) } else { Frame::Other });
+                        let _ = op;
+                        return Some(Frame::Text(&t.buf[..acc.len()]));
                     }
                 }
                 0x8 => {
@@ -364,7 +378,7 @@ fn number_after(text: &[u8], key: &[u8]) -> Option<u64> {
         if b.is_ascii_digit() {
             v = v * 10 + (b - b'0') as u64;
             any = true;
-        } else if !(b == b' ' && !any) {
+        } else if b != b' ' || any {
             break;
         }
     }
@@ -484,7 +498,10 @@ async fn sub_main(o: Opts) {
                 Proto::Json => json_subscriber(i, &o, &mut rec).await,
                 Proto::Stomp => stomp_subscriber(i, &o, &mut rec).await,
                 Proto::Sockjs => sockjs_subscriber(i, &o, &mut rec).await,
-                Proto::Sse => sse_subscriber(&o, &mut rec).await,
+                Proto::Sse => sse_subscriber(&o, &mut rec, false).await,
+                Proto::Stream => sse_subscriber(&o, &mut rec, true).await,
+                Proto::Nats => nats_subscriber(i, &o, &mut rec).await,
+                Proto::Poll => poll_subscriber(&o, &mut rec).await,
             };
             // One that ends unanswered counts as failed, so that `ready` still comes.
             match result {
@@ -639,6 +656,106 @@ async fn json_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Resu
             return Ok(());
         }
         read.answer(&mut c, rec.stats).await?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS over a WebSocket: CONNECT, SUB and PING in one message; the PONG answers (the SUB is in
+// place by then); each MSG is a delivery, its latency from the `"t":` of its payload. The
+// server's messages are a byte stream cut into WebSocket messages anywhere.
+
+/// The NATS protocol's messages in `buf` (what the WebSocket messages carried, in order).
+#[derive(Default)]
+struct NatsStream {
+    buf: Vec<u8>,
+}
+
+enum NatsEvent<'a> {
+    Msg(&'a [u8]),
+    Ping,
+    Pong,
+    Err(String),
+    Other,
+}
+
+impl NatsStream {
+    /// The next whole protocol message, if any; `consumed` is how much of `buf` it took.
+    fn next(&self, at: usize) -> Option<(NatsEvent<'_>, usize)> {
+        let b = &self.buf[at..];
+        let eol = find(b, b"\r\n")?;
+        let line = &b[..eol];
+        if line.starts_with(b"MSG ") {
+            let len: usize = std::str::from_utf8(line.rsplit(|&c| c == b' ').next()?).ok()?.parse().ok()?;
+            let end = eol + 2 + len + 2;
+            if b.len() < end {
+                return None;
+            }
+            return Some((NatsEvent::Msg(&b[eol + 2..eol + 2 + len]), end));
+        }
+        let event = match line {
+            b"PING" => NatsEvent::Ping,
+            b"PONG" => NatsEvent::Pong,
+            _ if line.starts_with(b"-ERR") => NatsEvent::Err(String::from_utf8_lossy(line).into_owned()),
+            _ => NatsEvent::Other,
+        };
+        Some((event, eol + 2))
+    }
+}
+
+/// No `+OK` per command (`verbose` off), no echo of a connection's own publications.
+const NATS_CONNECT: &str = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"echo\":false}\r\n";
+
+fn nats_connect_and_sub(channel: &str) -> String {
+    format!("{NATS_CONNECT}SUB {channel} 1\r\nPING\r\n")
+}
+
+async fn nats_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+    let mut c = ws_connect(i, o, "nats", rec).await?;
+    c.send(0x2, nats_connect_and_sub(&o.channel).as_bytes()).await?;
+    let mut stream = NatsStream::default();
+    let mut subscribed = false;
+    loop {
+        if !ws_fill(&mut c, rec.stats).await? {
+            return Ok(());
+        }
+        let now = unix_micros();
+        let mut read = WsRead::default();
+        let mut pongs = 0;
+        while let Some(frame) = c.next_frame() {
+            match frame {
+                Frame::Text(t) => stream.buf.extend_from_slice(t),
+                Frame::Other => {}
+                Frame::Ping(p) => read.pings.push(p),
+                Frame::Close(code) => {
+                    read.closed = Some(code);
+                    break;
+                }
+            }
+        }
+        let mut at = 0;
+        while let Some((event, used)) = stream.next(at) {
+            match event {
+                NatsEvent::Msg(payload) => rec.delivery(now, number_after(payload, JSON.timestamp)),
+                NatsEvent::Ping => pongs += 1,
+                NatsEvent::Pong if !subscribed => {
+                    subscribed = true;
+                    rec.subscribed();
+                }
+                NatsEvent::Err(e) => rec.error(e),
+                NatsEvent::Pong | NatsEvent::Other => {}
+            }
+            at += used;
+        }
+        stream.buf.drain(..at);
+        rec.flush(now);
+        if let Some(code) = read.closed {
+            rec.stats.closed(code);
+            return Ok(());
+        }
+        read.answer(&mut c, rec.stats).await?;
+        for _ in 0..pongs {
+            c.send(0x2, b"PONG\r\n").await?;
+        }
     }
 }
 
@@ -1036,9 +1153,12 @@ async fn sockjs_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) -> io::Re
 // Server-Sent Events: `GET /sse?channel=C`; `event: subscribed` answers, each `data:` line with
 // a `"t":` timestamp is a delivery. The body is chunked (ours, Node) or ends with the connection (the floor).
 
-async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+/// With `ndjson`, HTTP streaming (`GET /stream`): a line with `"subscribed"` answers, each line
+/// with a `"t":` timestamp is a delivery.
+async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>, ndjson: bool) -> io::Result<()> {
     let mut t = Tcp::connect(o.addr, o.source).await?;
-    let request = format!("GET {}?channel={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n", o.path, o.channel, o.host);
+    let accept = if ndjson { "application/x-ndjson" } else { "text/event-stream" };
+    let request = format!("GET {}?channel={} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\n\r\n", o.path, o.channel, o.host);
     t.stream.write_all(request.as_bytes()).await?;
     let (status, head) = t.read_head().await?;
     if status != 200 {
@@ -1051,7 +1171,13 @@ async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
         body.take(&mut t)?;
         let now = unix_micros();
         while let Some(line) = body.next_line() {
-            if line.starts_with(b"event: subscribed") {
+            if ndjson {
+                if let Some(ts) = number_after(line, JSON.timestamp) {
+                    rec.delivery(now, Some(ts));
+                } else if line.windows(12).any(|w| w == b"\"subscribed\"") {
+                    rec.subscribed();
+                }
+            } else if line.starts_with(b"event: subscribed") {
                 rec.subscribed();
             } else if let Some(data) = line.strip_prefix(b"data: ")
                 && let Some(ts) = number_after(data, JSON.timestamp)
@@ -1064,6 +1190,58 @@ async fn sse_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
         if body.done() || !t.fill().await? {
             rec.stats.closed(1006);
             return Ok(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long polling: `GET /poll?channel=C` first (a 204 with the cursor: subscribed), then
+// `&since=CURSOR&wait=25` again and again on the same kept-alive connection; each `"t":` in a
+// 200's publications is a delivery; the next request carries the answer's cursor.
+
+async fn poll_subscriber(o: &Opts, rec: &mut Recorder<'_>) -> io::Result<()> {
+    let mut t = Tcp::connect(o.addr, o.source).await?;
+    rec.stats.connected.fetch_add(1, Relaxed);
+    let mut cursor: Option<String> = None;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("channel={}&since={c}&wait=25", o.channel),
+            None => format!("channel={}", o.channel),
+        };
+        let request = format!("GET {}?{query} HTTP/1.1\r\nHost: {}\r\n\r\n", o.path, o.host);
+        t.stream.write_all(request.as_bytes()).await?;
+        let (status, head) = match t.read_head().await {
+            Ok(r) => r,
+            Err(_) => {
+                rec.stats.closed(1006);
+                return Ok(());
+            }
+        };
+        if status != 200 && status != 204 {
+            return Err(other(format!("poll: {}", status_line(&head))));
+        }
+        let len: usize = header(&head, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        while t.end - t.start < len {
+            if !t.fill().await? {
+                rec.stats.closed(1006);
+                return Ok(());
+            }
+        }
+        let now = unix_micros();
+        let body = &t.buf[t.start..t.start + len];
+        let mut at = 0;
+        while let Some(i) = find(&body[at..], JSON.timestamp) {
+            rec.delivery(now, number_after(&body[at + i..], JSON.timestamp));
+            at += i + JSON.timestamp.len();
+        }
+        t.start += len;
+        rec.flush(now);
+        cursor = header(&head, "switchboard-cursor").map(str::to_owned);
+        if cursor.is_none() {
+            return Err(other("poll: no Switchboard-Cursor header"));
+        }
+        if !rec.answered {
+            rec.subscribed();
         }
     }
 }
@@ -1155,7 +1333,8 @@ async fn control(o: Arc<Opts>, stats: Arc<Stats>, hist: Arc<Mutex<Histogram<u64>
 // Publisher.
 
 async fn pub_main(o: Opts) {
-    let c = match Conn::connect(&o, SUBPROTOCOL).await {
+    let nats = o.proto == Proto::Nats;
+    let c = match Conn::connect(&o, if nats { "nats" } else { SUBPROTOCOL }).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("publisher: {e}");
@@ -1228,6 +1407,15 @@ async fn pub_main(o: Opts) {
         });
     }
     let pad = "x".repeat(o.size.saturating_sub(30));
+    if nats {
+        // No acknowledgements (`verbose` off): NATS publishes are fire-and-forget.
+        let mut out = Vec::new();
+        enc.encode(&mut out, 0x2, NATS_CONNECT.as_bytes());
+        if let Err(e) = wr.write_all(&out).await {
+            eprintln!("publisher: {e}");
+            std::process::exit(1)
+        }
+    }
     let total = (o.rate * o.duration).round() as u64;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -1244,8 +1432,15 @@ async fn pub_main(o: Opts) {
         out.clear();
         let t = unix_micros();
         max_batch = max_batch.max(due - sent);
-        for _ in sent..due {
+        while sent < due {
             sent += 1;
+            if nats {
+                let data = format!("{{\"t\":{t},\"p\":\"{pad}\"}}");
+                let cmd = format!("PUB {} {}\r\n{data}\r\n", o.channel, data.len());
+                enc.encode(&mut out, 0x2, cmd.as_bytes());
+                acked.fetch_add(1, Relaxed);
+                continue;
+            }
             let cmd = format!(
                 "{{\"id\":{sent},\"publish\":{{\"channel\":\"{}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}}}}",
                 o.channel

@@ -30,8 +30,10 @@ use crate::state::AppState;
 
 pub use endpoint::{Advert, WtEndpoint, WtError};
 
-/// Read chunk per session: small, because most sessions are idle subscribers.
-const READ_BUFFER: usize = 4 * 1024;
+/// Most bytes taken from the protocol stream per read. Read as QUIC's own chunks (no copy
+/// buffer of ours), into `inbound`, which grows only when a frame arrives: an idle session
+/// holds neither (they were 4 KiB each).
+const READ_CHUNK: usize = 4 * 1024;
 /// How long a new session may take to open its protocol stream.
 const STREAM_WAIT: Duration = Duration::from_secs(10);
 /// How long a closing session waits for its last frame to be acknowledged.
@@ -92,8 +94,7 @@ pub async fn run(conn: Connection, driver: Driver, max_streams: u32, lab: Option
         max_streams,
         refused: 0,
         max_frame,
-        inbound: BytesMut::with_capacity(READ_BUFFER),
-        chunk: vec![0u8; READ_BUFFER],
+        inbound: BytesMut::new(),
         out: BytesMut::new(),
         datagram: BytesMut::new(),
         lab,
@@ -111,7 +112,6 @@ struct WtTransport {
     refused: u32,
     max_frame: usize,
     inbound: BytesMut,
-    chunk: Vec<u8>,
     out: BytesMut,
     datagram: BytesMut,
     lab: Option<Arc<crate::lab::Meter>>,
@@ -153,9 +153,11 @@ impl Transport for WtTransport {
             }
         }
         tokio::select! {
-            read = self.recv.read(&mut self.chunk) => match read {
-                Ok(Some(n)) => {
-                    self.inbound.extend_from_slice(&self.chunk[..n]);
+            // Cancel-safe (quinn's documentation says so).
+            read = self.recv.quic_stream_mut().read_chunk(READ_CHUNK, true) => match read {
+                Ok(Some(chunk)) => {
+                    let n = chunk.bytes.len();
+                    self.inbound.extend_from_slice(&chunk.bytes);
                     // The frames in it are decoded on the next calls.
                     Inbound::Read(n)
                 }
