@@ -18,7 +18,7 @@ use super::Recorder;
 use super::file::{TrackFile, vp8_keyframe_size};
 use super::manifest::{FileInfo, RecordingInfo};
 use super::mix::{MixTimeline, SILENCE};
-use super::session::{End, conclude};
+use super::session::{Checks, End, conclude, on_own_thread};
 use crate::media::tap::{MediaTap, TapEvent, TapFrame};
 use crate::rtc::{MixLease, RtcService};
 
@@ -117,19 +117,10 @@ struct Video {
 impl ComposedSession {
     /// Runs the recording on a thread of its own (file writes block, libwebm is not `Send`).
     pub(super) fn spawn(self) -> std::io::Result<()> {
-        std::thread::Builder::new().name(format!("reccmp-{}", &self.info.id[..8])).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
-            match rt {
-                Ok(rt) => rt.block_on(self.run()),
-                Err(e) => tracing::error!(error = %e, "a recording's runtime did not start"),
-            }
-        })?;
-        Ok(())
+        on_own_thread(format!("reccmp-{}", &self.info.id[..8]), move || self.run())
     }
 
     async fn run(mut self) {
-        let config = self.recorder.config.clone();
-        let max = Duration::from_secs(config.recording_max_seconds);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut file: Option<TrackFile> = None;
         // The file's zero on the recording's clock: its first keyframe (audio before it waits
@@ -138,7 +129,7 @@ impl ComposedSession {
         let mut video = Video { need_key: true, base: None };
         let mut audio = MixTimeline::default();
         let mut queue = Interleave::default();
-        let mut written_before = 0u64;
+        let mut checks = Checks::default();
         self.tap.request_keyframe(&self.track, None);
         let end = loop {
             tokio::select! {
@@ -185,20 +176,8 @@ impl ComposedSession {
                     break End::Stopped(reason);
                 }
                 _ = tick.tick() => {
-                    let written = file.as_ref().map_or(0, |f| f.shared.written());
-                    if let Some(f) = &file && f.shared.flush().is_err() {
-                        break End::Failed(f.shared.error().unwrap_or_else(|| "flush failed".into()));
-                    }
-                    self.recorder.metrics.recording_bytes_written.add(written.saturating_sub(written_before));
-                    written_before = written;
-                    if written >= config.recording_max_bytes {
-                        break End::Stopped("max_size".into());
-                    }
-                    if self.started.elapsed() >= max {
-                        break End::Stopped("max_duration".into());
-                    }
-                    if self.started.elapsed() > Duration::from_secs(2) && !self.rtc.rooms().await.iter().any(|r| r.as_str() == self.info.room) {
-                        break End::Stopped("room_empty".into());
+                    if let Some(end) = checks.tick(&self.recorder, &self.rtc, &self.info, self.started, file.iter()).await {
+                        break end;
                     }
                 }
             }

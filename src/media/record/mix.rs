@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::Recorder;
 use super::file::TrackFile;
 use super::manifest::{FileInfo, RecordingInfo};
-use super::session::{End, conclude};
+use super::session::{Checks, End, conclude, on_own_thread};
 use crate::media::mix::FRAME;
 use crate::rtc::{MixLease, RtcService};
 
@@ -83,23 +83,14 @@ impl Clock {
 impl MixSession {
     /// Runs the recording on a thread of its own (file writes block).
     pub(super) fn spawn(self) -> std::io::Result<()> {
-        std::thread::Builder::new().name(format!("recmix-{}", &self.info.id[..8])).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
-            match rt {
-                Ok(rt) => rt.block_on(self.run()),
-                Err(e) => tracing::error!(error = %e, "a recording's runtime did not start"),
-            }
-        })?;
-        Ok(())
+        on_own_thread(format!("recmix-{}", &self.info.id[..8]), move || self.run())
     }
 
     async fn run(mut self) {
-        let config = self.recorder.config.clone();
-        let max = Duration::from_secs(config.recording_max_seconds);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut file: Option<TrackFile> = None;
         let mut timeline = MixTimeline::default();
-        let mut written_before = 0u64;
+        let mut checks = Checks::default();
         let end = loop {
             tokio::select! {
                 packet = self.lease.packets.recv() => match packet {
@@ -129,20 +120,8 @@ impl MixSession {
                     break End::Stopped(reason);
                 }
                 _ = tick.tick() => {
-                    let written = file.as_ref().map_or(0, |f| f.shared.written());
-                    if let Some(f) = &file && f.shared.flush().is_err() {
-                        break End::Failed(f.shared.error().unwrap_or_else(|| "flush failed".into()));
-                    }
-                    self.recorder.metrics.recording_bytes_written.add(written.saturating_sub(written_before));
-                    written_before = written;
-                    if written >= config.recording_max_bytes {
-                        break End::Stopped("max_size".into());
-                    }
-                    if self.started.elapsed() >= max {
-                        break End::Stopped("max_duration".into());
-                    }
-                    if self.started.elapsed() > Duration::from_secs(2) && !self.rtc.rooms().await.iter().any(|r| r.as_str() == self.info.room) {
-                        break End::Stopped("room_empty".into());
+                    if let Some(end) = checks.tick(&self.recorder, &self.rtc, &self.info, self.started, file.iter()).await {
+                        break end;
                     }
                 }
             }

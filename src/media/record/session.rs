@@ -61,23 +61,14 @@ pub(super) struct Session {
 impl Session {
     /// Runs the recording on a thread of its own.
     pub(super) fn spawn(self) -> std::io::Result<()> {
-        std::thread::Builder::new().name(format!("rec-{}", &self.info.id[..8])).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
-            match rt {
-                Ok(rt) => rt.block_on(self.run()),
-                Err(e) => tracing::error!(error = %e, "a recording's runtime did not start"),
-            }
-        })?;
-        Ok(())
+        on_own_thread(format!("rec-{}", &self.info.id[..8]), move || self.run())
     }
 
     async fn run(mut self) {
         let started = self.started;
-        let config = self.recorder.config.clone();
-        let max = Duration::from_secs(config.recording_max_seconds);
         let mut tracks: HashMap<String, Track> = HashMap::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut written_before = 0u64;
+        let mut checks = Checks::default();
         let end = loop {
             tokio::select! {
                 event = self.tap.recv() => match event {
@@ -109,28 +100,9 @@ impl Session {
                     break End::Stopped(reason);
                 }
                 _ = tick.tick() => {
-                    let mut written = 0;
-                    let mut failed = None;
-                    for f in tracks.values().filter_map(|t| t.file.as_ref()) {
-                        if f.shared.flush().is_err() {
-                            failed = failed.or(f.shared.error());
-                        }
-                        written += f.shared.written();
-                    }
-                    if let Some(e) = failed {
-                        break End::Failed(e);
-                    }
-                    let total = self.info.closed_bytes + written;
-                    self.recorder.metrics.recording_bytes_written.add(total.saturating_sub(written_before));
-                    written_before = total;
-                    if total >= config.recording_max_bytes {
-                        break End::Stopped("max_size".into());
-                    }
-                    if started.elapsed() >= max {
-                        break End::Stopped("max_duration".into());
-                    }
-                    if started.elapsed() > Duration::from_secs(2) && !self.rtc.rooms().await.iter().any(|r| r.as_str() == self.info.room) {
-                        break End::Stopped("room_empty".into());
+                    let files = tracks.values().filter_map(|t| t.file.as_ref());
+                    if let Some(end) = checks.tick(&self.recorder, &self.rtc, &self.info, started, files).await {
+                        break end;
                     }
                 }
             }
@@ -258,6 +230,66 @@ impl Session {
             }
         }
         conclude(&mut self.info, &self.dir, &self.recorder, &self.ended, end);
+    }
+}
+
+/// Runs a recording on a thread of its own, `name`d, with a small runtime: its files are
+/// blocking IO and libwebm's muxer is not `Send`.
+pub(super) fn on_own_thread<F, Fut>(name: String, run: F) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new().name(name).spawn(
+        move || match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt.block_on(run()),
+            Err(e) => tracing::error!(error = %e, "a recording's runtime did not start"),
+        },
+    )?;
+    Ok(())
+}
+
+/// A recording's once-a-second bookkeeping: its files flushed (the crash-safety point), bytes
+/// counted in the metrics, and the reasons to end: a write error, `recording_max_bytes`,
+/// `recording_max_seconds`, or its room left with no one on this node.
+#[derive(Default)]
+pub(super) struct Checks {
+    written_before: u64,
+}
+
+impl Checks {
+    /// `files`: the open files; `closed`: bytes of the files closed before. `Some`: why it ends.
+    pub(super) async fn tick<'a>(
+        &mut self,
+        recorder: &Recorder,
+        rtc: &RtcService,
+        info: &RecordingInfo,
+        started: Instant,
+        files: impl Iterator<Item = &'a TrackFile>,
+    ) -> Option<End> {
+        let mut written = 0;
+        for f in files {
+            if f.shared.flush().is_err() {
+                return Some(End::Failed(f.shared.error().unwrap_or_else(|| "flush failed".into())));
+            }
+            written += f.shared.written();
+        }
+        let total = info.closed_bytes + written;
+        recorder.metrics.recording_bytes_written.add(total.saturating_sub(self.written_before));
+        self.written_before = total;
+        let config = &recorder.config;
+        if total >= config.recording_max_bytes {
+            return Some(End::Stopped("max_size".into()));
+        }
+        if started.elapsed() >= Duration::from_secs(config.recording_max_seconds) {
+            return Some(End::Stopped("max_duration".into()));
+        }
+        if started.elapsed() > Duration::from_secs(2)
+            && !rtc.rooms().await.iter().any(|r| r.as_str() == info.room)
+        {
+            return Some(End::Stopped("room_empty".into()));
+        }
+        None
     }
 }
 
