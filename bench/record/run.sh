@@ -19,55 +19,15 @@ WARMUP=${WARMUP:-3}
 FPS=${FPS:-30}
 FRAME_BYTES=${FRAME_BYTES:-4000}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-HZ=$(getconf CLK_TCK)
-OUT="$ROOT/bench/results/record-$(date +%Y%m%d-%H%M%S)"
-LOADGEN="$HERE/loadgen/target/release/record-loadgen"
-
-if [ -n "${RECORD_SERVER_BIN:-}" ]; then
-  BIN=$RECORD_SERVER_BIN
-else
-  echo "building the server (cargo build --release)..." >&2
-  (cd "$ROOT" && nice cargo build --quiet --release --bin switchboard)
-  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/switchboard"
-fi
-echo "building the load generator (release)..." >&2
-(cd "$HERE/loadgen" && CARGO_TARGET_DIR="$HERE/loadgen/target" nice cargo build --quiet --release)
-
-mkdir -p "$OUT"
-WORK=$(mktemp -d)
-SERVER_PID=
-cleanup() {
-  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+BENCH=record LOADGEN_NAME=record-loadgen JANUS_PLUGIN= SERVER_BIN=${RECORD_SERVER_BIN:-} ONLY=ours
+# shellcheck source=../lib/rtc.sh
+. "$HERE/../lib/rtc.sh"
+OURS_EXTRA_TOML="recordings_dir = \"$WORK/recordings\"
+recordings_max = 4"
 
 start_server() {
   rm -rf "$WORK/recordings"
-  cat >"$WORK/switchboard.toml" <<CONF
-listen = "127.0.0.1:0"
-demo = false
-turn = false
-log = "warn"
-max_connections_per_ip = 0
-rtc_offers_per_ip_per_minute = 0
-recordings_dir = "$WORK/recordings"
-recordings_max = 4
-[namespaces.room]
-rooms = true
-CONF
-  "$BIN" serve --config "$WORK/switchboard.toml" >"$WORK/out" 2>"$WORK/err" &
-  SERVER_PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$WORK/out" 2>/dev/null && break; sleep 0.1; done
-  URL=$(grep -o 'http://[0-9.:]*' "$WORK/out" | head -1)
-}
-
-stop_server() {
-  kill "$SERVER_PID" 2>/dev/null || true
-  wait "$SERVER_PID" 2>/dev/null || true
-  SERVER_PID=
+  start_ours
 }
 
 printf '%-4s %-9s %-12s %-12s %-7s %-14s %-10s %-8s %s\n' N Mbit/s "ms/Mbit off" "ms/Mbit rec" ratio "+ms/rec Mbit" "disk MB/s" dropped "frames in files/sent"
