@@ -4,7 +4,10 @@
 //! window and prints one JSON object: the server's CPU per participant, the tone onsets' latency
 //! and the server's RSS.
 
+mod join;
 mod peer;
+#[allow(dead_code)] // WHIP/WHEP are the SFU benchmark's
+#[path = "../../../sfu/loadgen/src/signal.rs"]
 mod signal;
 
 use std::net::IpAddr;
@@ -88,7 +91,11 @@ fn main() {
         }
     };
     str0m::crypto::from_feature_flags().install_process_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .unwrap();
     match rt.block_on(bench(args)) {
         Ok(v) => println!("{v}"),
         Err(e) => {
@@ -134,8 +141,9 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     let (stop_tx, stop) = watch::channel(false);
     let mut janus_creator = None;
     if a.janus {
-        let mut j = Janus::attach(&a.url).await?;
-        let room = json!({"request": "create", "room": JANUS_ROOM, "sampling_rate": 48000, "audiolevel_ext": true});
+        let mut j = Janus::attach(&a.url, "audiobridge").await?;
+        let room =
+            json!({"request": "create", "room": JANUS_ROOM, "sampling_rate": 48000, "audiolevel_ext": true});
         if let Err(e) = j.message(room, None).await
             && !e.to_string().contains("already exists")
         {
@@ -148,25 +156,49 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     for i in 0..a.n {
         let (mut rtc, socket, local) = peer::new_peer(a.bind).await?;
         let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, Some(format!("p{i}")), Some("mic".into()), None);
+        let mid = api.add_media(
+            MediaKind::Audio,
+            Direction::SendRecv,
+            Some(format!("p{i}")),
+            Some("mic".into()),
+            None,
+        );
         let (offer, pending) = api.apply().ok_or("no offer")?;
         let answer = if a.janus {
-            let mut j = Janus::attach(&a.url).await?;
+            let mut j = Janus::attach(&a.url, "audiobridge").await?;
             let jsep = json!({"type": "offer", "sdp": offer.to_sdp_string(), "trickle": false});
-            let join = json!({"request": "join", "room": JANUS_ROOM, "display": format!("p{i}"), "muted": false});
+            let join =
+                json!({"request": "join", "room": JANUS_ROOM, "display": format!("p{i}"), "muted": false});
             let r = j.message(join, Some(jsep)).await?;
             r["jsep"]["sdp"].as_str().ok_or("janus: no answer")?.to_owned()
         } else {
-            let (ws, sdp) =
-                signal::join_ours(&a.url, "room:mix", &format!("p{i}"), &offer.to_sdp_string(), &mid.to_string()).await?;
+            let (ws, sdp) = join::join_ours(
+                &a.url,
+                "room:mix",
+                &format!("p{i}"),
+                &offer.to_sdp_string(),
+                &mid.to_string(),
+            )
+            .await?;
             sockets.push(ws);
             sdp
         };
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
         let (tx, connected) = oneshot::channel();
         let speaker = i < a.speakers;
-        parts.push(tokio::spawn(peer::run(rtc, socket, local, mid, speaker, shared.clone(), stop.clone(), tx)));
-        tokio::time::timeout(Duration::from_secs(10), connected).await.map_err(|_| "a participant did not connect")??;
+        parts.push(tokio::spawn(peer::run(
+            rtc,
+            socket,
+            local,
+            mid,
+            speaker,
+            shared.clone(),
+            stop.clone(),
+            tx,
+        )));
+        tokio::time::timeout(Duration::from_secs(10), connected)
+            .await
+            .map_err(|_| "a participant did not connect")??;
     }
     let ready = Instant::now();
     while shared.receiving.load(Relaxed) < a.n && ready.elapsed() < Duration::from_secs(20) {
@@ -189,7 +221,10 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     }
     drop((sockets, janus_creator));
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1e3);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1e3)
+    };
     let cpu_s = c0.zip(c1).map(|(a0, a1)| (a1 - a0) as f64 / a.hz);
     Ok(json!({
         "target": if a.janus { "janus" } else { "ours" },
@@ -216,5 +251,8 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 
 fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

@@ -77,9 +77,9 @@ pub async fn run(
                     if let Some(c) = connected.take() {
                         let _ = c.send(());
                     }
-                    sending = rtc
-                        .writer(mid)
-                        .and_then(|w| w.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt()));
+                    sending = rtc.writer(mid).and_then(|w| {
+                        w.payload_params().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt())
+                    });
                 }
                 Ok(Output::Event(Event::MediaData(d))) => {
                     let now = Instant::now();
@@ -90,7 +90,8 @@ pub async fn run(
                         received = true;
                         shared.receiving.fetch_add(1, Relaxed);
                     }
-                    let rms = (pcm[..n].iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
+                    let rms =
+                        (pcm[..n].iter().map(|s| (*s as f64).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
                     if rms > 1000.0 {
                         if quiet >= 10 && shared.measuring.load(Relaxed) {
                             // The tone began at the start of the second this arrival falls in.

@@ -110,19 +110,26 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
         let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         let (offer, pending) = api.apply().ok_or("no offer")?;
-        let answer = signal::post_sdp(&format!("{}/whip/room:bench-rec", a.url), &offer.to_sdp_string()).await?;
+        let answer =
+            signal::post_sdp(&format!("{}/whip/room:bench-rec", a.url), &offer.to_sdp_string()).await?;
         rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
         let (tx, connected) = oneshot::channel();
         let role = Role::Publisher { mid, fps: a.fps, frame_bytes: a.frame_bytes };
         publishers.push(tokio::spawn(peer::run(rtc, socket, local, role, shared.clone(), stop.clone(), tx)));
-        tokio::time::timeout(Duration::from_secs(10), connected).await.map_err(|_| "a publisher did not connect")??;
+        tokio::time::timeout(Duration::from_secs(10), connected)
+            .await
+            .map_err(|_| "a publisher did not connect")??;
     }
     let mut recording = None;
     let seq_at_start = shared.next_seq.load(Relaxed);
     if a.record {
-        let (status, body) =
-            signal::http("POST", &format!("{}/api/rooms/room:bench-rec/recordings", a.url), "application/json", "")
-                .await?;
+        let (status, body) = signal::http(
+            "POST",
+            &format!("{}/api/rooms/room:bench-rec/recordings", a.url),
+            "application/json",
+            "",
+        )
+        .await?;
         if status != 201 {
             return Err(format!("starting the recording: {status} {body}").into());
         }

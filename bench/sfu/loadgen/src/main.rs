@@ -90,7 +90,11 @@ fn main() {
         }
     };
     str0m::crypto::from_feature_flags().install_process_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .unwrap();
     match rt.block_on(bench(args)) {
         Ok(v) => println!("{v}"),
         Err(e) => {
@@ -109,11 +113,17 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     // The publisher: our offer, one sendonly VP8 m-line.
     let (mut rtc, socket, local) = peer::new_peer(a.bind).await?;
     let mut api = rtc.sdp_api();
-    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, Some("bench".into()), Some("video".into()), None);
+    let mid = api.add_media(
+        MediaKind::Video,
+        Direction::SendOnly,
+        Some("bench".into()),
+        Some("video".into()),
+        None,
+    );
     let (offer, pending) = api.apply().ok_or("no offer")?;
     let mut feed = 0;
     let answer = if a.janus {
-        let mut j = Janus::attach(&a.url).await?;
+        let mut j = Janus::attach(&a.url, "videoroom").await?;
         let room = json!({"request": "create", "room": JANUS_ROOM, "publishers": 1, "videocodec": "vp8",
             "bitrate": 100_000_000, "fir_freq": 0});
         // A room left by an earlier run on the same Janus is fine.
@@ -122,7 +132,8 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
         {
             return Err(e.into());
         }
-        let joined = j.message(json!({"request": "join", "ptype": "publisher", "room": JANUS_ROOM}), None).await?;
+        let joined =
+            j.message(json!({"request": "join", "ptype": "publisher", "room": JANUS_ROOM}), None).await?;
         feed = joined["plugindata"]["data"]["id"].as_u64().ok_or("janus: no publisher id")?;
         let jsep = json!({"type": "offer", "sdp": offer.to_sdp_string(), "trickle": false});
         let r = j.message(json!({"request": "configure", "audio": false, "video": true}), Some(jsep)).await?;
@@ -136,7 +147,9 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     let (tx, connected) = oneshot::channel();
     let role = Role::Publisher { mid, fps: a.fps, frame_bytes: a.frame_bytes };
     let publisher = tokio::spawn(peer::run(rtc, socket, local, role, shared.clone(), stop.clone(), tx));
-    tokio::time::timeout(Duration::from_secs(10), connected).await.map_err(|_| "the publisher did not connect")??;
+    tokio::time::timeout(Duration::from_secs(10), connected)
+        .await
+        .map_err(|_| "the publisher did not connect")??;
 
     // The subscribers, one after the other.
     let mut subs = Vec::new();
@@ -144,7 +157,7 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
         let (mut rtc, socket, local) = peer::new_peer(a.bind).await?;
         if a.janus {
             // Janus offers, we answer.
-            let mut j = Janus::attach(&a.url).await?;
+            let mut j = Janus::attach(&a.url, "videoroom").await?;
             let join = json!({"request": "join", "ptype": "subscriber", "room": JANUS_ROOM, "streams": [{"feed": feed}]});
             let r = j.message(join, None).await?;
             let offer = SdpOffer::from_sdp_string(r["jsep"]["sdp"].as_str().ok_or("janus: no offer")?)?;
@@ -155,11 +168,20 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
             let mut api = rtc.sdp_api();
             api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
             let (offer, pending) = api.apply().ok_or("no offer")?;
-            let answer = signal::post_sdp(&format!("{}/whep/room:bench", a.url), &offer.to_sdp_string()).await?;
+            let answer =
+                signal::post_sdp(&format!("{}/whep/room:bench", a.url), &offer.to_sdp_string()).await?;
             rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer)?)?;
         }
         let (tx, _connected) = oneshot::channel();
-        subs.push(tokio::spawn(peer::run(rtc, socket, local, Role::Subscriber, shared.clone(), stop.clone(), tx)));
+        subs.push(tokio::spawn(peer::run(
+            rtc,
+            socket,
+            local,
+            Role::Subscriber,
+            shared.clone(),
+            stop.clone(),
+            tx,
+        )));
     }
     let ready = Instant::now();
     while shared.receiving.load(Relaxed) < a.subs && ready.elapsed() < Duration::from_secs(20) {
@@ -192,7 +214,9 @@ async fn bench(a: Args) -> Res<serde_json::Value> {
     let media_bytes: u64 = got.iter().map(|f| f.bytes as u64).sum();
     let mut lat: Vec<u64> = got.iter().map(|f| f.latency_ns).collect();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|&n| n as f64 / 1e6);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|&n| n as f64 / 1e6)
+    };
     let media_mbit = media_bytes as f64 * 8.0 / 1e6;
     let cpu_s = c0.zip(c1).map(|(a0, a1)| (a1 - a0) as f64 / a.hz);
     Ok(json!({
@@ -233,5 +257,8 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 
 fn rss_kib(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

@@ -112,7 +112,11 @@ pub async fn run(
                     if frames.is_empty() {
                         shared.receiving.fetch_add(1, Relaxed);
                     }
-                    frames.push(Frame { seq, latency_ns: now.saturating_sub(sent), bytes: d.data.len() as u32 });
+                    frames.push(Frame {
+                        seq,
+                        latency_ns: now.saturating_sub(sent),
+                        bytes: d.data.len() as u32,
+                    });
                 }
                 Ok(Output::Event(_)) => {}
                 Err(e) => {

@@ -1,5 +1,6 @@
 //! Signaling: a minimal HTTP/1.1 client (one request per connection), WHIP/WHEP for our server
-//! and the Janus HTTP API (VideoRoom plugin) for the peer.
+//! and the Janus HTTP API (one plugin: VideoRoom here, AudioBridge in bench/mixer, which shares
+//! this file) for the peer.
 
 use std::io;
 
@@ -7,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn err(m: impl Into<String>) -> io::Error {
+pub fn err(m: impl Into<String>) -> io::Error {
     io::Error::other(m.into())
 }
 
@@ -27,7 +28,8 @@ pub async fn http(method: &str, url: &str, content_type: &str, body: &str) -> io
     s.read_to_end(&mut raw).await?;
     let raw = String::from_utf8_lossy(&raw);
     let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| err("truncated HTTP response"))?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| err("bad status line"))?;
+    let status =
+        head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| err("bad status line"))?;
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
     Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
 }
@@ -54,22 +56,26 @@ pub async fn post_sdp(url: &str, offer: &str) -> io::Result<String> {
     Ok(body)
 }
 
-/// A Janus session with one handle attached to the VideoRoom plugin.
+/// A Janus session with one handle attached to a plugin.
 pub struct Janus {
     session: String,
     handle: String,
+    plugin: &'static str,
     tx: u64,
 }
 
 impl Janus {
-    /// `base` is `http://HOST:PORT/janus`.
-    pub async fn attach(base: &str) -> io::Result<Self> {
+    /// `base` is `http://HOST:PORT/janus`; `plugin`: `videoroom`, `audiobridge`.
+    pub async fn attach(base: &str, plugin: &'static str) -> io::Result<Self> {
         let created = janus_post(base, json!({"janus": "create", "transaction": "c"})).await?;
         let session = format!("{base}/{}", created["data"]["id"]);
-        let attached =
-            janus_post(&session, json!({"janus": "attach", "plugin": "janus.plugin.videoroom", "transaction": "a"})).await?;
+        let attached = janus_post(
+            &session,
+            json!({"janus": "attach", "plugin": format!("janus.plugin.{plugin}"), "transaction": "a"}),
+        )
+        .await?;
         let handle = format!("{session}/{}", attached["data"]["id"]);
-        Ok(Self { session, handle, tx: 0 })
+        Ok(Self { session, handle, plugin, tx: 0 })
     }
 
     /// Sends a plugin message (with a JSEP when given) and returns the plugin's reply: the
@@ -85,7 +91,8 @@ impl Janus {
         let event = match reply["janus"].as_str() {
             Some("success") => reply,
             Some("ack") => loop {
-                let (_, text) = http("GET", &format!("{}?maxev=1", self.session), "application/json", "").await?;
+                let (_, text) =
+                    http("GET", &format!("{}?maxev=1", self.session), "application/json", "").await?;
                 let e: Value = serde_json::from_str(&text).map_err(|e| err(format!("janus: {e}: {text}")))?;
                 // Other events (webrtcup, media, keepalive...) are not ours to wait for.
                 if e["janus"] == "event" && e["transaction"] == tx.as_str() {
@@ -95,7 +102,7 @@ impl Janus {
             _ => return Err(err(format!("janus: {reply}"))),
         };
         if let Some(e) = event["plugindata"]["data"].get("error") {
-            return Err(err(format!("videoroom: {e}")));
+            return Err(err(format!("{}: {e}", self.plugin)));
         }
         Ok(event)
     }
