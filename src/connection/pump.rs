@@ -5,7 +5,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+
+use futures_util::task::AtomicWaker;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
@@ -107,6 +110,12 @@ pub trait Transport: Send {
     /// The next input. Cancel-safe: the loop races it against the session's wake-ups.
     fn recv(&mut self) -> impl Future<Output = Inbound> + Send;
 
+    /// Whether a pending [`Transport::recv`] leaves its wake-up registered when dropped (a
+    /// socket's readiness does; a timer or a `Notified` does not). The loop then polls it again
+    /// only when it woke, not after every batch it wrote: for a subscriber that only listens,
+    /// that is the whole read stack (framing, TLS, the socket's readiness) once per delivery.
+    const RECV_WAKE_PERSISTS: bool = false;
+
     /// Ends the connection, telling the client why (the loop bounds how long that may take for
     /// a client that stopped reading).
     fn close(self, d: Disconnect) -> impl Future<Output = ()> + Send;
@@ -187,6 +196,56 @@ async fn write<T: Transport>(
     }
 }
 
+/// Wakes a connection's task for its read side, and notes that it did: the loop skips polling
+/// [`Transport::recv`] when something else woke it ([`Transport::RECV_WAKE_PERSISTS`]).
+struct ReadWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// The read side's wake-up, when the transport's persists: its flag, and the waker that sets it.
+struct ReadGate {
+    wake: Arc<ReadWake>,
+    waker: Waker,
+}
+
+impl ReadGate {
+    fn new() -> Self {
+        // Woken: the first poll registers the read side.
+        let wake = Arc::new(ReadWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
+        Self { waker: Waker::from(wake.clone()), wake }
+    }
+}
+
+/// [`Transport::recv`], polled only when its own wake-up fired since it last returned pending.
+async fn recv<T: Transport>(transport: &mut T, gate: Option<&ReadGate>) -> Inbound {
+    let Some(gate) = gate else { return transport.recv().await };
+    let mut recv = std::pin::pin!(transport.recv());
+    std::future::poll_fn(|cx| {
+        // Registered before the flag is read: a wake-up in between still wakes this task.
+        gate.wake.task.register(cx.waker());
+        if !gate.wake.woken.swap(false, Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let inbound = std::task::ready!(recv.as_mut().poll(&mut Context::from_waker(&gate.waker)));
+        // The transport may hold more (frames read in one go): look again next time.
+        gate.wake.woken.store(true, Ordering::Relaxed);
+        Poll::Ready(inbound)
+    })
+    .await
+}
+
 /// How a connection ended: its user (empty when anonymous), close code and log span.
 type Ended = (String, Option<u16>, tracing::Span);
 
@@ -209,6 +268,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
     // network is gone) even if nothing more is queued for it, and it could not answer a ping.
     let config = &driver.state().config;
     let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
+    let gate = T::RECV_WAKE_PERSISTS.then(ReadGate::new);
     loop {
         let mut framed = 0u64;
         let mut weight = 0usize;
@@ -279,7 +339,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             continue;
         }
         tokio::select! {
-            inbound = transport.recv() => match inbound {
+            inbound = recv(transport, gate.as_ref()) => match inbound {
                 Inbound::Frame(frame, bytes) => {
                     metrics.bytes_in.add(bytes as u64);
                     driver.on_frame(frame);

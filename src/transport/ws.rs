@@ -142,6 +142,9 @@ impl Transport for WsTransport {
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
+    // tokio-tungstenite keeps the waker in its own proxy, and the socket keeps that proxy's.
+    const RECV_WAKE_PERSISTS: bool = true;
+
     async fn recv(&mut self) -> Inbound {
         match self.socket.recv().await {
             Some(Ok(Message::Text(text))) => Inbound::Frame(parse_client_frame(text.as_str()), text.len()),
