@@ -71,7 +71,8 @@ struct Encodings {
     object: OnceLock<Bytes>,
     ndjson: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
-    message: OnceLock<Message>,
+    /// The message, and its WebSocket frame around the same bytes.
+    message: OnceLock<(Message, Bytes)>,
     /// The STOMP MESSAGE's shared part, per version (escaping differs).
     stomp: [OnceLock<Option<MessageTemplate>>; 3],
     /// The text frame as a JSON string with SockJS's escaping (`docs/stomp.md`).
@@ -147,9 +148,22 @@ impl Publication {
     /// The bidirectional transports' frame: `{"pub": OBJECT}` as text, or `{"pub": HEADER}\n
     /// PAYLOAD` as binary.
     pub fn message(&self) -> &Message {
+        &self.framed().0
+    }
+
+    /// [`message`](Self::message) as a whole WebSocket frame, written as it is to every
+    /// subscriber of the JSON protocol.
+    pub fn ws_frame(&self) -> &Bytes {
+        &self.framed().1
+    }
+
+    /// The message and its frame, in one allocation: the message is the frame's payload.
+    fn framed(&self) -> &(Message, Bytes) {
         self.encoded.message.get_or_init(|| {
             let (binary, bytes) = self.encoder().message(self.object());
-            Message { binary, bytes: bytes.into() }
+            let (frame, at) = switchboard_protocol::ws_frame::frame(binary, &bytes);
+            let frame = Bytes::from(frame);
+            (Message { binary, bytes: frame.slice(at..) }, frame)
         })
     }
 

@@ -34,6 +34,10 @@ use crate::lab::{LabIo, Meter};
 
 const NONE: u64 = u64::MAX;
 
+/// Whether any connection ever joined a lab session: until one does, a socket's reads and writes
+/// need not look at their [`Activity`] (another allocation, a cache miss per write at scale).
+static LAB_IN_USE: AtomicBool = AtomicBool::new(false);
+
 /// The timeouts of [`crate::config::Config`], `None` where switched off.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -119,6 +123,7 @@ impl Activity {
         if self.lab.set(meter.clone()).is_err() {
             return false;
         }
+        LAB_IN_USE.store(true, Ordering::Relaxed);
         meter.rx.fetch_add(head as u64, Ordering::Relaxed);
         meter.connections.fetch_add(1, Ordering::Relaxed);
         self.lab_attached.notify_waiters();
@@ -212,6 +217,9 @@ impl<S> Tracked<S> {
 
     fn lab(&mut self) -> Option<&mut LabIo> {
         if self.lab.is_none() {
+            if !LAB_IN_USE.load(Ordering::Relaxed) {
+                return None;
+            }
             self.lab = Some(Box::new(LabIo::new(self.activity.lab.get()?.clone())));
         }
         self.lab.as_deref_mut()

@@ -4,15 +4,25 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::io::IoSlice;
+
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::Either;
-use futures_util::{FutureExt, SinkExt};
+use bytes::{Buf, Bytes};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
-use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL};
+use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL, ws_frame};
+use tokio::io::AsyncWrite;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame as RawCloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as RawMessage};
 
 use super::stomp;
 use crate::admission::Ticket;
@@ -34,39 +44,119 @@ pub(super) fn configure(ws: WebSocketUpgrade, state: &AppState) -> WebSocketUpgr
     ws.read_buffer_size(state.config.ws_read_buffer_bytes).max_message_size(max).max_frame_size(max)
 }
 
-/// `GET /ws`.
+/// `GET /ws`. The JSON protocol takes the upgrade itself (below axum's `WebSocket`), so that its
+/// writes can go to the socket as whole frames, each publication's framed once for every
+/// subscriber ([`WsTransport`]); a client that offers only STOMP gets axum's socket and
+/// [`stomp::run`].
 pub async fn handler(
     State(state): State<Arc<AppState>>,
     ip: ClientIp,
     peer: Peer,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: axum::extract::Request,
 ) -> Response {
-    let (ws, ticket) = match admit(&state, ip, &headers, ws) {
+    let (mut parts, _body) = request.into_parts();
+    let offered = |name: &str| {
+        parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .any(|v| v.as_bytes().split(|&b| b == b',').any(|p| p.trim_ascii() == name.as_bytes()))
+    };
+    let json = offered(WS_SUBPROTOCOL);
+    if !json && stomp::SUBPROTOCOLS.iter().any(|p| offered(p)) {
+        let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state).await;
+        return stomp_handshake(state, ip, peer, &parts.headers, ws);
+    }
+    let checked = checked_upgrade(&mut parts).await;
+    let (upgrade, ticket) = match admit(&state, ip, &parts.headers, checked) {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
-    let token = bearer(&headers).map(str::to_owned);
-    let protocols = std::iter::once(WS_SUBPROTOCOL).chain(stomp::SUBPROTOCOLS);
-    configure(ws, &state).protocols(protocols).on_upgrade(spawn_connection(move |socket: WebSocket| {
-        // The connection's future is built here, before the task awaits it: an async block
-        // keeps what it captured (the socket, the state) for its whole life, beside the copies
-        // moved into the write loop, and every idle connection's task would hold both.
-        // A client that offered only STOMP subprotocols speaks STOMP.
-        let chosen = socket.protocol().and_then(|p| p.to_str().ok()).unwrap_or(WS_SUBPROTOCOL);
-        if stomp::SUBPROTOCOLS.contains(&chosen) {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(state.config.ws_read_buffer_bytes)
+        .max_message_size(Some(state.config.max_frame_bytes))
+        .max_frame_size(Some(state.config.max_frame_bytes));
+    let response = switching_protocols(&parts.headers, json.then_some(WS_SUBPROTOCOL));
+    on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer));
+    response
+}
+
+/// Checks a WebSocket handshake with axum's extractor (which answers a bad one as it always
+/// has), with the upgrade taken out first so that it stays ours: on a valid handshake the check
+/// then fails only where it would have taken it, `ConnectionNotUpgradable`.
+async fn checked_upgrade(parts: &mut Parts) -> Result<OnUpgrade, WebSocketUpgradeRejection> {
+    let upgrade = parts.extensions.remove::<OnUpgrade>();
+    match (WebSocketUpgrade::from_request_parts(parts, &()).await, upgrade) {
+        (Err(WebSocketUpgradeRejection::ConnectionNotUpgradable(_)), Some(upgrade)) => Ok(upgrade),
+        (Err(rejection), _) => Err(rejection),
+        // The extractor cannot succeed without the upgrade; were it to, the request is no upgrade.
+        (Ok(_), _) => Err(WebSocketUpgradeRejection::ConnectionNotUpgradable(Default::default())),
+    }
+}
+
+/// The 101 answer to a checked handshake, choosing `protocol` if given.
+fn switching_protocols(headers: &HeaderMap, protocol: Option<&'static str>) -> Response {
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map_or(&b""[..], |k| k.as_bytes());
+    let mut response = Response::builder()
+        .status(axum::http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header(header::SEC_WEBSOCKET_ACCEPT, derive_accept_key(key));
+    if let Some(protocol) = protocol {
+        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
+    response.body(axum::body::Body::empty()).unwrap_or_default()
+}
+
+/// Once the upgrade completes, runs `f`'s future on the socket. Two tasks, as axum does: one
+/// waits for the upgrade, then spawns the connection's future as a task of its own, which holds
+/// nothing but that future.
+fn on_socket<F>(upgrade: OnUpgrade, config: WebSocketConfig, f: impl FnOnce(Socket) -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        tokio::spawn(f(socket));
+    });
+}
+
+/// The JSON protocol's connection: its write loop, counted while it runs. A combinator, not an
+/// async block: that would hold the write loop's future twice (what it captured, and what it
+/// awaits).
+fn connection(
+    socket: Socket,
+    state: Arc<AppState>,
+    ticket: Ticket,
+    peer: Peer,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let guard = state.metrics.connection(TransportKind::WebSocket);
+    let transport = WsTransport { socket, frames: Vec::new(), pending_bytes: 0 };
+    let driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
+    pump::run(transport, driver).map(move |()| drop(guard))
+}
+
+/// A STOMP client on `/ws`: axum's socket and [`stomp::run`].
+fn stomp_handshake(
+    state: Arc<AppState>,
+    ip: ClientIp,
+    peer: Peer,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (ws, ticket) = match admit(&state, ip, headers, ws) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let token = bearer(headers).map(str::to_owned);
+    configure(ws, &state).protocols(stomp::SUBPROTOCOLS).on_upgrade(spawn_connection(
+        move |socket: WebSocket| {
             // Boxed: a STOMP connection's future is larger than the JSON protocol's.
-            Either::Left(Box::pin(stomp::run(socket, state, token, ticket, peer)))
-        } else {
-            let guard = state.metrics.connection(TransportKind::WebSocket);
-            let transport = WsTransport { socket, batch: Vec::new(), pending_bytes: 0 };
-            let driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
-            let run = pump::run(transport, driver);
-            // A combinator, not an async block: that would hold the write loop's future twice
-            // (what it captured, and what it awaits).
-            Either::Right(run.map(move |()| drop(guard)))
-        }
-    }))
+            Box::pin(stomp::run(socket, state, token, ticket, peer))
+        },
+    ))
 }
 
 /// An upgrade callback that spawns `f`'s future as the connection's own task and lets axum's
@@ -89,12 +179,12 @@ where
 /// Admits a WebSocket handshake: it must be one (400/107 otherwise), a page's origin must be
 /// allowed, and the node must have room (`max_connections`, and `max_connections_per_ip` for
 /// `ip`). The ticket is held for the connection's life.
-pub(super) fn admit(
+pub(super) fn admit<U>(
     state: &Arc<AppState>,
     ip: ClientIp,
     headers: &HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<(WebSocketUpgrade, Ticket), HttpError> {
+    ws: Result<U, WebSocketUpgradeRejection>,
+) -> Result<(U, Ticket), HttpError> {
     let ws = ws.map_err(|rejection| HttpError::new(ErrorCode::BadRequest, rejection.body_text()))?;
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -106,10 +196,19 @@ pub(super) fn admit(
     Ok((ws, ticket))
 }
 
-/// The WebSocket framing of a connection.
+/// The JSON protocol's socket: tungstenite over the upgraded connection.
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// The JSON protocol over WebSocket. Reads go through tungstenite; writes are whole frames
+/// (a publication's is shared by every subscriber, [`Publication::ws_frame`]) written to the
+/// socket beneath it in one vectored write per batch: no copy into a write buffer, no framing
+/// per subscriber.
+///
+/// [`Publication::ws_frame`]: crate::model::Publication::ws_frame
 struct WsTransport {
-    socket: WebSocket,
-    batch: Vec<Message>,
+    socket: Socket,
+    /// Framed, not yet written (the front one possibly in part).
+    frames: Vec<Bytes>,
     pending_bytes: u64,
 }
 
@@ -119,26 +218,26 @@ impl Transport for WsTransport {
     }
 
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
-        let message = out.message();
-        self.pending_bytes += message.bytes.len() as u64;
-        self.batch.push(if message.binary {
-            Message::Binary(message.bytes)
-        } else {
-            // Our encoder writes JSON, which is UTF-8; a failure here would be our bug.
-            Message::Text(Utf8Bytes::try_from(message.bytes).map_err(|_| Disconnect::INTERNAL)?)
-        });
+        let frame = match out {
+            Outgoing::Publication(p) => p.ws_frame().clone(),
+            other => {
+                let message = other.message();
+                Bytes::from(ws_frame::frame(message.binary, &message.bytes).0)
+            }
+        };
+        self.pending_bytes += frame.len() as u64;
+        self.frames.push(frame);
         Ok(())
     }
 
     fn has_pending(&self) -> bool {
-        !self.batch.is_empty()
+        !self.frames.is_empty()
     }
 
-    /// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
     async fn flush(&mut self) -> Result<u64, ()> {
-        write_batch(&mut self.socket, &mut self.batch).await?;
+        write_frames(&mut self.socket, &mut self.frames).await.map_err(|_| ())?;
         // An idle connection keeps no batch (one allocation per write is cheap beside it).
-        self.batch = Vec::new();
+        self.frames = Vec::new();
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
@@ -146,25 +245,73 @@ impl Transport for WsTransport {
     const RECV_WAKE_PERSISTS: bool = true;
 
     async fn recv(&mut self) -> Inbound {
-        match self.socket.recv().await {
-            Some(Ok(Message::Text(text))) => Inbound::Frame(parse_client_frame(text.as_str()), text.len()),
-            Some(Ok(Message::Binary(data))) => Inbound::Frame(parse_binary_frame(&data), data.len()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Inbound::Nothing,
-            Some(Ok(Message::Close(_))) => {
+        match self.socket.next().await {
+            Some(Ok(RawMessage::Text(text))) => Inbound::Frame(parse_client_frame(text.as_str()), text.len()),
+            Some(Ok(RawMessage::Binary(data))) => Inbound::Frame(parse_binary_frame(&data), data.len()),
+            Some(Ok(RawMessage::Ping(_) | RawMessage::Pong(_) | RawMessage::Frame(_))) => Inbound::Nothing,
+            Some(Ok(RawMessage::Close(_))) => {
                 // tungstenite queued the answering close frame; send it before going.
                 let _ = self.socket.flush().await;
                 Inbound::Gone
             }
             // Oversize messages end with the standard 1009; a broken socket just ends.
-            Some(Err(e)) if is_too_big(&e) => Inbound::End(TOO_BIG),
+            Some(Err(WsError::Capacity(_))) => Inbound::End(TOO_BIG),
             Some(Err(_)) | None => Inbound::Gone,
         }
     }
 
-    /// Sends a close frame and waits (briefly) for the client's answer, as RFC 6455 asks.
+    /// Writes what is left of a batch cut off mid-way (a close frame must not land inside a
+    /// frame), then closes as [`close_socket`] does.
     async fn close(mut self, d: Disconnect) {
-        close_socket(&mut self.socket, d).await;
+        let rest = write_frames(&mut self.socket, &mut self.frames);
+        if !matches!(tokio::time::timeout(std::time::Duration::from_secs(2), rest).await, Ok(Ok(()))) {
+            return;
+        }
+        let frame = RawCloseFrame { code: d.code.into(), reason: d.reason.into() };
+        if self.socket.send(RawMessage::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.socket.next().await {}
+        })
+        .await;
     }
+}
+
+/// Writes `frames` to the socket beneath tungstenite, as many per call as the kernel takes;
+/// cancel-safe: what was written leaves `frames`. tungstenite's own buffer (an answer to a
+/// ping, which it writes while reading) goes first, so frames never interleave.
+async fn write_frames(socket: &mut Socket, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
+    socket.flush().await.map_err(std::io::Error::other)?;
+    let io = socket.get_mut();
+    while !frames.is_empty() {
+        let written = std::future::poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = frames.len().min(slices.len());
+            for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
+                *slice = IoSlice::new(frame);
+            }
+            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+        })
+        .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        let done = frames.iter().take_while(|f| {
+            let whole = f.len() <= left;
+            if whole {
+                left -= f.len();
+            }
+            whole
+        });
+        let done = done.count();
+        frames.drain(..done);
+        if left > 0 {
+            frames[0].advance(left);
+        }
+    }
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *io).poll_flush(cx)).await
 }
 
 /// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
@@ -188,31 +335,36 @@ pub(super) async fn close_socket(socket: &mut WebSocket, d: Disconnect) {
     .await;
 }
 
-fn is_too_big(e: &axum::Error) -> bool {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error;
-    matches!(e.source().and_then(|s| s.downcast_ref::<Error>()), Some(Error::Capacity(_)))
-}
-
-/// `GET /ws-echo`: a plain echo server on the same WebSocket stack as `/ws`, for the Autobahn
-/// conformance suite. Only routed when `ws_echo_endpoint` is set.
-pub async fn echo_handler(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+/// `GET /ws-echo`: a plain echo server on the same WebSocket stack as `/ws` (tungstenite reads,
+/// our frames written beneath it), for the Autobahn conformance suite. Only routed when
+/// `ws_echo_endpoint` is set.
+pub async fn echo_handler(State(state): State<Arc<AppState>>, request: axum::extract::Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match checked_upgrade(&mut parts).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
     let max = state.config.max_frame_bytes.max(16 * 1024 * 1024);
-    ws.max_message_size(max).max_frame_size(max).on_upgrade(|mut socket| async move {
-        while let Some(Ok(message)) = socket.recv().await {
-            let reply = match message {
-                Message::Text(_) | Message::Binary(_) => message,
-                Message::Close(_) => {
+    let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    on_socket(upgrade, config, |mut socket| async move {
+        let mut frames = Vec::new();
+        while let Some(Ok(message)) = socket.next().await {
+            let frame = match &message {
+                RawMessage::Text(text) => ws_frame::frame(false, text.as_bytes()).0,
+                RawMessage::Binary(data) => ws_frame::frame(true, data).0,
+                RawMessage::Close(_) => {
                     let _ = socket.flush().await;
                     break;
                 }
                 _ => continue,
             };
-            if socket.send(reply).await.is_err() {
+            frames.push(Bytes::from(frame));
+            if write_frames(&mut socket, &mut frames).await.is_err() {
                 break;
             }
         }
-    })
+    });
+    switching_protocols(&parts.headers, None)
 }
 
 #[cfg(test)]

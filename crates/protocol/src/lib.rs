@@ -7,6 +7,7 @@
 //! - [`codes`]: command error codes and disconnect codes, the numbers clients act on.
 //! - [`frame`]: the WebSocket JSON protocol: client commands, replies and server pushes.
 //! - [`encode`]: what the server sends, encoded once for every transport.
+//! - [`ws_frame`]: WebSocket frames as the server sends them, framed once per publication.
 //!
 //! The contract these types implement is written down in `docs/protocol.md`.
 
@@ -16,6 +17,7 @@ pub mod encode;
 pub mod frame;
 pub mod position;
 pub mod sockjs;
+pub mod ws_frame;
 
 pub use channel::{ChannelName, InvalidChannel};
 pub use codes::{Disconnect, ErrorCode};
