@@ -1,6 +1,7 @@
-//! `/ws`: the JSON protocol over WebSocket. Frames in become session input; session output
-//! becomes frames, fed to the socket in a batch and flushed once, so a burst of publications for
-//! one connection costs one write. The [`pump`] runs the rest.
+//! `/ws`: the JSON protocol over WebSocket. Frames in (read by tungstenite) become session
+//! input; session output becomes whole frames written beneath tungstenite in one vectored write
+//! per batch, so a burst of publications for one connection costs one write, and a publication
+//! is framed once for all its subscribers. The [`pump`] runs the rest.
 
 use std::sync::Arc;
 
@@ -72,6 +73,7 @@ pub async fn handler(
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
+    // The read buffer is small for the reason given in `configure`.
     let config = WebSocketConfig::default()
         .read_buffer_size(state.config.ws_read_buffer_bytes)
         .max_message_size(Some(state.config.max_frame_bytes))
