@@ -114,7 +114,9 @@ pub trait Transport: Send {
     /// socket's readiness does; a timer or a `Notified` does not). The loop then polls it again
     /// only when it woke, not after every batch it wrote: for a subscriber that only listens,
     /// that is the whole read stack (framing, TLS, the socket's readiness) once per delivery.
-    const RECV_WAKE_PERSISTS: bool = false;
+    fn recv_wake_persists(&self) -> bool {
+        false
+    }
 
     /// Ends the connection, telling the client why (the loop bounds how long that may take for
     /// a client that stopped reading).
@@ -197,7 +199,7 @@ async fn write<T: Transport>(
 }
 
 /// Wakes a connection's task for its read side, and notes that it did: the loop skips polling
-/// [`Transport::recv`] when something else woke it ([`Transport::RECV_WAKE_PERSISTS`]).
+/// [`Transport::recv`] when something else woke it ([`Transport::recv_wake_persists`]).
 struct ReadWake {
     woken: AtomicBool,
     task: AtomicWaker,
@@ -268,7 +270,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
     // network is gone) even if nothing more is queued for it, and it could not answer a ping.
     let config = &driver.state().config;
     let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
-    let gate = T::RECV_WAKE_PERSISTS.then(ReadGate::new);
+    let gate = transport.recv_wake_persists().then(ReadGate::new);
     loop {
         let mut framed = 0u64;
         let mut weight = 0usize;

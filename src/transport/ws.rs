@@ -79,7 +79,8 @@ pub async fn handler(
         .max_message_size(Some(state.config.max_frame_bytes))
         .max_frame_size(Some(state.config.max_frame_bytes));
     let response = switching_protocols(&parts.headers, json.then_some(WS_SUBPROTOCOL));
-    on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer));
+    let lab = parts.uri.query().is_some_and(|q| q.contains("sb_lab="));
+    on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer, lab));
     response
 }
 
@@ -133,9 +134,10 @@ fn connection(
     state: Arc<AppState>,
     ticket: Ticket,
     peer: Peer,
+    lab: bool,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let guard = state.metrics.connection(TransportKind::WebSocket);
-    let transport = WsTransport { socket, frames: Vec::new(), pending_bytes: 0 };
+    let transport = WsTransport { socket, frames: Vec::new(), pending_bytes: 0, lab };
     let driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
     pump::run(transport, driver).map(move |()| drop(guard))
 }
@@ -212,6 +214,8 @@ struct WsTransport {
     /// Framed, not yet written (the front one possibly in part).
     frames: Vec<Bytes>,
     pending_bytes: u64,
+    /// In a transport lab session (`?sb_lab=`).
+    lab: bool,
 }
 
 impl Transport for WsTransport {
@@ -243,8 +247,11 @@ impl Transport for WsTransport {
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
-    // tokio-tungstenite keeps the waker in its own proxy, and the socket keeps that proxy's.
-    const RECV_WAKE_PERSISTS: bool = true;
+    /// tokio-tungstenite keeps the waker in its own proxy, and the socket keeps that proxy's. Not
+    /// in a lab session: an impaired socket sends its held writes when it is read.
+    fn recv_wake_persists(&self) -> bool {
+        !self.lab
+    }
 
     async fn recv(&mut self) -> Inbound {
         match self.socket.next().await {
