@@ -71,6 +71,8 @@ struct Encodings {
     object: OnceLock<Bytes>,
     ndjson: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
+    /// The whole SSE event of a one-channel stream: `data:`, then the cursor of this position.
+    sse_alone: OnceLock<Bytes>,
     /// The message, and its WebSocket frame around the same bytes.
     message: OnceLock<(Message, Bytes)>,
     /// The STOMP MESSAGE's shared part, per version (escaping differs).
@@ -143,6 +145,21 @@ impl Publication {
     /// `data: OBJECT\n`: an SSE event without its `id:` line and terminator, which are per stream.
     pub fn sse_data(&self) -> &Bytes {
         self.encoded.sse.get_or_init(|| wrap(b"data: ", self.object(), b"\n"))
+    }
+
+    /// `data: OBJECT\nid: CURSOR\n\n`: the whole SSE event for a stream of this channel alone,
+    /// whose cursor after this publication is this position only (the same for every such
+    /// subscriber, so encoded once).
+    pub fn sse_event_alone(&self) -> &Bytes {
+        self.encoded.sse_alone.get_or_init(|| {
+            let id = switchboard_protocol::Cursor::encode_one(self.channel.as_str(), &self.epoch, self.offset);
+            let mut event = Vec::with_capacity(self.sse_data().len() + id.len() + 6);
+            event.extend_from_slice(self.sse_data());
+            event.extend_from_slice(b"id: ");
+            event.extend_from_slice(id.as_bytes());
+            event.extend_from_slice(b"\n\n");
+            event.into()
+        })
     }
 
     /// The bidirectional transports' frame: `{"pub": OBJECT}` as text, or `{"pub": HEADER}\n

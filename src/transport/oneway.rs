@@ -201,6 +201,8 @@ impl Transport for OneWay {
             Outgoing::Publication(p) => {
                 self.cursor.advance(p.channel.as_str(), &p.epoch, p.offset);
                 match self.format {
+                    // A stream of this channel alone: its event, encoded once for all of them.
+                    Format::Sse if self.cursor.len() == 1 => self.buf.put_slice(p.sse_event_alone()),
                     Format::Sse => {
                         self.buf.put_slice(p.sse_data());
                         self.buf.put_slice(b"id: ");

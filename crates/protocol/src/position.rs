@@ -74,13 +74,35 @@ impl Cursor {
         })
     }
 
-    /// Encodes the text form.
+    /// Encodes the text form. Written straight from the sorted positions: an SSE stream encodes
+    /// its cursor into every event's `id:`.
     pub fn encode(&self) -> String {
-        let raw: BTreeMap<&str, (&str, u64)> =
-            self.positions.iter().map(|(c, p)| (c.as_str(), (p.epoch.as_str(), p.offset))).collect();
-        // Serializing a map of strings and integers cannot fail.
-        let json = serde_json::to_vec(&raw).unwrap_or_default();
+        let mut json = Vec::with_capacity(2 + 40 * self.positions.len());
+        json.push(b'{');
+        for (i, (channel, p)) in self.positions.iter().enumerate() {
+            if i > 0 {
+                json.push(b',');
+            }
+            write_entry(&mut json, channel, &p.epoch, p.offset);
+        }
+        json.push(b'}');
         URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// The text form of a cursor holding only `channel` at `(epoch, offset)`, without building
+    /// one: what a one-channel SSE stream sends after a publication, the same for every
+    /// subscriber.
+    pub fn encode_one(channel: &str, epoch: &str, offset: u64) -> String {
+        let mut json = Vec::with_capacity(40);
+        json.push(b'{');
+        write_entry(&mut json, channel, epoch, offset);
+        json.push(b'}');
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    /// How many channels it holds.
+    pub fn len(&self) -> usize {
+        self.positions.len()
     }
 
     fn find(&self, channel: &str) -> Result<usize, usize> {
@@ -131,9 +153,39 @@ impl Cursor {
     }
 }
 
+/// `"channel":["epoch",offset]`, as serde_json writes a map entry.
+fn write_entry(json: &mut Vec<u8>, channel: &str, epoch: &str, offset: u64) {
+    // Writing strings into a vector cannot fail.
+    let _ = serde_json::to_writer(&mut *json, channel);
+    json.extend_from_slice(b":[");
+    let _ = serde_json::to_writer(&mut *json, epoch);
+    json.push(b',');
+    json.extend_from_slice(offset.to_string().as_bytes());
+    json.push(b']');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `encode` wrote before it wrote by hand: serde_json's map of the positions.
+    fn encode_with_serde(c: &Cursor) -> String {
+        let raw: BTreeMap<&str, (&str, u64)> = c.iter().map(|(ch, p)| (ch, (p.epoch.as_str(), p.offset))).collect();
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&raw).unwrap())
+    }
+
+    #[test]
+    fn encodes_as_serde_json_would() {
+        let mut c = Cursor::new();
+        assert_eq!(c.encode(), encode_with_serde(&c));
+        c.set("chat:lobby", Position { epoch: "k3Jd".into(), offset: 7 });
+        assert_eq!(c.encode(), encode_with_serde(&c));
+        assert_eq!(Cursor::encode_one("chat:lobby", "k3Jd", 7), c.encode());
+        c.set("a\"quote\\", Position { epoch: "é\u{1}".into(), offset: 0 });
+        c.set("news", Position { epoch: "Pq81".into(), offset: u64::MAX });
+        assert_eq!(c.encode(), encode_with_serde(&c));
+        assert_eq!(c.len(), 3);
+    }
 
     #[test]
     fn round_trips_and_is_url_safe() {
