@@ -82,16 +82,19 @@ export class Mesh {
     if (peer) peer.keep();
   }
 
+  /** Closes the peer connection to `id`; with `bye`, tells them, and resolves once that is sent. */
   close(id, bye) {
     const peer = this.peers.get(id);
-    if (!peer) return;
+    if (!peer) return Promise.resolve();
     this.peers.delete(id);
-    if (bye) this.signal(id, { type: 'bye' });
+    const sent = bye ? this.signal(id, { type: 'bye' }) : Promise.resolve();
     peer.close();
+    return sent;
   }
 
+  /** Closes every peer connection; resolves once the byes are sent (or failed). */
   closeAll(bye) {
-    for (const id of [...this.peers.keys()]) this.close(id, bye);
+    return Promise.all([...this.peers.keys()].map((id) => this.close(id, bye)));
   }
 
   addLocal(e) {
@@ -134,7 +137,7 @@ export class Mesh {
       this.sending.set(to, settled);
       settled.then(() => { if (this.sending.get(to) === settled) this.sending.delete(to); });
     }
-    sent.catch(async (err) => {
+    const handled = sent.catch(async (err) => {
       if (room.state === 'left') return;
       if (err && err.code === 102) return this.close(to, false); // they are not in the room any more
       if (err && !err.code && tries < SIGNAL_RETRIES) {
@@ -144,6 +147,7 @@ export class Mesh {
       }
       room._error(err);
     });
+    return handled;
   }
 }
 

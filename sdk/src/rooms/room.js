@@ -7,6 +7,9 @@ import { Mesh, inboxChannel } from './mesh.js';
 import { SfuCall } from './sfu.js';
 import { defaultLabel, streamOf } from './tracks.js';
 
+/** How long leaving waits for its byes to go out over HTTP before it leaves the room channel. */
+const BYE_WAIT_MS = 2000;
+
 /** Resolves once `sub` is subscribed; rejects when it is refused or the room is left meanwhile. */
 function whenSubscribed(sub, room) {
   if (sub.state === 'subscribed') return Promise.resolve();
@@ -115,8 +118,14 @@ export class Room extends Emitter {
     this._emit('_left');
     if (this._offState) this._offState();
     this._offState = null;
-    this._mesh.closeAll(true);
+    const byes = this._mesh.closeAll(true);
     const deleted = this._sfu.teardown();
+    // Over HTTP (the one-way fallbacks) each bye is a request of its own, which the unsubscribe
+    // below could overtake: the server refuses a signal from a client no longer in the room
+    // (103). So leave once they are sent, or after a bound. A socket keeps their order.
+    if (!this._sb._wsConn()) {
+      await Promise.race([byes, new Promise((r) => this._sb._setTimeout(r, BYE_WAIT_MS))]);
+    }
     if (this._inbox) this._inbox.unsubscribe();
     if (this._sub) this._sub.unsubscribe();
     this._inbox = this._sub = null;
