@@ -152,7 +152,8 @@ impl Publication {
     /// subscriber, so encoded once).
     pub fn sse_event_alone(&self) -> &Bytes {
         self.encoded.sse_alone.get_or_init(|| {
-            let id = switchboard_protocol::Cursor::encode_one(self.channel.as_str(), &self.epoch, self.offset);
+            let id =
+                switchboard_protocol::Cursor::encode_one(self.channel.as_str(), &self.epoch, self.offset);
             let mut event = Vec::with_capacity(self.sse_data().len() + id.len() + 6);
             event.extend_from_slice(self.sse_data());
             event.extend_from_slice(b"id: ");

@@ -170,7 +170,8 @@ mod tests {
 
     /// What `encode` wrote before it wrote by hand: serde_json's map of the positions.
     fn encode_with_serde(c: &Cursor) -> String {
-        let raw: BTreeMap<&str, (&str, u64)> = c.iter().map(|(ch, p)| (ch, (p.epoch.as_str(), p.offset))).collect();
+        let raw: BTreeMap<&str, (&str, u64)> =
+            c.iter().map(|(ch, p)| (ch, (p.epoch.as_str(), p.offset))).collect();
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(&raw).unwrap())
     }
 
