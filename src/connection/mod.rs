@@ -116,6 +116,10 @@ pub struct Driver {
     timer_at: Option<Instant>,
     /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
     recheck: bool,
+    /// The session may have moved a timer since [`Driver::wait`] last asked: anything but a
+    /// plain delivery may (a frame, an operation's result, a timer, a kick). Deliveries are most
+    /// wake-ups, and asking costs a look at seven deadlines.
+    timers_changed: bool,
     /// The client id this connection holds in the hub, and the signal that it let go of it.
     /// Boxed, as `publish_rate`: most connections never have one, and every idle one would
     /// hold the room.
@@ -157,6 +161,7 @@ impl Driver {
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
             recheck: false,
+            timers_changed: true,
             claim: None,
             ticket: None,
             publish_rate: None,
@@ -228,6 +233,7 @@ impl Driver {
     /// Feeds a client frame (or the error parsing it).
     pub fn on_frame(&mut self, frame: Result<ClientFrame, FrameError>) {
         self.state.metrics.messages_in.add(1);
+        self.timers_changed = true;
         let frame = match frame {
             Ok(ClientFrame::Command { id, command: Command::Publish(_) }) if !self.may_publish() => {
                 // Over `max_publish_rate`: this publish is refused, the connection stays.
@@ -275,7 +281,11 @@ impl Driver {
         self.session.release_idle();
         self.ops.release_idle();
         self.calls.release_idle();
-        let deadline = self.session.poll_timeout();
+        let deadline = if std::mem::take(&mut self.timers_changed) {
+            self.session.poll_timeout()
+        } else {
+            self.timer_at
+        };
         if deadline != self.timer_at {
             self.timer_at = deadline;
             if let Some(at) = deadline {
@@ -305,11 +315,14 @@ impl Driver {
 
     /// Feeds what [`Driver::wait`] returned into the session.
     pub fn on_wake(&mut self, wake: Wake) {
+        // A plain delivery leaves the session's timers as they were; anything else may not.
+        self.timers_changed |= !matches!(wake, Wake::Outbox);
         match wake {
             Wake::Outbox => {
                 // Unsubscribed first: what was queued for those channels is then dropped.
                 let mut kicked = Vec::new();
                 let taken = self.outbox.take_all(&mut self.batch, &mut kicked);
+                self.timers_changed |= !kicked.is_empty() || taken != Taken::Ok;
                 for (channel, reason) in kicked {
                     self.session.handle_kicked(&channel, reason);
                 }
@@ -341,6 +354,7 @@ impl Driver {
 
     /// Ends the connection from the outside (transport error, shutdown).
     pub fn end(&mut self, d: Disconnect) {
+        self.timers_changed = true;
         self.session.handle_disconnect(d);
     }
 
