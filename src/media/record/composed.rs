@@ -18,7 +18,7 @@ use super::Recorder;
 use super::file::{TrackFile, vp8_keyframe_size};
 use super::manifest::{FileInfo, RecordingInfo};
 use super::mix::{MixTimeline, SILENCE};
-use super::session::{Checks, End, conclude, on_own_thread};
+use super::session::{Checks, End, close_single, conclude, on_own_thread};
 use crate::media::tap::{MediaTap, TapEvent, TapFrame};
 use crate::rtc::{MixLease, RtcService};
 
@@ -187,19 +187,13 @@ impl ComposedSession {
                 break End::Failed(e);
             }
         };
-        let mut end = end;
-        if let (Some(mut f), Some(o)) = (file, origin) {
-            let drained = write_ready(&mut f, &mut queue, o, true);
-            let bytes = f.shared.written();
-            if let Err(e) = drained.and_then(|()| f.finish())
-                && matches!(end, End::Stopped(_))
-            {
-                end = End::Failed(e);
+        let end = match (file, origin) {
+            (Some(mut f), Some(o)) => {
+                let drained = write_ready(&mut f, &mut queue, o, true);
+                close_single(f, drained, &mut self.info, end)
             }
-            if let Some(entry) = self.info.files.first_mut() {
-                entry.bytes = bytes;
-            }
-        }
+            _ => end,
+        };
         drop(self.lease);
         if let Some(on_end) = self.on_end.take() {
             on_end();

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::Recorder;
 use super::file::TrackFile;
 use super::manifest::{FileInfo, RecordingInfo};
-use super::session::{Checks, End, conclude, on_own_thread};
+use super::session::{Checks, End, close_single, conclude, on_own_thread};
 use crate::media::mix::FRAME;
 use crate::rtc::{MixLease, RtcService};
 
@@ -126,18 +126,10 @@ impl MixSession {
                 }
             }
         };
-        let mut end = end;
-        if let Some(f) = file {
-            let bytes = f.shared.written();
-            if let Err(e) = f.finish()
-                && matches!(end, End::Stopped(_))
-            {
-                end = End::Failed(e);
-            }
-            if let Some(entry) = self.info.files.first_mut() {
-                entry.bytes = bytes;
-            }
-        }
+        let end = match file {
+            Some(f) => close_single(f, Ok(()), &mut self.info, end),
+            None => end,
+        };
         // The mixer may stop (if no one else is mixed) before the API answers the stop.
         drop(self.lease);
         conclude(&mut self.info, &self.dir, &self.recorder, &self.ended, end);

@@ -293,6 +293,26 @@ impl Checks {
     }
 }
 
+/// Closes the one file of a mix or composed recording after `drained` (what was still queued
+/// for it): its size goes to the manifest, and an error fails a recording that was only
+/// stopped.
+pub(super) fn close_single(
+    file: TrackFile,
+    drained: Result<(), String>,
+    info: &mut RecordingInfo,
+    end: End,
+) -> End {
+    let bytes = file.shared.written();
+    let closed = drained.and_then(|()| file.finish());
+    if let Some(entry) = info.files.first_mut() {
+        entry.bytes = bytes;
+    }
+    match closed {
+        Err(e) if matches!(end, End::Stopped(_)) => End::Failed(e),
+        _ => end,
+    }
+}
+
 /// Says in the manifest how a recording ended and tells the recorder (files closed already).
 pub(super) fn conclude(
     info: &mut RecordingInfo,
