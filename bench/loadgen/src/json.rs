@@ -81,17 +81,14 @@ pub(crate) async fn json_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) 
                     JsonEvent::Refused => rec.error(String::from_utf8_lossy(t).into_owned()),
                     JsonEvent::Other => {}
                 },
-                Frame::Other => {}
-                Frame::Ping(p) => read.pings.push(p),
-                Frame::Close(code) => {
-                    read.closed = Some(code);
-                    break;
+                other => {
+                    if read.control(other) {
+                        break;
+                    }
                 }
             }
         }
-        rec.flush(now);
-        if let Some(code) = read.closed {
-            rec.stats.closed(code);
+        if read.ended(rec, now) {
             return Ok(());
         }
         read.answer(&mut c, rec.stats).await?;

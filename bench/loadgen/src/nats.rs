@@ -68,11 +68,10 @@ pub(crate) async fn nats_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) 
         while let Some(frame) = c.next_frame() {
             match frame {
                 Frame::Text(t) => stream.buf.extend_from_slice(t),
-                Frame::Other => {}
-                Frame::Ping(p) => read.pings.push(p),
-                Frame::Close(code) => {
-                    read.closed = Some(code);
-                    break;
+                other => {
+                    if read.control(other) {
+                        break;
+                    }
                 }
             }
         }
@@ -91,9 +90,7 @@ pub(crate) async fn nats_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>) 
             at += used;
         }
         stream.buf.drain(..at);
-        rec.flush(now);
-        if let Some(code) = read.closed {
-            rec.stats.closed(code);
+        if read.ended(rec, now) {
             return Ok(());
         }
         read.answer(&mut c, rec.stats).await?;

@@ -83,17 +83,14 @@ pub(crate) async fn stomp_subscriber(i: usize, o: &Opts, rec: &mut Recorder<'_>)
                         }
                     }
                 }
-                Frame::Other => {}
-                Frame::Ping(p) => read.pings.push(p),
-                Frame::Close(code) => {
-                    read.closed = Some(code);
-                    break;
+                other => {
+                    if read.control(other) {
+                        break;
+                    }
                 }
             }
         }
-        rec.flush(now);
-        if let Some(code) = read.closed {
-            rec.stats.closed(code);
+        if read.ended(rec, now) {
             return Ok(());
         }
         // Subscribe once connected, as STOMP clients do (CONNECTED may still carry an error).

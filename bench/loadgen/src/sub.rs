@@ -159,6 +159,28 @@ pub(crate) struct WsRead {
 }
 
 impl WsRead {
+    /// Notes a frame that is not text: a ping to answer, or the close (`true`: stop reading).
+    pub(crate) fn control(&mut self, frame: Frame<'_>) -> bool {
+        match frame {
+            Frame::Ping(p) => self.pings.push(p),
+            Frame::Close(code) => {
+                self.closed = Some(code);
+                return true;
+            }
+            Frame::Text(_) | Frame::Other => {}
+        }
+        false
+    }
+
+    /// Flushes what `rec` gathered from this read; `true` when the server closed (counted).
+    pub(crate) fn ended(&self, rec: &mut Recorder<'_>, now: u64) -> bool {
+        rec.flush(now);
+        if let Some(code) = self.closed {
+            rec.stats.closed(code);
+        }
+        self.closed.is_some()
+    }
+
     /// Sends the pongs due (WebSocket pongs, and `{"pong":{}}` for JSON-protocol pings).
     pub(crate) async fn answer(&self, c: &mut Conn, stats: &Stats) -> io::Result<()> {
         if self.pongs == 0 && self.pings.is_empty() {
