@@ -113,6 +113,19 @@ def near(a, b, tolerance=45) -> bool:
     return all(abs(p - q) <= tolerance for p, q in zip(a, b))
 
 
+def assert_last_picture_red_then_blue(path):
+    """The file's last picture (640x360) is red on the left and blue on the right."""
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    assert len(raw) == 640 * 360 * 3, len(raw)
+
+    def px(x, y):
+        i = (y * 640 + x) * 3
+        return tuple(raw[i:i + 3])
+
+    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
+
+
 async def frame_where(track, ok, limit: float):
     """The first decoded frame for which `ok(frame)` holds, within `limit` seconds."""
     deadline = time.monotonic() + limit
@@ -391,16 +404,7 @@ def test_a_recording_of_the_room_records_the_composition_as_one_webm_that_ffmpeg
     stream = json.loads(probe.stdout)["streams"][0]
     assert (stream["codec_name"], stream["width"], stream["height"]) == ("vp8", 640, 360), stream
     assert int(stream["nb_read_frames"]) >= 10, stream
-    # The last frame: red on the left, blue on the right.
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(path), "-frames:v", "1", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
-    assert len(raw) == 640 * 360 * 3, len(raw)
-
-    def px(x, y):
-        i = (y * 640 + x) * 3
-        return tuple(raw[i:i + 3])
-
-    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
+    assert_last_picture_red_then_blue(path)
 
 
 def test_a_composed_recording_is_one_webm_of_the_grid_and_the_rooms_mixed_audio(make_server, tmp_path):
@@ -477,16 +481,7 @@ def test_a_composed_recording_is_one_webm_of_the_grid_and_the_rooms_mixed_audio(
     assert int(video["nb_read_frames"]) >= 20, video
     assert int(audio["nb_read_frames"]) >= duration * 50 * 0.8, audio  # a 20 ms packet each tick
 
-    # The last picture: red on the left, blue on the right.
-    raw = subprocess.run(["ffmpeg", "-v", "error", "-sseof", "-0.5", "-i", str(file), "-frames:v", "1", "-f", "rawvideo",
-                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
-    assert len(raw) == 640 * 360 * 3, len(raw)
-
-    def px(x, y):
-        i = (y * 640 + x) * 3
-        return tuple(raw[i:i + 3])
-
-    assert near(px(160, 180), RED) and near(px(480, 180), BLUE), (px(160, 180), px(480, 180))
+    assert_last_picture_red_then_blue(file)
     # The audio: both publishers' tones, mixed (the median over 250 ms blocks).
     pcm = array("h")
     decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(file), "-vn", "-f", "s16le", "-ac", "1", "-ar", "48000",
