@@ -29,17 +29,61 @@ pub fn next_conn_id() -> ConnId {
     NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
+/// A flag that any thread raises and one task waits for and takes: what `tokio::sync::Notify`
+/// does for a single waiter, without its waiter list (a lock on both sides, a node linked per
+/// wait), at a fraction of the cost per delivery. As a [`std::task::Wake`], raising it is what
+/// waking does, so a future polled with its waker tells whether it asked to be polled again.
+#[derive(Debug, Default)]
+pub struct Signal {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    /// A signal raised already: its first [`Signal::poll_take`] is ready.
+    pub fn raised() -> Self {
+        Self { raised: AtomicBool::new(true), waker: AtomicWaker::new() }
+    }
+
+    /// Raises it and wakes the task waiting for it, if one is.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Raises it without waking anyone: for the waiting task itself, to look again next time.
+    pub fn keep_raised(&self) {
+        self.raised.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready (and lowered) when raised; otherwise the task is woken when it is. The task is
+    /// registered even when it was raised: the next raise must find it (the read gate's waker
+    /// raises it from a future polled right after this returns ready).
+    pub fn poll_take(&self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.waker.register(cx.waker());
+        if self.raised.swap(false, Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+    }
+}
+
+impl std::task::Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.raise();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raise();
+    }
+}
+
 /// A connection's bounded outbound queue, in deliveries and in bytes. The bytes count what is
 /// queued and what the connection's transport is writing now ([`Outbox::set_in_flight`]: a
 /// history reply counts), so a client that stops reading pins at most `capacity_bytes`.
 #[derive(Debug)]
 pub struct Outbox {
     inner: Mutex<OutboxInner>,
-    /// Set by a push (and the rest) for [`Outbox::ready`], which takes it: the one task that
-    /// reads the outbox waits on it alone, so a flag and a waker do what `Notify`'s waiter list
-    /// (a lock on both sides, a node built per wait) did, at a fraction of the cost per delivery.
-    signaled: AtomicBool,
-    waker: AtomicWaker,
+    /// Raised by a push (and the rest) for [`Outbox::ready`]: the one task that reads the outbox
+    /// waits on it alone.
+    signal: Signal,
     capacity: usize,
     capacity_bytes: usize,
 }
@@ -73,17 +117,10 @@ impl Outbox {
     pub fn new(capacity: usize, capacity_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(OutboxInner::default()),
-            signaled: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
+            signal: Signal::default(),
             capacity,
             capacity_bytes,
         }
-    }
-
-    /// Wakes the reader (or lets its next [`Outbox::ready`] return at once).
-    fn signal(&self) {
-        self.signaled.store(true, Ordering::Release);
-        self.waker.wake();
     }
 
     /// Queues a delivery; `false` when the queue is full (the connection is then flagged). One
@@ -98,7 +135,7 @@ impl Outbox {
         if inner.queue.len() >= self.capacity || (held > 0 && held + size > self.capacity_bytes) {
             inner.overflowed = true;
             drop(inner);
-            self.signal();
+            self.signal.raise();
             return false;
         }
         let was_empty = inner.queue.is_empty();
@@ -106,7 +143,7 @@ impl Outbox {
         inner.bytes += size;
         drop(inner);
         if was_empty {
-            self.signal();
+            self.signal.raise();
         }
         true
     }
@@ -114,13 +151,13 @@ impl Outbox {
     /// Ends the connection with `reason` at its next wake-up.
     pub fn close(&self, reason: Disconnect) {
         self.inner.lock().closed.get_or_insert(reason);
-        self.signal();
+        self.signal.raise();
     }
 
     /// Unsubscribes the connection from `channel` at its next wake-up, telling it `reason`.
     pub fn kick(&self, channel: ChannelName, reason: Disconnect) {
         self.inner.lock().kicked.push((channel, reason));
-        self.signal();
+        self.signal.raise();
     }
 
     /// The channels [`Outbox::kick`] asked to leave since the last call.
@@ -171,15 +208,7 @@ impl Outbox {
     /// Waits until something was pushed (or the queue overflowed) since the last wake-up. For
     /// one task at a time: the outbox's reader.
     pub async fn ready(&self) {
-        std::future::poll_fn(|cx| {
-            if self.signaled.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            // Registered, then looked at again: a signal in between is not lost.
-            self.waker.register(cx.waker());
-            if self.signaled.swap(false, Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
-        })
-        .await;
+        std::future::poll_fn(|cx| self.signal.poll_take(cx)).await;
     }
 }
 

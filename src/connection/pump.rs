@@ -5,10 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
-
-use futures_util::task::AtomicWaker;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
@@ -16,6 +13,7 @@ use switchboard_protocol::frame::{ClientFrame, FrameError, Notice, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
+use crate::hub::Signal;
 use crate::metrics::TransportKind;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
 use crate::session::Output;
@@ -198,35 +196,18 @@ async fn write<T: Transport>(
     }
 }
 
-/// Wakes a connection's task for its read side, and notes that it did: the loop skips polling
-/// [`Transport::recv`] when something else woke it ([`Transport::recv_wake_persists`]).
-struct ReadWake {
-    woken: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl std::task::Wake for ReadWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-/// The read side's wake-up, when the transport's persists: its flag, and the waker that sets it.
+/// The read side's wake-up, when the transport's persists ([`Transport::recv_wake_persists`]):
+/// `recv` is polled with a waker that raises `woken`, and polled again only when it is raised.
 struct ReadGate {
-    wake: Arc<ReadWake>,
+    woken: Arc<Signal>,
     waker: Waker,
 }
 
 impl ReadGate {
     fn new() -> Self {
-        // Woken: the first poll registers the read side.
-        let wake = Arc::new(ReadWake { woken: AtomicBool::new(true), task: AtomicWaker::new() });
-        Self { waker: Waker::from(wake.clone()), wake }
+        // Raised: the first poll registers the read side.
+        let woken = Arc::new(Signal::raised());
+        Self { waker: Waker::from(woken.clone()), woken }
     }
 }
 
@@ -235,14 +216,10 @@ async fn recv<T: Transport>(transport: &mut T, gate: Option<&ReadGate>) -> Inbou
     let Some(gate) = gate else { return transport.recv().await };
     let mut recv = std::pin::pin!(transport.recv());
     std::future::poll_fn(|cx| {
-        // Registered before the flag is read: a wake-up in between still wakes this task.
-        gate.wake.task.register(cx.waker());
-        if !gate.wake.woken.swap(false, Ordering::Acquire) {
-            return Poll::Pending;
-        }
+        std::task::ready!(gate.woken.poll_take(cx));
         let inbound = std::task::ready!(recv.as_mut().poll(&mut Context::from_waker(&gate.waker)));
         // The transport may hold more (frames read in one go): look again next time.
-        gate.wake.woken.store(true, Ordering::Relaxed);
+        gate.woken.keep_raised();
         Poll::Ready(inbound)
     })
     .await
