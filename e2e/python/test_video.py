@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -369,7 +370,6 @@ def test_a_pipeline_pixelates_a_track_and_reports_faces_on_the_room_channel(serv
 
 def test_a_recording_of_the_room_records_the_composition_as_one_webm_that_ffmpeg_decodes(make_server, tmp_path):
     import shutil
-    import subprocess
 
     if not shutil.which("ffmpeg"):
         pytest.skip("ffmpeg (Debian's) is not installed")
@@ -412,7 +412,6 @@ def test_a_composed_recording_is_one_webm_of_the_grid_and_the_rooms_mixed_audio(
     the recording, and its one WebM holds the grid (red left, blue right) and the mix of both
     publishers' tones; stopping the recording stops that composition. Bad choices get codes."""
     import shutil
-    import subprocess
     from array import array
 
     from test_mix import Tone, amplitude
