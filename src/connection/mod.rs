@@ -278,10 +278,13 @@ impl Driver {
         if std::mem::take(&mut self.recheck) {
             return Wake::Outbox;
         }
-        self.session.release_idle();
-        self.ops.release_idle();
-        self.calls.release_idle();
         let deadline = if std::mem::take(&mut self.timers_changed) {
+            // Let go of what an idle connection need not hold, but not after a plain delivery:
+            // the next one would allocate it again (deliveries are most wake-ups). A burst's
+            // buffers are let go at the next timer (a ping) at the latest.
+            self.session.release_idle();
+            self.ops.release_idle();
+            self.calls.release_idle();
             self.session.poll_timeout()
         } else {
             self.timer_at
@@ -293,11 +296,14 @@ impl Driver {
             }
         }
         let has_timer = self.timer_at.is_some();
+        // In this order, not select!'s random one (a random number per wake-up): operations
+        // and timers are few and cannot starve the outbox, which a busy channel keeps ready.
         tokio::select! {
-            _ = self.outbox.ready() => Wake::Outbox,
+            biased;
             Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
             Some(r) = self.calls.next(), if !self.calls.is_empty() => Wake::Op(r),
             _ = self.timer.as_mut(), if has_timer => Wake::Timer,
+            _ = self.outbox.ready() => Wake::Outbox,
         }
     }
 

@@ -13,7 +13,7 @@ use switchboard_protocol::frame::{ClientFrame, FrameError, Notice, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
-use crate::hub::Signal;
+use crate::hub::{Outbox, Signal};
 use crate::metrics::TransportKind;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
 use crate::session::Output;
@@ -176,22 +176,28 @@ async fn cut_off(driver: &mut Driver, stalled: std::time::Duration) {
 async fn write<T: Transport>(
     transport: &mut T,
     driver: &mut Driver,
+    outbox: &Outbox,
+    weight: usize,
     stalled: std::time::Duration,
 ) -> Option<Result<u64, ()>> {
     let mut flush = std::pin::pin!(transport.flush());
     match std::future::poll_fn(|cx| Poll::Ready(flush.as_mut().poll(cx))).await {
-        // The usual case: the socket took it all at once, no timer armed.
+        // The usual case: the socket took it all at once, no timer armed, and nothing held.
         Poll::Ready(written) => Some(written),
         // The race with the cut-off, boxed: the stall timer and the outbox's wake-up would
         // otherwise be stored in every connection's future (what each idle connection holds),
         // for the rare write that waits.
         Poll::Pending => {
+            // What waits to be written counts in the outbox's byte bound.
+            outbox.set_in_flight(weight);
             let cut = Box::pin(cut_off(driver, stalled));
-            tokio::select! {
+            let written = tokio::select! {
                 biased;
                 written = flush => Some(written),
                 () = cut => None,
-            }
+            };
+            outbox.set_in_flight(0);
+            written
         }
     }
 }
@@ -248,6 +254,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
     let config = &driver.state().config;
     let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
     let gate = transport.recv_wake_persists().then(ReadGate::new);
+    let mut reads_first = false;
     loop {
         let mut framed = 0u64;
         let mut weight = 0usize;
@@ -276,15 +283,10 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             framed += 1;
         }
         if transport.has_pending() {
-            // What is being written counts in the outbox's byte bound.
-            outbox.set_in_flight(weight);
             // A consumer whose socket stays blocked while its outbox overflows is cut off here:
             // it cannot be written to any more. Its client resumes from history.
-            match write(transport, driver, stalled).await {
-                Some(Ok(bytes)) => {
-                    outbox.set_in_flight(0);
-                    metrics.bytes_out.add(bytes);
-                }
+            match write(transport, driver, &outbox, weight, stalled).await {
+                Some(Ok(bytes)) => metrics.bytes_out.add(bytes),
                 Some(Err(())) => return finish(conn.driver, None),
                 None => {
                     metrics.slow_consumers.add(1);
@@ -317,8 +319,10 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             // The rest of a backlog: the next batch.
             continue;
         }
-        tokio::select! {
-            inbound = recv(transport, gate.as_ref()) => match inbound {
+        reads_first = !reads_first;
+        match next(transport, gate.as_ref(), driver, reads_first).await {
+            Next::Wake(wake) => driver.on_wake(wake),
+            Next::Inbound(inbound) => match inbound {
                 Inbound::Frame(frame, bytes) => {
                     metrics.bytes_in.add(bytes as u64);
                     driver.on_frame(frame);
@@ -333,7 +337,38 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 }
                 Inbound::Gone => return finish(conn.driver, None),
             },
-            wake = driver.wait() => driver.on_wake(wake),
         }
     }
+}
+
+/// What the loop waits for next: the client or the session.
+enum Next {
+    Inbound(Inbound),
+    Wake(super::Wake),
+}
+
+/// The first of [`recv`] and [`Driver::wait`]; `reads_first` says which is looked at first.
+/// The loop alternates it, so that neither a client flooding frames nor a busy channel starves
+/// the other side (what `select!` does with a random number per wake-up, a cost per delivery).
+async fn next<T: Transport>(
+    transport: &mut T,
+    gate: Option<&ReadGate>,
+    driver: &mut Driver,
+    reads_first: bool,
+) -> Next {
+    let mut inbound = std::pin::pin!(recv(transport, gate));
+    let mut wake = std::pin::pin!(driver.wait());
+    std::future::poll_fn(|cx| {
+        if reads_first && let Poll::Ready(i) = inbound.as_mut().poll(cx) {
+            return Poll::Ready(Next::Inbound(i));
+        }
+        if let Poll::Ready(w) = wake.as_mut().poll(cx) {
+            return Poll::Ready(Next::Wake(w));
+        }
+        if !reads_first && let Poll::Ready(i) = inbound.as_mut().poll(cx) {
+            return Poll::Ready(Next::Inbound(i));
+        }
+        Poll::Pending
+    })
+    .await
 }
