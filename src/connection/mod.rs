@@ -57,6 +57,21 @@ impl Running {
     }
 }
 
+/// Ready when `timer` is. It is polled (its budget, its entry in the timer wheel, the task's
+/// waker) once after each reset, which registers the task, and after that only when the wheel
+/// has marked it elapsed: not on every wake-up, most of which are deliveries.
+fn poll_timer<'a>(timer: &'a mut Pin<Box<Sleep>>, armed: &'a mut bool) -> impl Future<Output = ()> + 'a {
+    std::future::poll_fn(move |cx| {
+        if *armed && !timer.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        *armed = true;
+        // Out of the task's budget: a poll refused for budget would register nothing, and
+        // this one would then wait for a wake-up that never comes.
+        std::pin::pin!(tokio::task::unconstrained(timer.as_mut())).poll(cx)
+    })
+}
+
 /// Longest a connection reclaiming a client id waits for the previous holder's clean-up.
 const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -114,6 +129,9 @@ pub struct Driver {
     batch: Vec<Delivery>,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
+    /// `timer` was polled since it was last reset: the task is registered with the timer wheel,
+    /// which marks it elapsed when it fires ([`poll_timer`]).
+    timer_armed: bool,
     /// A wake-up was taken by [`Driver::cut_off`]: the next [`Driver::wait`] looks at the outbox.
     recheck: bool,
     /// The session may have moved a timer since [`Driver::wait`] last asked: anything but a
@@ -160,6 +178,7 @@ impl Driver {
             batch: Vec::new(),
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
             timer_at: None,
+            timer_armed: false,
             recheck: false,
             timers_changed: true,
             claim: None,
@@ -293,6 +312,7 @@ impl Driver {
             self.timer_at = deadline;
             if let Some(at) = deadline {
                 self.timer.as_mut().reset(at);
+                self.timer_armed = false;
             }
         }
         let has_timer = self.timer_at.is_some();
@@ -302,7 +322,7 @@ impl Driver {
             biased;
             Some(r) = self.ops.next(), if !self.ops.is_empty() => Wake::Op(r),
             Some(r) = self.calls.next(), if !self.calls.is_empty() => Wake::Op(r),
-            _ = self.timer.as_mut(), if has_timer => Wake::Timer,
+            () = poll_timer(&mut self.timer, &mut self.timer_armed), if has_timer => Wake::Timer,
             _ = self.outbox.ready() => Wake::Outbox,
         }
     }

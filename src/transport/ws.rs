@@ -234,6 +234,10 @@ impl Transport for WsTransport {
             }
         };
         self.pending_bytes += frame.len() as u64;
+        if self.frames.capacity() == 0 {
+            // Room for one frame (a quiet channel's batch), not the four a first push makes.
+            self.frames.reserve_exact(1);
+        }
         self.frames.push(frame);
         Ok(())
     }
@@ -245,8 +249,11 @@ impl Transport for WsTransport {
     async fn flush(&mut self) -> Result<u64, ()> {
         let after_read = std::mem::take(&mut self.read);
         write_frames(&mut self.socket, &mut self.frames, after_read).await.map_err(|_| ())?;
-        // An idle connection keeps no batch (one allocation per write is cheap beside it).
-        self.frames = Vec::new();
+        // Room for one frame is kept (not an allocation per delivery); a big batch's is let go,
+        // so that an idle connection holds little.
+        if self.frames.capacity() > 1 {
+            self.frames = Vec::new();
+        }
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
