@@ -319,8 +319,23 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             // The rest of a backlog: the next batch.
             continue;
         }
+        // Neither a client flooding frames nor a busy channel starves the other side: which is
+        // looked at first alternates (select!'s own order is a random number per wake-up).
         reads_first = !reads_first;
-        match next(transport, gate.as_ref(), driver, reads_first).await {
+        let next = if reads_first {
+            tokio::select! {
+                biased;
+                inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
+                wake = driver.wait() => Next::Wake(wake),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                wake = driver.wait() => Next::Wake(wake),
+                inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
+            }
+        };
+        match next {
             Next::Wake(wake) => driver.on_wake(wake),
             Next::Inbound(inbound) => match inbound {
                 Inbound::Frame(frame, bytes) => {
@@ -345,30 +360,4 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
 enum Next {
     Inbound(Inbound),
     Wake(super::Wake),
-}
-
-/// The first of [`recv`] and [`Driver::wait`]; `reads_first` says which is looked at first.
-/// The loop alternates it, so that neither a client flooding frames nor a busy channel starves
-/// the other side (what `select!` does with a random number per wake-up, a cost per delivery).
-async fn next<T: Transport>(
-    transport: &mut T,
-    gate: Option<&ReadGate>,
-    driver: &mut Driver,
-    reads_first: bool,
-) -> Next {
-    let mut inbound = std::pin::pin!(recv(transport, gate));
-    let mut wake = std::pin::pin!(driver.wait());
-    std::future::poll_fn(|cx| {
-        if reads_first && let Poll::Ready(i) = inbound.as_mut().poll(cx) {
-            return Poll::Ready(Next::Inbound(i));
-        }
-        if let Poll::Ready(w) = wake.as_mut().poll(cx) {
-            return Poll::Ready(Next::Wake(w));
-        }
-        if !reads_first && let Poll::Ready(i) = inbound.as_mut().poll(cx) {
-            return Poll::Ready(Next::Inbound(i));
-        }
-        Poll::Pending
-    })
-    .await
 }
