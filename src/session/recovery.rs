@@ -56,11 +56,18 @@ pub fn recover(since: Option<&Position>, history: HistoryResult, limit: usize) -
     Recovery { recovered: true, epoch: top.epoch, offset: since.offset, publications, truncated }
 }
 
+/// Whether two epochs are one. Usually the same allocation (the broker's stream hands its epoch
+/// to its publications and its history replies): then the subscriber's copy, a cache miss per
+/// delivery at scale, is not read.
+fn same_epoch(a: &Epoch, b: &Epoch) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
 /// Checks that `p` continues a live subscription at `(epoch, offset)`: `Ok(true)` when it is the
 /// next one (and `offset` advanced), `Ok(false)` when it was already delivered. A gap or another
 /// epoch means the subscription can no longer vouch for continuity.
 pub fn advance(epoch: &Epoch, offset: &mut u64, p: &Publication) -> Result<bool, Disconnect> {
-    if *p.epoch != **epoch || p.offset > *offset + 1 {
+    if !same_epoch(&p.epoch, epoch) || p.offset > *offset + 1 {
         return Err(Disconnect::INSUFFICIENT_STATE);
     }
     if p.offset == *offset + 1 {
@@ -74,7 +81,7 @@ pub fn advance(epoch: &Epoch, offset: &mut u64, p: &Publication) -> Result<bool,
 /// is newer than what was sent, or from a new epoch; older and repeated offsets are dropped. Gaps
 /// are expected here: datagram delivery never promised every publication.
 pub fn latest_wins(epoch: &mut Epoch, offset: &mut u64, p: &Publication) -> bool {
-    if *p.epoch != **epoch {
+    if !same_epoch(&p.epoch, epoch) {
         *epoch = p.epoch.clone();
         *offset = p.offset;
         return true;
