@@ -75,6 +75,38 @@ impl std::task::Wake for Signal {
     }
 }
 
+/// A read side polled only when it woke: what it read is polled with a waker that raises a
+/// [`Signal`], and polled again only once that is raised. For a read whose wake-up persists
+/// when its future is dropped (a socket's readiness): a subscriber that only listens would
+/// otherwise pay its whole read stack (framing, TLS, the socket's readiness) once per delivery.
+pub struct ReadGate {
+    woken: Arc<Signal>,
+    waker: std::task::Waker,
+}
+
+impl Default for ReadGate {
+    fn default() -> Self {
+        // Raised: the first poll registers the read side.
+        let woken = Arc::new(Signal::raised());
+        Self { waker: std::task::Waker::from(woken.clone()), woken }
+    }
+}
+
+impl ReadGate {
+    /// `read`, with the gate's waker, if the gate was raised; the task is woken when it is.
+    pub fn poll<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        read: impl FnOnce(&mut std::task::Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        std::task::ready!(self.woken.poll_take(cx));
+        let out = std::task::ready!(read(&mut std::task::Context::from_waker(&self.waker)));
+        // The reader may hold more (frames read in one go): look again next time.
+        self.woken.keep_raised();
+        Poll::Ready(out)
+    }
+}
+
 /// A connection's bounded outbound queue, in deliveries and in bytes. The bytes count what is
 /// queued and what the connection's transport is writing now ([`Outbox::set_in_flight`]: a
 /// history reply counts), so a client that stops reading pins at most `capacity_bytes`.

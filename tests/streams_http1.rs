@@ -108,3 +108,76 @@ async fn streams_that_do_not_open_their_connection_are_served_by_hyper() {
     }
     server.stop().await;
 }
+
+fn subscribers(server: &TestServer) -> usize {
+    server.state.hub.subscribers(&switchboard_protocol::ChannelName::new("news").unwrap()).len()
+}
+
+/// The stream's session runs inside the listener's connection task when the listener serves it,
+/// and in a task of its own when hyper does: either way a client that goes away releases it.
+#[tokio::test]
+async fn a_streams_session_ends_with_its_client_on_either_path() {
+    let server = TestServer::with(|_| {}).await;
+    // The listener's: the stream opens its connection.
+    let mut own = TcpStream::connect(server.addr).await.unwrap();
+    own.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut own, "event: subscribed").await;
+    // hyper's: a second request on a kept-alive connection.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut kept, "\r\n\r\n").await;
+    kept.write_all(b"GET /stream?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut kept, "subscribed").await;
+    assert_eq!(subscribers(&server), 2);
+    publish(&server, "both").await;
+    read_until(&mut own, "both").await;
+    read_until(&mut kept, "both").await;
+
+    drop(own);
+    common::eventually("the listener's stream releases its session", LIMIT, || subscribers(&server) == 1)
+        .await;
+    drop(kept);
+    common::eventually("hyper's stream releases its session", LIMIT, || subscribers(&server) == 0).await;
+    server.stop().await;
+}
+
+/// A client that stops reading is cut off while the socket is blocked (the session is polled on
+/// every wake-up of the connection, not only when a write completes), and others keep up.
+#[tokio::test]
+async fn a_stream_that_stops_reading_is_cut_off_and_others_keep_up() {
+    let server = TestServer::with(|c| c.outbound_queue = 8).await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut slow, "event: subscribed").await;
+    let mut fast = TcpStream::connect(server.addr).await.unwrap();
+    fast.write_all(b"GET /stream?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut fast, "subscribed").await;
+    // Keeps reading (only the tail is kept: the stream is megabytes) until the last publication.
+    let reader = tokio::spawn(async move {
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !String::from_utf8_lossy(&tail).contains("\"last\"") {
+            let n = tokio::time::timeout(LIMIT, fast.read(&mut buf)).await.unwrap().unwrap();
+            assert!(n > 0, "the fast stream ended");
+            tail.extend_from_slice(&buf[..n]);
+            tail.drain(..tail.len().saturating_sub(64));
+        }
+    });
+    let pad = "z".repeat(60_000);
+    let metrics = server.state.metrics.clone();
+    for sent in 0.. {
+        assert!(sent < 300, "still not cut off after {sent} publications of 60 kB");
+        publish(&server, &pad).await;
+        if metrics.slow_consumers.get() == 1 {
+            break;
+        }
+    }
+    // Read within the close's grace: after what it had been sent comes why.
+    let rest = read_to_end(&mut slow).await;
+    assert!(rest.contains("event: disconnect"), "{}", &rest[rest.len().saturating_sub(300)..]);
+    assert!(rest.contains("3002"), "the slow consumer's code");
+    common::eventually("its session is released", LIMIT, || subscribers(&server) == 1).await;
+    publish(&server, "last").await;
+    reader.await.unwrap();
+    server.stop().await;
+}

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Poll;
 
 use switchboard_protocol::Disconnect;
 use switchboard_protocol::encode;
@@ -13,7 +13,7 @@ use switchboard_protocol::frame::{ClientFrame, FrameError, Notice, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
-use crate::hub::{Outbox, Signal};
+use crate::hub::{Outbox, ReadGate};
 use crate::metrics::TransportKind;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
 use crate::session::Output;
@@ -202,33 +202,12 @@ async fn write<T: Transport>(
     }
 }
 
-/// The read side's wake-up, when the transport's persists ([`Transport::recv_wake_persists`]):
-/// `recv` is polled with a waker that raises `woken`, and polled again only when it is raised.
-struct ReadGate {
-    woken: Arc<Signal>,
-    waker: Waker,
-}
-
-impl ReadGate {
-    fn new() -> Self {
-        // Raised: the first poll registers the read side.
-        let woken = Arc::new(Signal::raised());
-        Self { waker: Waker::from(woken.clone()), woken }
-    }
-}
-
-/// [`Transport::recv`], polled only when its own wake-up fired since it last returned pending.
+/// [`Transport::recv`], polled only when its own wake-up fired since it last returned pending
+/// (when the transport's wake-up persists, [`Transport::recv_wake_persists`]).
 async fn recv<T: Transport>(transport: &mut T, gate: Option<&ReadGate>) -> Inbound {
     let Some(gate) = gate else { return transport.recv().await };
     let mut recv = std::pin::pin!(transport.recv());
-    std::future::poll_fn(|cx| {
-        std::task::ready!(gate.woken.poll_take(cx));
-        let inbound = std::task::ready!(recv.as_mut().poll(&mut Context::from_waker(&gate.waker)));
-        // The transport may hold more (frames read in one go): look again next time.
-        gate.woken.keep_raised();
-        Poll::Ready(inbound)
-    })
-    .await
+    std::future::poll_fn(|cx| gate.poll(cx, |cx| recv.as_mut().poll(cx))).await
 }
 
 /// How a connection ended: its user (empty when anonymous), close code and log span.
@@ -253,7 +232,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
     // network is gone) even if nothing more is queued for it, and it could not answer a ping.
     let config = &driver.state().config;
     let stalled = std::time::Duration::from_secs(2 * (config.ping_interval + config.pong_timeout));
-    let gate = transport.recv_wake_persists().then(ReadGate::new);
+    let gate = transport.recv_wake_persists().then(ReadGate::default);
     let mut reads_first = false;
     loop {
         let mut framed = 0u64;

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod guard;
 mod stream;
+pub use stream::WriteLoop;
 pub mod tls;
 
 use std::fmt::Write as _;

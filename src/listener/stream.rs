@@ -8,7 +8,9 @@
 //! held but the body. Anything else (another path, a body, HTTP/2, a second request on a
 //! kept-alive connection) is handed to hyper with the bytes read so far.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
@@ -20,6 +22,46 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tower::ServiceExt;
 
 use super::conn::{Ctx, InFlight, Tracked};
+use crate::hub::ReadGate;
+
+type BoxedLoop = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A stream response's write loop (its session, writing into the body), handed to the listener
+/// in the response's extensions. A stream the listener serves runs it inside the connection's
+/// own task ([`Relay`]): a delivery then wakes one task, not two (the loop's, then the body's).
+/// Any other (served by hyper: a second request on a kept-alive connection, HTTP/2, a lab
+/// session) is spawned as a task of its own once the response's head is dropped.
+#[derive(Clone)]
+pub struct WriteLoop(Arc<LoopSlot>);
+
+struct LoopSlot(Mutex<Option<BoxedLoop>>);
+
+impl WriteLoop {
+    /// Wraps the write loop `run`.
+    pub fn new(run: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Arc::new(LoopSlot(Mutex::new(Some(Box::pin(run))))))
+    }
+
+    fn take(&self) -> Option<BoxedLoop> {
+        self.0.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Runs `run` as a task of its own, if a runtime is there to run it (a server shutting down
+/// drops it, as it drops every connection's task).
+fn detach(run: BoxedLoop) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(run);
+    }
+}
+
+impl Drop for LoopSlot {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            detach(run);
+        }
+    }
+}
 
 /// The paths served here: their responses last as long as the connection.
 const PATHS: [&str; 2] = ["/sse", "/stream"];
@@ -151,10 +193,15 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
         );
     }
     head.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+    // A head not written leaves the write loop in `parts`: it is spawned, learns that the body
+    // is gone, and releases its session.
     io.write_all(&head).await.ok()?;
+    let write_loop = parts.extensions.get::<WriteLoop>().and_then(WriteLoop::take);
     Some(Relay {
         io,
         body,
+        write_loop,
+        read_gate: ReadGate::default(),
         _in_flight: in_flight,
         size_line: [0; 18],
         size_len: 0,
@@ -171,6 +218,10 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
 pub struct Relay<S> {
     io: Tracked<S>,
     body: Body,
+    /// The response's write loop, run here ([`WriteLoop`]); `None` once it ended.
+    write_loop: Option<BoxedLoop>,
+    /// The socket is read (for its end) only when its read side woke.
+    read_gate: ReadGate,
     _in_flight: InFlight,
     /// The chunk being written: its size line, its data (a delivery's bytes, not copied) and a
     /// CRLF; `written` of those bytes are sent.
@@ -188,12 +239,40 @@ impl<S> Relay<S> {
     }
 
     fn set_chunk(&mut self, data: Bytes) {
-        let mut cursor = std::io::Cursor::new(&mut self.size_line[..]);
-        // At most 16 hex digits and a CRLF: always fits.
-        let _ = std::io::Write::write_fmt(&mut cursor, format_args!("{:x}\r\n", data.len()));
-        self.size_len = u8::try_from(cursor.position()).unwrap_or(0);
+        self.size_len = size_line(data.len(), &mut self.size_line);
         self.data = data;
         self.written = 0;
+    }
+
+    /// Polls the write loop, which puts its next batch in the body. Its wake-ups are this task's.
+    fn poll_write_loop(&mut self, cx: &mut Context<'_>) {
+        if let Some(run) = &mut self.write_loop
+            && run.as_mut().poll(cx).is_ready()
+        {
+            self.write_loop = None;
+        }
+    }
+}
+
+/// Writes a chunk's size line (`len` in hex, then CRLF) into `line`; its length. By hand: the
+/// formatting machinery cost more than the rest of a delivery's framing.
+fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for (i, digit) in line[..digits].iter_mut().rev().enumerate() {
+        *digit = HEX[(len >> (4 * i)) & 0xf];
+    }
+    line[digits..digits + 2].copy_from_slice(b"\r\n");
+    (digits + 2) as u8
+}
+
+/// A relay that ends (the client went away, the server shuts down) leaves its write loop to
+/// finish as a task of its own: it learns that the body is gone and releases its session.
+impl<S> Drop for Relay<S> {
+    fn drop(&mut self) {
+        if let Some(run) = self.write_loop.take() {
+            detach(run);
+        }
     }
 }
 
@@ -202,6 +281,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> std::future::Future for Relay<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // Once per wake-up, first: the write loop makes its next batch, or acts while a write
+        // waits (it cuts off a client that stopped reading once its outbox overflows). A loop
+        // that waited for the body to take a batch is woken by the body when it does.
+        this.poll_write_loop(cx);
         loop {
             let total = this.total();
             if this.written < total {
@@ -229,11 +312,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> std::future::Future for Relay<S> {
             // Whatever the client sends now is not read as a request; its end is the stream's.
             let mut scratch = [0u8; 64];
             loop {
-                let mut buf = ReadBuf::new(&mut scratch);
-                match Pin::new(&mut this.io).poll_read(cx, &mut buf) {
-                    Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(()),
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Ready(Ok(())) => continue,
+                let io = &mut this.io;
+                let read = this.read_gate.poll(cx, |cx| {
+                    let mut buf = ReadBuf::new(&mut scratch);
+                    Pin::new(io).poll_read(cx, &mut buf).map_ok(|()| buf.filled().len())
+                });
+                match read {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(_)) => continue,
                     Poll::Pending => break,
                 }
             }
@@ -312,5 +398,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_size_line_is_the_length_in_hex_then_crlf() {
+        for len in [0usize, 1, 9, 10, 15, 16, 255, 256, 4095, 65_536, 1 << 40, usize::MAX] {
+            let mut line = [0u8; 18];
+            let n = usize::from(size_line(len, &mut line));
+            assert_eq!(&line[..n], format!("{len:x}\r\n").as_bytes(), "{len}");
+        }
     }
 }

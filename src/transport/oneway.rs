@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use switchboard_protocol::encode;
@@ -21,6 +21,7 @@ use super::pipe;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
 use crate::http::{ClientIp, HttpError, Peer};
+use crate::listener::WriteLoop;
 use crate::metrics::TransportKind;
 use crate::session::Output;
 use crate::state::AppState;
@@ -105,7 +106,7 @@ async fn open(
     // little beyond its outbox's byte bound.
     let (tx, rx) = pipe::pipe();
     let guard = state.metrics.connection(kind);
-    let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), tx };
+    let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), shared: None, tx };
     if format == Format::Sse {
         transport.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
@@ -129,9 +130,11 @@ async fn open(
     // A combinator, not an async block: that would hold the write loop's future twice (what it
     // captured, and what it awaits).
     let task = run.map(move |()| drop(guard));
-    // Not in the request's span: an open span costs about 350 bytes in the tracing registry for
-    // the stream's life; the connection's lines make theirs when logged (`Driver::log_span`).
-    tokio::spawn(task);
+    // Handed over with the response: the listener runs it in the connection's own task when it
+    // serves the stream itself, or else spawns it. Not in the request's span: an open span costs
+    // about 350 bytes in the tracing registry for the stream's life; the connection's lines make
+    // theirs when logged (`Driver::log_span`).
+    let write_loop = WriteLoop::new(task);
     let content_type = match format {
         Format::Sse => "text/event-stream",
         Format::Ndjson => "application/x-ndjson",
@@ -143,6 +146,7 @@ async fn open(
             (header::CACHE_CONTROL, "no-cache"),
             (header::HeaderName::from_static("x-accel-buffering"), "no"),
         ],
+        axum::Extension(write_loop),
         body,
     )
         .into_response()
@@ -176,7 +180,11 @@ fn refusal(output: &Output, channels: &[ChannelName]) -> Option<HttpError> {
 struct OneWay {
     format: Format,
     cursor: Cursor,
+    /// A batch's bytes, when it is more than one shared event.
     buf: BytesMut,
+    /// A batch of one event encoded once for every subscriber (a one-channel stream's
+    /// publication): handed to the body as it is, not copied.
+    shared: Option<Bytes>,
     tx: pipe::Sender,
 }
 
@@ -202,29 +210,34 @@ impl Transport for OneWay {
                 self.cursor.advance(p.channel.as_str(), &p.epoch, p.offset);
                 match self.format {
                     // A stream of this channel alone: its event, encoded once for all of them.
-                    Format::Sse if self.cursor.len() == 1 => self.buf.put_slice(p.sse_event_alone()),
+                    Format::Sse if self.cursor.len() == 1 => self.put_shared(p.sse_event_alone()),
                     Format::Sse => {
-                        self.buf.put_slice(p.sse_data());
-                        self.buf.put_slice(b"id: ");
-                        self.buf.put_slice(self.cursor.encode().as_bytes());
-                        self.buf.put_slice(b"\n\n");
+                        let buf = self.buf();
+                        buf.put_slice(p.sse_data());
+                        buf.put_slice(b"id: ");
+                        let id = self.cursor.encode();
+                        let buf = self.buf();
+                        buf.put_slice(id.as_bytes());
+                        buf.put_slice(b"\n\n");
                     }
-                    Format::Ndjson => self.buf.put_slice(p.ndjson_line()),
+                    Format::Ndjson => self.put_shared(p.ndjson_line()),
                 }
             }
             Outgoing::Presence(e) => match self.format {
                 Format::Sse => {
-                    self.buf.put_slice(e.sse_event());
-                    self.buf.put_slice(b"\n");
+                    let buf = self.buf();
+                    buf.put_slice(e.sse_event());
+                    buf.put_slice(b"\n");
                 }
-                Format::Ndjson => self.buf.put_slice(e.ndjson_line()),
+                Format::Ndjson => self.buf().put_slice(e.ndjson_line()),
             },
             Outgoing::Notice(n) => self.event(n.name(), None, n.object_json().as_bytes()),
             Outgoing::Ping => match self.format {
-                Format::Sse => self.buf.put_slice(b": ping\n\n"),
+                Format::Sse => self.buf().put_slice(b": ping\n\n"),
                 Format::Ndjson => {
-                    self.buf.put_slice(encode::PING);
-                    self.buf.put_u8(b'\n');
+                    let buf = self.buf();
+                    buf.put_slice(encode::PING);
+                    buf.put_u8(b'\n');
                 }
             },
         }
@@ -232,15 +245,23 @@ impl Transport for OneWay {
     }
 
     fn has_pending(&self) -> bool {
-        !self.buf.is_empty()
+        self.shared.is_some() || !self.buf.is_empty()
     }
 
     async fn flush(&mut self) -> Result<u64, ()> {
         // Taken whole: a split would leave the rest of its allocation held while idle.
-        let chunk = std::mem::take(&mut self.buf).freeze();
+        let chunk = match self.shared.take() {
+            Some(shared) => shared,
+            None => std::mem::take(&mut self.buf).freeze(),
+        };
         let bytes = chunk.len() as u64;
         self.tx.send(chunk).await?;
         Ok(bytes)
+    }
+
+    /// The body's end keeps its wake-up for the loop's read side ([`pipe::Sender::closed`]).
+    fn recv_wake_persists(&self) -> bool {
+        true
     }
 
     /// A one-way stream receives nothing: it only learns that the client went away.
@@ -257,19 +278,38 @@ impl Transport for OneWay {
 }
 
 impl OneWay {
+    /// The batch's buffer, with a shared event framed before it moved in.
+    fn buf(&mut self) -> &mut BytesMut {
+        if let Some(shared) = self.shared.take() {
+            self.buf.put_slice(&shared);
+        }
+        &mut self.buf
+    }
+
+    /// Adds an event encoded once for every subscriber: alone in its batch, it is not copied.
+    fn put_shared(&mut self, event: &Bytes) {
+        if self.shared.is_none() && self.buf.is_empty() {
+            self.shared = Some(event.clone());
+        } else {
+            self.buf().put_slice(event);
+        }
+    }
+
     fn event(&mut self, name: &str, id: Option<&str>, json: &[u8]) {
-        match self.format {
+        let format = self.format;
+        let buf = self.buf();
+        match format {
             Format::Sse => {
                 if let Some(id) = id {
-                    self.buf.put_slice(format!("id: {id}\n").as_bytes());
+                    buf.put_slice(format!("id: {id}\n").as_bytes());
                 }
-                self.buf.put_slice(format!("event: {name}\ndata: ").as_bytes());
-                self.buf.put_slice(json);
-                self.buf.put_slice(b"\n\n");
+                buf.put_slice(format!("event: {name}\ndata: ").as_bytes());
+                buf.put_slice(json);
+                buf.put_slice(b"\n\n");
             }
             Format::Ndjson => {
-                self.buf.put_slice(&encode::event(name, json));
-                self.buf.put_u8(b'\n');
+                buf.put_slice(&encode::event(name, json));
+                buf.put_u8(b'\n');
             }
         }
     }

@@ -20,8 +20,12 @@ struct State {
     /// The write loop was dropped: the body ends once the slot is empty.
     tx_gone: bool,
     rx_waker: Option<Waker>,
-    /// The write loop's task, waiting for the slot to empty or for the body to go.
+    /// The write loop, waiting for the slot to empty.
     tx_waker: Option<Waker>,
+    /// The write loop's read side, waiting for the body to go. Apart from `tx_waker`: a send
+    /// that waited must not take the place of this wake-up, which persists (the loop polls its
+    /// read side only when it woke).
+    closed_waker: Option<Waker>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -69,7 +73,9 @@ impl Sender {
             if state.rx_gone {
                 return Poll::Ready(());
             }
-            state.tx_waker = Some(cx.waker().clone());
+            if !state.closed_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                state.closed_waker = Some(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await;
@@ -113,7 +119,7 @@ impl Drop for Receiver {
         let mut state = lock(&self.0);
         state.rx_gone = true;
         state.chunk = None;
-        if let Some(waker) = state.tx_waker.take() {
+        for waker in [state.tx_waker.take(), state.closed_waker.take()].into_iter().flatten() {
             waker.wake();
         }
     }
