@@ -320,6 +320,11 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 Inbound::Frame(frame, bytes) => {
                     metrics.bytes_in.add(bytes as u64);
                     driver.on_frame(frame);
+                    // A frame costs a unit of the task's budget: frames read in one go are
+                    // decoded without touching the socket, and a publisher with hundreds
+                    // buffered would otherwise fan them all out before any subscriber's task
+                    // ran (its latency is what waits).
+                    tokio::task::consume_budget().await;
                 }
                 Inbound::Nothing => {}
                 Inbound::Read(bytes) => metrics.bytes_in.add(bytes as u64),
