@@ -35,6 +35,26 @@ async fn read_to_end(tcp: &mut TcpStream) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
+/// A stream opening its connection (the listener serves it), read up to its `subscribed` event;
+/// the socket and what was read.
+async fn open_stream(server: &TestServer, path: &str) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_until(&mut tcp, "subscribed").await;
+    (tcp, head)
+}
+
+/// A stream as a kept-alive connection's second request (hyper serves it), read up to its
+/// `subscribed` event; the socket and what was read after the first response.
+async fn open_stream_after_a_request(server: &TestServer, path: &str) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    read_until(&mut tcp, "\r\n\r\n").await;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_until(&mut tcp, "subscribed").await;
+    (tcp, head)
+}
+
 async fn publish(server: &TestServer, data: &str) {
     let body = format!(r#"{{"channel":"news","data":"{data}"}}"#);
     let ct = [("Content-Type", "application/json")];
@@ -85,11 +105,8 @@ async fn a_refused_stream_gets_its_error_and_the_connection_closes() {
 async fn streams_that_do_not_open_their_connection_are_served_by_hyper() {
     let server = TestServer::with(|_| {}).await;
     // A second request on a kept-alive connection.
-    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut tcp, "\r\n\r\n").await;
-    tcp.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let head = read_until(&mut tcp, "event: subscribed").await.to_ascii_lowercase();
+    let (mut tcp, head) = open_stream_after_a_request(&server, "/sse?channel=news").await;
+    let head = head.to_ascii_lowercase();
     let second =
         &head[head.find("http/1.1 200 ok\r\ncontent-type: text/event-stream").expect("the SSE head")..];
     assert!(!second.contains("connection: close"), "{second}");
@@ -118,16 +135,8 @@ fn subscribers(server: &TestServer) -> usize {
 #[tokio::test]
 async fn a_streams_session_ends_with_its_client_on_either_path() {
     let server = TestServer::with(|_| {}).await;
-    // The listener's: the stream opens its connection.
-    let mut own = TcpStream::connect(server.addr).await.unwrap();
-    own.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut own, "event: subscribed").await;
-    // hyper's: a second request on a kept-alive connection.
-    let mut kept = TcpStream::connect(server.addr).await.unwrap();
-    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut kept, "\r\n\r\n").await;
-    kept.write_all(b"GET /stream?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut kept, "subscribed").await;
+    let (mut own, _) = open_stream(&server, "/sse?channel=news").await;
+    let (mut kept, _) = open_stream_after_a_request(&server, "/stream?channel=news").await;
     assert_eq!(subscribers(&server), 2);
     publish(&server, "both").await;
     read_until(&mut own, "both").await;
@@ -146,12 +155,8 @@ async fn a_streams_session_ends_with_its_client_on_either_path() {
 #[tokio::test]
 async fn a_stream_that_stops_reading_is_cut_off_and_others_keep_up() {
     let server = TestServer::with(|c| c.outbound_queue = 8).await;
-    let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /sse?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut slow, "event: subscribed").await;
-    let mut fast = TcpStream::connect(server.addr).await.unwrap();
-    fast.write_all(b"GET /stream?channel=news HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    read_until(&mut fast, "subscribed").await;
+    let (mut slow, _) = open_stream(&server, "/sse?channel=news").await;
+    let (mut fast, _) = open_stream(&server, "/stream?channel=news").await;
     // Keeps reading (only the tail is kept: the stream is megabytes) until the last publication.
     let reader = tokio::spawn(async move {
         let mut tail = Vec::new();
