@@ -388,12 +388,14 @@ impl Driver {
     pub fn next_output(&mut self) -> Option<Output> {
         loop {
             match self.session.poll_output()? {
-                Output::Op(id, Op::Rpc(call)) => self.calls.push(rpc::start(self.state.clone(), id, call)),
-                Output::Op(id, op) => {
-                    if let Some(f) = self.prepare(id, op) {
-                        self.ops.push(f);
+                Output::Op(id, op) => match *op {
+                    Op::Rpc(call) => self.calls.push(rpc::start(self.state.clone(), id, call)),
+                    op => {
+                        if let Some(f) = self.prepare(id, op) {
+                            self.ops.push(f);
+                        }
                     }
-                }
+                },
                 other => return Some(other),
             }
         }

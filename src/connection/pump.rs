@@ -25,7 +25,7 @@ const SLOW_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 #[derive(Debug)]
 pub enum Outgoing {
     /// A reply to a command (one-way transports turn `connect` and `subscribe` into events).
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// A history reply.
     History {
         /// The command id.

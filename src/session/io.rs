@@ -106,9 +106,12 @@ pub enum OpResult {
 
 /// What the session wants done.
 #[derive(Debug)]
+///
+/// Replies and operations are boxed: they are large (144 and 152 bytes) and rare, while an output
+/// is moved four times per delivery (into the session's queue, out, to the transport).
 pub enum Output {
     /// Send a reply (one-way transports turn `connect` and `subscribe` replies into events).
-    Reply(Reply),
+    Reply(Box<Reply>),
     /// Send a history reply; its publications keep their shared encodings.
     History {
         /// The command id.
@@ -125,7 +128,7 @@ pub enum Output {
     /// Tell the client a subscription ended or its token expires soon.
     Notice(Notice),
     /// Run an operation; those that answer are fed back with [`Session::handle_result`].
-    Op(OpId, Op),
+    Op(OpId, Box<Op>),
     /// End the connection. The session is closed; call [`Session::close`] for the clean-up ops.
     Disconnect(Disconnect),
 }

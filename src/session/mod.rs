@@ -522,13 +522,13 @@ impl Session {
     }
 
     fn reply(&mut self, reply: Reply) {
-        self.out.push_back(Output::Reply(reply));
+        self.out.push_back(Output::Reply(Box::new(reply)));
     }
 
     fn op(&mut self, op: Op) -> OpId {
         let id = self.next_op;
         self.next_op += 1;
-        self.out.push_back(Output::Op(id, op));
+        self.out.push_back(Output::Op(id, Box::new(op)));
         id
     }
 

@@ -50,7 +50,9 @@ impl Harness {
     /// Sends a `connect` frame and completes the client id claim it asks for.
     fn connect(&mut self, text: &str) -> Vec<Output> {
         let mut out = self.send(text);
-        let Some(i) = out.iter().position(|o| matches!(o, Output::Op(_, Op::Claim { .. }))) else {
+        let Some(i) =
+            out.iter().position(|o| matches!(o, Output::Op(_, op) if matches!(**op, Op::Claim { .. })))
+        else {
             return out;
         };
         let Output::Op(op, _) = out.remove(i) else { unreachable!() };
@@ -102,7 +104,10 @@ fn subscribe_op(outputs: &[Output]) -> (OpId, HistoryQuery) {
     outputs
         .iter()
         .find_map(|o| match o {
-            Output::Op(id, Op::Subscribe { query, .. }) => Some((*id, query.clone())),
+            Output::Op(id, op) => match &**op {
+                Op::Subscribe { query, .. } => Some((*id, query.clone())),
+                _ => None,
+            },
             _ => None,
         })
         .expect("a subscribe op")
@@ -110,7 +115,10 @@ fn subscribe_op(outputs: &[Output]) -> (OpId, HistoryQuery) {
 
 fn error_code(outputs: &[Output]) -> Option<u32> {
     outputs.iter().find_map(|o| match o {
-        Output::Reply(Reply { body: ReplyBody::Error(e), .. }) => Some(e.code),
+        Output::Reply(r) => match &r.body {
+            ReplyBody::Error(e) => Some(e.code),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -119,7 +127,10 @@ fn subscribe_reply(outputs: &[Output]) -> SubscribeReply {
     outputs
         .iter()
         .find_map(|o| match o {
-            Output::Reply(Reply { body: ReplyBody::Subscribe(r), .. }) => Some(r.clone()),
+            Output::Reply(r) => match &r.body {
+                ReplyBody::Subscribe(r) => Some(r.clone()),
+                _ => None,
+            },
             _ => None,
         })
         .expect("a subscribe reply")
@@ -189,10 +200,16 @@ fn joins_presence_and_leaves_it_on_close() {
     let (op, _) = subscribe_op(&h.send(r#"{"id":1,"subscribe":{"channel":"chat:a"}}"#));
     h.s.handle_result(op, history("chat:a", "E", 0, []));
     let out = h.drain();
-    assert!(out.iter().any(|o| matches!(o, Output::Op(_, Op::PresenceAdd { announce: true, .. }))));
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Op(_, op) if matches!(**op, Op::PresenceAdd { announce: true, .. }))
+        )
+    );
     let refreshed = h.advance(20);
     assert!(
-        refreshed.iter().any(|o| matches!(o, Output::Op(_, Op::PresenceAdd { announce: false, .. }))),
+        refreshed.iter().any(
+            |o| matches!(o, Output::Op(_, op) if matches!(**op, Op::PresenceAdd { announce: false, .. }))
+        ),
         "presence is refreshed every presence_ttl / 3 without a new join"
     );
     let ops = h.s.close();
@@ -229,7 +246,8 @@ fn refuses_bad_publishes_and_reads() {
     assert_eq!(error_code(&h.send(r#"{"id":4,"history":{"channel":"feed:x"}}"#)), Some(108));
     assert_eq!(error_code(&h.send(r#"{"id":5,"presence":{"channel":"feed:x"}}"#)), Some(108));
     let out = h.send(r#"{"id":6,"publish":{"channel":"a","data":{"k":1},"idempotency_key":"x"}}"#);
-    let Some(Output::Op(op, Op::Publish(req))) = out.into_iter().next() else { panic!() };
+    let Some(Output::Op(op, publish)) = out.into_iter().next() else { panic!() };
+    let Op::Publish(req) = *publish else { panic!() };
     assert_eq!(req.payload, Payload::Json(r#"{"k":1}"#.into()));
     assert_eq!(req.info.as_ref().unwrap().client, "c1");
     h.s.handle_result(op, OpResult::Published(Err(BrokerError::Unavailable("down".into()))));
@@ -268,7 +286,9 @@ fn tokens_are_required_when_configured_and_expire_on_time() {
     let token =
         crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}));
     let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}","name":"Al"}}}}"#));
-    assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.client == "c1"));
+    assert!(
+        matches!(&out[0], Output::Reply(r) if matches!(&r.body, ReplyBody::Connect(c) if c.client == "c1"))
+    );
     assert_eq!(h.s.client_info().unwrap().user, "al");
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
     assert!(h.advance(29).iter().all(|o| matches!(o, Output::Ping | Output::Notice(Notice::Expiring(_)))));
@@ -284,7 +304,7 @@ fn a_history_reply_is_bounded_in_bytes_and_keeps_at_least_one_publication() {
         let op = out
             .iter()
             .find_map(|o| match o {
-                Output::Op(op, Op::History { .. }) => Some(*op),
+                Output::Op(op, history) if matches!(**history, Op::History { .. }) => Some(*op),
                 _ => None,
             })
             .expect("a history op");
@@ -329,7 +349,7 @@ fn refresh_extends_the_connection_with_a_new_token_of_the_same_user() {
     let first = token(serde_json::json!({"sub": "al", "exp": 1_030, "subs": ["a"]}));
     let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{first}"}}}}"#));
     assert!(
-        matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) if c.expires == Some(1_030)),
+        matches!(&out[0], Output::Reply(r) if matches!(&r.body, ReplyBody::Connect(c) if c.expires == Some(1_030))),
         "connect says when the token expires"
     );
     assert_eq!(error_code(&h.send(r#"{"id":2,"subscribe":{"channel":"b"}}"#)), Some(103));
@@ -347,7 +367,7 @@ fn refresh_extends_the_connection_with_a_new_token_of_the_same_user() {
     let second = token(serde_json::json!({"sub": "al", "exp": 1_100, "subs": ["a", "b"]}));
     let out = h.send(&format!(r#"{{"id":5,"refresh":{{"token":"{second}"}}}}"#));
     assert!(
-        matches!(&out[..], [Output::Reply(Reply { id: 5, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_100)),
+        matches!(&out[..], [Output::Reply(r)] if r.id == 5 && matches!(&r.body, ReplyBody::Refresh(r) if r.expires == Some(1_100))),
         "{out:?}"
     );
     assert_eq!(error_code(&h.send(r#"{"id":6,"subscribe":{"channel":"b"}}"#)), None, "the new token's subs");
@@ -369,7 +389,7 @@ fn a_token_expiring_beyond_representable_time_never_expires() {
     let mut h = Harness::new(Config { token_secret: secret.into(), ..config() });
     let token = crate::policy::tests::token(secret, serde_json::json!({"sub": "al", "exp": u64::MAX}));
     let out = h.connect(&format!(r#"{{"id":1,"connect":{{"token":"{token}"}}}}"#));
-    assert!(matches!(&out[0], Output::Reply(Reply { body: ReplyBody::Connect(_), .. })));
+    assert!(matches!(&out[0], Output::Reply(r) if matches!(r.body, ReplyBody::Connect(_))));
     assert_eq!(disconnect(&h.advance(3600)), None);
 }
 
@@ -457,7 +477,10 @@ fn datagram_subscriptions_are_latest_wins_and_never_replay() {
 
 fn connect_reply(outputs: &[Output]) -> Option<&ConnectReply> {
     outputs.iter().find_map(|o| match o {
-        Output::Reply(Reply { body: ReplyBody::Connect(c), .. }) => Some(c),
+        Output::Reply(r) => match &r.body {
+            ReplyBody::Connect(c) => Some(c),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -477,7 +500,10 @@ fn a_session_token_reclaims_the_client_id_and_commands_wait_for_the_claim() {
     let connect = format!(r#"{{"id":1,"connect":{{"token":"{token}","session":"{session}"}}}}"#);
     let out = h.send(&connect);
     let claim = out.iter().find_map(|o| match o {
-        Output::Op(op, Op::Claim { client }) => Some((*op, client.clone())),
+        Output::Op(op, claim) => match &**claim {
+            Op::Claim { client } => Some((*op, client.clone())),
+            _ => None,
+        },
         _ => None,
     });
     let (op, client) = claim.expect("connect claims the id");
@@ -490,7 +516,9 @@ fn a_session_token_reclaims_the_client_id_and_commands_wait_for_the_claim() {
     h.s.handle_result(op, OpResult::Claimed);
     let out = h.drain();
     assert_eq!(connect_reply(&out).unwrap().client, "c1");
-    assert!(matches!(&out[1], Output::Op(_, Op::Subscribe { channel, .. }) if channel.as_str() == "chat:a"));
+    assert!(
+        matches!(&out[1], Output::Op(_, op) if matches!(&**op, Op::Subscribe { channel, .. } if channel.as_str() == "chat:a"))
+    );
     assert_eq!(error_code(&out), Some(107), "a second connect is refused");
     assert_eq!(h.s.client_info().unwrap().client, "c1");
 
@@ -506,14 +534,20 @@ fn a_session_token_reclaims_the_client_id_and_commands_wait_for_the_claim() {
 
 fn rpc_op(outputs: &[Output]) -> Option<(OpId, crate::app_proxy::AppCall)> {
     outputs.iter().find_map(|o| match o {
-        Output::Op(id, Op::Rpc(call)) => Some((*id, call.clone())),
+        Output::Op(id, op) => match &**op {
+            Op::Rpc(call) => Some((*id, call.clone())),
+            _ => None,
+        },
         _ => None,
     })
 }
 
 fn rpc_reply(outputs: &[Output]) -> Option<(u64, String)> {
     outputs.iter().find_map(|o| match o {
-        Output::Reply(Reply { id, body: ReplyBody::Rpc(r) }) => Some((*id, r.data.get().to_owned())),
+        Output::Reply(reply) => match &reply.body {
+            ReplyBody::Rpc(r) => Some((reply.id, r.data.get().to_owned())),
+            _ => None,
+        },
         _ => None,
     })
 }
@@ -524,7 +558,8 @@ fn rpc_without_a_backend_says_how_to_configure_one() {
     let out = h.send(r#"{"id":1,"rpc":{"method":"m","data":1}}"#);
     assert_eq!(error_code(&out), Some(108));
     assert!(rpc_op(&out).is_none());
-    let Output::Reply(Reply { body: ReplyBody::Error(e), .. }) = &out[0] else { panic!("{out:?}") };
+    let Output::Reply(r) = &out[0] else { panic!("{out:?}") };
+    let ReplyBody::Error(e) = &r.body else { panic!("{out:?}") };
     assert!(e.message.contains("app_proxy_url"), "{}", e.message);
 }
 
@@ -661,7 +696,7 @@ fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
     let second = token(serde_json::json!({"sub": "al", "channel": "vip:a", "exp": 1_040}));
     let out = h.send(&format!(r#"{{"id":3,"refresh":{{"channel":"vip:a","token":"{second}"}}}}"#));
     assert!(
-        matches!(&out[..], [Output::Reply(Reply { id: 3, body: ReplyBody::Refresh(r) })] if r.expires == Some(1_040))
+        matches!(&out[..], [Output::Reply(r)] if r.id == 3 && matches!(&r.body, ReplyBody::Refresh(r) if r.expires == Some(1_040)))
     );
     h.send(r#"{"pong":{}}"#);
     assert!(notices(&h.advance(20)).is_empty(), "refreshed");
@@ -675,7 +710,7 @@ fn a_subscription_ends_when_its_token_expires_unless_refreshed() {
     assert_eq!(notices(&out), vec![ended]);
     assert!(
         out.iter()
-            .any(|o| matches!(o, Output::Op(_, Op::Unsubscribe { channel }) if channel.as_str() == "vip:a"))
+            .any(|o| matches!(o, Output::Op(_, op) if matches!(&**op, Op::Unsubscribe { channel } if channel.as_str() == "vip:a")))
     );
     assert_eq!(disconnect(&out), None, "the connection stays");
     h.s.handle_delivery(Delivery::Publication(publication("vip:a", "e", 1)));

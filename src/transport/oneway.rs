@@ -166,7 +166,8 @@ fn refusal(output: &Output, channels: &[ChannelName]) -> Option<HttpError> {
             },
             d.reason,
         )),
-        Output::Reply(Reply { id, body: ReplyBody::Error(e) }) => {
+        Output::Reply(reply) => {
+            let Reply { id, body: ReplyBody::Error(e) } = &**reply else { return None };
             let channel = channels.get((*id as usize).saturating_sub(2)).map_or("", |c| c.as_str());
             let code = ErrorCode::from_code(e.code).unwrap_or(ErrorCode::Internal);
             Some(HttpError::new(code, format!("channel {channel}: {}", e.message)))
@@ -195,17 +196,20 @@ impl Transport for OneWay {
 
     fn frame(&mut self, out: Outgoing, _datagram: bool) -> Result<(), Disconnect> {
         match out {
-            Outgoing::Reply(Reply { body: ReplyBody::Connect(c), .. }) => {
-                self.event("connected", None, &serde_json::to_vec(&c).unwrap_or_default());
-            }
-            Outgoing::Reply(Reply { body: ReplyBody::Subscribe(s), .. }) => {
-                self.cursor.advance(&s.channel, &s.epoch, s.offset);
-                let json = serde_json::to_vec(&s).unwrap_or_default();
-                let id = self.cursor.encode();
-                self.event("subscribed", Some(&id), &json);
-            }
-            // A late refusal can only be the broker failing a subscription.
-            Outgoing::Reply(_) | Outgoing::History { .. } => return Err(Disconnect::BROKER_UNAVAILABLE),
+            Outgoing::Reply(reply) => match reply.body {
+                ReplyBody::Connect(c) => {
+                    self.event("connected", None, &serde_json::to_vec(&c).unwrap_or_default());
+                }
+                ReplyBody::Subscribe(s) => {
+                    self.cursor.advance(&s.channel, &s.epoch, s.offset);
+                    let json = serde_json::to_vec(&s).unwrap_or_default();
+                    let id = self.cursor.encode();
+                    self.event("subscribed", Some(&id), &json);
+                }
+                // A late refusal can only be the broker failing a subscription.
+                _ => return Err(Disconnect::BROKER_UNAVAILABLE),
+            },
+            Outgoing::History { .. } => return Err(Disconnect::BROKER_UNAVAILABLE),
             Outgoing::Publication(p) => {
                 self.cursor.advance(p.channel.as_str(), &p.epoch, p.offset);
                 match self.format {

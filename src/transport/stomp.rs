@@ -266,7 +266,10 @@ impl StompCodec {
     /// Frames one session output.
     pub fn frame(&mut self, out: Outgoing) -> Result<(), Disconnect> {
         match out {
-            Outgoing::Reply(Reply { id, body }) => self.reply(id, body),
+            Outgoing::Reply(reply) => {
+                let Reply { id, body } = *reply;
+                self.reply(id, body)
+            }
             Outgoing::Publication(p) => {
                 self.message(&p);
                 Ok(())
