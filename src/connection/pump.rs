@@ -314,17 +314,14 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
             }
         };
+        let mut read_frame = false;
         match next {
             Next::Wake(wake) => driver.on_wake(wake),
             Next::Inbound(inbound) => match inbound {
                 Inbound::Frame(frame, bytes) => {
                     metrics.bytes_in.add(bytes as u64);
                     driver.on_frame(frame);
-                    // A frame costs a unit of the task's budget: frames read in one go are
-                    // decoded without touching the socket, and a publisher with hundreds
-                    // buffered would otherwise fan them all out before any subscriber's task
-                    // ran (its latency is what waits).
-                    tokio::task::consume_budget().await;
+                    read_frame = true;
                 }
                 Inbound::Nothing => {}
                 Inbound::Read(bytes) => metrics.bytes_in.add(bytes as u64),
@@ -336,6 +333,13 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 }
                 Inbound::Gone => return finish(conn.driver, None),
             },
+        }
+        if read_frame {
+            // A frame costs a unit of the task's budget: frames read in one go are decoded
+            // without touching the socket, and a publisher with hundreds buffered would
+            // otherwise fan them all out before any subscriber's task ran. Awaited here, not
+            // in the match: there the frame's place would be kept in every connection's future.
+            tokio::task::consume_budget().await;
         }
     }
 }

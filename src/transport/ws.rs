@@ -408,11 +408,12 @@ mod tests {
     }
 
     /// What an idle WebSocket connection holds is mostly its task's future: keep the write
-    /// loop's small (it was 5.7 KiB when the transport and driver were passed by value).
+    /// loop's small (it was 5.7 KiB when the transport and driver were passed by value; 472
+    /// bytes now, and an await inside a match on the frame read once added 112).
     #[test]
     fn a_connections_future_stays_small() {
         let size = future_size(pump::run::<WsTransport>);
-        assert!(size <= 1024, "pump::run's future is {size} bytes");
+        assert!(size <= 544, "pump::run's future is {size} bytes");
         let stomp = future_size5(stomp::run);
         assert!(stomp <= 2048, "stomp::run's future is {stomp} bytes");
     }
