@@ -416,64 +416,91 @@ def run_one(kind, n, rates, args, outdir, tag, memory_steps=None, proto="json"):
         stop_all(subs, server)
 
 
-def find_max_rate(kind, args, outdir):
-    """The rising-rate search for one server: at --search-subs subscribers, raises the publish
-    rate x--search-step per phase from --search-start until a phase fails (anything lost, a
-    subscriber closed, the publisher behind its pace, or p99 over --search-p99 ms), bisects twice
-    between the last good and the first bad rate, then measures latency at half the best rate."""
-    n = args.search_subs
-    phases = []
-    server, subs = None, []
+class RateSearch:
+    """One server's rising-rate search: at --search-subs subscribers, the publish rate rises
+    x--search-step per phase from --search-start until a phase fails (anything lost, a subscriber
+    closed, the publisher behind its pace, or p99 over --search-p99 ms), then two bisection
+    steps between the last good and the first bad rate."""
 
-    def setup():
-        nonlocal server, subs
-        stop_all(subs, server)
-        server = Server(kind, outdir, f"maxrate-{len(phases)}")
-        subs = open_subs(server.url, n, first=True, proto=server.wire("json"))
-        time.sleep(args.settle)
+    def __init__(self, kind, args, outdir):
+        self.kind, self.args, self.outdir = kind, args, outdir
+        self.server, self.subs, self.phases = None, [], []
+        self.rate, self.best, self.worst, self.bisections = args.search_start, None, None, 2
 
-    def ok(r):
-        return (r["deliveries"] >= r["expected"] and r["closed"] == 0 and r["p99_ms"] <= args.search_p99
-                and r["pub_rate"] >= 0.95 * r["rate"])
+    def setup(self):
+        stop_all(self.subs, self.server)
+        self.server = Server(self.kind, self.outdir, f"maxrate-{self.kind}-{len(self.phases)}")
+        self.subs = open_subs(self.server.url, self.args.search_subs, first=True,
+                              proto=self.server.wire("json"))
+        time.sleep(self.args.settle)
 
-    def phase(rate):
-        r = publish_phase(server, subs, rate, args.search_duration, args.size)
-        r["ok"] = ok(r)
-        phases.append(r)
-        log(f"  {kind} max-rate search N={n}: {rate:>6} msg/s -> {r['deliveries_per_s']:>10,.0f} deliveries/s, "
-            f"complete {r['complete']:.4f}, p99 {r['p99_ms']:.1f} ms, closed {r['closed']}, "
+    def next_rate(self):
+        """The rate of this server's next phase; None when its search is over."""
+        if self.worst is None:
+            return self.rate if self.rate <= self.args.search_max else None
+        if self.bisections and self.best:
+            mid = (self.best + self.worst) // 2
+            if mid not in (self.best, self.worst):
+                return mid
+        return None
+
+    def phase(self, rate):
+        a = self.args
+        r = publish_phase(self.server, self.subs, rate, a.search_duration, a.size)
+        r["ok"] = (r["deliveries"] >= r["expected"] and r["closed"] == 0 and r["p99_ms"] <= a.search_p99
+                   and r["pub_rate"] >= 0.95 * r["rate"])
+        self.phases.append(r)
+        log(f"  {self.kind} max-rate search N={a.search_subs}: {rate:>6} msg/s -> "
+            f"{r['deliveries_per_s']:>10,.0f} deliveries/s, complete {r['complete']:.4f}, "
+            f"p99 {r['p99_ms']:.1f} ms, closed {r['closed']}, "
             f"{r['deliveries_per_cpu_s']:,.0f} per CPU-s {'ok' if r['ok'] else 'FAILED'}")
-        if r["closed"] or not server.alive():
-            setup()
-        return r["ok"]
-
-    try:
-        setup()
-        rate, best, worst = args.search_start, None, None
-        while rate <= args.search_max:
-            if not phase(rate):
-                worst = rate
-                break
-            best = rate
-            rate = max(rate + 1, int(rate * args.search_step))
-        # Two bisection steps between the last rate that kept up and the first that did not.
-        for _ in range(2 if best and worst else 0):
-            mid = int((best + worst) / 2)
-            if mid in (best, worst):
-                break
-            if phase(mid):
-                best = mid
+        if self.worst is None:
+            if r["ok"]:
+                self.best, self.rate = rate, max(rate + 1, int(rate * a.search_step))
             else:
-                worst = mid
+                self.worst = rate
+        else:
+            self.bisections -= 1
+            if r["ok"]:
+                self.best = rate
+            else:
+                self.worst = rate
+        if r["closed"] or not self.server.alive():
+            self.setup()
+
+    def result(self):
         half = None
-        if best:
-            half = publish_phase(server, subs, max(1, best // 2), args.duration, args.size)
-            log(f"  {kind} at half of max ({best // 2} msg/s): p50 {half['p50_ms']:.2f} ms, "
+        if self.best:
+            half = publish_phase(self.server, self.subs, max(1, self.best // 2), self.args.duration,
+                                 self.args.size)
+            log(f"  {self.kind} at half of max ({self.best // 2} msg/s): p50 {half['p50_ms']:.2f} ms, "
                 f"p99 {half['p99_ms']:.2f} ms, max {half['max_ms']:.1f} ms")
-        return {"server": kind, "subscribers": n, "max_rate": best, "first_failing_rate": worst,
-                "phases": phases, "half": half}
+        return {"server": self.kind, "subscribers": self.args.search_subs, "max_rate": self.best,
+                "first_failing_rate": self.worst, "phases": self.phases, "half": half}
+
+
+def find_max_rates(kinds, args, outdir):
+    """The rising-rate searches of `kinds`, interleaved: every server is set up at once (an idle
+    one costs nothing), and each step runs one phase of each search, in reverse order every other
+    step, since the first server of a round runs slower. Run one after the other, the searches
+    followed the machine's load more than the servers."""
+    searches = [RateSearch(k, args, outdir) for k in kinds]
+    try:
+        for s in searches:
+            s.setup()
+        step = 0
+        while True:
+            todo = [(s, s.next_rate()) for s in searches]
+            todo = [(s, rate) for s, rate in todo if rate is not None]
+            if not todo:
+                break
+            for s, rate in (todo if step % 2 == 0 else todo[::-1]):
+                s.phase(rate)
+            step += 1
+        return [s.result() for s in searches]
     finally:
-        stop_all(subs, server)
+        for s in searches:
+            stop_all(s.subs, s.server)
 
 
 # --------------------------------------------------------------------------------------------
@@ -650,9 +677,10 @@ def main():
     search = []
     searched = [k.strip() for k in args.search_servers.split(",") if k.strip()] or \
         [k for k in kinds if "json" in SPEAKS[k]]
-    for k in ([] if args.no_search else searched):
-        log(f"max sustainable rate, {k}, N={args.search_subs}, p99 <= {args.search_p99:g} ms, nothing lost")
-        search.append(find_max_rate(k, args, outdir))
+    if searched and not args.no_search:
+        log(f"max sustainable rate, {', '.join(searched)} interleaved, N={args.search_subs}, "
+            f"p99 <= {args.search_p99:g} ms, nothing lost")
+        search = find_max_rates(searched, args, outdir)
 
     # Summary.
     lines = []
