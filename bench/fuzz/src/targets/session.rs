@@ -79,7 +79,7 @@ fn answer(s: &mut Session, rng: &mut Rng, subscribed: &mut Vec<ChannelName>) {
         for (id, op) in ops {
             let epoch = if rng.chance(1, 8) { "e2" } else { "e1" };
             let fail = rng.chance(1, 6);
-            let result = match op {
+            let result = match *op {
                 Op::Claim { .. } => Some(OpResult::Claimed),
                 Op::Subscribe { channel, .. } | Op::History { channel, .. } => {
                     subscribed.push(channel.clone());
