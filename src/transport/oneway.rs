@@ -216,11 +216,10 @@ impl Transport for OneWay {
                     // A stream of this channel alone: its event, encoded once for all of them.
                     Format::Sse if self.cursor.len() == 1 => self.put_shared(p.sse_event_alone()),
                     Format::Sse => {
+                        let id = self.cursor.encode();
                         let buf = self.buf();
                         buf.put_slice(p.sse_data());
                         buf.put_slice(b"id: ");
-                        let id = self.cursor.encode();
-                        let buf = self.buf();
                         buf.put_slice(id.as_bytes());
                         buf.put_slice(b"\n\n");
                     }
