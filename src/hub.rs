@@ -16,6 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::{ChannelName, Disconnect};
 
 use crate::broker::DeliverySink;
+use crate::direct::{Direct, Offered};
 use crate::metrics::Metrics;
 use crate::model::Delivery;
 
@@ -131,6 +132,19 @@ struct OutboxInner {
     closed: Option<Disconnect>,
     /// Channels the node unsubscribed the connection from (an administrator's action).
     kicked: Vec<(ChannelName, Disconnect)>,
+    /// Lent by the waiting connection: publications may be written straight to its socket.
+    direct: Option<Box<Direct>>,
+}
+
+/// What [`Outbox::offer`] did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Queued for the connection's task.
+    Queued,
+    /// Written to the socket by the caller ([`crate::direct`]); its size.
+    Written(usize),
+    /// Refused: the queue is full (the connection is then flagged).
+    Refused,
 }
 
 /// What [`Outbox::take`] found.
@@ -158,9 +172,31 @@ impl Outbox {
     /// Queues a delivery; `false` when the queue is full (the connection is then flagged). One
     /// delivery larger than the byte bound passes when nothing else is queued or being written.
     pub fn push(&self, delivery: Delivery) -> bool {
+        self.offer(delivery) != Offer::Refused
+    }
+
+    /// [`Outbox::push`], but written straight to the socket when the connection lent its
+    /// [`Direct`] and nothing is queued before it.
+    pub fn offer(&self, delivery: Delivery) -> Offer {
         let mut inner = self.inner.lock();
         if inner.overflowed {
-            return false;
+            return Offer::Refused;
+        }
+        // Only in turn: nothing queued, kicked or closed waits for the task before it.
+        if inner.queue.is_empty()
+            && inner.kicked.is_empty()
+            && inner.closed.is_none()
+            && let Some(direct) = inner.direct.as_mut()
+            && let Delivery::Publication(p) = &delivery
+            && let Offered::Written(size) = direct.offer(p)
+        {
+            let stopped = direct.stopped();
+            drop(inner);
+            if stopped {
+                // Cut short: the task writes the rest.
+                self.signal.raise();
+            }
+            return Offer::Written(size);
         }
         let size = delivery.weight();
         let held = inner.bytes + inner.in_flight;
@@ -168,7 +204,7 @@ impl Outbox {
             inner.overflowed = true;
             drop(inner);
             self.signal.raise();
-            return false;
+            return Offer::Refused;
         }
         let was_empty = inner.queue.is_empty();
         inner.queue.push(delivery);
@@ -177,7 +213,17 @@ impl Outbox {
         if was_empty {
             self.signal.raise();
         }
-        true
+        Offer::Queued
+    }
+
+    /// Lends the waiting connection's [`Direct`] (see [`crate::direct`]).
+    pub fn lend(&self, direct: Box<Direct>) {
+        self.inner.lock().direct = Some(direct);
+    }
+
+    /// Takes the lent [`Direct`] back, with where the fan-out left each subscription.
+    pub fn take_back(&self) -> Option<Box<Direct>> {
+        self.inner.lock().direct.take()
     }
 
     /// Ends the connection with `reason` at its next wake-up.
@@ -465,14 +511,28 @@ impl DeliverySink for Hub {
         let Some(subs) = shard.get(delivery.channel()) else {
             return;
         };
-        let mut dropped = 0u64;
+        let (mut dropped, mut written, mut bytes) = (0u64, 0u64, 0u64);
         for (_, outbox) in subs {
-            if !outbox.push(delivery.clone()) {
-                dropped += 1;
+            match outbox.offer(delivery.clone()) {
+                Offer::Queued => {}
+                Offer::Written(size) => {
+                    written += 1;
+                    bytes += size as u64;
+                }
+                Offer::Refused => dropped += 1,
             }
         }
         self.metrics.deliveries.add(subs.len() as u64 - dropped);
         self.metrics.deliveries_dropped.add(dropped);
+        if written > 0 {
+            // What the connections' write loops count for what they write.
+            self.metrics.messages_out.add(written);
+            self.metrics.direct_writes.add(written);
+            self.metrics.bytes_out.add(bytes);
+            if let Delivery::Publication(p) = &delivery {
+                self.metrics.fanout_latency.observe(p.published_at.elapsed());
+            }
+        }
     }
 
     fn lost(&self, channel: Option<&ChannelName>, reason: Disconnect) {

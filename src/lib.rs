@@ -18,6 +18,7 @@
 //!   calls and STOMP SENDs to `/app/...` go to.
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
+//! - [`direct`]: the fan-out's writes straight into a waiting subscriber's socket.
 //! - [`admission`]: places for real-time connections, in all, per IP and per user.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
 //!   admission, shutdown, the application backend's client); no optional service.
@@ -54,6 +55,7 @@ pub mod channel_rates;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod direct;
 pub mod game;
 pub mod http;
 pub mod hub;

@@ -146,6 +146,9 @@ pub struct Metrics {
     pub messages_out: Counter,
     /// Bytes written to clients.
     pub bytes_out: Counter,
+    /// Deliveries the fan-out wrote to a waiting connection's socket itself ([`crate::direct`]),
+    /// counted in `messages_out` too.
+    pub direct_writes: Counter,
     /// Connections ended as slow consumers.
     pub slow_consumers: Counter,
     /// Connections refused because the node held `max_connections`.
@@ -269,6 +272,11 @@ impl Metrics {
             ),
             ("messages_out_total", "Frames and events written to clients.", &self.messages_out),
             ("bytes_out_total", "Bytes written to clients.", &self.bytes_out),
+            (
+                "direct_writes_total",
+                "Deliveries the fan-out wrote to a waiting connection's socket itself (also in messages_out).",
+                &self.direct_writes,
+            ),
             ("slow_consumers_total", "Connections ended as slow consumers.", &self.slow_consumers),
             (
                 "publish_rate_limited_total",

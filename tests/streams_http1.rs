@@ -186,3 +186,51 @@ async fn a_stream_that_stops_reading_is_cut_off_and_others_keep_up() {
     reader.await.unwrap();
     server.stop().await;
 }
+
+/// The chunks of a chunked body, whole ones only; panics on a malformed one.
+fn chunks(mut body: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size, 16).unwrap_or_else(|_| panic!("a chunk size: {body:?}"));
+        if rest.len() < size + 2 {
+            break;
+        }
+        assert_eq!(&rest[size..size + 2], "\r\n", "a chunk ends with CRLF: {body:?}");
+        out.push(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_streams_publications_written_by_the_fan_out_are_whole_chunks_and_it_goes_on_after_its_ping() {
+    // Pings every second: the write loop wakes for them, takes its socket back from the
+    // fan-out, and must go on from where the fan-out's writes left its subscription.
+    let server = TestServer::with(|c| c.ping_interval = 1).await;
+    for (path, ping) in [("/sse?channel=news", ": ping"), ("/stream?channel=news", "{\"ping\":{}}")] {
+        let written = server.state.metrics.direct_writes.get();
+        let (mut tcp, head) = open_stream(&server, path).await;
+        let mut body = head.split_once("\r\n\r\n").expect("the head").1.to_owned();
+        for n in 0..5 {
+            publish(&server, &format!("m{n}")).await;
+        }
+        body += &read_until(&mut tcp, "m4").await;
+        assert!(server.state.metrics.direct_writes.get() > written, "{path}: the fan-out wrote");
+        body += &read_until(&mut tcp, ping).await;
+        for n in 5..10 {
+            publish(&server, &format!("m{n}")).await;
+        }
+        publish(&server, "end").await;
+        body += &read_until(&mut tcp, "end").await;
+        let data = chunks(&body).concat();
+        assert!(!data.contains("disconnect"), "{path}: {data}");
+        let mut at = 0;
+        for n in 0..10 {
+            let found = data[at..]
+                .find(&format!("\"m{n}\""))
+                .unwrap_or_else(|| panic!("{path}: m{n} after m{}: {data}", n - 1));
+            at += found;
+        }
+    }
+    server.stop().await;
+}

@@ -21,6 +21,7 @@ use switchboard_protocol::frame::{ClientFrame, Command, FrameError};
 use tokio::time::{Instant, Sleep};
 
 use crate::admission::Ticket;
+use crate::direct::{Direct, Framing};
 use crate::hub::{ConnId, ConnMeta, Outbox, Taken, next_conn_id};
 use crate::metrics::TransportKind;
 use crate::model::Delivery;
@@ -150,6 +151,11 @@ pub struct Driver {
     publish_rate: Option<Box<TokenBucket>>,
     /// The client's address, named by the connection's log lines.
     peer: Option<std::net::SocketAddr>,
+    /// What the connection lends its outbox while it waits ([`crate::direct`]); `None` while
+    /// lent, and for transports without one.
+    direct: Option<Box<Direct>>,
+    /// `direct` is lent.
+    lent: bool,
 }
 
 impl Driver {
@@ -185,7 +191,45 @@ impl Driver {
             ticket: None,
             publish_rate: None,
             peer: None,
+            direct: None,
+            lent: false,
         }
+    }
+
+    /// Lets the hub's fan-out write publications straight to this connection's socket while
+    /// it waits ([`crate::direct`]).
+    pub fn with_direct(mut self, direct: Direct) -> Self {
+        self.direct = Some(Box::new(direct));
+        self
+    }
+
+    /// Lends the [`Direct`] to the outbox, framing as `framing` says and filled with the
+    /// session's live subscriptions, if there are any. For the write loop, when nothing is left
+    /// to write and it starts to wait.
+    pub fn lend_direct(&mut self, framing: Option<Framing>) {
+        let (Some(direct), Some(framing)) = (self.direct.as_mut(), framing) else { return };
+        self.session.direct_channels(direct.channels());
+        if direct.channels().is_empty() {
+            return;
+        }
+        direct.set_framing(framing);
+        if let Some(direct) = self.direct.take() {
+            self.outbox.lend(direct);
+            self.lent = true;
+        }
+    }
+
+    /// Takes the [`Direct`] back when the wait ends; the session learns where the fan-out left
+    /// each subscription. The transport's to learn it too, and to write first what a write cut
+    /// short left ([`Direct::take_rest`]).
+    pub fn take_back_direct(&mut self) -> Option<&mut Direct> {
+        if !std::mem::take(&mut self.lent) {
+            return None;
+        }
+        let direct = self.outbox.take_back()?;
+        self.session.direct_written(direct.subscriptions());
+        self.direct = Some(direct);
+        self.direct.as_deref_mut()
     }
 
     /// Holds `ticket` (the connection's admission) for the connection's life.
@@ -512,5 +556,15 @@ impl Driver {
             }
             release();
         });
+    }
+}
+
+/// A connection whose future is dropped while it waits (a task aborted at shutdown) takes its
+/// socket back from the fan-out.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.lent {
+            self.outbox.take_back();
+        }
     }
 }

@@ -13,6 +13,7 @@ use switchboard_protocol::frame::{ClientFrame, FrameError, Notice, Reply};
 
 use super::Driver;
 use crate::broker::StreamTop;
+use crate::direct::{DirectChannel, Framing};
 use crate::hub::{Outbox, ReadGate};
 use crate::metrics::TransportKind;
 use crate::model::{Delivery, Message, PresenceEvent, Publication, history_body};
@@ -101,6 +102,20 @@ pub trait Transport: Send {
 
     /// Whether framed output waits for [`Transport::flush`].
     fn has_pending(&self) -> bool;
+
+    /// How the hub's fan-out may frame this transport's publications while the connection
+    /// waits ([`crate::direct`]), if it may now; only asked of transports whose driver has a
+    /// [`crate::direct::Direct`].
+    fn direct_framing(&self) -> Option<Framing> {
+        None
+    }
+
+    /// The wait ended: the fan-out wrote `channels`' publications up to their offsets, and
+    /// `rest` is what a write cut short left, to be written before anything else.
+    fn taken_back(&mut self, channels: &[DirectChannel], rest: Option<bytes::Bytes>) {
+        let _ = channels;
+        debug_assert!(rest.is_none(), "{:?} framed no direct write, yet got its rest", self.kind());
+    }
 
     /// Writes the pending batch in one go; the bytes written, or `Err` when the client is gone.
     fn flush(&mut self) -> impl Future<Output = Result<u64, ()>> + Send;
@@ -298,6 +313,8 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             // The rest of a backlog: the next batch.
             continue;
         }
+        // Nothing is left to write: the fan-out may write to the socket until the wait ends.
+        driver.lend_direct(transport.direct_framing());
         // Neither a client flooding frames nor a busy channel starves the other side: which is
         // looked at first alternates (select!'s own order is a random number per wake-up).
         reads_first = !reads_first;
@@ -314,6 +331,10 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
             }
         };
+        if let Some(direct) = driver.take_back_direct() {
+            let rest = direct.take_rest();
+            transport.taken_back(direct.subscriptions(), rest);
+        }
         let mut read_frame = false;
         match next {
             Next::Wake(wake) => driver.on_wake(wake),

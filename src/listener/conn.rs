@@ -394,6 +394,9 @@ pub struct Ctx {
     pub timeouts: Timeouts,
     pub draining: tokio::sync::watch::Receiver<bool>,
     pub metrics: Arc<ListenerMetrics>,
+    /// The plain TCP socket (not TLS), which a WebSocket or a stream may lend to the hub's
+    /// fan-out ([`crate::direct`]).
+    pub socket: Option<crate::direct::Socket>,
 }
 
 /// Probes still answered while the node drains, so orchestrators see it go unready.
@@ -413,6 +416,12 @@ pub async fn serve(ctx: Ctx, req: Request<Incoming>) -> Result<Response<TrackedB
     // A request that names a transport lab session may attach its connection to it.
     if req.uri().query().is_some_and(|q| q.contains("sb_lab=")) {
         req.extensions_mut().insert(LabTap(ctx.activity.clone()));
+    } else if req.headers().contains_key(header::UPGRADE)
+        && let Some(socket) = &ctx.socket
+    {
+        // A WebSocket's connection may lend its socket to the fan-out (not in a lab session,
+        // whose writes the lab counts and delays).
+        req.extensions_mut().insert(socket.clone());
     }
     // HTTP/2 names the host in `:authority`, not `Host`; handlers (Host checks, URLs handed out)
     // read `Host`, so give them one.

@@ -6,7 +6,7 @@
 
 pub mod conn;
 pub mod guard;
-mod stream;
+pub(crate) mod stream;
 pub use stream::WriteLoop;
 pub mod tls;
 
@@ -218,11 +218,15 @@ impl Listener {
                         timeouts: options.timeouts,
                         draining: draining.clone(),
                         metrics: metrics.clone(),
+                        socket: None,
                     };
                     let builder = builder.clone();
                     match tls.clone() {
                         None => {
-                            tasks.spawn(connection(builder, Tracked::new(stream, ctx.activity.clone(), slot, open), ctx));
+                            // Shared: the hub's fan-out may write to it ([`crate::direct`]).
+                            let socket = crate::direct::Socket::new(stream);
+                            let ctx = Ctx { socket: Some(socket.clone()), ..ctx };
+                            tasks.spawn(connection(builder, Tracked::new(socket, ctx.activity.clone(), slot, open), ctx));
                         }
                         Some(acceptor) => {
                             tasks.spawn(async move {

@@ -165,10 +165,14 @@ pub async fn start<S: AsyncRead + AsyncWrite + Unpin>(
     // Boxed: the router's future is dead once it answered, but would size the caller's future.
     // Unboxed in a block of its own, whose end frees the box: `*req` here would keep it (a
     // moved-out box is freed at the end of its scope).
-    let req = {
+    let mut req = {
         let boxed = req;
         *boxed
     };
+    // The stream's write loop writes to the socket itself ([`crate::direct`]).
+    if let Some(socket) = &ctx.socket {
+        req.extensions_mut().insert(socket.clone());
+    }
     let routed = Box::pin(tracing::Instrument::instrument(ctx.router.oneshot(req), span));
     let response = match routed.await {
         Ok(r) => r,
@@ -256,7 +260,7 @@ impl<S> Relay<S> {
 
 /// Writes a chunk's size line (`len` in hex, then CRLF) into `line`; its length. By hand: the
 /// formatting machinery cost more than the rest of a delivery's framing.
-fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
+pub(crate) fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
     for (i, digit) in line[..digits].iter_mut().rev().enumerate() {

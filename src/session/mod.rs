@@ -277,6 +277,36 @@ impl Session {
         self.info.as_ref()
     }
 
+    /// The live, in-order subscriptions whose next publications the hub's fan-out may write
+    /// itself while the connection waits ([`crate::direct`]), into `into` (cleared first). None
+    /// once closed.
+    pub fn direct_channels(&self, into: &mut Vec<crate::direct::DirectChannel>) {
+        into.clear();
+        if self.closed {
+            return;
+        }
+        for (channel, sub) in self.subs.iter() {
+            if let Subscription::Live { epoch, offset, datagram: false, .. } = sub {
+                let (channel, epoch, offset) = (channel.clone(), epoch.clone(), *offset);
+                into.push(crate::direct::DirectChannel { channel, epoch, offset });
+            }
+        }
+    }
+
+    /// The fan-out wrote `channels`' publications up to their offsets: as if they had been
+    /// delivered here.
+    pub fn direct_written(&mut self, channels: &[crate::direct::DirectChannel]) {
+        for written in channels {
+            if let Some(Subscription::Live { epoch, offset, datagram: false, .. }) =
+                self.subs.get_mut(&written.channel)
+                && Arc::ptr_eq(epoch, &written.epoch)
+                && written.offset > *offset
+            {
+                *offset = written.offset;
+            }
+        }
+    }
+
     /// Whether `channel`'s publications go out as datagrams (latest-wins) rather than in order
     /// on the connection's stream.
     pub fn datagram(&self, channel: &ChannelName) -> bool {

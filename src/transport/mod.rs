@@ -17,8 +17,12 @@ pub mod stomp;
 pub mod ws;
 pub mod wt;
 
+use std::io::IoSlice;
+
 use axum::http::HeaderMap;
+use bytes::{Buf, Bytes};
 use switchboard_protocol::{ChannelName, Cursor, ErrorCode};
+use tokio::io::AsyncWrite;
 
 use crate::http::{HttpError, bearer};
 
@@ -123,4 +127,45 @@ mod tests {
         assert_eq!(code("channel=a&channel=b&channel=c"), ErrorCode::LimitExceeded);
         assert_eq!(code("channel=a&wait=soon"), ErrorCode::BadRequest);
     }
+}
+
+/// Writes `frames` to `io`, as many per call as it takes; cancel-safe: what was written leaves
+/// `frames` (the front one possibly in part).
+pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    while !frames.is_empty() {
+        let written = std::future::poll_fn(|cx| {
+            if let [frame] = &frames[..] {
+                // One frame (a quiet channel's usual batch): a plain write, cheaper in the
+                // kernel than a vectored one.
+                return std::pin::Pin::new(&mut *io).poll_write(cx, frame);
+            }
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = frames.len().min(slices.len());
+            for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
+                *slice = IoSlice::new(frame);
+            }
+            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+        })
+        .await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = written;
+        let done = frames.iter().take_while(|f| {
+            let whole = f.len() <= left;
+            if whole {
+                left -= f.len();
+            }
+            whole
+        });
+        let done = done.count();
+        frames.drain(..done);
+        if left > 0 {
+            frames[0].advance(left);
+        }
+    }
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *io).poll_flush(cx)).await
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,6 +20,7 @@ use super::OneWayParams;
 use super::pipe;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
+use crate::direct::{Direct, DirectChannel, Framing, Socket};
 use crate::http::{ClientIp, HttpError, Peer};
 use crate::listener::WriteLoop;
 use crate::metrics::TransportKind;
@@ -39,9 +40,10 @@ pub async fn sse(
     ip: ClientIp,
     peer: Peer,
     RawQuery(query): RawQuery,
+    socket: Option<Extension<Socket>>,
     headers: HeaderMap,
 ) -> Response {
-    open(state, ip, peer, query, headers, Format::Sse).await
+    open(state, ip, peer, query, headers, socket.map(|s| s.0), Format::Sse).await
 }
 
 /// `GET /stream`.
@@ -50,17 +52,22 @@ pub async fn stream(
     ip: ClientIp,
     peer: Peer,
     RawQuery(query): RawQuery,
+    socket: Option<Extension<Socket>>,
     headers: HeaderMap,
 ) -> Response {
-    open(state, ip, peer, query, headers, Format::Ndjson).await
+    open(state, ip, peer, query, headers, socket.map(|s| s.0), Format::Ndjson).await
 }
 
+/// Opens a stream. `socket`: the listener serves it on this plain TCP socket, which the write
+/// loop then writes to itself (chunked), and lends to the fan-out while it waits
+/// ([`crate::direct`]); without it (hyper serves the response), events go through the body.
 async fn open(
     state: Arc<AppState>,
     ip: ClientIp,
     peer: Peer,
     query: Option<String>,
     headers: HeaderMap,
+    socket: Option<Socket>,
     format: Format,
 ) -> Response {
     let mut params = match OneWayParams::parse(query.as_deref(), &headers, state.config.max_subscriptions) {
@@ -106,7 +113,18 @@ async fn open(
     // little beyond its outbox's byte bound.
     let (tx, rx) = pipe::pipe();
     let guard = state.metrics.connection(kind);
-    let mut transport = OneWay { format, cursor: params.cursor, buf: BytesMut::new(), shared: None, tx };
+    if let Some(socket) = &socket {
+        driver = driver.with_direct(Direct::new(socket.clone(), Framing::SseChunk));
+    }
+    let mut transport = OneWay {
+        format,
+        cursor: params.cursor,
+        buf: BytesMut::new(),
+        shared: None,
+        tx,
+        socket,
+        frames: Vec::new(),
+    };
     if format == Format::Sse {
         transport.buf.put_slice(format!("retry: {}\n\n", state.config.sse_retry_ms).as_bytes());
     }
@@ -187,6 +205,11 @@ struct OneWay {
     /// publication): handed to the body as it is, not copied.
     shared: Option<Bytes>,
     tx: pipe::Sender,
+    /// The listener's socket, written to here when it serves the stream (the body then carries
+    /// nothing but its end).
+    socket: Option<Socket>,
+    /// Chunks framed for `socket`, not yet written (the front one possibly in part).
+    frames: Vec<Bytes>,
 }
 
 impl Transport for OneWay {
@@ -248,7 +271,7 @@ impl Transport for OneWay {
     }
 
     fn has_pending(&self) -> bool {
-        self.shared.is_some() || !self.buf.is_empty()
+        self.shared.is_some() || !self.buf.is_empty() || !self.frames.is_empty()
     }
 
     async fn flush(&mut self) -> Result<u64, ()> {
@@ -258,8 +281,45 @@ impl Transport for OneWay {
             None => std::mem::take(&mut self.buf).freeze(),
         };
         let bytes = chunk.len() as u64;
-        self.tx.send(chunk).await?;
+        let Some(socket) = &mut self.socket else {
+            self.tx.send(chunk).await?;
+            return Ok(bytes);
+        };
+        if !chunk.is_empty() {
+            let mut line = [0u8; 18];
+            let n = usize::from(crate::listener::stream::size_line(chunk.len(), &mut line));
+            let line = &line[..n];
+            let mut framed = BytesMut::with_capacity(line.len() + chunk.len() + 2);
+            framed.put_slice(line);
+            framed.put_slice(&chunk);
+            framed.put_slice(b"\r\n");
+            self.frames.push(framed.freeze());
+        }
+        super::write_frames(socket, &mut self.frames).await.map_err(|_| ())?;
+        if self.frames.capacity() > 1 {
+            self.frames = Vec::new();
+        }
         Ok(bytes)
+    }
+
+    fn direct_framing(&self) -> Option<Framing> {
+        self.socket.as_ref()?;
+        match self.format {
+            Format::Ndjson => Some(Framing::NdjsonChunk),
+            // The fan-out writes a one-channel stream's events (the same for all of them).
+            Format::Sse if self.cursor.len() == 1 => Some(Framing::SseChunk),
+            Format::Sse => None,
+        }
+    }
+
+    fn taken_back(&mut self, channels: &[DirectChannel], rest: Option<Bytes>) {
+        // The next events' `id:` go on from what the fan-out wrote.
+        for c in channels {
+            self.cursor.advance(c.channel.as_str(), &c.epoch, c.offset);
+        }
+        if let Some(rest) = rest {
+            self.frames.insert(0, rest);
+        }
     }
 
     /// The body's end keeps its wake-up for the loop's read side ([`pipe::Sender::closed`]).

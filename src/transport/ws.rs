@@ -5,21 +5,18 @@
 
 use std::sync::Arc;
 
-use std::io::IoSlice;
-
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use switchboard_protocol::frame::{parse_binary_frame, parse_client_frame};
 use switchboard_protocol::{Disconnect, ErrorCode, WS_SUBPROTOCOL, ws_frame};
-use tokio::io::AsyncWrite;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame as RawCloseFrame, Role, WebSocketConfig};
@@ -29,6 +26,7 @@ use super::stomp;
 use crate::admission::Ticket;
 use crate::connection::Driver;
 use crate::connection::pump::{self, Inbound, Outgoing, Transport};
+use crate::direct::{DirectChannel, Framing};
 use crate::http::{ClientIp, HttpError, Peer, bearer};
 use crate::metrics::TransportKind;
 use crate::state::AppState;
@@ -80,7 +78,9 @@ pub async fn handler(
         .max_frame_size(Some(state.config.max_frame_bytes));
     let response = switching_protocols(&parts.headers, json.then_some(WS_SUBPROTOCOL));
     let lab = parts.uri.query().is_some_and(|q| q.contains("sb_lab="));
-    on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer, lab));
+    // The listener's plain TCP socket, when it may be lent to the fan-out.
+    let direct = parts.extensions.remove::<crate::direct::Socket>().filter(|_| !lab);
+    on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer, lab, direct));
     response
 }
 
@@ -135,10 +135,14 @@ fn connection(
     ticket: Ticket,
     peer: Peer,
     lab: bool,
+    direct: Option<crate::direct::Socket>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let guard = state.metrics.connection(TransportKind::WebSocket);
     let transport = WsTransport { socket, frames: Vec::new(), pending_bytes: 0, lab, read: false };
-    let driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
+    let mut driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
+    if let Some(socket) = direct {
+        driver = driver.with_direct(crate::direct::Direct::new(socket, crate::direct::Framing::WebSocket));
+    }
     pump::run(transport, driver).map(move |()| drop(guard))
 }
 
@@ -246,6 +250,17 @@ impl Transport for WsTransport {
         !self.frames.is_empty()
     }
 
+    fn direct_framing(&self) -> Option<Framing> {
+        Some(Framing::WebSocket)
+    }
+
+    fn taken_back(&mut self, _: &[DirectChannel], rest: Option<Bytes>) {
+        // Counted by the fan-out that began it.
+        if let Some(rest) = rest {
+            self.frames.insert(0, rest);
+        }
+    }
+
     async fn flush(&mut self) -> Result<u64, ()> {
         let after_read = std::mem::take(&mut self.read);
         write_frames(&mut self.socket, &mut self.frames, after_read).await.map_err(|_| ())?;
@@ -306,40 +321,7 @@ async fn write_frames(socket: &mut Socket, frames: &mut Vec<Bytes>, after_read: 
     if after_read {
         socket.flush().await.map_err(std::io::Error::other)?;
     }
-    let io = socket.get_mut();
-    while !frames.is_empty() {
-        let written = std::future::poll_fn(|cx| {
-            if let [frame] = &frames[..] {
-                // One frame (a quiet channel's usual batch): a plain write, cheaper in the
-                // kernel than a vectored one.
-                return std::pin::Pin::new(&mut *io).poll_write(cx, frame);
-            }
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = frames.len().min(slices.len());
-            for (slice, frame) in slices.iter_mut().zip(frames.iter()) {
-                *slice = IoSlice::new(frame);
-            }
-            std::pin::Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
-        })
-        .await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = written;
-        let done = frames.iter().take_while(|f| {
-            let whole = f.len() <= left;
-            if whole {
-                left -= f.len();
-            }
-            whole
-        });
-        let done = done.count();
-        frames.drain(..done);
-        if left > 0 {
-            frames[0].advance(left);
-        }
-    }
-    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *io).poll_flush(cx)).await
+    super::write_frames(socket.get_mut(), frames).await
 }
 
 /// Feeds every message (tungstenite buffers them) and flushes once: one write for the batch.
