@@ -134,6 +134,9 @@ struct OutboxInner {
     kicked: Vec<(ChannelName, Disconnect)>,
     /// Lent by the waiting connection: publications may be written straight to its socket.
     direct: Option<Box<Direct>>,
+    /// The connection is reading, which may write (a WebSocket's answer to a close): no direct
+    /// writes meanwhile.
+    direct_held: bool,
 }
 
 /// What [`Outbox::offer`] did with a delivery.
@@ -172,18 +175,20 @@ impl Outbox {
     /// Queues a delivery; `false` when the queue is full (the connection is then flagged). One
     /// delivery larger than the byte bound passes when nothing else is queued or being written.
     pub fn push(&self, delivery: Delivery) -> bool {
-        self.offer(delivery) != Offer::Refused
+        self.offer(delivery, false) != Offer::Refused
     }
 
-    /// [`Outbox::push`], but written straight to the socket when the connection lent its
-    /// [`Direct`] and nothing is queued before it.
-    pub fn offer(&self, delivery: Delivery) -> Offer {
+    /// [`Outbox::push`], but written straight to the socket (when `direct`) if the connection
+    /// lent its [`Direct`] and nothing is queued before it.
+    pub fn offer(&self, delivery: Delivery, direct: bool) -> Offer {
         let mut inner = self.inner.lock();
         if inner.overflowed {
             return Offer::Refused;
         }
         // Only in turn: nothing queued, kicked or closed waits for the task before it.
-        if inner.queue.is_empty()
+        if direct
+            && !inner.direct_held
+            && inner.queue.is_empty()
             && inner.kicked.is_empty()
             && inner.closed.is_none()
             && let Some(direct) = inner.direct.as_mut()
@@ -218,7 +223,14 @@ impl Outbox {
 
     /// Lends the waiting connection's [`Direct`] (see [`crate::direct`]).
     pub fn lend(&self, direct: Box<Direct>) {
-        self.inner.lock().direct = Some(direct);
+        let mut inner = self.inner.lock();
+        inner.direct = Some(direct);
+        inner.direct_held = false;
+    }
+
+    /// Holds direct writes while the connection reads (`true`), or lets them go on.
+    pub fn hold_direct(&self, held: bool) {
+        self.inner.lock().direct_held = held;
     }
 
     /// Takes the lent [`Direct`] back, with where the fan-out left each subscription.
@@ -348,6 +360,8 @@ pub struct Hub {
     /// connection also waiting on a shared signal at every wake-up.
     connections: Box<[ConnectionShard]>,
     metrics: Arc<Metrics>,
+    /// Most deliveries of one publication the fan-out writes itself ([`crate::direct`]).
+    direct_limit: std::sync::atomic::AtomicUsize,
 }
 
 const SHARDS: usize = 64;
@@ -360,7 +374,14 @@ impl Hub {
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
             claims: Mutex::default(),
             metrics,
+            direct_limit: usize::MAX.into(),
         }
+    }
+
+    /// Writes at most `limit` deliveries of a publication in the fan-out itself (the rest wake
+    /// their connections); 0: none. Unbounded by default.
+    pub fn set_direct_limit(&self, limit: usize) {
+        self.direct_limit.store(limit, Ordering::Relaxed);
     }
 
     /// Registers an open connection's outbox and description.
@@ -512,8 +533,9 @@ impl DeliverySink for Hub {
             return;
         };
         let (mut dropped, mut written, mut bytes) = (0u64, 0u64, 0u64);
+        let limit = self.direct_limit.load(Ordering::Relaxed);
         for (_, outbox) in subs {
-            match outbox.offer(delivery.clone()) {
+            match outbox.offer(delivery.clone(), (written as usize) < limit) {
                 Offer::Queued => {}
                 Offer::Written(size) => {
                     written += 1;

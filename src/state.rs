@@ -71,6 +71,7 @@ impl AppState {
     ) -> Arc<Self> {
         let config = Arc::new(config);
         metrics.channel_rates.set_max(config.admin_rate_channels);
+        hub.set_direct_limit(direct_limit(config.direct_writes_per_publication));
         let admission = Admission::new(
             config.max_connections,
             config.max_connections_per_ip,
@@ -121,4 +122,12 @@ impl AppState {
         let (broker, channel) = (self.broker.clone(), channel.clone());
         tokio::spawn(async move { broker.node_unsubscribe(&channel).await });
     }
+}
+
+/// How many deliveries of a publication the fan-out writes itself: all it can on a node with
+/// one worker thread (nothing would write them in parallel), at most `configured` with more
+/// (the rest wake their connections, which write on the other workers meanwhile).
+fn direct_limit(configured: usize) -> usize {
+    let workers = tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+    if configured == 0 || workers > 1 { configured } else { usize::MAX }
 }

@@ -107,3 +107,37 @@ async fn publications_of_several_channels_each_arrive_in_order() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_workers_the_fan_out_writes_at_most_its_limit_per_publication() {
+    let server = TestServer::with(|c| c.direct_writes_per_publication = 1).await;
+    let client = server.client();
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        subscribers.push(subscribed(&server, &["a"]).await);
+    }
+    for n in 1..=5u64 {
+        client.publish("a", &json!({ "n": n })).await.unwrap();
+    }
+    for ws in &mut subscribers {
+        let (got, _) = publications(ws, "a", 5).await;
+        assert_eq!(got, (1..=5).map(|n| (n, n)).collect::<Vec<_>>());
+    }
+    let written = server.state.metrics.direct_writes.get();
+    assert!((1..=5).contains(&written), "at most one of each publication's 3 deliveries: {written}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_limit_of_0_turns_direct_writes_off() {
+    let server = TestServer::with(|c| c.direct_writes_per_publication = 0).await;
+    let client = server.client();
+    let mut ws = subscribed(&server, &["a"]).await;
+    for n in 1..=5u64 {
+        client.publish("a", &json!({ "n": n })).await.unwrap();
+    }
+    let (got, _) = publications(&mut ws, "a", 5).await;
+    assert_eq!(got, (1..=5).map(|n| (n, n)).collect::<Vec<_>>());
+    assert_eq!(server.state.metrics.direct_writes.get(), 0);
+    server.stop().await;
+}

@@ -178,6 +178,10 @@ pub struct Config {
     /// Bytes queued for one connection (deliveries, and the replies being written, history
     /// included) before it is dropped as a slow consumer (close 3002).
     pub outbound_queue_bytes: usize,
+    /// Most deliveries of one publication that the fan-out writes itself into waiting
+    /// subscribers' sockets when the node runs more than one worker thread (with one, it
+    /// writes all it can); 0 turns direct writes off ([`crate::direct`]).
+    pub direct_writes_per_publication: usize,
     /// Seconds between WebSocket pings.
     pub ping_interval: u64,
     /// Seconds a WebSocket client has to answer a ping.
@@ -386,6 +390,7 @@ impl Default for Config {
             max_subscriptions: 128,
             outbound_queue: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
+            direct_writes_per_publication: 1024,
             ping_interval: 25,
             connect_timeout: 10,
             token_expiry_warning: 30,

@@ -206,17 +206,19 @@ impl Driver {
     /// Lends the [`Direct`] to the outbox, framing as `framing` says and filled with the
     /// session's live subscriptions, if there are any. For the write loop, when nothing is left
     /// to write and it starts to wait.
-    pub fn lend_direct(&mut self, framing: Option<Framing>) {
-        let (Some(direct), Some(framing)) = (self.direct.as_mut(), framing) else { return };
+    /// Whether it was lent.
+    pub fn lend_direct(&mut self, framing: Option<Framing>) -> bool {
+        let (Some(direct), Some(framing)) = (self.direct.as_mut(), framing) else { return false };
         self.session.direct_channels(direct.channels());
         if direct.channels().is_empty() {
-            return;
+            return false;
         }
         direct.set_framing(framing);
         if let Some(direct) = self.direct.take() {
             self.outbox.lend(direct);
             self.lent = true;
         }
+        self.lent
     }
 
     /// Takes the [`Direct`] back when the wait ends; the session learns where the fan-out left

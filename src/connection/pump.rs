@@ -219,10 +219,25 @@ async fn write<T: Transport>(
 
 /// [`Transport::recv`], polled only when its own wake-up fired since it last returned pending
 /// (when the transport's wake-up persists, [`Transport::recv_wake_persists`]).
-async fn recv<T: Transport>(transport: &mut T, gate: Option<&ReadGate>) -> Inbound {
+///
+/// `lent`: the connection lent its socket to the fan-out ([`crate::direct`]), whose writes are
+/// held while the transport reads: a read may write (a WebSocket answers a close frame there),
+/// and no publication may follow that.
+async fn recv<T: Transport>(transport: &mut T, gate: Option<&ReadGate>, lent: Option<&Outbox>) -> Inbound {
     let Some(gate) = gate else { return transport.recv().await };
     let mut recv = std::pin::pin!(transport.recv());
-    std::future::poll_fn(|cx| gate.poll(cx, |cx| recv.as_mut().poll(cx))).await
+    std::future::poll_fn(|cx| {
+        gate.poll(cx, |cx| {
+            let Some(outbox) = lent else { return recv.as_mut().poll(cx) };
+            outbox.hold_direct(true);
+            let read = recv.as_mut().poll(cx);
+            if read.is_pending() {
+                outbox.hold_direct(false);
+            }
+            read
+        })
+    })
+    .await
 }
 
 /// How a connection ended: its user (empty when anonymous), close code and log span.
@@ -314,21 +329,21 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
             continue;
         }
         // Nothing is left to write: the fan-out may write to the socket until the wait ends.
-        driver.lend_direct(transport.direct_framing());
+        let lent = driver.lend_direct(transport.direct_framing()).then_some(&*outbox);
         // Neither a client flooding frames nor a busy channel starves the other side: which is
         // looked at first alternates (select!'s own order is a random number per wake-up).
         reads_first = !reads_first;
         let next = if reads_first {
             tokio::select! {
                 biased;
-                inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
+                inbound = recv(transport, gate.as_ref(), lent) => Next::Inbound(inbound),
                 wake = driver.wait() => Next::Wake(wake),
             }
         } else {
             tokio::select! {
                 biased;
                 wake = driver.wait() => Next::Wake(wake),
-                inbound = recv(transport, gate.as_ref()) => Next::Inbound(inbound),
+                inbound = recv(transport, gate.as_ref(), lent) => Next::Inbound(inbound),
             }
         };
         if let Some(direct) = driver.take_back_direct() {

@@ -113,7 +113,7 @@ async fn open(
     // little beyond its outbox's byte bound.
     let (tx, rx) = pipe::pipe();
     let guard = state.metrics.connection(kind);
-    if let Some(socket) = &socket {
+    if let Some(socket) = socket.as_ref().filter(|_| state.config.direct_writes_per_publication > 0) {
         driver = driver.with_direct(Direct::new(socket.clone(), Framing::SseChunk));
     }
     let mut transport = OneWay {

@@ -79,7 +79,10 @@ pub async fn handler(
     let response = switching_protocols(&parts.headers, json.then_some(WS_SUBPROTOCOL));
     let lab = parts.uri.query().is_some_and(|q| q.contains("sb_lab="));
     // The listener's plain TCP socket, when it may be lent to the fan-out.
-    let direct = parts.extensions.remove::<crate::direct::Socket>().filter(|_| !lab);
+    let direct = parts
+        .extensions
+        .remove::<crate::direct::Socket>()
+        .filter(|_| !lab && state.config.direct_writes_per_publication > 0);
     on_socket(upgrade, config, move |socket| connection(socket, state, ticket, peer, lab, direct));
     response
 }
