@@ -181,16 +181,22 @@ pub struct DirectChannel {
     pub offset: u64,
 }
 
-/// What a waiting connection lends its outbox (see the module docs).
+/// What a connection lends its outbox while it waits (see the module docs). It stays in the
+/// outbox for the connection's life; the connection lends it ([`Direct::lend`]) and takes it
+/// back ([`Direct::take_back`]) under the outbox's lock.
 #[derive(Debug)]
 pub struct Direct {
     socket: Socket,
-    framing: Framing,
-    /// The connection's live subscriptions, filled by the session ([`Direct::channels`]).
+    /// The connection's live subscriptions while lent, filled by its session.
     channels: Vec<DirectChannel>,
     /// What a write cut short left, for the task to write first; no more direct writes then.
-    rest: Option<Bytes>,
-    /// A write found no room: no more direct writes until the task took it back.
+    rest: Vec<u8>,
+    framing: Framing,
+    /// The connection waits: the fan-out may write.
+    lent: bool,
+    /// The connection reads (which may write): the fan-out may not.
+    held: bool,
+    /// A write was cut short or found no room: no more until the task took it back.
     stopped: bool,
 }
 
@@ -204,21 +210,42 @@ pub enum Offered {
 }
 
 impl Direct {
-    /// A `Direct` over `socket`, with no subscriptions yet.
-    pub fn new(socket: Socket, framing: Framing) -> Self {
-        Self { socket, framing, channels: Vec::new(), rest: None, stopped: false }
+    /// A `Direct` over `socket`, not lent.
+    pub fn new(socket: Socket) -> Self {
+        let (lent, held, stopped) = (false, false, false);
+        Self {
+            socket,
+            channels: Vec::new(),
+            rest: Vec::new(),
+            framing: Framing::WebSocket,
+            lent,
+            held,
+            stopped,
+        }
     }
 
-    /// How the fan-out frames publications from now on (a one-channel SSE stream may become a
-    /// stream of several channels, whose events it cannot frame).
-    pub fn set_framing(&mut self, framing: Framing) {
+    /// Lends it, framing publications as `framing` says, with the subscriptions `fill` puts in
+    /// (the list is cleared first, its capacity kept). Not lent, `false`, when there are none.
+    pub fn lend(&mut self, framing: Framing, fill: impl FnOnce(&mut Vec<DirectChannel>)) -> bool {
+        self.channels.clear();
+        fill(&mut self.channels);
         self.framing = framing;
+        self.lent = !self.channels.is_empty();
+        self.held = false;
+        self.stopped = false;
+        self.lent
     }
 
-    /// The subscriptions the fan-out may write for: the session fills them each time the
-    /// `Direct` is lent (their capacity is kept).
-    pub fn channels(&mut self) -> &mut Vec<DirectChannel> {
-        &mut self.channels
+    /// Takes it back: what a write cut short left, to be written first.
+    pub fn take_back(&mut self) -> Option<Bytes> {
+        self.lent = false;
+        self.stopped = false;
+        (!self.rest.is_empty()).then(|| std::mem::take(&mut self.rest).into())
+    }
+
+    /// Holds direct writes while the connection reads (`true`), or lets them go on.
+    pub fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// The subscriptions, and where the fan-out left them.
@@ -231,16 +258,10 @@ impl Direct {
         self.stopped
     }
 
-    /// What a write cut short left to write, first.
-    pub fn take_rest(&mut self) -> Option<Bytes> {
-        self.stopped = false;
-        self.rest.take()
-    }
-
     /// Writes `p` if it is the next publication of one of the subscriptions and the socket takes
     /// it now.
     pub fn offer(&mut self, p: &Publication) -> Offered {
-        if self.stopped {
+        if !self.lent || self.held || self.stopped {
             return Offered::Declined;
         }
         let Some(sub) = self.channels.iter_mut().find(|c| c.channel == p.channel) else {
@@ -267,12 +288,12 @@ impl Direct {
         match self.socket.try_write_whole(parts) {
             Wrote::Whole => {}
             Wrote::Part(n) => {
-                let mut rest = Vec::with_capacity(size - n);
+                let mut rest = Vec::with_capacity(size);
                 for part in [head, &body[..], tail] {
                     rest.extend_from_slice(part);
                 }
                 rest.drain(..n);
-                self.rest = Some(rest.into());
+                self.rest = rest;
                 self.stopped = true;
             }
             Wrote::Nothing => {
@@ -311,9 +332,9 @@ mod tests {
     }
 
     fn direct(socket: Socket, framing: Framing, epoch: &Epoch, offset: u64) -> Direct {
-        let mut direct = Direct::new(socket, framing);
+        let mut direct = Direct::new(socket);
         let channel = ChannelName::new("a").unwrap();
-        direct.channels().push(DirectChannel { channel, epoch: epoch.clone(), offset });
+        assert!(direct.lend(framing, |c| c.push(DirectChannel { channel, epoch: epoch.clone(), offset })));
         direct
     }
 
@@ -332,7 +353,7 @@ mod tests {
         let next = publication("a", &epoch, 5, 8);
         assert_eq!(direct.offer(&next), Offered::Written(next.ws_frame().len()));
         assert_eq!(read_exactly(&mut client, next.ws_frame().len()).await, next.ws_frame()[..]);
-        assert_eq!(direct.channels()[0].offset, 5);
+        assert_eq!(direct.subscriptions()[0].offset, 5);
 
         // A repeat, a gap, another epoch, another channel: the session decides, not the fan-out.
         for other in [
@@ -343,7 +364,7 @@ mod tests {
         ] {
             assert_eq!(direct.offer(&other), Offered::Declined);
         }
-        assert_eq!(direct.channels()[0].offset, 5);
+        assert_eq!(direct.subscriptions()[0].offset, 5);
         assert!(!direct.stopped());
     }
 
@@ -375,9 +396,10 @@ mod tests {
         // Nobody else writes before the rest.
         assert_eq!(socket.try_write_whole(&[IoSlice::new(b"x")]), Wrote::Nothing);
         assert_eq!(direct.offer(&publication("a", &epoch, 2, 8)), Offered::Declined);
-        let rest = direct.take_rest().expect("the rest of the frame");
+        let rest = direct.take_back().expect("the rest of the frame");
         assert!(!rest.is_empty() && rest.len() < frame.len());
         assert!(!direct.stopped());
+        assert_eq!(direct.offer(&publication("a", &epoch, 2, 8)), Offered::Declined, "not lent now");
 
         // The task writes the rest (through the socket's writer, which lifts the stop); the
         // client reads the frame whole.
@@ -398,6 +420,6 @@ mod tests {
         let mut direct = direct(socket, Framing::WebSocket, &epoch, 0);
         assert_eq!(direct.offer(&publication("a", &epoch, 1, 8)), Offered::Declined);
         assert!(direct.stopped());
-        assert_eq!(direct.channels()[0].offset, 0, "nothing was written");
+        assert_eq!(direct.subscriptions()[0].offset, 0, "nothing was written");
     }
 }

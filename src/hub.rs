@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::{ChannelName, Disconnect};
 
 use crate::broker::DeliverySink;
-use crate::direct::{Direct, Offered};
+use crate::direct::{Direct, DirectChannel, Framing, Offered};
 use crate::metrics::Metrics;
 use crate::model::Delivery;
 
@@ -132,11 +132,8 @@ struct OutboxInner {
     closed: Option<Disconnect>,
     /// Channels the node unsubscribed the connection from (an administrator's action).
     kicked: Vec<(ChannelName, Disconnect)>,
-    /// Lent by the waiting connection: publications may be written straight to its socket.
-    direct: Option<Box<Direct>>,
-    /// The connection is reading, which may write (a WebSocket's answer to a close): no direct
-    /// writes meanwhile.
-    direct_held: bool,
+    /// The connection's socket, which the fan-out may write to while the connection lends it.
+    direct: Option<Direct>,
 }
 
 /// What [`Outbox::offer`] did with a delivery.
@@ -187,7 +184,6 @@ impl Outbox {
         }
         // Only in turn: nothing queued, kicked or closed waits for the task before it.
         if direct
-            && !inner.direct_held
             && inner.queue.is_empty()
             && inner.kicked.is_empty()
             && inner.closed.is_none()
@@ -221,21 +217,35 @@ impl Outbox {
         Offer::Queued
     }
 
-    /// Lends the waiting connection's [`Direct`] (see [`crate::direct`]).
-    pub fn lend(&self, direct: Box<Direct>) {
-        let mut inner = self.inner.lock();
-        inner.direct = Some(direct);
-        inner.direct_held = false;
+    /// Gives the outbox the connection's [`Direct`], for its life (see [`crate::direct`]).
+    pub fn set_direct(&self, direct: Direct) {
+        self.inner.lock().direct = Some(direct);
     }
 
-    /// Holds direct writes while the connection reads (`true`), or lets them go on.
+    /// Lets the socket go with the connection.
+    pub fn clear_direct(&self) {
+        self.inner.lock().direct = None;
+    }
+
+    /// [`Direct::lend`]: the connection waits.
+    pub fn lend_direct(&self, framing: Framing, fill: impl FnOnce(&mut Vec<DirectChannel>)) -> bool {
+        self.inner.lock().direct.as_mut().is_some_and(|d| d.lend(framing, fill))
+    }
+
+    /// [`Direct::take_back`]: the wait ended. `f` learns where the fan-out left each
+    /// subscription, and what a write cut short left.
+    pub fn take_back_direct(&self, f: impl FnOnce(&[DirectChannel], Option<bytes::Bytes>)) {
+        if let Some(direct) = self.inner.lock().direct.as_mut() {
+            let rest = direct.take_back();
+            f(direct.subscriptions(), rest);
+        }
+    }
+
+    /// [`Direct::hold`]: the connection reads (`true`), or is done reading.
     pub fn hold_direct(&self, held: bool) {
-        self.inner.lock().direct_held = held;
-    }
-
-    /// Takes the lent [`Direct`] back, with where the fan-out left each subscription.
-    pub fn take_back(&self) -> Option<Box<Direct>> {
-        self.inner.lock().direct.take()
+        if let Some(direct) = self.inner.lock().direct.as_mut() {
+            direct.hold(held);
+        }
     }
 
     /// Ends the connection with `reason` at its next wake-up.

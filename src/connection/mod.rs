@@ -21,7 +21,7 @@ use switchboard_protocol::frame::{ClientFrame, Command, FrameError};
 use tokio::time::{Instant, Sleep};
 
 use crate::admission::Ticket;
-use crate::direct::{Direct, Framing};
+use crate::direct::{Direct, DirectChannel, Framing};
 use crate::hub::{ConnId, ConnMeta, Outbox, Taken, next_conn_id};
 use crate::metrics::TransportKind;
 use crate::model::Delivery;
@@ -151,10 +151,9 @@ pub struct Driver {
     publish_rate: Option<Box<TokenBucket>>,
     /// The client's address, named by the connection's log lines.
     peer: Option<std::net::SocketAddr>,
-    /// What the connection lends its outbox while it waits ([`crate::direct`]); `None` while
-    /// lent, and for transports without one.
-    direct: Option<Box<Direct>>,
-    /// `direct` is lent.
+    /// The outbox holds the connection's [`Direct`] ([`crate::direct`]).
+    has_direct: bool,
+    /// It is lent: the connection waits.
     lent: bool,
 }
 
@@ -191,7 +190,7 @@ impl Driver {
             ticket: None,
             publish_rate: None,
             peer: None,
-            direct: None,
+            has_direct: false,
             lent: false,
         }
     }
@@ -199,39 +198,33 @@ impl Driver {
     /// Lets the hub's fan-out write publications straight to this connection's socket while
     /// it waits ([`crate::direct`]).
     pub fn with_direct(mut self, direct: Direct) -> Self {
-        self.direct = Some(Box::new(direct));
+        self.outbox.set_direct(direct);
+        self.has_direct = true;
         self
     }
 
-    /// Lends the [`Direct`] to the outbox, framing as `framing` says and filled with the
-    /// session's live subscriptions, if there are any. For the write loop, when nothing is left
-    /// to write and it starts to wait.
-    /// Whether it was lent.
+    /// Lends the [`Direct`], framing as `framing` says, with the session's live subscriptions,
+    /// if there are any; whether it was lent. For the write loop, when nothing is left to write
+    /// and it starts to wait.
     pub fn lend_direct(&mut self, framing: Option<Framing>) -> bool {
-        let (Some(direct), Some(framing)) = (self.direct.as_mut(), framing) else { return false };
-        self.session.direct_channels(direct.channels());
-        if direct.channels().is_empty() {
-            return false;
-        }
-        direct.set_framing(framing);
-        if let Some(direct) = self.direct.take() {
-            self.outbox.lend(direct);
-            self.lent = true;
-        }
+        let (true, Some(framing)) = (self.has_direct, framing) else { return false };
+        let session = &self.session;
+        self.lent = self.outbox.lend_direct(framing, |channels| session.direct_channels(channels));
         self.lent
     }
 
     /// Takes the [`Direct`] back when the wait ends; the session learns where the fan-out left
-    /// each subscription. The transport's to learn it too, and to write first what a write cut
-    /// short left ([`Direct::take_rest`]).
-    pub fn take_back_direct(&mut self) -> Option<&mut Direct> {
+    /// each subscription, and `f` (the transport) too, with what a write cut short left, to be
+    /// written first.
+    pub fn take_back_direct(&mut self, f: impl FnOnce(&[DirectChannel], Option<bytes::Bytes>)) {
         if !std::mem::take(&mut self.lent) {
-            return None;
+            return;
         }
-        let direct = self.outbox.take_back()?;
-        self.session.direct_written(direct.subscriptions());
-        self.direct = Some(direct);
-        self.direct.as_deref_mut()
+        let session = &mut self.session;
+        self.outbox.take_back_direct(|channels, rest| {
+            session.direct_written(channels);
+            f(channels, rest);
+        });
     }
 
     /// Holds `ticket` (the connection's admission) for the connection's life.
@@ -561,12 +554,12 @@ impl Driver {
     }
 }
 
-/// A connection whose future is dropped while it waits (a task aborted at shutdown) takes its
-/// socket back from the fan-out.
+/// A connection that ends (or whose future is dropped while it waits: a task aborted at
+/// shutdown) takes its socket back from the fan-out: the hub may hold the outbox a while longer.
 impl Drop for Driver {
     fn drop(&mut self) {
-        if self.lent {
-            self.outbox.take_back();
+        if self.has_direct {
+            self.outbox.clear_direct();
         }
     }
 }

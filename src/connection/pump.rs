@@ -346,10 +346,7 @@ async fn pump<T: Transport>(mut conn: Box<Conn<T>>) -> Ended {
                 inbound = recv(transport, gate.as_ref(), lent) => Next::Inbound(inbound),
             }
         };
-        if let Some(direct) = driver.take_back_direct() {
-            let rest = direct.take_rest();
-            transport.taken_back(direct.subscriptions(), rest);
-        }
+        driver.take_back_direct(|channels, rest| transport.taken_back(channels, rest));
         let mut read_frame = false;
         match next {
             Next::Wake(wake) => driver.on_wake(wake),

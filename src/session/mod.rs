@@ -278,13 +278,13 @@ impl Session {
     }
 
     /// The live, in-order subscriptions whose next publications the hub's fan-out may write
-    /// itself while the connection waits ([`crate::direct`]), into `into` (cleared first). None
-    /// once closed.
+    /// itself while the connection waits ([`crate::direct`]), into `into`. None once closed.
     pub fn direct_channels(&self, into: &mut Vec<crate::direct::DirectChannel>) {
-        into.clear();
         if self.closed {
             return;
         }
+        // Exactly: a first push would make room for four (an idle connection holds this).
+        into.reserve_exact(self.subs.len());
         for (channel, sub) in self.subs.iter() {
             if let Subscription::Live { epoch, offset, datagram: false, .. } = sub {
                 let (channel, epoch, offset) = (channel.clone(), epoch.clone(), *offset);

@@ -114,7 +114,7 @@ async fn open(
     let (tx, rx) = pipe::pipe();
     let guard = state.metrics.connection(kind);
     if let Some(socket) = socket.as_ref().filter(|_| state.config.direct_writes_per_publication > 0) {
-        driver = driver.with_direct(Direct::new(socket.clone(), Framing::SseChunk));
+        driver = driver.with_direct(Direct::new(socket.clone()));
     }
     let mut transport = OneWay {
         format,
@@ -296,9 +296,7 @@ impl Transport for OneWay {
             self.frames.push(framed.freeze());
         }
         super::write_frames(socket, &mut self.frames).await.map_err(|_| ())?;
-        if self.frames.capacity() > 1 {
-            self.frames = Vec::new();
-        }
+        self.frames = Vec::new();
         Ok(bytes)
     }
 

@@ -144,7 +144,7 @@ fn connection(
     let transport = WsTransport { socket, frames: Vec::new(), pending_bytes: 0, lab, read: false };
     let mut driver = Driver::new(state, true).admitted(ticket).from(peer).on(TransportKind::WebSocket);
     if let Some(socket) = direct {
-        driver = driver.with_direct(crate::direct::Direct::new(socket, crate::direct::Framing::WebSocket));
+        driver = driver.with_direct(crate::direct::Direct::new(socket));
     }
     pump::run(transport, driver).map(move |()| drop(guard))
 }
@@ -267,11 +267,9 @@ impl Transport for WsTransport {
     async fn flush(&mut self) -> Result<u64, ()> {
         let after_read = std::mem::take(&mut self.read);
         write_frames(&mut self.socket, &mut self.frames, after_read).await.map_err(|_| ())?;
-        // Room for one frame is kept (not an allocation per delivery); a big batch's is let go,
-        // so that an idle connection holds little.
-        if self.frames.capacity() > 1 {
-            self.frames = Vec::new();
-        }
+        // Let go, so that an idle connection holds little: the fan-out writes most deliveries
+        // itself ([`crate::direct`]), so this loop writes few.
+        self.frames = Vec::new();
         Ok(std::mem::take(&mut self.pending_bytes))
     }
 
