@@ -6,8 +6,11 @@ WebSocket and SSE subscribers) in the same run, interleaved. See bench/README.md
 Each connection is a plain socket of this script: a WebSocket (`/ws`, RFC 6455 handshake, one
 `subscribe`, counted once its reply arrived), an SSE or NDJSON stream (`/sse`, `/stream`, counted
 once its `subscribed` event arrived) or a held long poll (`/poll?wait=`, counted once sent: it
-answers nothing until a publication or its wait ends). Socket buffers are kernel memory, not in
-RSS: the slope is the server's own bytes per connection.
+answers nothing until a publication or its wait ends). WebTransport sessions (`--transports wt`)
+are held by the `wt_idle` example (`cargo build --release --example wt_idle`; `WT_IDLE_BIN`
+names another build): one QUIC connection each, subscribed on its protocol stream. Socket
+buffers are kernel memory, not in RSS: the slope is the server's own bytes per connection (for
+WebTransport, QUIC's buffers are the server's own, and in it).
 """
 
 import argparse
@@ -39,7 +42,10 @@ TRANSPORTS = {
     "sse": b"event: subscribed",
     "stream": b'"subscribed"',
     "poll": None,
+    # WebTransport sessions, held by the `wt_idle` example (a QUIC client of its own).
+    "wt": None,
 }
+WT_IDLE_BIN = os.environ.get("WT_IDLE_BIN") or os.path.join(ROOT, "target", "release", "examples", "wt_idle")
 PEER_TRANSPORTS = {"ws", "sse"}
 
 _source = [100]
@@ -180,19 +186,54 @@ def slope(points):
     return b, my - b * mx
 
 
+class WtSessions:
+    """Subscribed WebTransport sessions, held by `wt_idle` (see bench/webtransport/idle.rs)."""
+
+    def __init__(self, port, logdir):
+        self.log = open(os.path.join(logdir, "wt_idle.log"), "w")
+        self.proc = subprocess.Popen([WT_IDLE_BIN, f"http://127.0.0.1:{port}"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.count = 0
+
+    def open(self, n):
+        self.proc.stdin.write(f"open {n}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line.startswith("ok "):
+            raise RuntimeError(f"wt_idle: {line!r}, see {self.log.name}")
+        self.count = int(line.split()[1])
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 def measure(kind, transport, steps, settle, logdir):
     server = Server(kind, logdir)
     held = []
+    wt = WtSessions(server.port, logdir) if transport == "wt" else None
     try:
         time.sleep(0.5)
         points = []
         for target in steps:
-            open_conns(server.port, transport, target - len(held), held)
+            if wt:
+                wt.open(target - wt.count)
+            else:
+                open_conns(server.port, transport, target - len(held), held)
             time.sleep(settle)
             points.append((target, server.rss_kib() * 1024))
         b, a = slope(points)
         return b, a, points
     finally:
+        if wt:
+            wt.close()
         for s in held:
             s.close()
         server.stop()

@@ -26,7 +26,7 @@ use switchboard_protocol::ChannelName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::model::{Epoch, Publication};
+use crate::model::{Delivery, Epoch, Publication};
 
 /// A plain TCP socket that its connection's task and the hub's fan-out may both write to.
 ///
@@ -200,13 +200,22 @@ pub struct Direct {
     stopped: bool,
 }
 
-/// What [`Direct::offer`] did with a publication.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Offered {
-    /// Written (or begun: the task writes the rest); its size.
-    Written(usize),
-    /// Not this one: queue it for the task.
-    Declined,
+/// Most deliveries framed into one vectored write.
+const BATCH: usize = 64;
+
+/// What [`Direct::flush`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Deliveries written (the last possibly in part: its rest waits in the `Direct`).
+    pub written: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// When the oldest of them was published.
+    pub oldest: Option<tokio::time::Instant>,
+    /// The connection's task must look: deliveries are left that the fan-out may not write (a
+    /// gap, a repeat, another epoch, a presence event), the socket had no room, a write was cut
+    /// short, or the `Direct` is not lent any more.
+    pub wake: bool,
 }
 
 impl Direct {
@@ -258,51 +267,147 @@ impl Direct {
         self.stopped
     }
 
-    /// Writes `p` if it is the next publication of one of the subscriptions and the socket takes
-    /// it now.
-    pub fn offer(&mut self, p: &Publication) -> Offered {
-        if !self.lent || self.held || self.stopped {
-            return Offered::Declined;
+    /// Whether the fan-out may write for the connection now.
+    pub fn accepts(&self) -> bool {
+        self.lent && !self.held && !self.stopped
+    }
+
+    /// Writes the queued deliveries that continue the subscriptions, in order, up to [`BATCH`]
+    /// per vectored write, for as long as the socket takes them whole; what is written (or
+    /// begun) leaves `queue`.
+    pub fn flush(&mut self, queue: &mut Vec<Delivery>) -> Flushed {
+        let mut done = Flushed::default();
+        while !queue.is_empty() {
+            if !self.accepts() {
+                done.wake = true;
+                return done;
+            }
+            // The deliveries of this write: each continues its subscription, whose offset
+            // moves now and moves back if the write does not take it.
+            let (mut subs, mut before) = ([0usize; BATCH], [0u64; BATCH]);
+            let mut n = 0;
+            let mut not_ours = false;
+            for delivery in queue.iter().take(BATCH) {
+                let Some((i, p)) = self.continued(delivery) else {
+                    not_ours = true;
+                    break;
+                };
+                (subs[n], before[n]) = (i, self.channels[i].offset);
+                self.channels[i].offset = p.offset;
+                done.oldest.get_or_insert(p.published_at);
+                n += 1;
+            }
+            if n == 0 {
+                done.wake = true;
+                return done;
+            }
+            let (committed, sizes, wrote) = self.write(&queue[..n]);
+            for i in (committed..n).rev() {
+                self.channels[subs[i]].offset = before[i];
+            }
+            done.written += committed;
+            done.bytes += sizes[..committed].iter().sum::<usize>();
+            queue.drain(..committed);
+            if wrote != Wrote::Whole || not_ours {
+                done.wake = true;
+                return done;
+            }
         }
-        let Some(sub) = self.channels.iter_mut().find(|c| c.channel == p.channel) else {
-            return Offered::Declined;
-        };
-        if p.offset != sub.offset + 1 || !(Arc::ptr_eq(&sub.epoch, &p.epoch) || sub.epoch == p.epoch) {
-            // A gap, a repeat or another epoch: the session decides.
-            return Offered::Declined;
+        done
+    }
+
+    /// Writes `delivery` now if it continues a subscription and the socket takes it (or begins
+    /// to: its rest is kept, as [`Direct::flush`] keeps it).
+    pub fn offer(&mut self, delivery: &Delivery) -> Flushed {
+        let mut done = Flushed::default();
+        let Some((i, p)) = self.continued(delivery).filter(|_| self.accepts()) else { return done };
+        let (committed, sizes, wrote) = self.write(std::slice::from_ref(delivery));
+        if committed == 1 {
+            self.channels[i].offset = p.offset;
+            (done.written, done.bytes, done.oldest) = (1, sizes[0], Some(p.published_at));
         }
-        let mut size_line = [0u8; 18];
-        let (head, body): (&[u8], &Bytes) = match self.framing {
-            Framing::WebSocket => (&[], p.ws_frame()),
+        done.wake = wrote != Wrote::Whole;
+        done
+    }
+
+    /// The subscription `delivery` continues (its index), if it is a publication with the next
+    /// offset of one, in the same epoch.
+    fn continued<'a>(&self, delivery: &'a Delivery) -> Option<(usize, &'a Publication)> {
+        let Delivery::Publication(p) = delivery else { return None };
+        let i = self.channels.iter().position(|c| c.channel == p.channel)?;
+        let sub = &self.channels[i];
+        let same_epoch = Arc::ptr_eq(&sub.epoch, &p.epoch) || sub.epoch == p.epoch;
+        (p.offset == sub.offset + 1 && same_epoch).then_some((i, &**p))
+    }
+
+    /// The bytes of `p` in this framing: a chunk's size line (in `line`), the shared bytes, the
+    /// chunk's end.
+    fn framed<'a>(&self, p: &'a Publication, line: &'a mut [u8; 18]) -> [&'a [u8]; 3] {
+        match self.framing {
+            Framing::WebSocket => [&[], &p.ws_frame()[..], &[]],
             Framing::SseChunk | Framing::NdjsonChunk => {
                 let event =
                     if self.framing == Framing::SseChunk { p.sse_event_alone() } else { p.ndjson_line() };
-                let n = crate::listener::stream::size_line(event.len(), &mut size_line);
-                (&size_line[..usize::from(n)], event)
-            }
-        };
-        let tail: &[u8] = if head.is_empty() { &[] } else { b"\r\n" };
-        let size = head.len() + body.len() + tail.len();
-        let parts = [IoSlice::new(head), IoSlice::new(body), IoSlice::new(tail)];
-        let parts = if head.is_empty() { &parts[1..2] } else { &parts[..] };
-        match self.socket.try_write_whole(parts) {
-            Wrote::Whole => {}
-            Wrote::Part(n) => {
-                let mut rest = Vec::with_capacity(size);
-                for part in [head, &body[..], tail] {
-                    rest.extend_from_slice(part);
-                }
-                rest.drain(..n);
-                self.rest = rest;
-                self.stopped = true;
-            }
-            Wrote::Nothing => {
-                self.stopped = true;
-                return Offered::Declined;
+                let n = usize::from(crate::listener::stream::size_line(event.len(), line));
+                let line: &'a [u8; 18] = line;
+                [&line[..n], &event[..], b"\r\n"]
             }
         }
-        sub.offset = p.offset;
-        Offered::Written(size)
+    }
+
+    /// Writes `batch` (publications that continue their subscriptions) in one vectored write:
+    /// how many it took (the last possibly in part, whose rest is kept and stops further
+    /// writes), each one's size, and what the socket did.
+    fn write(&mut self, batch: &[Delivery]) -> (usize, [usize; BATCH], Wrote) {
+        let mut lines = [[0u8; 18]; BATCH];
+        let mut sizes = [0usize; BATCH];
+        let mut slices = [IoSlice::new(&[]); 3 * BATCH];
+        let mut k = 0;
+        for ((delivery, line), size) in batch.iter().zip(lines.iter_mut()).zip(sizes.iter_mut()) {
+            let Delivery::Publication(p) = delivery else { continue };
+            for part in self.framed(p, line) {
+                if !part.is_empty() {
+                    slices[k] = IoSlice::new(part);
+                    k += 1;
+                    *size += part.len();
+                }
+            }
+        }
+        let wrote = self.socket.try_write_whole(&slices[..k]);
+        let committed = match wrote {
+            Wrote::Whole => batch.len(),
+            Wrote::Nothing => {
+                self.stopped = true;
+                0
+            }
+            Wrote::Part(mut n) => {
+                self.stopped = true;
+                let whole = sizes.iter().take_while(|&&size| {
+                    let fits = size <= n;
+                    if fits {
+                        n -= size;
+                    }
+                    fits
+                });
+                let whole = whole.count();
+                if n > 0
+                    && let Some(Delivery::Publication(p)) = batch.get(whole)
+                {
+                    // Begun: the rest goes first when the task writes.
+                    let mut line = [0u8; 18];
+                    let mut rest = Vec::with_capacity(sizes[whole]);
+                    for part in self.framed(p, &mut line) {
+                        rest.extend_from_slice(part);
+                    }
+                    rest.drain(..n);
+                    self.rest = rest;
+                    whole + 1
+                } else {
+                    whole
+                }
+            }
+        };
+        (committed, sizes, wrote)
     }
 }
 
@@ -320,18 +425,24 @@ mod tests {
         (Socket::new(server), client)
     }
 
-    fn publication(channel: &str, epoch: &Epoch, offset: u64, size: usize) -> Publication {
+    fn publication(channel: &str, epoch: &Epoch, offset: u64, size: usize) -> Delivery {
         let data = format!("\"{}\"", "x".repeat(size));
-        Publication::new(
-            ChannelName::new(channel).unwrap(),
+        let channel = ChannelName::new(channel).unwrap();
+        Delivery::Publication(Arc::new(Publication::new(
+            channel,
             offset,
             epoch.clone(),
             Payload::Json(data.into()),
             None,
-        )
+        )))
     }
 
-    fn direct(socket: Socket, framing: Framing, epoch: &Epoch, offset: u64) -> Direct {
+    fn ws_frame(d: &Delivery) -> Bytes {
+        let Delivery::Publication(p) = d else { panic!("a publication") };
+        p.ws_frame().clone()
+    }
+
+    fn lent(socket: Socket, framing: Framing, epoch: &Epoch, offset: u64) -> Direct {
         let mut direct = Direct::new(socket);
         let channel = ChannelName::new("a").unwrap();
         assert!(direct.lend(framing, |c| c.push(DirectChannel { channel, epoch: epoch.clone(), offset })));
@@ -345,16 +456,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn writes_only_the_next_publication_of_a_subscription() {
+    async fn writes_the_publications_that_continue_a_subscription_in_one_write() {
         let (socket, mut client) = pair().await;
         let epoch: Epoch = "e".into();
-        let mut direct = direct(socket, Framing::WebSocket, &epoch, 4);
+        let mut direct = lent(socket, Framing::WebSocket, &epoch, 4);
+        let mut queue = vec![publication("a", &epoch, 5, 8), publication("a", &epoch, 6, 8)];
+        let expected: Vec<u8> = queue.iter().flat_map(|d| ws_frame(d).to_vec()).collect();
 
-        let next = publication("a", &epoch, 5, 8);
-        assert_eq!(direct.offer(&next), Offered::Written(next.ws_frame().len()));
-        assert_eq!(read_exactly(&mut client, next.ws_frame().len()).await, next.ws_frame()[..]);
-        assert_eq!(direct.subscriptions()[0].offset, 5);
+        let flushed = direct.flush(&mut queue);
+        assert_eq!((flushed.written, flushed.bytes, flushed.wake), (2, expected.len(), false));
+        assert!(queue.is_empty());
+        assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
+        assert_eq!(direct.subscriptions()[0].offset, 6);
+    }
 
+    #[tokio::test]
+    async fn leaves_what_does_not_continue_a_subscription_to_the_task() {
+        let (socket, _client) = pair().await;
+        let epoch: Epoch = "e".into();
         // A repeat, a gap, another epoch, another channel: the session decides, not the fan-out.
         for other in [
             publication("a", &epoch, 5, 8),
@@ -362,63 +481,77 @@ mod tests {
             publication("a", &"f".into(), 6, 8),
             publication("b", &epoch, 6, 8),
         ] {
-            assert_eq!(direct.offer(&other), Offered::Declined);
+            let mut direct = lent(socket.clone(), Framing::WebSocket, &epoch, 4);
+            let mut queue = vec![publication("a", &epoch, 5, 8), other];
+            let flushed = direct.flush(&mut queue);
+            assert_eq!((flushed.written, flushed.wake, queue.len()), (1, true, 1), "{queue:?}");
+            assert_eq!(direct.subscriptions()[0].offset, 5);
         }
-        assert_eq!(direct.subscriptions()[0].offset, 5);
-        assert!(!direct.stopped());
+        // Held while the connection reads: nothing written.
+        let mut direct = lent(socket, Framing::WebSocket, &epoch, 4);
+        direct.hold(true);
+        let mut queue = vec![publication("a", &epoch, 5, 8)];
+        assert_eq!((direct.flush(&mut queue).written, queue.len()), (0, 1));
+        assert_eq!(direct.subscriptions()[0].offset, 4);
     }
 
     #[tokio::test]
     async fn frames_a_stream_publication_as_one_chunk() {
         let (socket, mut client) = pair().await;
         let epoch: Epoch = "e".into();
-        let mut direct = direct(socket, Framing::SseChunk, &epoch, 0);
-        let p = publication("a", &epoch, 1, 3);
+        let mut direct = lent(socket, Framing::SseChunk, &epoch, 0);
+        let mut queue = vec![publication("a", &epoch, 1, 3)];
+        let Delivery::Publication(p) = &queue[0] else { unreachable!() };
         let event = p.sse_event_alone().clone();
         let mut expected = format!("{:x}\r\n", event.len()).into_bytes();
         expected.extend_from_slice(&event);
         expected.extend_from_slice(b"\r\n");
-        assert_eq!(direct.offer(&p), Offered::Written(expected.len()));
+        assert_eq!(direct.flush(&mut queue).bytes, expected.len());
         assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
     }
 
     #[tokio::test]
-    async fn a_write_cut_short_leaves_its_rest_and_stops_until_taken_back() {
+    async fn a_write_cut_short_leaves_its_rest_and_the_rest_of_the_queue() {
         let (socket, mut client) = pair().await;
         socket2::SockRef::from(socket.tcp()).set_send_buffer_size(4096).unwrap();
         let epoch: Epoch = "e".into();
-        let mut direct = direct(socket.clone(), Framing::WebSocket, &epoch, 0);
+        let mut direct = lent(socket.clone(), Framing::WebSocket, &epoch, 0);
         // Far more than the socket takes while its client does not read.
-        let big = publication("a", &epoch, 1, 1 << 20);
-        let frame = big.ws_frame().clone();
-        assert_eq!(direct.offer(&big), Offered::Written(frame.len()));
+        let mut queue = vec![publication("a", &epoch, 1, 1 << 20), publication("a", &epoch, 2, 8)];
+        let (big, small) = (ws_frame(&queue[0]), ws_frame(&queue[1]));
+        let flushed = direct.flush(&mut queue);
+        assert_eq!((flushed.written, flushed.bytes, flushed.wake), (1, big.len(), true));
+        assert_eq!(queue.len(), 1, "the second waits for the task");
+        assert_eq!(direct.subscriptions()[0].offset, 1, "begun counts as written");
         assert!(direct.stopped(), "the socket could not take 1 MiB at once");
         // Nobody else writes before the rest.
         assert_eq!(socket.try_write_whole(&[IoSlice::new(b"x")]), Wrote::Nothing);
-        assert_eq!(direct.offer(&publication("a", &epoch, 2, 8)), Offered::Declined);
         let rest = direct.take_back().expect("the rest of the frame");
-        assert!(!rest.is_empty() && rest.len() < frame.len());
-        assert!(!direct.stopped());
-        assert_eq!(direct.offer(&publication("a", &epoch, 2, 8)), Offered::Declined, "not lent now");
+        assert!(!rest.is_empty() && rest.len() < big.len());
+        assert_eq!(direct.flush(&mut queue).written, 0, "not lent now");
 
-        // The task writes the rest (through the socket's writer, which lifts the stop); the
-        // client reads the frame whole.
-        let reader = tokio::spawn(async move { read_exactly(&mut client, frame.len()).await == frame[..] });
+        // The task writes the rest, then the queue (through the socket's writer, which lifts
+        // the stop); the client reads both frames whole, in order.
+        let expected: Vec<u8> = [&big[..], &small[..]].concat();
+        let reader = tokio::spawn(async move { read_exactly(&mut client, expected.len()).await == expected });
         let mut writer = socket.clone();
         tokio::io::AsyncWriteExt::write_all(&mut writer, &rest).await.unwrap();
-        assert!(reader.await.unwrap(), "the frame arrived whole, in order");
+        tokio::io::AsyncWriteExt::write_all(&mut writer, &small).await.unwrap();
+        assert!(reader.await.unwrap(), "the frames arrived whole, in order");
         assert_eq!(socket.try_write_whole(&[IoSlice::new(b"x")]), Wrote::Whole);
     }
 
     #[tokio::test]
-    async fn a_socket_without_room_declines_and_stops() {
+    async fn a_socket_without_room_writes_nothing_and_stops() {
         let (socket, _client) = pair().await;
         socket2::SockRef::from(socket.tcp()).set_send_buffer_size(4096).unwrap();
         let filler = vec![0u8; 64 * 1024];
         while socket.tcp().try_write(&filler).is_ok() {}
         let epoch: Epoch = "e".into();
-        let mut direct = direct(socket, Framing::WebSocket, &epoch, 0);
-        assert_eq!(direct.offer(&publication("a", &epoch, 1, 8)), Offered::Declined);
+        let mut direct = lent(socket, Framing::WebSocket, &epoch, 0);
+        let mut queue = vec![publication("a", &epoch, 1, 8)];
+        let flushed = direct.flush(&mut queue);
+        assert_eq!((flushed.written, flushed.wake, queue.len()), (0, true, 1));
         assert!(direct.stopped());
         assert_eq!(direct.subscriptions()[0].offset, 0, "nothing was written");
     }

@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::{ChannelName, Disconnect};
 
 use crate::broker::DeliverySink;
-use crate::direct::{Direct, DirectChannel, Framing, Offered};
+use crate::direct::{Direct, DirectChannel, Flushed, Framing};
 use crate::metrics::Metrics;
 use crate::model::Delivery;
 
@@ -134,6 +134,19 @@ struct OutboxInner {
     kicked: Vec<(ChannelName, Disconnect)>,
     /// The connection's socket, which the fan-out may write to while the connection lends it.
     direct: Option<Direct>,
+    /// What is queued waits for the fan-out's flush ([`Outbox::flush_direct`]), not the task.
+    deferred: bool,
+}
+
+/// Whether [`Outbox::offer`] may leave a delivery to the fan-out ([`crate::direct`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanOut {
+    /// No: queue it for the connection's task.
+    Never,
+    /// Write it now (the first publication of a publisher's turn).
+    Now,
+    /// Queue it for the fan-out's flush once the publisher's turn ends.
+    Later,
 }
 
 /// What [`Outbox::offer`] did with a delivery.
@@ -141,8 +154,14 @@ struct OutboxInner {
 pub enum Offer {
     /// Queued for the connection's task.
     Queued,
-    /// Written to the socket by the caller ([`crate::direct`]); its size.
+    /// Written to the socket now ([`crate::direct`]); its size.
     Written(usize),
+    /// Queued for the fan-out to write ([`Outbox::flush_direct`]); `first`: nothing was
+    /// waiting for it before, so the outbox must be listed for the flush.
+    Deferred {
+        /// The first one since the last flush.
+        first: bool,
+    },
     /// Refused: the queue is full (the connection is then flagged).
     Refused,
 }
@@ -172,32 +191,32 @@ impl Outbox {
     /// Queues a delivery; `false` when the queue is full (the connection is then flagged). One
     /// delivery larger than the byte bound passes when nothing else is queued or being written.
     pub fn push(&self, delivery: Delivery) -> bool {
-        self.offer(delivery, false) != Offer::Refused
+        self.offer(delivery, FanOut::Never) != Offer::Refused
     }
 
-    /// [`Outbox::push`], but written straight to the socket (when `direct`) if the connection
-    /// lent its [`Direct`] and nothing is queued before it.
-    pub fn offer(&self, delivery: Delivery, direct: bool) -> Offer {
+    /// [`Outbox::push`], unless the connection lent its [`Direct`] and nothing the task must
+    /// see is queued before it: then written now ([`FanOut::Now`]) or left for the fan-out to
+    /// write ([`FanOut::Later`], [`Outbox::flush_direct`]), with no wake-up.
+    pub fn offer(&self, delivery: Delivery, fan_out: FanOut) -> Offer {
         let mut inner = self.inner.lock();
         if inner.overflowed {
             return Offer::Refused;
         }
-        // Only in turn: nothing queued, kicked or closed waits for the task before it.
-        if direct
+        if fan_out == FanOut::Now
             && inner.queue.is_empty()
             && inner.kicked.is_empty()
             && inner.closed.is_none()
             && let Some(direct) = inner.direct.as_mut()
-            && let Delivery::Publication(p) = &delivery
-            && let Offered::Written(size) = direct.offer(p)
         {
-            let stopped = direct.stopped();
-            drop(inner);
-            if stopped {
-                // Cut short: the task writes the rest.
-                self.signal.raise();
+            let written = direct.offer(&delivery);
+            if written.written == 1 {
+                drop(inner);
+                if written.wake {
+                    // Cut short: the task writes the rest.
+                    self.signal.raise();
+                }
+                return Offer::Written(written.bytes);
             }
-            return Offer::Written(size);
         }
         let size = delivery.weight();
         let held = inner.bytes + inner.in_flight;
@@ -208,13 +227,49 @@ impl Outbox {
             return Offer::Refused;
         }
         let was_empty = inner.queue.is_empty();
+        let for_fan_out = fan_out != FanOut::Never
+            && (was_empty || inner.deferred)
+            && inner.kicked.is_empty()
+            && inner.closed.is_none()
+            && matches!(delivery, Delivery::Publication(_))
+            && inner.direct.as_ref().is_some_and(Direct::accepts);
         inner.queue.push(delivery);
         inner.bytes += size;
+        if for_fan_out {
+            let first = !std::mem::replace(&mut inner.deferred, true);
+            return Offer::Deferred { first };
+        }
+        // Anything the task must see: it takes the whole queue, in order.
+        let wake = was_empty || std::mem::take(&mut inner.deferred);
         drop(inner);
-        if was_empty {
+        if wake {
             self.signal.raise();
         }
         Offer::Queued
+    }
+
+    /// Writes what [`Outbox::offer`] left for the fan-out, as [`Direct::flush`] does; what it
+    /// cannot write wakes the connection's task.
+    pub fn flush_direct(&self) -> Flushed {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        if !std::mem::take(&mut inner.deferred) {
+            return Flushed::default();
+        }
+        let flushed = match inner.direct.as_mut() {
+            Some(direct) => direct.flush(&mut inner.queue),
+            None => Flushed { wake: true, ..Flushed::default() },
+        };
+        inner.bytes = inner.queue.iter().map(Delivery::weight).sum();
+        if inner.queue.is_empty() && inner.queue.capacity() > 0 {
+            // An idle connection holds nothing here.
+            inner.queue = Vec::new();
+        }
+        drop(guard);
+        if flushed.wake {
+            self.signal.raise();
+        }
+        flushed
     }
 
     /// Gives the outbox the connection's [`Direct`], for its life (see [`crate::direct`]).
@@ -233,11 +288,18 @@ impl Outbox {
     }
 
     /// [`Direct::take_back`]: the wait ended. `f` learns where the fan-out left each
-    /// subscription, and what a write cut short left.
+    /// subscription, and what a write cut short left. What the fan-out has not written yet is
+    /// the task's now.
     pub fn take_back_direct(&self, f: impl FnOnce(&[DirectChannel], Option<bytes::Bytes>)) {
-        if let Some(direct) = self.inner.lock().direct.as_mut() {
+        let mut inner = self.inner.lock();
+        let deferred = std::mem::take(&mut inner.deferred);
+        if let Some(direct) = inner.direct.as_mut() {
             let rest = direct.take_back();
             f(direct.subscriptions(), rest);
+        }
+        drop(inner);
+        if deferred {
+            self.signal.raise();
         }
     }
 
@@ -283,6 +345,7 @@ impl Outbox {
         if inner.overflowed {
             return Taken::Overflowed;
         }
+        inner.deferred = false;
         std::mem::swap(&mut inner.queue, into);
         inner.bytes = 0;
         Taken::Ok
@@ -372,6 +435,57 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Most deliveries of one publication the fan-out writes itself ([`crate::direct`]).
     direct_limit: std::sync::atomic::AtomicUsize,
+    flusher: Arc<Flusher>,
+}
+
+/// The fan-out's writes ([`crate::direct`]) by turns. The first publication of a turn is
+/// written to waiting subscribers at once; publications that follow before the turn ends (a
+/// publisher with frames buffered, a busy broker) are queued without a wake-up, and the task
+/// that ends the turn, which runs once the publisher's task yields, writes each subscriber's
+/// in one write. At a quiet channel's pace a delivery is one write and no wake-up; under load a
+/// write carries many deliveries, as the connections' own write loops would batch them.
+struct Flusher {
+    /// The outboxes, and whether a turn is under way (its flush scheduled).
+    pending: Mutex<(Vec<Arc<Outbox>>, bool)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Flusher {
+    /// Ends the turn with [`Flusher::flush`] as a task: spawned from the publisher's, it runs
+    /// once that one yields (outside a runtime, at once).
+    fn schedule(self: &Arc<Self>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let flusher = self.clone();
+                runtime.spawn(async move { flusher.flush() });
+            }
+            Err(_) => self.flush(),
+        }
+    }
+
+    fn flush(&self) {
+        let outboxes = {
+            let mut pending = self.pending.lock();
+            pending.1 = false;
+            std::mem::take(&mut pending.0)
+        };
+        let (mut written, mut bytes, mut oldest) = (0, 0, None);
+        for outbox in &outboxes {
+            let flushed = outbox.flush_direct();
+            written += flushed.written as u64;
+            bytes += flushed.bytes as u64;
+            if let Some(at) = flushed.oldest {
+                oldest = Some(oldest.map_or(at, |o: tokio::time::Instant| o.min(at)));
+            }
+        }
+        // What the connections' write loops count for what they write.
+        self.metrics.messages_out.add(written);
+        self.metrics.direct_writes.add(written);
+        self.metrics.bytes_out.add(bytes);
+        if let Some(at) = oldest {
+            self.metrics.fanout_latency.observe(at.elapsed());
+        }
+    }
 }
 
 const SHARDS: usize = 64;
@@ -383,6 +497,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
             claims: Mutex::default(),
+            flusher: Arc::new(Flusher { pending: Mutex::default(), metrics: metrics.clone() }),
             metrics,
             direct_limit: usize::MAX.into(),
         }
@@ -542,17 +657,35 @@ impl DeliverySink for Hub {
         let Some(subs) = shard.get(delivery.channel()) else {
             return;
         };
-        let (mut dropped, mut written, mut bytes) = (0u64, 0u64, 0u64);
+        // The first publication of a turn is written now; those that follow in the same turn
+        // (a publisher with frames buffered, a busy broker) wait for the flush at its end, so
+        // that a write carries all of them.
+        let mut pending = self.flusher.pending.lock();
+        let first_of_turn = !std::mem::replace(&mut pending.1, true);
+        let mode = if first_of_turn { FanOut::Now } else { FanOut::Later };
+        let (mut dropped, mut fanned, mut written, mut bytes) = (0u64, 0usize, 0u64, 0u64);
         let limit = self.direct_limit.load(Ordering::Relaxed);
         for (_, outbox) in subs {
-            match outbox.offer(delivery.clone(), (written as usize) < limit) {
+            match outbox.offer(delivery.clone(), if fanned < limit { mode } else { FanOut::Never }) {
                 Offer::Queued => {}
                 Offer::Written(size) => {
+                    fanned += 1;
                     written += 1;
                     bytes += size as u64;
                 }
+                Offer::Deferred { first } => {
+                    fanned += 1;
+                    if first {
+                        pending.0.push(outbox.clone());
+                    }
+                }
                 Offer::Refused => dropped += 1,
             }
+        }
+        drop(pending);
+        if first_of_turn {
+            // Ends the turn: runs once the publisher's task yields.
+            self.flusher.schedule();
         }
         self.metrics.deliveries.add(subs.len() as u64 - dropped);
         self.metrics.deliveries_dropped.add(dropped);

@@ -125,6 +125,8 @@ async fn with_several_workers_the_fan_out_writes_at_most_its_limit_per_publicati
     }
     let written = server.state.metrics.direct_writes.get();
     assert!((1..=5).contains(&written), "at most one of each publication's 3 deliveries: {written}");
+    // Gone before the server stops: it would wait for their close handshakes.
+    drop(subscribers);
     server.stop().await;
 }
 
@@ -139,5 +141,32 @@ async fn a_limit_of_0_turns_direct_writes_off() {
     let (got, _) = publications(&mut ws, "a", 5).await;
     assert_eq!(got, (1..=5).map(|n| (n, n)).collect::<Vec<_>>());
     assert_eq!(server.state.metrics.direct_writes.get(), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_publications_reaches_every_subscriber_whole_and_in_order() {
+    let server = TestServer::with(|_| {}).await;
+    let metrics = server.state.metrics.clone();
+    let mut subscribers = Vec::new();
+    for _ in 0..3 {
+        subscribers.push(subscribed(&server, &["a"]).await);
+    }
+    // 200 publishes in one write: the publisher's turn fans out many, the first written at
+    // once, the rest by the flush at the turn's end, several to a write.
+    let (mut publisher, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
+    for n in 1..=200u64 {
+        let publish = json!({"id": n, "publish": {"channel": "a", "data": {"n": n}}});
+        publisher.feed(Message::text(publish.to_string())).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for ws in &mut subscribers {
+        let (got, others) = publications(ws, "a", 200).await;
+        assert_eq!(got, (1..=200).map(|n| (n, n)).collect::<Vec<_>>());
+        assert!(others.is_empty(), "{others:?}");
+    }
+    assert!(metrics.direct_writes.get() > 3, "the fan-out wrote more than the turns' first");
+    drop(subscribers);
     server.stop().await;
 }
