@@ -200,7 +200,7 @@ pub struct Direct {
     stopped: bool,
 }
 
-/// Most deliveries framed into one vectored write.
+/// Most deliveries in one vectored write.
 const BATCH: usize = 64;
 
 /// What [`Direct::flush`] did.
@@ -321,12 +321,23 @@ impl Direct {
     pub fn offer(&mut self, delivery: &Delivery) -> Flushed {
         let mut done = Flushed::default();
         let Some((i, p)) = self.continued(delivery).filter(|_| self.accepts()) else { return done };
-        let (committed, sizes, wrote) = self.write(std::slice::from_ref(delivery));
-        if committed == 1 {
-            self.channels[i].offset = p.offset;
-            (done.written, done.bytes, done.oldest) = (1, sizes[0], Some(p.published_at));
+        // Not through `write`: its room for a batch would be set up for every delivery.
+        let bytes = self.framed(p);
+        let size = bytes.len();
+        match self.socket.try_write_whole(&[IoSlice::new(bytes)]) {
+            Wrote::Whole => {}
+            Wrote::Part(n) => {
+                self.rest = bytes[n..].to_vec();
+                self.stopped = true;
+                done.wake = true;
+            }
+            Wrote::Nothing => {
+                self.stopped = true;
+                return done;
+            }
         }
-        done.wake = wrote != Wrote::Whole;
+        self.channels[i].offset = p.offset;
+        (done.written, done.bytes, done.oldest) = (1, size, Some(p.published_at));
         done
     }
 
@@ -340,18 +351,12 @@ impl Direct {
         (p.offset == sub.offset + 1 && same_epoch).then_some((i, &**p))
     }
 
-    /// The bytes of `p` in this framing: a chunk's size line (in `line`), the shared bytes, the
-    /// chunk's end.
-    fn framed<'a>(&self, p: &'a Publication, line: &'a mut [u8; 18]) -> [&'a [u8]; 3] {
+    /// The bytes of `p` in this framing, encoded once for every subscriber.
+    fn framed<'a>(&self, p: &'a Publication) -> &'a Bytes {
         match self.framing {
-            Framing::WebSocket => [&[], &p.ws_frame()[..], &[]],
-            Framing::SseChunk | Framing::NdjsonChunk => {
-                let event =
-                    if self.framing == Framing::SseChunk { p.sse_event_alone() } else { p.ndjson_line() };
-                let n = usize::from(crate::listener::stream::size_line(event.len(), line));
-                let line: &'a [u8; 18] = line;
-                [&line[..n], &event[..], b"\r\n"]
-            }
+            Framing::WebSocket => p.ws_frame(),
+            Framing::SseChunk => p.sse_chunk_alone(),
+            Framing::NdjsonChunk => p.ndjson_chunk(),
         }
     }
 
@@ -359,21 +364,16 @@ impl Direct {
     /// how many it took (the last possibly in part, whose rest is kept and stops further
     /// writes), each one's size, and what the socket did.
     fn write(&mut self, batch: &[Delivery]) -> (usize, [usize; BATCH], Wrote) {
-        let mut lines = [[0u8; 18]; BATCH];
         let mut sizes = [0usize; BATCH];
-        let mut slices = [IoSlice::new(&[]); 3 * BATCH];
-        let mut k = 0;
-        for ((delivery, line), size) in batch.iter().zip(lines.iter_mut()).zip(sizes.iter_mut()) {
-            let Delivery::Publication(p) = delivery else { continue };
-            for part in self.framed(p, line) {
-                if !part.is_empty() {
-                    slices[k] = IoSlice::new(part);
-                    k += 1;
-                    *size += part.len();
-                }
+        let mut slices = [IoSlice::new(&[]); BATCH];
+        for ((delivery, slice), size) in batch.iter().zip(slices.iter_mut()).zip(sizes.iter_mut()) {
+            if let Delivery::Publication(p) = delivery {
+                let bytes = self.framed(p);
+                *slice = IoSlice::new(bytes);
+                *size = bytes.len();
             }
         }
-        let wrote = self.socket.try_write_whole(&slices[..k]);
+        let wrote = self.socket.try_write_whole(&slices[..batch.len()]);
         let committed = match wrote {
             Wrote::Whole => batch.len(),
             Wrote::Nothing => {
@@ -394,13 +394,7 @@ impl Direct {
                     && let Some(Delivery::Publication(p)) = batch.get(whole)
                 {
                     // Begun: the rest goes first when the task writes.
-                    let mut line = [0u8; 18];
-                    let mut rest = Vec::with_capacity(sizes[whole]);
-                    for part in self.framed(p, &mut line) {
-                        rest.extend_from_slice(part);
-                    }
-                    rest.drain(..n);
-                    self.rest = rest;
+                    self.rest = self.framed(p)[n..].to_vec();
                     whole + 1
                 } else {
                     whole

@@ -69,10 +69,11 @@ pub struct Publication {
 #[derive(Debug, Default)]
 struct Encodings {
     object: OnceLock<Bytes>,
-    ndjson: OnceLock<Bytes>,
+    /// The NDJSON line, and the same bytes as a chunk of a chunked HTTP/1.1 body.
+    ndjson: OnceLock<(Bytes, Bytes)>,
     sse: OnceLock<Bytes>,
     /// The whole SSE event of a one-channel stream: `data:`, then the cursor of this position.
-    sse_alone: OnceLock<Bytes>,
+    sse_alone: OnceLock<(Bytes, Bytes)>,
     /// The message, and its WebSocket frame around the same bytes.
     message: OnceLock<(Message, Bytes)>,
     /// The STOMP MESSAGE's shared part, per version (escaping differs).
@@ -139,7 +140,17 @@ impl Publication {
 
     /// `{"pub": OBJECT}\n`: one line of HTTP streaming.
     pub fn ndjson_line(&self) -> &Bytes {
-        self.encoded.ndjson.get_or_init(|| line(encode::event("pub", self.object())))
+        &self.ndjson().0
+    }
+
+    /// [`Publication::ndjson_line`] as a chunk of a chunked HTTP/1.1 body (size line, the line,
+    /// CRLF): what the fan-out writes to a stream ([`crate::direct`]), in one buffer.
+    pub fn ndjson_chunk(&self) -> &Bytes {
+        &self.ndjson().1
+    }
+
+    fn ndjson(&self) -> &(Bytes, Bytes) {
+        self.encoded.ndjson.get_or_init(|| chunked(line(encode::event("pub", self.object()))))
     }
 
     /// `data: OBJECT\n`: an SSE event without its `id:` line and terminator, which are per stream.
@@ -151,6 +162,15 @@ impl Publication {
     /// whose cursor after this publication is this position only (the same for every such
     /// subscriber, so encoded once).
     pub fn sse_event_alone(&self) -> &Bytes {
+        &self.sse_alone().0
+    }
+
+    /// [`Publication::sse_event_alone`] as a chunk of a chunked HTTP/1.1 body, in one buffer.
+    pub fn sse_chunk_alone(&self) -> &Bytes {
+        &self.sse_alone().1
+    }
+
+    fn sse_alone(&self) -> &(Bytes, Bytes) {
         self.encoded.sse_alone.get_or_init(|| {
             let id =
                 switchboard_protocol::Cursor::encode_one(self.channel.as_str(), &self.epoch, self.offset);
@@ -159,7 +179,7 @@ impl Publication {
             event.extend_from_slice(b"id: ");
             event.extend_from_slice(id.as_bytes());
             event.extend_from_slice(b"\n\n");
-            event.into()
+            chunked(event.into())
         })
     }
 
@@ -343,6 +363,19 @@ fn wrap(prefix: &[u8], body: &[u8], suffix: &[u8]) -> Bytes {
     buf.put_slice(body);
     buf.put_slice(suffix);
     buf.freeze()
+}
+
+/// `bytes`, and the same as one chunk of a chunked body: one allocation, the first a slice of
+/// the second.
+fn chunked(bytes: Bytes) -> (Bytes, Bytes) {
+    let mut size = [0u8; 18];
+    let n = usize::from(crate::listener::stream::size_line(bytes.len(), &mut size));
+    let mut chunk = Vec::with_capacity(n + bytes.len() + 2);
+    chunk.extend_from_slice(&size[..n]);
+    chunk.extend_from_slice(&bytes);
+    chunk.extend_from_slice(b"\r\n");
+    let chunk = Bytes::from(chunk);
+    (chunk.slice(n..n + bytes.len()), chunk)
 }
 
 fn line(mut bytes: Vec<u8>) -> Bytes {
