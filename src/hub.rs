@@ -257,8 +257,11 @@ impl Outbox {
             return Flushed::default();
         }
         let flushed = match inner.direct.as_mut() {
-            Some(direct) => direct.flush(&mut inner.queue),
-            None => Flushed { wake: true, ..Flushed::default() },
+            // A kick or a close since: the task decides what of the queue still goes out.
+            Some(direct) if inner.kicked.is_empty() && inner.closed.is_none() => {
+                direct.flush(&mut inner.queue)
+            }
+            _ => Flushed { wake: true, ..Flushed::default() },
         };
         inner.bytes = inner.queue.iter().map(Delivery::weight).sum();
         if inner.queue.is_empty() && inner.queue.capacity() > 0 {
@@ -659,11 +662,12 @@ impl DeliverySink for Hub {
         };
         // The first publication of a turn is written now; those that follow in the same turn
         // (a publisher with frames buffered, a busy broker) wait for the flush at its end, so
-        // that a write carries all of them.
-        let mut pending = self.flusher.pending.lock();
-        let first_of_turn = !std::mem::replace(&mut pending.1, true);
+        // that a write carries all of them. The list is locked only briefly: fan-outs of other
+        // channels go on meanwhile.
+        let first_of_turn = !std::mem::replace(&mut self.flusher.pending.lock().1, true);
         let mode = if first_of_turn { FanOut::Now } else { FanOut::Later };
         let (mut dropped, mut fanned, mut written, mut bytes) = (0u64, 0usize, 0u64, 0u64);
+        let mut listed = Vec::new();
         let limit = self.direct_limit.load(Ordering::Relaxed);
         for (_, outbox) in subs {
             match outbox.offer(delivery.clone(), if fanned < limit { mode } else { FanOut::Never }) {
@@ -676,16 +680,22 @@ impl DeliverySink for Hub {
                 Offer::Deferred { first } => {
                     fanned += 1;
                     if first {
-                        pending.0.push(outbox.clone());
+                        listed.push(outbox.clone());
                     }
                 }
                 Offer::Refused => dropped += 1,
             }
         }
-        drop(pending);
-        if first_of_turn {
-            // Ends the turn: runs once the publisher's task yields.
-            self.flusher.schedule();
+        if first_of_turn || !listed.is_empty() {
+            let mut pending = self.flusher.pending.lock();
+            pending.0.append(&mut listed);
+            // The turn may have ended meanwhile (its flush ran on another worker): then these
+            // need a flush of their own.
+            let running = std::mem::replace(&mut pending.1, true);
+            drop(pending);
+            if first_of_turn || !running {
+                self.flusher.schedule();
+            }
         }
         self.metrics.deliveries.add(subs.len() as u64 - dropped);
         self.metrics.deliveries_dropped.add(dropped);
