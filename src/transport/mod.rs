@@ -100,35 +100,6 @@ impl OneWayParams {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_repeated_channels_and_prefers_last_event_id() {
-        let mut c = Cursor::new();
-        c.set("a", switchboard_protocol::Position { epoch: "e".into(), offset: 4 });
-        let mut headers = HeaderMap::new();
-        headers.insert("last-event-id", c.encode().parse().unwrap());
-        let p = OneWayParams::parse(Some("channel=a&channel=b&channel=a&since=garbage&wait=5"), &headers, 8)
-            .unwrap();
-        assert_eq!(p.channels.len(), 2);
-        assert_eq!(p.cursor.get("a").unwrap().offset, 4, "the header wins over since");
-        assert_eq!(p.wait, Some(5));
-    }
-
-    #[test]
-    fn refuses_bad_queries_with_codes() {
-        let h = HeaderMap::new();
-        let code = |q: &str| OneWayParams::parse(Some(q), &h, 2).unwrap_err().code;
-        assert_eq!(code(""), ErrorCode::BadRequest);
-        assert_eq!(code("channel=a%20b"), ErrorCode::BadRequest);
-        assert_eq!(code("channel=a&since=%%%"), ErrorCode::BadRequest);
-        assert_eq!(code("channel=a&channel=b&channel=c"), ErrorCode::LimitExceeded);
-        assert_eq!(code("channel=a&wait=soon"), ErrorCode::BadRequest);
-    }
-}
-
 /// Writes `frames` to `io`, as many per call as it takes; cancel-safe: what was written leaves
 /// `frames` (the front one possibly in part).
 pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
@@ -168,4 +139,33 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         }
     }
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *io).poll_flush(cx)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_repeated_channels_and_prefers_last_event_id() {
+        let mut c = Cursor::new();
+        c.set("a", switchboard_protocol::Position { epoch: "e".into(), offset: 4 });
+        let mut headers = HeaderMap::new();
+        headers.insert("last-event-id", c.encode().parse().unwrap());
+        let p = OneWayParams::parse(Some("channel=a&channel=b&channel=a&since=garbage&wait=5"), &headers, 8)
+            .unwrap();
+        assert_eq!(p.channels.len(), 2);
+        assert_eq!(p.cursor.get("a").unwrap().offset, 4, "the header wins over since");
+        assert_eq!(p.wait, Some(5));
+    }
+
+    #[test]
+    fn refuses_bad_queries_with_codes() {
+        let h = HeaderMap::new();
+        let code = |q: &str| OneWayParams::parse(Some(q), &h, 2).unwrap_err().code;
+        assert_eq!(code(""), ErrorCode::BadRequest);
+        assert_eq!(code("channel=a%20b"), ErrorCode::BadRequest);
+        assert_eq!(code("channel=a&since=%%%"), ErrorCode::BadRequest);
+        assert_eq!(code("channel=a&channel=b&channel=c"), ErrorCode::LimitExceeded);
+        assert_eq!(code("channel=a&wait=soon"), ErrorCode::BadRequest);
+    }
 }
