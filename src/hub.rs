@@ -450,6 +450,9 @@ pub struct Hub {
 struct Flusher {
     /// The outboxes, and whether a turn is under way (its flush scheduled).
     pending: Mutex<(Vec<Arc<Outbox>>, bool)>,
+    /// The last flush wrote more deliveries than outboxes: publications arrive faster than
+    /// turns end, and batching them is what keeps up.
+    busy: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -481,6 +484,7 @@ impl Flusher {
                 oldest = Some(oldest.map_or(at, |o: tokio::time::Instant| o.min(at)));
             }
         }
+        self.busy.store(written > outboxes.len() as u64, Ordering::Relaxed);
         // What the connections' write loops count for what they write.
         self.metrics.messages_out.add(written);
         self.metrics.direct_writes.add(written);
@@ -500,7 +504,11 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
             claims: Mutex::default(),
-            flusher: Arc::new(Flusher { pending: Mutex::default(), metrics: metrics.clone() }),
+            flusher: Arc::new(Flusher {
+                pending: Mutex::default(),
+                busy: AtomicBool::new(false),
+                metrics: metrics.clone(),
+            }),
             metrics,
             direct_limit: usize::MAX.into(),
         }
@@ -665,7 +673,10 @@ impl DeliverySink for Hub {
         // that a write carries all of them. The list is locked only briefly: fan-outs of other
         // channels go on meanwhile.
         let first_of_turn = !std::mem::replace(&mut self.flusher.pending.lock().1, true);
-        let mode = if first_of_turn { FanOut::Now } else { FanOut::Later };
+        // Under load (the last flush carried several deliveries to a write), even a turn's
+        // first publication waits for the flush: a write now would cost a syscall of its own.
+        let busy = self.flusher.busy.load(Ordering::Relaxed);
+        let mode = if first_of_turn && !busy { FanOut::Now } else { FanOut::Later };
         let (mut dropped, mut fanned, mut written, mut bytes) = (0u64, 0usize, 0u64, 0u64);
         let mut listed = Vec::new();
         let limit = self.direct_limit.load(Ordering::Relaxed);
