@@ -121,7 +121,9 @@ test('the page refuses a wrong password, then shows counts, disconnects and unsu
   const target = await page.getAttribute(`#connections tr[data-transport="websocket"]:not(:has-text("__admin"))`, 'data-conn');
   await page.click(`#connections tr[data-conn="${target}"] td`);
   await page.waitForSelector('#conn-panel:not([hidden])');
-  assert.match(await page.textContent('#conn-details'), /websocket/);
+  // The panel opens before its details arrive (a request to the server API).
+  await waitUntil(async () => /websocket/.test(await page.textContent('#conn-details')),
+    { message: "the connection's details are shown" });
   assert.match(await page.textContent('#conn-details'), /127\.0\.0\.1/);
   await page.fill('#disconnect-custom', '4321');
   await page.click('#disconnect');
