@@ -19,6 +19,7 @@
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
 //! - [`direct`]: the fan-out's writes straight into a waiting subscriber's socket.
+//! - [`wake`]: cheap wake-ups: an outbox's [`wake::Signal`], a write loop's [`wake::ReadGate`].
 //! - [`admission`]: places for real-time connections, in all, per IP and per user.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
 //!   admission, shutdown, the application backend's client); no optional service.
@@ -75,6 +76,7 @@ pub mod state;
 pub mod token_keys;
 pub mod transport;
 pub mod turn;
+pub mod wake;
 
 pub use config::Config;
 pub use server::{Server, Services, app};
