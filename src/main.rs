@@ -252,27 +252,47 @@ async fn serve(config: Config) -> Result<(), String> {
 
 /// The first SIGTERM or ctrl-c starts a drain; a second one ends the process at once.
 async fn shutdown_signal() {
-    signal().await;
-    tokio::spawn(async {
-        signal().await;
+    // One listener for both signals, made before the first wait: a second signal that comes
+    // before a new listener would exist is not lost.
+    let mut signals = Signals::new();
+    signals.next().await;
+    tokio::spawn(async move {
+        signals.next().await;
         eprintln!("switchboard: second signal, exiting without waiting for the drain");
         std::process::exit(1);
     });
 }
 
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (ctrl-c), or ctrl-c alone where there are no Unix signals.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok());
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

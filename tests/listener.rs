@@ -358,14 +358,24 @@ fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> Str
     }
 }
 
-/// A request whose body never finishes, held on an open socket.
+/// A request whose body never finishes, held on an open socket, and in flight: the server's
+/// `100 Continue` says its handler is reading the body (a request read only after a drain
+/// began would get a 503 instead).
 async fn half_sent_request(addr: SocketAddr) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        "POST /api/publish HTTP/1.1\r\nHost: localhost:{}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n{{",
         addr.port()
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        let n = tokio::time::timeout(LIMIT, tcp.read(&mut byte)).await.expect("an answer in time").unwrap();
+        assert_eq!(n, 1, "the server closed the socket after {:?}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 100 Continue"), "{:?}", String::from_utf8_lossy(&got));
     tcp
 }
 

@@ -321,7 +321,10 @@ where
     let mut conn = Box::pin(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let mut drain_started = false;
     loop {
+        // Biased, hyper first: a request whose head is already here gets its answer (a 503 if
+        // the drain began first) rather than a connection closed as if idle.
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(remote = %peer, "connection ended: {e}");
