@@ -170,3 +170,43 @@ async fn a_burst_of_publications_reaches_every_subscriber_whole_and_in_order() {
     drop(subscribers);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_flush_longer_than_one_slice_reaches_every_subscriber_in_order() {
+    // More subscribers than one slice of the flush (256): the flush yields between slices,
+    // the publisher's next publications join the outboxes still waiting, and the outboxes
+    // already written queue again behind them. Every subscriber still gets everything, once,
+    // in order.
+    const SUBSCRIBERS: usize = 700;
+    const PUBLICATIONS: u64 = 40;
+    let server = TestServer::with(|c| {
+        // All from one address.
+        c.max_connections_per_ip = 1000;
+        c.http_accept_rate_per_ip = 0;
+    })
+    .await;
+    let metrics = server.state.metrics.clone();
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        subscribers.push(subscribed(&server, &["a"]).await);
+    }
+    let (mut publisher, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
+    for n in 1..=PUBLICATIONS {
+        let publish = json!({"id": n, "publish": {"channel": "a", "data": {"n": n}}});
+        publisher.feed(Message::text(publish.to_string())).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let want: Vec<(u64, u64)> = (1..=PUBLICATIONS).map(|n| (n, n)).collect();
+    let reads = subscribers.iter_mut().map(|ws| publications(ws, "a", PUBLICATIONS as usize));
+    for (got, others) in futures_util::future::join_all(reads).await {
+        assert_eq!(got, want);
+        assert!(others.is_empty(), "{others:?}");
+    }
+    assert!(
+        metrics.direct_writes.get() > SUBSCRIBERS as u64,
+        "the flushes wrote beyond the turns' first publication"
+    );
+    drop(subscribers);
+    server.stop().await;
+}
