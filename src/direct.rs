@@ -343,10 +343,15 @@ impl Direct {
 
     /// The subscription `delivery` continues (its index), if it is a publication with the next
     /// offset of one, in the same epoch.
-    fn continued<'a>(&self, delivery: &'a Delivery) -> Option<(usize, &'a Publication)> {
+    fn continued<'a>(&mut self, delivery: &'a Delivery) -> Option<(usize, &'a Publication)> {
         let Delivery::Publication(p) = delivery else { return None };
         let i = self.channels.iter().position(|c| c.channel == p.channel)?;
-        let sub = &self.channels[i];
+        let sub = &mut self.channels[i];
+        if !sub.channel.same(&p.channel) {
+            // The broker's name, which the channel's publications share: the next ones match
+            // on a pointer compare, not a string compare.
+            sub.channel = p.channel.clone();
+        }
         let same_epoch = Arc::ptr_eq(&sub.epoch, &p.epoch) || sub.epoch == p.epoch;
         (p.offset == sub.offset + 1 && same_epoch).then_some((i, &**p))
     }
@@ -462,6 +467,18 @@ mod tests {
         assert!(queue.is_empty());
         assert_eq!(read_exactly(&mut client, expected.len()).await, expected);
         assert_eq!(direct.subscriptions()[0].offset, 6);
+    }
+
+    #[tokio::test]
+    async fn takes_the_publications_name_so_the_next_match_is_a_pointer_compare() {
+        let (socket, _client) = pair().await;
+        let epoch: Epoch = "e".into();
+        let mut direct = lent(socket, Framing::WebSocket, &epoch, 4);
+        let first = publication("a", &epoch, 5, 8);
+        let Delivery::Publication(p) = &first else { unreachable!() };
+        assert!(!direct.subscriptions()[0].channel.same(&p.channel), "two allocations of one name");
+        assert_eq!(direct.offer(&first).written, 1);
+        assert!(direct.subscriptions()[0].channel.same(&p.channel));
     }
 
     #[tokio::test]

@@ -626,11 +626,18 @@ impl Hub {
 }
 
 impl DeliverySink for Hub {
-    fn deliver(&self, delivery: Delivery) {
+    fn deliver(&self, mut delivery: Delivery) {
         let shard = self.shard(delivery.channel().as_str()).read();
-        let Some(subs) = shard.get(delivery.channel()) else {
+        let Some((name, subs)) = shard.get_key_value(delivery.channel()) else {
             return;
         };
+        // A publication decoded from a shared broker has a name of its own: the hub's, shared
+        // by the channel's publications, lets the fan-out match subscriptions by pointer.
+        if let Delivery::Publication(p) = &mut delivery
+            && let Some(p) = Arc::get_mut(p)
+        {
+            p.channel = name.clone();
+        }
         // The first publication of a turn is written now; those that follow in the same turn
         // (a publisher with frames buffered, a busy broker) wait for the flush at its end, so
         // that a write carries all of them. The list is locked only briefly: fan-outs of other

@@ -32,6 +32,8 @@ pub struct MemoryBroker {
 }
 
 struct Stream {
+    /// The channel's name, shared by its publications (so that names compare by pointer).
+    name: ChannelName,
     epoch: Epoch,
     top: u64,
     /// Publications with the instant they leave the history.
@@ -45,8 +47,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
+    fn new(name: ChannelName) -> Self {
         Self {
+            name,
             epoch: new_epoch(),
             top: 0,
             history: VecDeque::new(),
@@ -117,7 +120,7 @@ impl MemoryBroker {
             }
             metrics.channels.add(1);
         }
-        let stream = Arc::new(Mutex::new(Stream::new()));
+        let stream = Arc::new(Mutex::new(Stream::new(channel.clone())));
         streams.insert(channel.clone(), stream.clone());
         Ok(stream)
     }
@@ -141,13 +144,8 @@ impl Broker for MemoryBroker {
             return Ok(PublishResult { epoch: s.epoch.clone(), offset, duplicate: true });
         }
         s.top += 1;
-        let publication = Arc::new(Publication::new(
-            request.channel,
-            s.top,
-            s.epoch.clone(),
-            request.payload,
-            request.info,
-        ));
+        let publication =
+            Arc::new(Publication::new(s.name.clone(), s.top, s.epoch.clone(), request.payload, request.info));
         let size = request.options.history_size;
         if size > 0 {
             let ttl = std::time::Duration::from_secs(request.options.history_ttl);

@@ -41,6 +41,11 @@ impl ChannelName {
         Ok(Self(Arc::from(name)))
     }
 
+    /// Whether both are the same allocation (a pointer compare; `==` compares the names).
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The name as a string.
     pub fn as_str(&self) -> &str {
         &self.0
