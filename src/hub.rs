@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use switchboard_protocol::{ChannelName, Disconnect};
 
 use crate::broker::DeliverySink;
 use crate::direct::{Direct, DirectChannel, Flushed, Framing};
+use crate::fanout::{Turns, Written};
 use crate::metrics::Metrics;
 use crate::model::Delivery;
 pub use crate::wake::{ReadGate, Signal};
@@ -57,6 +58,14 @@ struct OutboxInner {
     direct: Option<Direct>,
     /// What is queued waits for the fan-out's flush ([`Outbox::flush_direct`]), not the task.
     deferred: bool,
+}
+
+impl OutboxInner {
+    /// A kick or a close is queued: the task decides what of the queue still goes out, so the
+    /// fan-out writes nothing.
+    fn task_decides(&self) -> bool {
+        !self.kicked.is_empty() || self.closed.is_some()
+    }
 }
 
 /// Whether [`Outbox::offer`] may leave a delivery to the fan-out ([`crate::direct`]).
@@ -125,8 +134,7 @@ impl Outbox {
         }
         if fan_out == FanOut::Now
             && inner.queue.is_empty()
-            && inner.kicked.is_empty()
-            && inner.closed.is_none()
+            && !inner.task_decides()
             && let Some(direct) = inner.direct.as_mut()
         {
             let written = direct.offer(&delivery);
@@ -150,8 +158,7 @@ impl Outbox {
         let was_empty = inner.queue.is_empty();
         let for_fan_out = fan_out != FanOut::Never
             && (was_empty || inner.deferred)
-            && inner.kicked.is_empty()
-            && inner.closed.is_none()
+            && !inner.task_decides()
             && matches!(delivery, Delivery::Publication(_))
             && inner.direct.as_ref().is_some_and(Direct::accepts);
         inner.queue.push(delivery);
@@ -177,11 +184,9 @@ impl Outbox {
         if !std::mem::take(&mut inner.deferred) {
             return Flushed::default();
         }
+        let task_decides = inner.task_decides();
         let flushed = match inner.direct.as_mut() {
-            // A kick or a close since: the task decides what of the queue still goes out.
-            Some(direct) if inner.kicked.is_empty() && inner.closed.is_none() => {
-                direct.flush(&mut inner.queue)
-            }
+            Some(direct) if !task_decides => direct.flush(&mut inner.queue),
             _ => Flushed { wake: true, ..Flushed::default() },
         };
         inner.bytes = inner.queue.iter().map(Delivery::weight).sum();
@@ -358,104 +363,8 @@ pub struct Hub {
     connections: Box<[ConnectionShard]>,
     metrics: Arc<Metrics>,
     /// Most deliveries of one publication the fan-out writes itself ([`crate::direct`]).
-    direct_limit: std::sync::atomic::AtomicUsize,
-    flusher: Arc<Flusher>,
-}
-
-/// The fan-out's writes ([`crate::direct`]) by turns. The first publication of a turn is
-/// written to waiting subscribers at once; publications that follow before the turn ends (a
-/// publisher with frames buffered, a busy broker) are queued without a wake-up, and the task
-/// that ends the turn, which runs once the publisher's task yields, writes each subscriber's
-/// in one write. At a quiet channel's pace a delivery is one write and no wake-up; under load a
-/// write carries many deliveries, as the connections' own write loops would batch them.
-struct Flusher {
-    /// The outboxes waiting, in order, and whether the flush task runs.
-    pending: Mutex<(std::collections::VecDeque<Arc<Outbox>>, bool)>,
-    /// The last flush wrote more deliveries than outboxes: publications arrive faster than
-    /// turns end, and batching them is what keeps up.
-    busy: AtomicBool,
-    metrics: Arc<Metrics>,
-}
-
-impl Flusher {
-    /// Outboxes the flush writes before it lets other tasks run: the publisher's among them,
-    /// whose next publications then reach the outboxes still waiting in this same turn (and
-    /// queue the others behind them), so at 10,000 subscribers a publication waits for about
-    /// one pass over the subscribers, not two.
-    const SLICE: usize = 256;
-
-    /// Ends the turn with [`Flusher::flush`] as a task: spawned from the publisher's, it runs
-    /// once that one yields (outside a runtime, at once).
-    fn schedule(self: &Arc<Self>) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let flusher = self.clone();
-                runtime.spawn(async move { flusher.flush().await });
-            }
-            Err(_) => {
-                let mut slice = Vec::new();
-                while self.next_slice(&mut slice) {
-                    self.write(&slice);
-                }
-            }
-        }
-    }
-
-    /// Moves the next outboxes into `slice`; `false`, and the turn over, when none wait.
-    fn next_slice(&self, slice: &mut Vec<Arc<Outbox>>) -> bool {
-        slice.clear();
-        let mut pending = self.pending.lock();
-        if pending.0.is_empty() {
-            pending.1 = false;
-            return false;
-        }
-        let n = pending.0.len().min(Self::SLICE);
-        slice.extend(pending.0.drain(..n));
-        true
-    }
-
-    /// One task writes every waiting outbox, oldest first, until none is left: outboxes that
-    /// fill again meanwhile go to the back, so none waits behind more than one pass.
-    async fn flush(&self) {
-        let mut slice = Vec::with_capacity(Self::SLICE);
-        let (mut outboxes, mut written) = (0, 0);
-        while self.next_slice(&mut slice) {
-            let totals = self.write(&slice);
-            (outboxes, written) = (outboxes + slice.len() as u64, written + totals.written);
-            slice.clear();
-            tokio::task::yield_now().await;
-        }
-        self.busy.store(written > outboxes, Ordering::Relaxed);
-    }
-
-    /// Writes what `outboxes` hold for the fan-out, and counts it.
-    fn write(&self, outboxes: &[Arc<Outbox>]) -> Totals {
-        let mut totals = Totals::default();
-        for outbox in outboxes {
-            let flushed = outbox.flush_direct();
-            totals.written += flushed.written as u64;
-            totals.bytes += flushed.bytes as u64;
-            if let Some(at) = flushed.oldest {
-                totals.oldest = Some(totals.oldest.map_or(at, |o| o.min(at)));
-            }
-        }
-        // What the connections' write loops count for what they write.
-        self.metrics.messages_out.add(totals.written);
-        self.metrics.direct_writes.add(totals.written);
-        self.metrics.bytes_out.add(totals.bytes);
-        if let Some(at) = totals.oldest {
-            self.metrics.fanout_latency.observe(at.elapsed());
-        }
-        totals
-    }
-}
-
-/// What one slice of a flush wrote.
-#[derive(Default)]
-struct Totals {
-    written: u64,
-    bytes: u64,
-    oldest: Option<tokio::time::Instant>,
+    direct_limit: AtomicUsize,
+    turns: Arc<Turns>,
 }
 
 const SHARDS: usize = 64;
@@ -467,11 +376,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             connections: (0..SHARDS).map(|_| Mutex::default()).collect(),
             claims: Mutex::default(),
-            flusher: Arc::new(Flusher {
-                pending: Mutex::default(),
-                busy: AtomicBool::new(false),
-                metrics: metrics.clone(),
-            }),
+            turns: Turns::new(metrics.clone()),
             metrics,
             direct_limit: usize::MAX.into(),
         }
@@ -640,23 +545,19 @@ impl DeliverySink for Hub {
         }
         // The first publication of a turn is written now; those that follow in the same turn
         // (a publisher with frames buffered, a busy broker) wait for the flush at its end, so
-        // that a write carries all of them. The list is locked only briefly: fan-outs of other
-        // channels go on meanwhile.
-        let first_of_turn = !std::mem::replace(&mut self.flusher.pending.lock().1, true);
-        // Under load (the last flush carried several deliveries to a write), even a turn's
-        // first publication waits for the flush: a write now would cost a syscall of its own.
-        let busy = self.flusher.busy.load(Ordering::Relaxed);
-        let mode = if first_of_turn && !busy { FanOut::Now } else { FanOut::Later };
-        let (mut dropped, mut fanned, mut written, mut bytes) = (0u64, 0usize, 0u64, 0u64);
+        // that a write carries all of them ([`crate::fanout`]).
+        let turn = self.turns.begin();
+        let (mut dropped, mut fanned) = (0u64, 0usize);
+        let mut written = Written::default();
         let mut listed = Vec::new();
         let limit = self.direct_limit.load(Ordering::Relaxed);
         for (_, outbox) in subs {
-            match outbox.offer(delivery.clone(), if fanned < limit { mode } else { FanOut::Never }) {
+            match outbox.offer(delivery.clone(), if fanned < limit { turn.mode } else { FanOut::Never }) {
                 Offer::Queued => {}
                 Offer::Written(size) => {
                     fanned += 1;
-                    written += 1;
-                    bytes += size as u64;
+                    written.count += 1;
+                    written.bytes += size as u64;
                 }
                 Offer::Deferred { first } => {
                     fanned += 1;
@@ -667,28 +568,13 @@ impl DeliverySink for Hub {
                 Offer::Refused => dropped += 1,
             }
         }
-        if first_of_turn || !listed.is_empty() {
-            let mut pending = self.flusher.pending.lock();
-            pending.0.extend(listed);
-            // The turn may have ended meanwhile (its flush ran on another worker): then these
-            // need a flush of their own.
-            let running = std::mem::replace(&mut pending.1, true);
-            drop(pending);
-            if first_of_turn || !running {
-                self.flusher.schedule();
-            }
-        }
+        self.turns.end(turn, listed);
         self.metrics.deliveries.add(subs.len() as u64 - dropped);
         self.metrics.deliveries_dropped.add(dropped);
-        if written > 0 {
-            // What the connections' write loops count for what they write.
-            self.metrics.messages_out.add(written);
-            self.metrics.direct_writes.add(written);
-            self.metrics.bytes_out.add(bytes);
-            if let Delivery::Publication(p) = &delivery {
-                self.metrics.fanout_latency.observe(p.published_at.elapsed());
-            }
+        if let Delivery::Publication(p) = &delivery {
+            written.oldest = Some(p.published_at);
         }
+        written.record(&self.metrics);
     }
 
     fn lost(&self, channel: Option<&ChannelName>, reason: Disconnect) {

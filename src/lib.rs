@@ -19,6 +19,7 @@
 //! - [`broker`]: the broker contract (memory, Redis, NATS) and its conformance suite.
 //! - [`hub`]: this node's subscriptions, fan-out and the per-connection bounded outbox.
 //! - [`direct`]: the fan-out's writes straight into a waiting subscriber's socket.
+//! - [`fanout`]: those writes by turns, and the task that flushes what a turn queued.
 //! - [`wake`]: cheap wake-ups: an outbox's [`wake::Signal`], a write loop's [`wake::ReadGate`].
 //! - [`admission`]: places for real-time connections, in all, per IP and per user.
 //! - [`state`]: [`AppState`], what every part needs (configuration, rules, broker, hub, metrics,
@@ -57,6 +58,7 @@ pub mod config;
 pub mod connection;
 pub mod demo;
 pub mod direct;
+pub mod fanout;
 pub mod game;
 pub mod http;
 pub mod hub;
