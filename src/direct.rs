@@ -221,15 +221,14 @@ pub struct Flushed {
 impl Direct {
     /// A `Direct` over `socket`, not lent.
     pub fn new(socket: Socket) -> Self {
-        let (lent, held, stopped) = (false, false, false);
         Self {
             socket,
             channels: Vec::new(),
             rest: Vec::new(),
             framing: Framing::WebSocket,
-            lent,
-            held,
-            stopped,
+            lent: false,
+            held: false,
+            stopped: false,
         }
     }
 
@@ -352,8 +351,8 @@ impl Direct {
             // on a pointer compare, not a string compare.
             sub.channel = p.channel.clone();
         }
-        let same_epoch = Arc::ptr_eq(&sub.epoch, &p.epoch) || sub.epoch == p.epoch;
-        (p.offset == sub.offset + 1 && same_epoch).then_some((i, &**p))
+        // `Arc`'s `==` compares pointers first.
+        (p.offset == sub.offset + 1 && sub.epoch == p.epoch).then_some((i, &**p))
     }
 
     /// The bytes of `p` in this framing, encoded once for every subscriber.
@@ -385,16 +384,9 @@ impl Direct {
                 self.stopped = true;
                 0
             }
-            Wrote::Part(mut n) => {
+            Wrote::Part(n) => {
                 self.stopped = true;
-                let whole = sizes.iter().take_while(|&&size| {
-                    let fits = size <= n;
-                    if fits {
-                        n -= size;
-                    }
-                    fits
-                });
-                let whole = whole.count();
+                let (whole, n) = whole_buffers(sizes.iter().copied(), n);
                 if n > 0
                     && let Some(Delivery::Publication(p)) = batch.get(whole)
                 {
@@ -408,6 +400,19 @@ impl Direct {
         };
         (committed, sizes, wrote)
     }
+}
+
+/// How many of buffers of `sizes`, in order, a write of `written` bytes took whole, and how
+/// many bytes of the next one it took.
+pub(crate) fn whole_buffers(sizes: impl IntoIterator<Item = usize>, mut written: usize) -> (usize, usize) {
+    let whole = sizes.into_iter().take_while(|&size| {
+        let fits = size <= written;
+        if fits {
+            written -= size;
+        }
+        fits
+    });
+    (whole.count(), written)
 }
 
 #[cfg(test)]

@@ -368,14 +368,8 @@ fn wrap(prefix: &[u8], body: &[u8], suffix: &[u8]) -> Bytes {
 /// `bytes`, and the same as one chunk of a chunked body: one allocation, the first a slice of
 /// the second.
 fn chunked(bytes: Bytes) -> (Bytes, Bytes) {
-    let mut size = [0u8; 18];
-    let n = usize::from(crate::listener::stream::size_line(bytes.len(), &mut size));
-    let mut chunk = Vec::with_capacity(n + bytes.len() + 2);
-    chunk.extend_from_slice(&size[..n]);
-    chunk.extend_from_slice(&bytes);
-    chunk.extend_from_slice(b"\r\n");
-    let chunk = Bytes::from(chunk);
-    (chunk.slice(n..n + bytes.len()), chunk)
+    let (chunk, at) = crate::listener::stream::chunk(&bytes);
+    (chunk.slice(at..at + bytes.len()), chunk)
 }
 
 fn line(mut bytes: Vec<u8>) -> Bytes {

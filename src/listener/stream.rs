@@ -260,7 +260,7 @@ impl<S> Relay<S> {
 
 /// Writes a chunk's size line (`len` in hex, then CRLF) into `line`; its length. By hand: the
 /// formatting machinery cost more than the rest of a delivery's framing.
-pub(crate) fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
+fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let digits = ((usize::BITS - len.leading_zeros()).div_ceil(4)).max(1) as usize;
     for (i, digit) in line[..digits].iter_mut().rev().enumerate() {
@@ -268,6 +268,18 @@ pub(crate) fn size_line(len: usize, line: &mut [u8; 18]) -> u8 {
     }
     line[digits..digits + 2].copy_from_slice(b"\r\n");
     (digits + 2) as u8
+}
+
+/// `body` as one chunk of a chunked HTTP/1.1 body (size line, body, CRLF), in one buffer; and
+/// where `body` starts in it.
+pub(crate) fn chunk(body: &[u8]) -> (bytes::Bytes, usize) {
+    let mut line = [0u8; 18];
+    let n = usize::from(size_line(body.len(), &mut line));
+    let mut chunk = Vec::with_capacity(n + body.len() + 2);
+    chunk.extend_from_slice(&line[..n]);
+    chunk.extend_from_slice(body);
+    chunk.extend_from_slice(b"\r\n");
+    (chunk.into(), n)
 }
 
 /// A relay that ends (the client went away, the server shuts down) leaves its write loop to

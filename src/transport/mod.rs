@@ -124,15 +124,7 @@ pub(crate) async fn write_frames<W: AsyncWrite + Unpin>(
         if written == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        let mut left = written;
-        let done = frames.iter().take_while(|f| {
-            let whole = f.len() <= left;
-            if whole {
-                left -= f.len();
-            }
-            whole
-        });
-        let done = done.count();
+        let (done, left) = crate::direct::whole_buffers(frames.iter().map(Bytes::len), written);
         frames.drain(..done);
         if left > 0 {
             frames[0].advance(left);

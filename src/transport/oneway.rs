@@ -286,14 +286,7 @@ impl Transport for OneWay {
             return Ok(bytes);
         };
         if !chunk.is_empty() {
-            let mut line = [0u8; 18];
-            let n = usize::from(crate::listener::stream::size_line(chunk.len(), &mut line));
-            let line = &line[..n];
-            let mut framed = BytesMut::with_capacity(line.len() + chunk.len() + 2);
-            framed.put_slice(line);
-            framed.put_slice(&chunk);
-            framed.put_slice(b"\r\n");
-            self.frames.push(framed.freeze());
+            self.frames.push(crate::listener::stream::chunk(&chunk).0);
         }
         super::write_frames(socket, &mut self.frames).await.map_err(|_| ())?;
         self.frames = Vec::new();
